@@ -1,0 +1,2430 @@
+/* lomo.h - full-parameter fine-tuning of Llama-family models in the memory
+   of inference, with LOMO (LOw-Memory Optimization, arXiv 2306.09782).
+   Public domain / MIT, see the end of this file.
+
+   DOC BLOCK: to be written.
+*/
+#ifndef LOMO_H
+#define LOMO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef LOMO_STATIC
+#define LOMODEF static
+#else
+#define LOMODEF extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================== */
+/* types                                                                    */
+/* ======================================================================== */
+
+typedef enum lomo_dtype { LOMO_F32 = 0, LOMO_BF16 = 1, LOMO_F16 = 2 } lomo_dtype;
+
+/* Mirrors config.json. */
+typedef struct lomo_config {
+    int dim;            /* hidden_size */
+    int hidden_dim;     /* intermediate_size */
+    int n_layers;       /* num_hidden_layers */
+    int n_heads;        /* num_attention_heads */
+    int n_kv_heads;     /* num_key_value_heads (default: n_heads) */
+    int head_dim;       /* head_dim (default: hidden_size / num_attention_heads) */
+    int vocab_size;     /* vocab_size */
+    int max_seq_len;    /* max_position_embeddings */
+    float norm_eps;     /* rms_norm_eps */
+    float rope_theta;   /* rope_theta */
+    int tie_embeddings; /* tie_word_embeddings */
+    int qkv_bias;       /* q/k/v projections carry a bias (attention_bias; always for qwen2) */
+    int o_bias;         /* o_proj carries a bias (llama's attention_bias) */
+    lomo_dtype dtype;   /* torch_dtype */
+    char model_type[32];/* "llama", "mistral", "qwen2" */
+} lomo_config;
+
+/* ---- tensors and models ---- */
+
+/* What a tensor is, in the order Hugging Face lists a layer's parameters. */
+typedef enum lomo_tensor_kind {
+    LOMO_EMBED = 0, LOMO_WQ, LOMO_BQ, LOMO_WK, LOMO_BK, LOMO_WV, LOMO_BV,
+    LOMO_WO, LOMO_BO, LOMO_W_GATE, LOMO_W_UP, LOMO_W_DOWN, LOMO_ATTN_NORM,
+    LOMO_MLP_NORM, LOMO_FINAL_NORM, LOMO_LM_HEAD, LOMO_NKINDS
+} lomo_tensor_kind;
+
+typedef struct lomo_tensor {
+    char name[96];      /* Hugging Face name, e.g. model.layers.3.self_attn.q_proj.weight */
+    lomo_dtype dtype;   /* storage dtype */
+    int ndim;           /* 1 or 2 */
+    int64_t shape[2];   /* (out, in) for linear weights, as PyTorch stores them */
+    int64_t numel;
+    void *data;         /* in the memory of the model's backend (host for the CPU) */
+    int layer;          /* 0..n_layers-1, or -1 for embedding, final norm, lm_head */
+    int kind;           /* lomo_tensor_kind */
+    int index;          /* position in lomo_model.tensors */
+} lomo_tensor;
+
+typedef struct lomo_layer {
+    lomo_tensor *attn_norm, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+    lomo_tensor *mlp_norm, *w_gate, *w_up, *w_down;   /* biases are NULL when absent */
+} lomo_layer;
+
+/* ---- memory accounting ---- */
+
+typedef enum lomo_mem_tag {
+    LOMO_MEM_PARAMS = 0, LOMO_MEM_ACTIVATIONS, LOMO_MEM_GRADIENTS,
+    LOMO_MEM_OPTIMIZER, LOMO_MEM_WORKSPACE, LOMO_MEM_COMM, LOMO_MEM_NTAGS
+} lomo_mem_tag;
+
+typedef struct lomo_memory {
+    size_t current[LOMO_MEM_NTAGS];   /* bytes held now, per tag */
+    size_t peak[LOMO_MEM_NTAGS];      /* most bytes held at once, per tag */
+    size_t total_current, total_peak; /* all tags together (peak of the sum) */
+} lomo_memory;
+
+typedef struct lomo_backend lomo_backend;
+
+typedef struct lomo_model {
+    lomo_config cfg;
+    int n_tensors;
+    lomo_tensor *tensors;        /* in Hugging Face named_parameters() order */
+    lomo_tensor *embed, *final_norm, *lm_head;   /* lm_head == embed when tied */
+    lomo_layer *layers;
+    const lomo_backend *be;
+    lomo_memory mem;             /* everything allocated on the backend for this model */
+} lomo_model;
+
+typedef struct lomo_load_opts {
+    lomo_dtype dtype;            /* storage dtype (this version: LOMO_F32) */
+    const lomo_backend *backend; /* NULL: the CPU backend */
+} lomo_load_opts;
+
+LOMODEF lomo_model  *lomo_load(const char *hf_dir, const lomo_load_opts *opts);
+LOMODEF lomo_model  *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts); /* weights uninitialised */
+LOMODEF void         lomo_model_init_random(lomo_model *m, uint64_t seed, float std); /* N(0,std) matrices, norms 1, biases 0 */
+LOMODEF int          lomo_save(const lomo_model *m, const char *dir);                  /* atomic per file */
+LOMODEF void         lomo_model_free(lomo_model *m);
+LOMODEF lomo_tensor *lomo_find_tensor(lomo_model *m, const char *name);
+LOMODEF int64_t      lomo_n_params(const lomo_model *m);
+LOMODEF int          lomo_config_default(lomo_config *cfg, int dim, int hidden_dim, int n_layers,
+                                         int n_heads, int n_kv_heads, int vocab_size);
+
+/* ---- training ---- */
+
+/* What the update hook is told about the current step and tensor. */
+typedef struct lomo_update_ctx {
+    int64_t step;          /* 1 for the first step */
+    float lr;
+    float grad_scale;      /* multiply the gradient by this: clip_coef * inv_loss_scale */
+    float inv_loss_scale;  /* 1 / loss scale (1 in fp32) */
+    float clip_coef;       /* min(1, clip_norm / (grad_norm + 1e-6)), 1 when norm clipping is off */
+    float clip_value;      /* 0 = off; lomo-optim clamps grad*inv_loss_scale to +-clip_value, then applies clip_coef */
+    float weight_decay;
+    float grad_norm;       /* global L2 norm of the unclipped gradients, -1 when not computed */
+    int tensor_index;      /* param->index, and how many tensors the model has */
+    int n_tensors;
+    const lomo_backend *backend;   /* where param->data and grad live */
+} lomo_update_ctx;
+
+/* The per-tensor update hook. Called once per parameter tensor per step, the
+   moment its gradient is complete, from the top of the model down. grad is
+   fp32, param->numel long, in the backend's memory, valid only during the
+   call (the buffer is reused for the next tensor). Return 0, or nonzero to
+   abort the step (tensors already updated stay updated). */
+typedef int (*lomo_update_fn)(lomo_tensor *param, const float *grad,
+                              const lomo_update_ctx *ctx, void *user);
+
+/* The built-in LOMO rule, with the semantics of the authors' lomo-optim:
+   g = clamp(grad * inv_loss_scale, -clip_value, clip_value) * clip_coef;
+   p = p * (1 - lr * weight_decay) - lr * g. */
+LOMODEF int lomo_update_lomo(lomo_tensor *param, const float *grad,
+                             const lomo_update_ctx *ctx, void *user);
+
+typedef struct lomo_train_opts {
+    int batch, seq_len;     /* B sequences of T tokens per step */
+    int checkpointing;      /* keep only each layer's input; recompute the layer in backward */
+    float clip_norm;        /* > 0: clip by global norm (two backward passes, one forward) */
+    float clip_value;       /* > 0: clamp each gradient element */
+    float weight_decay;
+    lomo_update_fn update;  /* NULL: lomo_update_lomo */
+    void *update_user;
+} lomo_train_opts;
+
+typedef struct lomo_step_info {
+    float loss;             /* mean over counted positions */
+    float grad_norm;        /* -1 when not computed */
+    float clip_coef;
+    int64_t n_tokens;       /* counted (label != -100) positions */
+    int skipped;            /* 1: non-finite loss or norm, no weight was touched */
+} lomo_step_info;
+
+typedef struct lomo_trainer lomo_trainer;
+
+LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts);
+LOMODEF void          lomo_trainer_free(lomo_trainer *t);
+/* tokens, labels: B*T int32 on the host; labels may be NULL (= tokens).
+   Label convention of transformers: position t predicts labels[t+1]; -100 is ignored. */
+LOMODEF int           lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *labels,
+                                float lr, lomo_step_info *info);
+/* Forward only: loss (info->loss) and logits (lomo_logits); no weight changes. */
+LOMODEF int           lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels,
+                                   lomo_step_info *info);
+LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory */
+
+/* ---- mixed precision ---- */
+
+/* bf16 and IEEE fp16 <-> fp32; to 16 bits with round-to-nearest-even,
+   NaN stays NaN, overflow goes to inf (fp16), subnormals kept. */
+LOMODEF float    lomo_bf16_to_f32(uint16_t h);
+LOMODEF uint16_t lomo_f32_to_bf16(float f);
+LOMODEF float    lomo_f16_to_f32(uint16_t h);
+LOMODEF uint16_t lomo_f32_to_f16(float f);
+
+/* ---- memory report ---- */
+
+LOMODEF lomo_memory lomo_memory_report(const lomo_model *m);
+LOMODEF void        lomo_memory_print(FILE *f, const lomo_memory *r);
+/* The formula of the doc block, per tag, for a model config and training options. */
+LOMODEF size_t      lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o,
+                                        size_t per_tag[LOMO_MEM_NTAGS]);
+LOMODEF const char *lomo_mem_tag_name(int tag);
+
+/* ---- errors ---- */
+
+LOMODEF const char *lomo_error(void);   /* why the last call failed (this thread) */
+
+/* ======================================================================== */
+/* backend interface (for backend authors: the CPU table below, CUDA in    */
+/* lomo_cuda.cuh). Activations are fp32, (rows, cols) row-major; N = B*T.  */
+/* Weights are lomo_tensor so a backend can dispatch on the storage dtype. */
+/* ======================================================================== */
+struct lomo_backend {
+    const char *name;
+    void *ctx;
+    int host_memory;    /* 1: data pointers are host pointers (no staging on load/save) */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void  (*free)(void *ctx, void *p);
+    void  (*upload)(void *ctx, void *dst, const void *src, size_t bytes);   /* host -> backend */
+    void  (*download)(void *ctx, void *dst, const void *src, size_t bytes); /* backend -> host */
+    void  (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
+    void  (*zero)(void *ctx, void *p, size_t bytes);
+    int   (*check)(void *ctx);  /* sticky error of earlier ops: 0, or -1 with lomo_error() set */
+
+    /* x (N,C) = rows of wte (V,C) */
+    void (*embed_fwd)(void *ctx, float *x, const int32_t *tok, const lomo_tensor *wte, int N, int C);
+    /* dwte (V,C) += scatter of dx (N,C) by token */
+    void (*embed_bwd)(void *ctx, float *dwte, const float *dx, const int32_t *tok, int N, int C);
+    /* y (N,C) = x * rstd * w; rstd (N) saved */
+    void (*rmsnorm_fwd)(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *w,
+                        int N, int C, float eps);
+    /* dx (N,C) += d/dx; dw (C) = d/dw (overwritten) */
+    void (*rmsnorm_bwd)(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                        const lomo_tensor *w, const float *rstd, int N, int C);
+    /* y (N,O) (+)= x (N,K) W^T (W is (O,K)) + b (O, may be NULL) */
+    void (*matmul_fwd)(void *ctx, float *y, const float *x, const lomo_tensor *w,
+                       const lomo_tensor *b, int N, int K, int O, int accumulate);
+    /* dx (N,K) (+)= dy (N,O) W */
+    void (*matmul_bwd_x)(void *ctx, float *dx, const float *dy, const lomo_tensor *w,
+                         int N, int K, int O, int accumulate);
+    /* dw (O,K) (+)= dy^T x */
+    void (*matmul_bwd_w)(void *ctx, float *dw, const float *dy, const float *x,
+                         int N, int K, int O, int accumulate);
+    /* db (O) = column sums of dy (N,O) */
+    void (*bias_bwd)(void *ctx, float *db, const float *dy, int N, int O);
+    /* x (B,T,nh,hd) rotated in place, half-rotation convention; inverse=1 for backward */
+    void (*rope)(void *ctx, float *x, int B, int T, int nh, int hd, float theta, int inverse);
+    /* causal GQA attention: q (N,nh,hd), k,v (N,nkv,hd) -> out (N,nh,hd), lse (N,nh) */
+    void (*attn_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
+                     const float *v, int B, int T, int nh, int nkv, int hd);
+    /* dq, dk, dv (overwritten) from dout, using the saved out and lse */
+    void (*attn_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                     const float *q, const float *k, const float *v, const float *out,
+                     const float *lse, int B, int T, int nh, int nkv, int hd);
+    /* h = silu(g) * u, n elements */
+    void (*swiglu_fwd)(void *ctx, float *h, const float *g, const float *u, size_t n);
+    /* dg, du from dh (dg may alias dh) */
+    void (*swiglu_bwd)(void *ctx, float *dg, float *du, const float *dh, const float *g,
+                       const float *u, size_t n);
+    /* losses (N) = -log softmax(logits)[target], 0 where target < 0; with dlogits
+       (may alias logits): dlogits = (softmax - onehot) * dscale, 0 rows where ignored */
+    void (*cross_entropy)(void *ctx, float *losses, float *dlogits, const float *logits,
+                          const int32_t *targets, int N, int V, float dscale);
+    double (*sumsq)(void *ctx, const float *x, size_t n);   /* sum of squares, NaN/inf propagate */
+    /* the built-in LOMO rule on one tensor (see lomo_update_lomo) */
+    void (*update_sgd)(void *ctx, lomo_tensor *p, const float *g, float lr, float inv_loss_scale,
+                       float clip_value, float clip_coef, float weight_decay);
+};
+
+LOMODEF const lomo_backend *lomo_cpu_backend(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOMO_H */
+
+/* ======================================================================== */
+/* implementation                                                           */
+/* ======================================================================== */
+#ifdef LOMO_IMPLEMENTATION
+#ifndef LOMO__IMPLEMENTED
+#define LOMO__IMPLEMENTED
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <errno.h>
+#include <sys/stat.h>
+
+#ifndef LOMO_MALLOC
+#define LOMO_MALLOC(sz) malloc(sz)
+#define LOMO_FREE(p) free(p)
+#endif
+#ifndef LOMO_ASSERT
+#include <assert.h>
+#define LOMO_ASSERT(x) assert(x)
+#endif
+
+#if defined(__cplusplus)
+#define LOMO__TLS thread_local
+#else
+#define LOMO__TLS _Thread_local
+#endif
+
+/* ---- errors: API calls return NULL / -1 and leave a readable reason ---- */
+static LOMO__TLS char lomo__errbuf[1024];
+
+LOMODEF const char *lomo_error(void) { return lomo__errbuf; }
+
+/* Sets the error message; always returns -1 so callers can `return lomo__fail(...)`. */
+static int lomo__fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(lomo__errbuf, sizeof lomo__errbuf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- I/O: JSON, safetensors, config.json, dtype conversion ---- */
+/* lomo_io.inl - I/O for lomo.h: dtype conversion, a strict JSON reader,
+   safetensors read/write, config.json. Included by lomo.h inside its
+   implementation section (after lomo__fail); every symbol here is static.
+   Needs POSIX (open/mmap/fsync/rename). Assumes a little-endian host, as
+   safetensors stores little-endian data and F32/F64 are copied as is. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <locale.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+/* ======================================================================== */
+/* dtype conversion: bf16 / fp16 <-> fp32, round to nearest even            */
+/* ======================================================================== */
+
+static uint32_t lomo__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float lomo__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* bf16 is the top half of an fp32: same exponent range, 7 mantissa bits. */
+LOMODEF float lomo_bf16_to_f32(uint16_t h) { return lomo__bits_f32((uint32_t)h << 16); }
+
+LOMODEF uint16_t lomo_f32_to_bf16(float f) {
+    uint32_t u = lomo__f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN stays (quiet) NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* RNE; a carry out of the mantissa bumps the exponent (max -> inf) */
+    return (uint16_t)(u >> 16);
+}
+
+/* IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. */
+LOMODEF float lomo_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, m = h & 0x3ffu;
+    int e = (h >> 10) & 0x1f;
+    if (e == 31) return lomo__bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN (payload kept) */
+    if (e == 0) {
+        if (m == 0) return lomo__bits_f32(sign);                          /* +-0 */
+        e = 1;                                                            /* subnormal m * 2^-24: normalise */
+        while (!(m & 0x400u)) { m <<= 1; e--; }
+        m &= 0x3ffu;
+    }
+    return lomo__bits_f32(sign | ((uint32_t)(e + 112) << 23) | (m << 13));
+}
+
+LOMODEF uint16_t lomo_f32_to_f16(float f) {
+    uint32_t u = lomo__f32_bits(f), sign = (u >> 16) & 0x8000u, q, r;
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((u >> 13) & 0x3ffu));  /* NaN: quiet, top payload bits */
+    if (u >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);              /* >= 65520 rounds to inf */
+    if (u < 0x38800000u) {                                                /* below 2^-14: subnormal or 0 */
+        int shift = 126 - (int)(u >> 23);     /* result = round(mant * 2^(e-126)), mant with hidden bit */
+        uint32_t mant = (u & 0x7fffffu) | 0x800000u;
+        if (shift > 24) return (uint16_t)sign;                            /* < 2^-25 (ties to even: 0) */
+        q = mant >> shift; r = mant & ((1u << shift) - 1u);
+        if (r > (1u << (shift - 1)) || (r == (1u << (shift - 1)) && (q & 1u))) q++;
+        return (uint16_t)(sign | q);          /* q may carry to 0x400, the smallest normal: still right */
+    }
+    u -= 0x38000000u;                         /* rebias the exponent 127 -> 15 */
+    q = u >> 13; r = u & 0x1fffu;
+    if (r > 0x1000u || (r == 0x1000u && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+}
+
+/* ======================================================================== */
+/* string builder (for JSON output)                                         */
+/* ======================================================================== */
+
+typedef struct lomo__sb { char *p; size_t n, cap; int oom; } lomo__sb;
+
+static void lomo__sb_add(lomo__sb *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (b->n + n + 1 > cap) cap *= 2;
+        if (!(p = (char *)LOMO_MALLOC(cap))) { b->oom = 1; return; }
+        if (b->n) memcpy(p, b->p, b->n);
+        LOMO_FREE(b->p);
+        b->p = p; b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void lomo__sb_printf(lomo__sb *b, const char *fmt, ...) {
+    char tmp[256];
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (k < 0 || k >= (int)sizeof tmp) { b->oom = 1; return; } /* only used for short items */
+    lomo__sb_add(b, tmp, (size_t)k);
+}
+
+/* Appends s as a quoted JSON string (UTF-8 passed through). */
+static void lomo__sb_jstr(lomo__sb *b, const char *s) {
+    lomo__sb_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { char e[2] = { '\\', (char)c }; lomo__sb_add(b, e, 2); }
+        else if (c < 0x20) lomo__sb_printf(b, "\\u%04x", c);
+        else lomo__sb_add(b, s, 1);
+    }
+    lomo__sb_add(b, "\"", 1);
+}
+
+/* Shortest of %.6g..%.9g that reads back as the same float, always with '.'. */
+static void lomo__fmt_float(char *buf, size_t cap, float v) {
+    const char *dp = localeconv()->decimal_point;
+    char *q;
+    int prec;
+    for (prec = 6; prec <= 9; prec++) {
+        snprintf(buf, cap, "%.*g", prec, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    if (dp && dp[0] && dp[0] != '.' && (q = strchr(buf, dp[0])) != NULL) *q = '.';
+}
+
+/* ======================================================================== */
+/* JSON reader                                                              */
+/* ======================================================================== */
+/* Strict RFC 8259 parser into a flat node array; the root is node 0.
+     lomo__json_parse(j, s, len, what)  0, or -1 with "<what>: invalid JSON at
+                                        byte N: reason" in lomo_error()
+     lomo__json_free(j)
+     lomo__json_get(j, obj, key)        value node of member key, -1 if absent
+     lomo__json_str(j, node, buf, cap)  decoded UTF-8, NUL-terminated: length,
+                                        or -1 (not a STR, too long, has \u0000)
+     lomo__json_streq(j, node, lit)     1 if the STR node decodes to lit
+     lomo__json_int(j, node, &v)        0 if node is an integer literal, |v| < 2^53
+   Children of OBJ/ARR are chained by first/next in document order (count of
+   them). For objects the chain links the *value* nodes; each value's `key` is
+   the index of its key STR node, which sits outside the chain. s/len is the raw
+   span: for STR between the quotes (escapes not decoded), for OBJ/ARR from
+   bracket to bracket. Rules: UTF-8 only (no BOM, no overlong forms, no
+   surrogates), \u escapes with paired surrogates, at most 64 nested containers,
+   only whitespace after the root value. */
+
+enum { LOMO__J_OBJ, LOMO__J_ARR, LOMO__J_STR, LOMO__J_NUM, LOMO__J_TRUE, LOMO__J_FALSE, LOMO__J_NULL };
+#define LOMO__JSON_MAX_DEPTH 64
+
+typedef struct lomo__jnode {
+    int type, parent, first, next, count;
+    const char *s; size_t len;
+    double num;
+    int key;
+} lomo__jnode;
+
+typedef struct lomo__json { lomo__jnode *nodes; int n, cap; } lomo__json;
+
+typedef struct lomo__jp { lomo__json *j; const unsigned char *s; size_t n, i; const char *what; } lomo__jp;
+
+static int lomo__jp_err(const lomo__jp *p, const char *msg) {
+    return lomo__fail("%s: invalid JSON at byte %zu: %s", p->what ? p->what : "JSON", p->i, msg);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid/overlong/surrogate/> U+10FFFF. */
+static int lomo__utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0], lo = 0x80, hi = 0xbf;
+    int k, i;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) k = 2;
+    else if (c >= 0xe0 && c <= 0xef) { k = 3; if (c == 0xe0) lo = 0xa0; if (c == 0xed) hi = 0x9f; }
+    else if (c >= 0xf0 && c <= 0xf4) { k = 4; if (c == 0xf0) lo = 0x90; if (c == 0xf4) hi = 0x8f; }
+    else return 0;
+    if (n < (size_t)k || s[1] < lo || s[1] > hi) return 0;
+    for (i = 2; i < k; i++) if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return k;
+}
+
+static int lomo__utf8_valid(const char *s) {
+    size_t n = strlen(s), i = 0;
+    int k;
+    while (i < n && (k = lomo__utf8_len((const unsigned char *)s + i, n - i)) > 0) i += (size_t)k;
+    return i == n;
+}
+
+static int lomo__hex4(const unsigned char *s, size_t n, unsigned *out) {
+    size_t i;
+    *out = 0;
+    if (n < 4) return -1;
+    for (i = 0; i < 4; i++) {
+        unsigned c = s[i], d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return -1;
+        *out = *out * 16 + d;
+    }
+    return 0;
+}
+
+static void lomo__jp_ws(lomo__jp *p) {
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
+}
+
+static int lomo__jp_node(lomo__jp *p, int type, int parent) {
+    lomo__json *j = p->j;
+    lomo__jnode *nd;
+    if (j->n == j->cap) {
+        int cap = j->cap ? j->cap * 2 : 64;
+        lomo__jnode *a = (j->cap < (1 << 28)) ? (lomo__jnode *)LOMO_MALLOC((size_t)cap * sizeof *a) : NULL;
+        if (!a) return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON");
+        if (j->n) memcpy(a, j->nodes, (size_t)j->n * sizeof *a);
+        LOMO_FREE(j->nodes);
+        j->nodes = a; j->cap = cap;
+    }
+    nd = &j->nodes[j->n];
+    memset(nd, 0, sizeof *nd);
+    nd->type = type; nd->parent = parent; nd->first = nd->next = nd->key = -1;
+    nd->s = (const char *)p->s + p->i;
+    return j->n++;
+}
+
+/* Parses the string at p->i (an opening quote), validating escapes and UTF-8. */
+static int lomo__jp_string(lomo__jp *p, int parent) {
+    int id = lomo__jp_node(p, LOMO__J_STR, parent);
+    size_t start;
+    unsigned u, u2;
+    if (id < 0) return -1;
+    start = ++p->i;
+    for (;;) {
+        unsigned c;
+        if (p->i >= p->n) return lomo__jp_err(p, "unterminated string");
+        c = p->s[p->i];
+        if (c == '"') break;
+        if (c < 0x20) return lomo__jp_err(p, "control character in string (must be escaped)");
+        if (c >= 0x80) {
+            int k = lomo__utf8_len(p->s + p->i, p->n - p->i);
+            if (!k) return lomo__jp_err(p, "invalid UTF-8 in string");
+            p->i += (size_t)k;
+            continue;
+        }
+        p->i++;
+        if (c != '\\') continue;
+        if (p->i >= p->n) return lomo__jp_err(p, "unterminated string");
+        c = p->s[p->i];
+        if (c && strchr("\"\\/bfnrt", (int)c)) { p->i++; continue; }
+        if (c != 'u') return lomo__jp_err(p, "invalid escape sequence");
+        if (lomo__hex4(p->s + p->i + 1, p->n - p->i - 1, &u)) return lomo__jp_err(p, "\\u needs 4 hex digits");
+        if (u >= 0xdc00 && u <= 0xdfff) return lomo__jp_err(p, "unpaired low surrogate in \\u escape");
+        p->i += 5;
+        if (u >= 0xd800 && u <= 0xdbff) {
+            if (p->i + 1 >= p->n || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' ||
+                lomo__hex4(p->s + p->i + 2, p->n - p->i - 2, &u2) || u2 < 0xdc00 || u2 > 0xdfff)
+                return lomo__jp_err(p, "unpaired high surrogate in \\u escape");
+            p->i += 6;
+        }
+    }
+    p->j->nodes[id].s = (const char *)p->s + start;
+    p->j->nodes[id].len = p->i - start;
+    p->i++;
+    return id;
+}
+
+static int lomo__jp_number(lomo__jp *p, int parent) {
+    int id = lomo__jp_node(p, LOMO__J_NUM, parent);
+    size_t start = p->i, len;
+    char small[64], *buf, *end;
+    const char *dp;
+    double v;
+    if (id < 0) return -1;
+#define LOMO__DIGIT() (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+    if (p->s[p->i] == '-') p->i++;
+    if (!LOMO__DIGIT()) return lomo__jp_err(p, "invalid number");
+    if (p->s[p->i] == '0') { p->i++; if (LOMO__DIGIT()) return lomo__jp_err(p, "leading zeros are not allowed"); }
+    else while (LOMO__DIGIT()) p->i++;
+    if (p->i < p->n && p->s[p->i] == '.') {
+        p->i++;
+        if (!LOMO__DIGIT()) return lomo__jp_err(p, "digit expected after '.'");
+        while (LOMO__DIGIT()) p->i++;
+    }
+    if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
+        p->i++;
+        if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
+        if (!LOMO__DIGIT()) return lomo__jp_err(p, "digit expected in exponent");
+        while (LOMO__DIGIT()) p->i++;
+    }
+#undef LOMO__DIGIT
+    /* grammar checked: convert a NUL-terminated copy with strtod (correctly rounded) */
+    len = p->i - start;
+    buf = len < sizeof small ? small : (char *)LOMO_MALLOC(len + 1);
+    if (!buf) return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON");
+    memcpy(buf, p->s + start, len);
+    buf[len] = 0;
+    v = strtod(buf, &end);
+    dp = localeconv()->decimal_point; /* a non-"C" LC_NUMERIC wants its own decimal point */
+    if (end != buf + len && dp && dp[0] && (end = strchr(buf, '.')) != NULL) { *end = dp[0]; v = strtod(buf, NULL); }
+    if (buf != small) LOMO_FREE(buf);
+    p->j->nodes[id].num = v;
+    p->j->nodes[id].len = len;
+    return id;
+}
+
+static int lomo__jp_value(lomo__jp *p, int parent, int depth) {
+    int id, last = -1, type;
+    unsigned c;
+    lomo__jp_ws(p);
+    if (p->i >= p->n) return lomo__jp_err(p, "unexpected end of input");
+    c = p->s[p->i];
+    if (c == '"') return lomo__jp_string(p, parent);
+    if (c == '-' || (c >= '0' && c <= '9')) return lomo__jp_number(p, parent);
+    if (c == 't' || c == 'f' || c == 'n') {
+        const char *lit = c == 't' ? "true" : c == 'f' ? "false" : "null";
+        size_t k = strlen(lit);
+        if (p->n - p->i < k || memcmp(p->s + p->i, lit, k)) return lomo__jp_err(p, "invalid literal");
+        type = c == 't' ? LOMO__J_TRUE : c == 'f' ? LOMO__J_FALSE : LOMO__J_NULL;
+        if ((id = lomo__jp_node(p, type, parent)) < 0) return -1;
+        p->j->nodes[id].len = k;
+        p->i += k;
+        return id;
+    }
+    if (c != '{' && c != '[') {
+        char msg[64];
+        snprintf(msg, sizeof msg, (c >= 0x20 && c < 0x7f) ? "unexpected character '%c'" : "unexpected byte 0x%02x", c);
+        return lomo__jp_err(p, msg);
+    }
+    if (depth >= LOMO__JSON_MAX_DEPTH) return lomo__jp_err(p, "nesting deeper than 64 levels");
+    if ((id = lomo__jp_node(p, c == '{' ? LOMO__J_OBJ : LOMO__J_ARR, parent)) < 0) return -1;
+    p->i++;
+    lomo__jp_ws(p);
+    if (p->i < p->n && p->s[p->i] == (c == '{' ? '}' : ']')) { p->i++; goto done; }
+    for (;;) {
+        int key = -1, v;
+        if (c == '{') {
+            lomo__jp_ws(p);
+            if (p->i >= p->n || p->s[p->i] != '"') return lomo__jp_err(p, "expected a string key");
+            if ((key = lomo__jp_string(p, id)) < 0) return -1;
+            lomo__jp_ws(p);
+            if (p->i >= p->n || p->s[p->i] != ':') return lomo__jp_err(p, "expected ':' after key");
+            p->i++;
+        }
+        if ((v = lomo__jp_value(p, id, depth + 1)) < 0) return -1;
+        p->j->nodes[v].key = key;
+        if (last < 0) p->j->nodes[id].first = v; else p->j->nodes[last].next = v;
+        last = v;
+        p->j->nodes[id].count++;
+        lomo__jp_ws(p);
+        if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
+        if (p->i < p->n && p->s[p->i] == (c == '{' ? '}' : ']')) { p->i++; break; }
+        return lomo__jp_err(p, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+done:
+    p->j->nodes[id].len = (size_t)((const char *)p->s + p->i - p->j->nodes[id].s);
+    return id;
+}
+
+static void lomo__json_free(lomo__json *j) {
+    LOMO_FREE(j->nodes);
+    j->nodes = NULL; j->n = j->cap = 0;
+}
+
+static int lomo__json_parse(lomo__json *j, const char *s, size_t len, const char *what) {
+    lomo__jp p;
+    j->nodes = NULL; j->n = j->cap = 0;
+    p.j = j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
+    if (lomo__jp_value(&p, -1, 0) < 0) { lomo__json_free(j); return -1; }
+    lomo__jp_ws(&p);
+    if (p.i != p.n) { lomo__json_free(j); return lomo__jp_err(&p, "unexpected trailing characters after the JSON value"); }
+    return 0;
+}
+
+/* Decodes the next character of a validated STR span at *i into out; returns its byte count. */
+static int lomo__jdec(const char *s, size_t *i, char out[4]) {
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned cp, lo;
+    if (u[*i] != '\\') { out[0] = s[(*i)++]; return 1; }
+    switch (u[*i + 1]) {
+    case 'b': out[0] = '\b'; break;
+    case 'f': out[0] = '\f'; break;
+    case 'n': out[0] = '\n'; break;
+    case 'r': out[0] = '\r'; break;
+    case 't': out[0] = '\t'; break;
+    case 'u': break;
+    default: out[0] = s[*i + 1]; break; /* " \ / */
+    }
+    if (u[*i + 1] != 'u') { *i += 2; return 1; }
+    lomo__hex4(u + *i + 2, 4, &cp);
+    *i += 6;
+    if (cp >= 0xd800 && cp <= 0xdbff) { lomo__hex4(u + *i + 2, 4, &lo); *i += 6; cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00); }
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xc0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+static int lomo__json_is(const lomo__json *j, int node, int type) {
+    return j && node >= 0 && node < j->n && j->nodes[node].type == type;
+}
+
+static int lomo__json_str(const lomo__json *j, int node, char *buf, size_t cap) {
+    size_t i = 0, o = 0;
+    if (!cap) return -1;
+    buf[0] = 0;
+    if (!lomo__json_is(j, node, LOMO__J_STR)) return -1;
+    while (i < j->nodes[node].len) {
+        char c[4];
+        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
+        if (o + (size_t)k >= cap || (k == 1 && c[0] == 0)) { buf[0] = 0; return -1; }
+        for (m = 0; m < k; m++) buf[o++] = c[m];
+    }
+    buf[o] = 0;
+    return o > 0x7fffffff ? -1 : (int)o;
+}
+
+static int lomo__json_streq(const lomo__json *j, int node, const char *lit) {
+    size_t i = 0, o = 0;
+    if (!lomo__json_is(j, node, LOMO__J_STR)) return 0;
+    while (i < j->nodes[node].len) {
+        char c[4];
+        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
+        for (m = 0; m < k; m++, o++) if (lit[o] != c[m]) return 0; /* also stops at lit's NUL */
+    }
+    return lit[o] == 0;
+}
+
+static int lomo__json_get(const lomo__json *j, int obj, const char *key) {
+    int c;
+    if (!lomo__json_is(j, obj, LOMO__J_OBJ)) return -1;
+    for (c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next)
+        if (lomo__json_streq(j, j->nodes[c].key, key)) return c;
+    return -1;
+}
+
+static int lomo__json_int(const lomo__json *j, int node, int64_t *v) {
+    const lomo__jnode *nd;
+    if (!lomo__json_is(j, node, LOMO__J_NUM)) return -1;
+    nd = &j->nodes[node];
+    if (memchr(nd->s, '.', nd->len) || memchr(nd->s, 'e', nd->len) || memchr(nd->s, 'E', nd->len)) return -1;
+    if (nd->num >= 9007199254740992.0 || nd->num <= -9007199254740992.0) return -1;
+    *v = (int64_t)nd->num;
+    return 0;
+}
+
+/* A short printable rendering of a node for error messages ("found ..."). */
+static const char *lomo__json_show(const lomo__json *j, int node, char *buf, size_t cap) {
+    const lomo__jnode *nd;
+    size_t k, i;
+    if (node < 0 || node >= j->n) { snprintf(buf, cap, "nothing"); return buf; }
+    nd = &j->nodes[node];
+    k = nd->len < 40 ? nd->len : 40;
+    while (k < nd->len && ((unsigned char)nd->s[k] & 0xc0) == 0x80) k--; /* cut at a character boundary */
+    snprintf(buf, cap, nd->type == LOMO__J_STR ? "\"%.*s%s\"" : "%.*s%s", (int)k, nd->s, k < nd->len ? "..." : "");
+    for (i = 0; buf[i]; i++) if ((unsigned char)buf[i] < 0x20) buf[i] = ' ';
+    return buf;
+}
+
+/* ======================================================================== */
+/* files: whole-file read, atomic write                                     */
+/* ======================================================================== */
+
+/* Test hook: when >= 0, atomic writers fail with ENOSPC once this many bytes of
+   the file have been written (the hook stays armed until set back to -1). */
+static int lomo__io_fail_after = -1;
+
+static int lomo__read_file(const char *path, char **buf, size_t *len) {
+    struct stat st;
+    size_t n = 0;
+    char *p;
+    int fd = open(path, O_RDONLY);
+    *buf = NULL; *len = 0;
+    if (fd < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return lomo__fail("%s: not a regular file", path); }
+    if (!(p = (char *)LOMO_MALLOC((size_t)st.st_size + 1))) { close(fd); return lomo__fail("%s: out of memory", path); }
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { int e = errno; close(fd); LOMO_FREE(p); return lomo__fail("%s: read failed: %s", path, strerror(e)); }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    p[n] = 0;
+    *buf = p; *len = n;
+    return 0;
+}
+
+/* Atomic writer: everything goes to "<path>.tmp.<pid>", which is fsynced, closed
+   and renamed over path, then the directory is fsynced. Any failure removes the
+   temporary file and leaves whatever was at path untouched. */
+typedef struct lomo__aw { int fd; uint64_t written; const char *path; char tmp[1100]; } lomo__aw;
+
+static int lomo__aw_abort(lomo__aw *w, int err, const char *what) {
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    unlink(w->tmp);
+    return lomo__fail("%s: %s failed: %s (nothing was replaced)", w->path, what, strerror(err));
+}
+
+static int lomo__aw_open(lomo__aw *w, const char *path) {
+    int flags = O_WRONLY | O_CREAT | O_TRUNC;
+#ifdef O_CLOEXEC
+    flags |= O_CLOEXEC;
+#endif
+    w->fd = -1; w->written = 0; w->path = path;
+    if (strlen(path) > 1000) return lomo__fail("%s: path too long", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    if ((w->fd = open(w->tmp, flags, 0644)) < 0)
+        return lomo__fail("%s: cannot create temporary file %s: %s", path, w->tmp, strerror(errno));
+    return 0;
+}
+
+static int lomo__aw_write(lomo__aw *w, const void *data, size_t len) {
+    const char *p = (const char *)data;
+    while (len) {
+        size_t chunk = len < ((size_t)1 << 30) ? len : ((size_t)1 << 30);
+        ssize_t r;
+        if (lomo__io_fail_after >= 0) { /* simulated disk full */
+            uint64_t lim = (uint64_t)lomo__io_fail_after;
+            if (w->written >= lim) return lomo__aw_abort(w, ENOSPC, "write");
+            if (chunk > lim - w->written) chunk = (size_t)(lim - w->written);
+        }
+        r = write(w->fd, p, chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return lomo__aw_abort(w, r < 0 ? errno : EIO, "write");
+        p += r; len -= (size_t)r; w->written += (uint64_t)r;
+    }
+    return 0;
+}
+
+static int lomo__aw_commit(lomo__aw *w) {
+    char dir[1100];
+    char *slash;
+    int dfd, fd = w->fd;
+    if (fsync(fd)) return lomo__aw_abort(w, errno, "fsync");
+    w->fd = -1;
+    if (close(fd)) return lomo__aw_abort(w, errno, "close");
+    if (rename(w->tmp, w->path)) return lomo__aw_abort(w, errno, "rename");
+    /* make the rename itself durable: fsync the containing directory */
+    snprintf(dir, sizeof dir, "%s", w->path);
+    slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    if ((dfd = open(dir, O_RDONLY)) < 0)
+        return lomo__fail("%s: saved, but cannot open directory %s to fsync it: %s", w->path, dir, strerror(errno));
+    if (fsync(dfd) && errno != EINVAL) { /* EINVAL: the file system cannot fsync directories */
+        int e = errno;
+        close(dfd);
+        return lomo__fail("%s: saved, but fsync of directory %s failed: %s", w->path, dir, strerror(e));
+    }
+    close(dfd);
+    return 0;
+}
+
+static int lomo__write_file_atomic(const char *path, const void *data, size_t len) {
+    lomo__aw w;
+    if (lomo__aw_open(&w, path) || lomo__aw_write(&w, data, len)) return -1;
+    return lomo__aw_commit(&w);
+}
+
+/* ======================================================================== */
+/* safetensors                                                              */
+/* ======================================================================== */
+/* Layout: u64 little-endian N | N bytes of UTF-8 JSON header | data buffer.
+   The header is an object: tensor name -> {"dtype": "F32", "shape": [..],
+   "data_offsets": [begin, end]} (offsets relative to the data buffer), plus an
+   optional "__metadata__": {string: string}. It may be padded with trailing
+   spaces. Rules checked here (as the reference implementation does): N <= 100
+   MB and within the file; known dtype; shape of non-negative integers;
+   end - begin == numel * dtype size; tensors unique by name and covering the
+   data buffer exactly, without overlap or hole. */
+
+enum { LOMO__ST_F64, LOMO__ST_F32, LOMO__ST_F16, LOMO__ST_BF16, LOMO__ST_I64, LOMO__ST_I32,
+       LOMO__ST_I16, LOMO__ST_I8, LOMO__ST_U8, LOMO__ST_BOOL, LOMO__ST_NDTYPE };
+static const char *const lomo__st_dtype_name[LOMO__ST_NDTYPE] = { "F64", "F32", "F16", "BF16", "I64", "I32",
+                                                                  "I16", "I8", "U8", "BOOL" };
+static const int lomo__st_dtype_size[LOMO__ST_NDTYPE] = { 8, 4, 2, 2, 8, 4, 2, 1, 1, 1 };
+#define LOMO__ST_MAX_HEADER (100u << 20)
+#define LOMO__ST_MAX_DIMS 8
+
+typedef struct lomo__st_tensor {
+    char name[128];
+    int dtype, ndim;
+    int64_t shape[LOMO__ST_MAX_DIMS], numel;
+    uint64_t begin, end; /* offsets in the data buffer */
+    const void *data;    /* into the mapping; not necessarily aligned */
+} lomo__st_tensor;
+
+typedef struct lomo__st_file {
+    char path[1024];
+    void *map; size_t size;
+    int n; lomo__st_tensor *t; /* sorted by offset (file order) */
+} lomo__st_file;
+
+typedef struct lomo__st_out {
+    const char *name;
+    int dtype, ndim;
+    int64_t shape[LOMO__ST_MAX_DIMS];
+    const void *data;
+} lomo__st_out;
+
+static void lomo__st_close(lomo__st_file *f) {
+    if (f->map) munmap(f->map, f->size);
+    LOMO_FREE(f->t);
+    f->map = NULL; f->t = NULL; f->n = 0; f->size = 0;
+}
+
+static int lomo__st_cmp_name(const void *a, const void *b) {
+    return strcmp(((const lomo__st_tensor *)a)->name, ((const lomo__st_tensor *)b)->name);
+}
+static int lomo__st_cmp_off(const void *a, const void *b) {
+    const lomo__st_tensor *x = (const lomo__st_tensor *)a, *y = (const lomo__st_tensor *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* Fills one tensor entry from its header value node v. */
+static int lomo__st_entry(const lomo__st_file *f, const lomo__json *j, int v, lomo__st_tensor *t,
+                          const unsigned char *data, uint64_t dsize) {
+    int d = lomo__json_get(j, v, "dtype"), sh = lomo__json_get(j, v, "shape"), off = lomo__json_get(j, v, "data_offsets");
+    int c, k;
+    int64_t b, e;
+    char show[64];
+    uint64_t bytes;
+    if (!lomo__json_is(j, v, LOMO__J_OBJ)) return lomo__fail("%s: tensor '%s': entry is not a JSON object", f->path, t->name);
+    if (d < 0) return lomo__fail("%s: tensor '%s': missing dtype", f->path, t->name);
+    for (t->dtype = 0; t->dtype < LOMO__ST_NDTYPE; t->dtype++)
+        if (lomo__json_streq(j, d, lomo__st_dtype_name[t->dtype])) break;
+    if (t->dtype == LOMO__ST_NDTYPE)
+        return lomo__fail("%s: tensor '%s': unknown dtype %s (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)",
+                          f->path, t->name, lomo__json_show(j, d, show, sizeof show));
+    if (!lomo__json_is(j, sh, LOMO__J_ARR) || j->nodes[sh].count > LOMO__ST_MAX_DIMS)
+        return lomo__fail("%s: tensor '%s': shape must be an array of at most %d integers, found %s",
+                          f->path, t->name, LOMO__ST_MAX_DIMS, lomo__json_show(j, sh, show, sizeof show));
+    t->ndim = 0; t->numel = 1;
+    for (c = j->nodes[sh].first; c >= 0; c = j->nodes[c].next) {
+        if (lomo__json_int(j, c, &b) || b < 0)
+            return lomo__fail("%s: tensor '%s': shape entries must be non-negative integers, found %s",
+                              f->path, t->name, lomo__json_show(j, c, show, sizeof show));
+        if (b && t->numel > INT64_MAX / b) return lomo__fail("%s: tensor '%s': shape overflows", f->path, t->name);
+        t->shape[t->ndim++] = b;
+        t->numel *= b;
+    }
+    if (!lomo__json_is(j, off, LOMO__J_ARR) || j->nodes[off].count != 2 ||
+        lomo__json_int(j, j->nodes[off].first, &b) || b < 0 ||
+        lomo__json_int(j, j->nodes[j->nodes[off].first].next, &e) || e < 0)
+        return lomo__fail("%s: tensor '%s': data_offsets must be 2 non-negative integers, found %s",
+                          f->path, t->name, lomo__json_show(j, off, show, sizeof show));
+    t->begin = (uint64_t)b; t->end = (uint64_t)e;
+    if (t->end < t->begin)
+        return lomo__fail("%s: tensor '%s': data_offsets end %llu < begin %llu", f->path, t->name,
+                          (unsigned long long)t->end, (unsigned long long)t->begin);
+    if (t->end > dsize)
+        return lomo__fail("%s: tensor '%s': data_offsets end %llu is beyond the end of the file (data buffer: %llu bytes)",
+                          f->path, t->name, (unsigned long long)t->end, (unsigned long long)dsize);
+    bytes = t->end - t->begin;
+    k = lomo__st_dtype_size[t->dtype];
+    if (bytes % (uint64_t)k || bytes / (uint64_t)k != (uint64_t)t->numel)
+        return lomo__fail("%s: tensor '%s': data_offsets span %llu bytes, which does not match the shape "
+                          "(%lld elements of %s = %llu bytes)", f->path, t->name, (unsigned long long)bytes,
+                          (long long)t->numel, lomo__st_dtype_name[t->dtype], (unsigned long long)t->numel * (unsigned long long)k);
+    t->data = data + t->begin;
+    return 0;
+}
+
+/* Checks header rules on the parsed JSON and fills f->t. */
+static int lomo__st_index(lomo__st_file *f, const lomo__json *j, const unsigned char *data, uint64_t dsize) {
+    int c, i, meta = 0;
+    uint64_t pos = 0;
+    char show[64], show2[64];
+    if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: safetensors header is not a JSON object", f->path);
+    f->t = (lomo__st_tensor *)LOMO_MALLOC(((size_t)j->nodes[0].count + 1) * sizeof *f->t);
+    if (!f->t) return lomo__fail("%s: out of memory", f->path);
+    for (c = j->nodes[0].first; c >= 0; c = j->nodes[c].next) {
+        int key = j->nodes[c].key, m;
+        lomo__st_tensor *t = &f->t[f->n];
+        if (lomo__json_streq(j, key, "__metadata__")) {
+            if (meta++) return lomo__fail("%s: duplicate __metadata__ entry", f->path);
+            if (!lomo__json_is(j, c, LOMO__J_OBJ)) return lomo__fail("%s: __metadata__ is not a JSON object", f->path);
+            for (m = j->nodes[c].first; m >= 0; m = j->nodes[m].next)
+                if (!lomo__json_is(j, m, LOMO__J_STR))
+                    return lomo__fail("%s: __metadata__ value for key %s is not a string, found %s", f->path,
+                                      lomo__json_show(j, j->nodes[m].key, show, sizeof show),
+                                      lomo__json_show(j, m, show2, sizeof show2));
+            continue;
+        }
+        memset(t, 0, sizeof *t);
+        if (lomo__json_str(j, key, t->name, sizeof t->name) <= 0)
+            return lomo__fail("%s: tensor name %s is empty, longer than 127 bytes or contains \\u0000", f->path,
+                              lomo__json_show(j, key, show, sizeof show));
+        if (lomo__st_entry(f, j, c, t, data, dsize)) return -1;
+        f->n++;
+    }
+    if (f->n > 1) {
+        qsort(f->t, (size_t)f->n, sizeof *f->t, lomo__st_cmp_name);
+        for (i = 1; i < f->n; i++)
+            if (!strcmp(f->t[i - 1].name, f->t[i].name)) return lomo__fail("%s: duplicate tensor name '%s'", f->path, f->t[i].name);
+        qsort(f->t, (size_t)f->n, sizeof *f->t, lomo__st_cmp_off);
+    }
+    for (i = 0; i < f->n; i++) { /* sorted by offset: each must start where the previous ended */
+        if (f->t[i].begin < pos)
+            return lomo__fail("%s: tensor '%s' overlaps tensor '%s' (data_offsets [%llu, %llu])", f->path, f->t[i].name,
+                              f->t[i - 1].name, (unsigned long long)f->t[i].begin, (unsigned long long)f->t[i].end);
+        if (f->t[i].begin > pos)
+            return lomo__fail("%s: hole in the data buffer: bytes [%llu, %llu) before tensor '%s' belong to no tensor",
+                              f->path, (unsigned long long)pos, (unsigned long long)f->t[i].begin, f->t[i].name);
+        pos = f->t[i].end;
+    }
+    if (pos != dsize)
+        return lomo__fail("%s: hole in the data buffer: bytes [%llu, %llu) at the end belong to no tensor", f->path,
+                          (unsigned long long)pos, (unsigned long long)dsize);
+    return 0;
+}
+
+static int lomo__st_open(lomo__st_file *f, const char *path) {
+    struct stat st;
+    const unsigned char *m;
+    uint64_t hlen = 0;
+    lomo__json j;
+    char what[1100];
+    int fd, i, rc;
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    if ((fd = open(path, O_RDONLY)) < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return lomo__fail("%s: not a regular file", path); }
+    if (st.st_size < 8) { close(fd); return lomo__fail("%s: file too small (%lld bytes) for the 8-byte header length", path, (long long)st.st_size); }
+    f->size = (size_t)st.st_size;
+    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (f->map == MAP_FAILED) { f->map = NULL; return lomo__fail("%s: mmap failed: %s", path, strerror(errno)); }
+    m = (const unsigned char *)f->map;
+    for (i = 7; i >= 0; i--) hlen = hlen << 8 | m[i];
+    if (hlen > f->size - 8) {
+        rc = lomo__fail("%s: header length %llu runs past the end of the file (%zu bytes): truncated or not a safetensors file",
+                        path, (unsigned long long)hlen, f->size);
+        lomo__st_close(f);
+        return rc;
+    }
+    if (hlen > LOMO__ST_MAX_HEADER) {
+        rc = lomo__fail("%s: header length %llu exceeds the 100 MB limit", path, (unsigned long long)hlen);
+        lomo__st_close(f);
+        return rc;
+    }
+    snprintf(what, sizeof what, "%s: safetensors header", path);
+    if (lomo__json_parse(&j, (const char *)m + 8, (size_t)hlen, what)) { lomo__st_close(f); return -1; }
+    rc = lomo__st_index(f, &j, m + 8 + hlen, f->size - 8 - hlen);
+    lomo__json_free(&j);
+    if (rc) lomo__st_close(f);
+    return rc;
+}
+
+static const lomo__st_tensor *lomo__st_find(const lomo__st_file *f, const char *name) {
+    int i;
+    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) return &f->t[i];
+    return NULL;
+}
+
+/* dst gets numel floats; F32, F16, BF16, F64 are accepted. */
+static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst) {
+    const unsigned char *p = (const unsigned char *)t->data;
+    int64_t i;
+    switch (t->dtype) {
+    case LOMO__ST_F32: if (t->numel) memcpy(dst, p, (size_t)t->numel * 4); return 0;
+    case LOMO__ST_F16: for (i = 0; i < t->numel; i++) dst[i] = lomo_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)); return 0;
+    case LOMO__ST_BF16: for (i = 0; i < t->numel; i++) dst[i] = lomo_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)); return 0;
+    case LOMO__ST_F64: for (i = 0; i < t->numel; i++) { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; } return 0;
+    default: return lomo__fail("tensor '%s': dtype %s cannot be read as float", t->name,
+                               t->dtype >= 0 && t->dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_name[t->dtype] : "?");
+    }
+}
+
+/* Writes n tensors (in the given order) and optional metadata atomically. */
+static int lomo__st_save(const char *path, const lomo__st_out *t, int n, const char *const *meta_kv) {
+    lomo__sb h = { NULL, 0, 0, 0 };
+    uint64_t off = 0, numel;
+    unsigned char len8[8];
+    lomo__aw w;
+    int i, k;
+    for (i = 0; i < n; i++) { /* validate first: never write a file we would refuse to read */
+        if (!t[i].name || !t[i].name[0] || strlen(t[i].name) > 127 || !lomo__utf8_valid(t[i].name) || !strcmp(t[i].name, "__metadata__"))
+            return lomo__fail("%s: tensor %d: name must be 1..127 bytes of UTF-8 and not __metadata__", path, i);
+        if (t[i].dtype < 0 || t[i].dtype >= LOMO__ST_NDTYPE || t[i].ndim < 0 || t[i].ndim > LOMO__ST_MAX_DIMS)
+            return lomo__fail("%s: tensor '%s': bad dtype %d or ndim %d", path, t[i].name, t[i].dtype, t[i].ndim);
+        for (numel = 1, k = 0; k < t[i].ndim; k++) {
+            if (t[i].shape[k] < 0 || (t[i].shape[k] && numel > (uint64_t)INT64_MAX / 8 / (uint64_t)t[i].shape[k]))
+                return lomo__fail("%s: tensor '%s': negative or overflowing shape", path, t[i].name);
+            numel *= (uint64_t)t[i].shape[k];
+        }
+        if (numel && !t[i].data) return lomo__fail("%s: tensor '%s': no data", path, t[i].name);
+        for (k = 0; k < i; k++)
+            if (!strcmp(t[k].name, t[i].name)) return lomo__fail("%s: duplicate tensor name '%s'", path, t[i].name);
+    }
+    lomo__sb_add(&h, "{", 1);
+    if (meta_kv && meta_kv[0]) {
+        lomo__sb_add(&h, "\"__metadata__\":{", 16);
+        for (i = 0; meta_kv[i]; i += 2) {
+            if (!meta_kv[i + 1] || !lomo__utf8_valid(meta_kv[i]) || !lomo__utf8_valid(meta_kv[i + 1])) {
+                LOMO_FREE(h.p);
+                return lomo__fail("%s: metadata key '%s': value missing or not UTF-8", path, meta_kv[i]);
+            }
+            if (i) lomo__sb_add(&h, ",", 1);
+            lomo__sb_jstr(&h, meta_kv[i]);
+            lomo__sb_add(&h, ":", 1);
+            lomo__sb_jstr(&h, meta_kv[i + 1]);
+        }
+        lomo__sb_add(&h, n ? "}," : "}", n ? 2 : 1);
+    }
+    for (i = 0; i < n; i++) {
+        for (numel = 1, k = 0; k < t[i].ndim; k++) numel *= (uint64_t)t[i].shape[k];
+        if (i) lomo__sb_add(&h, ",", 1);
+        lomo__sb_jstr(&h, t[i].name);
+        lomo__sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", lomo__st_dtype_name[t[i].dtype]);
+        for (k = 0; k < t[i].ndim; k++) lomo__sb_printf(&h, k ? ",%lld" : "%lld", (long long)t[i].shape[k]);
+        lomo__sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                        (unsigned long long)(off + numel * (uint64_t)lomo__st_dtype_size[t[i].dtype]));
+        off += numel * (uint64_t)lomo__st_dtype_size[t[i].dtype];
+    }
+    lomo__sb_add(&h, "}", 1);
+    while (!h.oom && h.n % 8) lomo__sb_add(&h, " ", 1); /* pad: data buffer starts 8-aligned */
+    if (h.oom) { LOMO_FREE(h.p); return lomo__fail("%s: out of memory building the header", path); }
+    for (i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
+    if (lomo__aw_open(&w, path) || lomo__aw_write(&w, len8, 8) || lomo__aw_write(&w, h.p, h.n)) { LOMO_FREE(h.p); return -1; }
+    LOMO_FREE(h.p);
+    for (i = 0; i < n; i++) {
+        for (numel = 1, k = 0; k < t[i].ndim; k++) numel *= (uint64_t)t[i].shape[k];
+        if (numel && lomo__aw_write(&w, t[i].data, (size_t)(numel * (uint64_t)lomo__st_dtype_size[t[i].dtype]))) return -1;
+    }
+    return lomo__aw_commit(&w);
+}
+
+/* ======================================================================== */
+/* config.json                                                              */
+/* ======================================================================== */
+/* HF config of a llama / mistral / qwen2 model. Anything the kernels do not
+   implement (other activations, rope_scaling, MLP bias, Qwen2 sliding window)
+   is refused rather than silently ignored. */
+
+typedef struct lomo__cfgp { const lomo__json *j; const char *path; int obj; /* object the fields are read from */ } lomo__cfgp;
+
+static int lomo__cfg_bad(const lomo__cfgp *c, const char *key, const char *expected, int node) {
+    char show[64];
+    if (node < 0) return lomo__fail("%s: field '%s': missing required field (%s)", c->path, key, expected);
+    return lomo__fail("%s: field '%s': expected %s, found %s", c->path, key, expected, lomo__json_show(c->j, node, show, sizeof show));
+}
+
+/* Positive integer field; absent or null gives def, or an error when def < 0 (required). */
+static int lomo__cfg_int(const lomo__cfgp *c, const char *key, int def, int *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    int64_t v;
+    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) {
+        if (def < 0) return lomo__cfg_bad(c, key, "a positive integer", -1);
+        *out = def;
+        return 0;
+    }
+    if (lomo__json_int(c->j, node, &v) || v <= 0 || v > 0x7fffffff) return lomo__cfg_bad(c, key, "a positive integer", node);
+    *out = (int)v;
+    return 0;
+}
+
+static int lomo__cfg_float(const lomo__cfgp *c, const char *key, double def, float *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    double v = def;
+    if (node >= 0 && c->j->nodes[node].type != LOMO__J_NULL) {
+        if (!lomo__json_is(c->j, node, LOMO__J_NUM) || !(c->j->nodes[node].num > 0) || c->j->nodes[node].num > 3.4e38)
+            return lomo__cfg_bad(c, key, "a positive number", node);
+        v = c->j->nodes[node].num;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static int lomo__cfg_bool(const lomo__cfgp *c, const char *key, int def, int *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    *out = def;
+    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
+    if (c->j->nodes[node].type == LOMO__J_TRUE) *out = 1;
+    else if (c->j->nodes[node].type == LOMO__J_FALSE) *out = 0;
+    else return lomo__cfg_bad(c, key, "true or false", node);
+    return 0;
+}
+
+/* rope_scaling / rope_parameters: absent, null or of type "default" (plain RoPE). */
+static int lomo__cfg_rope(const lomo__cfgp *c, const char *key) {
+    int node = lomo__json_get(c->j, 0, key), ty;
+    char buf[64];
+    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
+    if (c->j->nodes[node].type != LOMO__J_OBJ) return lomo__cfg_bad(c, key, "null or an object", node);
+    if ((ty = lomo__json_get(c->j, node, "rope_type")) < 0) ty = lomo__json_get(c->j, node, "type");
+    if (ty < 0 && !strcmp(key, "rope_parameters")) return 0; /* just rope_theta */
+    if (lomo__json_streq(c->j, ty, "default")) return 0;
+    if (lomo__json_str(c->j, ty, buf, sizeof buf) < 0) lomo__json_show(c->j, ty >= 0 ? ty : node, buf, sizeof buf);
+    return lomo__fail("%s: field '%s': %s type %s is not supported yet", c->path, key, key, buf);
+}
+
+static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int node, bias = 0, mlp_bias = 0, swa = 0, qwen;
+    char buf[64];
+    memset(cfg, 0, sizeof *cfg);
+    if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: config is not a JSON object", c->path);
+    for (node = j->nodes[0].first; node >= 0; node = j->nodes[node].next) { /* Python keeps the last, we refuse */
+        int other;
+        for (other = j->nodes[node].next; other >= 0; other = j->nodes[other].next)
+            if (lomo__json_str(j, j->nodes[node].key, buf, sizeof buf) >= 0 && lomo__json_streq(j, j->nodes[other].key, buf))
+                return lomo__fail("%s: duplicate field '%s'", c->path, buf);
+    }
+    node = lomo__json_get(j, 0, "model_type");
+    if (!lomo__json_streq(j, node, "llama") && !lomo__json_streq(j, node, "mistral") && !lomo__json_streq(j, node, "qwen2"))
+        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\" or \"qwen2\"", node);
+    lomo__json_str(j, node, cfg->model_type, sizeof cfg->model_type);
+    qwen = !strcmp(cfg->model_type, "qwen2");
+    if (lomo__cfg_int(c, "hidden_size", -1, &cfg->dim) || lomo__cfg_int(c, "intermediate_size", -1, &cfg->hidden_dim) ||
+        lomo__cfg_int(c, "num_hidden_layers", -1, &cfg->n_layers) || lomo__cfg_int(c, "num_attention_heads", -1, &cfg->n_heads) ||
+        lomo__cfg_int(c, "num_key_value_heads", cfg->n_heads, &cfg->n_kv_heads) ||
+        lomo__cfg_int(c, "vocab_size", -1, &cfg->vocab_size) ||
+        lomo__cfg_int(c, "max_position_embeddings", 2048, &cfg->max_seq_len) ||
+        lomo__cfg_float(c, "rms_norm_eps", 1e-6, &cfg->norm_eps) || lomo__cfg_float(c, "rope_theta", 10000.0, &cfg->rope_theta) ||
+        lomo__cfg_bool(c, "tie_word_embeddings", 0, &cfg->tie_embeddings) ||
+        lomo__cfg_bool(c, "attention_bias", 0, &bias) || lomo__cfg_bool(c, "mlp_bias", 0, &mlp_bias) ||
+        lomo__cfg_bool(c, "use_sliding_window", 0, &swa))
+        return -1;
+    if (cfg->n_heads % cfg->n_kv_heads) {
+        snprintf(buf, sizeof buf, "a positive integer dividing num_attention_heads=%d", cfg->n_heads);
+        return lomo__cfg_bad(c, "num_key_value_heads", buf, lomo__json_get(j, 0, "num_key_value_heads"));
+    }
+    node = lomo__json_get(j, 0, "head_dim");
+    if (cfg->dim % cfg->n_heads && (node < 0 || j->nodes[node].type == LOMO__J_NULL))
+        return lomo__fail("%s: field 'head_dim': missing, and hidden_size=%d is not divisible by num_attention_heads=%d",
+                          c->path, cfg->dim, cfg->n_heads);
+    if (lomo__cfg_int(c, "head_dim", cfg->dim / cfg->n_heads, &cfg->head_dim)) return -1;
+    /* dtype: "torch_dtype" (newer transformers write "dtype") */
+    if ((node = lomo__json_get(j, 0, "torch_dtype")) < 0) node = lomo__json_get(j, 0, "dtype");
+    if (node < 0 || j->nodes[node].type == LOMO__J_NULL || lomo__json_streq(j, node, "float32")) cfg->dtype = LOMO_F32;
+    else if (lomo__json_streq(j, node, "bfloat16")) cfg->dtype = LOMO_BF16;
+    else if (lomo__json_streq(j, node, "float16")) cfg->dtype = LOMO_F16;
+    else return lomo__cfg_bad(c, "torch_dtype", "\"float32\", \"bfloat16\" or \"float16\"", node);
+    /* unsupported features */
+    node = lomo__json_get(j, 0, "hidden_act");
+    if (node >= 0 && !lomo__json_streq(j, node, "silu")) return lomo__cfg_bad(c, "hidden_act", "\"silu\"", node);
+    /* RoPE: transformers < 5 writes rope_theta + rope_scaling, >= 5 rope_parameters {rope_type, rope_theta} */
+    if (lomo__cfg_rope(c, "rope_scaling") || lomo__cfg_rope(c, "rope_parameters")) return -1;
+    node = lomo__json_get(j, 0, "rope_parameters");
+    if (lomo__json_get(j, node, "rope_theta") >= 0) {
+        lomo__cfgp r = *c;
+        r.obj = node;
+        if (lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_theta)) return -1;
+    }
+    /* sliding-window attention: qwen2's use_sliding_window, or per-layer layer_types */
+    node = lomo__json_get(j, 0, "layer_types");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        int l;
+        if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
+        for (l = j->nodes[node].first; l >= 0; l = j->nodes[l].next)
+            if (!lomo__json_streq(j, l, "full_attention"))
+                return lomo__cfg_bad(c, "layer_types", "only \"full_attention\" (sliding-window attention is not supported)", l);
+    }
+    if (mlp_bias) return lomo__cfg_bad(c, "mlp_bias", "false (MLP biases are not supported)", lomo__json_get(j, 0, "mlp_bias"));
+    if (qwen && swa) return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
+                                          lomo__json_get(j, 0, "use_sliding_window"));
+    cfg->qkv_bias = qwen ? 1 : bias;
+    cfg->o_bias = qwen ? 0 : bias;
+    return 0;
+}
+
+static int lomo__config_load(const char *path, lomo_config *cfg) {
+    char *txt;
+    size_t n;
+    lomo__json j;
+    lomo__cfgp c;
+    int rc;
+    if (lomo__read_file(path, &txt, &n)) return -1;
+    if (lomo__json_parse(&j, txt, n, path)) { LOMO_FREE(txt); return -1; }
+    c.j = &j; c.path = path; c.obj = 0;
+    rc = lomo__config_parse(&c, cfg);
+    lomo__json_free(&j);
+    LOMO_FREE(txt);
+    return rc;
+}
+
+static int lomo__config_save(const char *path, const lomo_config *cfg) {
+    lomo__sb b = { NULL, 0, 0, 0 };
+    const char *arch, *dt = cfg->dtype == LOMO_BF16 ? "bfloat16" : cfg->dtype == LOMO_F16 ? "float16" : "float32";
+    int qwen = !strcmp(cfg->model_type, "qwen2"), rc;
+    char eps[32], theta[32];
+    if (!strcmp(cfg->model_type, "llama")) arch = "LlamaForCausalLM";
+    else if (!strcmp(cfg->model_type, "mistral")) arch = "MistralForCausalLM";
+    else if (qwen) arch = "Qwen2ForCausalLM";
+    else return lomo__fail("%s: model_type '%s' is not one of llama, mistral, qwen2", path, cfg->model_type);
+    if (cfg->dim <= 0 || cfg->hidden_dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
+        cfg->head_dim <= 0 || cfg->vocab_size <= 0 || cfg->max_seq_len <= 0 || cfg->n_heads % cfg->n_kv_heads ||
+        !(cfg->norm_eps > 0) || !(cfg->rope_theta > 0))
+        return lomo__fail("%s: config has non-positive sizes or n_heads %% n_kv_heads != 0", path);
+    if (qwen ? (!cfg->qkv_bias || cfg->o_bias) : (!cfg->qkv_bias != !cfg->o_bias))
+        return lomo__fail("%s: qkv_bias=%d o_bias=%d cannot be expressed in a %s config", path, cfg->qkv_bias, cfg->o_bias, cfg->model_type);
+    lomo__fmt_float(eps, sizeof eps, cfg->norm_eps);
+    lomo__fmt_float(theta, sizeof theta, cfg->rope_theta);
+    lomo__sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch, cfg->model_type);
+    lomo__sb_printf(&b, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", cfg->dim, cfg->hidden_dim);
+    lomo__sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", cfg->n_layers, cfg->n_heads);
+    lomo__sb_printf(&b, "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n", cfg->n_kv_heads, cfg->head_dim);
+    lomo__sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", cfg->vocab_size, cfg->max_seq_len);
+    lomo__sb_printf(&b, "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n  \"rope_scaling\": null,\n", eps, theta);
+    lomo__sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", cfg->tie_embeddings ? "true" : "false");
+    if (qwen) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
+    else lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
+    lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
+    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of memory", path); }
+    rc = lomo__write_file_atomic(path, b.p, b.n);
+    LOMO_FREE(b.p);
+    return rc;
+}
+
+/* ======================================================================== */
+/* memory accounting: every backend allocation goes through here           */
+/* ======================================================================== */
+
+LOMODEF const char *lomo_mem_tag_name(int tag) {
+    static const char *names[LOMO_MEM_NTAGS] = {
+        "parameters", "activations", "gradient buffer", "optimizer state", "workspace", "communication"};
+    return (tag >= 0 && tag < LOMO_MEM_NTAGS) ? names[tag] : "?";
+}
+
+static void *lomo__alloc(lomo_model *m, int tag, size_t bytes) {
+    void *p;
+    if (bytes == 0) bytes = 1;
+    p = m->be->alloc(m->be->ctx, bytes);
+    if (!p) { lomo__fail("out of %s memory: could not allocate %zu bytes for %s",
+                         m->be->name, bytes, lomo_mem_tag_name(tag)); return NULL; }
+    m->mem.current[tag] += bytes;
+    m->mem.total_current += bytes;
+    if (m->mem.current[tag] > m->mem.peak[tag]) m->mem.peak[tag] = m->mem.current[tag];
+    if (m->mem.total_current > m->mem.total_peak) m->mem.total_peak = m->mem.total_current;
+    return p;
+}
+
+static void lomo__free(lomo_model *m, int tag, void *p, size_t bytes) {
+    if (!p) return;
+    if (bytes == 0) bytes = 1;
+    m->be->free(m->be->ctx, p);
+    m->mem.current[tag] -= bytes;
+    m->mem.total_current -= bytes;
+}
+
+LOMODEF lomo_memory lomo_memory_report(const lomo_model *m) { return m->mem; }
+
+LOMODEF void lomo_memory_print(FILE *f, const lomo_memory *r) {
+    int i;
+    fprintf(f, "%-18s %12s %12s\n", "memory", "current MiB", "peak MiB");
+    for (i = 0; i < LOMO_MEM_NTAGS; i++)
+        fprintf(f, "%-18s %12.3f %12.3f\n", lomo_mem_tag_name(i),
+                r->current[i] / 1048576.0, r->peak[i] / 1048576.0);
+    fprintf(f, "%-18s %12.3f %12.3f\n", "total", r->total_current / 1048576.0,
+            r->total_peak / 1048576.0);
+}
+
+/* ======================================================================== */
+/* CPU backend: forward/backward kernels in pairs, OpenMP, CBLAS optional  */
+/* ======================================================================== */
+
+#define LOMO__PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+#define LOMO__OMP(x) LOMO__PRAGMA(omp x)
+#else
+#define LOMO__OMP(x)
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef LOMO_CBLAS
+#include <cblas.h>
+#endif
+
+#define LOMO__MAX_HEAD_DIM 512
+
+typedef struct lomo__cpu { int err; char msg[256]; } lomo__cpu;
+
+static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
+    /* This version's CPU kernels read fp32 weights; others are refused at load. */
+    (void)ctx;
+    return (const float *)w->data;
+}
+
+static void *lomo__cpu_alloc(void *ctx, size_t n) { (void)ctx; return LOMO_MALLOC(n); }
+static void lomo__cpu_free(void *ctx, void *p) { (void)ctx; LOMO_FREE(p); }
+static void lomo__cpu_copy(void *ctx, void *d, const void *s, size_t n) { (void)ctx; memmove(d, s, n); }
+static void lomo__cpu_zero(void *ctx, void *p, size_t n) { (void)ctx; memset(p, 0, n); }
+static int lomo__cpu_check(void *ctx) {
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    if (c && c->err) return lomo__fail("cpu backend: %s", c->msg);
+    return 0;
+}
+
+/* x (N,C) = wte[tok[n]] */
+static void lomo__cpu_embed_fwd(void *ctx, float *x, const int32_t *tok, const lomo_tensor *wte, int N, int C) {
+    const float *w = lomo__f32(ctx, wte);
+    int n;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) memcpy(x + (size_t)n * C, w + (size_t)tok[n] * C, sizeof(float) * C);
+}
+
+/* dwte (V,C) += dx (N,C) scattered by token; parallel over columns, so no races */
+static void lomo__cpu_embed_bwd(void *ctx, float *dwte, const float *dx, const int32_t *tok, int N, int C) {
+    int c;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (c = 0; c < C; c++) {
+        int n;
+        for (n = 0; n < N; n++) dwte[(size_t)tok[n] * C + c] += dx[(size_t)n * C + c];
+    }
+}
+
+/* y (N,C) = x * rstd * w, rstd (N) = 1/sqrt(mean(x^2) + eps) */
+static void lomo__cpu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *wt,
+                                  int N, int C, float eps) {
+    const float *w = lomo__f32(ctx, wt);
+    int n;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * C;
+        float *yn = y + (size_t)n * C;
+        float ss = 0.0f, r;
+        int i;
+        for (i = 0; i < C; i++) ss += xn[i] * xn[i];
+        r = 1.0f / sqrtf(ss / C + eps);
+        rstd[n] = r;
+        for (i = 0; i < C; i++) yn[i] = w[i] * (xn[i] * r);
+    }
+}
+
+/* dx (N,C) += r*w*dy - x * r^3/C * sum(w*dy*x);  dw (C) = sum_n dy*x*r */
+static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                                  const lomo_tensor *wt, const float *rstd, int N, int C) {
+    const float *w = lomo__f32(ctx, wt);
+    int n, i;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * C, *dyn = dy + (size_t)n * C;
+        float *dxn = dx + (size_t)n * C;
+        float r = rstd[n], dot = 0.0f, k;
+        for (i = 0; i < C; i++) dot += w[i] * dyn[i] * xn[i];
+        k = dot * r * r * r / C;
+        for (i = 0; i < C; i++) dxn[i] += r * w[i] * dyn[i] - k * xn[i];
+    }
+    LOMO__OMP(parallel for)
+    for (i = 0; i < C; i++) {
+        float s = 0.0f;
+        for (n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
+        dw[i] = s;
+    }
+}
+
+#ifdef LOMO_CBLAS
+/* C (M,N) (+)= op(A) (M,K) op(B) (K,N), row-major. OpenMP splits C into
+   blocks of rows (or of columns, when that dimension is larger) and each
+   thread calls a single-threaded sgemm on its block, so the backend has one
+   thread pool: OpenBLAS's own threads would fight OpenMP's for the cores
+   (measured: 25x slower on 2 cores). lomo_cpu_backend() therefore sets
+   OpenBLAS to one thread. */
+static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K,
+                              const float *A, int lda, const float *B, int ldb, int accumulate,
+                              float *C, int ldc) {
+    float beta = accumulate ? 1.0f : 0.0f;
+    LOMO__OMP(parallel)
+    {
+#ifdef _OPENMP
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+#else
+        int nt = 1, id = 0;
+#endif
+        if (M >= N) {   /* rows of C: rows of op(A) */
+            int lo = (int)((long long)M * id / nt), hi = (int)((long long)M * (id + 1) / nt);
+            const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
+            if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
+                                     C + (size_t)lo * ldc, ldc);
+        } else {        /* columns of C: columns of op(B) */
+            int lo = (int)((long long)N * id / nt), hi = (int)((long long)N * (id + 1) / nt);
+            const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
+            if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
+                                     C + lo, ldc);
+        }
+    }
+}
+#endif
+
+/* y (N,O) (+)= x (N,K) W^T + b */
+static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *wt,
+                                 const lomo_tensor *bt, int N, int K, int O, int accumulate) {
+    const float *w = lomo__f32(ctx, wt), *b = bt ? lomo__f32(ctx, bt) : NULL;
+    int n;
+#ifdef LOMO_CBLAS
+    lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
+    if (b) {
+        LOMO__OMP(parallel for)
+        for (n = 0; n < N; n++) { int o; for (o = 0; o < O; o++) y[(size_t)n * O + o] += b[o]; }
+    }
+#else
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * K;
+        float *yn = y + (size_t)n * O;
+        int o;
+        for (o = 0; o < O; o++) {
+            const float *wo = w + (size_t)o * K;
+            float s = 0.0f;
+            int i;
+            for (i = 0; i < K; i++) s += xn[i] * wo[i];
+            if (b) s += b[o];
+            yn[o] = accumulate ? yn[o] + s : s;
+        }
+    }
+#endif
+}
+
+/* dx (N,K) (+)= dy (N,O) W (O,K) */
+static void lomo__cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const lomo_tensor *wt,
+                                   int N, int K, int O, int accumulate) {
+    const float *w = lomo__f32(ctx, wt);
+#ifdef LOMO_CBLAS
+    lomo__sgemm_split(CblasNoTrans, CblasNoTrans, N, K, O, dy, O, w, K, accumulate, dx, K);
+#else
+    int n;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        float *dxn = dx + (size_t)n * K;
+        const float *dyn = dy + (size_t)n * O;
+        int o, i;
+        if (!accumulate) memset(dxn, 0, sizeof(float) * K);
+        for (o = 0; o < O; o++) {
+            const float *wo = w + (size_t)o * K;
+            float d = dyn[o];
+            for (i = 0; i < K; i++) dxn[i] += d * wo[i];
+        }
+    }
+#endif
+}
+
+/* dw (O,K) (+)= dy^T (O,N) x (N,K) */
+static void lomo__cpu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const float *x,
+                                   int N, int K, int O, int accumulate) {
+    (void)ctx;
+#ifdef LOMO_CBLAS
+    lomo__sgemm_split(CblasTrans, CblasNoTrans, O, K, N, dy, O, x, K, accumulate, dw, K);
+#else
+    int o;
+    LOMO__OMP(parallel for)
+    for (o = 0; o < O; o++) {
+        float *dwo = dw + (size_t)o * K;
+        int n, i;
+        if (!accumulate) memset(dwo, 0, sizeof(float) * K);
+        for (n = 0; n < N; n++) {
+            const float *xn = x + (size_t)n * K;
+            float d = dy[(size_t)n * O + o];
+            for (i = 0; i < K; i++) dwo[i] += d * xn[i];
+        }
+    }
+#endif
+}
+
+/* db (O) = sum_n dy (N,O) */
+static void lomo__cpu_bias_bwd(void *ctx, float *db, const float *dy, int N, int O) {
+    int o;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (o = 0; o < O; o++) {
+        float s = 0.0f;
+        int n;
+        for (n = 0; n < N; n++) s += dy[(size_t)n * O + o];
+        db[o] = s;
+    }
+}
+
+/* RoPE, half rotation (Hugging Face Llama): for i < hd/2, with angle = t * theta^(-2i/hd),
+   (x[i], x[i+hd/2]) -> (x[i] cos - x[i+hd/2] sin, x[i+hd/2] cos + x[i] sin).
+   The backward is the inverse rotation. Angles in fp32 as transformers computes them. */
+static void lomo__cpu_rope(void *ctx, float *x, int B, int T, int nh, int hd, float theta, int inverse) {
+    int half = hd / 2, bt;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (bt = 0; bt < B * T; bt++) {
+        int t = bt % T, h, i;
+        for (i = 0; i < half; i++) {
+            float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
+            float ang = (float)t * inv_freq;
+            float c = cosf(ang), s = inverse ? -sinf(ang) : sinf(ang);
+            for (h = 0; h < nh; h++) {
+                float *xh = x + ((size_t)bt * nh + h) * hd;
+                float a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+/* Causal attention, one query row at a time with an online softmax, so no
+   T x T matrix is stored. Query head h reads kv head h / (nh/nkv). */
+static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, int B, int T, int nh, int nkv, int hd) {
+    int rep = nh / nkv, idx;
+    float scale = 1.0f / sqrtf((float)hd);
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (idx = 0; idx < B * T * nh; idx++) {
+        int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, d;
+        const float *qt = q + ((size_t)(b * T + t) * nh + h) * hd;
+        float *ot = out + ((size_t)(b * T + t) * nh + h) * hd;
+        float acc[LOMO__MAX_HEAD_DIM], mx = -INFINITY, l = 0.0f;
+        for (d = 0; d < hd; d++) acc[d] = 0.0f;
+        for (j = 0; j <= t; j++) {
+            const float *kj = k + ((size_t)(b * T + j) * nkv + h / rep) * hd;
+            const float *vj = v + ((size_t)(b * T + j) * nkv + h / rep) * hd;
+            float s = 0.0f, p;
+            for (d = 0; d < hd; d++) s += qt[d] * kj[d];
+            s *= scale;
+            if (s > mx) {
+                float corr = expf(mx - s);
+                l *= corr;
+                for (d = 0; d < hd; d++) acc[d] *= corr;
+                mx = s;
+            }
+            p = expf(s - mx);
+            l += p;
+            for (d = 0; d < hd; d++) acc[d] += p * vj[d];
+        }
+        for (d = 0; d < hd; d++) ot[d] = acc[d] / l;
+        lse[(size_t)(b * T + t) * nh + h] = mx + logf(l);
+    }
+}
+
+/* With P = softmax(S) recomputed from lse: dV = P^T dO, dP = dO V^T,
+   dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q.
+   Parallel over (batch, kv head): each thread owns its dk/dv rows. */
+static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+    int rep = nh / nkv, bg;
+    float scale = 1.0f / sqrtf((float)hd);
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (bg = 0; bg < B * nkv; bg++) {
+        int b = bg / nkv, g = bg % nkv, h, t, j, d;
+        for (t = 0; t < T; t++) {
+            memset(dk + ((size_t)(b * T + t) * nkv + g) * hd, 0, sizeof(float) * hd);
+            memset(dv + ((size_t)(b * T + t) * nkv + g) * hd, 0, sizeof(float) * hd);
+        }
+        for (h = g * rep; h < (g + 1) * rep; h++) {
+            for (t = 0; t < T; t++) {
+                size_t row = (size_t)(b * T + t) * nh + h;
+                const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
+                float *dqt = dq + row * hd, D = 0.0f, L = lse[row];
+                for (d = 0; d < hd; d++) { D += dot[d] * ot[d]; dqt[d] = 0.0f; }
+                for (j = 0; j <= t; j++) {
+                    size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+                    const float *kj = k + kr, *vj = v + kr;
+                    float *dkj = dk + kr, *dvj = dv + kr;
+                    float s = 0.0f, p, dp = 0.0f, ds;
+                    for (d = 0; d < hd; d++) { s += qt[d] * kj[d]; dp += dot[d] * vj[d]; }
+                    p = expf(s * scale - L);
+                    ds = p * (dp - D) * scale;
+                    for (d = 0; d < hd; d++) {
+                        dqt[d] += ds * kj[d];
+                        dkj[d] += ds * qt[d];
+                        dvj[d] += p * dot[d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+static float lomo__sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* h = silu(g) * u */
+static void lomo__cpu_swiglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)n; i++) h[i] = g[i] * lomo__sigmoid(g[i]) * u[i];
+}
+
+/* dg = dh * u * sig(g) * (1 + g (1 - sig(g))), du = dh * silu(g); dg may alias dh */
+static void lomo__cpu_swiglu_bwd(void *ctx, float *dg, float *du, const float *dh, const float *g,
+                                 const float *u, size_t n) {
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)n; i++) {
+        float s = lomo__sigmoid(g[i]), d = dh[i];
+        du[i] = d * g[i] * s;
+        dg[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+}
+
+static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, const float *logits,
+                                    const int32_t *targets, int N, int V, float dscale) {
+    int n;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        const float *ln = logits + (size_t)n * V;
+        float *dn = dlogits ? dlogits + (size_t)n * V : NULL;
+        int tgt = targets[n], i;
+        float mx = -INFINITY;
+        double sum = 0.0;
+        if (tgt < 0) {
+            losses[n] = 0.0f;
+            if (dn) memset(dn, 0, sizeof(float) * V);
+            continue;
+        }
+        for (i = 0; i < V; i++) mx = ln[i] > mx ? ln[i] : mx;
+        for (i = 0; i < V; i++) sum += exp((double)(ln[i] - mx));
+        losses[n] = (float)(log(sum) + mx - ln[tgt]);
+        if (dn) {
+            float inv = (float)(1.0 / sum);
+            for (i = 0; i < V; i++) dn[i] = expf(ln[i] - mx) * inv * dscale;
+            dn[tgt] -= dscale;
+        }
+    }
+}
+
+/* Deterministic whatever the thread count: fixed chunks, summed in order. */
+static double lomo__cpu_sumsq(void *ctx, const float *x, size_t n) {
+    enum { CHUNKS = 64 };
+    double part[CHUNKS], s = 0.0;
+    size_t per = (n + CHUNKS - 1) / CHUNKS;
+    int c;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (c = 0; c < CHUNKS; c++) {
+        size_t i, lo = (size_t)c * per, hi = lo + per < n ? lo + per : n;
+        double a = 0.0;
+        for (i = lo; i < hi; i++) a += (double)x[i] * x[i];
+        part[c] = a;
+    }
+    for (c = 0; c < CHUNKS; c++) s += part[c];
+    return s;
+}
+
+static void lomo__cpu_update_sgd(void *ctx, lomo_tensor *pt, const float *g, float lr, float inv_ls,
+                                 float clip_value, float clip_coef, float wd) {
+    float *p = (float *)pt->data, decay = 1.0f - lr * wd;
+    long long i, n = (long long)pt->numel;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < n; i++) {
+        float gi = g[i] * inv_ls;
+        if (clip_value > 0.0f) gi = gi < -clip_value ? -clip_value : (gi > clip_value ? clip_value : gi);
+        p[i] = p[i] * decay - lr * (gi * clip_coef);
+    }
+}
+
+static lomo__cpu lomo__cpu_state;
+
+LOMODEF const lomo_backend *lomo_cpu_backend(void) {
+    static lomo_backend be;
+    if (!be.name) {
+#if defined(LOMO_CBLAS) && defined(OPENBLAS_VERSION)
+        openblas_set_num_threads(1);   /* OpenMP parallelises around it, see lomo__sgemm_split */
+#endif
+        be.ctx = &lomo__cpu_state;
+        be.host_memory = 1;
+        be.alloc = lomo__cpu_alloc; be.free = lomo__cpu_free;
+        be.upload = lomo__cpu_copy; be.download = lomo__cpu_copy; be.copy = lomo__cpu_copy;
+        be.zero = lomo__cpu_zero; be.check = lomo__cpu_check;
+        be.embed_fwd = lomo__cpu_embed_fwd; be.embed_bwd = lomo__cpu_embed_bwd;
+        be.rmsnorm_fwd = lomo__cpu_rmsnorm_fwd; be.rmsnorm_bwd = lomo__cpu_rmsnorm_bwd;
+        be.matmul_fwd = lomo__cpu_matmul_fwd; be.matmul_bwd_x = lomo__cpu_matmul_bwd_x;
+        be.matmul_bwd_w = lomo__cpu_matmul_bwd_w; be.bias_bwd = lomo__cpu_bias_bwd;
+        be.rope = lomo__cpu_rope;
+        be.attn_fwd = lomo__cpu_attn_fwd; be.attn_bwd = lomo__cpu_attn_bwd;
+        be.swiglu_fwd = lomo__cpu_swiglu_fwd; be.swiglu_bwd = lomo__cpu_swiglu_bwd;
+        be.cross_entropy = lomo__cpu_cross_entropy; be.sumsq = lomo__cpu_sumsq;
+        be.update_sgd = lomo__cpu_update_sgd;
+#ifdef LOMO_CBLAS
+        be.name = "cpu+cblas";
+#else
+        be.name = "cpu";
+#endif
+    }
+    return &be;
+}
+
+/* ======================================================================== */
+/* model: construction, load, save                                         */
+/* ======================================================================== */
+
+LOMODEF int lomo_config_default(lomo_config *c, int dim, int hidden_dim, int n_layers,
+                                int n_heads, int n_kv_heads, int vocab_size) {
+    memset(c, 0, sizeof *c);
+    c->dim = dim; c->hidden_dim = hidden_dim; c->n_layers = n_layers;
+    c->n_heads = n_heads; c->n_kv_heads = n_kv_heads;
+    c->head_dim = n_heads > 0 ? dim / n_heads : 0;
+    c->vocab_size = vocab_size; c->max_seq_len = 2048;
+    c->norm_eps = 1e-5f; c->rope_theta = 10000.0f;
+    c->dtype = LOMO_F32;
+    strcpy(c->model_type, "llama");
+    return 0;
+}
+
+static int lomo__config_check(const lomo_config *c) {
+    if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
+        c->n_kv_heads <= 0 || c->head_dim <= 0 || c->vocab_size <= 0)
+        return lomo__fail("config: sizes must be positive (hidden_size=%d intermediate_size=%d "
+                          "num_hidden_layers=%d num_attention_heads=%d num_key_value_heads=%d "
+                          "head_dim=%d vocab_size=%d)", c->dim, c->hidden_dim, c->n_layers,
+                          c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size);
+    if (c->n_heads % c->n_kv_heads)
+        return lomo__fail("config: num_key_value_heads=%d does not divide num_attention_heads=%d",
+                          c->n_kv_heads, c->n_heads);
+    if (c->head_dim % 2 || c->head_dim > LOMO__MAX_HEAD_DIM)
+        return lomo__fail("config: head_dim=%d must be even and at most %d", c->head_dim, LOMO__MAX_HEAD_DIM);
+    return 0;
+}
+
+static lomo_tensor *lomo__add_tensor(lomo_model *m, const char *name, int kind, int layer,
+                                     int64_t d0, int64_t d1) {
+    lomo_tensor *t = &m->tensors[m->n_tensors];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->kind = kind; t->layer = layer; t->index = m->n_tensors++;
+    t->dtype = m->cfg.dtype;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0; t->shape[1] = d1;
+    t->numel = d1 ? d0 * d1 : d0;
+    return t;
+}
+
+static size_t lomo__dtype_size(lomo_dtype d) { return d == LOMO_F32 ? 4 : 2; }
+static size_t lomo__tensor_bytes(const lomo_tensor *t) { return (size_t)t->numel * lomo__dtype_size(t->dtype); }
+
+LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts) {
+    lomo_model *m;
+    int l, C, H, qd, kvd;
+    char nm[96];
+    if (lomo__config_check(cfg)) return NULL;
+    if (opts && opts->dtype != LOMO_F32) {
+        lomo__fail("storage dtype %s: this version trains in fp32 only", opts->dtype == LOMO_BF16 ? "bf16" : "f16");
+        return NULL;
+    }
+    m = (lomo_model *)calloc(1, sizeof *m);
+    if (!m) { lomo__fail("out of host memory"); return NULL; }
+    m->cfg = *cfg;
+    m->cfg.dtype = LOMO_F32;
+    m->be = (opts && opts->backend) ? opts->backend : lomo_cpu_backend();
+    C = cfg->dim; H = cfg->hidden_dim;
+    qd = cfg->n_heads * cfg->head_dim; kvd = cfg->n_kv_heads * cfg->head_dim;
+    m->tensors = (lomo_tensor *)calloc((size_t)cfg->n_layers * 13 + 3, sizeof(lomo_tensor));
+    m->layers = (lomo_layer *)calloc((size_t)cfg->n_layers, sizeof(lomo_layer));
+    if (!m->tensors || !m->layers) { lomo__fail("out of host memory"); lomo_model_free(m); return NULL; }
+    m->embed = lomo__add_tensor(m, "model.embed_tokens.weight", LOMO_EMBED, -1, cfg->vocab_size, C);
+    for (l = 0; l < cfg->n_layers; l++) {
+        lomo_layer *L = &m->layers[l];
+#define LOMO__T(field, kind, suffix, d0, d1) \
+        (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix), \
+         L->field = lomo__add_tensor(m, nm, kind, l, d0, d1))
+        LOMO__T(wq, LOMO_WQ, "self_attn.q_proj.weight", qd, C);
+        if (cfg->qkv_bias) LOMO__T(bq, LOMO_BQ, "self_attn.q_proj.bias", qd, 0);
+        LOMO__T(wk, LOMO_WK, "self_attn.k_proj.weight", kvd, C);
+        if (cfg->qkv_bias) LOMO__T(bk, LOMO_BK, "self_attn.k_proj.bias", kvd, 0);
+        LOMO__T(wv, LOMO_WV, "self_attn.v_proj.weight", kvd, C);
+        if (cfg->qkv_bias) LOMO__T(bv, LOMO_BV, "self_attn.v_proj.bias", kvd, 0);
+        LOMO__T(wo, LOMO_WO, "self_attn.o_proj.weight", C, qd);
+        if (cfg->o_bias) LOMO__T(bo, LOMO_BO, "self_attn.o_proj.bias", C, 0);
+        LOMO__T(w_gate, LOMO_W_GATE, "mlp.gate_proj.weight", H, C);
+        LOMO__T(w_up, LOMO_W_UP, "mlp.up_proj.weight", H, C);
+        LOMO__T(w_down, LOMO_W_DOWN, "mlp.down_proj.weight", C, H);
+        LOMO__T(attn_norm, LOMO_ATTN_NORM, "input_layernorm.weight", C, 0);
+        LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
+#undef LOMO__T
+    }
+    m->final_norm = lomo__add_tensor(m, "model.norm.weight", LOMO_FINAL_NORM, -1, C, 0);
+    m->lm_head = cfg->tie_embeddings ? m->embed
+               : lomo__add_tensor(m, "lm_head.weight", LOMO_LM_HEAD, -1, cfg->vocab_size, C);
+    for (l = 0; l < m->n_tensors; l++) {
+        lomo_tensor *t = &m->tensors[l];
+        t->data = lomo__alloc(m, LOMO_MEM_PARAMS, lomo__tensor_bytes(t));
+        if (!t->data) { lomo_model_free(m); return NULL; }
+    }
+    return m;
+}
+
+LOMODEF void lomo_model_free(lomo_model *m) {
+    int i;
+    if (!m) return;
+    for (i = 0; m->tensors && i < m->n_tensors; i++)
+        lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__tensor_bytes(&m->tensors[i]));
+    free(m->tensors);
+    free(m->layers);
+    free(m);
+}
+
+LOMODEF lomo_tensor *lomo_find_tensor(lomo_model *m, const char *name) {
+    int i;
+    for (i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    return NULL;
+}
+
+LOMODEF int64_t lomo_n_params(const lomo_model *m) {
+    int64_t n = 0;
+    int i;
+    for (i = 0; i < m->n_tensors; i++) n += m->tensors[i].numel;
+    return n;
+}
+
+/* splitmix64 + Box-Muller: reproducible everywhere */
+static uint64_t lomo__rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double lomo__rng_uniform(uint64_t *s) { return ((lomo__rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static double lomo__rng_normal(uint64_t *s) {
+    double u1 = lomo__rng_uniform(s), u2 = lomo__rng_uniform(s);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
+    int i;
+    for (i = 0; i < m->n_tensors; i++) {
+        lomo_tensor *t = &m->tensors[i];
+        float *h = (float *)malloc(sizeof(float) * (size_t)t->numel);
+        int64_t j;
+        uint64_t s = seed * 0x100000001B3ull + (uint64_t)i;
+        if (!h) continue;
+        for (j = 0; j < t->numel; j++)
+            h[j] = t->ndim == 2 ? (float)(std * lomo__rng_normal(&s))
+                 : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM) ? 1.0f : 0.0f;
+        m->be->upload(m->be->ctx, t->data, h, sizeof(float) * (size_t)t->numel);
+        free(h);
+    }
+}
+
+static int lomo__path_join(char *out, size_t cap, const char *dir, const char *file) {
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, file) >= cap)
+        return lomo__fail("path too long: %s/%s", dir, file);
+    return 0;
+}
+
+LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
+    char path[1024];
+    lomo_config cfg;
+    lomo_model *m;
+    lomo__st_file f;
+    int i;
+    float *stage = NULL;
+    if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load(path, &cfg)) return NULL;
+    if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return NULL;
+    if (lomo__st_open(&f, path)) return NULL;
+    if (!(m = lomo_model_new(&cfg, opts))) { lomo__st_close(&f); return NULL; }
+    /* every tensor of the file must be one the model expects (old checkpoints
+       carry rotary_emb.inv_freq buffers, which are derived and skipped) */
+    for (i = 0; i < f.n; i++) {
+        const char *nm = f.t[i].name;
+        if (strstr(nm, "rotary_emb.inv_freq")) continue;
+        if (m->cfg.tie_embeddings && !strcmp(nm, "lm_head.weight")) continue;
+        if (!lomo_find_tensor(m, nm)) {
+            lomo__fail("%s: unexpected tensor '%s' (not part of a %s model with this config.json)",
+                       path, nm, m->cfg.model_type);
+            goto fail;
+        }
+    }
+    for (i = 0; i < m->n_tensors; i++) {
+        lomo_tensor *t = &m->tensors[i];
+        const lomo__st_tensor *s = lomo__st_find(&f, t->name);
+        int64_t want1 = t->ndim == 2 ? t->shape[1] : 0;
+        if (!s) { lomo__fail("%s: missing tensor '%s'", path, t->name); goto fail; }
+        if (s->ndim != t->ndim || s->shape[0] != t->shape[0] || (t->ndim == 2 && s->shape[1] != want1)) {
+            lomo__fail("%s: tensor '%s' has shape [%lld%s%lld] in the file, config.json implies [%lld%s%lld]",
+                       path, t->name, (long long)s->shape[0], s->ndim > 1 ? ", " : "",
+                       s->ndim > 1 ? (long long)s->shape[1] : 0LL, (long long)t->shape[0],
+                       t->ndim > 1 ? ", " : "", (long long)want1);
+            if (s->ndim == 1 && t->ndim == 1) { /* tidy message for vectors */
+                lomo__fail("%s: tensor '%s' has shape [%lld] in the file, config.json implies [%lld]",
+                           path, t->name, (long long)s->shape[0], (long long)t->shape[0]);
+            }
+            goto fail;
+        }
+        if (m->be->host_memory) {
+            if (lomo__st_read_f32(s, (float *)t->data)) goto fail;
+        } else {
+            stage = (float *)malloc(sizeof(float) * (size_t)t->numel);
+            if (!stage) { lomo__fail("out of host memory staging %s", t->name); goto fail; }
+            if (lomo__st_read_f32(s, stage)) goto fail;
+            m->be->upload(m->be->ctx, t->data, stage, sizeof(float) * (size_t)t->numel);
+            free(stage); stage = NULL;
+        }
+    }
+    lomo__st_close(&f);
+    if (m->be->check(m->be->ctx)) { lomo_model_free(m); return NULL; }
+    return m;
+fail:
+    free(stage);
+    lomo__st_close(&f);
+    lomo_model_free(m);
+    return NULL;
+}
+
+LOMODEF int lomo_save(const lomo_model *m, const char *dir) {
+    char path[1024];
+    lomo__st_out *outs;
+    void **host;
+    int i, n = 0, rc;
+    if (mkdir(dir, 0755) && errno != EEXIST) return lomo__fail("%s: cannot create directory: %s", dir, strerror(errno));
+    outs = (lomo__st_out *)calloc((size_t)m->n_tensors, sizeof *outs);
+    host = (void **)calloc((size_t)m->n_tensors, sizeof *host);
+    if (!outs || !host) { free(outs); free(host); return lomo__fail("out of host memory"); }
+    for (i = 0; i < m->n_tensors; i++) {
+        const lomo_tensor *t = &m->tensors[i];
+        lomo__st_out *o = &outs[n++];
+        o->name = t->name;
+        o->dtype = LOMO__ST_F32;
+        o->ndim = t->ndim;
+        o->shape[0] = t->shape[0]; o->shape[1] = t->shape[1];
+        if (m->be->host_memory) o->data = t->data;
+        else {
+            host[i] = malloc(lomo__tensor_bytes(t));
+            if (!host[i]) { rc = lomo__fail("out of host memory"); goto done; }
+            m->be->download(m->be->ctx, host[i], t->data, lomo__tensor_bytes(t));
+            o->data = host[i];
+        }
+    }
+    {
+        static const char *meta[] = {"format", "pt", NULL};
+        rc = lomo__path_join(path, sizeof path, dir, "model.safetensors");
+        if (!rc) rc = lomo__st_save(path, outs, n, meta);
+        if (!rc) rc = lomo__path_join(path, sizeof path, dir, "config.json");
+        if (!rc) rc = lomo__config_save(path, &m->cfg);
+    }
+done:
+    for (i = 0; i < m->n_tensors; i++) free(host[i]);
+    free(host);
+    free(outs);
+    return rc;
+}
+
+/* ======================================================================== */
+/* the driver: forward, layer-streaming backward, update hook calls        */
+/* ======================================================================== */
+
+/* One layer's working set: what its backward reads. With checkpointing one
+   set is shared by all layers (recomputed from the layer's input); without,
+   every layer has its own. */
+typedef struct lomo__acts {
+    float *ln1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *ln2, *rstd2, *g, *u, *h;
+} lomo__acts;
+
+enum { LOMO__PASS_NORM = 0, LOMO__PASS_UPDATE = 1 };
+
+struct lomo_trainer {
+    lomo_model *m;
+    lomo_train_opts o;
+    int B, T, N;
+    int64_t step;
+    /* activations */
+    float *xs;                  /* (L+1, N, C): each layer's input; xs[L] is the final hidden state */
+    lomo__acts *acts;           /* L sets, or 1 with checkpointing */
+    float *acts_mem; size_t acts_bytes;
+    float *lnf, *rstdf, *logits, *losses;
+    int32_t *tok, *tgt;         /* backend copies */
+    /* workspace for the backward */
+    float *ws; size_t ws_bytes;
+    float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du;
+    /* the one gradient buffer, sized for the largest tensor */
+    float *grad; size_t grad_numel;
+    /* host scratch */
+    int32_t *tgt_host; float *loss_host;
+    /* this step */
+    int pass;
+    double sumsq;
+    lomo_update_ctx uctx;
+};
+
+static size_t lomo__acts_floats(const lomo_config *c, int N) {
+    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim;
+    return (size_t)N * (3 * C + 2 + 2 * qd + 2 * kvd + c->n_heads + 3 * H);
+}
+
+static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int N) {
+    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim;
+#define LOMO__CARVE(f, n) (a->f = p, p += (size_t)N * (n))
+    LOMO__CARVE(ln1, C); LOMO__CARVE(rstd1, 1); LOMO__CARVE(q, qd); LOMO__CARVE(k, kvd);
+    LOMO__CARVE(v, kvd); LOMO__CARVE(att, qd); LOMO__CARVE(lse, c->n_heads); LOMO__CARVE(xmid, C);
+    LOMO__CARVE(ln2, C); LOMO__CARVE(rstd2, 1); LOMO__CARVE(g, H); LOMO__CARVE(u, H); LOMO__CARVE(h, H);
+#undef LOMO__CARVE
+}
+
+static size_t lomo__ws_floats(const lomo_config *c, int N) {
+    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim;
+    return (size_t)N * (2 * C + 2 * qd + 2 * kvd + 2 * H);
+}
+
+LOMODEF void lomo_trainer_free(lomo_trainer *t) {
+    lomo_model *m;
+    size_t N, C;
+    if (!t) return;
+    m = t->m; N = (size_t)t->N; C = (size_t)m->cfg.dim;
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (m->cfg.n_layers + 1) * N * C);
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->acts_mem, t->acts_bytes);
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->lnf, sizeof(float) * N * (C + 1));
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * N * ((size_t)m->cfg.vocab_size + 1));
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
+    lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
+    free(t->acts); free(t->tgt_host); free(t->loss_host);
+    free(t);
+}
+
+LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts) {
+    lomo_trainer *t;
+    const lomo_config *c = &m->cfg;
+    size_t N, C, qd, kvd, H, per, i;
+    int n_sets, l;
+    if (!opts || opts->batch <= 0 || opts->seq_len <= 0) { lomo__fail("trainer: batch and seq_len must be positive"); return NULL; }
+    if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0) {
+        lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0"); return NULL;
+    }
+    t = (lomo_trainer *)calloc(1, sizeof *t);
+    if (!t) { lomo__fail("out of host memory"); return NULL; }
+    t->m = m; t->o = *opts;
+    if (!t->o.update) t->o.update = lomo_update_lomo;
+    t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
+    N = (size_t)t->N; C = (size_t)c->dim; H = (size_t)c->hidden_dim;
+    qd = (size_t)c->n_heads * c->head_dim; kvd = (size_t)c->n_kv_heads * c->head_dim;
+#define LOMO__ALLOC(dst, tag, bytes) \
+    if (!((dst) = (float *)lomo__alloc(m, tag, bytes))) goto fail
+    LOMO__ALLOC(t->xs, LOMO_MEM_ACTIVATIONS, sizeof(float) * (c->n_layers + 1) * N * C);
+    n_sets = opts->checkpointing ? 1 : c->n_layers;
+    per = lomo__acts_floats(c, t->N);
+    t->acts_bytes = sizeof(float) * per * n_sets;
+    LOMO__ALLOC(t->acts_mem, LOMO_MEM_ACTIVATIONS, t->acts_bytes);
+    t->acts = (lomo__acts *)calloc((size_t)n_sets, sizeof(lomo__acts));
+    if (!t->acts) goto fail;
+    for (l = 0; l < n_sets; l++) lomo__acts_carve(&t->acts[l], t->acts_mem + per * l, c, t->N);
+    LOMO__ALLOC(t->lnf, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1));
+    t->rstdf = t->lnf + N * C;
+    LOMO__ALLOC(t->logits, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * ((size_t)c->vocab_size + 1));
+    t->losses = t->logits + N * (size_t)c->vocab_size;
+    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2))) goto fail;
+    t->tgt = t->tok + N;
+    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N);
+    LOMO__ALLOC(t->ws, LOMO_MEM_WORKSPACE, t->ws_bytes);
+    t->dx = t->ws; t->dln = t->dx + N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
+    t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
+    for (i = 0; i < (size_t)m->n_tensors; i++)
+        if ((size_t)m->tensors[i].numel > t->grad_numel) t->grad_numel = (size_t)m->tensors[i].numel;
+    LOMO__ALLOC(t->grad, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
+#undef LOMO__ALLOC
+    t->tgt_host = (int32_t *)malloc(sizeof(int32_t) * N);
+    t->loss_host = (float *)malloc(sizeof(float) * N);
+    if (!t->tgt_host || !t->loss_host) { lomo__fail("out of host memory"); goto fail; }
+    return t;
+fail:
+    lomo_trainer_free(t);
+    return NULL;
+}
+
+LOMODEF const float *lomo_logits(const lomo_trainer *t) { return t->logits; }
+
+/* The seam for parameter sharding: a layer's weights as the kernels see them.
+   Unsharded, the model's own tensors; sharded, the gathered copy. */
+static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) { return &t->m->layers[l]; }
+
+/* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
+   x_out may be NULL (recompute inside backward needs everything but the output). */
+static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__acts *a, float *x_out) {
+    const lomo_config *c = &t->m->cfg;
+    const lomo_backend *be = t->m->be;
+    const lomo_layer *w = lomo__layer_weights(t, l);
+    void *X = be->ctx;
+    int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    be->rmsnorm_fwd(X, a->ln1, a->rstd1, x_in, w->attn_norm, N, C, c->norm_eps);
+    be->matmul_fwd(X, a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
+    be->matmul_fwd(X, a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
+    be->matmul_fwd(X, a->v, a->ln1, w->wv, w->bv, N, C, kvd, 0);
+    be->rope(X, a->q, t->B, t->T, c->n_heads, hd, c->rope_theta, 0);
+    be->rope(X, a->k, t->B, t->T, c->n_kv_heads, hd, c->rope_theta, 0);
+    be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    be->copy(X, a->xmid, x_in, sizeof(float) * (size_t)N * C);
+    be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
+    be->rmsnorm_fwd(X, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C, c->norm_eps);
+    be->matmul_fwd(X, a->g, a->ln2, w->w_gate, NULL, N, C, H, 0);
+    be->matmul_fwd(X, a->u, a->ln2, w->w_up, NULL, N, C, H, 0);
+    be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
+    if (x_out) {
+        be->copy(X, x_out, a->xmid, sizeof(float) * (size_t)N * C);
+        be->matmul_fwd(X, x_out, a->h, w->w_down, NULL, N, H, C, 1);
+    }
+}
+
+/* Shifts labels (transformers convention) into per-position targets, checks
+   ids, uploads; returns the number of counted positions or -1. */
+static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32_t *labels) {
+    const lomo_backend *be = t->m->be;
+    int V = t->m->cfg.vocab_size, b, i;
+    int64_t count = 0;
+    if (!labels) labels = tokens;
+    for (i = 0; i < t->N; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return lomo__fail("tokens[%d] = %d is outside the vocabulary [0, %d)", i, tokens[i], V);
+        if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= V))
+            return lomo__fail("labels[%d] = %d is neither -100 nor inside the vocabulary [0, %d)", i, labels[i], V);
+    }
+    for (b = 0; b < t->B; b++)
+        for (i = 0; i < t->T; i++) {
+            int32_t y = i + 1 < t->T ? labels[b * t->T + i + 1] : -100;
+            t->tgt_host[b * t->T + i] = y;
+            count += y >= 0;
+        }
+    be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * t->N);
+    be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * t->N);
+    return count;
+}
+
+/* Whole forward. with_grad: cross-entropy also leaves dlogits in the logits buffer. */
+static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *loss) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    const lomo_backend *be = m->be;
+    void *X = be->ctx;
+    size_t NC = (size_t)t->N * c->dim;
+    double sum = 0.0;
+    int l, i;
+    be->embed_fwd(X, t->xs, t->tok, m->embed, t->N, c->dim);
+    for (l = 0; l < c->n_layers; l++)
+        lomo__layer_fwd(t, l, t->xs + l * NC, &t->acts[t->o.checkpointing ? 0 : l], t->xs + (l + 1) * NC);
+    be->rmsnorm_fwd(X, t->lnf, t->rstdf, t->xs + c->n_layers * NC, m->final_norm, t->N, c->dim, c->norm_eps);
+    be->matmul_fwd(X, t->logits, t->lnf, m->lm_head, NULL, t->N, c->dim, c->vocab_size, 0);
+    be->cross_entropy(X, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt, t->N,
+                      c->vocab_size, count ? 1.0f / (float)count : 0.0f);
+    be->download(X, t->loss_host, t->losses, sizeof(float) * t->N);
+    if (be->check(X)) return -1;
+    for (i = 0; i < t->N; i++) sum += t->loss_host[i];
+    *loss = count ? (float)(sum / (double)count) : 0.0f;
+    return 0;
+}
+
+/* A tensor's gradient is complete in t->grad: measure it (norm pass) or
+   hand it to the update hook (update pass). */
+static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p) {
+    const lomo_backend *be = t->m->be;
+    if (t->pass == LOMO__PASS_NORM) {
+        t->sumsq += be->sumsq(be->ctx, t->grad, (size_t)p->numel);
+        return 0;
+    }
+    if (be->check(be->ctx)) return -1;
+    t->uctx.tensor_index = p->index;
+    if (t->o.update(p, t->grad, &t->uctx, t->o.update_user)) {
+        if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* dW of a linear layer into the gradient buffer, then the hook; same for its bias. */
+static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, const float *dy,
+                              const float *x, int K, int O) {
+    const lomo_backend *be = t->m->be;
+    be->matmul_bwd_w(be->ctx, t->grad, dy, x, t->N, K, O, 0);
+    if (lomo__grad_ready(t, w)) return -1;
+    if (b) {
+        be->bias_bwd(be->ctx, t->grad, dy, t->N, O);
+        if (lomo__grad_ready(t, b)) return -1;
+    }
+    return 0;
+}
+
+/* Layer l backward. On entry t->dx holds dL/d(x_out); on exit dL/d(x_in).
+   Every dX is computed before its weight is handed to the hook, so it always
+   uses the old weights. */
+static int lomo__layer_bwd(lomo_trainer *t, int l) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    const lomo_backend *be = m->be;
+    const lomo_layer *w = lomo__layer_weights(t, l);
+    void *X = be->ctx;
+    size_t NC = (size_t)t->N * c->dim;
+    int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
+    if (t->o.checkpointing) lomo__layer_fwd(t, l, t->xs + l * NC, a, NULL);
+    /* MLP: x_out = xmid + (silu(ln2 Wg^T) * ln2 Wu^T) Wd^T */
+    be->matmul_bwd_x(X, t->dg, t->dx, w->w_down, N, H, C, 0);                 /* dh, in dg */
+    if (lomo__linear_grads(t, w->w_down, NULL, t->dx, a->h, H, C)) return -1;
+    be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
+    be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
+    if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H)) return -1;
+    be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+    if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H)) return -1;
+    be->rmsnorm_bwd(X, t->dx, t->grad, t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
+    if (lomo__grad_ready(t, w->mlp_norm)) return -1;
+    /* attention: xmid = x_in + attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
+    be->matmul_bwd_x(X, t->datt, t->dx, w->wo, N, qd, C, 0);
+    if (lomo__linear_grads(t, w->wo, w->bo, t->dx, a->att, qd, C)) return -1;
+    be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
+                 t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    be->rope(X, t->dq, t->B, t->T, c->n_heads, hd, c->rope_theta, 1);
+    be->rope(X, t->dk, t->B, t->T, c->n_kv_heads, hd, c->rope_theta, 1);
+    be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
+    if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd)) return -1;
+    be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+    if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd)) return -1;
+    be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+    if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd)) return -1;
+    be->rmsnorm_bwd(X, t->dx, t->grad, t->dln, t->xs + l * NC, w->attn_norm, a->rstd1, N, C);
+    if (lomo__grad_ready(t, w->attn_norm)) return -1;
+    return be->check(X);
+}
+
+/* One backward pass from the loss down: lm_head, final norm, layers L-1..0,
+   embedding. dlogits stay in the logits buffer for the whole pass, so a tied
+   embedding's gradient is formed once, at the end, as the sum of both uses. */
+static int lomo__backward(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    const lomo_backend *be = m->be;
+    void *X = be->ctx;
+    size_t NC = (size_t)t->N * c->dim;
+    int l, N = t->N, C = c->dim, V = c->vocab_size;
+    be->matmul_bwd_x(X, t->dln, t->logits, m->lm_head, N, C, V, 0);
+    if (!c->tie_embeddings && lomo__linear_grads(t, m->lm_head, NULL, t->logits, t->lnf, C, V)) return -1;
+    be->zero(X, t->dx, sizeof(float) * NC);
+    be->rmsnorm_bwd(X, t->dx, t->grad, t->dln, t->xs + c->n_layers * NC, m->final_norm, t->rstdf, N, C);
+    if (lomo__grad_ready(t, m->final_norm)) return -1;
+    for (l = c->n_layers - 1; l >= 0; l--)
+        if (lomo__layer_bwd(t, l)) return -1;
+    if (c->tie_embeddings) be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 0);
+    else be->zero(X, t->grad, sizeof(float) * (size_t)m->embed->numel);
+    be->embed_bwd(X, t->grad, t->dx, t->tok, N, C);
+    if (lomo__grad_ready(t, m->embed)) return -1;
+    return be->check(X);
+}
+
+LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, lomo_step_info *info) {
+    int64_t count = lomo__prepare(t, tokens, labels);
+    float loss;
+    if (count < 0 || lomo__forward(t, count, 0, &loss)) return -1;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->loss = loss; info->n_tokens = count; info->grad_norm = -1.0f; info->clip_coef = 1.0f;
+    }
+    return 0;
+}
+
+LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, float lr,
+                      lomo_step_info *info) {
+    lomo_step_info si;
+    int64_t count = lomo__prepare(t, tokens, labels);
+    memset(&si, 0, sizeof si);
+    si.grad_norm = -1.0f; si.clip_coef = 1.0f;
+    if (count < 0 || lomo__forward(t, count, 1, &si.loss)) return -1;
+    si.n_tokens = count;
+    memset(&t->uctx, 0, sizeof t->uctx);
+    t->uctx.step = t->step + 1;
+    t->uctx.lr = lr;
+    t->uctx.inv_loss_scale = 1.0f;
+    t->uctx.clip_value = t->o.clip_value;
+    t->uctx.weight_decay = t->o.weight_decay;
+    t->uctx.n_tensors = t->m->n_tensors;
+    t->uctx.backend = t->m->be;
+    t->uctx.grad_norm = -1.0f;
+    t->uctx.clip_coef = 1.0f;
+    if (!isfinite(si.loss)) si.skipped = 1;
+    if (!si.skipped && t->o.clip_norm > 0.0f) {
+        /* pass one: gradients measured, nothing updated */
+        t->pass = LOMO__PASS_NORM;
+        t->sumsq = 0.0;
+        if (lomo__backward(t)) return -1;
+        si.grad_norm = (float)sqrt(t->sumsq);
+        if (!isfinite(si.grad_norm)) si.skipped = 1;
+        else {
+            float coef = t->o.clip_norm / (si.grad_norm + 1e-6f);
+            si.clip_coef = coef < 1.0f ? coef : 1.0f;
+        }
+        t->uctx.grad_norm = si.grad_norm;
+        t->uctx.clip_coef = si.clip_coef;
+    }
+    if (!si.skipped) {
+        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+        t->pass = LOMO__PASS_UPDATE;
+        if (lomo__backward(t)) return -1;
+        t->step++;
+    }
+    if (info) *info = si;
+    return 0;
+}
+
+LOMODEF int lomo_update_lomo(lomo_tensor *p, const float *grad, const lomo_update_ctx *ctx, void *user) {
+    (void)user;
+    ctx->backend->update_sgd(ctx->backend->ctx, p, grad, ctx->lr, ctx->inv_loss_scale,
+                             ctx->clip_value, ctx->clip_coef, ctx->weight_decay);
+    return 0;
+}
+
+/* The doc block's formula (fp32): see "Memory" at the top of this file. */
+LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
+    size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
+           V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C +
+               L * (2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H);
+    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H;       /* one layer's working set per token */
+    size_t biggest = V * C > H * C ? V * C : H * C;   /* the largest single tensor */
+    if (qd * C > biggest) biggest = qd * C;
+    size_t t[LOMO_MEM_NTAGS] = {0}, total = 0;
+    int i;
+    t[LOMO_MEM_PARAMS] = 4 * P;
+    t[LOMO_MEM_ACTIVATIONS] = 4 * N * ((L + 1) * C + (o->checkpointing ? 1 : L) * layer + C + V);
+    t[LOMO_MEM_GRADIENTS] = 4 * biggest;
+    t[LOMO_MEM_WORKSPACE] = 4 * N * (2 * C + 2 * qd + 2 * kvd + 2 * H);
+    for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
+    return total;
+}
+
+#endif /* LOMO__IMPLEMENTED */
+#endif /* LOMO_IMPLEMENTATION */

@@ -1,0 +1,273 @@
+/* test_ops.c - every CPU kernel of lomo.h against the independent double
+   reference (tests/ref_double.h): forward values, and backward against
+   central finite differences of the double reference.
+
+   Tolerances (fp32 kernels vs double truth), as max|err| / max|ref| per tensor:
+   forward 1e-5, backward 1e-4. Sizes are odd on purpose. */
+#define LOMO_IMPLEMENTATION
+#include "../lomo.h"
+#include "ref_double.h"
+#include "test_util.h"
+
+#define FWD_TOL 1e-5
+#define BWD_TOL 1e-4
+#define FD_EPS 1e-6
+
+static const lomo_backend *be;
+
+static double *to_d(const float *x, size_t n) {
+    double *d = (double *)malloc(sizeof(double) * n);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+static float *randf(size_t n, double std) { float *x = (float *)malloc(sizeof(float) * n); tu_fill(x, n, std); return x; }
+static lomo_tensor wrap(float *p, int64_t d0, int64_t d1) {
+    lomo_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = p; t.dtype = LOMO_F32; t.ndim = d1 ? 2 : 1; t.shape[0] = d0; t.shape[1] = d1;
+    t.numel = d1 ? d0 * d1 : d0;
+    return t;
+}
+
+/* A scalar function of one double input array, for finite differences:
+   L(x) = sum(dy * f(x)). */
+typedef double (*obj_fn)(void *st);
+
+/* Central differences of obj w.r.t. every element of x (double, in place). */
+static void fd_grad(double *g, double *x, size_t n, obj_fn obj, void *st) {
+    for (size_t i = 0; i < n; i++) {
+        double x0 = x[i];
+        x[i] = x0 + FD_EPS; double lp = obj(st);
+        x[i] = x0 - FD_EPS; double lm = obj(st);
+        x[i] = x0;
+        g[i] = (lp - lm) / (2 * FD_EPS);
+    }
+}
+
+/* ---- matmul ---- */
+typedef struct { int N, K, O; double *x, *w, *b, *dy, *y; } mm_st;
+static double mm_obj(void *p) {
+    mm_st *s = (mm_st *)p; double L = 0;
+    ref_linear(s->y, s->x, s->w, s->b, s->N, s->K, s->O);
+    for (int i = 0; i < s->N * s->O; i++) L += s->dy[i] * s->y[i];
+    return L;
+}
+static void test_matmul(int N, int K, int O) {
+    float *x = randf(N * K, 1), *w = randf(O * K, 0.5), *b = randf(O, 1), *dy = randf(N * O, 1);
+    float *y = randf(N * O, 1), *y0 = (float *)malloc(sizeof(float) * N * O);
+    float *dx = randf(N * K, 1), *dx0 = (float *)malloc(sizeof(float) * N * K), *dw = randf(O * K, 1), *db = randf(O, 1);
+    lomo_tensor W = wrap(w, O, K), Bt = wrap(b, O, 0);
+    mm_st s = {N, K, O, to_d(x, N * K), to_d(w, O * K), to_d(b, O), to_d(dy, N * O), (double *)malloc(sizeof(double) * N * O)};
+    double *g = (double *)malloc(sizeof(double) * (N * K + O * K));
+    memcpy(y0, y, sizeof(float) * N * O);
+    be->matmul_fwd(be->ctx, y, x, &W, &Bt, N, K, O, 0);
+    ref_linear(s.y, s.x, s.w, s.b, N, K, O);
+    CHECK(tu_rel_err_fd(y, s.y, N * O) < FWD_TOL, "matmul fwd %dx%dx%d: %g", N, K, O, tu_rel_err_fd(y, s.y, N * O));
+    /* accumulate = 1 adds onto what was there */
+    memcpy(y, y0, sizeof(float) * N * O);
+    be->matmul_fwd(be->ctx, y, x, &W, NULL, N, K, O, 1);
+    ref_linear(s.y, s.x, s.w, NULL, N, K, O);
+    for (int i = 0; i < N * O; i++) s.y[i] += y0[i];
+    CHECK(tu_rel_err_fd(y, s.y, N * O) < FWD_TOL, "matmul fwd accumulate: %g", tu_rel_err_fd(y, s.y, N * O));
+    memcpy(dx0, dx, sizeof(float) * N * K);
+    be->matmul_bwd_x(be->ctx, dx, dy, &W, N, K, O, 0);
+    fd_grad(g, s.x, N * K, mm_obj, &s);
+    CHECK(tu_rel_err_fd(dx, g, N * K) < BWD_TOL, "matmul dx: %g", tu_rel_err_fd(dx, g, N * K));
+    memcpy(dx, dx0, sizeof(float) * N * K);
+    be->matmul_bwd_x(be->ctx, dx, dy, &W, N, K, O, 1);
+    for (int i = 0; i < N * K; i++) g[i] += dx0[i];
+    CHECK(tu_rel_err_fd(dx, g, N * K) < BWD_TOL, "matmul dx accumulate: %g", tu_rel_err_fd(dx, g, N * K));
+    be->matmul_bwd_w(be->ctx, dw, dy, x, N, K, O, 0);
+    fd_grad(g, s.w, O * K, mm_obj, &s);
+    CHECK(tu_rel_err_fd(dw, g, O * K) < BWD_TOL, "matmul dw: %g", tu_rel_err_fd(dw, g, O * K));
+    be->bias_bwd(be->ctx, db, dy, N, O);
+    fd_grad(g, s.b, O, mm_obj, &s);
+    CHECK(tu_rel_err_fd(db, g, O) < BWD_TOL, "matmul db: %g", tu_rel_err_fd(db, g, O));
+    free(x); free(w); free(b); free(dy); free(y); free(y0); free(dx); free(dx0); free(dw); free(db); free(g);
+    free(s.x); free(s.w); free(s.b); free(s.dy); free(s.y);
+}
+
+/* ---- rmsnorm ---- */
+typedef struct { int N, C; double *x, *w, *dy, *y, eps; } rn_st;
+static double rn_obj(void *p) {
+    rn_st *s = (rn_st *)p; double L = 0;
+    ref_rmsnorm(s->y, s->x, s->w, s->N, s->C, s->eps);
+    for (int i = 0; i < s->N * s->C; i++) L += s->dy[i] * s->y[i];
+    return L;
+}
+static void test_rmsnorm(int N, int C) {
+    float *x = randf(N * C, 1), *w = randf(C, 1), *dy = randf(N * C, 1), *y = randf(N * C, 1), *rstd = randf(N, 1);
+    float *dx = randf(N * C, 1), *dx0 = (float *)malloc(sizeof(float) * N * C), *dw = randf(C, 1);
+    lomo_tensor W = wrap(w, C, 0);
+    rn_st s = {N, C, to_d(x, N * C), to_d(w, C), to_d(dy, N * C), (double *)malloc(sizeof(double) * N * C), 1e-5};
+    double *g = (double *)malloc(sizeof(double) * N * C);
+    be->rmsnorm_fwd(be->ctx, y, rstd, x, &W, N, C, 1e-5f);
+    ref_rmsnorm(s.y, s.x, s.w, N, C, 1e-5);
+    CHECK(tu_rel_err_fd(y, s.y, N * C) < FWD_TOL, "rmsnorm fwd: %g", tu_rel_err_fd(y, s.y, N * C));
+    memcpy(dx0, dx, sizeof(float) * N * C);
+    be->rmsnorm_bwd(be->ctx, dx, dw, dy, x, &W, rstd, N, C);
+    fd_grad(g, s.x, N * C, rn_obj, &s);
+    for (int i = 0; i < N * C; i++) g[i] += dx0[i];   /* dx accumulates */
+    CHECK(tu_rel_err_fd(dx, g, N * C) < BWD_TOL, "rmsnorm dx: %g", tu_rel_err_fd(dx, g, N * C));
+    fd_grad(g, s.w, C, rn_obj, &s);
+    CHECK(tu_rel_err_fd(dw, g, C) < BWD_TOL, "rmsnorm dw: %g", tu_rel_err_fd(dw, g, C));
+    free(x); free(w); free(dy); free(y); free(rstd); free(dx); free(dx0); free(dw); free(g);
+    free(s.x); free(s.w); free(s.dy); free(s.y);
+}
+
+/* ---- rope ---- */
+typedef struct { int B, T, nh, hd; double *x, *tmp, *dy, theta; } rp_st;
+static double rp_obj(void *p) {
+    rp_st *s = (rp_st *)p; double L = 0; int n = s->B * s->T * s->nh * s->hd;
+    memcpy(s->tmp, s->x, sizeof(double) * n);
+    ref_rope(s->tmp, s->B, s->T, s->nh, s->hd, s->theta);
+    for (int i = 0; i < n; i++) L += s->dy[i] * s->tmp[i];
+    return L;
+}
+static void test_rope(int B, int T, int nh, int hd, float theta) {
+    int n = B * T * nh * hd;
+    float *x = randf(n, 1), *dy = randf(n, 1);
+    rp_st s = {B, T, nh, hd, to_d(x, n), (double *)malloc(sizeof(double) * n), to_d(dy, n), theta};
+    double *g = (double *)malloc(sizeof(double) * n);
+    be->rope(be->ctx, x, B, T, nh, hd, theta, 0);
+    memcpy(s.tmp, s.x, sizeof(double) * n);
+    ref_rope(s.tmp, B, T, nh, hd, theta);
+    CHECK(tu_rel_err_fd(x, s.tmp, n) < FWD_TOL, "rope fwd theta=%g: %g", theta, tu_rel_err_fd(x, s.tmp, n));
+    be->rope(be->ctx, dy, B, T, nh, hd, theta, 1);
+    fd_grad(g, s.x, n, rp_obj, &s);
+    CHECK(tu_rel_err_fd(dy, g, n) < BWD_TOL, "rope bwd: %g", tu_rel_err_fd(dy, g, n));
+    free(x); free(dy); free(g); free(s.x); free(s.tmp); free(s.dy);
+}
+
+/* ---- attention ---- */
+typedef struct { int B, T, nh, nkv, hd; double *q, *k, *v, *dy, *o; } at_st;
+static double at_obj(void *p) {
+    at_st *s = (at_st *)p; double L = 0; int n = s->B * s->T * s->nh * s->hd;
+    ref_attention(s->o, s->q, s->k, s->v, s->B, s->T, s->nh, s->nkv, s->hd);
+    for (int i = 0; i < n; i++) L += s->dy[i] * s->o[i];
+    return L;
+}
+static void test_attention(int B, int T, int nh, int nkv, int hd) {
+    int nq = B * T * nh * hd, nk = B * T * nkv * hd;
+    float *q = randf(nq, 1), *k = randf(nk, 1), *v = randf(nk, 1), *dy = randf(nq, 1);
+    float *o = randf(nq, 1), *lse = randf(B * T * nh, 1), *dq = randf(nq, 1), *dk = randf(nk, 1), *dv = randf(nk, 1);
+    at_st s = {B, T, nh, nkv, hd, to_d(q, nq), to_d(k, nk), to_d(v, nk), to_d(dy, nq), (double *)malloc(sizeof(double) * nq)};
+    double *g = (double *)malloc(sizeof(double) * nq);
+    be->attn_fwd(be->ctx, o, lse, q, k, v, B, T, nh, nkv, hd);
+    ref_attention(s.o, s.q, s.k, s.v, B, T, nh, nkv, hd);
+    CHECK(tu_rel_err_fd(o, s.o, nq) < FWD_TOL, "attn fwd B%d T%d nh%d nkv%d hd%d: %g", B, T, nh, nkv, hd, tu_rel_err_fd(o, s.o, nq));
+    be->attn_bwd(be->ctx, dq, dk, dv, dy, q, k, v, o, lse, B, T, nh, nkv, hd);
+    fd_grad(g, s.q, nq, at_obj, &s);
+    CHECK(tu_rel_err_fd(dq, g, nq) < BWD_TOL, "attn dq: %g", tu_rel_err_fd(dq, g, nq));
+    fd_grad(g, s.k, nk, at_obj, &s);
+    CHECK(tu_rel_err_fd(dk, g, nk) < BWD_TOL, "attn dk: %g", tu_rel_err_fd(dk, g, nk));
+    fd_grad(g, s.v, nk, at_obj, &s);
+    CHECK(tu_rel_err_fd(dv, g, nk) < BWD_TOL, "attn dv: %g", tu_rel_err_fd(dv, g, nk));
+    free(q); free(k); free(v); free(dy); free(o); free(lse); free(dq); free(dk); free(dv); free(g);
+    free(s.q); free(s.k); free(s.v); free(s.dy); free(s.o);
+}
+
+/* ---- swiglu ---- */
+typedef struct { int n; double *g, *u, *dy; } sw_st;
+static double sw_obj(void *p) {
+    sw_st *s = (sw_st *)p; double L = 0;
+    for (int i = 0; i < s->n; i++) L += s->dy[i] * ref_silu(s->g[i]) * s->u[i];
+    return L;
+}
+static void test_swiglu(int n) {
+    float *g = randf(n, 2), *u = randf(n, 1), *dy = randf(n, 1), *h = randf(n, 1), *dg = randf(n, 1), *du = randf(n, 1);
+    sw_st s = {n, to_d(g, n), to_d(u, n), to_d(dy, n)};
+    double *ref = (double *)malloc(sizeof(double) * n);
+    be->swiglu_fwd(be->ctx, h, g, u, n);
+    for (int i = 0; i < n; i++) ref[i] = ref_silu(s.g[i]) * s.u[i];
+    CHECK(tu_rel_err_fd(h, ref, n) < FWD_TOL, "swiglu fwd: %g", tu_rel_err_fd(h, ref, n));
+    memcpy(dg, dy, sizeof(float) * n);          /* dg aliases dh, as the driver uses it */
+    be->swiglu_bwd(be->ctx, dg, du, dg, g, u, n);
+    fd_grad(ref, s.g, n, sw_obj, &s);
+    CHECK(tu_rel_err_fd(dg, ref, n) < BWD_TOL, "swiglu dg: %g", tu_rel_err_fd(dg, ref, n));
+    fd_grad(ref, s.u, n, sw_obj, &s);
+    CHECK(tu_rel_err_fd(du, ref, n) < BWD_TOL, "swiglu du: %g", tu_rel_err_fd(du, ref, n));
+    free(g); free(u); free(dy); free(h); free(dg); free(du); free(ref); free(s.g); free(s.u); free(s.dy);
+}
+
+/* ---- cross-entropy ---- */
+typedef struct { int N, V; double *logits; int *tg; } ce_st;
+static double ce_obj(void *p) { ce_st *s = (ce_st *)p; return ref_cross_entropy(s->logits, s->tg, s->N, s->V); }
+static void test_cross_entropy(int N, int V) {
+    float *lg = randf(N * V, 3), *losses = randf(N, 1), *dl = randf(N * V, 1);
+    int32_t *tg = (int32_t *)malloc(sizeof(int32_t) * N);
+    ce_st s = {N, V, to_d(lg, N * V), (int *)malloc(sizeof(int) * N)};
+    double *g = (double *)malloc(sizeof(double) * N * V), sum = 0;
+    int count = 0;
+    for (int n = 0; n < N; n++) { tg[n] = (n % 4 == 1) ? -100 : tu_randint(V); s.tg[n] = tg[n]; count += tg[n] >= 0; }
+    be->cross_entropy(be->ctx, losses, dl, lg, tg, N, V, 1.0f / count);
+    for (int n = 0; n < N; n++) sum += losses[n];
+    double ref = ref_cross_entropy(s.logits, s.tg, N, V);
+    CHECK(fabs(sum / count - ref) <= FWD_TOL * fabs(ref), "xent loss %g vs %g", sum / count, ref);
+    fd_grad(g, s.logits, N * V, ce_obj, &s);
+    CHECK(tu_rel_err_fd(dl, g, N * V) < BWD_TOL, "xent dlogits: %g", tu_rel_err_fd(dl, g, N * V));
+    /* in place, as the driver calls it */
+    memcpy(dl, lg, sizeof(float) * N * V);
+    be->cross_entropy(be->ctx, losses, dl, dl, tg, N, V, 1.0f / count);
+    CHECK(tu_rel_err_fd(dl, g, N * V) < BWD_TOL, "xent dlogits in place: %g", tu_rel_err_fd(dl, g, N * V));
+    free(lg); free(losses); free(dl); free(tg); free(g); free(s.logits); free(s.tg);
+}
+
+/* ---- embedding: forward gathers rows, backward scatters with repeats ---- */
+static void test_embedding(int V, int C, int N) {
+    float *w = randf(V * C, 1), *x = randf(N * C, 1), *dx = randf(N * C, 1), *dw = randf(V * C, 1);
+    double *ref = (double *)malloc(sizeof(double) * V * C);
+    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * N);
+    lomo_tensor W = wrap(w, V, C);
+    int ok = 1;
+    for (int n = 0; n < N; n++) tok[n] = tu_randint(V / 2);   /* repeats on purpose */
+    be->embed_fwd(be->ctx, x, tok, &W, N, C);
+    for (int n = 0; n < N; n++) for (int c = 0; c < C; c++) ok &= x[n * C + c] == w[tok[n] * C + c];
+    CHECK(ok, "embedding forward gathers rows");
+    for (int i = 0; i < V * C; i++) ref[i] = dw[i];
+    for (int n = 0; n < N; n++) for (int c = 0; c < C; c++) ref[tok[n] * C + c] += dx[n * C + c];
+    be->embed_bwd(be->ctx, dw, dx, tok, N, C);
+    CHECK(tu_rel_err_fd(dw, ref, V * C) < FWD_TOL, "embedding bwd: %g", tu_rel_err_fd(dw, ref, V * C));
+    free(w); free(x); free(dx); free(dw); free(ref); free(tok);
+}
+
+/* ---- sum of squares and the update rule ---- */
+static void test_sumsq_update(void) {
+    int n = 1001;
+    float *x = randf(n, 1), *p = randf(n, 1), *p0 = (float *)malloc(sizeof(float) * n);
+    double ref = 0;
+    lomo_tensor P = wrap(p, n, 0);
+    for (int i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    CHECK(fabs(be->sumsq(be->ctx, x, n) - ref) < 1e-12 * ref, "sumsq");
+    x[7] = NAN;
+    CHECK(isnan(be->sumsq(be->ctx, x, n)), "sumsq propagates NaN");
+    x[7] = 0.5f;
+    memcpy(p0, p, sizeof(float) * n);
+    be->update_sgd(be->ctx, &P, x, 0.1f, 0.5f, 0.3f, 0.7f, 0.01f);
+    double err = 0;
+    for (int i = 0; i < n; i++) {
+        double g = x[i] * 0.5; g = g > 0.3 ? 0.3 : (g < -0.3 ? -0.3 : g);
+        double want = p0[i] * (1 - 0.1 * 0.01) - 0.1 * g * 0.7;
+        err = fmax(err, fabs(p[i] - want));
+    }
+    CHECK(err < 1e-6, "update_sgd matches the lomo-optim formula: %g", err);
+    free(x); free(p); free(p0);
+}
+
+int main(void) {
+    be = lomo_cpu_backend();
+    printf("backend: %s\n", be->name);
+    test_matmul(7, 5, 3);
+    test_matmul(13, 17, 11);
+    test_rmsnorm(5, 9);
+    test_rope(2, 7, 3, 6, 10000.0f);
+    test_rope(1, 9, 2, 8, 500000.0f);
+    test_attention(2, 7, 4, 2, 6);   /* GQA */
+    test_attention(1, 9, 3, 3, 4);   /* MHA */
+    test_attention(2, 5, 4, 1, 8);   /* MQA */
+    test_swiglu(37);
+    test_cross_entropy(9, 13);
+    test_embedding(11, 6, 17);
+    test_sumsq_update();
+    return tu_done("test_ops");
+}

@@ -1,0 +1,51 @@
+/* test_util.h - counters, random data and error measures shared by the tests.
+   Every test program ends with the line "NAME: P passed, F failed" and exits
+   nonzero when F > 0. */
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int tu_pass, tu_fail;
+
+#define CHECK(cond, ...) do { \
+    if (cond) tu_pass++; \
+    else { tu_fail++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
+} while (0)
+
+static int tu_done(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, tu_pass, tu_fail);
+    return tu_fail ? 1 : 0;
+}
+
+static uint64_t tu_rng = 0x1234567887654321ull;
+static double tu_uniform(void) { /* xorshift64*, in (0,1) */
+    tu_rng ^= tu_rng >> 12; tu_rng ^= tu_rng << 25; tu_rng ^= tu_rng >> 27;
+    return ((tu_rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0) + 1e-300;
+}
+static double tu_normal(void) { return sqrt(-2.0 * log(tu_uniform())) * cos(6.283185307179586 * tu_uniform()); }
+static inline void tu_fill(float *x, size_t n, double std) { for (size_t i = 0; i < n; i++) x[i] = (float)(std * tu_normal()); }
+static inline int tu_randint(int n) { return (int)(tu_uniform() * n) % n; }
+
+/* max_i |a_i - b_i| / max_i |b_i|: the relative error of a whole tensor */
+static inline double tu_rel_err_fd(const float *a, const double *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > num || d != d) num = d;
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+static inline double tu_rel_err(const float *a, const float *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > num || d != d) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+#endif
