@@ -19,8 +19,8 @@ SAN      = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-om
 TESTS    = test_ops test_grad test_train test_io test_hf
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h
 
-.PHONY: all test test-cpp bench bench-torch clean
-all: $(BUILD)/bench_cpu
+.PHONY: all test demo bench clean
+all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -46,6 +46,13 @@ test: $(TEST_BINS) $(BUILD)/cxx_check.o
 
 $(BUILD)/bench_cpu: bench/bench_cpu.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
+
+$(BUILD)/llama_ft: examples/llama_ft.c lomo.h | $(BUILD)
+	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
+
+# the built-in default: fine-tune a small Llama on a synthetic task, save a HF checkpoint
+demo: $(BUILD)/llama_ft
+	$(BUILD)/llama_ft --out demo_out
 
 # lomo vs PyTorch + lomo-optim on the same model, batch and sequence (needs a
 # venv with torch, transformers, lomo-optim: see bench/README.md)

@@ -1,8 +1,98 @@
-/* lomo.h - full-parameter fine-tuning of Llama-family models in the memory
-   of inference, with LOMO (LOw-Memory Optimization, arXiv 2306.09782).
-   Public domain / MIT, see the end of this file.
+/* lomo.h - fine-tune every parameter of a Llama-family model in about the
+   memory of inference, with LOMO (LOw-Memory Optimization, arXiv 2306.09782).
+   stb-style single header; licence at the end of the file.
 
-   DOC BLOCK: to be written.
+   The backward pass walks the model from the top, one parameter tensor at a
+   time; the moment a tensor's gradient is complete, a per-tensor update hook
+   applies the update rule to it, and the one gradient buffer is reused for the
+   next tensor. No optimizer state, no full set of gradients: memory is
+   parameters + activations + the largest single gradient.
+
+QUICK START
+
+   In exactly one C or C++ file:
+       #define LOMO_IMPLEMENTATION
+       #include "lomo.h"
+   everywhere else just #include "lomo.h". Build with -fopenmp (optional),
+   and -DLOMO_CBLAS -lopenblas for BLAS matmuls (optional), and -lm.
+
+       lomo_model *m = lomo_load("path/to/hf_model", NULL);   // config.json + model.safetensors
+       lomo_train_opts o = {0};
+       o.batch = 8; o.seq_len = 512; o.checkpointing = 1; o.clip_norm = 1.0f;
+       lomo_trainer *t = lomo_trainer_new(m, &o);
+       for (step...) {
+           lomo_step_info info;
+           if (lomo_step(t, tokens, labels, lr, &info)) fprintf(stderr, "%s\n", lomo_error());
+       }
+       lomo_save(m, "out_dir");                                 // Hugging Face layout again
+       lomo_trainer_free(t); lomo_model_free(m);
+
+   tokens and labels are B*T int32 in the transformers convention: position t
+   predicts labels[t+1], and -100 marks positions that do not count; the loss
+   is the mean over counted positions of the whole batch.
+
+THE UPDATE HOOK
+
+   lomo_train_opts.update (default lomo_update_lomo) is called once per
+   parameter tensor per step, with the tensor, its complete fp32 gradient and
+   a lomo_update_ctx (step, lr, clip coefficient, 1/loss scale, ...). The
+   built-in rule has the semantics of the authors' lomo-optim package:
+       norm = global L2 norm of the unclipped gradients (clip_norm > 0 only)
+       coef = min(1, clip_norm / (norm + 1e-6))
+       g    = clamp(grad * inv_loss_scale, -clip_value, clip_value) * coef
+       p    = p * (1 - lr * weight_decay) - lr * g
+   Clipping by the global norm needs the norm before any update: lomo_step
+   then runs one forward and two backward passes (pass one measures, pass
+   two updates; both reuse the stored activations or checkpoints).
+
+   Order: loss -> lm_head -> final norm -> layers L-1..0 (down, up, gate,
+   post-attention norm, o, v, k, q, input norm) -> embedding. Every dX is
+   computed with the old weights, before its tensor is handed to the hook.
+   Tied embeddings: the hook sees the sum of both contributions, once, at the
+   end. This costs no memory: the lm_head's dlogits stay in the logits buffer
+   (an activation the forward allocates anyway) until the embedding's turn.
+
+MEMORY (fp32, this version; every allocation is tagged and counted, see
+   lomo_memory_report; lomo_memory_formula computes this formula)
+
+   N = batch * seq_len tokens, C = hidden_size, H = intermediate_size,
+   L = layers, V = vocab, q = heads * head_dim, k = kv_heads * head_dim,
+   P = parameters, S = 1 with checkpointing, L without.
+
+     parameters       4 P
+     activations      4 N [ (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
+                      (each layer's input; S layer working sets; final norm
+                      output; logits, which also hold dlogits in backward)
+     gradient buffer  4 max(tensor numel)           (= 4 V C in most models)
+     workspace        4 N (2C + 2q + 2k + 2H)       (backward scratch)
+     optimizer state  0
+
+   plus a few floats per token (norm statistics, softmax log-sum-exp, token
+   ids) that the formula leaves out: the measured total is within 2% of it.
+
+OPTIONS (define before including)
+
+   LOMO_IMPLEMENTATION   compile the implementation in this file
+   LOMO_STATIC           make every public function static
+   LOMO_CBLAS            CPU matmuls through CBLAS (OpenBLAS: link -lopenblas);
+                         otherwise plain OpenMP loops. With OpenBLAS, lomo
+                         sets OpenBLAS to one thread and splits each matmul
+                         over its own OpenMP threads (one thread pool).
+   LOMO_MALLOC/LOMO_FREE host allocator (default malloc/free)
+   LOMO_ASSERT           assert macro (default assert)
+
+BACKENDS
+
+   The driver calls a table of operations (struct lomo_backend): memory,
+   matmul forward/backward, RMSNorm, RoPE, attention, SwiGLU, embedding,
+   cross-entropy, sum of squares and the built-in update kernel. The CPU
+   table is in this file (lomo_cpu_backend); activations are fp32 row-major.
+
+VERSION HISTORY
+
+   0.1  fp32 CPU: Llama/Mistral/Qwen2 decoders, layer-streaming LOMO with a
+        per-tensor hook, two-pass norm clipping, checkpointing, memory
+        accounting, safetensors + config.json I/O.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -1380,7 +1470,7 @@ LOMODEF void lomo_memory_print(FILE *f, const lomo_memory *r) {
 #include <cblas.h>
 #endif
 
-#define LOMO__MAX_HEAD_DIM 512
+#define LOMO__MAX_HEAD_DIM 1024
 
 typedef struct lomo__cpu { int err; char msg[256]; } lomo__cpu;
 
@@ -1602,38 +1692,51 @@ static void lomo__cpu_rope(void *ctx, float *x, int B, int T, int nh, int hd, fl
     }
 }
 
-/* Causal attention, one query row at a time with an online softmax, so no
-   T x T matrix is stored. Query head h reads kv head h / (nh/nkv). */
+static float lomo__dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    int i;
+    LOMO__OMP(simd reduction(+:s))
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void lomo__axpy(float *y, float a, const float *x, int n) {
+    int i;
+    LOMO__OMP(simd)
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* Causal attention, one query row at a time: scores into a per-thread row of
+   T floats, exact softmax, weighted sum of v. Nothing of size T x T is stored;
+   lse (log-sum-exp of the scaled scores) is kept for the backward.
+   Query head h reads kv head h / (nh/nkv). */
 static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                                const float *v, int B, int T, int nh, int nkv, int hd) {
-    int rep = nh / nkv, idx;
+    int rep = nh / nkv;
     float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
-    LOMO__OMP(parallel for)
-    for (idx = 0; idx < B * T * nh; idx++) {
-        int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, d;
-        const float *qt = q + ((size_t)(b * T + t) * nh + h) * hd;
-        float *ot = out + ((size_t)(b * T + t) * nh + h) * hd;
-        float acc[LOMO__MAX_HEAD_DIM], mx = -INFINITY, l = 0.0f;
-        for (d = 0; d < hd; d++) acc[d] = 0.0f;
-        for (j = 0; j <= t; j++) {
-            const float *kj = k + ((size_t)(b * T + j) * nkv + h / rep) * hd;
-            const float *vj = v + ((size_t)(b * T + j) * nkv + h / rep) * hd;
-            float s = 0.0f, p;
-            for (d = 0; d < hd; d++) s += qt[d] * kj[d];
-            s *= scale;
-            if (s > mx) {
-                float corr = expf(mx - s);
-                l *= corr;
-                for (d = 0; d < hd; d++) acc[d] *= corr;
-                mx = s;
+    LOMO__OMP(parallel)
+    {
+        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
+        int idx;
+        LOMO__OMP(for)
+        for (idx = 0; idx < B * T * nh; idx++) {
+            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j;
+            size_t row = (size_t)(b * T + t) * nh + h;
+            const float *qt = q + row * hd;
+            const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
+            const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
+            float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
+            for (j = 0; j <= t; j++) {
+                p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                mx = p[j] > mx ? p[j] : mx;
             }
-            p = expf(s - mx);
-            l += p;
-            for (d = 0; d < hd; d++) acc[d] += p * vj[d];
+            for (j = 0; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+            memset(ot, 0, sizeof(float) * hd);
+            for (j = 0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+            lse[row] = mx + logf(sum);
         }
-        for (d = 0; d < hd; d++) ot[d] = acc[d] / l;
-        lse[(size_t)(b * T + t) * nh + h] = mx + logf(l);
+        LOMO_FREE(p);
     }
 }
 
@@ -1648,30 +1751,25 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
     (void)ctx;
     LOMO__OMP(parallel for)
     for (bg = 0; bg < B * nkv; bg++) {
-        int b = bg / nkv, g = bg % nkv, h, t, j, d;
+        int b = bg / nkv, g = bg % nkv, h, t, j;
+        size_t kstride = (size_t)nkv * hd, kbase = ((size_t)b * T * nkv + g) * hd;
         for (t = 0; t < T; t++) {
-            memset(dk + ((size_t)(b * T + t) * nkv + g) * hd, 0, sizeof(float) * hd);
-            memset(dv + ((size_t)(b * T + t) * nkv + g) * hd, 0, sizeof(float) * hd);
+            memset(dk + kbase + t * kstride, 0, sizeof(float) * hd);
+            memset(dv + kbase + t * kstride, 0, sizeof(float) * hd);
         }
         for (h = g * rep; h < (g + 1) * rep; h++) {
             for (t = 0; t < T; t++) {
                 size_t row = (size_t)(b * T + t) * nh + h;
                 const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
-                float *dqt = dq + row * hd, D = 0.0f, L = lse[row];
-                for (d = 0; d < hd; d++) { D += dot[d] * ot[d]; dqt[d] = 0.0f; }
+                float *dqt = dq + row * hd, D = lomo__dot(dot, ot, hd), L = lse[row];
+                memset(dqt, 0, sizeof(float) * hd);
                 for (j = 0; j <= t; j++) {
-                    size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
-                    const float *kj = k + kr, *vj = v + kr;
-                    float *dkj = dk + kr, *dvj = dv + kr;
-                    float s = 0.0f, p, dp = 0.0f, ds;
-                    for (d = 0; d < hd; d++) { s += qt[d] * kj[d]; dp += dot[d] * vj[d]; }
-                    p = expf(s * scale - L);
-                    ds = p * (dp - D) * scale;
-                    for (d = 0; d < hd; d++) {
-                        dqt[d] += ds * kj[d];
-                        dkj[d] += ds * qt[d];
-                        dvj[d] += p * dot[d];
-                    }
+                    size_t kr = kbase + j * kstride;
+                    float p = expf(lomo__dot(qt, k + kr, hd) * scale - L);
+                    float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
+                    lomo__axpy(dqt, ds, k + kr, hd);
+                    lomo__axpy(dk + kr, ds, qt, hd);
+                    lomo__axpy(dv + kr, p, dot, hd);
                 }
             }
         }
@@ -2428,3 +2526,27 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
 
 #endif /* LOMO__IMPLEMENTED */
 #endif /* LOMO_IMPLEMENTATION */
+
+/*
+LICENCE: MIT
+
+Copyright (c) 2026 the lomo authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+*/

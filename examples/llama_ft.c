@@ -39,6 +39,7 @@ static double evaluate(lomo_trainer *t, lomo_model *m, int B, int T, uint64_t se
     float *lg = m->be->host_memory ? NULL : (float *)malloc(sizeof(float) * (size_t)B * T * V);
     for (int round = 0; round < 4; round++) {
         lomo_step_info info;
+        memset(&info, 0, sizeof info);
         make_batch(tok, B, T, V, &rng);
         lomo_forward(t, tok, NULL, &info);
         lsum += info.loss;
@@ -59,7 +60,7 @@ static double evaluate(lomo_trainer *t, lomo_model *m, int B, int T, uint64_t se
 
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *out = "demo_out";
-    int steps = 300, B = 8, T = 32, ckpt = 0;
+    int steps = 400, B = 8, T = 32, ckpt = 0;
     float lr = 0.1f, clip_norm = 1.0f, clip_value = 0.0f, wd = 0.0f;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
