@@ -1490,6 +1490,21 @@ static int lomo__cpu_check(void *ctx) {
     return 0;
 }
 
+/* vectorisable inner loops (omp simd allows reassociation; fixed order per binary) */
+static float lomo__dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    int i;
+    LOMO__OMP(simd reduction(+:s))
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void lomo__axpy(float *y, float a, const float *x, int n) {
+    int i;
+    LOMO__OMP(simd)
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 /* x (N,C) = wte[tok[n]] */
 static void lomo__cpu_embed_fwd(void *ctx, float *x, const int32_t *tok, const lomo_tensor *wte, int N, int C) {
     const float *w = lomo__f32(ctx, wte);
@@ -1600,11 +1615,7 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
         float *yn = y + (size_t)n * O;
         int o;
         for (o = 0; o < O; o++) {
-            const float *wo = w + (size_t)o * K;
-            float s = 0.0f;
-            int i;
-            for (i = 0; i < K; i++) s += xn[i] * wo[i];
-            if (b) s += b[o];
+            float s = lomo__dot(xn, w + (size_t)o * K, K) + (b ? b[o] : 0.0f);
             yn[o] = accumulate ? yn[o] + s : s;
         }
     }
@@ -1623,13 +1634,9 @@ static void lomo__cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const 
     for (n = 0; n < N; n++) {
         float *dxn = dx + (size_t)n * K;
         const float *dyn = dy + (size_t)n * O;
-        int o, i;
+        int o;
         if (!accumulate) memset(dxn, 0, sizeof(float) * K);
-        for (o = 0; o < O; o++) {
-            const float *wo = w + (size_t)o * K;
-            float d = dyn[o];
-            for (i = 0; i < K; i++) dxn[i] += d * wo[i];
-        }
+        for (o = 0; o < O; o++) lomo__axpy(dxn, dyn[o], w + (size_t)o * K, K);
     }
 #endif
 }
@@ -1645,13 +1652,9 @@ static void lomo__cpu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const 
     LOMO__OMP(parallel for)
     for (o = 0; o < O; o++) {
         float *dwo = dw + (size_t)o * K;
-        int n, i;
+        int n;
         if (!accumulate) memset(dwo, 0, sizeof(float) * K);
-        for (n = 0; n < N; n++) {
-            const float *xn = x + (size_t)n * K;
-            float d = dy[(size_t)n * O + o];
-            for (i = 0; i < K; i++) dwo[i] += d * xn[i];
-        }
+        for (n = 0; n < N; n++) lomo__axpy(dwo, dy[(size_t)n * O + o], x + (size_t)n * K, K);
     }
 #endif
 }
@@ -1690,20 +1693,6 @@ static void lomo__cpu_rope(void *ctx, float *x, int B, int T, int nh, int hd, fl
             }
         }
     }
-}
-
-static float lomo__dot(const float *a, const float *b, int n) {
-    float s = 0.0f;
-    int i;
-    LOMO__OMP(simd reduction(+:s))
-    for (i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static void lomo__axpy(float *y, float a, const float *x, int n) {
-    int i;
-    LOMO__OMP(simd)
-    for (i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 /* Causal attention, one query row at a time: scores into a per-thread row of
