@@ -132,6 +132,10 @@ typedef struct lomo_config {
     int tie_embeddings; /* tie_word_embeddings */
     int qkv_bias;       /* q/k/v projections carry a bias (attention_bias; always for qwen2) */
     int o_bias;         /* o_proj carries a bias (llama's attention_bias) */
+    int rope_type;      /* 0: plain RoPE; 1: Llama 3 frequency scaling (rope type "llama3") */
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;  /* llama3 only */
+    int rope_original_max_pos;   /* llama3: original_max_position_embeddings */
+    int sliding_window; /* 0: none; mistral's sliding_window (training with seq_len > it is refused) */
     lomo_dtype dtype;   /* torch_dtype */
     char model_type[32];/* "llama", "mistral", "qwen2" */
 } lomo_config;
@@ -324,8 +328,9 @@ struct lomo_backend {
                          int N, int K, int O, int accumulate);
     /* db (O) = column sums of dy (N,O) */
     void (*bias_bwd)(void *ctx, float *db, const float *dy, int N, int O);
-    /* x (B,T,nh,hd) rotated in place, half-rotation convention; inverse=1 for backward */
-    void (*rope)(void *ctx, float *x, int B, int T, int nh, int hd, float theta, int inverse);
+    /* x (B,T,nh,hd) rotated in place, half-rotation convention, angle t * inv_freq[i]
+       (inv_freq: hd/2 floats, backend memory); inverse=1 for backward */
+    void (*rope)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int inverse);
     /* causal GQA attention: q (N,nh,hd), k,v (N,nkv,hd) -> out (N,nh,hd), lse (N,nh) */
     void (*attn_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
                      const float *v, int B, int T, int nh, int nkv, int hd);
@@ -1260,6 +1265,8 @@ static int lomo__cfg_int(const lomo__cfgp *c, const char *key, int def, int *out
 static int lomo__cfg_float(const lomo__cfgp *c, const char *key, double def, float *out) {
     int node = lomo__json_get(c->j, c->obj, key);
     double v = def;
+    if ((node < 0 || c->j->nodes[node].type == LOMO__J_NULL) && def < 0) /* required */
+        return lomo__cfg_bad(c, key, "a positive number", -1);
     if (node >= 0 && c->j->nodes[node].type != LOMO__J_NULL) {
         if (!lomo__json_is(c->j, node, LOMO__J_NUM) || !(c->j->nodes[node].num > 0) || c->j->nodes[node].num > 3.4e38)
             return lomo__cfg_bad(c, key, "a positive number", node);
@@ -1279,17 +1286,33 @@ static int lomo__cfg_bool(const lomo__cfgp *c, const char *key, int def, int *ou
     return 0;
 }
 
-/* rope_scaling / rope_parameters: absent, null or of type "default" (plain RoPE). */
-static int lomo__cfg_rope(const lomo__cfgp *c, const char *key) {
+/* rope_scaling (transformers < 5) / rope_parameters (>= 5): absent, null,
+   type "default" (plain RoPE) or "llama3" (Llama 3.x frequency scaling). */
+static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg) {
     int node = lomo__json_get(c->j, 0, key), ty;
     char buf[64];
+    lomo__cfgp r = *c;
     if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
     if (c->j->nodes[node].type != LOMO__J_OBJ) return lomo__cfg_bad(c, key, "null or an object", node);
     if ((ty = lomo__json_get(c->j, node, "rope_type")) < 0) ty = lomo__json_get(c->j, node, "type");
     if (ty < 0 && !strcmp(key, "rope_parameters")) return 0; /* just rope_theta */
     if (lomo__json_streq(c->j, ty, "default")) return 0;
+    if (lomo__json_streq(c->j, ty, "llama3")) {
+        r.obj = node;
+        cfg->rope_type = 1;
+        if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor) ||
+            lomo__cfg_float(&r, "low_freq_factor", -1, &cfg->rope_low_freq_factor) ||
+            lomo__cfg_float(&r, "high_freq_factor", -1, &cfg->rope_high_freq_factor) ||
+            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos))
+            return -1;
+        if (!(cfg->rope_factor > 0) || !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
+            return lomo__fail("%s: field '%s': llama3 needs factor > 0 and high_freq_factor > low_freq_factor "
+                              "(found factor %g, low %g, high %g)", c->path, key, cfg->rope_factor,
+                              cfg->rope_low_freq_factor, cfg->rope_high_freq_factor);
+        return 0;
+    }
     if (lomo__json_str(c->j, ty, buf, sizeof buf) < 0) lomo__json_show(c->j, ty >= 0 ? ty : node, buf, sizeof buf);
-    return lomo__fail("%s: field '%s': %s type %s is not supported yet", c->path, key, key, buf);
+    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, llama3)", c->path, key, buf);
 }
 
 static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
@@ -1338,7 +1361,7 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
     node = lomo__json_get(j, 0, "hidden_act");
     if (node >= 0 && !lomo__json_streq(j, node, "silu")) return lomo__cfg_bad(c, "hidden_act", "\"silu\"", node);
     /* RoPE: transformers < 5 writes rope_theta + rope_scaling, >= 5 rope_parameters {rope_type, rope_theta} */
-    if (lomo__cfg_rope(c, "rope_scaling") || lomo__cfg_rope(c, "rope_parameters")) return -1;
+    if (lomo__cfg_rope(c, "rope_scaling", cfg) || lomo__cfg_rope(c, "rope_parameters", cfg)) return -1;
     node = lomo__json_get(j, 0, "rope_parameters");
     if (lomo__json_get(j, node, "rope_theta") >= 0) {
         lomo__cfgp r = *c;
@@ -1355,6 +1378,11 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
                 return lomo__cfg_bad(c, "layer_types", "only \"full_attention\" (sliding-window attention is not supported)", l);
     }
     if (mlp_bias) return lomo__cfg_bad(c, "mlp_bias", "false (MLP biases are not supported)", lomo__json_get(j, 0, "mlp_bias"));
+    if (!strcmp(cfg->model_type, "mistral")) {   /* sliding_window: an integer, or null for none */
+        node = lomo__json_get(j, 0, "sliding_window");
+        if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && lomo__cfg_int(c, "sliding_window", 0, &cfg->sliding_window))
+            return -1;
+    }
     if (qwen && swa) return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
                                           lomo__json_get(j, 0, "use_sliding_window"));
     cfg->qkv_bias = qwen ? 1 : bias;
@@ -1399,7 +1427,20 @@ static int lomo__config_save(const char *path, const lomo_config *cfg) {
     lomo__sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", cfg->n_layers, cfg->n_heads);
     lomo__sb_printf(&b, "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n", cfg->n_kv_heads, cfg->head_dim);
     lomo__sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", cfg->vocab_size, cfg->max_seq_len);
-    lomo__sb_printf(&b, "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n  \"rope_scaling\": null,\n", eps, theta);
+    lomo__sb_printf(&b, "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n", eps, theta);
+    if (cfg->rope_type == 1) {
+        char f[32], lo[32], hi[32];
+        lomo__fmt_float(f, sizeof f, cfg->rope_factor);
+        lomo__fmt_float(lo, sizeof lo, cfg->rope_low_freq_factor);
+        lomo__fmt_float(hi, sizeof hi, cfg->rope_high_freq_factor);
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
+                        "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d},\n",
+                        f, lo, hi, cfg->rope_original_max_pos);
+    } else lomo__sb_printf(&b, "  \"rope_scaling\": null,\n");
+    if (!strcmp(cfg->model_type, "mistral")) {
+        if (cfg->sliding_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->sliding_window);
+        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
+    }
     lomo__sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", cfg->tie_embeddings ? "true" : "false");
     if (qwen) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
     else lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
@@ -1672,18 +1713,17 @@ static void lomo__cpu_bias_bwd(void *ctx, float *db, const float *dy, int N, int
     }
 }
 
-/* RoPE, half rotation (Hugging Face Llama): for i < hd/2, with angle = t * theta^(-2i/hd),
+/* RoPE, half rotation (Hugging Face Llama): for i < hd/2, with angle = t * inv_freq[i],
    (x[i], x[i+hd/2]) -> (x[i] cos - x[i+hd/2] sin, x[i+hd/2] cos + x[i] sin).
-   The backward is the inverse rotation. Angles in fp32 as transformers computes them. */
-static void lomo__cpu_rope(void *ctx, float *x, int B, int T, int nh, int hd, float theta, int inverse) {
+   The backward is the inverse rotation. */
+static void lomo__cpu_rope(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int inverse) {
     int half = hd / 2, bt;
     (void)ctx;
     LOMO__OMP(parallel for)
     for (bt = 0; bt < B * T; bt++) {
         int t = bt % T, h, i;
         for (i = 0; i < half; i++) {
-            float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
-            float ang = (float)t * inv_freq;
+            float ang = (float)t * inv_freq[i];
             float c = cosf(ang), s = inverse ? -sinf(ang) : sinf(ang);
             for (h = 0; h < nh; h++) {
                 float *xh = x + ((size_t)bt * nh + h) * hd;
@@ -2135,6 +2175,28 @@ done:
 /* the driver: forward, layer-streaming backward, update hook calls        */
 /* ======================================================================== */
 
+/* RoPE inverse frequencies (hd/2 floats), in fp32 as transformers computes
+   them: theta^(-2i/hd), and for rope type llama3 the Llama 3 rescaling
+   (low frequencies divided by factor, high ones kept, a smooth blend between). */
+static void lomo__rope_inv_freq(const lomo_config *c, float *out) {
+    int i, half = c->head_dim / 2;
+    for (i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        if (c->rope_type == 1) {
+            float old_ctx = (float)c->rope_original_max_pos;
+            float low_wl = old_ctx / c->rope_low_freq_factor, high_wl = old_ctx / c->rope_high_freq_factor;
+            float wl = 6.283185307179586f / f;
+            float scaled = wl > low_wl ? f / c->rope_factor : f;
+            if (!(wl < high_wl) && !(wl > low_wl)) {
+                float sm = (old_ctx / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                scaled = (1.0f - sm) * scaled / c->rope_factor + sm * scaled;
+            }
+            f = scaled;
+        }
+        out[i] = f;
+    }
+}
+
 /* One layer's working set: what its backward reads. With checkpointing one
    set is shared by all layers (recomputed from the layer's input); without,
    every layer has its own. */
@@ -2155,6 +2217,7 @@ struct lomo_trainer {
     float *acts_mem; size_t acts_bytes;
     float *lnf, *rstdf, *logits, *losses;
     int32_t *tok, *tgt;         /* backend copies */
+    float *inv_freq;            /* RoPE inverse frequencies, head_dim/2 */
     /* workspace for the backward */
     float *ws; size_t ws_bytes;
     float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du;
@@ -2202,6 +2265,7 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
     lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2));
     free(t->acts); free(t->tgt_host); free(t->loss_host);
     free(t);
 }
@@ -2214,6 +2278,12 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     if (!opts || opts->batch <= 0 || opts->seq_len <= 0) { lomo__fail("trainer: batch and seq_len must be positive"); return NULL; }
     if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0) {
         lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0"); return NULL;
+    }
+    if (c->sliding_window > 0 && opts->seq_len > c->sliding_window) {
+        lomo__fail("config: field 'sliding_window': %d is shorter than seq_len=%d, and sliding-window "
+                   "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
+                   c->sliding_window);
+        return NULL;
     }
     t = (lomo_trainer *)calloc(1, sizeof *t);
     if (!t) { lomo__fail("out of host memory"); return NULL; }
@@ -2245,7 +2315,15 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     for (i = 0; i < (size_t)m->n_tensors; i++)
         if ((size_t)m->tensors[i].numel > t->grad_numel) t->grad_numel = (size_t)m->tensors[i].numel;
     LOMO__ALLOC(t->grad, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
+    LOMO__ALLOC(t->inv_freq, LOMO_MEM_WORKSPACE, sizeof(float) * (size_t)(c->head_dim / 2));
 #undef LOMO__ALLOC
+    {
+        float *f = (float *)malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+        if (!f) { lomo__fail("out of host memory"); goto fail; }
+        lomo__rope_inv_freq(c, f);
+        m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2));
+        free(f);
+    }
     t->tgt_host = (int32_t *)malloc(sizeof(int32_t) * N);
     t->loss_host = (float *)malloc(sizeof(float) * N);
     if (!t->tgt_host || !t->loss_host) { lomo__fail("out of host memory"); goto fail; }
@@ -2274,8 +2352,8 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
     be->matmul_fwd(X, a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
     be->matmul_fwd(X, a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
     be->matmul_fwd(X, a->v, a->ln1, w->wv, w->bv, N, C, kvd, 0);
-    be->rope(X, a->q, t->B, t->T, c->n_heads, hd, c->rope_theta, 0);
-    be->rope(X, a->k, t->B, t->T, c->n_kv_heads, hd, c->rope_theta, 0);
+    be->rope(X, a->q, t->inv_freq, t->B, t->T, c->n_heads, hd, 0);
+    be->rope(X, a->k, t->inv_freq, t->B, t->T, c->n_kv_heads, hd, 0);
     be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
     be->copy(X, a->xmid, x_in, sizeof(float) * (size_t)N * C);
     be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
@@ -2395,8 +2473,8 @@ static int lomo__layer_bwd(lomo_trainer *t, int l) {
     if (lomo__linear_grads(t, w->wo, w->bo, t->dx, a->att, qd, C)) return -1;
     be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
                  t->B, t->T, c->n_heads, c->n_kv_heads, hd);
-    be->rope(X, t->dq, t->B, t->T, c->n_heads, hd, c->rope_theta, 1);
-    be->rope(X, t->dk, t->B, t->T, c->n_kv_heads, hd, c->rope_theta, 1);
+    be->rope(X, t->dq, t->inv_freq, t->B, t->T, c->n_heads, hd, 1);
+    be->rope(X, t->dk, t->inv_freq, t->B, t->T, c->n_kv_heads, hd, 1);
     be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
     if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);

@@ -516,7 +516,7 @@ static void test_config(void) {
     CHECK(c.rope_theta == 500000.0f && c.dtype == LOMO_BF16);
     CHECK(cfg_with(",\"rope_parameters\":{\"rope_theta\":1e6}", &c) == 0 && c.rope_theta == 1e6f);
     EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":500000.0,\"rope_type\":\"yarn\"}", &c),
-               "field 'rope_parameters': rope_parameters type yarn is not supported yet", "rope_parameters yarn");
+               "field 'rope_parameters': rope type yarn is not supported (supported: default, llama3)", "rope_parameters yarn");
     EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":-1}", &c), "field 'rope_theta': expected a positive number, found -1", "rope_parameters theta");
     EXPECT_ERR(cfg_with(",\"layer_types\":[\"full_attention\",\"sliding_attention\"]", &c), "field 'layer_types'", "layer_types sliding");
 
@@ -540,9 +540,21 @@ static void test_config(void) {
     EXPECT_ERR(cfg_with(",\"rope_theta\":\"x\"", &c), "rope_theta", "rope_theta string");
     EXPECT_ERR(cfg_with(",\"tie_word_embeddings\":1", &c), "field 'tie_word_embeddings': expected true or false, found 1", "tie 1");
     EXPECT_ERR(cfg_with(",\"hidden_act\":\"gelu\"", &c), "field 'hidden_act': expected \"silu\", found \"gelu\"", "gelu");
-    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}", &c), "rope_scaling type linear is not supported yet", "rope linear");
-    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0}", &c), "rope_scaling type llama3 is not supported yet", "rope llama3");
-    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"factor\":8.0}", &c), "rope_scaling type {\"factor\":8.0} is not supported", "rope no type");
+    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}", &c), "field 'rope_scaling': rope type linear is not supported", "rope linear");
+    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0}", &c),
+               "field 'low_freq_factor': missing required field", "rope llama3 incomplete");
+    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":4,"
+                        "\"high_freq_factor\":1,\"original_max_position_embeddings\":8192}", &c),
+               "high_freq_factor > low_freq_factor", "rope llama3 bands reversed");
+    /* llama3 scaling, both layouts */
+    CHECK(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
+                   "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}", &c) == 0 &&
+          c.rope_type == 1 && c.rope_factor == 8.0f && c.rope_low_freq_factor == 1.0f &&
+          c.rope_high_freq_factor == 4.0f && c.rope_original_max_pos == 8192);
+    CHECK(cfg_with(",\"rope_parameters\":{\"rope_theta\":500000.0,\"rope_type\":\"llama3\",\"factor\":32.0,"
+                   "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}", &c) == 0 &&
+          c.rope_type == 1 && c.rope_factor == 32.0f && c.rope_theta == 500000.0f);
+    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"factor\":8.0}", &c), "rope type {\"factor\":8.0} is not supported", "rope no type");
     EXPECT_ERR(cfg_with(",\"mlp_bias\":true", &c), "field 'mlp_bias'", "mlp_bias");
     EXPECT_ERR(cfg_with(",\"torch_dtype\":\"int8\"", &c), "field 'torch_dtype'", "torch_dtype int8");
     EXPECT_ERR(cfg_from("{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":172,\"num_hidden_layers\":2,"

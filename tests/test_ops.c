@@ -129,11 +129,16 @@ static void test_rope(int B, int T, int nh, int hd, float theta) {
     float *x = randf(n, 1), *dy = randf(n, 1);
     rp_st s = {B, T, nh, hd, to_d(x, n), (double *)malloc(sizeof(double) * n), to_d(dy, n), theta};
     double *g = (double *)malloc(sizeof(double) * n);
-    be->rope(be->ctx, x, B, T, nh, hd, theta, 0);
+    lomo_config c;
+    float inv_freq[64];
+    lomo_config_default(&c, nh * hd, 8, 1, nh, nh, 8);
+    c.head_dim = hd; c.rope_theta = theta;
+    lomo__rope_inv_freq(&c, inv_freq);
+    be->rope(be->ctx, x, inv_freq, B, T, nh, hd, 0);
     memcpy(s.tmp, s.x, sizeof(double) * n);
     ref_rope(s.tmp, B, T, nh, hd, theta);
     CHECK(tu_rel_err_fd(x, s.tmp, n) < FWD_TOL, "rope fwd theta=%g: %g", theta, tu_rel_err_fd(x, s.tmp, n));
-    be->rope(be->ctx, dy, B, T, nh, hd, theta, 1);
+    be->rope(be->ctx, dy, inv_freq, B, T, nh, hd, 1);
     fd_grad(g, s.x, n, rp_obj, &s);
     CHECK(tu_rel_err_fd(dy, g, n) < BWD_TOL, "rope bwd: %g", tu_rel_err_fd(dy, g, n));
     free(x); free(dy); free(g); free(s.x); free(s.tmp); free(s.dy);

@@ -16,13 +16,20 @@ For each tiny synthetic case it writes tests/ref/<case>/ with
     ref.safetensors                  input_ids, labels, loss, logits and
                                      grad.<param name> for every parameter
 
-and for the real stories260K model (read from ../shared/models/stories260K,
+The forward-only cases in FWD_CASES (Llama-3 rope scaling, Mistral, a
+sharded bfloat16 checkpoint, a float16 checkpoint) get the same files but no
+gradients in ref.safetensors; for the half-precision ones the reference is
+computed in float32 from the saved (widened) weights.
+
+And for the real stories260K model (read from ../shared/models/stories260K,
 never copied into the repository) it writes tests/ref/stories260K_ref.safetensors
 with input_ids, labels, loss and logits.  See tests/ref/README.md.
 """
 
 import json
+import math
 import os
+import shutil
 import sys
 
 import torch
@@ -32,6 +39,8 @@ from safetensors.torch import save_file
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -90,6 +99,65 @@ CASES = [
     ),
 ]
 
+# Llama-3 ("llama3") rope scaling.  With head_dim 16 and theta 5e5 the 8
+# wavelengths 2*pi/inv_freq are ~6.3, 32.4, 167, 862, ... ; with
+# original_max_position_embeddings 64 the band limits are 64/4 = 16 and
+# 64/1 = 64, so frequency 0 is high (unchanged), 1 is in the smooth band and
+# 2..7 are low (divided by factor).  (32, as first planned, has no smooth
+# frequency: 32.4 > 32.)  make_fwd_case prints and asserts this.
+LLAMA3_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                   low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=64)
+
+# Forward-only cases: ref.safetensors has input_ids, labels, loss, logits
+# (no gradients).
+#   name, model class, config class, config kwargs, seed, options
+# options: t (sequence length), dtype (storage dtype of the checkpoint; the
+# reference is computed in float32 from the saved weights), max_shard_size,
+# legacy_copy (also write <name>_oldcfg with the same tensors and config.json
+# in the older top-level rope_theta / rope_scaling layout).
+FWD_CASES = [
+    (
+        "llama3_scaled",
+        LlamaForCausalLM,
+        LlamaConfig,
+        dict({k: v for k, v in LLAMA_BASE.items() if k != "rope_theta"},
+             head_dim=16, vocab_size=63, max_position_embeddings=512,
+             rope_parameters=dict(LLAMA3_ROPE)),
+        1005,
+        dict(t=12, legacy_copy=True),
+    ),
+    (
+        "mistral",
+        MistralForCausalLM,
+        MistralConfig,
+        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+             vocab_size=57, sliding_window=4096, tie_word_embeddings=False,
+             rope_theta=10000.0, rms_norm_eps=1e-5,
+             max_position_embeddings=64, attention_dropout=0.0),
+        1006,
+        dict(),
+    ),
+    (
+        "sharded_bf16",
+        LlamaForCausalLM,
+        LlamaConfig,
+        dict(LLAMA_BASE, vocab_size=67),
+        1007,
+        # ~40 KB of bf16 weights -> 4 shards of <= 12 KB
+        dict(dtype=torch.bfloat16, max_shard_size=12000),
+    ),
+    (
+        "f16",
+        LlamaForCausalLM,
+        LlamaConfig,
+        dict(LLAMA_BASE, vocab_size=71),
+        1008,
+        dict(dtype=torch.float16),
+    ),
+]
+
 # transformers >= 5 writes rope_theta inside "rope_parameters"; most
 # checkpoints in the wild (Llama 2/3, Qwen2, stories260K) have it at top level
 # with "torch_dtype".  These cases get their config.json rewritten to that
@@ -111,13 +179,13 @@ def reinit_(model, gen):
                 raise RuntimeError(f"unexpected parameter {name}")
 
 
-def make_batch(vocab, gen):
-    ids = torch.randint(0, vocab, (B, T), generator=gen)
+def make_batch(vocab, gen, t=T):
+    ids = torch.randint(0, vocab, (B, t), generator=gen)
     labels = ids.clone()
     for b in range(B):
         # 3 masked positions per row, never position 0 (whose label is
-        # dropped by the shift anyway), so each row keeps T-4 >= 1 targets.
-        pos = 1 + torch.randperm(T - 1, generator=gen)[:3]
+        # dropped by the shift anyway), so each row keeps t-4 >= 1 targets.
+        pos = 1 + torch.randperm(t - 1, generator=gen)[:3]
         labels[b, pos] = -100
     return ids, labels
 
@@ -134,9 +202,12 @@ def manual_loss(logits, labels):
 def rewrite_config_legacy(path):
     with open(path) as f:
         cfg = json.load(f)
-    rp = cfg.pop("rope_parameters")
-    assert rp.get("rope_type", "default") == "default", rp
-    cfg["rope_theta"] = rp["rope_theta"]
+    rp = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = rp.pop("rope_theta")
+    if rp.get("rope_type", "default") != "default":
+        # As in Llama 3.1 hub checkpoints: "rope_scaling": {"rope_type":
+        # "llama3", "factor": ..., "low_freq_factor": ..., ...}
+        cfg["rope_scaling"] = rp
     cfg["torch_dtype"] = cfg.pop("dtype")
     with open(path, "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
@@ -216,6 +287,138 @@ def make_case(name, model_cls, config_cls, kwargs, seed):
     return paths
 
 
+def llama3_bands(rp, head_dim):
+    """Band of each rope frequency under "llama3" scaling, and the scaled
+    inverse frequencies, recomputed here independently of transformers
+    (float64, same band tests as Meta's apply_scaling)."""
+    base, factor = rp["rope_theta"], rp["factor"]
+    lo, hi = rp["low_freq_factor"], rp["high_freq_factor"]
+    old = rp["original_max_position_embeddings"]
+    bands, inv = [], []
+    for i in range(0, head_dim, 2):
+        f = 1.0 / base ** (i / head_dim)
+        wl = 2 * math.pi / f
+        if wl < old / hi:
+            bands.append(("high", wl))
+            inv.append(f)
+        elif wl > old / lo:
+            bands.append(("low", wl))
+            inv.append(f / factor)
+        else:
+            s = (old / wl - lo) / (hi - lo)
+            bands.append(("smooth", wl))
+            inv.append((1 - s) * f / factor + s * f)
+    return bands, inv
+
+
+def clean_generation_config(out):
+    p = os.path.join(out, "generation_config.json")
+    if os.path.exists(p):
+        os.remove(p)
+
+
+def make_fwd_case(name, model_cls, config_cls, kwargs, seed, opts):
+    t = opts.get("t", T)
+    dtype = opts.get("dtype", torch.float32)
+    shard = opts.get("max_shard_size")
+    out = os.path.join(HERE, name)
+    if os.path.isdir(out):  # shard count/names may change between versions
+        shutil.rmtree(out)
+    os.makedirs(out)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    config = config_cls(**kwargs)
+    model = model_cls._from_config(config, attn_implementation="eager",
+                                   dtype=torch.float32)
+    reinit_(model, gen)
+    ids, labels = make_batch(config.vocab_size, gen, t)
+
+    rp = config.rope_parameters
+    if rp.get("rope_type") == "llama3":
+        bands, inv = llama3_bands(rp, config.head_dim)
+        print(f"{name}: llama3 bands (orig_max_pos "
+              f"{rp['original_max_position_embeddings']}, limits "
+              f"{rp['original_max_position_embeddings'] / rp['high_freq_factor']:g}"
+              f"/{rp['original_max_position_embeddings'] / rp['low_freq_factor']:g}): "
+              + ", ".join(f"{i}:{b}({wl:.1f})" for i, (b, wl) in enumerate(bands)))
+        assert {b for b, _ in bands} == {"high", "low", "smooth"}, bands
+        got = model.model.rotary_emb.inv_freq.double()
+        assert torch.allclose(got, torch.tensor(inv, dtype=torch.float64),
+                              rtol=1e-6, atol=0), (got, inv)
+        assert model.model.rotary_emb.attention_scaling == 1.0
+
+    with torch.no_grad():
+        logits32 = model(input_ids=ids).logits
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    model.save_pretrained(out, safe_serialization=True, **(
+        {"max_shard_size": shard} if shard is not None else {}))
+    clean_generation_config(out)
+    files = sorted(os.listdir(out))
+    if shard is not None:
+        shards = [f for f in files if f.startswith("model-")]
+        assert "model.safetensors.index.json" in files and len(shards) >= 3, files
+        assert "model.safetensors" not in files, files
+    else:
+        assert "model.safetensors" in files, files
+        assert "model.safetensors.index.json" not in files, files
+
+    # Reference: transformers in float32 on the saved weights (widened
+    # exactly from bf16/f16).
+    re = model_cls.from_pretrained(out, attn_implementation="eager",
+                                   dtype=torch.float32)
+    assert next(re.parameters()).dtype == torch.float32
+    saved = dict(model.named_parameters())
+    for pname, p in re.named_parameters():
+        assert torch.equal(p, saved[pname].float()), pname
+    with torch.no_grad():
+        out_ = re(input_ids=ids, labels=labels)
+    loss, logits = out_.loss, out_.logits
+    ref_loss = manual_loss(logits, labels)
+    assert abs(loss.item() - ref_loss.item()) < 1e-5, (loss.item(), ref_loss.item())
+    if dtype == torch.float32:
+        assert torch.equal(logits, logits32), (logits - logits32).abs().max()
+    else:
+        print(f"{name}: max |logits(f32 weights) - logits({str(dtype)[6:]} "
+              f"weights)| = {(logits - logits32).abs().max().item():.3g}")
+
+    tensors = {
+        "input_ids": ids.to(torch.int32).contiguous(),
+        "labels": labels.to(torch.int32).contiguous(),
+        "loss": loss.reshape(1).float().contiguous(),
+        "logits": logits.float().contiguous(),
+    }
+    save_file(tensors, os.path.join(out, "ref.safetensors"),
+              metadata=provenance(name))
+    paths = [os.path.join(out, f) for f in sorted(os.listdir(out))]
+    print(f"{name:12s} loss {loss.item():.6f}  params "
+          f"{sum(p.numel() for p in re.parameters())}  [{file_sizes(paths)}]")
+
+    if opts.get("legacy_copy"):
+        old = out + "_oldcfg"
+        if os.path.isdir(old):
+            shutil.rmtree(old)
+        os.makedirs(old)
+        for f in files + ["ref.safetensors"]:
+            shutil.copyfile(os.path.join(out, f), os.path.join(old, f))
+        rewrite_config_legacy(os.path.join(old, "config.json"))
+        with open(os.path.join(old, "config.json")) as f:
+            assert "rope_parameters" not in json.load(f)
+        re2 = model_cls.from_pretrained(old, attn_implementation="eager",
+                                        dtype=torch.float32)
+        assert re2.config.rope_parameters == config.rope_parameters, (
+            re2.config.rope_parameters, config.rope_parameters)
+        with torch.no_grad():
+            lg2 = re2(input_ids=ids).logits
+        assert torch.equal(lg2, logits), (lg2 - logits).abs().max()
+        opaths = [os.path.join(old, f) for f in sorted(os.listdir(old))]
+        print(f"{os.path.basename(old)}: older config layout, identical logits "
+              f"[{file_sizes(opaths)}]")
+        paths += opaths
+    return paths
+
+
 def make_stories():
     if not os.path.isdir(STORIES_DIR):
         print(f"stories260K: {STORIES_DIR} not found, skipped", file=sys.stderr)
@@ -251,6 +454,8 @@ def main():
     paths = []
     for case in CASES:
         paths += make_case(*case)
+    for case in FWD_CASES:
+        paths += make_fwd_case(*case)
     paths += make_stories()
     total = sum(os.path.getsize(p) for p in paths)
     print(f"total fixture size: {total} B ({total / 1024:.1f} KiB)")
