@@ -189,6 +189,7 @@ typedef struct lomo_model {
     lomo_layer *layers;
     const lomo_backend *be;
     lomo_memory mem;             /* everything allocated on the backend for this model */
+    lomo_dtype file_dtype;       /* dtype of the checkpoint it was loaded from (saves default to it) */
 } lomo_model;
 
 typedef struct lomo_load_opts {
@@ -199,7 +200,23 @@ typedef struct lomo_load_opts {
 LOMODEF lomo_model  *lomo_load(const char *hf_dir, const lomo_load_opts *opts);
 LOMODEF lomo_model  *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts); /* weights uninitialised */
 LOMODEF void         lomo_model_init_random(lomo_model *m, uint64_t seed, float std); /* N(0,std) matrices, norms 1, biases 0 */
-LOMODEF int          lomo_save(const lomo_model *m, const char *dir);                  /* atomic per file */
+LOMODEF int          lomo_save(const lomo_model *m, const char *dir);                  /* lomo_save_ex, defaults */
+typedef struct lomo_file { const char *name; const void *data; size_t len; } lomo_file;
+enum { LOMO_SAVE_AS_LOADED = 0, LOMO_SAVE_F32, LOMO_SAVE_BF16, LOMO_SAVE_F16 };
+typedef struct lomo_save_opts {
+    int dtype;                /* LOMO_SAVE_AS_LOADED (0: the checkpoint's dtype, F32 for new models),
+                                 LOMO_SAVE_F32, LOMO_SAVE_BF16 or LOMO_SAVE_F16 */
+    int64_t max_shard_bytes;  /* 0 = 5 GiB; above it: model-0000K-of-0000N.safetensors + index */
+    const char *copy_from;    /* NULL, or a model dir whose tokenizer & other non-weight files come along */
+    const lomo_file *extra;   /* more files written into the same checkpoint (e.g. trainer state) */
+    int n_extra;
+} lomo_save_opts;
+/* Writes config.json + safetensors (sharded above max_shard_bytes) into a
+   temporary directory beside dir, then swaps it in with one atomic rename
+   (renameat2 RENAME_EXCHANGE on Linux): a save that fails or is killed
+   leaves the previous checkpoint at dir complete and unchanged. Files already
+   in dir that are not weights (tokenizer, ...) are kept. */
+LOMODEF int          lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts);
 LOMODEF void         lomo_model_free(lomo_model *m);
 LOMODEF lomo_tensor *lomo_find_tensor(lomo_model *m, const char *name);
 LOMODEF int64_t      lomo_n_params(const lomo_model *m);
@@ -267,6 +284,83 @@ LOMODEF int           lomo_step(lomo_trainer *t, const int32_t *tokens, const in
 LOMODEF int           lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels,
                                    lomo_step_info *info);
 LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory */
+
+/* ---- training data ---- */
+
+/* Training examples in the convention of transformers: every row is T token
+   ids plus T labels of the same length; position t predicts labels[t+1];
+   -100 marks positions that do not count.
+
+   lomo_data_open reads the whole file into memory:
+   - a path ending in ".jsonl" or ".json": JSON Lines, one object per line,
+         {"input_ids": [ints], "labels": [ints]}
+     labels is optional (default: input_ids) and may hold -100; other keys
+     are ignored; empty or blank lines are skipped. Every element of a line is
+     checked, then the example is truncated to seq_len.
+   - any other path: packed raw tokens, little-endian uint32, cut into
+     consecutive examples of seq_len tokens (the last, partial one is kept);
+     labels = input ids.
+   Errors name the file and line (or token index and byte offset), the field
+   and the offending value, e.g.
+         data.jsonl:17: input_ids[5] = 70000 is outside the vocabulary [0, 32000)
+
+   Batches: lomo_data_next fills B rows with the next B examples of the
+   current epoch's order, each padded to seq_len with pad_id (labels -100
+   there), and returns how many rows are real: B, or fewer at the end of an
+   epoch, where the remaining rows are all padding (labels all -100). A batch
+   never spans two epochs and never has zero real rows; the call after the
+   last example of an epoch starts the next epoch. With shuffle, epoch e's
+   order is a Fisher-Yates permutation drawn from splitmix64 seeded from
+   (seed, e): the same for the same (seed, e) whatever happened before, so
+   lomo_data_tell / lomo_data_seek resume exactly. Without shuffle: file order.
+   Note that a batch can have no counted target at all (e.g. one example of a
+   single token, or labels all -100). */
+typedef struct lomo_data_opts {
+    int seq_len;        /* T: every row is truncated or padded to this */
+    int vocab_size;     /* ids must be in [0, vocab_size); labels may also be -100 */
+    int shuffle;        /* 1: the order of examples is a seeded permutation, new each epoch */
+    uint64_t seed;
+    int32_t pad_id;     /* input id written into padding, in [0, vocab_size) (labels there are -100) */
+} lomo_data_opts;
+
+typedef struct lomo_data lomo_data;
+typedef struct lomo_data_pos { int64_t epoch, index; } lomo_data_pos;   /* for resume */
+
+LOMODEF lomo_data    *lomo_data_open(const char *path, const lomo_data_opts *o);
+LOMODEF void          lomo_data_free(lomo_data *d);
+LOMODEF int64_t       lomo_data_count(const lomo_data *d);   /* number of examples */
+/* tokens (and labels, unless NULL): B*seq_len int32 each. Returns the number
+   of real rows (1..B), or -1. */
+LOMODEF int           lomo_data_next(lomo_data *d, int B, int32_t *tokens, int32_t *labels);
+LOMODEF lomo_data_pos lomo_data_tell(const lomo_data *d);    /* epoch and index of the next example */
+/* Resume at p (epoch >= 0, 0 <= index < count); 0 or -1. */
+LOMODEF int           lomo_data_seek(lomo_data *d, lomo_data_pos p);
+/* Example i in file order as one padded row (labels may be NULL); returns its
+   real length (after truncation), or -1. */
+LOMODEF int           lomo_data_get(const lomo_data *d, int64_t i, int32_t *tokens, int32_t *labels);
+
+/* ---- multiple-choice items ---- */
+
+/* The paper's SuperGLUE-style protocol: JSON Lines, one item per line,
+       {"prompt": [ints], "candidates": [[ints], [ints], ...], "answer": i}
+   prompt non-empty, at least 2 candidates, each non-empty, every id in
+   [0, vocab_size), answer an index into candidates; other keys ignored,
+   blank lines skipped. Pointers stay valid until lomo_mc_free. */
+typedef struct lomo_mc_item {
+    const int32_t *prompt;
+    int prompt_len;
+    int n_cand;
+    const int32_t *const *cand;  /* n_cand candidates... */
+    const int *cand_len;         /* ...and their lengths */
+    int answer;                  /* index of the correct candidate */
+} lomo_mc_item;
+
+typedef struct lomo_mc lomo_mc;
+
+LOMODEF lomo_mc            *lomo_mc_open(const char *path, int vocab_size);
+LOMODEF int64_t             lomo_mc_count(const lomo_mc *m);
+LOMODEF const lomo_mc_item *lomo_mc_get(const lomo_mc *m, int64_t i);   /* NULL if i is out of range */
+LOMODEF void                lomo_mc_free(lomo_mc *m);
 
 /* ---- mixed precision ---- */
 
@@ -866,6 +960,12 @@ static const char *lomo__json_show(const lomo__json *j, int node, char *buf, siz
 /* Test hook: when >= 0, atomic writers fail with ENOSPC once this many bytes of
    the file have been written (the hook stays armed until set back to -1). */
 static int lomo__io_fail_after = -1;
+/* Test hook: when >= 0, the process ends abruptly (_Exit, no clean-up, as if
+   killed) once this many bytes have been written by all saves together. */
+static long long lomo__io_crash_after = -1;
+static long long lomo__io_total_written = 0;
+/* Test hook: when >= 0, disk full (ENOSPC) once all saves together wrote this many bytes. */
+static long long lomo__io_fail_total_after = -1;
 
 static int lomo__read_file(const char *path, char **buf, size_t *len) {
     struct stat st;
@@ -924,10 +1024,20 @@ static int lomo__aw_write(lomo__aw *w, const void *data, size_t len) {
             if (w->written >= lim) return lomo__aw_abort(w, ENOSPC, "write");
             if (chunk > lim - w->written) chunk = (size_t)(lim - w->written);
         }
+        if (lomo__io_fail_total_after >= 0) {
+            if (lomo__io_total_written >= lomo__io_fail_total_after) return lomo__aw_abort(w, ENOSPC, "write");
+            if ((long long)chunk > lomo__io_fail_total_after - lomo__io_total_written)
+                chunk = (size_t)(lomo__io_fail_total_after - lomo__io_total_written);
+        }
+        if (lomo__io_crash_after >= 0 && lomo__io_total_written + (long long)chunk > lomo__io_crash_after) {
+            if (lomo__io_crash_after > lomo__io_total_written)
+                chunk = (size_t)(lomo__io_crash_after - lomo__io_total_written);
+            else _Exit(137);
+        }
         r = write(w->fd, p, chunk);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return lomo__aw_abort(w, r < 0 ? errno : EIO, "write");
-        p += r; len -= (size_t)r; w->written += (uint64_t)r;
+        p += r; len -= (size_t)r; w->written += (uint64_t)r; lomo__io_total_written += r;
     }
     return 0;
 }
@@ -2068,54 +2178,640 @@ LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
     }
 }
 
+/* lomo_data.inl - training data (JSON Lines or packed tokens) and
+   multiple-choice items for lomo.h.
+
+   Spliced into lomo.h's implementation section after the JSON reader
+   (lomo__json_*), lomo__read_file and the splitmix64 RNG (lomo__rng_next).
+   Private symbols are static: lomo__data_*, lomo__mc_*, lomo__dbuf_* (a
+   growable byte array) and lomo__rng_below (unbiased bounded splitmix64).
+
+   The block between "BEGIN PUBLIC API" and "END PUBLIC API" below belongs in
+   the header's API section (inside its extern "C"); it is real code here only
+   so that this fragment compiles on its own right after lomo.h. */
+
+
+/* ======================================================================== */
+/* data: implementation                                                     */
+/* ======================================================================== */
+
+struct lomo_data {
+    lomo_data_opts o;
+    int64_t n;            /* examples */
+    int64_t n_tok;        /* token ids stored (after truncation) */
+    int32_t *tok;         /* every example's ids, back to back */
+    int32_t *lab;         /* labels parallel to tok; NULL: labels = tok */
+    int64_t *off;         /* n+1 offsets into tok; NULL for packed files, where
+                             example i is [i*T, min((i+1)*T, n_tok)) */
+    int64_t *perm;        /* the order of epoch perm_epoch (shuffle only) */
+    int64_t perm_epoch;   /* -1: perm not computed yet */
+    int64_t epoch, index; /* the next example: index-th of epoch's order */
+};
+
+/* A growable byte array; it holds int32/int64/structs, malloc alignment. */
+typedef struct lomo__dbuf { char *p; size_t n, cap; } lomo__dbuf;
+
+/* Room for len more bytes: a pointer to them (not yet counted in n), or NULL. */
+static void *lomo__dbuf_reserve(lomo__dbuf *b, size_t len) {
+    if (!b->p || b->cap - b->n < len) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *q;
+        while (cap - b->n < len) {
+            if (cap > ((size_t)-1) / 2) return NULL;
+            cap *= 2;
+        }
+        if (!(q = (char *)LOMO_MALLOC(cap))) return NULL;
+        if (b->n) memcpy(q, b->p, b->n);
+        LOMO_FREE(b->p);
+        b->p = q; b->cap = cap;
+    }
+    return b->p + b->n;
+}
+
+static int lomo__dbuf_add(lomo__dbuf *b, const void *src, size_t len) {
+    void *q = lomo__dbuf_reserve(b, len);
+    if (!q) return -1;
+    memcpy(q, src, len);
+    b->n += len;
+    return 0;
+}
+
+static void lomo__dbuf_free(lomo__dbuf *b) {
+    LOMO_FREE(b->p);
+    b->p = NULL; b->n = b->cap = 0;
+}
+
+static int lomo__data_blank(const char *s, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
+    return 1;
+}
+
+static int lomo__data_suffix(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && !memcmp(s + n - k, suf, k);
+}
+
+/* The next line of buf[*pos..len): sets *s and *n (without the '\n'), advances *pos. */
+static int lomo__data_line(const char *buf, size_t len, size_t *pos, const char **s, size_t *n) {
+    const char *nl;
+    if (*pos >= len) return 0;
+    *s = buf + *pos;
+    nl = (const char *)memchr(*s, '\n', len - *pos);
+    *n = nl ? (size_t)(nl - *s) : len - *pos;
+    *pos += *n + 1;
+    return 1;
+}
+
+/* Checks that node arr (member `field` of the line at `where`, -1 if absent)
+   is an array of integers in [0, vocab) (or -100 when ignore), and copies its
+   first `keep` elements to dst. Returns its length, or -1. */
+static int64_t lomo__data_ints(const lomo__json *j, int arr, const char *where, const char *field,
+                               int vocab, int ignore, int32_t *dst, int64_t keep) {
+    char show[64];
+    int64_t k = 0, v;
+    int c;
+    if (arr < 0) return lomo__fail("%s: missing \"%s\"", where, field);
+    if (!lomo__json_is(j, arr, LOMO__J_ARR))
+        return lomo__fail("%s: %s must be an array of integers, found %s", where, field,
+                          lomo__json_show(j, arr, show, sizeof show));
+    for (c = j->nodes[arr].first; c >= 0; c = j->nodes[c].next, k++) {
+        if (lomo__json_int(j, c, &v)) {
+            const lomo__jnode *nd = &j->nodes[c];
+            if (!lomo__json_is(j, c, LOMO__J_NUM) || memchr(nd->s, '.', nd->len) ||
+                memchr(nd->s, 'e', nd->len) || memchr(nd->s, 'E', nd->len))
+                return lomo__fail("%s: %s[%lld] = %s is not an integer", where, field, (long long)k,
+                                  lomo__json_show(j, c, show, sizeof show));
+            v = nd->num > 0 ? INT64_MAX : INT64_MIN;   /* an integer beyond 2^53: out of range */
+        }
+        if (v < 0 || v >= vocab) {
+            if (ignore && v == -100) v = -100;
+            else if (ignore)
+                return lomo__fail("%s: %s[%lld] = %s is neither -100 nor in the vocabulary [0, %d)", where, field,
+                                  (long long)k, lomo__json_show(j, c, show, sizeof show), vocab);
+            else
+                return lomo__fail("%s: %s[%lld] = %s is outside the vocabulary [0, %d)%s", where, field, (long long)k,
+                                  lomo__json_show(j, c, show, sizeof show), vocab,
+                                  v == -100 ? " (-100 is allowed in labels only)" : "");
+        }
+        if (k < keep) dst[k] = (int32_t)v;
+    }
+    return k;
+}
+
+/* Parses one JSONL line (at `where`) into the example buffers. */
+static int lomo__data_jsonl_line(lomo_data *d, const char *s, size_t n, const char *where,
+                                 lomo__dbuf *tok, lomo__dbuf *lab, lomo__dbuf *off, int *any_labels) {
+    lomo__json j;
+    char show[64];
+    int ids, labs, rc = -1;
+    int64_t len, keep, nl, end;
+    int32_t *dt, *dl;
+    if (lomo__json_parse(&j, s, n, where)) return -1;   /* "<file>:<line>: invalid JSON at byte N: ..." */
+    if (!lomo__json_is(&j, 0, LOMO__J_OBJ)) {
+        lomo__fail("%s: expected a JSON object {\"input_ids\": [...], \"labels\": [...]} (one per line), found %s",
+                   where, lomo__json_show(&j, 0, show, sizeof show));
+        goto done;
+    }
+    ids = lomo__json_get(&j, 0, "input_ids");
+    labs = lomo__json_get(&j, 0, "labels");
+    if (lomo__json_is(&j, ids, LOMO__J_ARR)) {   /* the room to copy into; checked below */
+        keep = j.nodes[ids].count < d->o.seq_len ? j.nodes[ids].count : d->o.seq_len;
+    } else keep = 0;
+    dt = (int32_t *)lomo__dbuf_reserve(tok, (size_t)keep * sizeof(int32_t));
+    dl = (int32_t *)lomo__dbuf_reserve(lab, (size_t)keep * sizeof(int32_t));
+    if (!dt || !dl) { lomo__fail("%s: out of memory", where); goto done; }
+    if ((len = lomo__data_ints(&j, ids, where, "input_ids", d->o.vocab_size, 0, dt, keep)) < 0) goto done;
+    if (len == 0) { lomo__fail("%s: input_ids is empty", where); goto done; }
+    if (labs >= 0) {
+        if ((nl = lomo__data_ints(&j, labs, where, "labels", d->o.vocab_size, 1, dl, keep)) < 0) goto done;
+        if (nl != len) {
+            lomo__fail("%s: labels has length %lld but input_ids has length %lld", where, (long long)nl, (long long)len);
+            goto done;
+        }
+        *any_labels = 1;
+    } else memcpy(dl, dt, (size_t)keep * sizeof(int32_t));
+    tok->n += (size_t)keep * sizeof(int32_t);
+    lab->n += (size_t)keep * sizeof(int32_t);
+    end = (int64_t)(tok->n / sizeof(int32_t));
+    if (lomo__dbuf_add(off, &end, sizeof end)) { lomo__fail("%s: out of memory", where); goto done; }
+    rc = 0;
+done:
+    lomo__json_free(&j);
+    return rc;
+}
+
+static int lomo__data_load_jsonl(lomo_data *d, const char *path, const char *buf, size_t len) {
+    lomo__dbuf tok = {NULL, 0, 0}, lab = {NULL, 0, 0}, off = {NULL, 0, 0};
+    size_t pos = 0, n;
+    const char *s;
+    int64_t line = 0, zero = 0;
+    int any_labels = 0;
+    char where[1100];
+    if (lomo__dbuf_add(&off, &zero, sizeof zero)) { lomo__fail("%s: out of memory", path); goto fail; }
+    while (lomo__data_line(buf, len, &pos, &s, &n)) {
+        line++;
+        if (lomo__data_blank(s, n)) continue;
+        snprintf(where, sizeof where, "%s:%lld", path, (long long)line);
+        if (lomo__data_jsonl_line(d, s, n, where, &tok, &lab, &off, &any_labels)) goto fail;
+    }
+    d->n = (int64_t)(off.n / sizeof(int64_t)) - 1;
+    if (d->n == 0) {
+        lomo__fail("%s: no examples (%s)", path, len ? "only blank lines" : "empty file");
+        goto fail;
+    }
+    d->n_tok = (int64_t)(tok.n / sizeof(int32_t));
+    d->tok = (int32_t *)tok.p;
+    d->off = (int64_t *)off.p;
+    if (any_labels) d->lab = (int32_t *)lab.p;
+    else lomo__dbuf_free(&lab);   /* labels = input_ids everywhere */
+    return 0;
+fail:
+    lomo__dbuf_free(&tok); lomo__dbuf_free(&lab); lomo__dbuf_free(&off);
+    return -1;
+}
+
+/* Takes buf (from lomo__read_file) over as the token array: decoded in place. */
+static int lomo__data_load_packed(lomo_data *d, const char *path, char *buf, size_t len) {
+    const unsigned char *u = (const unsigned char *)buf;
+    int32_t *t = (int32_t *)(void *)buf;   /* malloc'd: aligned for int32 */
+    size_t i, n = len / 4;
+    if (len % 4)
+        return lomo__fail("%s: size %zu bytes is not a multiple of 4 (packed little-endian uint32 tokens; "
+                          "name JSON Lines files *.jsonl or *.json)", path, len);
+    if (n == 0) return lomo__fail("%s: no examples (empty file)", path);
+    for (i = 0; i < n; i++) {
+        uint32_t v = (uint32_t)u[4 * i] | (uint32_t)u[4 * i + 1] << 8 | (uint32_t)u[4 * i + 2] << 16 |
+                     (uint32_t)u[4 * i + 3] << 24;
+        if (v >= (uint32_t)d->o.vocab_size)
+            return lomo__fail("%s: token %zu (byte offset %zu) = %lu is outside the vocabulary [0, %d)", path, i,
+                              4 * i, (unsigned long)v, d->o.vocab_size);
+        t[i] = (int32_t)v;
+    }
+    d->tok = t;
+    d->n_tok = (int64_t)n;
+    d->n = (d->n_tok + d->o.seq_len - 1) / d->o.seq_len;
+    return 0;
+}
+
+LOMODEF lomo_data *lomo_data_open(const char *path, const lomo_data_opts *o) {
+    lomo_data *d;
+    char *buf;
+    size_t len;
+    int rc;
+    if (!path || !o) { lomo__fail("lomo_data_open: path and options are required"); return NULL; }
+    if (o->seq_len < 1) { lomo__fail("lomo_data_open: seq_len must be >= 1, got %d", o->seq_len); return NULL; }
+    if (o->vocab_size < 1) { lomo__fail("lomo_data_open: vocab_size must be >= 1, got %d", o->vocab_size); return NULL; }
+    if (o->pad_id < 0 || o->pad_id >= o->vocab_size) {
+        lomo__fail("lomo_data_open: pad_id = %ld is outside the vocabulary [0, %d)", (long)o->pad_id, o->vocab_size);
+        return NULL;
+    }
+    if (!(d = (lomo_data *)LOMO_MALLOC(sizeof *d))) { lomo__fail("%s: out of memory", path); return NULL; }
+    memset(d, 0, sizeof *d);
+    d->o = *o;
+    d->perm_epoch = -1;
+    if (lomo__read_file(path, &buf, &len)) { LOMO_FREE(d); return NULL; }   /* "<path>: cannot open: <strerror>" */
+    if (lomo__data_suffix(path, ".jsonl") || lomo__data_suffix(path, ".json")) {
+        rc = lomo__data_load_jsonl(d, path, buf, len);
+        LOMO_FREE(buf);
+    } else {
+        rc = lomo__data_load_packed(d, path, buf, len);
+        if (rc) LOMO_FREE(buf);
+    }
+    if (!rc && o->shuffle && !(d->perm = (int64_t *)LOMO_MALLOC((size_t)d->n * sizeof(int64_t)))) {
+        lomo__fail("%s: out of memory", path);
+        rc = -1;
+    }
+    if (rc) { lomo_data_free(d); return NULL; }
+    return d;
+}
+
+LOMODEF void lomo_data_free(lomo_data *d) {
+    if (!d) return;
+    LOMO_FREE(d->tok); LOMO_FREE(d->lab); LOMO_FREE(d->off); LOMO_FREE(d->perm);
+    LOMO_FREE(d);
+}
+
+LOMODEF int64_t lomo_data_count(const lomo_data *d) { return d ? d->n : 0; }
+
+/* Uniform in [0, m), m >= 1: rejection sampling, no modulo bias. */
+static uint64_t lomo__rng_below(uint64_t *s, uint64_t m) {
+    uint64_t rem = (~(uint64_t)0 % m + 1) % m, r;   /* 2^64 mod m */
+    do r = lomo__rng_next(s); while (rem && r >= (uint64_t)0 - rem);
+    return r % m;
+}
+
+/* Epoch e's order: Fisher-Yates from the identity, the splitmix64 stream
+   seeded by splitmix64(splitmix64(seed) ^ e). Depends on (seed, e, n) only. */
+static void lomo__data_perm(lomo_data *d, int64_t e) {
+    uint64_t a = d->o.seed, s;
+    int64_t i;
+    a = lomo__rng_next(&a) ^ (uint64_t)e;
+    s = lomo__rng_next(&a);
+    for (i = 0; i < d->n; i++) d->perm[i] = i;
+    for (i = d->n - 1; i > 0; i--) {
+        int64_t k = (int64_t)lomo__rng_below(&s, (uint64_t)i + 1), t = d->perm[i];
+        d->perm[i] = d->perm[k]; d->perm[k] = t;
+    }
+    d->perm_epoch = e;
+}
+
+/* Example i as one padded row; returns its length. labels may be NULL. */
+static int lomo__data_row(const lomo_data *d, int64_t i, int32_t *tokens, int32_t *labels) {
+    int T = d->o.seq_len, len, k;
+    int64_t a = d->off ? d->off[i] : i * T;
+    int64_t b = d->off ? d->off[i + 1] : (a + T < d->n_tok ? a + T : d->n_tok);
+    const int32_t *lab = d->lab ? d->lab : d->tok;
+    len = (int)(b - a);
+    memcpy(tokens, d->tok + a, (size_t)len * sizeof(int32_t));
+    for (k = len; k < T; k++) tokens[k] = d->o.pad_id;
+    if (labels) {
+        memcpy(labels, lab + a, (size_t)len * sizeof(int32_t));
+        for (k = len; k < T; k++) labels[k] = -100;
+    }
+    return len;
+}
+
+LOMODEF int lomo_data_next(lomo_data *d, int B, int32_t *tokens, int32_t *labels) {
+    int64_t rows, r, T;
+    if (!d || !tokens) return lomo__fail("lomo_data_next: data and tokens are required");
+    if (B < 1) return lomo__fail("lomo_data_next: B must be >= 1, got %d", B);
+    T = d->o.seq_len;
+    if (d->index >= d->n) { d->epoch++; d->index = 0; }   /* not reached: kept in range below */
+    if (d->o.shuffle && d->perm_epoch != d->epoch) lomo__data_perm(d, d->epoch);
+    rows = d->n - d->index < B ? d->n - d->index : B;
+    for (r = 0; r < B; r++) {
+        int32_t *tr = tokens + (size_t)(r * T), *lr = labels ? labels + (size_t)(r * T) : NULL;
+        if (r < rows) {
+            int64_t k = d->index + r;
+            lomo__data_row(d, d->o.shuffle ? d->perm[k] : k, tr, lr);
+        } else {
+            int64_t k;
+            for (k = 0; k < T; k++) { tr[k] = d->o.pad_id; if (lr) lr[k] = -100; }
+        }
+    }
+    d->index += rows;
+    if (d->index == d->n) { d->epoch++; d->index = 0; }
+    return (int)rows;
+}
+
+LOMODEF lomo_data_pos lomo_data_tell(const lomo_data *d) {
+    lomo_data_pos p;
+    p.epoch = d ? d->epoch : 0;
+    p.index = d ? d->index : 0;
+    return p;
+}
+
+LOMODEF int lomo_data_seek(lomo_data *d, lomo_data_pos p) {
+    if (!d) return lomo__fail("lomo_data_seek: no data");
+    if (p.epoch < 0 || p.index < 0 || p.index >= d->n)
+        return lomo__fail("lomo_data_seek: position (epoch %lld, index %lld) is out of range: epoch >= 0, "
+                          "index in [0, %lld)", (long long)p.epoch, (long long)p.index, (long long)d->n);
+    d->epoch = p.epoch;
+    d->index = p.index;
+    return 0;
+}
+
+LOMODEF int lomo_data_get(const lomo_data *d, int64_t i, int32_t *tokens, int32_t *labels) {
+    if (!d || !tokens) return lomo__fail("lomo_data_get: data and tokens are required");
+    if (i < 0 || i >= d->n)
+        return lomo__fail("lomo_data_get: example %lld is outside [0, %lld)", (long long)i, (long long)d->n);
+    return lomo__data_row(d, i, tokens, labels);
+}
+
+/* ======================================================================== */
+/* multiple choice: implementation                                          */
+/* ======================================================================== */
+
+struct lomo_mc {
+    int64_t n;
+    lomo_mc_item *items;
+    int32_t *tok;            /* every prompt and candidate, back to back */
+    const int32_t **cand;    /* every item's candidate pointers, back to back */
+    int *cand_len;
+};
+
+/* While loading, pointers into growing buffers would move: items record offsets. */
+typedef struct lomo__mc_rec { int64_t prompt, first_cand; int prompt_len, n_cand, answer; } lomo__mc_rec;
+
+/* Appends integer array node arr (named field) to tok; its length or -1. */
+static int64_t lomo__mc_ints(const lomo__json *j, int arr, const char *where, const char *field, int vocab,
+                             lomo__dbuf *tok) {
+    int64_t cnt = lomo__json_is(j, arr, LOMO__J_ARR) ? j->nodes[arr].count : 0, len;
+    int32_t *dst = (int32_t *)lomo__dbuf_reserve(tok, (size_t)cnt * sizeof(int32_t));
+    if (!dst) return lomo__fail("%s: out of memory", where);
+    if ((len = lomo__data_ints(j, arr, where, field, vocab, 0, dst, cnt)) < 0) return -1;
+    if (len == 0) return lomo__fail("%s: %s is empty", where, field);
+    tok->n += (size_t)len * sizeof(int32_t);
+    return len;
+}
+
+static int lomo__mc_line(const char *s, size_t n, const char *where, int vocab, lomo__dbuf *tok,
+                         lomo__dbuf *recs, lomo__dbuf *coff, lomo__dbuf *clen) {
+    lomo__json j;
+    lomo__mc_rec r;
+    char show[64], field[48];
+    int cands, ans, c, k, rc = -1;
+    int64_t len, v;
+    if (lomo__json_parse(&j, s, n, where)) return -1;
+    if (!lomo__json_is(&j, 0, LOMO__J_OBJ)) {
+        lomo__fail("%s: expected a JSON object {\"prompt\": [...], \"candidates\": [[...], ...], \"answer\": i} "
+                   "(one per line), found %s", where, lomo__json_show(&j, 0, show, sizeof show));
+        goto done;
+    }
+    r.prompt = (int64_t)(tok->n / sizeof(int32_t));
+    r.first_cand = (int64_t)(coff->n / sizeof(int64_t));
+    if ((len = lomo__mc_ints(&j, lomo__json_get(&j, 0, "prompt"), where, "prompt", vocab, tok)) < 0) goto done;
+    r.prompt_len = (int)len;
+    cands = lomo__json_get(&j, 0, "candidates");
+    if (cands < 0) { lomo__fail("%s: missing \"candidates\"", where); goto done; }
+    if (!lomo__json_is(&j, cands, LOMO__J_ARR)) {
+        lomo__fail("%s: candidates must be an array of arrays of integers, found %s", where,
+                   lomo__json_show(&j, cands, show, sizeof show));
+        goto done;
+    }
+    r.n_cand = j.nodes[cands].count;
+    if (r.n_cand < 2) {
+        lomo__fail("%s: candidates has %d element%s; at least 2 are needed", where, r.n_cand, r.n_cand == 1 ? "" : "s");
+        goto done;
+    }
+    for (c = j.nodes[cands].first, k = 0; c >= 0; c = j.nodes[c].next, k++) {
+        int64_t at = (int64_t)(tok->n / sizeof(int32_t));
+        int cl;
+        snprintf(field, sizeof field, "candidates[%d]", k);
+        if ((len = lomo__mc_ints(&j, c, where, field, vocab, tok)) < 0) goto done;
+        cl = (int)len;
+        if (lomo__dbuf_add(coff, &at, sizeof at) || lomo__dbuf_add(clen, &cl, sizeof cl)) {
+            lomo__fail("%s: out of memory", where);
+            goto done;
+        }
+    }
+    ans = lomo__json_get(&j, 0, "answer");
+    if (ans < 0) { lomo__fail("%s: missing \"answer\"", where); goto done; }
+    if (lomo__json_int(&j, ans, &v)) {
+        lomo__fail("%s: answer = %s is not an integer", where, lomo__json_show(&j, ans, show, sizeof show));
+        goto done;
+    }
+    if (v < 0 || v >= r.n_cand) {
+        lomo__fail("%s: answer = %lld does not index a candidate: expected 0..%d", where, (long long)v, r.n_cand - 1);
+        goto done;
+    }
+    r.answer = (int)v;
+    if (lomo__dbuf_add(recs, &r, sizeof r)) { lomo__fail("%s: out of memory", where); goto done; }
+    rc = 0;
+done:
+    lomo__json_free(&j);
+    return rc;
+}
+
+LOMODEF lomo_mc *lomo_mc_open(const char *path, int vocab_size) {
+    lomo__dbuf tok = {NULL, 0, 0}, recs = {NULL, 0, 0}, coff = {NULL, 0, 0}, clen = {NULL, 0, 0};
+    lomo_mc *m = NULL;
+    char *buf = NULL, where[1100];
+    const char *s;
+    size_t len, pos = 0, n;
+    int64_t line = 0, i, nc;
+    if (!path) { lomo__fail("lomo_mc_open: path is required"); return NULL; }
+    if (vocab_size < 1) { lomo__fail("lomo_mc_open: vocab_size must be >= 1, got %d", vocab_size); return NULL; }
+    if (lomo__read_file(path, &buf, &len)) return NULL;
+    while (lomo__data_line(buf, len, &pos, &s, &n)) {
+        line++;
+        if (lomo__data_blank(s, n)) continue;
+        snprintf(where, sizeof where, "%s:%lld", path, (long long)line);
+        if (lomo__mc_line(s, n, where, vocab_size, &tok, &recs, &coff, &clen)) goto fail;
+    }
+    if (!recs.n) {
+        lomo__fail("%s: no items (%s)", path, len ? "only blank lines" : "empty file");
+        goto fail;
+    }
+    if (!(m = (lomo_mc *)LOMO_MALLOC(sizeof *m))) goto oom;
+    memset(m, 0, sizeof *m);
+    m->n = (int64_t)(recs.n / sizeof(lomo__mc_rec));
+    nc = (int64_t)(coff.n / sizeof(int64_t));
+    if (!(m->items = (lomo_mc_item *)LOMO_MALLOC((size_t)m->n * sizeof(lomo_mc_item))) ||
+        !(m->cand = (const int32_t **)LOMO_MALLOC((size_t)nc * sizeof(const int32_t *))))
+        goto oom;
+    m->tok = (int32_t *)tok.p; tok.p = NULL;
+    m->cand_len = (int *)clen.p; clen.p = NULL;
+    for (i = 0; i < nc; i++) m->cand[i] = m->tok + ((const int64_t *)(void *)coff.p)[i];
+    for (i = 0; i < m->n; i++) {
+        const lomo__mc_rec *r = (const lomo__mc_rec *)(void *)recs.p + i;
+        lomo_mc_item *it = &m->items[i];
+        it->prompt = m->tok + r->prompt;
+        it->prompt_len = r->prompt_len;
+        it->n_cand = r->n_cand;
+        it->cand = (const int32_t *const *)(m->cand + r->first_cand);
+        it->cand_len = m->cand_len + r->first_cand;
+        it->answer = r->answer;
+    }
+    lomo__dbuf_free(&recs); lomo__dbuf_free(&coff);
+    LOMO_FREE(buf);
+    return m;
+oom:
+    lomo__fail("%s: out of memory", path);
+fail:
+    lomo_mc_free(m);
+    lomo__dbuf_free(&tok); lomo__dbuf_free(&recs); lomo__dbuf_free(&coff); lomo__dbuf_free(&clen);
+    LOMO_FREE(buf);
+    return NULL;
+}
+
+LOMODEF int64_t lomo_mc_count(const lomo_mc *m) { return m ? m->n : 0; }
+
+LOMODEF const lomo_mc_item *lomo_mc_get(const lomo_mc *m, int64_t i) {
+    if (!m || i < 0 || i >= m->n) {
+        lomo__fail("lomo_mc_get: item %lld is outside [0, %lld)", (long long)i, (long long)(m ? m->n : 0));
+        return NULL;
+    }
+    return &m->items[i];
+}
+
+LOMODEF void lomo_mc_free(lomo_mc *m) {
+    if (!m) return;
+    LOMO_FREE(m->items);
+    LOMO_FREE((void *)m->cand);
+    LOMO_FREE(m->tok);
+    LOMO_FREE(m->cand_len);
+    LOMO_FREE(m);
+}
+
 static int lomo__path_join(char *out, size_t cap, const char *dir, const char *file) {
     if ((size_t)snprintf(out, cap, "%s/%s", dir, file) >= cap)
         return lomo__fail("path too long: %s/%s", dir, file);
     return 0;
 }
 
+/* ---- loading: config.json + model.safetensors, or shards + index ---- */
+
+static int lomo__exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
+
+/* The checkpoint's files: one model.safetensors, or the shards that
+   model.safetensors.index.json names (its weight_map: tensor -> file). */
+typedef struct lomo__ckpt {
+    int n;
+    lomo__st_file *f;
+    lomo__json idx; char *idx_txt; int weight_map;   /* index, when sharded */
+    char idx_path[1024];
+} lomo__ckpt;
+
+static void lomo__ckpt_close(lomo__ckpt *c) {
+    int i;
+    for (i = 0; i < c->n; i++) lomo__st_close(&c->f[i]);
+    free(c->f);
+    if (c->idx_txt) { lomo__json_free(&c->idx); LOMO_FREE(c->idx_txt); }
+    memset(c, 0, sizeof *c);
+}
+
+static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
+    char path[1024], name[256];
+    size_t len;
+    int node, k;
+    memset(c, 0, sizeof *c);
+    if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return -1;
+    if (lomo__exists(path)) {
+        c->f = (lomo__st_file *)calloc(1, sizeof *c->f);
+        if (!c->f) return lomo__fail("out of host memory");
+        if (lomo__st_open(&c->f[0], path)) { free(c->f); c->f = NULL; return -1; }
+        c->n = 1;
+        return 0;
+    }
+    if (lomo__path_join(c->idx_path, sizeof c->idx_path, dir, "model.safetensors.index.json")) return -1;
+    if (!lomo__exists(c->idx_path))
+        return lomo__fail("%s: no model.safetensors and no model.safetensors.index.json", dir);
+    if (lomo__read_file(c->idx_path, &c->idx_txt, &len)) return -1;
+    if (lomo__json_parse(&c->idx, c->idx_txt, len, c->idx_path)) { LOMO_FREE(c->idx_txt); c->idx_txt = NULL; return -1; }
+    c->weight_map = lomo__json_get(&c->idx, 0, "weight_map");
+    if (c->weight_map < 0 || !lomo__json_is(&c->idx, c->weight_map, LOMO__J_OBJ)) {
+        lomo__fail("%s: field 'weight_map': expected an object of tensor name -> file", c->idx_path);
+        goto fail;
+    }
+    c->f = (lomo__st_file *)calloc((size_t)c->idx.nodes[c->weight_map].count + 1, sizeof *c->f);
+    if (!c->f) { lomo__fail("out of host memory"); goto fail; }
+    for (node = c->idx.nodes[c->weight_map].first; node >= 0; node = c->idx.nodes[node].next) {
+        int dup = 0;
+        if (lomo__json_str(&c->idx, node, name, sizeof name) < 0 || !name[0] || strchr(name, '/') || !strcmp(name, "..")) {
+            char show[96];
+            lomo__fail("%s: weight_map: file name %s is not a plain file name", c->idx_path,
+                       lomo__json_show(&c->idx, node, show, sizeof show));
+            goto fail;
+        }
+        for (k = 0; k < c->n; k++) {
+            const char *base = strrchr(c->f[k].path, '/');
+            if (!strcmp(base ? base + 1 : c->f[k].path, name)) dup = 1;
+        }
+        if (dup) continue;
+        if (lomo__path_join(path, sizeof path, dir, name) || lomo__st_open(&c->f[c->n], path)) goto fail;
+        c->n++;
+    }
+    return 0;
+fail:
+    lomo__ckpt_close(c);
+    return -1;
+}
+
+/* where the index says a tensor is, or in the single file */
+static const lomo__st_tensor *lomo__ckpt_find(const lomo__ckpt *c, const char *tensor, const char **file) {
+    int k, node;
+    char name[256];
+    if (!c->idx_txt) { *file = c->f[0].path; return lomo__st_find(&c->f[0], tensor); }
+    node = lomo__json_get(&c->idx, c->weight_map, tensor);
+    if (node < 0 || lomo__json_str(&c->idx, node, name, sizeof name) < 0) { *file = c->idx_path; return NULL; }
+    for (k = 0; k < c->n; k++) {
+        const char *base = strrchr(c->f[k].path, '/');
+        if (!strcmp(base ? base + 1 : c->f[k].path, name)) { *file = c->f[k].path; return lomo__st_find(&c->f[k], tensor); }
+    }
+    *file = c->idx_path;
+    return NULL;
+}
+
+static void lomo__shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    int i;
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (i = 0; i < ndim && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
 LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
     char path[1024];
     lomo_config cfg;
     lomo_model *m;
-    lomo__st_file f;
-    int i;
+    lomo__ckpt ck;
+    int i, k;
     float *stage = NULL;
     if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load(path, &cfg)) return NULL;
-    if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return NULL;
-    if (lomo__st_open(&f, path)) return NULL;
-    if (!(m = lomo_model_new(&cfg, opts))) { lomo__st_close(&f); return NULL; }
-    /* every tensor of the file must be one the model expects (old checkpoints
+    if (lomo__ckpt_open(&ck, dir)) return NULL;
+    if (!(m = lomo_model_new(&cfg, opts))) { lomo__ckpt_close(&ck); return NULL; }
+    m->file_dtype = LOMO_F32;
+    /* every tensor of every file must be one the model expects (old checkpoints
        carry rotary_emb.inv_freq buffers, which are derived and skipped) */
-    for (i = 0; i < f.n; i++) {
-        const char *nm = f.t[i].name;
-        if (strstr(nm, "rotary_emb.inv_freq")) continue;
-        if (m->cfg.tie_embeddings && !strcmp(nm, "lm_head.weight")) continue;
-        if (!lomo_find_tensor(m, nm)) {
-            lomo__fail("%s: unexpected tensor '%s' (not part of a %s model with this config.json)",
-                       path, nm, m->cfg.model_type);
-            goto fail;
+    for (k = 0; k < ck.n; k++)
+        for (i = 0; i < ck.f[k].n; i++) {
+            const char *nm = ck.f[k].t[i].name;
+            if (strstr(nm, "rotary_emb.inv_freq")) continue;
+            if (m->cfg.tie_embeddings && !strcmp(nm, "lm_head.weight")) continue;
+            if (!lomo_find_tensor(m, nm)) {
+                lomo__fail("%s: unexpected tensor '%s' (not part of a %s model with this config.json)",
+                           ck.f[k].path, nm, m->cfg.model_type);
+                goto fail;
+            }
         }
-    }
     for (i = 0; i < m->n_tensors; i++) {
         lomo_tensor *t = &m->tensors[i];
-        const lomo__st_tensor *s = lomo__st_find(&f, t->name);
-        int64_t want1 = t->ndim == 2 ? t->shape[1] : 0;
-        if (!s) { lomo__fail("%s: missing tensor '%s'", path, t->name); goto fail; }
-        if (s->ndim != t->ndim || s->shape[0] != t->shape[0] || (t->ndim == 2 && s->shape[1] != want1)) {
-            lomo__fail("%s: tensor '%s' has shape [%lld%s%lld] in the file, config.json implies [%lld%s%lld]",
-                       path, t->name, (long long)s->shape[0], s->ndim > 1 ? ", " : "",
-                       s->ndim > 1 ? (long long)s->shape[1] : 0LL, (long long)t->shape[0],
-                       t->ndim > 1 ? ", " : "", (long long)want1);
-            if (s->ndim == 1 && t->ndim == 1) { /* tidy message for vectors */
-                lomo__fail("%s: tensor '%s' has shape [%lld] in the file, config.json implies [%lld]",
-                           path, t->name, (long long)s->shape[0], (long long)t->shape[0]);
-            }
+        const char *file;
+        const lomo__st_tensor *s = lomo__ckpt_find(&ck, t->name, &file);
+        if (!s) { lomo__fail("%s: missing tensor '%s'", file, t->name); goto fail; }
+        if (s->ndim != t->ndim || s->shape[0] != t->shape[0] || (t->ndim == 2 && s->shape[1] != t->shape[1])) {
+            char have[64], want[64];
+            lomo__shape_str(have, sizeof have, s->ndim, s->shape);
+            lomo__shape_str(want, sizeof want, t->ndim, t->shape);
+            lomo__fail("%s: tensor '%s' has shape %s in the file, config.json implies %s", file, t->name, have, want);
             goto fail;
         }
+        if (i == 0) m->file_dtype = s->dtype == LOMO__ST_BF16 ? LOMO_BF16 : s->dtype == LOMO__ST_F16 ? LOMO_F16 : LOMO_F32;
         if (m->be->host_memory) {
             if (lomo__st_read_f32(s, (float *)t->data)) goto fail;
-        } else {
+        } else {   /* one tensor at a time through a host buffer: never a second full copy */
             stage = (float *)malloc(sizeof(float) * (size_t)t->numel);
             if (!stage) { lomo__fail("out of host memory staging %s", t->name); goto fail; }
             if (lomo__st_read_f32(s, stage)) goto fail;
@@ -2123,53 +2819,244 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
             free(stage); stage = NULL;
         }
     }
-    lomo__st_close(&f);
+    lomo__ckpt_close(&ck);
     if (m->be->check(m->be->ctx)) { lomo_model_free(m); return NULL; }
     return m;
 fail:
     free(stage);
-    lomo__st_close(&f);
+    lomo__ckpt_close(&ck);
     lomo_model_free(m);
     return NULL;
 }
 
-LOMODEF int lomo_save(const lomo_model *m, const char *dir) {
-    char path[1024];
-    lomo__st_out *outs;
-    void **host;
-    int i, n = 0, rc;
-    if (mkdir(dir, 0755) && errno != EEXIST) return lomo__fail("%s: cannot create directory: %s", dir, strerror(errno));
-    outs = (lomo__st_out *)calloc((size_t)m->n_tensors, sizeof *outs);
-    host = (void **)calloc((size_t)m->n_tensors, sizeof *host);
-    if (!outs || !host) { free(outs); free(host); return lomo__fail("out of host memory"); }
-    for (i = 0; i < m->n_tensors; i++) {
-        const lomo_tensor *t = &m->tensors[i];
-        lomo__st_out *o = &outs[n++];
-        o->name = t->name;
-        o->dtype = LOMO__ST_F32;
-        o->ndim = t->ndim;
-        o->shape[0] = t->shape[0]; o->shape[1] = t->shape[1];
-        if (m->be->host_memory) o->data = t->data;
-        else {
-            host[i] = malloc(lomo__tensor_bytes(t));
-            if (!host[i]) { rc = lomo__fail("out of host memory"); goto done; }
-            m->be->download(m->be->ctx, host[i], t->data, lomo__tensor_bytes(t));
-            o->data = host[i];
+/* ---- saving: a whole directory, swapped in atomically ---- */
+
+#include <dirent.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+#define LOMO__HAVE_RENAMEAT2 1
+extern int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+#ifndef AT_FDCWD
+#define AT_FDCWD -100   /* Linux's value; <fcntl.h> hides it under strict -std=c11 */
+#endif
+#endif
+
+/* removes a directory of plain files (what lomo writes) */
+static void lomo__rmtree(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[1300];
+    if (!d) return;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
         }
-    }
-    {
-        static const char *meta[] = {"format", "pt", NULL};
-        rc = lomo__path_join(path, sizeof path, dir, "model.safetensors");
-        if (!rc) rc = lomo__st_save(path, outs, n, meta);
-        if (!rc) rc = lomo__path_join(path, sizeof path, dir, "config.json");
-        if (!rc) rc = lomo__config_save(path, &m->cfg);
-    }
-done:
-    for (i = 0; i < m->n_tensors; i++) free(host[i]);
-    free(host);
-    free(outs);
+    closedir(d);
+    rmdir(dir);
+}
+
+static int lomo__fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY), rc;
+    if (fd < 0) return -1;
+    rc = fsync(fd);
+    close(fd);
     return rc;
 }
+
+static int lomo__is_weight_file(const char *n) {
+    size_t l = strlen(n);
+    return !strcmp(n, "config.json") || !strcmp(n, "model.safetensors.index.json") ||
+           (l > 12 && !strcmp(n + l - 12, ".safetensors")) || (l > 4 && !strcmp(n + l - 4, ".bin")) ||
+           (l > 3 && !strcmp(n + l - 3, ".pt")) || (l > 4 && !strcmp(n + l - 4, ".pth"));
+}
+
+/* Files of src that are not weights or config (tokenizer, generation config,
+   README...) are linked, or copied, into dst unless dst has them already. */
+static int lomo__carry_files(const char *src, const char *dst) {
+    DIR *d = opendir(src);
+    struct dirent *e;
+    char from[1300], to[1300];
+    if (!d) return 0;
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (e->d_name[0] == '.' || lomo__is_weight_file(e->d_name)) continue;
+        snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
+        if (stat(from, &st) || !S_ISREG(st.st_mode) || lomo__exists(to)) continue;
+        if (link(from, to)) {
+            char *buf;
+            size_t len;
+            int rc = lomo__read_file(from, &buf, &len);
+            if (!rc) { rc = lomo__write_file_atomic(to, buf, len); LOMO_FREE(buf); }
+            if (rc) { closedir(d); return -1; }
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Temporary directories of saves whose process is gone (killed mid-save). */
+static void lomo__remove_stale_tmp(const char *dir) {
+    char parent[1024], prefix[300], p[1400];
+    const char *slash = strrchr(dir, '/');
+    DIR *d;
+    struct dirent *e;
+    if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
+    else snprintf(parent, sizeof parent, ".");
+    if (!parent[0]) snprintf(parent, sizeof parent, "/");
+    snprintf(prefix, sizeof prefix, "%s.lomo-tmp.", slash ? slash + 1 : dir);
+    if (!(d = opendir(parent))) return;
+    while ((e = readdir(d))) {
+        long pid;
+        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+        pid = strtol(e->d_name + strlen(prefix), NULL, 10);
+        snprintf(p, sizeof p, "/proc/%ld", pid);
+        if (pid > 0 && pid != (long)getpid() && lomo__exists("/proc/self") && !lomo__exists(p)) {
+            snprintf(p, sizeof p, "%s/%s", parent, e->d_name);
+            lomo__rmtree(p);
+        }
+    }
+    closedir(d);
+}
+
+/* tmp replaces dir: one atomic exchange where the kernel has it */
+static int lomo__swap_in(const char *tmp, const char *dir) {
+    char old[1100];
+    if (!lomo__exists(dir)) {
+        if (rename(tmp, dir)) return lomo__fail("%s: rename from %s failed: %s", dir, tmp, strerror(errno));
+        return 0;
+    }
+#ifdef LOMO__HAVE_RENAMEAT2
+    if (!renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, 2 /* RENAME_EXCHANGE */)) { lomo__rmtree(tmp); return 0; }
+    if (errno != EINVAL && errno != ENOSYS)
+        return lomo__fail("%s: exchange with %s failed: %s", dir, tmp, strerror(errno));
+#endif
+    /* no atomic exchange here: two renames (a crash between them leaves the
+       previous checkpoint complete at <dir>.lomo-old.<pid>) */
+    snprintf(old, sizeof old, "%s.lomo-old.%ld", dir, (long)getpid());
+    if (rename(dir, old)) return lomo__fail("%s: rename to %s failed: %s", dir, old, strerror(errno));
+    if (rename(tmp, dir)) { int e = errno; rename(old, dir); return lomo__fail("%s: rename failed: %s", dir, strerror(e)); }
+    lomo__rmtree(old);
+    return 0;
+}
+
+static const int lomo__st_of_dtype[3] = { LOMO__ST_F32, LOMO__ST_BF16, LOMO__ST_F16 };
+
+/* the bytes of tensor t in dtype dt on the host; *owned says whether to free */
+static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dtype dt, int *owned) {
+    size_t n = (size_t)t->numel, i;
+    const float *src = (const float *)t->data;
+    float *stage = NULL;
+    void *out;
+    *owned = 0;
+    if (!m->be->host_memory) {
+        if (!(stage = (float *)malloc(sizeof(float) * n))) return NULL;
+        m->be->download(m->be->ctx, stage, t->data, sizeof(float) * n);
+        src = stage;
+    }
+    if (dt == LOMO_F32) { *owned = stage != NULL; return stage ? (void *)stage : t->data; }
+    out = malloc(2 * n + 1);
+    if (out) {
+        uint16_t *h = (uint16_t *)out;
+        for (i = 0; i < n; i++) h[i] = dt == LOMO_BF16 ? lomo_f32_to_bf16(src[i]) : lomo_f32_to_f16(src[i]);
+        *owned = 1;
+    }
+    free(stage);
+    return out;
+}
+
+LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts) {
+    char tmp[1100], path[1300], shard[64];
+    lomo_save_opts o;
+    lomo__st_out *outs = NULL;
+    void **bufs = NULL;
+    int *owned = NULL, *shard_of = NULL;
+    int i, n_shards = 1, rc = -1, k;
+    uint64_t total = 0, cur = 0;
+    lomo_dtype dt;
+    static const char *meta[] = {"format", "pt", NULL};
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.dtype < LOMO_SAVE_AS_LOADED || o.dtype > LOMO_SAVE_F16) return lomo__fail("%s: save dtype %d is not one of LOMO_SAVE_*", dir, o.dtype);
+    dt = o.dtype == LOMO_SAVE_AS_LOADED ? m->file_dtype : (lomo_dtype)(o.dtype - 1);
+    if (!o.max_shard_bytes) o.max_shard_bytes = (int64_t)5 << 30;
+    if (strlen(dir) > 900) return lomo__fail("%s: path too long", dir);
+    lomo__remove_stale_tmp(dir);
+    snprintf(tmp, sizeof tmp, "%s.lomo-tmp.%ld", dir, (long)getpid());
+    lomo__rmtree(tmp);
+    if (mkdir(tmp, 0755)) return lomo__fail("%s: cannot create %s: %s", dir, tmp, strerror(errno));
+    /* tied weights are stored once (m->tensors has no lm_head then); shards in tensor order */
+    shard_of = (int *)calloc((size_t)m->n_tensors, sizeof(int));
+    outs = (lomo__st_out *)calloc((size_t)m->n_tensors, sizeof *outs);
+    bufs = (void **)calloc((size_t)m->n_tensors, sizeof(void *));
+    owned = (int *)calloc((size_t)m->n_tensors, sizeof(int));
+    if (!shard_of || !outs || !bufs || !owned) { lomo__fail("out of host memory"); goto done; }
+    for (i = 0; i < m->n_tensors; i++) {
+        uint64_t b = (uint64_t)m->tensors[i].numel * lomo__dtype_size(dt);
+        if (cur > 0 && cur + b > (uint64_t)o.max_shard_bytes) { n_shards++; cur = 0; }
+        shard_of[i] = n_shards - 1;
+        cur += b; total += b;
+    }
+    for (k = 0; k < n_shards; k++) {
+        int n = 0;
+        for (i = 0; i < m->n_tensors; i++) {
+            const lomo_tensor *t = &m->tensors[i];
+            lomo__st_out *so = &outs[n++];
+            if (shard_of[i] != k) { n--; continue; }
+            so->name = t->name; so->dtype = lomo__st_of_dtype[dt]; so->ndim = t->ndim;
+            so->shape[0] = t->shape[0]; so->shape[1] = t->shape[1];
+            if (!(so->data = bufs[i] = lomo__host_copy(m, t, dt, &owned[i]))) { lomo__fail("out of host memory"); goto done; }
+        }
+        if (n_shards == 1) snprintf(shard, sizeof shard, "model.safetensors");
+        else snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        snprintf(path, sizeof path, "%s/%s", tmp, shard);
+        if (lomo__st_save(path, outs, n, meta)) goto done;
+        for (i = 0; i < m->n_tensors; i++) { if (owned[i]) free(bufs[i]); bufs[i] = NULL; owned[i] = 0; }
+    }
+    if (n_shards > 1) {   /* model.safetensors.index.json */
+        lomo__sb b = { NULL, 0, 0, 0 };
+        lomo__sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {\n", (unsigned long long)total);
+        for (i = 0; i < m->n_tensors; i++)
+            lomo__sb_printf(&b, "    \"%s\": \"model-%05d-of-%05d.safetensors\"%s\n", m->tensors[i].name,
+                            shard_of[i] + 1, n_shards, i + 1 < m->n_tensors ? "," : "");
+        lomo__sb_printf(&b, "  }\n}\n");
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
+        if (b.oom) { LOMO_FREE(b.p); lomo__fail("out of host memory"); goto done; }
+        k = lomo__write_file_atomic(path, b.p, b.n);
+        LOMO_FREE(b.p);
+        if (k) goto done;
+    }
+    {
+        lomo_config c = m->cfg;
+        c.dtype = dt;
+        snprintf(path, sizeof path, "%s/config.json", tmp);
+        if (lomo__config_save(path, &c)) goto done;
+    }
+    for (i = 0; i < o.n_extra; i++) {
+        if (!o.extra[i].name || strchr(o.extra[i].name, '/')) { lomo__fail("%s: extra file name must be a plain name", dir); goto done; }
+        snprintf(path, sizeof path, "%s/%s", tmp, o.extra[i].name);
+        if (lomo__write_file_atomic(path, o.extra[i].data, o.extra[i].len)) goto done;
+    }
+    /* files already in dir, then the source model's tokenizer & co. */
+    if (lomo__carry_files(dir, tmp) || (o.copy_from && lomo__carry_files(o.copy_from, tmp))) goto done;
+    if (lomo__fsync_path(tmp)) { lomo__fail("%s: fsync of %s failed: %s", dir, tmp, strerror(errno)); goto done; }
+    if (lomo__swap_in(tmp, dir)) goto done;
+    {
+        char parent[1024];
+        const char *slash = strrchr(dir, '/');
+        if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir) > 0 ? (int)(slash - dir) : 1, dir);
+        else snprintf(parent, sizeof parent, ".");
+        lomo__fsync_path(parent);
+    }
+    rc = 0;
+done:
+    if (rc) lomo__rmtree(tmp);
+    for (i = 0; bufs && i < m->n_tensors; i++) if (owned[i]) free(bufs[i]);
+    free(bufs); free(owned); free(outs); free(shard_of);
+    return rc;
+}
+
+LOMODEF int lomo_save(const lomo_model *m, const char *dir) { return lomo_save_ex(m, dir, NULL); }
 
 /* ======================================================================== */
 /* the driver: forward, layer-streaming backward, update hook calls        */
@@ -2539,7 +3426,7 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     t->uctx.backend = t->m->be;
     t->uctx.grad_norm = -1.0f;
     t->uctx.clip_coef = 1.0f;
-    if (!isfinite(si.loss)) si.skipped = 1;
+    if (!isfinite(si.loss) || count == 0) si.skipped = 1;   /* nothing to learn from, or overflow */
     if (!si.skipped && t->o.clip_norm > 0.0f) {
         /* pass one: gradients measured, nothing updated */
         t->pass = LOMO__PASS_NORM;
