@@ -40,9 +40,12 @@ $(BUILD)/cxx_check.o: tests/cxx_check.cpp $(HEADERS) | $(BUILD)
 TEST_BINS = $(foreach t,$(TESTS),$(BUILD)/$(t)_loops $(BUILD)/$(t)_asan) \
             $(if $(BLAS_FLAGS),$(foreach t,$(TESTS),$(BUILD)/$(t)_cblas))
 
-test: $(TEST_BINS) $(BUILD)/cxx_check.o
+$(BUILD)/llama_ft_asan: examples/llama_ft.c lomo.h | $(BUILD)
+	$(CC) $(CSTD) $(WARN) $(SAN) $< -o $@ $(LDLIBS)
+
+test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan
 	@echo "matmuls: $(if $(BLAS_FLAGS),CBLAS (OpenBLAS) and plain loops,plain loops only (no OpenBLAS found))"
-	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS)
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh
 
 $(BUILD)/bench_cpu: bench/bench_cpu.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
@@ -60,4 +63,4 @@ bench: $(BUILD)/bench_cpu
 	sh bench/run_cpu.sh
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) demo_out demo_out.*

@@ -375,6 +375,11 @@ LOMODEF uint16_t lomo_f32_to_f16(float f);
 
 LOMODEF lomo_memory lomo_memory_report(const lomo_model *m);
 LOMODEF void        lomo_memory_print(FILE *f, const lomo_memory *r);
+/* The paper's comparison, from the same accounting: this run (LOMO) next to
+   what SGD with stored gradients (+4 bytes/param of gradients instead of the
+   one buffer) and AdamW (+ 8 bytes/param of fp32 moments) would hold for the
+   same model and batch. */
+LOMODEF void        lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_params);
 /* The formula of the doc block, per tag, for a model config and training options. */
 LOMODEF size_t      lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o,
                                         size_t per_tag[LOMO_MEM_NTAGS]);
@@ -1602,6 +1607,22 @@ LOMODEF void lomo_memory_print(FILE *f, const lomo_memory *r) {
                 r->current[i] / 1048576.0, r->peak[i] / 1048576.0);
     fprintf(f, "%-18s %12.3f %12.3f\n", "total", r->total_current / 1048576.0,
             r->total_peak / 1048576.0);
+}
+
+LOMODEF void lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_params) {
+    const double MiB = 1048576.0;
+    double p = (double)r->peak[LOMO_MEM_PARAMS], a = (double)r->peak[LOMO_MEM_ACTIVATIONS],
+           w = (double)r->peak[LOMO_MEM_WORKSPACE] + (double)r->peak[LOMO_MEM_COMM],
+           g = (double)r->peak[LOMO_MEM_GRADIENTS], o = (double)r->peak[LOMO_MEM_OPTIMIZER],
+           full = 4.0 * (double)n_params;
+    fprintf(f, "%-20s %14s %14s %14s\n", "MiB", "LOMO (this run)", "SGD", "AdamW");
+    fprintf(f, "%-20s %14.2f %14.2f %14.2f\n", "parameters", p / MiB, p / MiB, p / MiB);
+    fprintf(f, "%-20s %14.2f %14.2f %14.2f\n", "gradients", g / MiB, full / MiB, full / MiB);
+    fprintf(f, "%-20s %14.2f %14.2f %14.2f\n", "optimizer state", o / MiB, 0.0, 2 * full / MiB);
+    fprintf(f, "%-20s %14.2f %14.2f %14.2f\n", "activations", a / MiB, a / MiB, a / MiB);
+    fprintf(f, "%-20s %14.2f %14.2f %14.2f\n", "workspace", w / MiB, w / MiB, w / MiB);
+    fprintf(f, "%-20s %14.2f %14.2f %14.2f\n", "total", (p + g + o + a + w) / MiB, (p + full + a + w) / MiB,
+            (p + 3 * full + a + w) / MiB);
 }
 
 /* ======================================================================== */

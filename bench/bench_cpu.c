@@ -15,7 +15,7 @@
 
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    timespec_get(&ts, TIME_UTC);   /* C11 */
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 

@@ -1,135 +1,409 @@
 /* llama_ft.c - fine-tune every parameter of a Llama-family model with LOMO.
-   The program users copy and adapt.
+   The program to copy and adapt: read it top to bottom.
 
-   With no --model it runs the built-in demo: it creates a small Llama, trains
-   it on a synthetic task generated here (arithmetic progressions mod V: the
-   model must infer the step from the first tokens and continue), prints a
-   progress line per step, the memory table, and the held-out next-token
-   accuracy before and after, then saves a Hugging Face checkpoint.
+   Train:   llama_ft --model HF_DIR --data train.jsonl --out OUT_DIR [options]
+   Eval:    llama_ft --model HF_DIR --eval eval.jsonl         (mean loss, no training)
+   Choice:  llama_ft --model HF_DIR --mc choices.jsonl        (multiple-choice accuracy)
+   Demo:    llama_ft                                           (no --model: built-in task)
 
-     llama_ft [--model HF_DIR] [--out DIR] [--steps N] [--lr X] [--batch N]
-              [--seq-len N] [--clip-norm X] [--clip-value X] [--weight-decay X]
-              [--checkpointing] [--seed N] */
+   Data: JSONL lines {"input_ids": [...], "labels": [...]} (labels optional,
+   -100 ignored; position t predicts labels[t+1], as in transformers), or a
+   packed file of little-endian uint32 tokens. Multiple choice: JSONL lines
+   {"prompt": [...], "candidates": [[...], ...], "answer": i}, scored by the
+   average log-likelihood of each candidate given the prompt (highest wins).
+
+   Outputs: OUT_DIR (a Hugging Face checkpoint in the dtype the model came in,
+   tokenizer files carried over), OUT_DIR.log.csv (one line per step), and
+   with --save-every N a resumable checkpoint OUT_DIR.checkpoint (fp32
+   weights + trainer_state.json) that --resume continues bitwise. */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include <time.h>
 
+static void usage(void) {
+    fprintf(stderr,
+        "usage: llama_ft [--model DIR] [--data FILE] [--eval-data FILE] [--out DIR]\n"
+        "  --seq-len N --batch N --steps N | --epochs N --lr X --schedule constant|linear|cosine\n"
+        "  --warmup X (steps, or a fraction of the steps if < 1) --optimizer lomo|adalomo|adamw\n"
+        "  --clip-norm X --clip-value X --weight-decay X --dtype f32|bf16|f16 --checkpointing\n"
+        "  --no-shuffle --seed N --save-every N --resume DIR --eval-every N\n"
+        "  --stop-after N (end this run after N steps with a resumable checkpoint, e.g. for job time limits)\n"
+        "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
+        "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
+}
+
+typedef struct args {
+    const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype;
+    int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after;
+    float lr, warmup, clip_norm, clip_value, weight_decay;
+    uint64_t seed;
+} args;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    timespec_get(&ts, TIME_UTC);   /* C11 */
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* ---- the synthetic task ---- */
-
-/* a, a+d, a+2d, ... mod V, with d in [1, 8] */
-static void make_batch(int32_t *tok, int B, int T, int V, uint64_t *rng) {
-    for (int b = 0; b < B; b++) {
-        int a = (int)(lomo__rng_next(rng) % (uint64_t)V), d = 1 + (int)(lomo__rng_next(rng) % 8);
-        for (int t = 0; t < T; t++) tok[b * T + t] = (a + d * t) % V;
-    }
+static int die(const char *what) {
+    fprintf(stderr, "llama_ft: %s%s%s\n", what, lomo_error()[0] ? ": " : "", lomo_error());
+    return 1;
 }
 
-/* next-token accuracy on positions 2.. (the step is known from then on), and mean loss */
-static double evaluate(lomo_trainer *t, lomo_model *m, int B, int T, uint64_t seed, double *loss) {
-    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * B * T);
-    int V = m->cfg.vocab_size, right = 0, total = 0;
-    double lsum = 0;
-    uint64_t rng = seed;
-    float *lg = m->be->host_memory ? NULL : (float *)malloc(sizeof(float) * (size_t)B * T * V);
-    for (int round = 0; round < 4; round++) {
+/* ---- learning-rate schedule: warmup, then constant / linear / cosine to 0 ---- */
+static float lr_at(const args *a, int step, int total) {
+    float w = a->warmup < 1.0f ? a->warmup * total : a->warmup, p;
+    if (w > 0 && step <= w) return a->lr * step / w;
+    p = total > w ? (step - w) / (total - w) : 1.0f;
+    if (!strcmp(a->schedule, "linear")) return a->lr * (1.0f - p);
+    if (!strcmp(a->schedule, "cosine")) return a->lr * 0.5f * (1.0f + cosf(3.14159265f * p));
+    return a->lr;
+}
+
+/* ---- evaluation: mean loss over every counted token of a file ---- */
+static int evaluate(lomo_trainer *t, const char *path, const args *a, int vocab, double *loss, int64_t *tokens) {
+    lomo_data_opts o = {a->seq_len, vocab, 0, 0, 0};
+    lomo_data *d = lomo_data_open(path, &o);
+    int32_t *tok = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
+    int32_t *lab = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
+    double sum = 0;
+    int64_t n = 0, seen = 0;
+    if (!d) { free(tok); free(lab); return -1; }
+    while (seen < lomo_data_count(d)) {
         lomo_step_info info;
-        memset(&info, 0, sizeof info);
-        make_batch(tok, B, T, V, &rng);
-        lomo_forward(t, tok, NULL, &info);
-        lsum += info.loss;
-        const float *l = lomo_logits(t);
-        if (lg) { m->be->download(m->be->ctx, lg, l, sizeof(float) * (size_t)B * T * V); l = lg; }
-        for (int i = 0; i < B * T; i++) {
+        seen += lomo_data_next(d, a->batch, tok, lab);
+        if (lomo_forward(t, tok, lab, &info)) { lomo_data_free(d); free(tok); free(lab); return -1; }
+        sum += (double)info.loss * info.n_tokens;
+        n += info.n_tokens;
+    }
+    lomo_data_free(d); free(tok); free(lab);
+    *loss = n ? sum / n : 0.0;
+    *tokens = n;
+    return 0;
+}
+
+/* ---- multiple choice: average log-likelihood of each candidate given the prompt ---- */
+static int multiple_choice(lomo_trainer *t, lomo_model *m, const char *path, const args *a) {
+    lomo_mc *mc = lomo_mc_open(path, m->cfg.vocab_size);
+    int B = a->batch, T = a->seq_len, V = m->cfg.vocab_size;
+    int32_t *tok = (int32_t *)calloc((size_t)B * T, sizeof(int32_t)), *lab = (int32_t *)calloc((size_t)B * T, sizeof(int32_t));
+    float *host = (float *)malloc(sizeof(float) * (size_t)B * T * V);
+    int64_t right = 0, i;
+    if (!mc) return -1;
+    for (i = 0; i < lomo_mc_count(mc); i++) {
+        const lomo_mc_item *it = lomo_mc_get(mc, i);
+        double best = -1e300;
+        int best_c = -1, c0;
+        for (c0 = 0; c0 < it->n_cand; c0 += B) {      /* one candidate per row */
+            int r, j;
+            lomo_step_info info;
+            for (r = 0; r < B * T; r++) { tok[r] = 0; lab[r] = -100; }
+            for (r = 0; r < B && c0 + r < it->n_cand; r++) {
+                int len = 0;
+                for (j = 0; j < it->prompt_len && len < T; j++) tok[r * T + len++] = it->prompt[j];
+                for (j = 0; j < it->cand_len[c0 + r] && len < T; j++) {
+                    tok[r * T + len] = lab[r * T + len] = it->cand[c0 + r][j];
+                    len++;
+                }
+            }
+            if (lomo_forward(t, tok, lab, &info)) { lomo_mc_free(mc); return -1; }
+            m->be->download(m->be->ctx, host, lomo_logits(t), sizeof(float) * (size_t)B * T * V);
+            for (r = 0; r < B && c0 + r < it->n_cand; r++) {
+                double ll = 0;
+                int n = 0, p;
+                for (p = 0; p + 1 < T; p++) {           /* position p predicts label p+1 */
+                    const float *l = host + ((size_t)r * T + p) * V;
+                    int y = lab[r * T + p + 1], v;
+                    double mx = l[0], s = 0;
+                    if (y < 0) continue;
+                    for (v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+                    for (v = 0; v < V; v++) s += exp(l[v] - mx);
+                    ll += l[y] - mx - log(s);
+                    n++;
+                }
+                if (n && ll / n > best) { best = ll / n; best_c = c0 + r; }
+            }
+        }
+        right += best_c == it->answer;
+    }
+    printf("multiple choice: %lld/%lld correct, accuracy %.4f\n", (long long)right, (long long)lomo_mc_count(mc),
+           lomo_mc_count(mc) ? (double)right / lomo_mc_count(mc) : 0.0);
+    lomo_mc_free(mc); free(tok); free(lab); free(host);
+    return 0;
+}
+
+/* ---- the built-in demo task: arithmetic progressions mod V ---- */
+
+/* a, a+d, a+2d, ... mod V with d in 1..8: the model must infer d and continue.
+   Written as JSONL so the demo goes through the same data path as real data. */
+static int write_demo_data(const char *path, int lines, int T, int V, uint64_t seed) {
+    FILE *f = fopen(path, "w");
+    int i, t;
+    if (!f) { fprintf(stderr, "llama_ft: cannot write %s\n", path); return -1; }
+    for (i = 0; i < lines; i++) {
+        int s = (int)(lomo__rng_next(&seed) % (uint64_t)V), d = 1 + (int)(lomo__rng_next(&seed) % 8);
+        fprintf(f, "{\"input_ids\": [");
+        for (t = 0; t < T; t++) fprintf(f, "%s%d", t ? ", " : "", (s + d * t) % V);
+        fprintf(f, "]}\n");
+    }
+    return fclose(f);
+}
+
+/* next-token accuracy from position 2 on (where the step is determined) */
+static double demo_accuracy(lomo_trainer *t, lomo_model *m, const char *path, const args *a) {
+    lomo_data_opts o = {a->seq_len, m->cfg.vocab_size, 0, 0, 0};
+    lomo_data *d = lomo_data_open(path, &o);
+    int B = a->batch, T = a->seq_len, V = m->cfg.vocab_size;
+    int32_t *tok = (int32_t *)calloc((size_t)B * T, sizeof(int32_t)), *lab = (int32_t *)calloc((size_t)B * T, sizeof(int32_t));
+    float *host = (float *)malloc(sizeof(float) * (size_t)B * T * V);
+    int64_t right = 0, total = 0, seen = 0;
+    while (d && seen < lomo_data_count(d)) {
+        int rows = lomo_data_next(d, B, tok, lab), i;
+        lomo_step_info info;
+        seen += rows;
+        lomo_forward(t, tok, lab, &info);
+        m->be->download(m->be->ctx, host, lomo_logits(t), sizeof(float) * (size_t)B * T * V);
+        for (i = 0; i < rows * T; i++) {
+            int best = 0, v;
             if (i % T < 2 || i % T == T - 1) continue;
-            int best = 0;
-            for (int v = 1; v < V; v++) if (l[(size_t)i * V + v] > l[(size_t)i * V + best]) best = v;
-            right += best == tok[i + 1];
+            for (v = 1; v < V; v++) if (host[(size_t)i * V + v] > host[(size_t)i * V + best]) best = v;
+            right += best == lab[i + 1];
             total++;
         }
     }
-    free(tok); free(lg);
-    *loss = lsum / 4;
-    return (double)right / total;
+    lomo_data_free(d); free(tok); free(lab); free(host);
+    return total ? (double)right / total : 0.0;
+}
+
+/* ---- resumable state, saved beside the weights ---- */
+static int read_state(const char *dir, int64_t *step, lomo_data_pos *pos, int *file_dtype) {
+    char path[1100], buf[512];
+    FILE *f;
+    long long s = 0, e = 0, i = 0;
+    int dt = 0;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (!(f = fopen(path, "r"))) { fprintf(stderr, "llama_ft: %s: cannot open\n", path); return -1; }
+    buf[fread(buf, 1, sizeof buf - 1, f)] = 0;
+    fclose(f);
+    if (sscanf(buf, "{\"step\": %lld, \"data_epoch\": %lld, \"data_index\": %lld, \"file_dtype\": %d", &s, &e, &i, &dt) != 4) {
+        fprintf(stderr, "llama_ft: %s: not a trainer state written by llama_ft\n", path);
+        return -1;
+    }
+    *step = s; pos->epoch = e; pos->index = i; *file_dtype = dt;
+    return 0;
+}
+
+/* weights in the storage dtype (so resuming is bitwise) + where the run stands */
+static int save_checkpoint(const lomo_model *m, const char *dir, int64_t step, lomo_data_pos p, const args *a) {
+    char state[256];
+    int n = snprintf(state, sizeof state, "{\"step\": %lld, \"data_epoch\": %lld, \"data_index\": %lld, "
+                     "\"file_dtype\": %d, \"seed\": %llu}\n", (long long)step, (long long)p.epoch,
+                     (long long)p.index, (int)m->file_dtype, (unsigned long long)a->seed);
+    lomo_file f = {"trainer_state.json", state, (size_t)n};
+    lomo_save_opts so;
+    memset(&so, 0, sizeof so);
+    so.dtype = LOMO_SAVE_F32;
+    so.extra = &f; so.n_extra = 1; so.copy_from = a->model;
+    return lomo_save_ex(m, dir, &so);
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *out = "demo_out";
-    int steps = 400, B = 8, T = 32, ckpt = 0;
-    float lr = 0.1f, clip_norm = 1.0f, clip_value = 0.0f, wd = 0.0f;
-    uint64_t seed = 1;
+    args a;
+    lomo_model *m = NULL;
+    lomo_trainer *t = NULL;
+    lomo_data *d = NULL;
+    int32_t *tok = NULL, *lab = NULL;
+    FILE *log = NULL;
+    int rc = 1;
+    memset(&a, 0, sizeof a);
+    a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32";
+    a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--checkpointing")) { ckpt = 1; continue; }
-        if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", a); return 2; }
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
+        if (!strcmp(k, "--no-shuffle")) { a.shuffle = 0; continue; }
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(); return 0; }
+        if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", k); usage(); return 2; }
         i++;
-        if (!strcmp(a, "--model")) model_dir = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--steps")) steps = atoi(v);
-        else if (!strcmp(a, "--batch")) B = atoi(v);
-        else if (!strcmp(a, "--seq-len")) T = atoi(v);
-        else if (!strcmp(a, "--lr")) lr = (float)atof(v);
-        else if (!strcmp(a, "--clip-norm")) clip_norm = (float)atof(v);
-        else if (!strcmp(a, "--clip-value")) clip_value = (float)atof(v);
-        else if (!strcmp(a, "--weight-decay")) wd = (float)atof(v);
-        else if (!strcmp(a, "--seed")) seed = (uint64_t)atoll(v);
-        else { fprintf(stderr, "llama_ft: unknown flag %s\n", a); return 2; }
+        if (!strcmp(k, "--model")) a.model = v;
+        else if (!strcmp(k, "--data")) a.data = v;
+        else if (!strcmp(k, "--eval-data")) a.eval_data = v;
+        else if (!strcmp(k, "--eval")) a.eval_only = v;
+        else if (!strcmp(k, "--mc")) a.mc = v;
+        else if (!strcmp(k, "--out")) a.out = v;
+        else if (!strcmp(k, "--resume")) a.resume = v;
+        else if (!strcmp(k, "--seq-len")) a.seq_len = atoi(v);
+        else if (!strcmp(k, "--batch")) a.batch = atoi(v);
+        else if (!strcmp(k, "--steps")) a.steps = atoi(v);
+        else if (!strcmp(k, "--epochs")) a.epochs = atoi(v);
+        else if (!strcmp(k, "--lr")) a.lr = (float)atof(v);
+        else if (!strcmp(k, "--schedule")) a.schedule = v;
+        else if (!strcmp(k, "--warmup")) a.warmup = (float)atof(v);
+        else if (!strcmp(k, "--optimizer")) a.optimizer = v;
+        else if (!strcmp(k, "--clip-norm")) a.clip_norm = (float)atof(v);
+        else if (!strcmp(k, "--clip-value")) a.clip_value = (float)atof(v);
+        else if (!strcmp(k, "--weight-decay")) a.weight_decay = (float)atof(v);
+        else if (!strcmp(k, "--dtype")) a.dtype = v;
+        else if (!strcmp(k, "--seed")) a.seed = (uint64_t)strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--save-every")) a.save_every = atoi(v);
+        else if (!strcmp(k, "--eval-every")) a.eval_every = atoi(v);
+        else if (!strcmp(k, "--stop-after")) a.stop_after = atoi(v);
+        else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
+    if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
+        fprintf(stderr, "llama_ft: --schedule %s: expected constant, linear or cosine\n", a.schedule);
+        return 2;
+    }
+    if (strcmp(a.optimizer, "lomo")) {
+        fprintf(stderr, "llama_ft: --optimizer %s is not in this version yet (this build has: lomo)\n", a.optimizer);
+        return 2;
+    }
+    if (strcmp(a.dtype, "f32")) {
+        fprintf(stderr, "llama_ft: --dtype %s: this version stores weights in f32 only (bf16/f16 checkpoints load "
+                        "and are saved back in their dtype)\n", a.dtype);
+        return 2;
+    }
+    if (a.batch <= 0 || a.seq_len < 2) { fprintf(stderr, "llama_ft: --batch must be > 0 and --seq-len >= 2\n"); return 2; }
 
-    lomo_model *m;
-    if (model_dir) {
-        if (!(m = lomo_load(model_dir, NULL))) { fprintf(stderr, "llama_ft: %s\n", lomo_error()); return 1; }
+    /* ---- the model: a Hugging Face directory, a resume checkpoint, or the demo's ---- */
+    int demo = !a.model && !a.resume;
+    char demo_train[1100], demo_eval[1100];
+    int64_t start_step = 0;
+    lomo_data_pos pos = {0, 0};
+    if (a.resume) {
+        int fdt;
+        if (read_state(a.resume, &start_step, &pos, &fdt) || !(m = lomo_load(a.resume, NULL))) { die("--resume"); goto done; }
+        m->file_dtype = (lomo_dtype)fdt;   /* export in the original dtype at the end */
+        printf("resuming from %s at step %lld (data epoch %lld, example %lld)\n", a.resume, (long long)start_step,
+               (long long)pos.epoch, (long long)pos.index);
+    } else if (a.model) {
+        if (!(m = lomo_load(a.model, NULL))) { die("--model"); goto done; }
     } else {
         lomo_config c;   /* the demo model: 4 layers, GQA, tied embeddings */
         lomo_config_default(&c, 96, 256, 4, 6, 2, 64);
         c.tie_embeddings = 1;
-        c.max_seq_len = T;
-        if (!(m = lomo_model_new(&c, NULL))) { fprintf(stderr, "llama_ft: %s\n", lomo_error()); return 1; }
-        lomo_model_init_random(m, seed, 0.05f);
+        c.max_seq_len = 64;
+        if (!(m = lomo_model_new(&c, NULL))) { die("demo model"); goto done; }
+        lomo_model_init_random(m, a.seed, 0.05f);
+        if (!a.data) {
+            a.seq_len = 32; a.batch = 8; a.lr = 0.1f; a.warmup = 0.1f;
+            if (!a.steps && !a.epochs) a.steps = 400;
+            snprintf(demo_train, sizeof demo_train, "%s.data.train.jsonl", a.out);
+            snprintf(demo_eval, sizeof demo_eval, "%s.data.eval.jsonl", a.out);
+            if (write_demo_data(demo_train, 4000, a.seq_len, c.vocab_size, a.seed + 1) ||
+                write_demo_data(demo_eval, 256, a.seq_len, c.vocab_size, a.seed + 2)) goto done;
+            a.data = demo_train;
+            if (!a.eval_data) a.eval_data = demo_eval;
+        }
     }
-    lomo_train_opts o;
-    memset(&o, 0, sizeof o);
-    o.batch = B; o.seq_len = T; o.checkpointing = ckpt;
-    o.clip_norm = clip_norm; o.clip_value = clip_value; o.weight_decay = wd;
-    lomo_trainer *t = lomo_trainer_new(m, &o);
-    if (!t) { fprintf(stderr, "llama_ft: %s\n", lomo_error()); return 1; }
-    printf("model: %.2fM parameters, %d layers, dim %d, %d/%d heads, vocab %d%s; backend %s\n",
+    printf("model: %.2fM parameters, %d layers, dim %d, %d/%d heads, vocab %d%s, %s; backend %s\n",
            lomo_n_params(m) / 1e6, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads,
-           m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->be->name);
+           m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->cfg.model_type, m->be->name);
 
-    double loss0, acc0 = evaluate(t, m, B, T, 999, &loss0);
-    printf("held-out before training: next-token accuracy %.1f%%, loss %.4f\n", 100 * acc0, loss0);
+    lomo_train_opts to;
+    memset(&to, 0, sizeof to);
+    to.batch = a.batch; to.seq_len = a.seq_len; to.checkpointing = a.checkpointing;
+    to.clip_norm = a.clip_norm; to.clip_value = a.clip_value; to.weight_decay = a.weight_decay;
+    if (!(t = lomo_trainer_new(m, &to))) { die("trainer"); goto done; }
 
-    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * B * T);
-    uint64_t rng = seed * 7919 + 1;
-    double t0 = now();
-    for (int s = 1; s <= steps; s++) {
-        lomo_step_info info;
-        make_batch(tok, B, T, m->cfg.vocab_size, &rng);
-        float lr_s = lr * (s <= steps / 10 ? (float)s / (steps / 10 + 1) : 1.0f);   /* short warmup */
-        if (lomo_step(t, tok, NULL, lr_s, &info)) { fprintf(stderr, "llama_ft: %s\n", lomo_error()); return 1; }
-        double el = now() - t0;
-        if (s % 25 == 0 || s == 1 || s == steps)
-            printf("step %4d/%d  loss %.4f  lr %.4f  grad norm %.3f  %.0f tok/s  peak %.1f MiB  ETA %.0fs\n",
-                   s, steps, info.loss, lr_s, info.grad_norm, (double)s * B * T / el,
-                   lomo_memory_report(m).total_peak / 1048576.0, el / s * (steps - s));
+    /* ---- evaluation-only modes ---- */
+    if (a.eval_only || a.mc) {
+        double loss;
+        int64_t n;
+        if (a.eval_only) {
+            if (evaluate(t, a.eval_only, &a, m->cfg.vocab_size, &loss, &n)) { die("--eval"); goto done; }
+            printf("eval_loss=%.6f tokens=%lld\n", loss, (long long)n);
+        }
+        if (a.mc && multiple_choice(t, m, a.mc, &a)) { die("--mc"); goto done; }
+        rc = 0;
+        goto done;
+    }
+    if (!a.data) { fprintf(stderr, "llama_ft: --data is needed to train (or --eval / --mc)\n"); rc = 2; goto done; }
+
+    /* ---- data ---- */
+    lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0};
+    if (!(d = lomo_data_open(a.data, &dop))) { die("--data"); goto done; }
+    int steps_per_epoch = (int)((lomo_data_count(d) + a.batch - 1) / a.batch);
+    int total = a.steps ? a.steps : (a.epochs ? a.epochs : 1) * steps_per_epoch;
+    if (lomo_data_seek(d, pos)) { die("--resume data position"); goto done; }
+    printf("data: %lld examples of up to %d tokens, %d steps of %d (%.2f epochs)\n", (long long)lomo_data_count(d),
+           a.seq_len, total, a.batch, (double)total / steps_per_epoch);
+
+    double loss0 = 0, acc0 = 0;
+    int64_t ntok;
+    if (a.eval_data) {
+        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss0, &ntok)) { die("--eval-data"); goto done; }
+        printf("eval before training: loss %.4f over %lld tokens", loss0, (long long)ntok);
+        if (demo) { acc0 = demo_accuracy(t, m, a.eval_data, &a); printf(", next-token accuracy %.1f%%", 100 * acc0); }
+        printf("\n");
     }
 
-    double loss1, acc1 = evaluate(t, m, B, T, 999, &loss1);
-    printf("held-out after %d steps: next-token accuracy %.1f%% (was %.1f%%), loss %.4f (was %.4f)\n",
-           steps, 100 * acc1, 100 * acc0, loss1, loss0);
+    /* ---- the training loop ---- */
+    char log_path[1100], ckpt[1100];
+    snprintf(log_path, sizeof log_path, "%s.log.csv", a.out);
+    snprintf(ckpt, sizeof ckpt, "%s.checkpoint", a.out);
+    if (!(log = fopen(log_path, a.resume ? "a" : "w"))) { fprintf(stderr, "llama_ft: cannot write %s\n", log_path); goto done; }
+    if (!a.resume) fprintf(log, "step,loss,lr,grad_norm,tokens,skipped,tokens_per_s,peak_mib\n");
+    tok = (int32_t *)calloc((size_t)a.batch * a.seq_len, sizeof(int32_t));
+    lab = (int32_t *)calloc((size_t)a.batch * a.seq_len, sizeof(int32_t));
+    double t0 = now();
+    int64_t tokens_seen = 0;
+    for (int64_t step = start_step + 1; step <= total; step++) {
+        lomo_step_info info;
+        float lr = lr_at(&a, (int)step, total);
+        lomo_data_next(d, a.batch, tok, lab);
+        if (lomo_step(t, tok, lab, lr, &info)) { die("step"); goto done; }
+        tokens_seen += (int64_t)a.batch * a.seq_len;
+        double el = now() - t0, tps = tokens_seen / el;
+        double peak = lomo_memory_report(m).total_peak / 1048576.0;
+        fprintf(log, "%lld,%.6f,%.6g,%.6f,%lld,%d,%.1f,%.2f\n", (long long)step, info.loss, lr, info.grad_norm,
+                (long long)info.n_tokens, info.skipped, tps, peak);
+        fflush(log);
+        if (step % 10 == 0 || step == start_step + 1 || step == total || info.skipped)
+            printf("step %lld/%d  loss %.4f  lr %.3g  grad norm %.3f  %.0f tok/s  peak %.1f MiB  ETA %.0fs%s\n",
+                   (long long)step, total, info.loss, lr, info.grad_norm, tps, peak,
+                   el / (step - start_step) * (total - step), info.skipped ? "  (skipped)" : "");
+        if (a.eval_data && a.eval_every && step % a.eval_every == 0 && step < total) {
+            double l;
+            if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &l, &ntok)) { die("--eval-data"); goto done; }
+            printf("eval_loss=%.6f tokens=%lld\n", l, (long long)ntok);
+        }
+        int stop = a.stop_after && step == start_step + a.stop_after && step < total;
+        if (((a.save_every && step % a.save_every == 0) || stop) && step < total) {
+            if (save_checkpoint(m, ckpt, step, lomo_data_tell(d), &a)) { die("--save-every"); goto done; }
+            printf("saved resumable checkpoint %s (step %lld)\n", ckpt, (long long)step);
+        }
+        if (stop) {
+            printf("stopping after %d steps of this run (--stop-after); continue with --resume %s\n", a.stop_after, ckpt);
+            rc = 0;
+            goto done;
+        }
+    }
+    fclose(log);
+    log = NULL;
 
+    if (a.eval_data) {
+        double loss1;
+        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss1, &ntok)) { die("--eval-data"); goto done; }
+        printf("eval after %d steps: loss %.4f (was %.4f)", total, loss1, loss0);
+        if (demo) printf(", next-token accuracy %.1f%% (was %.1f%%)", 100 * demo_accuracy(t, m, a.eval_data, &a), 100 * acc0);
+        printf("\neval_loss=%.6f tokens=%lld\n", loss1, (long long)ntok);
+    }
+    printf("\nmemory, measured by lomo's accounting for this model and batch:\n");
     lomo_memory r = lomo_memory_report(m);
-    lomo_memory_print(stdout, &r);
-    if (lomo_save(m, out)) { fprintf(stderr, "llama_ft: %s\n", lomo_error()); return 1; }
-    printf("saved a Hugging Face checkpoint to %s/ (config.json, model.safetensors)\n", out);
-    free(tok);
+    lomo_memory_print_compare(stdout, &r, lomo_n_params(m));
+
+    lomo_save_opts so;
+    memset(&so, 0, sizeof so);
+    so.copy_from = a.model ? a.model : a.resume;
+    if (lomo_save_ex(m, a.out, &so)) { die("save"); goto done; }
+    printf("saved a Hugging Face checkpoint to %s/ (log: %s)\n", a.out, log_path);
+    rc = 0;
+done:
+    if (log) fclose(log);
+    free(tok); free(lab);
+    lomo_data_free(d);
     lomo_trainer_free(t);
     lomo_model_free(m);
-    return 0;
+    return rc;
 }
