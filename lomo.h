@@ -93,6 +93,9 @@ VERSION HISTORY
    0.1  fp32 CPU: Llama/Mistral/Qwen2 decoders, layer-streaming LOMO with a
         per-tensor hook, two-pass norm clipping, checkpointing, memory
         accounting, safetensors + config.json I/O.
+   0.2  Sharded and F16/BF16 checkpoints in and out, whole-directory atomic
+        saves, Llama 3 rope scaling, data loading (JSONL, packed tokens,
+        multiple choice).
 */
 #ifndef LOMO_H
 #define LOMO_H

@@ -28,13 +28,14 @@ static void usage(void) {
         "  --clip-norm X --clip-value X --weight-decay X --dtype f32|bf16|f16 --checkpointing\n"
         "  --no-shuffle --seed N --save-every N --resume DIR --eval-every N\n"
         "  --stop-after N (end this run after N steps with a resumable checkpoint, e.g. for job time limits)\n"
+        "  --log-every N (progress line every N steps; default 1, the demo 20; the CSV has every step)\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }
 
 typedef struct args {
     const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype;
-    int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after;
+    int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after, log_every;
     float lr, warmup, clip_norm, clip_value, weight_decay;
     uint64_t seed;
 } args;
@@ -217,7 +218,7 @@ int main(int argc, char **argv) {
     int rc = 1;
     memset(&a, 0, sizeof a);
     a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32";
-    a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42;
+    a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
@@ -248,6 +249,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--save-every")) a.save_every = atoi(v);
         else if (!strcmp(k, "--eval-every")) a.eval_every = atoi(v);
         else if (!strcmp(k, "--stop-after")) a.stop_after = atoi(v);
+        else if (!strcmp(k, "--log-every")) a.log_every = atoi(v);
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
@@ -288,6 +290,7 @@ int main(int argc, char **argv) {
         if (!a.data) {
             a.seq_len = 32; a.batch = 8; a.lr = 0.1f; a.warmup = 0.1f;
             if (!a.steps && !a.epochs) a.steps = 400;
+            if (a.log_every == 1) a.log_every = 20;
             snprintf(demo_train, sizeof demo_train, "%s.data.train.jsonl", a.out);
             snprintf(demo_eval, sizeof demo_eval, "%s.data.eval.jsonl", a.out);
             if (write_demo_data(demo_train, 4000, a.seq_len, c.vocab_size, a.seed + 1) ||
@@ -359,7 +362,7 @@ int main(int argc, char **argv) {
         fprintf(log, "%lld,%.6f,%.6g,%.6f,%lld,%d,%.1f,%.2f\n", (long long)step, info.loss, lr, info.grad_norm,
                 (long long)info.n_tokens, info.skipped, tps, peak);
         fflush(log);
-        if (step % 10 == 0 || step == start_step + 1 || step == total || info.skipped)
+        if (step % a.log_every == 0 || step == start_step + 1 || step == total || info.skipped)
             printf("step %lld/%d  loss %.4f  lr %.3g  grad norm %.3f  %.0f tok/s  peak %.1f MiB  ETA %.0fs%s\n",
                    (long long)step, total, info.loss, lr, info.grad_norm, tps, peak,
                    el / (step - start_step) * (total - step), info.skipped ? "  (skipped)" : "");
