@@ -14,20 +14,10 @@
 #include <sys/stat.h>
 
 static int verbose;
-static const char *dir = "build/tmp_data";
-
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-    return buf[k];
-}
+#define tpath tu_path
 static const char *write_bytes(const char *name, const void *p, size_t n) {
     const char *path = tpath(name);
-    FILE *f = fopen(path, "wb");
-    if (!f || (n && fwrite(p, 1, n, f) != n)) { printf("cannot write %s\n", path); exit(2); }
-    fclose(f);
+    tu_write(path, p, n);
     return path;
 }
 static const char *write_text(const char *name, const char *s) { return write_bytes(name, s, strlen(s)); }
@@ -488,8 +478,9 @@ static void test_mc(void) {
 
 int main(int argc, char **argv) {
     verbose = argc > 1 && !strcmp(argv[1], "-v");
-    if ((mkdir("build", 0755) && errno != EEXIST) || (mkdir(dir, 0755) && errno != EEXIST)) {
-        printf("cannot create %s (run from the repository root)\n", dir);
+    snprintf(tu_dir, sizeof tu_dir, "build/tmp_data");
+    if ((mkdir("build", 0755) && errno != EEXIST) || (mkdir(tu_dir, 0755) && errno != EEXIST)) {
+        printf("cannot create %s (run from the repository root)\n", tu_dir);
         return 2;
     }
     test_jsonl();

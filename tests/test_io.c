@@ -5,10 +5,12 @@
    -v prints every refusal message. */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
+#include "test_util.h"
 
 #include <dirent.h>
 
 static int npass, nfail, verbose;
+#undef CHECK /* this file counts with its own macro */
 #define CHECK(cond) do { if (cond) npass++; else { nfail++; printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } } while (0)
 
 /* rc must be -1 and lomo_error() must contain word. */
@@ -27,19 +29,9 @@ static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd32(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return (uint32_t)(rng >> 16); }
 static float rnd_unit(void) { return (float)(rnd32() >> 8) / 16777216.0f * 2.0f - 1.0f; }
 
-static char dir[256];
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-    return buf[k];
-}
-static void write_bytes(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, n, f) != n) { printf("cannot write %s\n", path); exit(2); }
-    fclose(f);
-}
+#define tpath tu_path
+#define write_bytes tu_write
+#define dir tu_dir
 
 /* ------------------------------------------------------------------------ */
 /* dtype conversion against an independent double-precision reference       */

@@ -15,7 +15,7 @@ static int tu_pass, tu_fail;
     else { tu_fail++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
 } while (0)
 
-static int tu_done(const char *name) {
+static inline int tu_done(const char *name) {
     printf("%s: %d passed, %d failed\n", name, tu_pass, tu_fail);
     return tu_fail ? 1 : 0;
 }
@@ -28,6 +28,21 @@ static double tu_uniform(void) { /* xorshift64*, in (0,1) */
 static double tu_normal(void) { return sqrt(-2.0 * log(tu_uniform())) * cos(6.283185307179586 * tu_uniform()); }
 static inline void tu_fill(float *x, size_t n, double std) { for (size_t i = 0; i < n; i++) x[i] = (float)(std * tu_normal()); }
 static inline int tu_randint(int n) { return (int)(tu_uniform() * n) % n; }
+
+/* files under a test's scratch directory: tu_path("x") -> "<tu_dir>/x" (4 live results) */
+static char tu_dir[256];
+static inline const char *tu_path(const char *name) {
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tu_dir, name);
+    return buf[k];
+}
+static inline void tu_write(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || (n && fwrite(p, 1, n, f) != n)) { printf("cannot write %s\n", path); exit(2); }
+    fclose(f);
+}
 
 /* max_i |a_i - b_i| / max_i |b_i|: the relative error of a whole tensor */
 static inline double tu_rel_err_fd(const float *a, const double *b, size_t n) {

@@ -226,16 +226,21 @@ def file_sizes(paths):
     return ", ".join(f"{os.path.basename(p)} {os.path.getsize(p)} B" for p in paths)
 
 
-def make_case(name, model_cls, config_cls, kwargs, seed):
-    out = os.path.join(HERE, name)
-    os.makedirs(out, exist_ok=True)
+def new_model(model_cls, config_cls, kwargs, seed):
+    """A float32 eager-attention model with the fixtures' re-initialisation."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-
     config = config_cls(**kwargs)
     model = model_cls._from_config(config, attn_implementation="eager",
                                    dtype=torch.float32)
     reinit_(model, gen)
+    return config, model, gen
+
+
+def make_case(name, model_cls, config_cls, kwargs, seed):
+    out = os.path.join(HERE, name)
+    os.makedirs(out, exist_ok=True)
+    config, model, gen = new_model(model_cls, config_cls, kwargs, seed)
     if config.tie_word_embeddings:
         assert model.lm_head.weight is model.model.embed_tokens.weight
     if name == "llama_tied":  # explicit head_dim must be honoured
@@ -325,13 +330,7 @@ def make_fwd_case(name, model_cls, config_cls, kwargs, seed, opts):
     if os.path.isdir(out):  # shard count/names may change between versions
         shutil.rmtree(out)
     os.makedirs(out)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-
-    config = config_cls(**kwargs)
-    model = model_cls._from_config(config, attn_implementation="eager",
-                                   dtype=torch.float32)
-    reinit_(model, gen)
+    config, model, gen = new_model(model_cls, config_cls, kwargs, seed)
     ids, labels = make_batch(config.vocab_size, gen, t)
 
     rp = config.rope_parameters
