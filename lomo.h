@@ -183,6 +183,7 @@ typedef struct lomo_memory {
 } lomo_memory;
 
 typedef struct lomo_backend lomo_backend;
+typedef struct lomo_trainer lomo_trainer;
 
 typedef struct lomo_model {
     lomo_config cfg;
@@ -211,8 +212,9 @@ typedef struct lomo_save_opts {
                                  LOMO_SAVE_F32, LOMO_SAVE_BF16 or LOMO_SAVE_F16 */
     int64_t max_shard_bytes;  /* 0 = 5 GiB; above it: model-0000K-of-0000N.safetensors + index */
     const char *copy_from;    /* NULL, or a model dir whose tokenizer & other non-weight files come along */
-    const lomo_file *extra;   /* more files written into the same checkpoint (e.g. trainer state) */
+    const lomo_file *extra;   /* more files written into the same checkpoint (e.g. a program's own state) */
     int n_extra;
+    const struct lomo_trainer *trainer;  /* non-NULL: also trainer.safetensors (see lomo_trainer_resume) */
 } lomo_save_opts;
 /* Writes config.json + safetensors (sharded above max_shard_bytes) into a
    temporary directory beside dir, then swaps it in with one atomic rename
@@ -241,6 +243,8 @@ typedef struct lomo_update_ctx {
     int tensor_index;      /* param->index, and how many tensors the model has */
     int n_tensors;
     const lomo_backend *backend;   /* where param->data and grad live */
+    int stochastic_rounding;       /* 16-bit storage: round updates stochastically (else to nearest even) */
+    uint64_t seed;                 /* stochastic rounding stream: hash(seed, step, tensor, element) */
 } lomo_update_ctx;
 
 /* The per-tensor update hook. Called once per parameter tensor per step, the
@@ -257,13 +261,34 @@ typedef int (*lomo_update_fn)(lomo_tensor *param, const float *grad,
 LOMODEF int lomo_update_lomo(lomo_tensor *param, const float *grad,
                              const lomo_update_ctx *ctx, void *user);
 
+/* Built-in update rules (lomo_train_opts.optimizer). */
+enum { LOMO_OPT_LOMO = 0, LOMO_OPT_ADALOMO, LOMO_OPT_ADAMW };
+/* How clip_norm is applied (lomo_train_opts.clip_mode). */
+enum {
+    LOMO_CLIP_GLOBAL = 0,  /* global L2 norm, from a first backward pass that forms each gradient */
+    LOMO_CLIP_GLOBAL_GRAM, /* the same norm; the first pass gets linear layers' ||dY^T X||^2 from the
+                              N x N Gram matrices of dY and X where that is cheaper than forming dW */
+    LOMO_CLIP_TENSOR       /* per-tensor ("grouped") norm, one pass: the paper's "controversial solution" */
+};
+
 typedef struct lomo_train_opts {
-    int batch, seq_len;     /* B sequences of T tokens per step */
+    int batch, seq_len;     /* B sequences of T tokens per micro-batch */
+    int micro_batches;      /* M >= 1 (0 = 1): a step takes M*B sequences, walked layer by layer */
     int checkpointing;      /* keep only each layer's input; recompute the layer in backward */
-    float clip_norm;        /* > 0: clip by global norm (two backward passes, one forward) */
+    float clip_norm;        /* > 0: clip by norm (see clip_mode) */
+    int clip_mode;          /* LOMO_CLIP_* */
     float clip_value;       /* > 0: clamp each gradient element */
     float weight_decay;
-    lomo_update_fn update;  /* NULL: lomo_update_lomo */
+    int optimizer;          /* LOMO_OPT_* (used when update is NULL) */
+    float adalomo_eps1, adalomo_eps2, adalomo_clip_threshold, adalomo_decay_rate; /* 0 = 1e-30, 1e-3, 1.0, -0.8 */
+    float adamw_beta1, adamw_beta2, adamw_eps;   /* 0 = 0.9, 0.999, 1e-8 */
+    int stochastic_rounding;/* 16-bit storage: round updated weights stochastically */
+    uint64_t seed;          /* for stochastic rounding */
+    int loss_scaling;       /* dynamic loss scaling: 0 = on for f16 storage only, 1 = on, -1 = off */
+    float loss_scale_init;  /* 0 = 65536 */
+    float loss_scale_growth, loss_scale_backoff, loss_scale_min;  /* 0 = 2, 0.5, 1 */
+    int loss_scale_window;  /* grow after this many clean steps; 0 = 1000 */
+    lomo_update_fn update;  /* NULL: the built-in rule named by optimizer */
     void *update_user;
 } lomo_train_opts;
 
@@ -272,10 +297,9 @@ typedef struct lomo_step_info {
     float grad_norm;        /* -1 when not computed */
     float clip_coef;
     int64_t n_tokens;       /* counted (label != -100) positions */
-    int skipped;            /* 1: non-finite loss or norm, no weight was touched */
+    int skipped;            /* 1: non-finite loss or gradient (overflow), or nothing counted; no weight was touched */
+    float loss_scale;       /* the scale this step used (1 without loss scaling) */
 } lomo_step_info;
-
-typedef struct lomo_trainer lomo_trainer;
 
 LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts);
 LOMODEF void          lomo_trainer_free(lomo_trainer *t);
@@ -287,6 +311,13 @@ LOMODEF int           lomo_step(lomo_trainer *t, const int32_t *tokens, const in
 LOMODEF int           lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels,
                                    lomo_step_info *info);
 LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory */
+LOMODEF int64_t       lomo_trainer_step(const lomo_trainer *t);   /* steps taken (skipped ones excluded) */
+LOMODEF float         lomo_trainer_loss_scale(const lomo_trainer *t);
+/* The trainer's state for resuming: optimizer state (AdaLomo's factored
+   moments, AdamW's m and v), step, loss scale and its clean-step count, the
+   stochastic-rounding seed. lomo_save_opts.trainer writes it into a
+   checkpoint as trainer.safetensors; lomo_trainer_resume reads it back. */
+LOMODEF int           lomo_trainer_resume(lomo_trainer *t, const char *checkpoint_dir);
 
 /* ---- training data ---- */
 
@@ -397,6 +428,17 @@ LOMODEF const char *lomo_error(void);   /* why the last call failed (this thread
 /* lomo_cuda.cuh). Activations are fp32, (rows, cols) row-major; N = B*T.  */
 /* Weights are lomo_tensor so a backend can dispatch on the storage dtype. */
 /* ======================================================================== */
+/* Everything a built-in rule needs for one tensor. */
+typedef struct lomo_update_args {
+    int rule;                 /* LOMO_OPT_* */
+    float lr, inv_loss_scale, clip_value, clip_coef, weight_decay;
+    int64_t step;             /* 1-based */
+    float eps1, eps2, clip_threshold, decay_rate;   /* AdaLomo */
+    float beta1, beta2, eps;                         /* AdamW */
+    int stochastic;           /* rounding to 16-bit storage */
+    uint64_t seed, stream;    /* stream: per (step, tensor) */
+} lomo_update_args;
+
 struct lomo_backend {
     const char *name;
     void *ctx;
@@ -408,6 +450,7 @@ struct lomo_backend {
     void  (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
     void  (*zero)(void *ctx, void *p, size_t bytes);
     int   (*check)(void *ctx);  /* sticky error of earlier ops: 0, or -1 with lomo_error() set */
+    void  (*add)(void *ctx, float *y, const float *x, size_t n);             /* y += x */
 
     /* x (N,C) = rows of wte (V,C) */
     void (*embed_fwd)(void *ctx, float *x, const int32_t *tok, const lomo_tensor *wte, int N, int C);
@@ -450,9 +493,17 @@ struct lomo_backend {
     void (*cross_entropy)(void *ctx, float *losses, float *dlogits, const float *logits,
                           const int32_t *targets, int N, int V, float dscale);
     double (*sumsq)(void *ctx, const float *x, size_t n);   /* sum of squares, NaN/inf propagate */
-    /* the built-in LOMO rule on one tensor (see lomo_update_lomo) */
-    void (*update_sgd)(void *ctx, lomo_tensor *p, const float *g, float lr, float inv_loss_scale,
-                       float clip_value, float clip_coef, float weight_decay);
+    /* a built-in rule on one tensor: reads the stored weights, widens them to
+       fp32, applies the rule, rounds back to the storage dtype (see lomo_update_args) */
+    void (*update)(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a);
+    /* ||dy^T x||_F^2 of a linear layer's weight gradient, without forming it
+       (from the N x N Gram matrices; LOMO_CLIP_GLOBAL_GRAM); NULL if unsupported */
+    double (*wgrad_sqnorm)(void *ctx, const float *dy, const float *x, int N, int K, int O);
+    /* bytes of scratch the backend wants for a model (the CPU widens 16-bit
+       weights for BLAS: 4 * largest tensor); the trainer allocates it (tagged
+       workspace) and hands it over with set_scratch before running */
+    size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N);
+    void (*set_scratch)(void *ctx, void *p, size_t bytes);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -1647,18 +1698,88 @@ LOMODEF void lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_
 
 #define LOMO__MAX_HEAD_DIM 1024
 
-typedef struct lomo__cpu { int err; char msg[256]; } lomo__cpu;
+typedef struct lomo__cpu { int err; char msg[256]; float *scratch; size_t scratch_bytes; } lomo__cpu;
 
+/* ---- 16-bit storage: widening, and rounding back (nearest-even or stochastic) ---- */
+
+static float lomo__elem(const lomo_tensor *t, size_t i) {
+    switch (t->dtype) {
+    case LOMO_BF16: return lomo_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case LOMO_F16: return lomo_f16_to_f32(((const uint16_t *)t->data)[i]);
+    default: return ((const float *)t->data)[i];
+    }
+}
+
+/* a uniform in [0,1) that depends only on (seed, stream, i): reproducible for
+   any thread count, and its whole state is the seed and the step */
+static float lomo__hash_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
+    uint64_t z = seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (i * 0xD1B54A32D192ED03ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* the f16 value next to h, upwards (up=1) or downwards */
+static uint16_t lomo__f16_step(uint16_t h, int up) {
+    int neg = h >> 15;
+    if ((h & 0x7FFF) == 0) return up ? 0x0001 : 0x8001;
+    return (uint16_t)(neg == !up ? h + 1 : h - 1);   /* away from zero: +1 on the magnitude */
+}
+
+/* x rounded to 16 bits: to nearest even, or stochastically (up with
+   probability equal to the distance from the lower neighbour: unbiased) */
+static uint16_t lomo__round16(float x, lomo_dtype dt, int stochastic, float u) {
+    if (dt == LOMO_BF16) {
+        uint32_t b;
+        if (!stochastic || x != x) return lomo_f32_to_bf16(x);
+        memcpy(&b, &x, 4);
+        if ((b & 0x7F800000u) == 0x7F800000u) return (uint16_t)(b >> 16);   /* inf */
+        /* adding a uniform 16-bit integer below the kept bits rounds the
+           magnitude up with probability (dropped bits) / 2^16 */
+        b += (uint32_t)(u * 65536.0f);
+        return (uint16_t)(b >> 16);
+    } else {
+        uint16_t r = lomo_f32_to_f16(x), lo, hi;
+        float vr = lomo_f16_to_f32(r), vlo, vhi;
+        if (!stochastic || vr == x || x != x || (r & 0x7C00) == 0x7C00) return r;
+        if (vr < x) { lo = r; hi = lomo__f16_step(r, 1); } else { hi = r; lo = lomo__f16_step(r, 0); }
+        vlo = lomo_f16_to_f32(lo); vhi = lomo_f16_to_f32(hi);
+        return u < (x - vlo) / (vhi - vlo) ? hi : lo;
+    }
+}
+
+static void lomo__store(lomo_tensor *t, size_t i, float v, const lomo_update_args *a) {
+    if (t->dtype == LOMO_F32) { ((float *)t->data)[i] = v; return; }
+    ((uint16_t *)t->data)[i] = lomo__round16(v, t->dtype, a && a->stochastic,
+                                             a && a->stochastic ? lomo__hash_uniform(a->seed, a->stream, i) : 0.0f);
+}
+
+/* A weight as fp32: itself, or widened into the backend's scratch (the CPU
+   kernels and BLAS compute in fp32; storage may be 16-bit). */
 static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
-    /* This version's CPU kernels read fp32 weights; others are refused at load. */
-    (void)ctx;
-    return (const float *)w->data;
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    long long i, n = (long long)w->numel;
+    if (w->dtype == LOMO_F32) return (const float *)w->data;
+    if (!c || (size_t)n * 4 > c->scratch_bytes) {
+        if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "no scratch to widen 16-bit tensor %s", w->name); }
+        return NULL;
+    }
+    LOMO__OMP(parallel for)
+    for (i = 0; i < n; i++) c->scratch[i] = lomo__elem(w, (size_t)i);
+    return c->scratch;
 }
 
 static void *lomo__cpu_alloc(void *ctx, size_t n) { (void)ctx; return LOMO_MALLOC(n); }
 static void lomo__cpu_free(void *ctx, void *p) { (void)ctx; LOMO_FREE(p); }
 static void lomo__cpu_copy(void *ctx, void *d, const void *s, size_t n) { (void)ctx; memmove(d, s, n); }
 static void lomo__cpu_zero(void *ctx, void *p, size_t n) { (void)ctx; memset(p, 0, n); }
+static void lomo__cpu_add(void *ctx, float *y, const float *x, size_t n) {
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)n; i++) y[i] += x[i];
+}
 static int lomo__cpu_check(void *ctx) {
     lomo__cpu *c = (lomo__cpu *)ctx;
     if (c && c->err) return lomo__fail("cpu backend: %s", c->msg);
@@ -1682,10 +1803,13 @@ static void lomo__axpy(float *y, float a, const float *x, int n) {
 
 /* x (N,C) = wte[tok[n]] */
 static void lomo__cpu_embed_fwd(void *ctx, float *x, const int32_t *tok, const lomo_tensor *wte, int N, int C) {
-    const float *w = lomo__f32(ctx, wte);
     int n;
+    (void)ctx;
     LOMO__OMP(parallel for)
-    for (n = 0; n < N; n++) memcpy(x + (size_t)n * C, w + (size_t)tok[n] * C, sizeof(float) * C);
+    for (n = 0; n < N; n++) {
+        int c;
+        for (c = 0; c < C; c++) x[(size_t)n * C + c] = lomo__elem(wte, (size_t)tok[n] * C + c);
+    }
 }
 
 /* dwte (V,C) += dx (N,C) scattered by token; parallel over columns, so no races */
@@ -1704,6 +1828,7 @@ static void lomo__cpu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float 
                                   int N, int C, float eps) {
     const float *w = lomo__f32(ctx, wt);
     int n;
+    if (!w) return;
     LOMO__OMP(parallel for)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C;
@@ -1722,6 +1847,7 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
                                   const lomo_tensor *wt, const float *rstd, int N, int C) {
     const float *w = lomo__f32(ctx, wt);
     int n, i;
+    if (!w) return;
     LOMO__OMP(parallel for)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C, *dyn = dy + (size_t)n * C;
@@ -1775,13 +1901,14 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
 /* y (N,O) (+)= x (N,K) W^T + b */
 static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *wt,
                                  const lomo_tensor *bt, int N, int K, int O, int accumulate) {
-    const float *w = lomo__f32(ctx, wt), *b = bt ? lomo__f32(ctx, bt) : NULL;
+    const float *w = lomo__f32(ctx, wt);
     int n;
+    if (!w) return;
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
-    if (b) {
+    if (bt) {
         LOMO__OMP(parallel for)
-        for (n = 0; n < N; n++) { int o; for (o = 0; o < O; o++) y[(size_t)n * O + o] += b[o]; }
+        for (n = 0; n < N; n++) { int o; for (o = 0; o < O; o++) y[(size_t)n * O + o] += lomo__elem(bt, (size_t)o); }
     }
 #else
     LOMO__OMP(parallel for)
@@ -1790,7 +1917,7 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
         float *yn = y + (size_t)n * O;
         int o;
         for (o = 0; o < O; o++) {
-            float s = lomo__dot(xn, w + (size_t)o * K, K) + (b ? b[o] : 0.0f);
+            float s = lomo__dot(xn, w + (size_t)o * K, K) + (bt ? lomo__elem(bt, (size_t)o) : 0.0f);
             yn[o] = accumulate ? yn[o] + s : s;
         }
     }
@@ -1801,6 +1928,8 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
 static void lomo__cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const lomo_tensor *wt,
                                    int N, int K, int O, int accumulate) {
     const float *w = lomo__f32(ctx, wt);
+    if (!w) return;
+    {
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasNoTrans, N, K, O, dy, O, w, K, accumulate, dx, K);
 #else
@@ -1814,6 +1943,7 @@ static void lomo__cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const 
         for (o = 0; o < O; o++) lomo__axpy(dxn, dyn[o], w + (size_t)o * K, K);
     }
 #endif
+    }
 }
 
 /* dw (O,K) (+)= dy^T (O,N) x (N,K) */
@@ -2007,17 +2137,127 @@ static double lomo__cpu_sumsq(void *ctx, const float *x, size_t n) {
     return s;
 }
 
-static void lomo__cpu_update_sgd(void *ctx, lomo_tensor *pt, const float *g, float lr, float inv_ls,
-                                 float clip_value, float clip_coef, float wd) {
-    float *p = (float *)pt->data, decay = 1.0f - lr * wd;
-    long long i, n = (long long)pt->numel;
+/* The built-in rules, element by element in fp32 (formulas in lomo_update_lomo,
+   lomo_train_opts and the doc block); g = clamp(grad/loss_scale, +-clip_value) * clip_coef. */
+static float lomo__clipped(const float *g, size_t i, const lomo_update_args *a) {
+    float v = g[i] * a->inv_loss_scale;
+    if (a->clip_value > 0.0f) v = v < -a->clip_value ? -a->clip_value : (v > a->clip_value ? a->clip_value : v);
+    return v * a->clip_coef;
+}
+
+static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
+    long long i, n = (long long)p->numel;
     (void)ctx;
-    LOMO__OMP(parallel for)
-    for (i = 0; i < n; i++) {
-        float gi = g[i] * inv_ls;
-        if (clip_value > 0.0f) gi = gi < -clip_value ? -clip_value : (gi > clip_value ? clip_value : gi);
-        p[i] = p[i] * decay - lr * (gi * clip_coef);
+    if (a->rule == LOMO_OPT_LOMO) {
+        float decay = 1.0f - a->lr * a->weight_decay;
+        LOMO__OMP(parallel for)
+        for (i = 0; i < n; i++)
+            lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - a->lr * lomo__clipped(g, (size_t)i, a), a);
+    } else if (a->rule == LOMO_OPT_ADAMW) {
+        /* torch.optim.AdamW: decoupled decay, bias-corrected moments */
+        float decay = 1.0f - a->lr * a->weight_decay;
+        float bc1 = (float)(1.0 - pow(a->beta1, (double)a->step)), bc2s = (float)sqrt(1.0 - pow(a->beta2, (double)a->step));
+        float step_size = a->lr / bc1;
+        LOMO__OMP(parallel for)
+        for (i = 0; i < n; i++) {
+            float gi = lomo__clipped(g, (size_t)i, a), w = lomo__elem(p, (size_t)i) * decay;
+            s1[i] += (gi - s1[i]) * (1.0f - a->beta1);
+            s2[i] = s2[i] * a->beta2 + (1.0f - a->beta2) * gi * gi;
+            lomo__store(p, (size_t)i, w - step_size * s1[i] / (sqrtf(s2[i]) / bc2s + a->eps), a);
+        }
+    } else {
+        /* AdaLomo (lomo-optim): factored second moments for matrices, a full
+           vector for 1-D tensors; update normalised by its RMS; relative step */
+        int rows = p->ndim == 2 ? (int)p->shape[0] : 1;
+        int cols = p->ndim == 2 ? (int)p->shape[1] : (int)p->numel;
+        double beta = 1.0 - pow((double)a->step, (double)a->decay_rate);
+        double usq = 0.0, psq = 0.0, rmean = 0.0;
+        float denom, lr_t, decay;
+        int r, c;
+        if (p->ndim == 2) {
+            double *colsum = (double *)calloc((size_t)cols, sizeof(double));
+            for (r = 0; r < rows; r++) {        /* column means need every row: serial in rows */
+                const float *gr = g + (size_t)r * cols;
+                double rs = 0.0;
+                for (c = 0; c < cols; c++) {
+                    float gi = lomo__clipped(gr, (size_t)c, a), q = gi * gi + a->eps1;
+                    rs += q; colsum[c] += q;
+                }
+                s1[r] = (float)(beta * s1[r] + (1.0 - beta) * (float)(rs / cols));
+            }
+            for (c = 0; c < cols; c++) s2[c] = (float)(beta * s2[c] + (1.0 - beta) * (float)(colsum[c] / rows));
+            free(colsum);
+            for (r = 0; r < rows; r++) rmean += s1[r];
+            rmean /= rows;
+            LOMO__OMP(parallel for reduction(+:usq, psq))
+            for (i = 0; i < n; i++) {
+                float u = lomo__clipped(g, (size_t)i, a) / sqrtf(s1[i / cols] / (float)rmean) / sqrtf(s2[i % cols]);
+                float w = lomo__elem(p, (size_t)i);
+                usq += (double)u * u; psq += (double)w * w;
+            }
+        } else {
+            LOMO__OMP(parallel for reduction(+:usq, psq))
+            for (i = 0; i < n; i++) {
+                float gi = lomo__clipped(g, (size_t)i, a), w = lomo__elem(p, (size_t)i), u;
+                s1[i] = (float)(beta * s1[i] + (1.0 - beta) * (gi * gi + a->eps1));
+                u = gi / sqrtf(s1[i]);
+                usq += (double)u * u; psq += (double)w * w;
+            }
+        }
+        denom = (float)(sqrt(usq / n) / a->clip_threshold);
+        if (!(denom > 1.0f)) denom = 1.0f;
+        lr_t = a->lr * (float)fmax(a->eps2, sqrt(psq / n));
+        decay = a->weight_decay > 0.0f ? 1.0f - lr_t * a->weight_decay : 1.0f;
+        LOMO__OMP(parallel for)
+        for (i = 0; i < n; i++) {
+            float gi = lomo__clipped(g, (size_t)i, a);
+            float u = p->ndim == 2 ? gi / sqrtf(s1[i / cols] / (float)rmean) / sqrtf(s2[i % cols]) : gi / sqrtf(s1[i]);
+            lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - lr_t * (u / denom), a);
+        }
     }
+}
+
+/* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F: two N x N Gram matrices instead of the O x K gradient */
+static double lomo__cpu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    float *gy, *gx;
+    double s = 0.0;
+    long long i;
+    if (!c || (size_t)N * N * 2 * sizeof(float) > c->scratch_bytes) {
+        if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "no scratch for the Gram norm"); }
+        return NAN;
+    }
+    gy = c->scratch; gx = c->scratch + (size_t)N * N;
+#ifdef LOMO_CBLAS
+    lomo__sgemm_split(CblasNoTrans, CblasTrans, N, N, O, dy, O, dy, O, 0, gy, N);
+    lomo__sgemm_split(CblasNoTrans, CblasTrans, N, N, K, x, K, x, K, 0, gx, N);
+#else
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)N * N; i++) {
+        int a = (int)(i / N), b = (int)(i % N);
+        gy[i] = lomo__dot(dy + (size_t)a * O, dy + (size_t)b * O, O);
+        gx[i] = lomo__dot(x + (size_t)a * K, x + (size_t)b * K, K);
+    }
+#endif
+    LOMO__OMP(parallel for reduction(+:s))
+    for (i = 0; i < (long long)N * N; i++) s += (double)gy[i] * gx[i];
+    return s;
+}
+
+static size_t lomo__cpu_scratch_bytes(void *ctx, const lomo_model *m, int N) {
+    size_t big = 0, gram = 0;
+    int i;
+    (void)ctx;
+    for (i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].dtype != LOMO_F32 && (size_t)m->tensors[i].numel > big) big = (size_t)m->tensors[i].numel;
+    gram = N > 0 ? 2 * (size_t)N * N : 0;
+    return 4 * (big > gram ? big : gram);
+}
+
+static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes) {
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    c->scratch = (float *)p;
+    c->scratch_bytes = bytes;
 }
 
 static lomo__cpu lomo__cpu_state;
@@ -2032,7 +2272,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.host_memory = 1;
         be.alloc = lomo__cpu_alloc; be.free = lomo__cpu_free;
         be.upload = lomo__cpu_copy; be.download = lomo__cpu_copy; be.copy = lomo__cpu_copy;
-        be.zero = lomo__cpu_zero; be.check = lomo__cpu_check;
+        be.zero = lomo__cpu_zero; be.check = lomo__cpu_check; be.add = lomo__cpu_add;
         be.embed_fwd = lomo__cpu_embed_fwd; be.embed_bwd = lomo__cpu_embed_bwd;
         be.rmsnorm_fwd = lomo__cpu_rmsnorm_fwd; be.rmsnorm_bwd = lomo__cpu_rmsnorm_bwd;
         be.matmul_fwd = lomo__cpu_matmul_fwd; be.matmul_bwd_x = lomo__cpu_matmul_bwd_x;
@@ -2041,7 +2281,8 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.attn_fwd = lomo__cpu_attn_fwd; be.attn_bwd = lomo__cpu_attn_bwd;
         be.swiglu_fwd = lomo__cpu_swiglu_fwd; be.swiglu_bwd = lomo__cpu_swiglu_bwd;
         be.cross_entropy = lomo__cpu_cross_entropy; be.sumsq = lomo__cpu_sumsq;
-        be.update_sgd = lomo__cpu_update_sgd;
+        be.update = lomo__cpu_update; be.wgrad_sqnorm = lomo__cpu_wgrad_sqnorm;
+        be.scratch_bytes = lomo__cpu_scratch_bytes; be.set_scratch = lomo__cpu_set_scratch;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -2103,14 +2344,15 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
     int l, C, H, qd, kvd;
     char nm[96];
     if (lomo__config_check(cfg)) return NULL;
-    if (opts && opts->dtype != LOMO_F32) {
-        lomo__fail("storage dtype %s: this version trains in fp32 only", opts->dtype == LOMO_BF16 ? "bf16" : "f16");
+    if (opts && (opts->dtype < LOMO_F32 || opts->dtype > LOMO_F16)) {
+        lomo__fail("storage dtype %d is not LOMO_F32, LOMO_BF16 or LOMO_F16", (int)opts->dtype);
         return NULL;
     }
     m = (lomo_model *)calloc(1, sizeof *m);
     if (!m) { lomo__fail("out of host memory"); return NULL; }
     m->cfg = *cfg;
-    m->cfg.dtype = LOMO_F32;
+    m->cfg.dtype = opts ? opts->dtype : LOMO_F32;   /* storage dtype; every tensor has it */
+    m->file_dtype = m->cfg.dtype;
     m->be = (opts && opts->backend) ? opts->backend : lomo_cpu_backend();
     C = cfg->dim; H = cfg->hidden_dim;
     qd = cfg->n_heads * cfg->head_dim; kvd = cfg->n_kv_heads * cfg->head_dim;
@@ -2186,6 +2428,16 @@ static double lomo__rng_normal(uint64_t *s) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+/* fp32 host values -> the tensor's storage (rounded to nearest even for 16-bit) */
+static void lomo__upload_f32(lomo_model *m, lomo_tensor *t, float *h) {
+    size_t n = (size_t)t->numel, i;
+    if (t->dtype != LOMO_F32) {   /* narrow in place: the first 2n bytes become the 16-bit values */
+        uint16_t *o = (uint16_t *)h;
+        for (i = 0; i < n; i++) o[i] = t->dtype == LOMO_BF16 ? lomo_f32_to_bf16(h[i]) : lomo_f32_to_f16(h[i]);
+    }
+    m->be->upload(m->be->ctx, t->data, h, lomo__tensor_bytes(t));
+}
+
 LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
     int i;
     for (i = 0; i < m->n_tensors; i++) {
@@ -2197,7 +2449,7 @@ LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
         for (j = 0; j < t->numel; j++)
             h[j] = t->ndim == 2 ? (float)(std * lomo__rng_normal(&s))
                  : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM) ? 1.0f : 0.0f;
-        m->be->upload(m->be->ctx, t->data, h, sizeof(float) * (size_t)t->numel);
+        lomo__upload_f32(m, t, h);
         free(h);
     }
 }
@@ -2708,6 +2960,8 @@ static int lomo__path_join(char *out, size_t cap, const char *dir, const char *f
 
 /* ---- loading: config.json + model.safetensors, or shards + index ---- */
 
+static const int lomo__st_of_dtype[3] = { LOMO__ST_F32, LOMO__ST_BF16, LOMO__ST_F16 };
+
 static int lomo__exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
 
 /* The checkpoint's files: one model.safetensors, or the shards that
@@ -2806,7 +3060,6 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
     if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load(path, &cfg)) return NULL;
     if (lomo__ckpt_open(&ck, dir)) return NULL;
     if (!(m = lomo_model_new(&cfg, opts))) { lomo__ckpt_close(&ck); return NULL; }
-    m->file_dtype = LOMO_F32;
     /* every tensor of every file must be one the model expects (old checkpoints
        carry rotary_emb.inv_freq buffers, which are derived and skipped) */
     for (k = 0; k < ck.n; k++)
@@ -2833,13 +3086,15 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
             goto fail;
         }
         if (i == 0) m->file_dtype = s->dtype == LOMO__ST_BF16 ? LOMO_BF16 : s->dtype == LOMO__ST_F16 ? LOMO_F16 : LOMO_F32;
-        if (m->be->host_memory) {
+        if (m->be->host_memory && t->dtype == LOMO_F32) {
             if (lomo__st_read_f32(s, (float *)t->data)) goto fail;
+        } else if (m->be->host_memory && lomo__st_of_dtype[t->dtype] == s->dtype) {
+            memcpy(t->data, s->data, lomo__tensor_bytes(t));   /* bf16 -> bf16, f16 -> f16 */
         } else {   /* one tensor at a time through a host buffer: never a second full copy */
             stage = (float *)malloc(sizeof(float) * (size_t)t->numel);
             if (!stage) { lomo__fail("out of host memory staging %s", t->name); goto fail; }
             if (lomo__st_read_f32(s, stage)) goto fail;
-            m->be->upload(m->be->ctx, t->data, stage, sizeof(float) * (size_t)t->numel);
+            lomo__upload_f32(m, t, stage);
             free(stage); stage = NULL;
         }
     }
@@ -2964,30 +3219,34 @@ static int lomo__swap_in(const char *tmp, const char *dir) {
     return 0;
 }
 
-static const int lomo__st_of_dtype[3] = { LOMO__ST_F32, LOMO__ST_BF16, LOMO__ST_F16 };
 
 /* the bytes of tensor t in dtype dt on the host; *owned says whether to free */
 static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dtype dt, int *owned) {
     size_t n = (size_t)t->numel, i;
-    const float *src = (const float *)t->data;
-    float *stage = NULL;
-    void *out;
+    void *raw = t->data, *out;
     *owned = 0;
     if (!m->be->host_memory) {
-        if (!(stage = (float *)malloc(sizeof(float) * n))) return NULL;
-        m->be->download(m->be->ctx, stage, t->data, sizeof(float) * n);
-        src = stage;
-    }
-    if (dt == LOMO_F32) { *owned = stage != NULL; return stage ? (void *)stage : t->data; }
-    out = malloc(2 * n + 1);
-    if (out) {
-        uint16_t *h = (uint16_t *)out;
-        for (i = 0; i < n; i++) h[i] = dt == LOMO_BF16 ? lomo_f32_to_bf16(src[i]) : lomo_f32_to_f16(src[i]);
+        if (!(raw = malloc(lomo__tensor_bytes(t)))) return NULL;
+        m->be->download(m->be->ctx, raw, t->data, lomo__tensor_bytes(t));
         *owned = 1;
     }
-    free(stage);
+    if (dt == t->dtype) return raw;
+    out = malloc(n * lomo__dtype_size(dt) + 1);
+    if (out) {
+        lomo_tensor v = *t;
+        v.data = raw;
+        for (i = 0; i < n; i++) {
+            float x = lomo__elem(&v, i);
+            if (dt == LOMO_F32) ((float *)out)[i] = x;
+            else ((uint16_t *)out)[i] = dt == LOMO_BF16 ? lomo_f32_to_bf16(x) : lomo_f32_to_f16(x);
+        }
+    }
+    if (*owned) free(raw);
+    *owned = out != NULL;
     return out;
 }
+
+static int lomo__trainer_write(const lomo_trainer *t, const char *path);
 
 LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts) {
     char tmp[1100], path[1300], shard[64];
@@ -3056,6 +3315,10 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
         snprintf(path, sizeof path, "%s/config.json", tmp);
         if (lomo__config_save(path, &c)) goto done;
     }
+    if (o.trainer) {
+        snprintf(path, sizeof path, "%s/trainer.safetensors", tmp);
+        if (lomo__trainer_write(o.trainer, path)) goto done;
+    }
     for (i = 0; i < o.n_extra; i++) {
         if (!o.extra[i].name || strchr(o.extra[i].name, '/')) { lomo__fail("%s: extra file name must be a plain name", dir); goto done; }
         snprintf(path, sizeof path, "%s/%s", tmp, o.extra[i].name);
@@ -3120,25 +3383,36 @@ enum { LOMO__PASS_NORM = 0, LOMO__PASS_UPDATE = 1 };
 struct lomo_trainer {
     lomo_model *m;
     lomo_train_opts o;
-    int B, T, N;
+    int B, T, N, M;             /* micro-batch of B x T = N tokens; M micro-batches per step */
     int64_t step;
     /* activations */
-    float *xs;                  /* (L+1, N, C): each layer's input; xs[L] is the final hidden state */
-    lomo__acts *acts;           /* L sets, or 1 with checkpointing */
+    float *xs;                  /* (M, L+1, N, C): each layer's input per micro-batch; [L] = final hidden */
+    lomo__acts *acts;           /* L sets, or 1 with checkpointing (always when M > 1) */
     float *acts_mem; size_t acts_bytes;
     float *lnf, *rstdf, *logits, *losses;
-    int32_t *tok, *tgt;         /* backend copies */
+    int32_t *tok, *tgt;         /* backend copies, M * N each */
     float *inv_freq;            /* RoPE inverse frequencies, head_dim/2 */
     /* workspace for the backward */
     float *ws; size_t ws_bytes;
-    float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du;
-    /* the one gradient buffer, sized for the largest tensor */
+    float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du, *vtmp;   /* dx: M * N * C */
+    void *scratch; size_t scratch_bytes;                      /* the backend's (16-bit widening, Gram) */
+    /* gradients: M == 1: one buffer the size of the largest tensor; M > 1: one
+       stage's (layer's, or lm_head + final norm's) tensors side by side */
     float *grad; size_t grad_numel;
+    size_t *slot;               /* per tensor: offset of its gradient in grad (M > 1) */
+    /* optimizer state (AdaLomo: row/col or vector; AdamW: m, v) */
+    float *opt_mem; size_t opt_floats;
+    float **s1, **s2;           /* per tensor */
+    /* loss scaling */
+    int scaling;
+    float scale;
+    int clean_steps;
     /* host scratch */
     int32_t *tgt_host; float *loss_host;
     /* this step */
     int pass;
     double sumsq;
+    int64_t count;
     lomo_update_ctx uctx;
 };
 
@@ -3158,10 +3432,30 @@ static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int 
 #undef LOMO__CARVE
 }
 
-static size_t lomo__ws_floats(const lomo_config *c, int N) {
+/* backward scratch: dx for each micro-batch, then dln, dq, datt, dk, dv, dg, du, vtmp */
+static size_t lomo__ws_floats(const lomo_config *c, int N, int M) {
     size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
-           kvd = (size_t)c->n_kv_heads * c->head_dim;
-    return (size_t)N * (2 * C + 2 * qd + 2 * kvd + 2 * H);
+           kvd = (size_t)c->n_kv_heads * c->head_dim, big = C > qd ? C : qd;
+    return (size_t)N * ((size_t)M * C + C + 2 * qd + 2 * kvd + 2 * H) + (M > 1 ? big : 0);
+}
+
+/* The tensors of one backward stage, in the order their gradients complete:
+   stage -1 = lm_head (untied) + final norm, stage l = layer l. */
+static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out) {
+    int n = 0;
+    if (stage < 0) {
+        if (!m->cfg.tie_embeddings) out[n++] = m->lm_head;
+        out[n++] = m->final_norm;
+    } else {
+        const lomo_layer *L = &m->layers[stage];
+        lomo_tensor *order[13];
+        int i;
+        order[0] = L->w_down; order[1] = L->w_up; order[2] = L->w_gate; order[3] = L->mlp_norm;
+        order[4] = L->wo; order[5] = L->bo; order[6] = L->wv; order[7] = L->bv; order[8] = L->wk;
+        order[9] = L->bk; order[10] = L->wq; order[11] = L->bq; order[12] = L->attn_norm;
+        for (i = 0; i < 13; i++) if (order[i]) out[n++] = order[i];
+    }
+    return n;
 }
 
 LOMODEF void lomo_trainer_free(lomo_trainer *t) {
@@ -3169,26 +3463,35 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     size_t N, C;
     if (!t) return;
     m = t->m; N = (size_t)t->N; C = (size_t)m->cfg.dim;
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (m->cfg.n_layers + 1) * N * C);
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (size_t)t->M * (m->cfg.n_layers + 1) * N * C);
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->acts_mem, t->acts_bytes);
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->lnf, sizeof(float) * N * (C + 1));
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * N * ((size_t)m->cfg.vocab_size + 1));
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2);
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
-    lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2));
-    free(t->acts); free(t->tgt_host); free(t->loss_host);
+    lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
+    lomo__free(m, LOMO_MEM_OPTIMIZER, t->opt_mem, sizeof(float) * t->opt_floats);
+    free(t->acts); free(t->tgt_host); free(t->loss_host); free(t->slot); free(t->s1); free(t->s2);
     free(t);
 }
 
 LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts) {
     lomo_trainer *t;
     const lomo_config *c = &m->cfg;
-    size_t N, C, qd, kvd, H, per, i;
-    int n_sets, l;
-    if (!opts || opts->batch <= 0 || opts->seq_len <= 0) { lomo__fail("trainer: batch and seq_len must be positive"); return NULL; }
+    size_t N, C, qd, kvd, H, per, i, off;
+    int n_sets, l, M;
+    lomo_tensor *st[16];
+    if (!opts || opts->batch <= 0 || opts->seq_len <= 0 || opts->micro_batches < 0) {
+        lomo__fail("trainer: batch and seq_len must be positive, micro_batches >= 0"); return NULL;
+    }
     if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0) {
         lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0"); return NULL;
+    }
+    if (opts->optimizer < LOMO_OPT_LOMO || opts->optimizer > LOMO_OPT_ADAMW || opts->clip_mode < 0 ||
+        opts->clip_mode > LOMO_CLIP_TENSOR) {
+        lomo__fail("trainer: optimizer %d / clip_mode %d unknown", opts->optimizer, opts->clip_mode); return NULL;
     }
     if (c->sliding_window > 0 && opts->seq_len > c->sliding_window) {
         lomo__fail("config: field 'sliding_window': %d is shorter than seq_len=%d, and sliding-window "
@@ -3199,14 +3502,30 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     t = (lomo_trainer *)calloc(1, sizeof *t);
     if (!t) { lomo__fail("out of host memory"); return NULL; }
     t->m = m; t->o = *opts;
-    if (!t->o.update) t->o.update = lomo_update_lomo;
+    M = t->M = opts->micro_batches > 1 ? opts->micro_batches : 1;
+    if (M > 1) t->o.checkpointing = 1;   /* layer-major micro-batching recomputes each layer */
+    /* defaults of the rules and the loss scaler (lomo-optim's and torch's) */
+    if (t->o.adalomo_eps1 == 0) t->o.adalomo_eps1 = 1e-30f;
+    if (t->o.adalomo_eps2 == 0) t->o.adalomo_eps2 = 1e-3f;
+    if (t->o.adalomo_clip_threshold == 0) t->o.adalomo_clip_threshold = 1.0f;
+    if (t->o.adalomo_decay_rate == 0) t->o.adalomo_decay_rate = -0.8f;
+    if (t->o.adamw_beta1 == 0) t->o.adamw_beta1 = 0.9f;
+    if (t->o.adamw_beta2 == 0) t->o.adamw_beta2 = 0.999f;
+    if (t->o.adamw_eps == 0) t->o.adamw_eps = 1e-8f;
+    if (t->o.loss_scale_init == 0) t->o.loss_scale_init = 65536.0f;
+    if (t->o.loss_scale_growth == 0) t->o.loss_scale_growth = 2.0f;
+    if (t->o.loss_scale_backoff == 0) t->o.loss_scale_backoff = 0.5f;
+    if (t->o.loss_scale_min == 0) t->o.loss_scale_min = 1.0f;
+    if (t->o.loss_scale_window == 0) t->o.loss_scale_window = 1000;
+    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && c->dtype == LOMO_F16);
+    t->scale = t->scaling ? t->o.loss_scale_init : 1.0f;
     t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
     N = (size_t)t->N; C = (size_t)c->dim; H = (size_t)c->hidden_dim;
     qd = (size_t)c->n_heads * c->head_dim; kvd = (size_t)c->n_kv_heads * c->head_dim;
 #define LOMO__ALLOC(dst, tag, bytes) \
     if (!((dst) = (float *)lomo__alloc(m, tag, bytes))) goto fail
-    LOMO__ALLOC(t->xs, LOMO_MEM_ACTIVATIONS, sizeof(float) * (c->n_layers + 1) * N * C);
-    n_sets = opts->checkpointing ? 1 : c->n_layers;
+    LOMO__ALLOC(t->xs, LOMO_MEM_ACTIVATIONS, sizeof(float) * (size_t)M * (c->n_layers + 1) * N * C);
+    n_sets = t->o.checkpointing ? 1 : c->n_layers;
     per = lomo__acts_floats(c, t->N);
     t->acts_bytes = sizeof(float) * per * n_sets;
     LOMO__ALLOC(t->acts_mem, LOMO_MEM_ACTIVATIONS, t->acts_bytes);
@@ -3217,15 +3536,48 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     t->rstdf = t->lnf + N * C;
     LOMO__ALLOC(t->logits, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * ((size_t)c->vocab_size + 1));
     t->losses = t->logits + N * (size_t)c->vocab_size;
-    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2))) goto fail;
-    t->tgt = t->tok + N;
-    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N);
+    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * (size_t)M))) goto fail;
+    t->tgt = t->tok + N * (size_t)M;
+    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, M);
     LOMO__ALLOC(t->ws, LOMO_MEM_WORKSPACE, t->ws_bytes);
-    t->dx = t->ws; t->dln = t->dx + N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
+    t->dx = t->ws; t->dln = t->dx + (size_t)M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
     t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
+    t->vtmp = M > 1 ? t->du + N * H : NULL;
+    t->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m,
+        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1 ? t->N : 0) : 0;
+    if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) goto fail;
+    /* gradient buffer */
+    t->slot = (size_t *)calloc((size_t)m->n_tensors, sizeof(size_t));
+    if (!t->slot) goto fail;
     for (i = 0; i < (size_t)m->n_tensors; i++)
         if ((size_t)m->tensors[i].numel > t->grad_numel) t->grad_numel = (size_t)m->tensors[i].numel;
+    if (M > 1)
+        for (l = -1; l < c->n_layers; l++) {
+            int n = lomo__stage_tensors(m, l, st), k;
+            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += (size_t)st[k]->numel; }
+            if (off > t->grad_numel) t->grad_numel = off;
+        }
     LOMO__ALLOC(t->grad, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
+    /* optimizer state, zeroed */
+    t->s1 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
+    t->s2 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
+    if (!t->s1 || !t->s2) goto fail;
+    if (!t->o.update && t->o.optimizer != LOMO_OPT_LOMO) {
+        for (i = 0; i < (size_t)m->n_tensors; i++) {
+            const lomo_tensor *p = &m->tensors[i];
+            t->opt_floats += t->o.optimizer == LOMO_OPT_ADAMW ? 2 * (size_t)p->numel
+                           : p->ndim == 2 ? (size_t)(p->shape[0] + p->shape[1]) : (size_t)p->numel;
+        }
+        LOMO__ALLOC(t->opt_mem, LOMO_MEM_OPTIMIZER, sizeof(float) * t->opt_floats);
+        m->be->zero(m->be->ctx, t->opt_mem, sizeof(float) * t->opt_floats);
+        for (off = 0, i = 0; i < (size_t)m->n_tensors; i++) {
+            const lomo_tensor *p = &m->tensors[i];
+            size_t a = t->o.optimizer == LOMO_OPT_ADAMW ? (size_t)p->numel : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
+            size_t b = t->o.optimizer == LOMO_OPT_ADAMW ? (size_t)p->numel : p->ndim == 2 ? (size_t)p->shape[1] : 0;
+            t->s1[i] = t->opt_mem + off; off += a;
+            t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
+        }
+    }
     LOMO__ALLOC(t->inv_freq, LOMO_MEM_WORKSPACE, sizeof(float) * (size_t)(c->head_dim / 2));
 #undef LOMO__ALLOC
     {
@@ -3235,7 +3587,7 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
         m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2));
         free(f);
     }
-    t->tgt_host = (int32_t *)malloc(sizeof(int32_t) * N);
+    t->tgt_host = (int32_t *)malloc(sizeof(int32_t) * N * (size_t)M);
     t->loss_host = (float *)malloc(sizeof(float) * N);
     if (!t->tgt_host || !t->loss_host) { lomo__fail("out of host memory"); goto fail; }
     return t;
@@ -3245,6 +3597,8 @@ fail:
 }
 
 LOMODEF const float *lomo_logits(const lomo_trainer *t) { return t->logits; }
+LOMODEF int64_t lomo_trainer_step(const lomo_trainer *t) { return t->step; }
+LOMODEF float lomo_trainer_loss_scale(const lomo_trainer *t) { return t->scale; }
 
 /* The seam for parameter sharding: a layer's weights as the kernels see them.
    Unsharded, the model's own tensors; sharded, the gathered copy. */
@@ -3279,155 +3633,250 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
 }
 
 /* Shifts labels (transformers convention) into per-position targets, checks
-   ids, uploads; returns the number of counted positions or -1. */
-static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32_t *labels) {
+   ids, uploads; returns the number of counted positions over all M
+   micro-batches, or -1. */
+static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, int M) {
     const lomo_backend *be = t->m->be;
-    int V = t->m->cfg.vocab_size, b, i;
+    int V = t->m->cfg.vocab_size, b, i, n = t->N * M;
     int64_t count = 0;
     if (!labels) labels = tokens;
-    for (i = 0; i < t->N; i++) {
+    for (i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= V)
             return lomo__fail("tokens[%d] = %d is outside the vocabulary [0, %d)", i, tokens[i], V);
         if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= V))
             return lomo__fail("labels[%d] = %d is neither -100 nor inside the vocabulary [0, %d)", i, labels[i], V);
     }
-    for (b = 0; b < t->B; b++)
+    for (b = 0; b < t->B * M; b++)
         for (i = 0; i < t->T; i++) {
             int32_t y = i + 1 < t->T ? labels[b * t->T + i + 1] : -100;
             t->tgt_host[b * t->T + i] = y;
             count += y >= 0;
         }
-    be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * t->N);
-    be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * t->N);
+    be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * (size_t)n);
+    be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * (size_t)n);
+    if (t->scratch && be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes);
     return count;
 }
 
-/* Whole forward. with_grad: cross-entropy also leaves dlogits in the logits buffer. */
-static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *loss) {
-    lomo_model *m = t->m;
-    const lomo_config *c = &m->cfg;
-    const lomo_backend *be = m->be;
-    void *X = be->ctx;
-    size_t NC = (size_t)t->N * c->dim;
+static float *lomo__xs(lomo_trainer *t, int m, int l) {
+    return t->xs + ((size_t)m * (t->m->cfg.n_layers + 1) + l) * t->N * t->m->cfg.dim;
+}
+
+/* final norm, logits, cross-entropy of micro-batch m (dlogits into the logits
+   buffer when dscale != 0); returns the sum of its token losses */
+static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
     double sum = 0.0;
-    int l, i;
-    be->embed_fwd(X, t->xs, t->tok, m->embed, t->N, c->dim);
-    for (l = 0; l < c->n_layers; l++)
-        lomo__layer_fwd(t, l, t->xs + l * NC, &t->acts[t->o.checkpointing ? 0 : l], t->xs + (l + 1) * NC);
-    be->rmsnorm_fwd(X, t->lnf, t->rstdf, t->xs + c->n_layers * NC, m->final_norm, t->N, c->dim, c->norm_eps);
-    be->matmul_fwd(X, t->logits, t->lnf, m->lm_head, NULL, t->N, c->dim, c->vocab_size, 0);
-    be->cross_entropy(X, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt, t->N,
-                      c->vocab_size, count ? 1.0f / (float)count : 0.0f);
-    be->download(X, t->loss_host, t->losses, sizeof(float) * t->N);
-    if (be->check(X)) return -1;
+    int i;
+    be->rmsnorm_fwd(be->ctx, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), md->final_norm, t->N, c->dim, c->norm_eps);
+    be->matmul_fwd(be->ctx, t->logits, t->lnf, md->lm_head, NULL, t->N, c->dim, c->vocab_size, 0);
+    be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
+                      c->vocab_size, dscale);
+    be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
     for (i = 0; i < t->N; i++) sum += t->loss_host[i];
+    return sum;
+}
+
+/* Whole forward over the M micro-batches. With M == 1 and with_grad, dlogits
+   stay in the logits buffer for the backward; with M > 1 the head is
+   recomputed per micro-batch inside the backward. */
+static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *loss, int M) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    double sum = 0.0;
+    int l, m;
+    float dscale = count ? t->scale / (float)count : 0.0f;
+    for (m = 0; m < M; m++) {
+        be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, md->embed, t->N, c->dim);
+        for (l = 0; l < c->n_layers; l++)
+            lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
+        sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
+    }
+    if (be->check(be->ctx)) return -1;
     *loss = count ? (float)(sum / (double)count) : 0.0f;
     return 0;
 }
 
-/* A tensor's gradient is complete in t->grad: measure it (norm pass) or
-   hand it to the update hook (update pass). */
-static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p) {
+/* the built-in rules through the backend's update op */
+static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, int rule) {
+    memset(a, 0, sizeof *a);
+    a->rule = rule; a->lr = ctx->lr; a->inv_loss_scale = ctx->inv_loss_scale; a->clip_value = ctx->clip_value;
+    a->clip_coef = ctx->clip_coef; a->weight_decay = ctx->weight_decay; a->step = ctx->step;
+    a->stochastic = ctx->stochastic_rounding; a->seed = ctx->seed;
+    a->stream = (uint64_t)ctx->step * 0x100000001B3ull + (uint64_t)ctx->tensor_index;
+}
+
+static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g) {
+    lomo_update_args a;
+    lomo__builtin_args(&a, &t->uctx, t->o.optimizer);
+    a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
+    a.decay_rate = t->o.adalomo_decay_rate;
+    a.beta1 = t->o.adamw_beta1; a.beta2 = t->o.adamw_beta2; a.eps = t->o.adamw_eps;
+    t->m->be->update(t->m->be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
+    return 0;
+}
+
+/* A tensor's gradient g is complete: measure it (norm pass) or hand it to
+   the update rule (update pass). */
+static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
     const lomo_backend *be = t->m->be;
+    int rc;
     if (t->pass == LOMO__PASS_NORM) {
-        t->sumsq += be->sumsq(be->ctx, t->grad, (size_t)p->numel);
+        t->sumsq += be->sumsq(be->ctx, g, (size_t)p->numel);
         return 0;
     }
     if (be->check(be->ctx)) return -1;
     t->uctx.tensor_index = p->index;
-    if (t->o.update(p, t->grad, &t->uctx, t->o.update_user)) {
+    if (t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR) {   /* grouped: this tensor's own norm */
+        float norm = (float)sqrt(be->sumsq(be->ctx, g, (size_t)p->numel)) * t->uctx.inv_loss_scale;
+        float coef = t->o.clip_norm / (norm + 1e-6f);
+        t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
+        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+    }
+    rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g);
+    if (rc) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
     }
     return 0;
 }
 
-/* dW of a linear layer into the gradient buffer, then the hook; same for its bias. */
+/* Where a tensor's gradient goes: the one buffer (M == 1), or its slot in
+   the stage's buffer (M > 1, accumulated over micro-batches). Vector
+   gradients of micro-batches after the first go through vtmp, then add. */
+static float *lomo__gdst(lomo_trainer *t, const lomo_tensor *p) { return t->M == 1 ? t->grad : t->grad + t->slot[p->index]; }
+static float *lomo__vdst(lomo_trainer *t, const lomo_tensor *p, int m) { return t->M > 1 && m > 0 ? t->vtmp : lomo__gdst(t, p); }
+static int lomo__vdone(lomo_trainer *t, lomo_tensor *p, int m) {
+    if (t->M == 1) return lomo__grad_ready(t, p, t->grad);
+    if (m > 0) t->m->be->add(t->m->be->ctx, lomo__gdst(t, p), t->vtmp, (size_t)p->numel);
+    return 0;
+}
+
+/* dW of a linear layer (and its bias), for micro-batch m. In the norm pass
+   with LOMO_CLIP_GLOBAL_GRAM, ||dW||^2 comes from Gram matrices where that
+   is cheaper than forming dW (N (O+K) < O K). */
 static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, const float *dy,
-                              const float *x, int K, int O) {
+                              const float *x, int K, int O, int m) {
     const lomo_backend *be = t->m->be;
-    be->matmul_bwd_w(be->ctx, t->grad, dy, x, t->N, K, O, 0);
-    if (lomo__grad_ready(t, w)) return -1;
+    int N = t->N;
+    if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && be->wgrad_sqnorm &&
+        (double)N * (O + K) < (double)O * K) {
+        t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
+    } else {
+        be->matmul_bwd_w(be->ctx, lomo__gdst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
+        if (t->M == 1 && lomo__grad_ready(t, w, t->grad)) return -1;
+    }
     if (b) {
-        be->bias_bwd(be->ctx, t->grad, dy, t->N, O);
-        if (lomo__grad_ready(t, b)) return -1;
+        be->bias_bwd(be->ctx, lomo__vdst(t, b, m), dy, N, O);
+        if (lomo__vdone(t, b, m)) return -1;
     }
     return 0;
 }
 
-/* Layer l backward. On entry t->dx holds dL/d(x_out); on exit dL/d(x_in).
-   Every dX is computed before its weight is handed to the hook, so it always
-   uses the old weights. */
-static int lomo__layer_bwd(lomo_trainer *t, int l) {
-    lomo_model *m = t->m;
-    const lomo_config *c = &m->cfg;
-    const lomo_backend *be = m->be;
+/* Layer l backward for micro-batch m. On entry dx holds dL/d(x_out); on exit
+   dL/d(x_in). Every dX is computed before its weight is handed to the hook,
+   so it always uses the old weights. */
+static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
     const lomo_layer *w = lomo__layer_weights(t, l);
     void *X = be->ctx;
-    size_t NC = (size_t)t->N * c->dim;
     int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    float *dx = t->dx + (size_t)m * N * C;
     lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
-    if (t->o.checkpointing) lomo__layer_fwd(t, l, t->xs + l * NC, a, NULL);
+    if (t->o.checkpointing) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
     /* MLP: x_out = xmid + (silu(ln2 Wg^T) * ln2 Wu^T) Wd^T */
-    be->matmul_bwd_x(X, t->dg, t->dx, w->w_down, N, H, C, 0);                 /* dh, in dg */
-    if (lomo__linear_grads(t, w->w_down, NULL, t->dx, a->h, H, C)) return -1;
+    be->matmul_bwd_x(X, t->dg, dx, w->w_down, N, H, C, 0);                 /* dh, in dg */
+    if (lomo__linear_grads(t, w->w_down, NULL, dx, a->h, H, C, m)) return -1;
     be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
     be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
-    if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H)) return -1;
+    if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
-    if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H)) return -1;
-    be->rmsnorm_bwd(X, t->dx, t->grad, t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
-    if (lomo__grad_ready(t, w->mlp_norm)) return -1;
+    if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
+    be->rmsnorm_bwd(X, dx, lomo__vdst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
+    if (lomo__vdone(t, w->mlp_norm, m)) return -1;
     /* attention: xmid = x_in + attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
-    be->matmul_bwd_x(X, t->datt, t->dx, w->wo, N, qd, C, 0);
-    if (lomo__linear_grads(t, w->wo, w->bo, t->dx, a->att, qd, C)) return -1;
+    be->matmul_bwd_x(X, t->datt, dx, w->wo, N, qd, C, 0);
+    if (lomo__linear_grads(t, w->wo, w->bo, dx, a->att, qd, C, m)) return -1;
     be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
                  t->B, t->T, c->n_heads, c->n_kv_heads, hd);
     be->rope(X, t->dq, t->inv_freq, t->B, t->T, c->n_heads, hd, 1);
     be->rope(X, t->dk, t->inv_freq, t->B, t->T, c->n_kv_heads, hd, 1);
     be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
-    if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd)) return -1;
+    if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
-    if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd)) return -1;
+    if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
-    if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd)) return -1;
-    be->rmsnorm_bwd(X, t->dx, t->grad, t->dln, t->xs + l * NC, w->attn_norm, a->rstd1, N, C);
-    if (lomo__grad_ready(t, w->attn_norm)) return -1;
+    if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
+    be->rmsnorm_bwd(X, dx, lomo__vdst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
+    if (lomo__vdone(t, w->attn_norm, m)) return -1;
     return be->check(X);
 }
 
+/* after all micro-batches of a stage: each tensor's summed gradient to the rule */
+static int lomo__stage_ready(lomo_trainer *t, int stage) {
+    lomo_tensor *st[16];
+    int n = lomo__stage_tensors(t->m, stage, st), k;
+    for (k = 0; k < n; k++)
+        if (lomo__grad_ready(t, st[k], lomo__gdst(t, st[k]))) return -1;
+    return 0;
+}
+
 /* One backward pass from the loss down: lm_head, final norm, layers L-1..0,
-   embedding. dlogits stay in the logits buffer for the whole pass, so a tied
-   embedding's gradient is formed once, at the end, as the sum of both uses. */
+   embedding; with M > 1 each stage runs every micro-batch before its tensors
+   are handed on. With M == 1 dlogits stay in the logits buffer for the whole
+   pass, so a tied embedding's gradient is formed once, at the end, as the
+   sum of both uses; with M > 1 the head is recomputed there instead. */
 static int lomo__backward(lomo_trainer *t) {
-    lomo_model *m = t->m;
-    const lomo_config *c = &m->cfg;
-    const lomo_backend *be = m->be;
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
     void *X = be->ctx;
-    size_t NC = (size_t)t->N * c->dim;
-    int l, N = t->N, C = c->dim, V = c->vocab_size;
-    be->matmul_bwd_x(X, t->dln, t->logits, m->lm_head, N, C, V, 0);
-    if (!c->tie_embeddings && lomo__linear_grads(t, m->lm_head, NULL, t->logits, t->lnf, C, V)) return -1;
-    be->zero(X, t->dx, sizeof(float) * NC);
-    be->rmsnorm_bwd(X, t->dx, t->grad, t->dln, t->xs + c->n_layers * NC, m->final_norm, t->rstdf, N, C);
-    if (lomo__grad_ready(t, m->final_norm)) return -1;
-    for (l = c->n_layers - 1; l >= 0; l--)
-        if (lomo__layer_bwd(t, l)) return -1;
-    if (c->tie_embeddings) be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 0);
-    else be->zero(X, t->grad, sizeof(float) * (size_t)m->embed->numel);
-    be->embed_bwd(X, t->grad, t->dx, t->tok, N, C);
-    if (lomo__grad_ready(t, m->embed)) return -1;
+    int l, m, M = t->M, N = t->N, C = c->dim, V = c->vocab_size;
+    float dscale = t->count ? t->scale / (float)t->count : 0.0f;
+    for (m = 0; m < M; m++) {
+        float *dx = t->dx + (size_t)m * N * C;
+        if (M > 1) lomo__head_fwd(t, m, dscale, 1);
+        be->matmul_bwd_x(X, t->dln, t->logits, md->lm_head, N, C, V, 0);
+        if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
+        be->zero(X, dx, sizeof(float) * (size_t)N * C);
+        be->rmsnorm_bwd(X, dx, lomo__vdst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
+                        md->final_norm, t->rstdf, N, C);
+        if (lomo__vdone(t, md->final_norm, m)) return -1;
+    }
+    if (M > 1 && lomo__stage_ready(t, -1)) return -1;
+    for (l = c->n_layers - 1; l >= 0; l--) {
+        for (m = 0; m < M; m++)
+            if (lomo__layer_bwd(t, l, m)) return -1;
+        if (M > 1 && lomo__stage_ready(t, l)) return -1;
+    }
+    be->zero(X, t->grad, sizeof(float) * (size_t)md->embed->numel);
+    for (m = 0; m < M; m++) {
+        if (c->tie_embeddings) {
+            if (M > 1) lomo__head_fwd(t, m, dscale, 1);
+            be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 1);
+        }
+        be->embed_bwd(X, t->grad, t->dx + (size_t)m * N * C, t->tok + (size_t)m * N, N, C);
+    }
+    if (lomo__grad_ready(t, md->embed, t->grad)) return -1;
     return be->check(X);
 }
 
 LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, lomo_step_info *info) {
-    int64_t count = lomo__prepare(t, tokens, labels);
-    float loss;
-    if (count < 0 || lomo__forward(t, count, 0, &loss)) return -1;
+    int64_t count = lomo__prepare(t, tokens, labels, 1);
+    float loss, keep = t->scale;
+    t->scale = 1.0f;
+    if (count < 0 || lomo__forward(t, count, 0, &loss, 1)) { t->scale = keep; return -1; }
+    t->scale = keep;
     if (info) {
         memset(info, 0, sizeof *info);
         info->loss = loss; info->n_tokens = count; info->grad_norm = -1.0f; info->clip_coef = 1.0f;
+        info->loss_scale = 1.0f;
     }
     return 0;
 }
@@ -3435,30 +3884,34 @@ LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *
 LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, float lr,
                       lomo_step_info *info) {
     lomo_step_info si;
-    int64_t count = lomo__prepare(t, tokens, labels);
+    int64_t count = lomo__prepare(t, tokens, labels, t->M);
+    int global = t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR;
     memset(&si, 0, sizeof si);
-    si.grad_norm = -1.0f; si.clip_coef = 1.0f;
-    if (count < 0 || lomo__forward(t, count, 1, &si.loss)) return -1;
+    si.grad_norm = -1.0f; si.clip_coef = 1.0f; si.loss_scale = t->scale;
+    t->count = count;
+    if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
     si.n_tokens = count;
     memset(&t->uctx, 0, sizeof t->uctx);
     t->uctx.step = t->step + 1;
     t->uctx.lr = lr;
-    t->uctx.inv_loss_scale = 1.0f;
+    t->uctx.inv_loss_scale = 1.0f / t->scale;
     t->uctx.clip_value = t->o.clip_value;
     t->uctx.weight_decay = t->o.weight_decay;
     t->uctx.n_tensors = t->m->n_tensors;
     t->uctx.backend = t->m->be;
     t->uctx.grad_norm = -1.0f;
     t->uctx.clip_coef = 1.0f;
+    t->uctx.stochastic_rounding = t->o.stochastic_rounding;
+    t->uctx.seed = t->o.seed;
     if (!isfinite(si.loss) || count == 0) si.skipped = 1;   /* nothing to learn from, or overflow */
-    if (!si.skipped && t->o.clip_norm > 0.0f) {
-        /* pass one: gradients measured, nothing updated */
+    if (!si.skipped && (global || t->scaling)) {
+        /* pass one: gradients measured (norm, overflow), nothing updated */
         t->pass = LOMO__PASS_NORM;
         t->sumsq = 0.0;
         if (lomo__backward(t)) return -1;
-        si.grad_norm = (float)sqrt(t->sumsq);
+        si.grad_norm = (float)(sqrt(t->sumsq) / t->scale);
         if (!isfinite(si.grad_norm)) si.skipped = 1;
-        else {
+        else if (global) {
             float coef = t->o.clip_norm / (si.grad_norm + 1e-6f);
             si.clip_coef = coef < 1.0f ? coef : 1.0f;
         }
@@ -3471,33 +3924,143 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
         if (lomo__backward(t)) return -1;
         t->step++;
     }
+    if (t->scaling) {   /* dynamic loss scale: back off on overflow, grow after a window of clean steps */
+        if (si.skipped && count > 0) {
+            t->scale = t->scale * t->o.loss_scale_backoff;
+            if (t->scale < t->o.loss_scale_min) t->scale = t->o.loss_scale_min;
+            t->clean_steps = 0;
+        } else if (!si.skipped && ++t->clean_steps >= t->o.loss_scale_window) {
+            t->scale *= t->o.loss_scale_growth;
+            t->clean_steps = 0;
+        }
+    }
     if (info) *info = si;
     return 0;
 }
 
 LOMODEF int lomo_update_lomo(lomo_tensor *p, const float *grad, const lomo_update_ctx *ctx, void *user) {
+    lomo_update_args a;
     (void)user;
-    ctx->backend->update_sgd(ctx->backend->ctx, p, grad, ctx->lr, ctx->inv_loss_scale,
-                             ctx->clip_value, ctx->clip_coef, ctx->weight_decay);
+    lomo__builtin_args(&a, ctx, LOMO_OPT_LOMO);
+    ctx->backend->update(ctx->backend->ctx, p, grad, NULL, NULL, &a);
     return 0;
 }
 
-/* The doc block's formula (fp32): see "Memory" at the top of this file. */
+/* trainer.safetensors: the rule's state per tensor + the scalars in metadata */
+static int lomo__trainer_write(const lomo_trainer *t, const char *path) {
+    const lomo_model *m = t->m;
+    int n = 0, i, rc;
+    lomo__st_out *outs = (lomo__st_out *)calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
+    char (*names)[112] = (char (*)[112])calloc((size_t)m->n_tensors * 2 + 1, 112);
+    float *host = NULL;
+    char step[32], scale[32], clean[32], opt[8], seed[32];
+    const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
+                          "optimizer", opt, "seed", seed, NULL};
+    if (!outs || !names) { free(outs); free(names); return lomo__fail("out of host memory"); }
+    if (t->opt_floats) {
+        if (!(host = (float *)malloc(sizeof(float) * t->opt_floats))) { free(outs); free(names); return lomo__fail("out of host memory"); }
+        m->be->download(m->be->ctx, host, t->opt_mem, sizeof(float) * t->opt_floats);
+    }
+    for (i = 0; i < m->n_tensors; i++) {
+        const lomo_tensor *p = &m->tensors[i];
+        int k;
+        for (k = 0; k < 2; k++) {
+            float *s = k ? t->s2[i] : t->s1[i];
+            int64_t len;
+            if (!s) continue;
+            len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
+            snprintf(names[n], 112, "%s.%s", k ? "s2" : "s1", p->name);
+            outs[n].name = names[n]; outs[n].dtype = LOMO__ST_F32; outs[n].ndim = 1; outs[n].shape[0] = len;
+            outs[n].data = host + (s - t->opt_mem);
+            n++;
+        }
+    }
+    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    snprintf(scale, sizeof scale, "%.9g", t->scale);
+    snprintf(clean, sizeof clean, "%d", t->clean_steps);
+    snprintf(opt, sizeof opt, "%d", t->o.optimizer);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o.seed);
+    rc = lomo__st_save(path, outs, n, meta);
+    free(host); free(outs); free(names);
+    return rc;
+}
+
+LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
+    char path[1100], buf[64];
+    lomo__st_file f;
+    lomo__json j;
+    int i, k, meta;
+    lomo_model *m = t->m;
+    float *host = NULL;
+    if (lomo__path_join(path, sizeof path, dir, "trainer.safetensors") || lomo__st_open(&f, path)) return -1;
+    /* the scalars live in the header's __metadata__ */
+    {
+        uint64_t hl;
+        memcpy(&hl, f.map, 8);
+        if (lomo__json_parse(&j, (const char *)f.map + 8, (size_t)hl, path)) { lomo__st_close(&f); return -1; }
+    }
+    meta = lomo__json_get(&j, 0, "__metadata__");
+#define LOMO__META(key) (lomo__json_str(&j, lomo__json_get(&j, meta, key), buf, sizeof buf) >= 0)
+    if (!LOMO__META("optimizer") || atoi(buf) != t->o.optimizer) {
+        lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %d", path,
+                   LOMO__META("optimizer") ? buf : "?", t->o.optimizer);
+        goto fail;
+    }
+    if (LOMO__META("step")) t->step = strtoll(buf, NULL, 10);
+    if (LOMO__META("loss_scale")) t->scale = (float)strtod(buf, NULL);
+    if (LOMO__META("clean_steps")) t->clean_steps = atoi(buf);
+#undef LOMO__META
+    if (t->opt_floats) {
+        if (!(host = (float *)malloc(sizeof(float) * t->opt_floats))) { lomo__fail("out of host memory"); goto fail; }
+        for (i = 0; i < m->n_tensors; i++)
+            for (k = 0; k < 2; k++) {
+                char name[112];
+                float *s = k ? t->s2[i] : t->s1[i];
+                const lomo__st_tensor *st;
+                const lomo_tensor *p = &m->tensors[i];
+                int64_t len;
+                if (!s) continue;
+                len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
+                snprintf(name, sizeof name, "%s.%s", k ? "s2" : "s1", p->name);
+                if (!(st = lomo__st_find(&f, name)) || st->numel != len || st->dtype != LOMO__ST_F32) {
+                    lomo__fail("%s: optimizer state '%s' missing or not F32[%lld]", path, name, (long long)len);
+                    goto fail;
+                }
+                memcpy(host + (s - t->opt_mem), st->data, sizeof(float) * (size_t)len);
+            }
+        m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
+    }
+    free(host);
+    lomo__json_free(&j);
+    lomo__st_close(&f);
+    return 0;
+fail:
+    free(host);
+    lomo__json_free(&j);
+    lomo__st_close(&f);
+    return -1;
+}
+
+/* The doc block's formula: see "Memory" at the top of this file. */
 LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
     size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
            V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
-           kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C +
-               L * (2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H);
+           kvd = (size_t)c->n_kv_heads * c->head_dim, M = o->micro_batches > 1 ? (size_t)o->micro_batches : 1;
+    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H;
+    size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C + L * layer_p;
     size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H;       /* one layer's working set per token */
-    size_t biggest = V * C > H * C ? V * C : H * C;   /* the largest single tensor */
-    if (qd * C > biggest) biggest = qd * C;
+    size_t biggest = V * C > H * C ? V * C : H * C;       /* the largest single tensor */
+    size_t S = (o->checkpointing || M > 1) ? 1 : L, bytes = c->dtype == LOMO_F32 ? 4 : 2;
     size_t t[LOMO_MEM_NTAGS] = {0}, total = 0;
     int i;
-    t[LOMO_MEM_PARAMS] = 4 * P;
-    t[LOMO_MEM_ACTIVATIONS] = 4 * N * ((L + 1) * C + (o->checkpointing ? 1 : L) * layer + C + V);
+    if (qd * C > biggest) biggest = qd * C;
+    if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
+    t[LOMO_MEM_PARAMS] = bytes * P;
+    t[LOMO_MEM_ACTIVATIONS] = 4 * N * (M * (L + 1) * C + S * layer + C + V);
     t[LOMO_MEM_GRADIENTS] = 4 * biggest;
-    t[LOMO_MEM_WORKSPACE] = 4 * N * (2 * C + 2 * qd + 2 * kvd + 2 * H);
+    t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
+    if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */
+    if (!o->update && o->optimizer == LOMO_OPT_ADAMW) t[LOMO_MEM_OPTIMIZER] = 8 * P;
     for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
     return total;
 }

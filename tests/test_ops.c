@@ -248,14 +248,18 @@ static void test_sumsq_update(void) {
     CHECK(isnan(be->sumsq(be->ctx, x, n)), "sumsq propagates NaN");
     x[7] = 0.5f;
     memcpy(p0, p, sizeof(float) * n);
-    be->update_sgd(be->ctx, &P, x, 0.1f, 0.5f, 0.3f, 0.7f, 0.01f);
+    lomo_update_args a;
+    memset(&a, 0, sizeof a);
+    a.rule = LOMO_OPT_LOMO; a.lr = 0.1f; a.inv_loss_scale = 0.5f; a.clip_value = 0.3f; a.clip_coef = 0.7f;
+    a.weight_decay = 0.01f; a.step = 1;
+    be->update(be->ctx, &P, x, NULL, NULL, &a);
     double err = 0;
     for (int i = 0; i < n; i++) {
         double g = x[i] * 0.5; g = g > 0.3 ? 0.3 : (g < -0.3 ? -0.3 : g);
         double want = p0[i] * (1 - 0.1 * 0.01) - 0.1 * g * 0.7;
         err = fmax(err, fabs(p[i] - want));
     }
-    CHECK(err < 1e-6, "update_sgd matches the lomo-optim formula: %g", err);
+    CHECK(err < 1e-6, "the LOMO update matches the lomo-optim formula: %g", err);
     free(x); free(p); free(p0);
 }
 
