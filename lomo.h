@@ -3551,12 +3551,17 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     if (!t->slot) goto fail;
     for (i = 0; i < (size_t)m->n_tensors; i++)
         if ((size_t)m->tensors[i].numel > t->grad_numel) t->grad_numel = (size_t)m->tensors[i].numel;
-    if (M > 1)
+    if (M > 1) {
         for (l = -1; l < c->n_layers; l++) {
             int n = lomo__stage_tensors(m, l, st), k;
             for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += (size_t)st[k]->numel; }
             if (off > t->grad_numel) t->grad_numel = off;
         }
+        if (c->tie_embeddings) {   /* the final norm's gradient waits above every stage (see lomo__backward) */
+            t->slot[m->final_norm->index] = t->grad_numel;
+            t->grad_numel += (size_t)m->final_norm->numel;
+        }
+    }
     LOMO__ALLOC(t->grad, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
     /* optimizer state, zeroed */
     t->s1 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
@@ -3849,7 +3854,10 @@ static int lomo__backward(lomo_trainer *t) {
                         md->final_norm, t->rstdf, N, C);
         if (lomo__vdone(t, md->final_norm, m)) return -1;
     }
-    if (M > 1 && lomo__stage_ready(t, -1)) return -1;
+    /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
+       through the final norm, which must still hold its old weights then, so
+       its (complete) gradient waits in its own slot and is applied last. */
+    if (M > 1 && !c->tie_embeddings && lomo__stage_ready(t, -1)) return -1;
     for (l = c->n_layers - 1; l >= 0; l--) {
         for (m = 0; m < M; m++)
             if (lomo__layer_bwd(t, l, m)) return -1;
@@ -3864,6 +3872,7 @@ static int lomo__backward(lomo_trainer *t) {
         be->embed_bwd(X, t->grad, t->dx + (size_t)m * N * C, t->tok + (size_t)m * N, N, C);
     }
     if (lomo__grad_ready(t, md->embed, t->grad)) return -1;
+    if (M > 1 && c->tie_embeddings && lomo__grad_ready(t, md->final_norm, lomo__gdst(t, md->final_norm))) return -1;
     return be->check(X);
 }
 
