@@ -43,7 +43,18 @@ THE UPDATE HOOK
        p    = p * (1 - lr * weight_decay) - lr * g
    Clipping by the global norm needs the norm before any update: lomo_step
    then runs one forward and two backward passes (pass one measures, pass
-   two updates; both reuse the stored activations or checkpoints).
+   two updates; both reuse the stored activations or checkpoints). Cheaper:
+   LOMO_CLIP_GLOBAL_GRAM (pass one takes a linear layer's ||dY^T X||^2 from
+   the N x N Gram matrices of dY and X where that costs less than forming dW)
+   and LOMO_CLIP_TENSOR (each tensor clipped by its own norm, one pass).
+   Other built-in rules (lomo_train_opts.optimizer): AdaLomo as lomo-optim
+   computes it, and AdamW (torch's) with m and v kept but no gradients.
+
+   Micro-batches (lomo_train_opts.micro_batches = M): forward runs on all M
+   keeping each layer's input, then the backward walks the layers from the
+   top, running every micro-batch through the current layer and summing its
+   gradients before the layer's tensors are updated: one step over M
+   micro-batches equals one step over their concatenation.
 
    Order: loss -> lm_head -> final norm -> layers L-1..0 (down, up, gate,
    post-attention norm, o, v, k, q, input norm) -> embedding. Every dX is
@@ -52,23 +63,44 @@ THE UPDATE HOOK
    end. This costs no memory: the lm_head's dlogits stay in the logits buffer
    (an activation the forward allocates anyway) until the embedding's turn.
 
-MEMORY (fp32, this version; every allocation is tagged and counted, see
-   lomo_memory_report; lomo_memory_formula computes this formula)
+MEMORY (every allocation is tagged and counted, see lomo_memory_report;
+   lomo_memory_formula computes this formula)
 
-   N = batch * seq_len tokens, C = hidden_size, H = intermediate_size,
-   L = layers, V = vocab, q = heads * head_dim, k = kv_heads * head_dim,
-   P = parameters, S = 1 with checkpointing, L without.
+   N = batch * seq_len tokens per micro-batch, M micro-batches per step,
+   C = hidden_size, H = intermediate_size, L = layers, V = vocab,
+   q = heads * head_dim, k = kv_heads * head_dim, P = parameters,
+   w = bytes per stored weight (4 fp32, 2 bf16/f16), S = 1 with checkpointing
+   or M > 1, L otherwise.
 
-     parameters       4 P
-     activations      4 N [ (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
-                      (each layer's input; S layer working sets; final norm
-                      output; logits, which also hold dlogits in backward)
-     gradient buffer  4 max(tensor numel)           (= 4 V C in most models)
-     workspace        4 N (2C + 2q + 2k + 2H)       (backward scratch)
-     optimizer state  0
+     parameters       w P
+     activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
+                      (each layer's input per micro-batch; S layer working
+                      sets; final norm output; logits, which also hold dlogits)
+     gradient buffer  4 max(tensor numel)           (M = 1; = 4 V C in most models)
+                      4 max(one layer's tensors, V C) (M > 1: a layer's
+                      gradients are summed over the micro-batches before its
+                      tensors are updated; + 4 C when tied)
+     workspace        4 N (M C + C + 2q + 2k + 2H)  (backward scratch; one
+                      residual gradient per micro-batch)
+                      + 4 max(tensor numel) with 16-bit storage on the CPU
+                      (a weight widened for BLAS)
+     optimizer state  0 (LOMO); 4 sum(rows + cols) for matrices + 4 numel
+                      for vectors (AdaLomo); 8 P (AdamW)
 
    plus a few floats per token (norm statistics, softmax log-sum-exp, token
    ids) that the formula leaves out: the measured total is within 2% of it.
+
+MIXED PRECISION
+
+   Weights may be stored in bf16 or f16 (lomo_load_opts.dtype); there are no
+   fp32 master weights. Activations, norms, RoPE, softmax, the loss and the
+   gradient buffer are fp32; each update widens one tensor to fp32, applies
+   the rule and rounds back, to nearest-even or stochastically
+   (lomo_train_opts.stochastic_rounding: unbiased, from a hash of seed, step,
+   tensor and element, so reproducible for any thread count). f16 storage
+   turns on dynamic loss scaling: the norm pass also detects overflow, an
+   overflowing step is skipped (weights bit-identical) and the scale backs
+   off; it grows again after loss_scale_window clean steps.
 
 OPTIONS (define before including)
 
@@ -96,6 +128,10 @@ VERSION HISTORY
    0.2  Sharded and F16/BF16 checkpoints in and out, whole-directory atomic
         saves, Llama 3 rope scaling, data loading (JSONL, packed tokens,
         multiple choice).
+   0.3  bf16/f16 storage with stochastic rounding, fp16 dynamic loss scaling,
+        AdaLomo and AdamW, layer-major micro-batching (gradient accumulation
+        for LOMO), per-tensor and Gram-matrix norm clipping, trainer state in
+        checkpoints.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -4070,6 +4106,10 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
     if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */
     if (!o->update && o->optimizer == LOMO_OPT_ADAMW) t[LOMO_MEM_OPTIMIZER] = 8 * P;
+    if (!o->update && o->optimizer == LOMO_OPT_ADALOMO)   /* rows + cols per matrix, numel per vector */
+        t[LOMO_MEM_OPTIMIZER] = 4 * ((V + C) * (c->tie_embeddings ? 1 : 2) + C +
+                                     L * (2 * C + (qd + C) * 2 + (kvd + C) * 2 + 3 * (H + C) +
+                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0)));
     for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
     return total;
 }

@@ -14,8 +14,10 @@
 
    Outputs: OUT_DIR (a Hugging Face checkpoint in the dtype the model came in,
    tokenizer files carried over), OUT_DIR.log.csv (one line per step), and
-   with --save-every N a resumable checkpoint OUT_DIR.checkpoint (fp32
-   weights + trainer_state.json) that --resume continues bitwise. */
+   with --save-every N a resumable checkpoint OUT_DIR.checkpoint (weights in
+   the storage dtype, trainer.safetensors with the optimizer state and loss
+   scale, trainer_state.json with the data position) that --resume continues
+   bitwise. */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include <time.h>
@@ -29,14 +31,18 @@ static void usage(void) {
         "  --no-shuffle --seed N --save-every N --resume DIR --eval-every N\n"
         "  --stop-after N (end this run after N steps with a resumable checkpoint, e.g. for job time limits)\n"
         "  --log-every N (progress line every N steps; default 1, the demo 20; the CSV has every step)\n"
+        "  --micro-batches M (gradient accumulation: a step is M x --batch sequences, walked layer by layer)\n"
+        "  --clip-mode global|gram|tensor --stochastic-rounding (16-bit storage)\n"
+        "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }
 
 typedef struct args {
-    const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype;
+    const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype, *clip_mode;
     int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after, log_every;
-    float lr, warmup, clip_norm, clip_value, weight_decay;
+    int micro_batches, stochastic_rounding, loss_scale_window;
+    float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
 } args;
 
@@ -195,7 +201,8 @@ static int read_state(const char *dir, int64_t *step, lomo_data_pos *pos, int *f
 }
 
 /* weights in the storage dtype (so resuming is bitwise) + where the run stands */
-static int save_checkpoint(const lomo_model *m, const char *dir, int64_t step, lomo_data_pos p, const args *a) {
+static int save_checkpoint(const lomo_model *m, const lomo_trainer *t, const char *dir, int64_t step, lomo_data_pos p,
+                           const args *a) {
     char state[256];
     int n = snprintf(state, sizeof state, "{\"step\": %lld, \"data_epoch\": %lld, \"data_index\": %lld, "
                      "\"file_dtype\": %d, \"seed\": %llu}\n", (long long)step, (long long)p.epoch,
@@ -203,8 +210,9 @@ static int save_checkpoint(const lomo_model *m, const char *dir, int64_t step, l
     lomo_file f = {"trainer_state.json", state, (size_t)n};
     lomo_save_opts so;
     memset(&so, 0, sizeof so);
-    so.dtype = LOMO_SAVE_F32;
+    so.dtype = LOMO_SAVE_F32 + m->cfg.dtype;   /* the storage dtype: resuming is bitwise */
     so.extra = &f; so.n_extra = 1; so.copy_from = a->model;
+    so.trainer = t;                                       /* optimizer state, loss scale */
     return lomo_save_ex(m, dir, &so);
 }
 
@@ -217,12 +225,13 @@ int main(int argc, char **argv) {
     FILE *log = NULL;
     int rc = 1;
     memset(&a, 0, sizeof a);
-    a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32";
+    a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32"; a.clip_mode = "global";
     a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
         if (!strcmp(k, "--no-shuffle")) { a.shuffle = 0; continue; }
+        if (!strcmp(k, "--stochastic-rounding")) { a.stochastic_rounding = 1; continue; }
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(); return 0; }
         if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", k); usage(); return 2; }
         i++;
@@ -250,21 +259,26 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--eval-every")) a.eval_every = atoi(v);
         else if (!strcmp(k, "--stop-after")) a.stop_after = atoi(v);
         else if (!strcmp(k, "--log-every")) a.log_every = atoi(v);
+        else if (!strcmp(k, "--micro-batches")) a.micro_batches = atoi(v);
+        else if (!strcmp(k, "--clip-mode")) a.clip_mode = v;
+        else if (!strcmp(k, "--loss-scale")) a.loss_scale = (float)atof(v);
+        else if (!strcmp(k, "--loss-scale-window")) a.loss_scale_window = atoi(v);
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
         fprintf(stderr, "llama_ft: --schedule %s: expected constant, linear or cosine\n", a.schedule);
         return 2;
     }
-    if (strcmp(a.optimizer, "lomo")) {
-        fprintf(stderr, "llama_ft: --optimizer %s is not in this version yet (this build has: lomo)\n", a.optimizer);
-        return 2;
-    }
-    if (strcmp(a.dtype, "f32")) {
-        fprintf(stderr, "llama_ft: --dtype %s: this version stores weights in f32 only (bf16/f16 checkpoints load "
-                        "and are saved back in their dtype)\n", a.dtype);
-        return 2;
-    }
+    int optimizer = !strcmp(a.optimizer, "lomo") ? LOMO_OPT_LOMO : !strcmp(a.optimizer, "adalomo") ? LOMO_OPT_ADALOMO
+                  : !strcmp(a.optimizer, "adamw") ? LOMO_OPT_ADAMW : -1;
+    int clip_mode = !strcmp(a.clip_mode, "global") ? LOMO_CLIP_GLOBAL : !strcmp(a.clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM
+                  : !strcmp(a.clip_mode, "tensor") ? LOMO_CLIP_TENSOR : -1;
+    lomo_load_opts lo = {LOMO_F32, NULL};
+    if (optimizer < 0) { fprintf(stderr, "llama_ft: --optimizer %s: expected lomo, adalomo or adamw\n", a.optimizer); return 2; }
+    if (clip_mode < 0) { fprintf(stderr, "llama_ft: --clip-mode %s: expected global, gram or tensor\n", a.clip_mode); return 2; }
+    if (!strcmp(a.dtype, "bf16")) lo.dtype = LOMO_BF16;
+    else if (!strcmp(a.dtype, "f16")) lo.dtype = LOMO_F16;
+    else if (strcmp(a.dtype, "f32")) { fprintf(stderr, "llama_ft: --dtype %s: expected f32, bf16 or f16\n", a.dtype); return 2; }
     if (a.batch <= 0 || a.seq_len < 2) { fprintf(stderr, "llama_ft: --batch must be > 0 and --seq-len >= 2\n"); return 2; }
 
     /* ---- the model: a Hugging Face directory, a resume checkpoint, or the demo's ---- */
@@ -274,18 +288,18 @@ int main(int argc, char **argv) {
     lomo_data_pos pos = {0, 0};
     if (a.resume) {
         int fdt;
-        if (read_state(a.resume, &start_step, &pos, &fdt) || !(m = lomo_load(a.resume, NULL))) { die("--resume"); goto done; }
+        if (read_state(a.resume, &start_step, &pos, &fdt) || !(m = lomo_load(a.resume, &lo))) { die("--resume"); goto done; }
         m->file_dtype = (lomo_dtype)fdt;   /* export in the original dtype at the end */
         printf("resuming from %s at step %lld (data epoch %lld, example %lld)\n", a.resume, (long long)start_step,
                (long long)pos.epoch, (long long)pos.index);
     } else if (a.model) {
-        if (!(m = lomo_load(a.model, NULL))) { die("--model"); goto done; }
+        if (!(m = lomo_load(a.model, &lo))) { die("--model"); goto done; }
     } else {
         lomo_config c;   /* the demo model: 4 layers, GQA, tied embeddings */
         lomo_config_default(&c, 96, 256, 4, 6, 2, 64);
         c.tie_embeddings = 1;
         c.max_seq_len = 64;
-        if (!(m = lomo_model_new(&c, NULL))) { die("demo model"); goto done; }
+        if (!(m = lomo_model_new(&c, &lo))) { die("demo model"); goto done; }
         lomo_model_init_random(m, a.seed, 0.05f);
         if (!a.data) {
             a.seq_len = 32; a.batch = 8; a.lr = 0.1f; a.warmup = 0.1f;
@@ -307,7 +321,12 @@ int main(int argc, char **argv) {
     memset(&to, 0, sizeof to);
     to.batch = a.batch; to.seq_len = a.seq_len; to.checkpointing = a.checkpointing;
     to.clip_norm = a.clip_norm; to.clip_value = a.clip_value; to.weight_decay = a.weight_decay;
+    to.micro_batches = a.micro_batches; to.clip_mode = clip_mode; to.optimizer = optimizer;
+    to.stochastic_rounding = a.stochastic_rounding; to.seed = a.seed;
+    if (a.loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a.loss_scale; }
+    to.loss_scale_window = a.loss_scale_window;
     if (!(t = lomo_trainer_new(m, &to))) { die("trainer"); goto done; }
+    if (a.resume && lomo_trainer_resume(t, a.resume)) { die("--resume trainer state"); goto done; }
 
     /* ---- evaluation-only modes ---- */
     if (a.eval_only || a.mc) {
@@ -326,11 +345,12 @@ int main(int argc, char **argv) {
     /* ---- data ---- */
     lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0};
     if (!(d = lomo_data_open(a.data, &dop))) { die("--data"); goto done; }
-    int steps_per_epoch = (int)((lomo_data_count(d) + a.batch - 1) / a.batch);
+    int mb = a.micro_batches > 1 ? a.micro_batches : 1, rows = a.batch * mb;   /* sequences per step */
+    int steps_per_epoch = (int)((lomo_data_count(d) + rows - 1) / rows);
     int total = a.steps ? a.steps : (a.epochs ? a.epochs : 1) * steps_per_epoch;
     if (lomo_data_seek(d, pos)) { die("--resume data position"); goto done; }
-    printf("data: %lld examples of up to %d tokens, %d steps of %d (%.2f epochs)\n", (long long)lomo_data_count(d),
-           a.seq_len, total, a.batch, (double)total / steps_per_epoch);
+    printf("data: %lld examples of up to %d tokens, %d steps of %d x %d (%.2f epochs)\n", (long long)lomo_data_count(d),
+           a.seq_len, total, mb, a.batch, (double)total / steps_per_epoch);
 
     double loss0 = 0, acc0 = 0;
     int64_t ntok;
@@ -347,16 +367,16 @@ int main(int argc, char **argv) {
     snprintf(ckpt, sizeof ckpt, "%s.checkpoint", a.out);
     if (!(log = fopen(log_path, a.resume ? "a" : "w"))) { fprintf(stderr, "llama_ft: cannot write %s\n", log_path); goto done; }
     if (!a.resume) fprintf(log, "step,loss,lr,grad_norm,tokens,skipped,tokens_per_s,peak_mib\n");
-    tok = (int32_t *)calloc((size_t)a.batch * a.seq_len, sizeof(int32_t));
-    lab = (int32_t *)calloc((size_t)a.batch * a.seq_len, sizeof(int32_t));
+    tok = (int32_t *)calloc((size_t)rows * a.seq_len, sizeof(int32_t));
+    lab = (int32_t *)calloc((size_t)rows * a.seq_len, sizeof(int32_t));
     double t0 = now();
     int64_t tokens_seen = 0;
     for (int64_t step = start_step + 1; step <= total; step++) {
         lomo_step_info info;
         float lr = lr_at(&a, (int)step, total);
-        lomo_data_next(d, a.batch, tok, lab);
+        lomo_data_next(d, rows, tok, lab);
         if (lomo_step(t, tok, lab, lr, &info)) { die("step"); goto done; }
-        tokens_seen += (int64_t)a.batch * a.seq_len;
+        tokens_seen += (int64_t)rows * a.seq_len;
         double el = now() - t0, tps = tokens_seen / el;
         double peak = lomo_memory_report(m).total_peak / 1048576.0;
         fprintf(log, "%lld,%.6f,%.6g,%.6f,%lld,%d,%.1f,%.2f\n", (long long)step, info.loss, lr, info.grad_norm,
@@ -373,7 +393,7 @@ int main(int argc, char **argv) {
         }
         int stop = a.stop_after && step == start_step + a.stop_after && step < total;
         if (((a.save_every && step % a.save_every == 0) || stop) && step < total) {
-            if (save_checkpoint(m, ckpt, step, lomo_data_tell(d), &a)) { die("--save-every"); goto done; }
+            if (save_checkpoint(m, t, ckpt, step, lomo_data_tell(d), &a)) { die("--save-every"); goto done; }
             printf("saved resumable checkpoint %s (step %lld)\n", ckpt, (long long)step);
         }
         if (stop) {

@@ -3,7 +3,9 @@
 # after make has built build/llama_ft and build/llama_ft_asan):
 #  - stop at step k (--stop-after) and --resume to step n gives bitwise the
 #    weights of an uninterrupted run to n (shuffled data, cosine schedule,
-#    warmup, clipping by norm and value, weight decay), also across an epoch;
+#    warmup, clipping by norm and value, weight decay), also across an epoch,
+#    and with AdaLomo/AdamW state, bf16/f16 storage, stochastic rounding,
+#    micro-batches and loss scaling;
 #  - --eval prints the machine-readable eval_loss=<float> tokens=<int> line;
 #  - --mc prints a multiple-choice accuracy;
 #  - bad data (malformed line, id >= vocab, empty file, bad labels) is refused
@@ -37,6 +39,17 @@ for k in 6 12; do     # 10 steps make one epoch: k = 12 resumes inside the secon
     check "grep -q 'resuming from' $T/resume.log" "resume did not start: $(tail -n 3 $T/resume.log)"
     check "cmp -s $T/full/model.safetensors $T/part/model.safetensors" \
           "stop at $k + resume != uninterrupted run (weights differ)"
+done
+# the same with optimizer state, 16-bit storage, stochastic rounding, micro-batches, loss scaling
+for extra in "--optimizer adalomo --dtype bf16 --stochastic-rounding --micro-batches 2 --lr 0.01" \
+             "--optimizer adamw --dtype f16 --loss-scale 1024 --loss-scale-window 3 --lr 0.003"; do
+    rm -rf $T/full2 $T/part2 $T/part2.checkpoint
+    $BIN $ARGS $extra --out $T/full2 > $T/full2.log 2>&1
+    $BIN $ARGS $extra --out $T/part2 --stop-after 7 > $T/part2.log 2>&1
+    check "[ -f $T/part2.checkpoint/trainer.safetensors ]" "$extra: no trainer state in the checkpoint: $(tail -n 2 $T/part2.log)"
+    $BIN $ARGS $extra --out $T/part2 --resume $T/part2.checkpoint > $T/resume2.log 2>&1
+    check "cmp -s $T/full2/model.safetensors $T/part2/model.safetensors" \
+          "$extra: stop + resume != uninterrupted run: $(tail -n 2 $T/resume2.log)"
 done
 check "[ \$(grep -c '^[0-9]' $T/full.log.csv) -eq 16 ]" "the CSV log must have one line per step"
 check "grep -q 'step 16/16' $T/full.log" "progress line"

@@ -1,0 +1,32 @@
+#!/bin/sh
+# The cost of clipping by norm, per method, next to an unclipped step, in one
+# run on this CPU: global norm (a second backward pass that forms every
+# gradient), the same norm from Gram matrices (the second pass skips forming
+# weight gradients where N (O + K) < O K), and per-tensor clipping (one pass).
+# Writes bench/out/clip.md and bench/out/clip.json.
+set -e
+cd "$(dirname "$0")/.."
+STEPS=${STEPS:-3}
+SHAPE=${SHAPE:-"--dim 1024 --layers 4 --heads 16 --kv-heads 16 --hidden 2816 --vocab 8192 --batch 1 --seq 128"}
+mkdir -p bench/out
+make -s build/bench_cpu
+for mode in none global gram tensor; do
+    if [ $mode = none ]; then clip="--clip-norm 0"; else clip="--clip-norm 1.0 --clip-mode $mode"; fi
+    build/bench_cpu $SHAPE --steps $STEPS --warmup 1 $clip --out bench/out/clip_$mode.json | head -n 2
+done
+python3 - <<'PY'
+import json
+rows = [(m, json.load(open(f"bench/out/clip_{m}.json"))) for m in ("none", "global", "gram", "tensor")]
+base = rows[0][1]["tokens_per_s"]
+c = rows[0][1]["config"]
+names = {"none": "no clipping", "global": "global norm, 2 passes", "gram": "global norm, Gram norm pass", "tensor": "per-tensor norm, 1 pass"}
+out = [f"Llama {rows[0][1]['params']/1e6:.1f}M (dim {c['dim']}, {c['layers']} layers, hidden {c['hidden']}, vocab {c['vocab']}), "
+       f"batch {c['batch']} x seq {c['seq']}, fp32, CPU", "",
+       "| clipping | s/step | tokens/s | step time vs unclipped |", "|---|---:|---:|---:|"]
+for m, r in rows:
+    tps = r["tokens_per_s"]
+    out.append(f"| {names[m]} | {c['batch'] * c['seq'] / tps:.3f} | {tps:.1f} | {base / tps:.2f}x |")
+print("\n".join(out))
+open("bench/out/clip.md", "w").write("\n".join(out) + "\n")
+json.dump({m: r for m, r in rows}, open("bench/out/clip.json", "w"), indent=1)
+PY
