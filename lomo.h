@@ -279,6 +279,7 @@ typedef struct lomo_update_ctx {
     int tensor_index;      /* param->index, and how many tensors the model has */
     int n_tensors;
     const lomo_backend *backend;   /* where param->data and grad live */
+    void *stream;                  /* the backend's stream: a CUDA hook launches its kernels there */
     int stochastic_rounding;       /* 16-bit storage: round updates stochastically (else to nearest even) */
     uint64_t seed;                 /* stochastic rounding stream: hash(seed, step, tensor, element) */
 } lomo_update_ctx;
@@ -478,6 +479,7 @@ typedef struct lomo_update_args {
 struct lomo_backend {
     const char *name;
     void *ctx;
+    void *stream;       /* the backend's stream (cudaStream_t for CUDA), handed to hooks; NULL on the CPU */
     int host_memory;    /* 1: data pointers are host pointers (no staging on load/save) */
     void *(*alloc)(void *ctx, size_t bytes);
     void  (*free)(void *ctx, void *p);
@@ -535,10 +537,12 @@ struct lomo_backend {
     /* ||dy^T x||_F^2 of a linear layer's weight gradient, without forming it
        (from the N x N Gram matrices; LOMO_CLIP_GLOBAL_GRAM); NULL if unsupported */
     double (*wgrad_sqnorm)(void *ctx, const float *dy, const float *x, int N, int K, int O);
-    /* bytes of scratch the backend wants for a model (the CPU widens 16-bit
-       weights for BLAS: 4 * largest tensor); the trainer allocates it (tagged
-       workspace) and hands it over with set_scratch before running */
-    size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N);
+    /* bytes of scratch the backend wants for a model and N tokens per
+       micro-batch (gram: the Gram norm pass is on). The CPU widens 16-bit
+       weights for BLAS; CUDA casts activations to 16 bits for cuBLAS. The
+       trainer allocates it (tagged workspace) and hands it over with
+       set_scratch before running. */
+    size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N, int gram);
     void (*set_scratch)(void *ctx, void *p, size_t bytes);
 };
 
@@ -2280,10 +2284,11 @@ static double lomo__cpu_wgrad_sqnorm(void *ctx, const float *dy, const float *x,
     return s;
 }
 
-static size_t lomo__cpu_scratch_bytes(void *ctx, const lomo_model *m, int N) {
+static size_t lomo__cpu_scratch_bytes(void *ctx, const lomo_model *m, int N, int use_gram) {
     size_t big = 0, gram = 0;
     int i;
     (void)ctx;
+    if (!use_gram) N = 0;
     for (i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].dtype != LOMO_F32 && (size_t)m->tensors[i].numel > big) big = (size_t)m->tensors[i].numel;
     gram = N > 0 ? 2 * (size_t)N * N : 0;
@@ -3149,7 +3154,9 @@ fail:
 #include <dirent.h>
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
 #define LOMO__HAVE_RENAMEAT2 1
+#ifndef __USE_GNU   /* else <stdio.h> declared it (glibc decided when features.h was read) */
 extern int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+#endif
 #ifndef AT_FDCWD
 #define AT_FDCWD -100   /* Linux's value; <fcntl.h> hides it under strict -std=c11 */
 #endif
@@ -3579,8 +3586,8 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     t->dx = t->ws; t->dln = t->dx + (size_t)M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
     t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
     t->vtmp = M > 1 ? t->du + N * H : NULL;
-    t->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m,
-        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1 ? t->N : 0) : 0;
+    t->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
+        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
     if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) goto fail;
     /* gradient buffer */
     t->slot = (size_t *)calloc((size_t)m->n_tensors, sizeof(size_t));
@@ -3944,6 +3951,7 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     t->uctx.weight_decay = t->o.weight_decay;
     t->uctx.n_tensors = t->m->n_tensors;
     t->uctx.backend = t->m->be;
+    t->uctx.stream = t->m->be->stream;
     t->uctx.grad_norm = -1.0f;
     t->uctx.clip_coef = 1.0f;
     t->uctx.stochastic_rounding = t->o.stochastic_rounding;

@@ -50,6 +50,9 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write a JSON result here")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"],
+                    help="parameter/activation dtype (bf16: the usual GPU setting)")
     a = ap.parse_args()
     if a.kv_heads is None:
         a.kv_heads = a.heads
@@ -80,8 +83,9 @@ def main():
         attention_dropout=0.0,
         use_cache=False,
     )
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa",
-                                          dtype=torch.float32)
+                                          dtype=dtype).to(a.device)
     if a.checkpointing:
         # transformers >= 5 renamed gradient_checkpointing_enable (deprecated).
         getattr(model, "activation_checkpointing_enable",
@@ -93,7 +97,10 @@ def main():
     opt = Lomo(model, lr=a.lr, clip_grad_norm=clip)
 
     gen = torch.Generator().manual_seed(a.seed + 1)
-    ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=gen)
+    ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=gen).to(a.device)
+    cuda = a.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
 
     def step():
         loss = model(input_ids=ids, labels=ids).loss
@@ -105,9 +112,13 @@ def main():
     for _ in range(a.warmup):
         step()
     losses = []
+    if cuda:
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(a.steps):
-        losses.append(step())
+        losses.append(step())   # .item() synchronises each step
+    if cuda:
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
 
     tokens = a.batch * a.seq * a.steps
@@ -117,6 +128,8 @@ def main():
         "seconds": dt,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "baseline_rss_mib": base_rss,
+        "peak_device_mib": torch.cuda.max_memory_allocated() / 1048576.0 if cuda else None,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "params": n_params,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
@@ -126,6 +139,7 @@ def main():
             "batch": a.batch, "seq": a.seq, "steps": a.steps,
             "warmup": a.warmup, "lr": a.lr, "clip_norm": a.clip_norm,
             "checkpointing": a.checkpointing, "threads": a.threads,
+            "device": a.device, "dtype": a.dtype,
             "torch": torch.__version__,
             "transformers": __import__("transformers").__version__,
         },

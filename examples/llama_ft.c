@@ -18,9 +18,28 @@
    the storage dtype, trainer.safetensors with the optimizer state and loss
    scale, trainer_state.json with the data position) that --resume continues
    bitwise. */
+/* Built alone (cc llama_ft.c) it carries lomo's implementation and runs on
+   the CPU. Built with -DLOMO_CUDA it is linked against the implementation
+   object compiled by nvcc (tests/cuda_impl.cu, see lomo_cuda.cuh) and
+   --device cuda trains on the GPU. */
+#ifndef LOMO_CUDA
 #define LOMO_IMPLEMENTATION
+#endif
 #include "../lomo.h"
+#ifdef LOMO_CUDA
+#include "../lomo_cuda.cuh"
+#endif
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 static void usage(void) {
     fprintf(stderr,
@@ -33,13 +52,14 @@ static void usage(void) {
         "  --log-every N (progress line every N steps; default 1, the demo 20; the CSV has every step)\n"
         "  --micro-batches M (gradient accumulation: a step is M x --batch sequences, walked layer by layer)\n"
         "  --clip-mode global|gram|tensor --stochastic-rounding (16-bit storage)\n"
+        "  --device cpu|cuda (cuda: a build with -DLOMO_CUDA, see lomo_cuda.cuh)\n"
         "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }
 
 typedef struct args {
-    const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype, *clip_mode;
+    const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype, *clip_mode, *device;
     int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after, log_every;
     int micro_batches, stochastic_rounding, loss_scale_window;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
@@ -148,7 +168,7 @@ static int write_demo_data(const char *path, int lines, int T, int V, uint64_t s
     int i, t;
     if (!f) { fprintf(stderr, "llama_ft: cannot write %s\n", path); return -1; }
     for (i = 0; i < lines; i++) {
-        int s = (int)(lomo__rng_next(&seed) % (uint64_t)V), d = 1 + (int)(lomo__rng_next(&seed) % 8);
+        int s = (int)(rng_next(&seed) % (uint64_t)V), d = 1 + (int)(rng_next(&seed) % 8);
         fprintf(f, "{\"input_ids\": [");
         for (t = 0; t < T; t++) fprintf(f, "%s%d", t ? ", " : "", (s + d * t) % V);
         fprintf(f, "]}\n");
@@ -226,6 +246,7 @@ int main(int argc, char **argv) {
     int rc = 1;
     memset(&a, 0, sizeof a);
     a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32"; a.clip_mode = "global";
+    a.device = "cpu";
     a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -261,6 +282,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--log-every")) a.log_every = atoi(v);
         else if (!strcmp(k, "--micro-batches")) a.micro_batches = atoi(v);
         else if (!strcmp(k, "--clip-mode")) a.clip_mode = v;
+        else if (!strcmp(k, "--device")) a.device = v;
         else if (!strcmp(k, "--loss-scale")) a.loss_scale = (float)atof(v);
         else if (!strcmp(k, "--loss-scale-window")) a.loss_scale_window = atoi(v);
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
@@ -279,6 +301,14 @@ int main(int argc, char **argv) {
     if (!strcmp(a.dtype, "bf16")) lo.dtype = LOMO_BF16;
     else if (!strcmp(a.dtype, "f16")) lo.dtype = LOMO_F16;
     else if (strcmp(a.dtype, "f32")) { fprintf(stderr, "llama_ft: --dtype %s: expected f32, bf16 or f16\n", a.dtype); return 2; }
+    if (!strcmp(a.device, "cuda")) {
+#ifdef LOMO_CUDA
+        if (!(lo.backend = lomo_cuda_backend(0))) return die("--device cuda");
+#else
+        fprintf(stderr, "llama_ft: --device cuda needs a build with -DLOMO_CUDA (make cuda)\n");
+        return 2;
+#endif
+    } else if (strcmp(a.device, "cpu")) { fprintf(stderr, "llama_ft: --device %s: expected cpu or cuda\n", a.device); return 2; }
     if (a.batch <= 0 || a.seq_len < 2) { fprintf(stderr, "llama_ft: --batch must be > 0 and --seq-len >= 2\n"); return 2; }
 
     /* ---- the model: a Hugging Face directory, a resume checkpoint, or the demo's ---- */

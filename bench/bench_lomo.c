@@ -1,17 +1,59 @@
-/* bench_cpu.c - lomo training throughput and memory on the CPU, on a random
-   Llama (default ~25M parameters). Prints tokens/s, the memory report and
-   peak RSS; --out FILE writes the numbers as JSON. bench/run_cpu.sh runs it
-   beside PyTorch + lomo-optim on the same shapes.
+/* bench_lomo.c - lomo training throughput and memory on a random Llama
+   (default ~25M parameters). Prints tokens/s, the memory report, peak RSS,
+   and on a GPU peak device memory and MFU; --out FILE writes JSON.
+   bench/run_cpu.sh and bench/run_cuda.sh run it beside PyTorch + lomo-optim
+   on the same shapes. Built alone it runs on the CPU (build/bench_cpu); with
+   -DLOMO_CUDA and the nvcc-built implementation object, --device cuda runs
+   it on the GPU (build/bench_cuda).
 
    build/bench_cpu --dim 512 --layers 6 --heads 8 --kv-heads 8 --hidden 1376 \
                    --vocab 6144 --batch 4 --seq 256 --steps 5 --checkpointing */
+#ifndef LOMO_CUDA
 #define LOMO_IMPLEMENTATION
+#endif
 #include "../lomo.h"
+#ifdef LOMO_CUDA
+#include "../lomo_cuda.cuh"
+#include <cuda_runtime_api.h>
+#endif
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Benchmarks need plausible weights, not good ones: uniform with the same
+   std as N(0, std), norms 1, biases 0, from a fast xorshift (a 7B model's
+   Box-Muller init would take minutes). Converted to the storage dtype here. */
+static void bench_init(lomo_model *m, float std) {
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    float a = std * 1.7320508f;
+    for (int i = 0; i < m->n_tensors; i++) {
+        lomo_tensor *t = &m->tensors[i];
+        size_t n = (size_t)t->numel, j;
+        float *h = (float *)malloc(n * sizeof(float));
+        for (j = 0; j < n; j++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            h[j] = t->ndim == 2 ? a * ((float)(x >> 40) * (2.0f / 16777216.0f) - 1.0f)
+                 : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM) ? 1.0f : 0.0f;
+        }
+        if (t->dtype != LOMO_F32)
+            for (j = 0; j < n; j++)
+                ((uint16_t *)h)[j] = t->dtype == LOMO_BF16 ? lomo_f32_to_bf16(h[j]) : lomo_f32_to_f16(h[j]);
+        m->be->upload(m->be->ctx, t->data, h, n * (t->dtype == LOMO_F32 ? 4 : 2));
+        free(h);
+    }
+}
 
 static double now(void) {
     struct timespec ts;
@@ -23,7 +65,8 @@ int main(int argc, char **argv) {
     int dim = 512, layers = 6, heads = 8, kv = 8, hidden = 1376, vocab = 6144;
     int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0;
     float lr = 1e-3f, clip = 0.0f;
-    const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo";
+    const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo", *device = "cpu";
+    double peak_tflops = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
         if (!strcmp(a, "--checkpointing")) { ckpt = 1; continue; }
@@ -45,6 +88,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--clip-mode")) clip_mode = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--optimizer")) optimizer = v;
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--peak-tflops")) peak_tflops = atof(v);
         else { fprintf(stderr, "bench_cpu: unknown flag %s\n", a); return 2; }
     }
     lomo_config c;
@@ -52,9 +97,23 @@ int main(int argc, char **argv) {
     c.tie_embeddings = tied;
     c.max_seq_len = seq;
     lomo_load_opts lo = {!strcmp(dtype, "bf16") ? LOMO_BF16 : !strcmp(dtype, "f16") ? LOMO_F16 : LOMO_F32, NULL};
+    char gpu_name[256] = "";
+    if (!strcmp(device, "cuda")) {
+#ifdef LOMO_CUDA
+        struct cudaDeviceProp prop;
+        if (!(lo.backend = lomo_cuda_backend(0))) { fprintf(stderr, "bench: %s\n", lomo_error()); return 1; }
+        if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) snprintf(gpu_name, sizeof gpu_name, "%s", prop.name);
+        /* dense bf16 tensor-core peaks (no sparsity): H100/H200 SXM 989 TFLOP/s, A100 312 */
+        if (!peak_tflops) peak_tflops = strstr(gpu_name, "H100") || strstr(gpu_name, "H200") ? 989.4
+                                      : strstr(gpu_name, "A100") ? 312.0 : 0.0;
+#else
+        fprintf(stderr, "bench: --device cuda needs the -DLOMO_CUDA build (make cuda)\n");
+        return 2;
+#endif
+    }
     lomo_model *m = lomo_model_new(&c, &lo);
     if (!m) { fprintf(stderr, "bench_cpu: %s\n", lomo_error()); return 1; }
-    lomo_model_init_random(m, 1, 0.02f);
+    bench_init(m, 0.02f);
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
     o.batch = batch; o.seq_len = seq; o.checkpointing = ckpt; o.clip_norm = clip;
@@ -64,7 +123,7 @@ int main(int argc, char **argv) {
     if (!t) { fprintf(stderr, "bench_cpu: %s\n", lomo_error()); return 1; }
     int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * batch * seq);
     uint64_t s = 42;
-    for (int i = 0; i < batch * seq; i++) tok[i] = (int32_t)(lomo__rng_next(&s) % (uint64_t)vocab);
+    for (int i = 0; i < batch * seq; i++) tok[i] = (int32_t)(rng_next(&s) % (uint64_t)vocab);
     lomo_step_info info, first;
     memset(&first, 0, sizeof first);
     for (int i = 0; i < warmup; i++) lomo_step(t, tok, NULL, lr, &first);
@@ -74,14 +133,21 @@ int main(int argc, char **argv) {
         if (i == 0 && !warmup) first = info;
     }
     double dt = now() - t0, tps = (double)batch * seq * steps / dt;
+    /* model FLOPs per token: 6 x parameters (embedding lookups excluded) + attention 12 L C T */
+    double n_mat = (double)lomo_n_params(m) - (double)vocab * dim, flops_tok = 6.0 * n_mat + 12.0 * layers * dim * seq;
+    double mfu = peak_tflops > 0 ? tps * flops_tok / (peak_tflops * 1e12) : 0.0;
+    size_t dev_free = 0, dev_total = 0;
+#ifdef LOMO_CUDA
+    if (lo.backend) lomo_cuda_mem_info(lo.backend, &dev_free, &dev_total);
+#endif
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss = ru.ru_maxrss / 1024.0;
     lomo_memory r = lomo_memory_report(m);
     size_t formula[LOMO_MEM_NTAGS];
     size_t total = lomo_memory_formula(&c, &o, formula);
-    printf("lomo (%s), %.1fM params, %s, %s, B=%d T=%d, checkpointing %s, clip-norm %g (%s), %d threads\n",
-           lomo_cpu_backend()->name, lomo_n_params(m) / 1e6, dtype, optimizer, batch, seq, ckpt ? "on" : "off", clip, clip_mode,
+    printf("lomo (%s%s%s), %.1fM params, %s, %s, B=%d T=%d, checkpointing %s, clip-norm %g (%s), %d threads\n",
+           m->be->name, gpu_name[0] ? ", " : "", gpu_name, lomo_n_params(m) / 1e6, dtype, optimizer, batch, seq, ckpt ? "on" : "off", clip, clip_mode,
 #ifdef _OPENMP
            omp_get_max_threads()
 #else
@@ -91,15 +157,17 @@ int main(int argc, char **argv) {
     printf("tokens/s %.1f   step %.3f s   loss %.4f -> %.4f   peak RSS %.1f MiB   tracked peak %.1f MiB (formula %.1f MiB)\n",
            tps, dt / steps, first.loss, info.loss, rss, r.total_peak / 1048576.0, total / 1048576.0);
     lomo_memory_print(stdout, &r);
+    if (peak_tflops > 0) printf("MFU %.1f%% (%.3g FLOP/token, peak %.1f TFLOP/s)\n", 100 * mfu, flops_tok, peak_tflops);
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
-        fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f, "
+        fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, "
+                   "\"tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f, "
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
                    "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\"}}\n",
-                lomo_cpu_backend()->name, tps, rss, r.total_peak / 1048576.0, total / 1048576.0,
+                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, tps, rss, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
                 batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer);
         fclose(f);

@@ -1,0 +1,7 @@
+// The implementation of lomo.h + lomo_cuda.cuh in one .cu file: compile it
+// with nvcc and link C programs built with -DLOMO_CUDA against it (see the
+// top of lomo_cuda.cuh and the README; `make cuda` does it for the example,
+// the tests and the benchmark).
+#define LOMO_IMPLEMENTATION
+#include "../lomo.h"
+#include "../lomo_cuda.cuh"

@@ -1,0 +1,833 @@
+/* lomo_cuda.cuh - the CUDA backend of lomo.h: every operation of the backend
+   table on an NVIDIA GPU (CUDA runtime + cuBLAS), so the same driver trains
+   on the device. Same licence as lomo.h.
+
+   USE
+     In exactly one .cu file (compiled with nvcc):
+         #define LOMO_IMPLEMENTATION
+         #include "lomo.h"
+         #include "lomo_cuda.cuh"
+     Everywhere else (C or C++) include both headers without the define, and
+     ask for the backend:
+         lomo_load_opts o = {LOMO_BF16, lomo_cuda_backend(0)};
+         lomo_model *m = lomo_load("hf_dir", &o);      // streamed tensor by tensor
+     Build, e.g. with the implementation in impl.cu and the program in prog.c:
+         nvcc -O3 -std=c++17 -gencode arch=compute_80,code=sm_80 \
+              -gencode arch=compute_90,code=sm_90 -c impl.cu -o impl.o
+         cc -O2 -std=c11 -DLOMO_CUDA prog.c impl.o -o prog -L/usr/local/cuda/lib64 \
+              -lcudart -lcublas -lstdc++ -lm
+     Weights, activations, gradients and optimizer state live in device memory;
+     update hooks receive device pointers and ctx->stream (a cudaStream_t).
+
+   NUMERICS
+     Activations are fp32. Matmuls: with fp32 weights, cuBLAS in pure fp32
+     (no TF32); with bf16/f16 weights the activation operands are cast to the
+     weight dtype and multiplied with fp32 accumulation (cublasGemmEx), and
+     weight gradients are written in fp32 straight into the gradient buffer.
+     RMSNorm statistics, RoPE, softmax, the loss and the updates are fp32;
+     reductions that feed decisions (norms, sums) are deterministic two-stage
+     sums in double. Attention never stores a T x T matrix: a warp per query
+     row with an online softmax forward, and a backward in two kernels (dq per
+     query row, dk/dv per key row) with no atomics. The embedding backward
+     uses atomicAdd (its summation order may vary between runs).
+
+   NOT YET (planned): tensor-core flash attention with shared-memory tiles,
+   fused bf16 activations, NCCL sharding (LOMO_NCCL, next issue). */
+#ifndef LOMO_CUDA_CUH
+#define LOMO_CUDA_CUH
+
+#include "lomo.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* The CUDA backend on a device (cudaSetDevice(device)); NULL, with
+   lomo_error(), if there is no such device or CUDA/cuBLAS fail to start. */
+const lomo_backend *lomo_cuda_backend(int device);
+/* Bytes in use / total on the backend's device, as the driver reports them. */
+int lomo_cuda_mem_info(const lomo_backend *be, size_t *free_bytes, size_t *total_bytes);
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef LOMO_IMPLEMENTATION
+#ifndef LOMO_CUDA__IMPLEMENTED
+#define LOMO_CUDA__IMPLEMENTED
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cublas_v2.h>
+
+#define LOMO_CU__MAX_HD 256      /* head_dim the attention kernels handle (registers per lane: 8) */
+#define LOMO_CU__PARTS 1024      /* blocks of the first stage of a reduction */
+
+typedef struct lomo__cu {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    int err;
+    char msg[512];
+    void *scratch;               /* trainer-owned: 16-bit casts of activations, Gram matrices */
+    int act_dtype;               /* GEMM operand dtype for activation x activation (dW): the model's storage */
+    size_t scratch_bytes;
+    double *part;                /* LOMO_CU__PARTS partial sums */
+    double *host;                /* pinned: the final sum */
+    float *scal;                 /* device scalars for AdaLomo (rmean, denom, lr_t) */
+} lomo__cu;
+
+/* ---- errors: sticky, with file:line, reported through lomo_error() by check() ---- */
+
+static void lomo__cu_fail(lomo__cu *c, const char *what, const char *detail, const char *file, int line) {
+    if (c->err) return;   /* keep the first */
+    c->err = 1;
+    snprintf(c->msg, sizeof c->msg, "%s:%d: %s failed: %s", file, line, what, detail);
+}
+#define LOMO__CU(c, call) do { cudaError_t e_ = (call); \
+    if (e_ != cudaSuccess) lomo__cu_fail((c), #call, cudaGetErrorString(e_), __FILE__, __LINE__); } while (0)
+#define LOMO__CUBLAS(c, call) do { cublasStatus_t s_ = (call); \
+    if (s_ != CUBLAS_STATUS_SUCCESS) lomo__cu_fail((c), #call, cublasGetStatusString(s_), __FILE__, __LINE__); } while (0)
+#define LOMO__LAUNCHED(c) LOMO__CU((c), cudaGetLastError())
+
+static int lomo__cu_blocks(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (int)(b > 65535 * 16 ? 65535 * 16 : (b ? b : 1));
+}
+
+/* ---- elements in the storage dtype ---- */
+
+__device__ __forceinline__ float lomo__cu_ld(const void *p, int dt, size_t i) {
+    if (dt == LOMO_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dt == LOMO_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+/* the same counter-based uniform as the CPU backend's lomo__hash_uniform */
+__device__ __forceinline__ float lomo__cu_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
+    uint64_t z = seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (i * 0xD1B54A32D192ED03ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+__device__ __forceinline__ uint16_t lomo__cu_f16_step(uint16_t h, int up) {
+    int neg = h >> 15;
+    if ((h & 0x7FFF) == 0) return up ? 0x0001 : 0x8001;
+    return (uint16_t)(neg == !up ? h + 1 : h - 1);
+}
+
+/* x rounded into the storage dtype: nearest-even, or stochastically (unbiased) */
+__device__ __forceinline__ void lomo__cu_st(void *p, int dt, size_t i, float x, int stochastic, uint64_t seed,
+                                            uint64_t stream) {
+    if (dt == LOMO_F32) { ((float *)p)[i] = x; return; }
+    if (dt == LOMO_BF16) {
+        if (!stochastic || x != x) { ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(x); return; }
+        uint32_t b = __float_as_uint(x);
+        if ((b & 0x7F800000u) != 0x7F800000u) b += (uint32_t)(lomo__cu_uniform(seed, stream, i) * 65536.0f);
+        ((uint16_t *)p)[i] = (uint16_t)(b >> 16);
+        return;
+    }
+    __half r = __float2half_rn(x);
+    uint16_t rb = __half_as_ushort(r), lo, hi;
+    float vr = __half2float(r);
+    if (stochastic && vr != x && x == x && (rb & 0x7C00) != 0x7C00) {
+        if (vr < x) { lo = rb; hi = lomo__cu_f16_step(rb, 1); } else { hi = rb; lo = lomo__cu_f16_step(rb, 0); }
+        float vlo = __half2float(__ushort_as_half(lo)), vhi = __half2float(__ushort_as_half(hi));
+        rb = lomo__cu_uniform(seed, stream, i) < (x - vlo) / (vhi - vlo) ? hi : lo;
+    }
+    ((uint16_t *)p)[i] = rb;
+}
+
+/* ---- reductions ---- */
+
+__device__ __forceinline__ float lomo__cu_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float lomo__cu_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* block of up to 1024 threads; every thread gets the result */
+__device__ float lomo__cu_block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = lomo__cu_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
+    if (w == 0) v = lomo__cu_warp_sum(v);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+__device__ float lomo__cu_block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = lomo__cu_warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = threadIdx.x < nw ? sh[threadIdx.x] : -INFINITY;
+    if (w == 0) v = lomo__cu_warp_max(v);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+__device__ double lomo__cu_block_sum_d(double v, double *sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0;
+    if (w == 0) for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+
+/* stage one: fixed blocks, each a grid-stride sum in double; stage two sums
+   the partials in order: the same result every run */
+__global__ void lomo__cu_k_sumsq(double *part, const float *x, size_t n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    s = lomo__cu_block_sum_d(s, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+__global__ void lomo__cu_k_dot(double *part, const float *a, const float *b, size_t n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        s += (double)a[i] * b[i];
+    s = lomo__cu_block_sum_d(s, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+__global__ void lomo__cu_k_finish(double *out, const double *part, int n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += part[i];   /* fixed order per thread */
+    s = lomo__cu_block_sum_d(s, sh);
+    if (threadIdx.x == 0) *out = s;
+}
+
+static double lomo__cu_reduce_to_host(lomo__cu *c) {
+    lomo__cu_k_finish<<<1, 1024, 0, c->stream>>>(c->part + LOMO_CU__PARTS, c->part, LOMO_CU__PARTS);
+    LOMO__LAUNCHED(c);
+    LOMO__CU(c, cudaMemcpyAsync(c->host, c->part + LOMO_CU__PARTS, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    LOMO__CU(c, cudaStreamSynchronize(c->stream));
+    return c->err ? NAN : *c->host;
+}
+
+/* ---- memory ---- */
+
+static void *lomo__cu_alloc(void *ctx, size_t n) {
+    void *p = NULL;
+    (void)ctx;
+    if (cudaMalloc(&p, n) != cudaSuccess) { (void)cudaGetLastError(); return NULL; }   /* the driver reports it */
+    return p;
+}
+static void lomo__cu_free(void *ctx, void *p) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    LOMO__CU(c, cudaStreamSynchronize(c->stream));
+    LOMO__CU(c, cudaFree(p));
+}
+static void lomo__cu_upload(void *ctx, void *d, const void *s, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;   /* synchronous: the host buffer may be reused at once */
+    LOMO__CU(c, cudaMemcpyAsync(d, s, n, cudaMemcpyHostToDevice, c->stream));
+    LOMO__CU(c, cudaStreamSynchronize(c->stream));
+}
+static void lomo__cu_download(void *ctx, void *d, const void *s, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    LOMO__CU(c, cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToHost, c->stream));
+    LOMO__CU(c, cudaStreamSynchronize(c->stream));
+}
+static void lomo__cu_copy(void *ctx, void *d, const void *s, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    LOMO__CU(c, cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice, c->stream));
+}
+static void lomo__cu_zero(void *ctx, void *p, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    LOMO__CU(c, cudaMemsetAsync(p, 0, n, c->stream));
+}
+static int lomo__cu_check(void *ctx) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    LOMO__CU(c, cudaGetLastError());
+    if (c->err) return lomo__fail("cuda backend: %s", c->msg);
+    return 0;
+}
+
+__global__ void lomo__cu_k_add(float *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) y[i] += x[i];
+}
+static void lomo__cu_add(void *ctx, float *y, const float *x, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_add<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(y, x, n);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- embedding ---- */
+
+__global__ void lomo__cu_k_embed_fwd(float *x, const int32_t *tok, const void *w, int dt, int N, int C) {
+    size_t n = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = lomo__cu_ld(w, dt, (size_t)tok[i / C] * C + i % C);
+}
+__global__ void lomo__cu_k_embed_bwd(float *dw, const float *dx, const int32_t *tok, int N, int C) {
+    size_t n = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        atomicAdd(dw + (size_t)tok[i / C] * C + i % C, dx[i]);
+}
+static void lomo__cu_embed_fwd(void *ctx, float *x, const int32_t *tok, const lomo_tensor *w, int N, int C) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_embed_fwd<<<lomo__cu_blocks((size_t)N * C, 256), 256, 0, c->stream>>>(x, tok, w->data, w->dtype, N, C);
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_embed_bwd(void *ctx, float *dw, const float *dx, const int32_t *tok, int N, int C) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_embed_bwd<<<lomo__cu_blocks((size_t)N * C, 256), 256, 0, c->stream>>>(dw, dx, tok, N, C);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- RMSNorm: a block per row ---- */
+
+__global__ void lomo__cu_k_rms_fwd(float *y, float *rstd, const float *x, const void *w, int dt, int C, float eps) {
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float *yr = y + (size_t)blockIdx.x * C, ss = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = lomo__cu_block_sum(ss, sh);
+    float r = rsqrtf(ss / C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = lomo__cu_ld(w, dt, i) * (xr[i] * r);
+}
+__global__ void lomo__cu_k_rms_bwd_x(float *dx, const float *dy, const float *x, const void *w, int dt,
+                                     const float *rstd, int C) {
+    __shared__ float sh[32];
+    size_t o = (size_t)blockIdx.x * C;
+    float r = rstd[blockIdx.x], dot = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += lomo__cu_ld(w, dt, i) * dy[o + i] * x[o + i];
+    dot = lomo__cu_block_sum(dot, sh);
+    float k = dot * r * r * r / C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dx[o + i] += r * lomo__cu_ld(w, dt, i) * dy[o + i] - k * x[o + i];
+}
+/* dw: a thread per column, rows in order (coalesced across the warp) */
+__global__ void lomo__cu_k_rms_bwd_w(float *dw, const float *dy, const float *x, const float *rstd, int N, int C) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= C) return;
+    float s = 0.0f;
+    for (int n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
+    dw[i] = s;
+}
+static void lomo__cu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C,
+                                 float eps) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_rms_fwd<<<N, 256, 0, c->stream>>>(y, rstd, x, w->data, w->dtype, C, eps);
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x, const lomo_tensor *w,
+                                 const float *rstd, int N, int C) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_rms_bwd_x<<<N, 256, 0, c->stream>>>(dx, dy, x, w->data, w->dtype, rstd, C);
+    LOMO__LAUNCHED(c);
+    lomo__cu_k_rms_bwd_w<<<(C + 255) / 256, 256, 0, c->stream>>>(dw, dy, x, rstd, N, C);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- matmuls through cuBLAS (row-major operands, column-major cuBLAS) ---- */
+
+__global__ void lomo__cu_k_cast(void *out, int dt, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        if (dt == LOMO_BF16) ((__nv_bfloat16 *)out)[i] = __float2bfloat16_rn(x[i]);
+        else ((__half *)out)[i] = __float2half_rn(x[i]);
+    }
+}
+/* an fp32 activation as an operand of a dt GEMM: itself, or cast into scratch */
+static const void *lomo__cu_operand(lomo__cu *c, const float *x, size_t n, int dt, size_t *used) {
+    void *dst;
+    if (dt == LOMO_F32) return x;
+    if (*used + 2 * n > c->scratch_bytes) {
+        lomo__cu_fail(c, "16-bit operand", "scratch too small (trainer not set up for this size)", __FILE__, __LINE__);
+        return NULL;
+    }
+    dst = (char *)c->scratch + *used;
+    *used += 2 * n;
+    lomo__cu_k_cast<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(dst, dt, x, n);
+    LOMO__LAUNCHED(c);
+    return dst;
+}
+static cudaDataType lomo__cu_type(int dt) { return dt == LOMO_BF16 ? CUDA_R_16BF : dt == LOMO_F16 ? CUDA_R_16F : CUDA_R_32F; }
+
+static void lomo__cu_gemm(lomo__cu *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                          const void *A, int lda, const void *B, int ldb, int dt, float *C, int ldc, int accumulate) {
+    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (!A || !B) return;
+    LOMO__CUBLAS(c, cublasGemmEx(c->blas, ta, tb, m, n, k, &one, A, lomo__cu_type(dt), lda, B, lomo__cu_type(dt), ldb,
+                                 &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+__global__ void lomo__cu_k_bias(float *y, const void *b, int dt, int N, int O) {
+    size_t n = (size_t)N * O;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += lomo__cu_ld(b, dt, i % O);
+}
+/* y (N,O) (+)= x (N,K) W^T + b: column-major y^T = W x^T */
+static void lomo__cu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *w, const lomo_tensor *b, int N,
+                                int K, int O, int accumulate) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t used = 0;
+    const void *xo = lomo__cu_operand(c, x, (size_t)N * K, w->dtype, &used);
+    lomo__cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, O, N, K, w->data, K, xo, K, w->dtype, y, O, accumulate);
+    if (b) {
+        lomo__cu_k_bias<<<lomo__cu_blocks((size_t)N * O, 256), 256, 0, c->stream>>>(y, b->data, b->dtype, N, O);
+        LOMO__LAUNCHED(c);
+    }
+}
+/* dx (N,K) (+)= dy (N,O) W: column-major dx^T = W^T dy^T */
+static void lomo__cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const lomo_tensor *w, int N, int K, int O,
+                                  int accumulate) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t used = 0;
+    const void *d = lomo__cu_operand(c, dy, (size_t)N * O, w->dtype, &used);
+    lomo__cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, K, N, O, w->data, K, d, O, w->dtype, dx, K, accumulate);
+}
+/* dw (O,K) (+)= dy^T x, fp32 into the gradient buffer: column-major dw^T = x^T dy.
+   Both operands are activations; for a 16-bit model they are cast to its
+   storage dtype (tensor cores) and accumulated in fp32. */
+static void lomo__cu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const float *x, int N, int K, int O,
+                                  int accumulate) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t used = 0;
+    const void *xo = lomo__cu_operand(c, x, (size_t)N * K, c->act_dtype, &used);
+    const void *dyo = lomo__cu_operand(c, dy, (size_t)N * O, c->act_dtype, &used);
+    lomo__cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, K, O, N, xo, K, dyo, O, c->act_dtype, dw, K, accumulate);
+}
+/* db (O) = column sums of dy (N,O) */
+__global__ void lomo__cu_k_colsum(float *db, const float *dy, int N, int O) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= O) return;
+    float s = 0.0f;
+    for (int n = 0; n < N; n++) s += dy[(size_t)n * O + o];
+    db[o] = s;
+}
+static void lomo__cu_bias_bwd(void *ctx, float *db, const float *dy, int N, int O) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_colsum<<<(O + 255) / 256, 256, 0, c->stream>>>(db, dy, N, O);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- RoPE: a thread per rotated pair ---- */
+
+__global__ void lomo__cu_k_rope(float *x, const float *inv_freq, int B, int T, int nh, int hd, int inverse) {
+    int half = hd / 2;
+    size_t n = (size_t)B * T * nh * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % half);
+        size_t row = i / half;                       /* (b, t, h) */
+        int t = (int)((row / nh) % T);
+        float s, c, ang = (float)t * inv_freq[d];
+        sincosf(ang, &s, &c);
+        if (inverse) s = -s;
+        float *v = x + row * hd;
+        float a = v[d], b2 = v[d + half];
+        v[d] = a * c - b2 * s;
+        v[d + half] = b2 * c + a * s;
+    }
+}
+static void lomo__cu_rope(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int inverse) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_rope<<<lomo__cu_blocks((size_t)B * T * nh * (hd / 2), 256), 256, 0, c->stream>>>(x, inv_freq, B, T, nh, hd,
+                                                                                                inverse);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- attention: a warp per row, online softmax, nothing T x T in memory ---- */
+
+#define LOMO_CU__PER_LANE (LOMO_CU__MAX_HD / 32)
+
+__device__ __forceinline__ float lomo__cu_wdot(const float *a, const float *b, int hd, int lane) {
+    float s = 0.0f;
+    for (int d = lane; d < hd; d += 32) s += a[d] * b[d];
+    return lomo__cu_warp_sum(s);
+}
+
+__global__ void lomo__cu_k_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                    int nh, int nkv, int hd, float scale) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= B * T * nh) return;
+    int h = warp % nh, t = (warp / nh) % T, b = warp / (nh * T), g = h / (nh / nkv);
+    size_t row = (size_t)(b * T + t) * nh + h;
+    const float *qt = q + row * hd;
+    float acc[LOMO_CU__PER_LANE], mx = -INFINITY, l = 0.0f;
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
+    for (int j = 0; j <= t; j++) {
+        size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+        float s = lomo__cu_wdot(qt, k + kr, hd, lane) * scale;
+        float m2 = fmaxf(mx, s), corr = __expf(mx - m2), p = __expf(s - m2);
+        l = l * corr + p;
+        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) acc[i] = acc[i] * corr + p * v[kr + d];
+        }
+        mx = m2;
+    }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) out[row * hd + d] = acc[i] / l;
+    }
+    if (lane == 0) lse[row] = mx + __logf(l);
+}
+
+/* dq per query row: dq_t = scale sum_j p_tj (dp_tj - D_t) k_j */
+__global__ void lomo__cu_k_attn_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
+                                   const float *out, const float *lse, int B, int T, int nh, int nkv, int hd,
+                                   float scale) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= B * T * nh) return;
+    int h = warp % nh, t = (warp / nh) % T, b = warp / (nh * T), g = h / (nh / nkv);
+    size_t row = (size_t)(b * T + t) * nh + h;
+    const float *qt = q + row * hd, *dot = dout + row * hd;
+    float D = lomo__cu_wdot(dot, out + row * hd, hd, lane), L = lse[row], acc[LOMO_CU__PER_LANE];
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
+    for (int j = 0; j <= t; j++) {
+        size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+        float p = __expf(lomo__cu_wdot(qt, k + kr, hd, lane) * scale - L);
+        float ds = p * (lomo__cu_wdot(dot, v + kr, hd, lane) - D) * scale;
+        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) acc[i] += ds * k[kr + d];
+        }
+    }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) dq[row * hd + d] = acc[i];
+    }
+}
+
+/* dk, dv per key row, over the query heads sharing it: no atomics */
+__global__ void lomo__cu_k_attn_dkv(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                    const float *v, const float *out, const float *lse, int B, int T, int nh, int nkv,
+                                    int hd, float scale) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= B * T * nkv) return;
+    int g = warp % nkv, j = (warp / nkv) % T, b = warp / (nkv * T), rep = nh / nkv;
+    size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+    float ak[LOMO_CU__PER_LANE], av[LOMO_CU__PER_LANE];
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) ak[i] = av[i] = 0.0f;
+    for (int h = g * rep; h < (g + 1) * rep; h++)
+        for (int t = j; t < T; t++) {
+            size_t row = (size_t)(b * T + t) * nh + h;
+            const float *qt = q + row * hd, *dot = dout + row * hd;
+            float D = lomo__cu_wdot(dot, out + row * hd, hd, lane);
+            float p = __expf(lomo__cu_wdot(qt, k + kr, hd, lane) * scale - lse[row]);
+            float ds = p * (lomo__cu_wdot(dot, v + kr, hd, lane) - D) * scale;
+            for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+                int d = lane + 32 * i;
+                if (d < hd) { ak[i] += ds * qt[d]; av[i] += p * dot[d]; }
+            }
+        }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) { dk[kr + d] = ak[i]; dv[kr + d] = av[i]; }
+    }
+}
+
+static void lomo__cu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                              int T, int nh, int nkv, int hd) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t threads = (size_t)B * T * nh * 32;
+    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
+    lomo__cu_k_attn_fwd<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, lse, q, k, v, B, T, nh, nkv, hd,
+                                                                                  1.0f / sqrtf((float)hd));
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const float *out, const float *lse, int B, int T, int nh,
+                              int nkv, int hd) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t tq = (size_t)B * T * nh * 32, tk = (size_t)B * T * nkv * 32;
+    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
+    lomo__cu_k_attn_dq<<<(unsigned)((tq + 255) / 256), 256, 0, c->stream>>>(dq, dout, q, k, v, out, lse, B, T, nh, nkv,
+                                                                            hd, scale);
+    LOMO__LAUNCHED(c);
+    lomo__cu_k_attn_dkv<<<(unsigned)((tk + 255) / 256), 256, 0, c->stream>>>(dk, dv, dout, q, k, v, out, lse, B, T, nh,
+                                                                             nkv, hd, scale);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- SwiGLU ---- */
+
+__global__ void lomo__cu_k_swiglu_fwd(float *h, const float *g, const float *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        h[i] = g[i] / (1.0f + __expf(-g[i])) * u[i];
+}
+__global__ void lomo__cu_k_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float s = 1.0f / (1.0f + __expf(-g[i])), d = dh[i];
+        du[i] = d * g[i] * s;
+        dg[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+}
+static void lomo__cu_swiglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_swiglu_fwd<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(h, g, u, n);
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_swiglu_bwd(void *ctx, float *dg, float *du, const float *dh, const float *g, const float *u,
+                                size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_swiglu_bwd<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(dg, du, dh, g, u, n);
+    LOMO__LAUNCHED(c);
+}
+
+/* ---- cross-entropy fused with its backward: a block per row, in place ---- */
+
+__global__ void lomo__cu_k_xent(float *losses, float *dlogits, const float *logits, const int32_t *targets, int V,
+                                float dscale) {
+    __shared__ float sh[32];
+    size_t o = (size_t)blockIdx.x * V;
+    int tgt = targets[blockIdx.x];
+    if (tgt < 0) {
+        if (threadIdx.x == 0) losses[blockIdx.x] = 0.0f;
+        if (dlogits) for (int i = threadIdx.x; i < V; i += blockDim.x) dlogits[o + i] = 0.0f;
+        return;
+    }
+    float mx = -INFINITY, sum = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, logits[o + i]);
+    mx = lomo__cu_block_max(mx, sh);
+    for (int i = threadIdx.x; i < V; i += blockDim.x) sum += __expf(logits[o + i] - mx);
+    sum = lomo__cu_block_sum(sum, sh);
+    float lt = logits[o + tgt];
+    __syncthreads();                               /* every read of logits before any in-place write */
+    if (threadIdx.x == 0) losses[blockIdx.x] = __logf(sum) + mx - lt;
+    if (dlogits) {
+        float inv = 1.0f / sum;
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            dlogits[o + i] = __expf(logits[o + i] - mx) * inv * dscale - (i == tgt ? dscale : 0.0f);
+    }
+}
+static void lomo__cu_cross_entropy(void *ctx, float *losses, float *dlogits, const float *logits,
+                                   const int32_t *targets, int N, int V, float dscale) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_xent<<<N, 512, 0, c->stream>>>(losses, dlogits, logits, targets, V, dscale);
+    LOMO__LAUNCHED(c);
+}
+
+static double lomo__cu_sumsq(void *ctx, const float *x, size_t n) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_sumsq<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, x, n);
+    LOMO__LAUNCHED(c);
+    return lomo__cu_reduce_to_host(c);
+}
+
+/* ---- the built-in rules (formulas in lomo.h) ---- */
+
+__device__ __forceinline__ float lomo__cu_clipped(const float *g, size_t i, lomo_update_args a) {
+    float v = g[i] * a.inv_loss_scale;
+    if (a.clip_value > 0.0f) v = fminf(fmaxf(v, -a.clip_value), a.clip_value);
+    return v * a.clip_coef;
+}
+__global__ void lomo__cu_k_lomo(void *p, int dt, const float *g, size_t n, lomo_update_args a) {
+    float decay = 1.0f - a.lr * a.weight_decay;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        lomo__cu_st(p, dt, i, lomo__cu_ld(p, dt, i) * decay - a.lr * lomo__cu_clipped(g, i, a), a.stochastic, a.seed,
+                    a.stream);
+}
+__global__ void lomo__cu_k_adamw(void *p, int dt, const float *g, float *m1, float *m2, size_t n, lomo_update_args a,
+                                 float step_size, float bc2s) {
+    float decay = 1.0f - a.lr * a.weight_decay;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float gi = lomo__cu_clipped(g, i, a), w = lomo__cu_ld(p, dt, i) * decay;
+        m1[i] += (gi - m1[i]) * (1.0f - a.beta1);
+        m2[i] = m2[i] * a.beta2 + (1.0f - a.beta2) * gi * gi;
+        lomo__cu_st(p, dt, i, w - step_size * m1[i] / (sqrtf(m2[i]) / bc2s + a.eps), a.stochastic, a.seed, a.stream);
+    }
+}
+/* AdaLomo, matrices: row means (a block per row) and column means (a thread per column) */
+__global__ void lomo__cu_k_ada_rows(float *row, const float *g, int cols, lomo_update_args a, float beta) {
+    __shared__ double sh[32];
+    const float *gr = g + (size_t)blockIdx.x * cols;
+    double s = 0.0;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) { float gi = lomo__cu_clipped(gr, c, a); s += gi * gi + a.eps1; }
+    s = lomo__cu_block_sum_d(s, sh);
+    if (threadIdx.x == 0) row[blockIdx.x] = (float)(beta * row[blockIdx.x] + (1.0 - beta) * (float)(s / cols));
+}
+__global__ void lomo__cu_k_ada_cols(float *col, const float *g, int rows, int cols, lomo_update_args a, float beta) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    double s = 0.0;
+    for (int r = 0; r < rows; r++) { float gi = lomo__cu_clipped(g, (size_t)r * cols + c, a); s += gi * gi + a.eps1; }
+    col[c] = (float)(beta * col[c] + (1.0 - beta) * (float)(s / rows));
+}
+__global__ void lomo__cu_k_ada_vec(float *vec, const float *g, size_t n, lomo_update_args a, float beta) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float gi = lomo__cu_clipped(g, i, a);
+        vec[i] = (float)(beta * vec[i] + (1.0 - beta) * (gi * gi + a.eps1));
+    }
+}
+__device__ __forceinline__ float lomo__cu_ada_u(const float *g, size_t i, const float *s1, const float *s2, int cols,
+                                                float rmean, lomo_update_args a) {
+    float gi = lomo__cu_clipped(g, i, a);
+    return s2 ? gi / sqrtf(s1[i / cols] / rmean) / sqrtf(s2[i % cols]) : gi / sqrtf(s1[i]);
+}
+/* partial sums of u^2 (part) and p^2 (part + PARTS) */
+__global__ void lomo__cu_k_ada_sums(double *part, const void *p, int dt, const float *g, const float *s1,
+                                    const float *s2, int cols, const float *scal, size_t n, lomo_update_args a) {
+    __shared__ double sh[32];
+    double su = 0.0, sp = 0.0;
+    float rmean = s2 ? scal[0] : 1.0f;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float u = lomo__cu_ada_u(g, i, s1, s2, cols, rmean, a), w = lomo__cu_ld(p, dt, i);
+        su += (double)u * u; sp += (double)w * w;
+    }
+    su = lomo__cu_block_sum_d(su, sh);
+    sp = lomo__cu_block_sum_d(sp, sh);
+    if (threadIdx.x == 0) { part[blockIdx.x] = su; part[LOMO_CU__PARTS + blockIdx.x] = sp; }
+}
+/* scal[0] = mean(row); after the sums: scal[1] = denom, scal[2] = lr_t */
+__global__ void lomo__cu_k_ada_rmean(float *scal, const float *row, int rows) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < rows; i += blockDim.x) s += row[i];
+    s = lomo__cu_block_sum_d(s, sh);
+    if (threadIdx.x == 0) scal[0] = (float)(s / rows);
+}
+__global__ void lomo__cu_k_ada_scal(float *scal, const double *part, size_t n, lomo_update_args a) {
+    __shared__ double sh[32];
+    double su = 0.0, sp = 0.0;
+    for (int i = threadIdx.x; i < LOMO_CU__PARTS; i += blockDim.x) { su += part[i]; sp += part[LOMO_CU__PARTS + i]; }
+    su = lomo__cu_block_sum_d(su, sh);
+    sp = lomo__cu_block_sum_d(sp, sh);
+    if (threadIdx.x == 0) {
+        float denom = (float)(sqrt(su / n) / a.clip_threshold);
+        scal[1] = denom > 1.0f ? denom : 1.0f;
+        double rms = sqrt(sp / n);
+        scal[2] = a.lr * (float)(rms > a.eps2 ? rms : (double)a.eps2);
+    }
+}
+__global__ void lomo__cu_k_ada_apply(void *p, int dt, const float *g, const float *s1, const float *s2, int cols,
+                                     const float *scal, size_t n, lomo_update_args a) {
+    float rmean = s2 ? scal[0] : 1.0f, denom = scal[1], lr_t = scal[2];
+    float decay = a.weight_decay > 0.0f ? 1.0f - lr_t * a.weight_decay : 1.0f;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float u = lomo__cu_ada_u(g, i, s1, s2, cols, rmean, a);
+        lomo__cu_st(p, dt, i, lomo__cu_ld(p, dt, i) * decay - lr_t * (u / denom), a.stochastic, a.seed, a.stream);
+    }
+}
+
+static void lomo__cu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t n = (size_t)p->numel;
+    int blocks = lomo__cu_blocks(n, 256);
+    if (a->rule == LOMO_OPT_LOMO) {
+        lomo__cu_k_lomo<<<blocks, 256, 0, c->stream>>>(p->data, p->dtype, g, n, *a);
+    } else if (a->rule == LOMO_OPT_ADAMW) {
+        float bc1 = (float)(1.0 - pow(a->beta1, (double)a->step)), bc2s = (float)sqrt(1.0 - pow(a->beta2, (double)a->step));
+        lomo__cu_k_adamw<<<blocks, 256, 0, c->stream>>>(p->data, p->dtype, g, s1, s2, n, *a, a->lr / bc1, bc2s);
+    } else {
+        float beta = (float)(1.0 - pow((double)a->step, (double)a->decay_rate));
+        int rows = p->ndim == 2 ? (int)p->shape[0] : 1, cols = p->ndim == 2 ? (int)p->shape[1] : (int)n;
+        if (p->ndim == 2) {
+            lomo__cu_k_ada_rows<<<rows, 256, 0, c->stream>>>(s1, g, cols, *a, beta);
+            lomo__cu_k_ada_cols<<<(cols + 255) / 256, 256, 0, c->stream>>>(s2, g, rows, cols, *a, beta);
+            lomo__cu_k_ada_rmean<<<1, 1024, 0, c->stream>>>(c->scal, s1, rows);
+        } else {
+            lomo__cu_k_ada_vec<<<blocks, 256, 0, c->stream>>>(s1, g, n, *a, beta);
+            s2 = NULL;
+        }
+        lomo__cu_k_ada_sums<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, p->data, p->dtype, g, s1, s2, cols, c->scal,
+                                                                    n, *a);
+        lomo__cu_k_ada_scal<<<1, 1024, 0, c->stream>>>(c->scal, c->part, n, *a);
+        lomo__cu_k_ada_apply<<<blocks, 256, 0, c->stream>>>(p->data, p->dtype, g, s1, s2, cols, c->scal, n, *a);
+    }
+    LOMO__LAUNCHED(c);
+}
+
+/* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F from two N x N Gram matrices (cuBLAS, fp32) */
+static double lomo__cu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t nn = (size_t)N * N;
+    float *gy = (float *)c->scratch, *gx = gy + nn;
+    if (2 * nn * sizeof(float) > c->scratch_bytes) {
+        lomo__cu_fail(c, "Gram norm", "scratch too small", __FILE__, __LINE__);
+        return NAN;
+    }
+    lomo__cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, N, N, O, dy, O, dy, O, LOMO_F32, gy, N, 0);
+    lomo__cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, N, N, K, x, K, x, K, LOMO_F32, gx, N, 0);
+    lomo__cu_k_dot<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, gy, gx, nn);
+    LOMO__LAUNCHED(c);
+    return lomo__cu_reduce_to_host(c);
+}
+
+/* scratch: the 16-bit casts of a matmul's activation operands (N rows of the
+   widest layer input or output), or the two Gram matrices */
+static size_t lomo__cu_scratch_bytes(void *ctx, const lomo_model *m, int N, int gram) {
+    const lomo_config *c = &m->cfg;
+    size_t w = (size_t)c->dim, cast, g;
+    if ((size_t)c->hidden_dim > w) w = (size_t)c->hidden_dim;
+    if ((size_t)c->n_heads * c->head_dim > w) w = (size_t)c->n_heads * c->head_dim;
+    if ((size_t)c->vocab_size > w) w = (size_t)c->vocab_size;
+    ((lomo__cu *)ctx)->act_dtype = c->dtype;
+    cast = c->dtype == LOMO_F32 ? 0 : 2 * 2 * (size_t)N * w;   /* two operands of 2 bytes */
+    g = gram ? 2 * (size_t)N * N * sizeof(float) : 0;
+    return cast > g ? cast : g;
+}
+static void lomo__cu_set_scratch(void *ctx, void *p, size_t bytes) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    c->scratch = p;
+    c->scratch_bytes = bytes;
+}
+
+extern "C" const lomo_backend *lomo_cuda_backend(int device) {
+    static lomo_backend be[16];
+    static lomo__cu ctx[16];
+    lomo__cu *c;
+    cudaError_t e;
+    if (device < 0 || device >= 16) { lomo__fail("cuda: device %d out of range", device); return NULL; }
+    if (be[device].name) return &be[device];
+    c = &ctx[device];
+    c->device = device;
+    if ((e = cudaSetDevice(device)) != cudaSuccess) { lomo__fail("cuda: cudaSetDevice(%d): %s", device, cudaGetErrorString(e)); return NULL; }
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaMalloc(&c->part, sizeof(double) * (2 * LOMO_CU__PARTS + 1))) != cudaSuccess ||
+        (e = cudaMalloc(&c->scal, sizeof(float) * 4)) != cudaSuccess ||
+        (e = cudaMallocHost(&c->host, sizeof(double))) != cudaSuccess) {
+        lomo__fail("cuda: device %d: %s", device, cudaGetErrorString(e));
+        return NULL;
+    }
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {   /* no TF32 for fp32 */
+        lomo__fail("cuda: cuBLAS failed to start on device %d", device);
+        return NULL;
+    }
+    lomo_backend *b = &be[device];
+    b->ctx = c; b->stream = c->stream; b->host_memory = 0;
+    b->alloc = lomo__cu_alloc; b->free = lomo__cu_free; b->upload = lomo__cu_upload; b->download = lomo__cu_download;
+    b->copy = lomo__cu_copy; b->zero = lomo__cu_zero; b->check = lomo__cu_check; b->add = lomo__cu_add;
+    b->embed_fwd = lomo__cu_embed_fwd; b->embed_bwd = lomo__cu_embed_bwd;
+    b->rmsnorm_fwd = lomo__cu_rmsnorm_fwd; b->rmsnorm_bwd = lomo__cu_rmsnorm_bwd;
+    b->matmul_fwd = lomo__cu_matmul_fwd; b->matmul_bwd_x = lomo__cu_matmul_bwd_x; b->matmul_bwd_w = lomo__cu_matmul_bwd_w;
+    b->bias_bwd = lomo__cu_bias_bwd; b->rope = lomo__cu_rope;
+    b->attn_fwd = lomo__cu_attn_fwd; b->attn_bwd = lomo__cu_attn_bwd;
+    b->swiglu_fwd = lomo__cu_swiglu_fwd; b->swiglu_bwd = lomo__cu_swiglu_bwd;
+    b->cross_entropy = lomo__cu_cross_entropy; b->sumsq = lomo__cu_sumsq;
+    b->update = lomo__cu_update; b->wgrad_sqnorm = lomo__cu_wgrad_sqnorm;
+    b->scratch_bytes = lomo__cu_scratch_bytes; b->set_scratch = lomo__cu_set_scratch;
+    b->name = "cuda";
+    return b;
+}
+
+extern "C" int lomo_cuda_mem_info(const lomo_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    lomo__cu *c = (lomo__cu *)be->ctx;
+    cudaError_t e = cudaSetDevice(c->device);
+    if (e == cudaSuccess) e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e != cudaSuccess) return lomo__fail("cuda: cudaMemGetInfo: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+#endif /* LOMO_CUDA__IMPLEMENTED */
+#endif /* LOMO_IMPLEMENTATION */
+#endif /* LOMO_CUDA_CUH */
