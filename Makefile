@@ -28,6 +28,10 @@ NVFLAGS    = -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fopenmp
 CUDA_LIBS  = -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++ -lgomp
 CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 
+# MPI (OpenMPI from Debian: openmpi-bin libopenmpi-dev): sharding tests under mpirun
+MPICC     ?= $(shell command -v mpicc 2>/dev/null)
+MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
+
 .PHONY: all test demo bench clean cuda test-cuda bench-cuda
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
@@ -61,6 +65,11 @@ $(BUILD)/llama_ft_cuda: examples/llama_ft.c $(BUILD)/cuda_impl.o
 $(BUILD)/bench_cuda: bench/bench_lomo.c $(BUILD)/cuda_impl.o
 	$(CC) $(CSTD) $(WARN) -O2 $(OMP) -DLOMO_CUDA -I$(CUDA_HOME)/include $< $(BUILD)/cuda_impl.o -o $@ $(CUDA_LIBS) $(LDLIBS)
 
+$(BUILD)/test_mpi: tests/test_mpi.c lomo.h tests/test_util.h | $(BUILD)
+	$(MPICC) $(CSTD) $(WARN) $(CFLAGS) $(OMP) -DLOMO_MPI $< -o $@ $(LDLIBS)
+$(BUILD)/llama_ft_mpi: examples/llama_ft.c lomo.h | $(BUILD)
+	$(MPICC) $(CSTD) $(WARN) -O3 $(OMP) $(BLAS_FLAGS) -DLOMO_MPI $< -o $@ $(BLAS_LIBS) $(LDLIBS)
+
 cuda: $(CUDA_BINS)
 
 # on a GPU: every kernel against the CPU backend, whole steps, trajectories;
@@ -73,10 +82,11 @@ test-cuda: $(CUDA_BINS)
 bench-cuda: $(CUDA_BINS)
 	sh bench/run_cuda.sh
 
-test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan $(if $(NVCC),$(CUDA_BINS))
+test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan $(if $(NVCC),$(CUDA_BINS)) $(MPI_BINS)
 	@echo "CUDA side: $(if $(NVCC),compiled with $(NVCC) for sm_80 and sm_90 (run on a GPU: make test-cuda),not built (no nvcc))"
 	@echo "matmuls: $(if $(BLAS_FLAGS),CBLAS (OpenBLAS) and plain loops,plain loops only (no OpenBLAS found))"
-	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh
+	@echo "MPI sharding: $(if $(MPICC),tested under mpirun -np 2 and 3,not built (no mpicc: apt-get install openmpi-bin libopenmpi-dev))"
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh $(if $(MPICC),tests/test_mpi.sh)
 
 $(BUILD)/bench_cpu: bench/bench_lomo.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)

@@ -198,6 +198,8 @@ typedef struct lomo_tensor {
     int layer;          /* 0..n_layers-1, or -1 for embedding, final norm, lm_head */
     int kind;           /* lomo_tensor_kind */
     int index;          /* position in lomo_model.tensors */
+    int64_t shard_off, shard_len; /* sharded model: data holds elements [shard_off, shard_off + shard_len)
+                                     of the flattened tensor (padded to ceil(numel / ranks)); else 0, numel */
 } lomo_tensor;
 
 typedef struct lomo_layer {
@@ -221,6 +223,21 @@ typedef struct lomo_memory {
 typedef struct lomo_backend lomo_backend;
 typedef struct lomo_trainer lomo_trainer;
 
+/* ---- parameter sharding across processes (ZeRO-3 style) ----
+   A communicator: every rank calls each collective in the same order. The
+   MPI one (LOMO_MPI) is in this file, the NCCL one (LOMO_NCCL) in
+   lomo_cuda.cuh. Buffers live where the model's backend keeps its memory.
+   Each returns 0, or -1 with lomo_error() set (including on timeout). */
+typedef struct lomo_comm {
+    int rank, size;
+    const char *name;
+    void *ctx;
+    int (*all_reduce_sum)(void *ctx, void *buf, size_t n, int is_double);  /* in place, f32 or f64 */
+    int (*all_gather)(void *ctx, void *dst, const void *src, size_t bytes_per_rank);   /* dst = every rank's src, in rank order */
+    int (*reduce_scatter_sum)(void *ctx, float *dst, const float *src, size_t n_per_rank); /* dst = sum of src[rank part] */
+    int (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+} lomo_comm;
+
 typedef struct lomo_model {
     lomo_config cfg;
     int n_tensors;
@@ -228,13 +245,16 @@ typedef struct lomo_model {
     lomo_tensor *embed, *final_norm, *lm_head;   /* lm_head == embed when tied */
     lomo_layer *layers;
     const lomo_backend *be;
+    const lomo_comm *comm;       /* NULL, or the ranks this model is sharded over */
     lomo_memory mem;             /* everything allocated on the backend for this model */
     lomo_dtype file_dtype;       /* dtype of the checkpoint it was loaded from (saves default to it) */
 } lomo_model;
 
 typedef struct lomo_load_opts {
-    lomo_dtype dtype;            /* storage dtype (this version: LOMO_F32) */
+    lomo_dtype dtype;            /* storage dtype: LOMO_F32, LOMO_BF16 or LOMO_F16 */
     const lomo_backend *backend; /* NULL: the CPU backend */
+    const lomo_comm *comm;       /* non-NULL: shard every tensor over comm's ranks (each reads only its
+                                    shard; lomo_save, lomo_trainer_new, lomo_step become collective) */
 } lomo_load_opts;
 
 LOMODEF lomo_model  *lomo_load(const char *hf_dir, const lomo_load_opts *opts);
@@ -442,6 +462,17 @@ LOMODEF uint16_t lomo_f32_to_bf16(float f);
 LOMODEF float    lomo_f16_to_f32(uint16_t h);
 LOMODEF uint16_t lomo_f32_to_f16(float f);
 
+#ifdef LOMO_MPI
+#include <mpi.h>
+/* A communicator over an MPI communicator (MPI must be initialised; pass
+   MPI_COMM_WORLD for all processes). Collectives are non-blocking MPI calls
+   polled against a timeout (LOMO_COMM_TIMEOUT seconds, default 600): a rank
+   that died, hangs or runs other work ends the job with a clear message
+   instead of a hang. Free with lomo_mpi_comm_free. */
+LOMODEF lomo_comm *lomo_mpi_comm(MPI_Comm comm);
+LOMODEF void       lomo_mpi_comm_free(lomo_comm *c);
+#endif
+
 /* ---- memory report ---- */
 
 LOMODEF lomo_memory lomo_memory_report(const lomo_model *m);
@@ -474,6 +505,8 @@ typedef struct lomo_update_args {
     float beta1, beta2, eps;                         /* AdamW */
     int stochastic;           /* rounding to 16-bit storage */
     uint64_t seed, stream;    /* stream: per (step, tensor) */
+    int64_t shard_off;        /* index of p's first element in the whole tensor (rounding hash, AdaLomo) */
+    double param_sumsq;       /* AdaLomo on a shard: sum of squares of the whole tensor (< 0: compute from p) */
 } lomo_update_args;
 
 struct lomo_backend {
@@ -531,8 +564,14 @@ struct lomo_backend {
     void (*cross_entropy)(void *ctx, float *losses, float *dlogits, const float *logits,
                           const int32_t *targets, int N, int V, float dscale);
     double (*sumsq)(void *ctx, const float *x, size_t n);   /* sum of squares, NaN/inf propagate */
+    /* sum of squares of a stored tensor's elements (any dtype) */
+    double (*param_sumsq)(void *ctx, const lomo_tensor *p);
     /* a built-in rule on one tensor: reads the stored weights, widens them to
-       fp32, applies the rule, rounds back to the storage dtype (see lomo_update_args) */
+       fp32, applies the rule, rounds back to the storage dtype (see lomo_update_args).
+       LOMO and AdamW are elementwise: p, g, s1, s2 may be a shard (p->numel elements).
+       AdaLomo on a shard: p->shape is the whole tensor's, p->data the shard of
+       p->shard_len elements from a->shard_off, g the whole (summed) gradient,
+       s1/s2 the whole row/column (or vector) state. */
     void (*update)(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a);
     /* ||dy^T x||_F^2 of a linear layer's weight gradient, without forming it
        (from the N x N Gram matrices; LOMO_CLIP_GLOBAL_GRAM); NULL if unsupported */
@@ -1370,6 +1409,17 @@ static const lomo__st_tensor *lomo__st_find(const lomo__st_file *f, const char *
 }
 
 /* dst gets numel floats; F32, F16, BF16, F64 are accepted. */
+static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst);
+/* elements [off, off + n) of t as floats */
+static int lomo__st_read_f32_range(const lomo__st_tensor *t, float *dst, int64_t off, int64_t n) {
+    lomo__st_tensor v = *t;
+    int sz = v.dtype >= 0 && v.dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_size[v.dtype] : 0;
+    if (off < 0 || n < 0 || off + n > t->numel) return lomo__fail("tensor '%s': range out of bounds", t->name);
+    v.data = (const unsigned char *)t->data + (size_t)off * sz;
+    v.numel = n;
+    return lomo__st_read_f32(&v, dst);
+}
+
 static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst) {
     const unsigned char *p = (const unsigned char *)t->data;
     int64_t i;
@@ -1789,10 +1839,11 @@ static uint16_t lomo__round16(float x, lomo_dtype dt, int stochastic, float u) {
     }
 }
 
+/* element i of t's data; the rounding hash uses its index in the whole tensor */
 static void lomo__store(lomo_tensor *t, size_t i, float v, const lomo_update_args *a) {
     if (t->dtype == LOMO_F32) { ((float *)t->data)[i] = v; return; }
     ((uint16_t *)t->data)[i] = lomo__round16(v, t->dtype, a && a->stochastic,
-                                             a && a->stochastic ? lomo__hash_uniform(a->seed, a->stream, i) : 0.0f);
+        a && a->stochastic ? lomo__hash_uniform(a->seed, a->stream, (uint64_t)a->shard_off + i) : 0.0f);
 }
 
 /* A weight as fp32: itself, or widened into the backend's scratch (the CPU
@@ -2214,6 +2265,7 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
         double usq = 0.0, psq = 0.0, rmean = 0.0;
         float denom, lr_t, decay;
         int r, c;
+        long long off = a->shard_off, len = p->shard_len;   /* the elements p->data holds (all, unsharded) */
         if (p->ndim == 2) {
             double *colsum = (double *)calloc((size_t)cols, sizeof(double));
             for (r = 0; r < rows; r++) {        /* column means need every row: serial in rows */
@@ -2229,32 +2281,46 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
             free(colsum);
             for (r = 0; r < rows; r++) rmean += s1[r];
             rmean /= rows;
-            LOMO__OMP(parallel for reduction(+:usq, psq))
+            LOMO__OMP(parallel for reduction(+:usq))
             for (i = 0; i < n; i++) {
                 float u = lomo__clipped(g, (size_t)i, a) / sqrtf(s1[i / cols] / (float)rmean) / sqrtf(s2[i % cols]);
-                float w = lomo__elem(p, (size_t)i);
-                usq += (double)u * u; psq += (double)w * w;
+                usq += (double)u * u;
             }
         } else {
-            LOMO__OMP(parallel for reduction(+:usq, psq))
+            LOMO__OMP(parallel for reduction(+:usq))
             for (i = 0; i < n; i++) {
-                float gi = lomo__clipped(g, (size_t)i, a), w = lomo__elem(p, (size_t)i), u;
+                float gi = lomo__clipped(g, (size_t)i, a), u;
                 s1[i] = (float)(beta * s1[i] + (1.0 - beta) * (gi * gi + a->eps1));
                 u = gi / sqrtf(s1[i]);
-                usq += (double)u * u; psq += (double)w * w;
+                usq += (double)u * u;
             }
+        }
+        if (a->param_sumsq >= 0.0) psq = a->param_sumsq;   /* sharded: the whole tensor's, from the driver */
+        else {
+            LOMO__OMP(parallel for reduction(+:psq))
+            for (i = 0; i < len; i++) { float w = lomo__elem(p, (size_t)i); psq += (double)w * w; }
         }
         denom = (float)(sqrt(usq / n) / a->clip_threshold);
         if (!(denom > 1.0f)) denom = 1.0f;
         lr_t = a->lr * (float)fmax(a->eps2, sqrt(psq / n));
         decay = a->weight_decay > 0.0f ? 1.0f - lr_t * a->weight_decay : 1.0f;
         LOMO__OMP(parallel for)
-        for (i = 0; i < n; i++) {
-            float gi = lomo__clipped(g, (size_t)i, a);
-            float u = p->ndim == 2 ? gi / sqrtf(s1[i / cols] / (float)rmean) / sqrtf(s2[i % cols]) : gi / sqrtf(s1[i]);
+        for (i = 0; i < len; i++) {
+            long long k = off + i;   /* index in the whole tensor */
+            float gi = lomo__clipped(g, (size_t)k, a);
+            float u = p->ndim == 2 ? gi / sqrtf(s1[k / cols] / (float)rmean) / sqrtf(s2[k % cols]) : gi / sqrtf(s1[k]);
             lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - lr_t * (u / denom), a);
         }
     }
+}
+
+static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
+    double s = 0.0;
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for reduction(+:s))
+    for (i = 0; i < (long long)p->numel; i++) { double w = lomo__elem(p, (size_t)i); s += w * w; }
+    return s;
 }
 
 /* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F: two N x N Gram matrices instead of the O x K gradient */
@@ -2322,7 +2388,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.attn_fwd = lomo__cpu_attn_fwd; be.attn_bwd = lomo__cpu_attn_bwd;
         be.swiglu_fwd = lomo__cpu_swiglu_fwd; be.swiglu_bwd = lomo__cpu_swiglu_bwd;
         be.cross_entropy = lomo__cpu_cross_entropy; be.sumsq = lomo__cpu_sumsq;
-        be.update = lomo__cpu_update; be.wgrad_sqnorm = lomo__cpu_wgrad_sqnorm;
+        be.update = lomo__cpu_update; be.wgrad_sqnorm = lomo__cpu_wgrad_sqnorm; be.param_sumsq = lomo__cpu_param_sumsq;
         be.scratch_bytes = lomo__cpu_scratch_bytes; be.set_scratch = lomo__cpu_set_scratch;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
@@ -2379,6 +2445,13 @@ static lomo_tensor *lomo__add_tensor(lomo_model *m, const char *name, int kind, 
 
 static size_t lomo__dtype_size(lomo_dtype d) { return d == LOMO_F32 ? 4 : 2; }
 static size_t lomo__tensor_bytes(const lomo_tensor *t) { return (size_t)t->numel * lomo__dtype_size(t->dtype); }
+/* elements a rank stores of t: ceil(numel / ranks), the last shard zero-padded */
+static int64_t lomo__shard_cap(const lomo_model *m, const lomo_tensor *t) {
+    return m->comm ? (t->numel + m->comm->size - 1) / m->comm->size : t->numel;
+}
+static size_t lomo__stored_bytes(const lomo_model *m, const lomo_tensor *t) {
+    return (size_t)lomo__shard_cap(m, t) * lomo__dtype_size(t->dtype);
+}
 
 LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts) {
     lomo_model *m;
@@ -2424,10 +2497,16 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
     m->final_norm = lomo__add_tensor(m, "model.norm.weight", LOMO_FINAL_NORM, -1, C, 0);
     m->lm_head = cfg->tie_embeddings ? m->embed
                : lomo__add_tensor(m, "lm_head.weight", LOMO_LM_HEAD, -1, cfg->vocab_size, C);
+    m->comm = opts ? opts->comm : NULL;
     for (l = 0; l < m->n_tensors; l++) {
         lomo_tensor *t = &m->tensors[l];
-        t->data = lomo__alloc(m, LOMO_MEM_PARAMS, lomo__tensor_bytes(t));
+        int64_t cap = lomo__shard_cap(m, t);
+        t->shard_off = m->comm ? cap * m->comm->rank : 0;
+        t->shard_len = t->shard_off >= t->numel ? 0 : (t->numel - t->shard_off < cap ? t->numel - t->shard_off : cap);
+        if (t->shard_off > t->numel) t->shard_off = t->numel;
+        t->data = lomo__alloc(m, LOMO_MEM_PARAMS, lomo__stored_bytes(m, t));
         if (!t->data) { lomo_model_free(m); return NULL; }
+        m->be->zero(m->be->ctx, t->data, lomo__stored_bytes(m, t));   /* the padding stays 0 */
     }
     return m;
 }
@@ -2436,7 +2515,7 @@ LOMODEF void lomo_model_free(lomo_model *m) {
     int i;
     if (!m) return;
     for (i = 0; m->tensors && i < m->n_tensors; i++)
-        lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__tensor_bytes(&m->tensors[i]));
+        lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__stored_bytes(m, &m->tensors[i]));
     free(m->tensors);
     free(m->layers);
     free(m);
@@ -2469,14 +2548,17 @@ static double lomo__rng_normal(uint64_t *s) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* fp32 host values -> the tensor's storage (rounded to nearest even for 16-bit) */
+/* fp32 host values of this rank's elements (shard_len of them, in a buffer
+   of at least the shard capacity) -> the tensor's storage, rounded to
+   nearest-even for 16-bit; the padding is zeroed */
 static void lomo__upload_f32(lomo_model *m, lomo_tensor *t, float *h) {
-    size_t n = (size_t)t->numel, i;
-    if (t->dtype != LOMO_F32) {   /* narrow in place: the first 2n bytes become the 16-bit values */
+    size_t n = (size_t)t->shard_len, cap = (size_t)lomo__shard_cap(m, t), i;
+    for (i = n; i < cap; i++) h[i] = 0.0f;
+    if (t->dtype != LOMO_F32) {   /* narrow in place: the first 2 cap bytes become the 16-bit values */
         uint16_t *o = (uint16_t *)h;
-        for (i = 0; i < n; i++) o[i] = t->dtype == LOMO_BF16 ? lomo_f32_to_bf16(h[i]) : lomo_f32_to_f16(h[i]);
+        for (i = 0; i < cap; i++) o[i] = t->dtype == LOMO_BF16 ? lomo_f32_to_bf16(h[i]) : lomo_f32_to_f16(h[i]);
     }
-    m->be->upload(m->be->ctx, t->data, h, lomo__tensor_bytes(t));
+    m->be->upload(m->be->ctx, t->data, h, lomo__stored_bytes(m, t));
 }
 
 LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
@@ -2490,6 +2572,7 @@ LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
         for (j = 0; j < t->numel; j++)
             h[j] = t->ndim == 2 ? (float)(std * lomo__rng_normal(&s))
                  : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM) ? 1.0f : 0.0f;
+        if (t->shard_off) memmove(h, h + t->shard_off, sizeof(float) * (size_t)t->shard_len);   /* this rank's part */
         lomo__upload_f32(m, t, h);
         free(h);
     }
@@ -3127,14 +3210,14 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
             goto fail;
         }
         if (i == 0) m->file_dtype = s->dtype == LOMO__ST_BF16 ? LOMO_BF16 : s->dtype == LOMO__ST_F16 ? LOMO_F16 : LOMO_F32;
-        if (m->be->host_memory && t->dtype == LOMO_F32) {
+        if (m->be->host_memory && t->dtype == LOMO_F32 && !m->comm) {
             if (lomo__st_read_f32(s, (float *)t->data)) goto fail;
-        } else if (m->be->host_memory && lomo__st_of_dtype[t->dtype] == s->dtype) {
+        } else if (m->be->host_memory && lomo__st_of_dtype[t->dtype] == s->dtype && !m->comm) {
             memcpy(t->data, s->data, lomo__tensor_bytes(t));   /* bf16 -> bf16, f16 -> f16 */
-        } else {   /* one tensor at a time through a host buffer: never a second full copy */
-            stage = (float *)malloc(sizeof(float) * (size_t)t->numel);
+        } else {   /* this rank's part, one tensor at a time through a host buffer: never a second full copy */
+            stage = (float *)malloc(sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4);
             if (!stage) { lomo__fail("out of host memory staging %s", t->name); goto fail; }
-            if (lomo__st_read_f32(s, stage)) goto fail;
+            if (lomo__st_read_f32_range(s, stage, t->shard_off, t->shard_len)) goto fail;
             lomo__upload_f32(m, t, stage);
             free(stage); stage = NULL;
         }
@@ -3268,7 +3351,19 @@ static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dty
     size_t n = (size_t)t->numel, i;
     void *raw = t->data, *out;
     *owned = 0;
-    if (!m->be->host_memory) {
+    if (m->comm) {   /* every rank: all-gather the shards on the backend, then download the whole tensor */
+        size_t part = lomo__stored_bytes(m, t), all = part * (size_t)m->comm->size;
+        lomo_model *mm = (lomo_model *)m;   /* accounting only */
+        void *full = lomo__alloc(mm, LOMO_MEM_COMM, all);
+        if (!full) return NULL;
+        if (m->comm->all_gather(m->comm->ctx, full, t->data, part) || !(raw = malloc(all))) {
+            lomo__free(mm, LOMO_MEM_COMM, full, all);
+            return NULL;
+        }
+        m->be->download(m->be->ctx, raw, full, lomo__tensor_bytes(t));
+        lomo__free(mm, LOMO_MEM_COMM, full, all);
+        *owned = 1;
+    } else if (!m->be->host_memory) {
         if (!(raw = malloc(lomo__tensor_bytes(t)))) return NULL;
         m->be->download(m->be->ctx, raw, t->data, lomo__tensor_bytes(t));
         *owned = 1;
@@ -3289,7 +3384,21 @@ static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dty
     return out;
 }
 
-static int lomo__trainer_write(const lomo_trainer *t, const char *path);
+static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer);
+
+/* Sharded: rank 0's rc (and error message) reaches every rank. */
+static int lomo__agree(const lomo_model *m, int *rc) {
+    char msg[sizeof lomo__errbuf];
+    int v[1];
+    if (!m->comm) return 0;
+    v[0] = *rc;
+    memcpy(msg, lomo__errbuf, sizeof msg);
+    if (m->comm->broadcast(m->comm->ctx, v, sizeof v, 0) ||
+        m->comm->broadcast(m->comm->ctx, msg, sizeof msg, 0)) return -1;
+    if (v[0] && m->comm->rank) { memcpy(lomo__errbuf, msg, sizeof msg); lomo__errbuf[sizeof lomo__errbuf - 1] = 0; }
+    *rc = v[0];
+    return 0;
+}
 
 LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts) {
     char tmp[1100], path[1300], shard[64];
@@ -3297,7 +3406,7 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     lomo__st_out *outs = NULL;
     void **bufs = NULL;
     int *owned = NULL, *shard_of = NULL;
-    int i, n_shards = 1, rc = -1, k;
+    int i, n_shards = 1, rc = 0, k, writer = !m->comm || m->comm->rank == 0;
     uint64_t total = 0, cur = 0;
     lomo_dtype dt;
     static const char *meta[] = {"format", "pt", NULL};
@@ -3307,15 +3416,19 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     dt = o.dtype == LOMO_SAVE_AS_LOADED ? m->file_dtype : (lomo_dtype)(o.dtype - 1);
     if (!o.max_shard_bytes) o.max_shard_bytes = (int64_t)5 << 30;
     if (strlen(dir) > 900) return lomo__fail("%s: path too long", dir);
-    lomo__remove_stale_tmp(dir);
     snprintf(tmp, sizeof tmp, "%s.lomo-tmp.%ld", dir, (long)getpid());
-    lomo__rmtree(tmp);
-    if (mkdir(tmp, 0755)) return lomo__fail("%s: cannot create %s: %s", dir, tmp, strerror(errno));
+    if (writer) {
+        lomo__remove_stale_tmp(dir);
+        lomo__rmtree(tmp);
+        if (mkdir(tmp, 0755)) rc = lomo__fail("%s: cannot create %s: %s", dir, tmp, strerror(errno));
+    }
+    if (lomo__agree(m, &rc)) return -1;   /* sharded: every rank learns rank 0's outcome */
     /* tied weights are stored once (m->tensors has no lm_head then); shards in tensor order */
     shard_of = (int *)calloc((size_t)m->n_tensors, sizeof(int));
     outs = (lomo__st_out *)calloc((size_t)m->n_tensors, sizeof *outs);
     bufs = (void **)calloc((size_t)m->n_tensors, sizeof(void *));
     owned = (int *)calloc((size_t)m->n_tensors, sizeof(int));
+    rc = -1;
     if (!shard_of || !outs || !bufs || !owned) { lomo__fail("out of host memory"); goto done; }
     for (i = 0; i < m->n_tensors; i++) {
         uint64_t b = (uint64_t)m->tensors[i].numel * lomo__dtype_size(dt);
@@ -3336,9 +3449,14 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
         if (n_shards == 1) snprintf(shard, sizeof shard, "model.safetensors");
         else snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
         snprintf(path, sizeof path, "%s/%s", tmp, shard);
-        if (lomo__st_save(path, outs, n, meta)) goto done;
+        if (writer && lomo__st_save(path, outs, n, meta)) goto done;
         for (i = 0; i < m->n_tensors; i++) { if (owned[i]) free(bufs[i]); bufs[i] = NULL; owned[i] = 0; }
     }
+    if (o.trainer) {   /* collective when sharded (the optimizer state is gathered) */
+        snprintf(path, sizeof path, "%s/trainer.safetensors", tmp);
+        if (lomo__trainer_write(o.trainer, path, writer)) goto done;
+    }
+    if (!writer) { rc = 0; goto done; }
     if (n_shards > 1) {   /* model.safetensors.index.json */
         lomo__sb b = { NULL, 0, 0, 0 };
         lomo__sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {\n", (unsigned long long)total);
@@ -3358,10 +3476,6 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
         snprintf(path, sizeof path, "%s/config.json", tmp);
         if (lomo__config_save(path, &c)) goto done;
     }
-    if (o.trainer) {
-        snprintf(path, sizeof path, "%s/trainer.safetensors", tmp);
-        if (lomo__trainer_write(o.trainer, path)) goto done;
-    }
     for (i = 0; i < o.n_extra; i++) {
         if (!o.extra[i].name || strchr(o.extra[i].name, '/')) { lomo__fail("%s: extra file name must be a plain name", dir); goto done; }
         snprintf(path, sizeof path, "%s/%s", tmp, o.extra[i].name);
@@ -3380,13 +3494,115 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     }
     rc = 0;
 done:
-    if (rc) lomo__rmtree(tmp);
+    if (rc && writer) lomo__rmtree(tmp);
     for (i = 0; bufs && i < m->n_tensors; i++) if (owned[i]) free(bufs[i]);
     free(bufs); free(owned); free(outs); free(shard_of);
-    return rc;
+    return lomo__agree(m, &rc) ? -1 : rc;
 }
 
 LOMODEF int lomo_save(const lomo_model *m, const char *dir) { return lomo_save_ex(m, dir, NULL); }
+
+/* ======================================================================== */
+/* MPI communicator (LOMO_MPI)                                              */
+/* ======================================================================== */
+#ifdef LOMO_MPI
+#include <limits.h>
+#include <time.h>
+
+typedef struct lomo__mpi { MPI_Comm comm; double timeout; } lomo__mpi;
+
+static double lomo__wall(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* waits for one non-blocking collective, or gives up after the timeout and
+   takes the whole job down with a message (MPI has no way to cancel it) */
+static int lomo__mpi_wait(lomo__mpi *c, MPI_Request *req, const char *what) {
+    double t0 = lomo__wall();
+    int done = 0, rank = 0, size = 0;
+    while (!done) {
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return lomo__fail("MPI %s failed", what);
+        if (!done && lomo__wall() - t0 > c->timeout) {
+            MPI_Comm_rank(c->comm, &rank);
+            MPI_Comm_size(c->comm, &size);
+            lomo__fail("MPI %s: no answer from the other ranks after %.0f s (rank %d of %d): a rank died, hangs, "
+                       "or is running different work; aborting the job (LOMO_COMM_TIMEOUT sets the limit)",
+                       what, c->timeout, rank, size);
+            fprintf(stderr, "lomo: %s\n", lomo_error());
+            fflush(stderr);
+            MPI_Abort(c->comm, 3);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int lomo__mpi_all_reduce(void *ctx, void *buf, size_t n, int is_double) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    size_t esz = is_double ? 8 : 4, done = 0;
+    while (done < n) {   /* counts are ints */
+        size_t k = n - done < (size_t)INT_MAX ? n - done : (size_t)INT_MAX;
+        MPI_Request req;
+        if (MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + done * esz, (int)k, is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
+                           c->comm, &req) != MPI_SUCCESS) return lomo__fail("MPI all_reduce failed to start");
+        if (lomo__mpi_wait(c, &req, "all_reduce")) return -1;
+        done += k;
+    }
+    return 0;
+}
+
+static int lomo__mpi_all_gather(void *ctx, void *dst, const void *src, size_t bytes) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    MPI_Request req;
+    if (bytes > (size_t)INT_MAX) return lomo__fail("MPI all_gather: %zu bytes per rank is over the int limit", bytes);
+    if (MPI_Iallgather(src, (int)bytes, MPI_BYTE, dst, (int)bytes, MPI_BYTE, c->comm, &req) != MPI_SUCCESS)
+        return lomo__fail("MPI all_gather failed to start");
+    return lomo__mpi_wait(c, &req, "all_gather");
+}
+
+static int lomo__mpi_reduce_scatter(void *ctx, float *dst, const float *src, size_t n) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    MPI_Request req;
+    if (n > (size_t)INT_MAX) return lomo__fail("MPI reduce_scatter: %zu elements per rank is over the int limit", n);
+    if (MPI_Ireduce_scatter_block(src, dst, (int)n, MPI_FLOAT, MPI_SUM, c->comm, &req) != MPI_SUCCESS)
+        return lomo__fail("MPI reduce_scatter failed to start");
+    return lomo__mpi_wait(c, &req, "reduce_scatter");
+}
+
+static int lomo__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    MPI_Request req;
+    if (bytes > (size_t)INT_MAX) return lomo__fail("MPI broadcast: %zu bytes is over the int limit", bytes);
+    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->comm, &req) != MPI_SUCCESS) return lomo__fail("MPI broadcast failed to start");
+    return lomo__mpi_wait(c, &req, "broadcast");
+}
+
+LOMODEF lomo_comm *lomo_mpi_comm(MPI_Comm comm) {
+    lomo_comm *c = (lomo_comm *)calloc(1, sizeof *c);
+    lomo__mpi *x = (lomo__mpi *)calloc(1, sizeof *x);
+    const char *env = getenv("LOMO_COMM_TIMEOUT");
+    if (!c || !x) { free(c); free(x); lomo__fail("out of host memory"); return NULL; }
+    x->comm = comm;
+    x->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
+    MPI_Comm_rank(comm, &c->rank);
+    MPI_Comm_size(comm, &c->size);
+    c->name = "mpi";
+    c->ctx = x;
+    c->all_reduce_sum = lomo__mpi_all_reduce;
+    c->all_gather = lomo__mpi_all_gather;
+    c->reduce_scatter_sum = lomo__mpi_reduce_scatter;
+    c->broadcast = lomo__mpi_broadcast;
+    return c;
+}
+
+LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
+    if (!c) return;
+    free(c->ctx);
+    free(c);
+}
+#endif /* LOMO_MPI */
 
 /* ======================================================================== */
 /* the driver: forward, layer-streaming backward, update hook calls        */
@@ -3422,6 +3638,7 @@ typedef struct lomo__acts {
 } lomo__acts;
 
 enum { LOMO__PASS_NORM = 0, LOMO__PASS_UPDATE = 1 };
+enum { LOMO__NONE = -3, LOMO__EMBED = -2, LOMO__HEAD = -1 };   /* gather stages besides the layers */
 
 struct lomo_trainer {
     lomo_model *m;
@@ -3446,6 +3663,14 @@ struct lomo_trainer {
     /* optimizer state (AdaLomo: row/col or vector; AdamW: m, v) */
     float *opt_mem; size_t opt_floats;
     float **s1, **s2;           /* per tensor */
+    /* sharding: gathered copies of one stage's tensors (a layer, the head, the embedding) */
+    const lomo_comm *comm;
+    void *gbuf; size_t gbuf_bytes;
+    int gstage;                 /* stage in gbuf: l >= 0, LOMO__HEAD, LOMO__EMBED, or LOMO__NONE */
+    lomo_tensor *view;          /* per tensor: the gathered whole tensor */
+    lomo_layer *lview;          /* per layer, pointing into view */
+    float *gshard; size_t gshard_len;   /* this rank's part of a summed gradient */
+    int failed;                 /* a collective failed inside a pass */
     /* loss scaling */
     int scaling;
     float scale;
@@ -3501,6 +3726,80 @@ static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out
     return n;
 }
 
+/* the tensors a gather stage brings in: a layer, the head (final norm +
+   lm_head, which is the embedding when tied), or the embedding */
+static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out) {
+    int n = 0;
+    if (stage >= 0) {
+        const lomo_layer *L = &m->layers[stage];
+        lomo_tensor *all[13];
+        int i;
+        all[0] = L->attn_norm; all[1] = L->wq; all[2] = L->bq; all[3] = L->wk; all[4] = L->bk; all[5] = L->wv;
+        all[6] = L->bv; all[7] = L->wo; all[8] = L->bo; all[9] = L->mlp_norm; all[10] = L->w_gate; all[11] = L->w_up;
+        all[12] = L->w_down;
+        for (i = 0; i < 13; i++) if (all[i]) out[n++] = all[i];
+    } else if (stage == LOMO__HEAD) {
+        out[n++] = m->final_norm;
+        out[n++] = m->lm_head;
+    } else out[n++] = m->embed;
+    return n;
+}
+
+/* all-gathers a stage's tensors into gbuf (whole, in the storage dtype) and
+   points their views there; cached until the next pass starts */
+static int lomo__gather(lomo_trainer *t, int stage) {
+    const lomo_model *m = t->m;
+    lomo_tensor *st[16];
+    size_t off = 0;
+    int n, k;
+    if (!t->comm || t->gstage == stage) return 0;
+    n = lomo__gather_stage(m, stage, st);
+    for (k = 0; k < n; k++) {
+        size_t part = lomo__stored_bytes(m, st[k]);
+        lomo_tensor *v = &t->view[st[k]->index];
+        *v = *st[k];
+        v->data = (char *)t->gbuf + off;
+        v->shard_off = 0; v->shard_len = v->numel;
+        if (t->comm->all_gather(t->comm->ctx, v->data, st[k]->data, part)) { t->failed = 1; t->gstage = LOMO__NONE; return -1; }
+        off += part * (size_t)t->comm->size;
+    }
+    t->gstage = stage;
+    return 0;
+}
+
+/* a weight as the kernels must see it: whole (gathered when sharded) */
+static const lomo_tensor *lomo__need(lomo_trainer *t, int stage, const lomo_tensor *p) {
+    if (!t->comm) return p;
+    lomo__gather(t, stage);
+    return &t->view[p->index];
+}
+
+/* every rank must run the same model, batch and rule: compare, or fail clearly */
+static int lomo__ranks_agree(lomo_trainer *t) {
+    const lomo_config *c = &t->m->cfg;
+    static const char *names[] = {"world size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "vocab_size", "storage dtype", "batch", "seq_len",
+        "micro_batches", "optimizer", "clip_mode", "checkpointing"};
+    enum { NF = 14 };
+    int mine[NF], *all, r, f, rc = 0;
+    mine[0] = t->comm->size; mine[1] = c->dim; mine[2] = c->hidden_dim; mine[3] = c->n_layers; mine[4] = c->n_heads;
+    mine[5] = c->n_kv_heads; mine[6] = c->vocab_size; mine[7] = (int)c->dtype; mine[8] = t->B; mine[9] = t->T;
+    mine[10] = t->M; mine[11] = t->o.optimizer; mine[12] = t->o.clip_mode; mine[13] = t->o.checkpointing;
+    all = (int *)malloc(sizeof mine * (size_t)t->comm->size);
+    if (!all) return lomo__fail("out of host memory");
+    if (t->comm->all_gather(t->comm->ctx, all, mine, sizeof mine)) { free(all); return -1; }
+    for (r = 0; r < t->comm->size && !rc; r++)
+        for (f = 0; f < NF; f++)
+            if (all[r * NF + f] != mine[f]) {
+                rc = lomo__fail("sharded trainer: rank %d has %s = %d but rank %d has %d: every rank must "
+                                "run the same model, batch and options", r, names[f], all[r * NF + f],
+                                t->comm->rank, mine[f]);
+                break;
+            }
+    free(all);
+    return rc;
+}
+
 LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo_model *m;
     size_t N, C;
@@ -3516,7 +3815,10 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2));
     lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
     lomo__free(m, LOMO_MEM_OPTIMIZER, t->opt_mem, sizeof(float) * t->opt_floats);
+    lomo__free(m, LOMO_MEM_COMM, t->gbuf, t->gbuf_bytes);
+    lomo__free(m, LOMO_MEM_GRADIENTS, t->gshard, sizeof(float) * t->gshard_len);
     free(t->acts); free(t->tgt_host); free(t->loss_host); free(t->slot); free(t->s1); free(t->s2);
+    free(t->view); free(t->lview);
     free(t);
 }
 
@@ -3592,41 +3894,75 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     /* gradient buffer */
     t->slot = (size_t *)calloc((size_t)m->n_tensors, sizeof(size_t));
     if (!t->slot) goto fail;
+    /* sharded, a gradient is reduce-scattered from a buffer padded to ranks x shard capacity */
+#define LOMO__GLEN(p) (m->comm ? (size_t)lomo__shard_cap(m, (p)) * (size_t)m->comm->size : (size_t)(p)->numel)
     for (i = 0; i < (size_t)m->n_tensors; i++)
-        if ((size_t)m->tensors[i].numel > t->grad_numel) t->grad_numel = (size_t)m->tensors[i].numel;
+        if (LOMO__GLEN(&m->tensors[i]) > t->grad_numel) t->grad_numel = LOMO__GLEN(&m->tensors[i]);
     if (M > 1) {
         for (l = -1; l < c->n_layers; l++) {
             int n = lomo__stage_tensors(m, l, st), k;
-            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += (size_t)st[k]->numel; }
+            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += LOMO__GLEN(st[k]); }
             if (off > t->grad_numel) t->grad_numel = off;
         }
         if (c->tie_embeddings) {   /* the final norm's gradient waits above every stage (see lomo__backward) */
             t->slot[m->final_norm->index] = t->grad_numel;
-            t->grad_numel += (size_t)m->final_norm->numel;
+            t->grad_numel += LOMO__GLEN(m->final_norm);
         }
     }
+#undef LOMO__GLEN
     LOMO__ALLOC(t->grad, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
     /* optimizer state, zeroed */
     t->s1 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
     t->s2 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
     if (!t->s1 || !t->s2) goto fail;
     if (!t->o.update && t->o.optimizer != LOMO_OPT_LOMO) {
-        for (i = 0; i < (size_t)m->n_tensors; i++) {
+        for (i = 0; i < (size_t)m->n_tensors; i++) {   /* AdamW: this rank's elements; AdaLomo: whole rows/cols */
             const lomo_tensor *p = &m->tensors[i];
-            t->opt_floats += t->o.optimizer == LOMO_OPT_ADAMW ? 2 * (size_t)p->numel
+            t->opt_floats += t->o.optimizer == LOMO_OPT_ADAMW ? 2 * (size_t)lomo__shard_cap(m, p)
                            : p->ndim == 2 ? (size_t)(p->shape[0] + p->shape[1]) : (size_t)p->numel;
         }
         LOMO__ALLOC(t->opt_mem, LOMO_MEM_OPTIMIZER, sizeof(float) * t->opt_floats);
         m->be->zero(m->be->ctx, t->opt_mem, sizeof(float) * t->opt_floats);
         for (off = 0, i = 0; i < (size_t)m->n_tensors; i++) {
             const lomo_tensor *p = &m->tensors[i];
-            size_t a = t->o.optimizer == LOMO_OPT_ADAMW ? (size_t)p->numel : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
-            size_t b = t->o.optimizer == LOMO_OPT_ADAMW ? (size_t)p->numel : p->ndim == 2 ? (size_t)p->shape[1] : 0;
+            size_t cap = (size_t)lomo__shard_cap(m, p);
+            size_t a = t->o.optimizer == LOMO_OPT_ADAMW ? cap : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
+            size_t b = t->o.optimizer == LOMO_OPT_ADAMW ? cap : p->ndim == 2 ? (size_t)p->shape[1] : 0;
             t->s1[i] = t->opt_mem + off; off += a;
             t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
         }
     }
     LOMO__ALLOC(t->inv_freq, LOMO_MEM_WORKSPACE, sizeof(float) * (size_t)(c->head_dim / 2));
+    t->comm = m->comm;
+    t->gstage = LOMO__NONE;
+    if (t->comm) {
+        size_t most = 0, cap = 0;
+        int k;
+        if (lomo__ranks_agree(t)) goto fail;
+        t->view = (lomo_tensor *)calloc((size_t)m->n_tensors, sizeof(lomo_tensor));
+        t->lview = (lomo_layer *)calloc((size_t)c->n_layers, sizeof(lomo_layer));
+        if (!t->view || !t->lview) { lomo__fail("out of host memory"); goto fail; }
+        for (l = LOMO__EMBED; l < c->n_layers; l++) {   /* the largest stage, whole tensors, storage dtype */
+            int n = lomo__gather_stage(m, l, st);
+            size_t sum = 0;
+            for (k = 0; k < n; k++) sum += lomo__stored_bytes(m, st[k]) * (size_t)t->comm->size;
+            if (sum > most) most = sum;
+        }
+        t->gbuf_bytes = most;
+        if (!(t->gbuf = lomo__alloc(m, LOMO_MEM_COMM, most))) goto fail;
+        for (i = 0; i < (size_t)m->n_tensors; i++)
+            if ((size_t)lomo__shard_cap(m, &m->tensors[i]) > cap) cap = (size_t)lomo__shard_cap(m, &m->tensors[i]);
+        t->gshard_len = cap;
+        LOMO__ALLOC(t->gshard, LOMO_MEM_GRADIENTS, sizeof(float) * cap);
+        for (l = 0; l < c->n_layers; l++) {
+            const lomo_layer *L = &m->layers[l];
+            lomo_layer *V = &t->lview[l];
+#define LOMO__V(f) (V->f = L->f ? &t->view[L->f->index] : NULL)
+            LOMO__V(attn_norm); LOMO__V(wq); LOMO__V(bq); LOMO__V(wk); LOMO__V(bk); LOMO__V(wv); LOMO__V(bv);
+            LOMO__V(wo); LOMO__V(bo); LOMO__V(mlp_norm); LOMO__V(w_gate); LOMO__V(w_up); LOMO__V(w_down);
+#undef LOMO__V
+        }
+    }
 #undef LOMO__ALLOC
     {
         float *f = (float *)malloc(sizeof(float) * (size_t)(c->head_dim / 2));
@@ -3650,7 +3986,11 @@ LOMODEF float lomo_trainer_loss_scale(const lomo_trainer *t) { return t->scale; 
 
 /* The seam for parameter sharding: a layer's weights as the kernels see them.
    Unsharded, the model's own tensors; sharded, the gathered copy. */
-static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) { return &t->m->layers[l]; }
+static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) {
+    if (!t->comm) return &t->m->layers[l];
+    lomo__gather(t, l);
+    return &t->lview[l];
+}
 
 /* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
    x_out may be NULL (recompute inside backward needs everything but the output). */
@@ -3718,8 +4058,9 @@ static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad
     const lomo_backend *be = md->be;
     double sum = 0.0;
     int i;
-    be->rmsnorm_fwd(be->ctx, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), md->final_norm, t->N, c->dim, c->norm_eps);
-    be->matmul_fwd(be->ctx, t->logits, t->lnf, md->lm_head, NULL, t->N, c->dim, c->vocab_size, 0);
+    be->rmsnorm_fwd(be->ctx, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
+                    t->N, c->dim, c->norm_eps);
+    be->matmul_fwd(be->ctx, t->logits, t->lnf, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, t->N, c->dim, c->vocab_size, 0);
     be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
                       c->vocab_size, dscale);
     be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
@@ -3737,13 +4078,17 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
     double sum = 0.0;
     int l, m;
     float dscale = count ? t->scale / (float)count : 0.0f;
+    t->gstage = LOMO__NONE;   /* weights may have changed since the last gather */
     for (m = 0; m < M; m++) {
-        be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, md->embed, t->N, c->dim);
+        be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, lomo__need(t, LOMO__EMBED, md->embed),
+                      t->N, c->dim);
         for (l = 0; l < c->n_layers; l++)
             lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
         sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
     }
     if (be->check(be->ctx)) return -1;
+    if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &sum, 1, 1)) return -1;   /* every rank's tokens */
+    if (t->failed) return lomo__fail("sharded forward: a collective failed: %s", lomo_error());
     *loss = count ? (float)(sum / (double)count) : 0.0f;
     return 0;
 }
@@ -3755,6 +4100,7 @@ static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, 
     a->clip_coef = ctx->clip_coef; a->weight_decay = ctx->weight_decay; a->step = ctx->step;
     a->stochastic = ctx->stochastic_rounding; a->seed = ctx->seed;
     a->stream = (uint64_t)ctx->step * 0x100000001B3ull + (uint64_t)ctx->tensor_index;
+    a->param_sumsq = -1.0;
 }
 
 static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g) {
@@ -3763,15 +4109,19 @@ static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g)
     a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
     a.decay_rate = t->o.adalomo_decay_rate;
     a.beta1 = t->o.adamw_beta1; a.beta2 = t->o.adamw_beta2; a.eps = t->o.adamw_eps;
+    a.shard_off = p->shard_off;
     t->m->be->update(t->m->be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
     return 0;
 }
 
 /* A tensor's gradient g is complete: measure it (norm pass) or hand it to
    the update rule (update pass). */
+static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g);
+
 static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
     const lomo_backend *be = t->m->be;
     int rc;
+    if (t->comm) return lomo__grad_ready_sharded(t, p, (float *)g);
     if (t->pass == LOMO__PASS_NORM) {
         t->sumsq += be->sumsq(be->ctx, g, (size_t)p->numel);
         return 0;
@@ -3785,6 +4135,62 @@ static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
         t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
     }
     rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g);
+    if (rc) {
+        if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sharded: g holds this rank's whole-tensor gradient (its own micro-batches).
+   It is summed over the ranks and the rule runs on this rank's shard only:
+   reduce-scatter for elementwise rules, all-reduce for AdaLomo, whose row,
+   column and RMS statistics cover the whole tensor (as lomo-optim's ZeRO-3
+   path computes them). The norm pass sums the squares of the shards; the
+   caller all-reduces the total. */
+static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
+    const lomo_comm *c = t->comm;
+    p = &t->m->tensors[p->index];   /* the rank's shard, not the gathered view the kernels used */
+    const lomo_backend *be = t->m->be;
+    size_t cap = (size_t)lomo__shard_cap(t->m, p), n = (size_t)p->numel;
+    int ada = t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_ADALOMO, rc;
+    lomo_tensor v = *p;
+    const float *gv;
+    if (cap * (size_t)c->size > n) be->zero(be->ctx, g + n, sizeof(float) * (cap * (size_t)c->size - n));
+    if (ada) { if (c->all_reduce_sum(c->ctx, g, n, 0)) { t->failed = 1; return -1; } }
+    else if (c->reduce_scatter_sum(c->ctx, t->gshard, g, cap)) { t->failed = 1; return -1; }
+    if (t->pass == LOMO__PASS_NORM) {
+        t->sumsq += be->sumsq(be->ctx, t->gshard, (size_t)p->shard_len);
+        return 0;
+    }
+    if (be->check(be->ctx)) return -1;
+    t->uctx.tensor_index = p->index;
+    if (t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR) {   /* this tensor's whole norm */
+        double sq = be->sumsq(be->ctx, ada ? g : t->gshard, ada ? n : (size_t)p->shard_len);
+        float norm, coef;
+        if (!ada && c->all_reduce_sum(c->ctx, &sq, 1, 1)) { t->failed = 1; return -1; }
+        norm = (float)sqrt(sq) * t->uctx.inv_loss_scale;
+        coef = t->o.clip_norm / (norm + 1e-6f);
+        t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
+        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+    }
+    if (ada) {   /* the shard of a whole-shaped tensor, the whole gradient and state */
+        lomo_update_args a;
+        lomo_tensor flat = *p;
+        double psq;
+        flat.numel = flat.shard_len; flat.ndim = 1; flat.shape[0] = flat.numel; flat.shape[1] = 0;
+        psq = be->param_sumsq(be->ctx, &flat);
+        if (c->all_reduce_sum(c->ctx, &psq, 1, 1)) { t->failed = 1; return -1; }
+        lomo__builtin_args(&a, &t->uctx, LOMO_OPT_ADALOMO);
+        a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
+        a.decay_rate = t->o.adalomo_decay_rate; a.shard_off = p->shard_off; a.param_sumsq = psq;
+        be->update(be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
+        return 0;
+    }
+    /* elementwise rules and user hooks see the shard as a flat tensor */
+    v.numel = v.shard_len; v.ndim = 1; v.shape[0] = v.numel; v.shape[1] = 0;
+    gv = t->gshard;
+    rc = t->o.update ? t->o.update(&v, gv, &t->uctx, t->o.update_user) : lomo__builtin_update(t, &v, gv);
     if (rc) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
@@ -3810,7 +4216,7 @@ static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, c
                               const float *x, int K, int O, int m) {
     const lomo_backend *be = t->m->be;
     int N = t->N;
-    if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && be->wgrad_sqnorm &&
+    if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && !t->comm && be->wgrad_sqnorm &&
         (double)N * (O + K) < (double)O * K) {
         t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
     } else {
@@ -3887,14 +4293,15 @@ static int lomo__backward(lomo_trainer *t) {
     void *X = be->ctx;
     int l, m, M = t->M, N = t->N, C = c->dim, V = c->vocab_size;
     float dscale = t->count ? t->scale / (float)t->count : 0.0f;
+    t->gstage = LOMO__NONE;
     for (m = 0; m < M; m++) {
         float *dx = t->dx + (size_t)m * N * C;
         if (M > 1) lomo__head_fwd(t, m, dscale, 1);
-        be->matmul_bwd_x(X, t->dln, t->logits, md->lm_head, N, C, V, 0);
+        be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
         if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
         be->zero(X, dx, sizeof(float) * (size_t)N * C);
         be->rmsnorm_bwd(X, dx, lomo__vdst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
-                        md->final_norm, t->rstdf, N, C);
+                        lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
         if (lomo__vdone(t, md->final_norm, m)) return -1;
     }
     /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
@@ -3916,12 +4323,24 @@ static int lomo__backward(lomo_trainer *t) {
     }
     if (lomo__grad_ready(t, md->embed, t->grad)) return -1;
     if (M > 1 && c->tie_embeddings && lomo__grad_ready(t, md->final_norm, lomo__gdst(t, md->final_norm))) return -1;
+    if (t->failed) return lomo__fail("sharded backward: a collective failed: %s", lomo_error());
     return be->check(X);
+}
+
+/* sharded: the counted tokens of every rank (the loss is their mean) */
+static int lomo__global_count(lomo_trainer *t, int64_t *count) {
+    double c = (double)*count;
+    if (!t->comm) return 0;
+    if (t->comm->all_reduce_sum(t->comm->ctx, &c, 1, 1)) return -1;
+    *count = (int64_t)c;
+    return 0;
 }
 
 LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, lomo_step_info *info) {
     int64_t count = lomo__prepare(t, tokens, labels, 1);
-    float loss, keep = t->scale;
+    float loss = 0.0f, keep = t->scale;
+    if (count >= 0 && lomo__global_count(t, &count)) return -1;
+    t->failed = 0;
     t->scale = 1.0f;
     if (count < 0 || lomo__forward(t, count, 0, &loss, 1)) { t->scale = keep; return -1; }
     t->scale = keep;
@@ -3940,7 +4359,9 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     int global = t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR;
     memset(&si, 0, sizeof si);
     si.grad_norm = -1.0f; si.clip_coef = 1.0f; si.loss_scale = t->scale;
+    if (count >= 0 && lomo__global_count(t, &count)) return -1;
     t->count = count;
+    t->failed = 0;
     if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
     si.n_tokens = count;
     memset(&t->uctx, 0, sizeof t->uctx);
@@ -3962,6 +4383,7 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
         t->pass = LOMO__PASS_NORM;
         t->sumsq = 0.0;
         if (lomo__backward(t)) return -1;
+        if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &t->sumsq, 1, 1)) return -1;
         si.grad_norm = (float)(sqrt(t->sumsq) / t->scale);
         if (!isfinite(si.grad_norm)) si.skipped = 1;
         else if (global) {
@@ -3995,36 +4417,46 @@ LOMODEF int lomo_update_lomo(lomo_tensor *p, const float *grad, const lomo_updat
     lomo_update_args a;
     (void)user;
     lomo__builtin_args(&a, ctx, LOMO_OPT_LOMO);
+    a.shard_off = p->shard_off;
     ctx->backend->update(ctx->backend->ctx, p, grad, NULL, NULL, &a);
     return 0;
 }
 
-/* trainer.safetensors: the rule's state per tensor + the scalars in metadata */
-static int lomo__trainer_write(const lomo_trainer *t, const char *path) {
+/* trainer.safetensors: the rule's state per tensor + the scalars in metadata.
+   Sharded, AdamW's per-element state is gathered (every rank takes part, the
+   writer writes), so a checkpoint does not depend on the number of ranks. */
+static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer) {
     const lomo_model *m = t->m;
-    int n = 0, i, rc;
+    int n = 0, i, k, rc = 0, sharded = t->comm && t->o.optimizer == LOMO_OPT_ADAMW;
     lomo__st_out *outs = (lomo__st_out *)calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
     char (*names)[112] = (char (*)[112])calloc((size_t)m->n_tensors * 2 + 1, 112);
-    float *host = NULL;
+    float **host = (float **)calloc((size_t)m->n_tensors * 2 + 1, sizeof(float *));
     char step[32], scale[32], clean[32], opt[8], seed[32];
     const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
                           "optimizer", opt, "seed", seed, NULL};
-    if (!outs || !names) { free(outs); free(names); return lomo__fail("out of host memory"); }
-    if (t->opt_floats) {
-        if (!(host = (float *)malloc(sizeof(float) * t->opt_floats))) { free(outs); free(names); return lomo__fail("out of host memory"); }
-        m->be->download(m->be->ctx, host, t->opt_mem, sizeof(float) * t->opt_floats);
-    }
-    for (i = 0; i < m->n_tensors; i++) {
+    if (!outs || !names || !host) { rc = lomo__fail("out of host memory"); goto done; }
+    for (i = 0; i < m->n_tensors && !rc; i++) {
         const lomo_tensor *p = &m->tensors[i];
-        int k;
         for (k = 0; k < 2; k++) {
             float *s = k ? t->s2[i] : t->s1[i];
             int64_t len;
+            size_t cap;
             if (!s) continue;
             len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
+            cap = sharded ? (size_t)lomo__shard_cap(m, p) : (size_t)len;
+            if (!(host[n] = (float *)malloc(sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4))) {
+                rc = lomo__fail("out of host memory"); break;
+            }
+            if (sharded) {   /* the shards, through a backend buffer, in rank order */
+                lomo_model *mm = (lomo_model *)m;
+                float *full = (float *)lomo__alloc(mm, LOMO_MEM_COMM, sizeof(float) * cap * (size_t)t->comm->size);
+                if (!full || t->comm->all_gather(t->comm->ctx, full, s, sizeof(float) * cap)) { rc = -1; break; }
+                m->be->download(m->be->ctx, host[n], full, sizeof(float) * (size_t)len);
+                lomo__free(mm, LOMO_MEM_COMM, full, sizeof(float) * cap * (size_t)t->comm->size);
+            } else m->be->download(m->be->ctx, host[n], s, sizeof(float) * (size_t)len);
             snprintf(names[n], 112, "%s.%s", k ? "s2" : "s1", p->name);
             outs[n].name = names[n]; outs[n].dtype = LOMO__ST_F32; outs[n].ndim = 1; outs[n].shape[0] = len;
-            outs[n].data = host + (s - t->opt_mem);
+            outs[n].data = host[n];
             n++;
         }
     }
@@ -4033,7 +4465,9 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path) {
     snprintf(clean, sizeof clean, "%d", t->clean_steps);
     snprintf(opt, sizeof opt, "%d", t->o.optimizer);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o.seed);
-    rc = lomo__st_save(path, outs, n, meta);
+    if (!rc && writer) rc = lomo__st_save(path, outs, n, meta);
+done:
+    for (i = 0; host && i < n; i++) free(host[i]);
     free(host); free(outs); free(names);
     return rc;
 }
@@ -4079,7 +4513,10 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
                     lomo__fail("%s: optimizer state '%s' missing or not F32[%lld]", path, name, (long long)len);
                     goto fail;
                 }
-                memcpy(host + (s - t->opt_mem), st->data, sizeof(float) * (size_t)len);
+                if (t->comm && t->o.optimizer == LOMO_OPT_ADAMW)   /* this rank's elements, zero padding */
+                    for (int64_t e = 0; e < lomo__shard_cap(m, p); e++)
+                        host[(s - t->opt_mem) + e] = e < p->shard_len ? ((const float *)st->data)[p->shard_off + e] : 0.0f;
+                else memcpy(host + (s - t->opt_mem), st->data, sizeof(float) * (size_t)len);
             }
         m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
     }

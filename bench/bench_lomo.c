@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
     lomo_config_default(&c, dim, hidden, layers, heads, kv, vocab);
     c.tie_embeddings = tied;
     c.max_seq_len = seq;
-    lomo_load_opts lo = {!strcmp(dtype, "bf16") ? LOMO_BF16 : !strcmp(dtype, "f16") ? LOMO_F16 : LOMO_F32, NULL};
+    lomo_load_opts lo = {!strcmp(dtype, "bf16") ? LOMO_BF16 : !strcmp(dtype, "f16") ? LOMO_F16 : LOMO_F32, NULL, NULL};
     char gpu_name[256] = "";
     if (!strcmp(device, "cuda")) {
 #ifdef LOMO_CUDA

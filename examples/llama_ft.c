@@ -17,7 +17,13 @@
    with --save-every N a resumable checkpoint OUT_DIR.checkpoint (weights in
    the storage dtype, trainer.safetensors with the optimizer state and loss
    scale, trainer_state.json with the data position) that --resume continues
-   bitwise. */
+   bitwise.
+
+   Sharded over processes (ZeRO-3 style, each rank holds 1/N of every
+   tensor): build with -DLOMO_MPI (mpicc; `make` does it as build/llama_ft_mpi)
+   and run `mpirun -np N build/llama_ft_mpi --shard ...`. --batch is per rank:
+   each step reads N x --batch sequences and rank r trains on its slice; the
+   result equals one process with N x --batch. Rank 0 prints and saves. */
 /* Built alone (cc llama_ft.c) it carries lomo's implementation and runs on
    the CPU. Built with -DLOMO_CUDA it is linked against the implementation
    object compiled by nvcc (tests/cuda_impl.cu, see lomo_cuda.cuh) and
@@ -53,6 +59,7 @@ static void usage(void) {
         "  --micro-batches M (gradient accumulation: a step is M x --batch sequences, walked layer by layer)\n"
         "  --clip-mode global|gram|tensor --stochastic-rounding (16-bit storage)\n"
         "  --device cpu|cuda (cuda: a build with -DLOMO_CUDA, see lomo_cuda.cuh)\n"
+        "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
         "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
@@ -61,7 +68,7 @@ static void usage(void) {
 typedef struct args {
     const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype, *clip_mode, *device;
     int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after, log_every;
-    int micro_batches, stochastic_rounding, loss_scale_window;
+    int micro_batches, stochastic_rounding, loss_scale_window, shard;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
 } args;
@@ -253,6 +260,7 @@ int main(int argc, char **argv) {
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
         if (!strcmp(k, "--no-shuffle")) { a.shuffle = 0; continue; }
         if (!strcmp(k, "--stochastic-rounding")) { a.stochastic_rounding = 1; continue; }
+        if (!strcmp(k, "--shard")) { a.shard = 1; continue; }
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(); return 0; }
         if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", k); usage(); return 2; }
         i++;
@@ -295,12 +303,26 @@ int main(int argc, char **argv) {
                   : !strcmp(a.optimizer, "adamw") ? LOMO_OPT_ADAMW : -1;
     int clip_mode = !strcmp(a.clip_mode, "global") ? LOMO_CLIP_GLOBAL : !strcmp(a.clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM
                   : !strcmp(a.clip_mode, "tensor") ? LOMO_CLIP_TENSOR : -1;
-    lomo_load_opts lo = {LOMO_F32, NULL};
+    lomo_load_opts lo = {LOMO_F32, NULL, NULL};
     if (optimizer < 0) { fprintf(stderr, "llama_ft: --optimizer %s: expected lomo, adalomo or adamw\n", a.optimizer); return 2; }
     if (clip_mode < 0) { fprintf(stderr, "llama_ft: --clip-mode %s: expected global, gram or tensor\n", a.clip_mode); return 2; }
     if (!strcmp(a.dtype, "bf16")) lo.dtype = LOMO_BF16;
     else if (!strcmp(a.dtype, "f16")) lo.dtype = LOMO_F16;
     else if (strcmp(a.dtype, "f32")) { fprintf(stderr, "llama_ft: --dtype %s: expected f32, bf16 or f16\n", a.dtype); return 2; }
+    int rank = 0, nranks = 1;
+    if (a.shard) {
+#ifdef LOMO_MPI
+        lomo_comm *comm;
+        MPI_Init(&argc, &argv);
+        if (!(comm = lomo_mpi_comm(MPI_COMM_WORLD))) return die("--shard");
+        lo.comm = comm;
+        rank = comm->rank; nranks = comm->size;
+        if (rank) (void)!freopen("/dev/null", "w", stdout);   /* rank 0 reports */
+#else
+        fprintf(stderr, "llama_ft: --shard needs a build with -DLOMO_MPI (make builds build/llama_ft_mpi)\n");
+        return 2;
+#endif
+    }
     if (!strcmp(a.device, "cuda")) {
 #ifdef LOMO_CUDA
         if (!(lo.backend = lomo_cuda_backend(0))) return die("--device cuda");
@@ -337,8 +359,11 @@ int main(int argc, char **argv) {
             if (a.log_every == 1) a.log_every = 20;
             snprintf(demo_train, sizeof demo_train, "%s.data.train.jsonl", a.out);
             snprintf(demo_eval, sizeof demo_eval, "%s.data.eval.jsonl", a.out);
-            if (write_demo_data(demo_train, 4000, a.seq_len, c.vocab_size, a.seed + 1) ||
-                write_demo_data(demo_eval, 256, a.seq_len, c.vocab_size, a.seed + 2)) goto done;
+            if (!rank && (write_demo_data(demo_train, 4000, a.seq_len, c.vocab_size, a.seed + 1) ||
+                          write_demo_data(demo_eval, 256, a.seq_len, c.vocab_size, a.seed + 2))) goto done;
+#ifdef LOMO_MPI
+            if (a.shard) MPI_Barrier(MPI_COMM_WORLD);   /* the files exist before anyone reads them */
+#endif
             a.data = demo_train;
             if (!a.eval_data) a.eval_data = demo_eval;
         }
@@ -375,12 +400,13 @@ int main(int argc, char **argv) {
     /* ---- data ---- */
     lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0};
     if (!(d = lomo_data_open(a.data, &dop))) { die("--data"); goto done; }
-    int mb = a.micro_batches > 1 ? a.micro_batches : 1, rows = a.batch * mb;   /* sequences per step */
-    int steps_per_epoch = (int)((lomo_data_count(d) + rows - 1) / rows);
+    int mb = a.micro_batches > 1 ? a.micro_batches : 1, rows = a.batch * mb;   /* sequences per step, per rank */
+    int all_rows = rows * nranks;                                              /* ... and over all ranks */
+    int steps_per_epoch = (int)((lomo_data_count(d) + all_rows - 1) / all_rows);
     int total = a.steps ? a.steps : (a.epochs ? a.epochs : 1) * steps_per_epoch;
     if (lomo_data_seek(d, pos)) { die("--resume data position"); goto done; }
-    printf("data: %lld examples of up to %d tokens, %d steps of %d x %d (%.2f epochs)\n", (long long)lomo_data_count(d),
-           a.seq_len, total, mb, a.batch, (double)total / steps_per_epoch);
+    printf("data: %lld examples of up to %d tokens, %d steps of %d x %d%s (%.2f epochs)\n", (long long)lomo_data_count(d),
+           a.seq_len, total, mb, a.batch, nranks > 1 ? " per rank" : "", (double)total / steps_per_epoch);
 
     double loss0 = 0, acc0 = 0;
     int64_t ntok;
@@ -395,18 +421,30 @@ int main(int argc, char **argv) {
     char log_path[1100], ckpt[1100];
     snprintf(log_path, sizeof log_path, "%s.log.csv", a.out);
     snprintf(ckpt, sizeof ckpt, "%s.checkpoint", a.out);
-    if (!(log = fopen(log_path, a.resume ? "a" : "w"))) { fprintf(stderr, "llama_ft: cannot write %s\n", log_path); goto done; }
+    if (!(log = fopen(rank ? "/dev/null" : log_path, a.resume ? "a" : "w"))) { fprintf(stderr, "llama_ft: cannot write %s\n", log_path); goto done; }
     if (!a.resume) fprintf(log, "step,loss,lr,grad_norm,tokens,skipped,tokens_per_s,peak_mib\n");
-    tok = (int32_t *)calloc((size_t)rows * a.seq_len, sizeof(int32_t));
-    lab = (int32_t *)calloc((size_t)rows * a.seq_len, sizeof(int32_t));
+    tok = (int32_t *)calloc((size_t)all_rows * a.seq_len, sizeof(int32_t));
+    lab = (int32_t *)calloc((size_t)all_rows * a.seq_len, sizeof(int32_t));
     double t0 = now();
     int64_t tokens_seen = 0;
     for (int64_t step = start_step + 1; step <= total; step++) {
         lomo_step_info info;
         float lr = lr_at(&a, (int)step, total);
-        lomo_data_next(d, rows, tok, lab);
+        lomo_data_next(d, all_rows, tok, lab);
+        if (rank)   /* this rank's slice of each micro-batch: rows [j N B + r B, + B) */
+            for (int j = 0; j < mb; j++) {
+                size_t src = ((size_t)j * nranks * a.batch + (size_t)rank * a.batch) * a.seq_len, dst = (size_t)j * a.batch * a.seq_len;
+                memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
+                memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
+            }
+        else
+            for (int j = 1; j < mb; j++) {
+                size_t src = (size_t)j * nranks * a.batch * a.seq_len, dst = (size_t)j * a.batch * a.seq_len;
+                memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
+                memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
+            }
         if (lomo_step(t, tok, lab, lr, &info)) { die("step"); goto done; }
-        tokens_seen += (int64_t)rows * a.seq_len;
+        tokens_seen += (int64_t)all_rows * a.seq_len;
         double el = now() - t0, tps = tokens_seen / el;
         double peak = lomo_memory_report(m).total_peak / 1048576.0;
         fprintf(log, "%lld,%.6f,%.6g,%.6f,%lld,%d,%.1f,%.2f\n", (long long)step, info.loss, lr, info.grad_norm,
@@ -458,5 +496,12 @@ done:
     lomo_data_free(d);
     lomo_trainer_free(t);
     lomo_model_free(m);
+#ifdef LOMO_MPI
+    if (a.shard) {
+        lomo_mpi_comm_free((lomo_comm *)lo.comm);
+        if (rc) MPI_Abort(MPI_COMM_WORLD, rc);   /* one rank's failure ends the job, not a hang */
+        MPI_Finalize();
+    }
+#endif
     return rc;
 }

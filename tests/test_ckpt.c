@@ -179,7 +179,7 @@ static void test_bad_checkpoints(void) {
     free(txt);
     expect_load_error(TMP "/bad_missing", "missing tensor", "missing tensor 'model.layers.0.self_attn.q_proj.bias'", "model.safetensors");
     /* unexpected tensor: a bias model read with a no-bias config */
-    lomo_load_opts lo = {LOMO_F32, NULL};
+    lomo_load_opts lo = {LOMO_F32, NULL, NULL};
     lomo_config c = m->cfg;
     c.qkv_bias = c.o_bias = 1;
     lomo_model *mb = lomo_model_new(&c, &lo);

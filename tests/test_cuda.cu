@@ -187,7 +187,7 @@ static void twin(lomo_dtype dt, int tied, lomo_model **mc, lomo_model **mg) {
     lomo_config c;
     lomo_config_default(&c, 96, 160, 2, 6, 2, 211);
     c.tie_embeddings = tied; c.qkv_bias = 1;
-    lomo_load_opts oc = {dt, NULL}, og = {dt, gpu};
+    lomo_load_opts oc = {dt, NULL, NULL}, og = {dt, gpu, NULL};
     *mc = lomo_model_new(&c, &oc);
     *mg = lomo_model_new(&c, &og);
     lomo_model_init_random(*mc, 11, 0.2f);
@@ -240,7 +240,7 @@ static void test_steps(void) {
 
 static void test_trajectories(void) {
     const char *rules[] = {"lomo", "adalomo", "adamw"}, *models[] = {"llama_gqa", "llama_tied"};
-    lomo_load_opts og = {LOMO_F32, gpu};
+    lomo_load_opts og = {LOMO_F32, gpu, NULL};
     for (int r = 0; r < 3; r++)
         for (int k = 0; k < 2; k++) {
             char path[256], dir[256], name[160];

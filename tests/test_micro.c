@@ -1,8 +1,8 @@
 /* test_micro.c - gradient accumulation by layer-major micro-batching, and the
    cheaper clipping options.
    - M = 4 micro-batches of B = 2 equal one step on the 8-sequence batch
-     (<= 1e-6 relative per tensor over 3 steps for LOMO and AdaLomo, 1e-5 for
-     AdamW, whose sign-like first steps amplify fp32 summation order),
+     (<= 1e-6 relative per tensor over 3 steps for LOMO, AdaLomo and AdamW;
+     for the adaptive rules k_proj.bias is skipped, see below),
      tied and untied, with clipping by global norm and value and weight decay;
      the memory report equals lomo_memory_formula's figure within 10%, and the
      gradient buffer holds exactly the largest stage (one layer, or lm_head +
@@ -30,14 +30,16 @@ static lomo_model *make(int tied, int dim, int hidden, uint64_t seed) {
     return m;
 }
 
-static double max_rel(const lomo_model *a, const lomo_model *b, const char **where) {
+static double max_rel_skip(const lomo_model *a, const lomo_model *b, const char **where, const char *skip) {
     double w = 0;
     for (int i = 0; i < a->n_tensors; i++) {
+        if (skip && strstr(a->tensors[i].name, skip)) continue;
         double e = tu_rel_err((float *)a->tensors[i].data, (float *)b->tensors[i].data, a->tensors[i].numel);
         if (e > w) { w = e; if (where) *where = a->tensors[i].name; }
     }
     return w;
 }
+static double max_rel(const lomo_model *a, const lomo_model *b, const char **where) { return max_rel_skip(a, b, where, NULL); }
 
 static void test_micro_equals_big(int optimizer, int tied) {
     static const char *names[] = {"lomo", "adalomo", "adamw"};
@@ -59,13 +61,14 @@ static void test_micro_equals_big(int optimizer, int tied) {
               "loss %g/%g norm %g/%g", ib.loss, im.loss, ib.grad_norm, im.grad_norm);
     }
     const char *where = "";
-    double e = max_rel(a, b, &where);
+    /* k_proj.bias has an exactly zero true gradient (a constant added to
+       every key leaves the softmax unchanged), so its computed gradient is
+       fp32 rounding noise; adaptive rules (AdaLomo's vector state, AdamW)
+       turn it into +-lr steps whose sign follows the summation order. It is
+       skipped for them; everything else is held to 1e-6. */
+    double e = max_rel_skip(a, b, &where, optimizer == LOMO_OPT_LOMO ? NULL : "k_proj.bias");
     printf("%-8s tied=%d: M=4 x B=2 vs B=8, 3 steps: max rel diff %.2e (%s)\n", names[optimizer], tied, e, where);
-    /* AdamW's first steps move each weight by about lr * sign(g): a gradient
-       element near zero can change sign with the summation order (fp32), so
-       its bound is 1e-5; LOMO and AdaLomo are held to 1e-6 */
-    double tol = optimizer == LOMO_OPT_ADAMW ? 1e-5 : 1e-6;
-    CHECK(e <= tol, "%s tied=%d: micro-batched != big batch: %g at %s", names[optimizer], tied, e, where);
+    CHECK(e <= 1e-6, "%s tied=%d: micro-batched != big batch: %g at %s", names[optimizer], tied, e, where);
     if (optimizer == LOMO_OPT_LOMO) {
         lomo_memory r = lomo_memory_report(b);
         size_t f[LOMO_MEM_NTAGS], total = lomo_memory_formula(&b->cfg, &o, f), stage = 0;
@@ -103,7 +106,7 @@ static void test_gram(void) {
     counting = *lomo_cpu_backend();
     real_bwd_w = counting.matmul_bwd_w;
     counting.matmul_bwd_w = counting_bwd_w;
-    lomo_load_opts lo = {LOMO_F32, &counting};
+    lomo_load_opts lo = {LOMO_F32, &counting, NULL};
     lomo_config c;
     lomo_config_default(&c, 64, 128, 2, 4, 2, 41);
     lomo_model *a = lomo_model_new(&c, &lo), *b = lomo_model_new(&c, &lo);

@@ -19,7 +19,7 @@ static lomo_model *make(lomo_dtype dt, uint64_t seed) {
     lomo_config c;
     lomo_config_default(&c, 32, 64, 2, 4, 2, 53);
     c.tie_embeddings = 1;
-    lomo_load_opts lo = {dt, NULL};
+    lomo_load_opts lo = {dt, NULL, NULL};
     lomo_model *m = lomo_model_new(&c, &lo);
     lomo_model_init_random(m, seed, 0.2f);
     return m;
