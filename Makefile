@@ -70,7 +70,17 @@ $(BUILD)/test_mpi: tests/test_mpi.c lomo.h tests/test_util.h | $(BUILD)
 $(BUILD)/llama_ft_mpi: examples/llama_ft.c lomo.h | $(BUILD)
 	$(MPICC) $(CSTD) $(WARN) -O3 $(OMP) $(BLAS_FLAGS) -DLOMO_MPI $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
-cuda: $(CUDA_BINS)
+# NCCL sharding (LOMO_NCCL, bootstrapped over MPI): built when nvcc and mpicc are both here
+MPI_CFLAGS = $(if $(MPICC),$(shell $(MPICC) --showme:compile 2>/dev/null))
+MPI_LIBS   = $(if $(MPICC),$(shell $(MPICC) --showme:link 2>/dev/null))
+NCCL_BINS  = $(if $(and $(NVCC),$(MPICC)),$(BUILD)/llama_ft_nccl)
+$(BUILD)/cuda_impl_nccl.o: examples/cuda_impl.cu lomo.h lomo_cuda.cuh | $(BUILD)
+	$(NVCC) $(NVFLAGS) -DLOMO_NCCL -DLOMO_MPI $(MPI_CFLAGS) -c $< -o $@
+$(BUILD)/llama_ft_nccl: examples/llama_ft.c $(BUILD)/cuda_impl_nccl.o
+	$(MPICC) $(CSTD) $(WARN) -O2 $(OMP) -DLOMO_CUDA -DLOMO_NCCL -DLOMO_MPI -I$(CUDA_HOME)/include $< $(BUILD)/cuda_impl_nccl.o \
+	    -o $@ $(CUDA_LIBS) -lnccl $(LDLIBS)
+
+cuda: $(CUDA_BINS) $(NCCL_BINS)
 
 # on a GPU: every kernel against the CPU backend, whole steps, trajectories;
 # then compute-sanitizer (memcheck, racecheck) on a small training run
@@ -82,8 +92,8 @@ test-cuda: $(CUDA_BINS)
 bench-cuda: $(CUDA_BINS)
 	sh bench/run_cuda.sh
 
-test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan $(if $(NVCC),$(CUDA_BINS)) $(MPI_BINS)
-	@echo "CUDA side: $(if $(NVCC),compiled with $(NVCC) for sm_80 and sm_90 (run on a GPU: make test-cuda),not built (no nvcc))"
+test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan $(if $(NVCC),$(CUDA_BINS)) $(MPI_BINS) $(NCCL_BINS)
+	@echo "CUDA side: $(if $(NVCC),compiled with $(NVCC) for sm_80 and sm_90 (run on a GPU: make test-cuda),not built (no nvcc))$(if $(NCCL_BINS), + NCCL sharding (build/llama_ft_nccl))"
 	@echo "matmuls: $(if $(BLAS_FLAGS),CBLAS (OpenBLAS) and plain loops,plain loops only (no OpenBLAS found))"
 	@echo "MPI sharding: $(if $(MPICC),tested under mpirun -np 2 and 3,not built (no mpicc: apt-get install openmpi-bin libopenmpi-dev))"
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh $(if $(MPICC),tests/test_mpi.sh)

@@ -102,10 +102,32 @@ MIXED PRECISION
    overflowing step is skipped (weights bit-identical) and the scale backs
    off; it grows again after loss_scale_window clean steps.
 
+SHARDING (ZeRO-3 style; lomo_load_opts.comm, LOMO_MPI / LOMO_NCCL)
+
+   Each of N ranks holds a flat 1/N slice of every tensor (padded to
+   ceil(numel / N)), and reads only that slice from the checkpoint. Before a
+   layer's forward or recompute its tensors are all-gathered into a buffer
+   sized for the largest stage (one layer, or the embedding / head) and
+   reused; a tensor's gradient, computed from the rank's own micro-batches,
+   is reduce-scattered and the rule updates the rank's slice (AdaLomo
+   all-reduces it instead: its row, column and RMS statistics cover the
+   whole tensor). The loss is the mean over every rank's counted tokens; the
+   clip norm sums the slices' squares over ranks. lomo_save gathers tensor by
+   tensor and rank 0 writes the checkpoint a single process would write.
+   Per device:
+
+     w P / N  +  w max(one layer, V C)  +  activations and workspace (above,
+     for the rank's tokens)  +  4 max(tensor numel) (1 + 1/N)  +  optimizer
+     state (AdamW: 8 P / N; AdaLomo: its small row/col state, whole)
+
+   bench/sharding_memory.py prints worked figures (README).
+
 OPTIONS (define before including)
 
    LOMO_IMPLEMENTATION   compile the implementation in this file
    LOMO_STATIC           make every public function static
+   LOMO_MPI              parameter sharding over MPI ranks (lomo_mpi_comm; build with mpicc)
+   LOMO_NCCL             (lomo_cuda.cuh) sharding over GPUs with NCCL (lomo_nccl_comm)
    LOMO_CBLAS            CPU matmuls through CBLAS (OpenBLAS: link -lopenblas);
                          otherwise plain OpenMP loops. With OpenBLAS, lomo
                          sets OpenBLAS to one thread and splits each matmul
@@ -132,6 +154,9 @@ VERSION HISTORY
         AdaLomo and AdamW, layer-major micro-batching (gradient accumulation
         for LOMO), per-tensor and Gram-matrix norm clipping, trainer state in
         checkpoints.
+   0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
+        ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
+        (LOMO_NCCL).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -139,6 +164,12 @@ VERSION HISTORY
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#ifdef LOMO_MPI
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1   /* the deprecated MPI C++ bindings are not used */
+#endif
+#include <mpi.h>
+#endif
 
 #ifdef LOMO_STATIC
 #define LOMODEF static
@@ -463,7 +494,6 @@ LOMODEF float    lomo_f16_to_f32(uint16_t h);
 LOMODEF uint16_t lomo_f32_to_f16(float f);
 
 #ifdef LOMO_MPI
-#include <mpi.h>
 /* A communicator over an MPI communicator (MPI must be initialised; pass
    MPI_COMM_WORLD for all processes). Collectives are non-blocking MPI calls
    polled against a timeout (LOMO_COMM_TIMEOUT seconds, default 600): a rank

@@ -31,8 +31,12 @@
      query row, dk/dv per key row) with no atomics. The embedding backward
      uses atomicAdd (its summation order may vary between runs).
 
+   SHARDING: with LOMO_NCCL, lomo_nccl_comm / lomo_nccl_comm_from_mpi give a
+   communicator for lomo_load_opts.comm (collectives on the backend stream).
+
    NOT YET (planned): tensor-core flash attention with shared-memory tiles,
-   fused bf16 activations, NCCL sharding (LOMO_NCCL, next issue). */
+   fused bf16 activations, overlapping the layer gathers with compute on a
+   second stream (the collectives now run in order on the compute stream). */
 #ifndef LOMO_CUDA_CUH
 #define LOMO_CUDA_CUH
 
@@ -48,6 +52,27 @@ const lomo_backend *lomo_cuda_backend(int device);
 int lomo_cuda_mem_info(const lomo_backend *be, size_t *free_bytes, size_t *total_bytes);
 #ifdef __cplusplus
 }
+#endif
+
+#ifdef LOMO_NCCL
+/* NCCL communicator for sharding over GPUs (lomo_load_opts.comm): the
+   collectives run on the backend's stream; small host values (counts,
+   norms, checks) are staged through device memory. Waits poll
+   ncclCommGetAsyncError against LOMO_COMM_TIMEOUT seconds (default 600) and
+   abort the communicator with a message instead of hanging. */
+#include <nccl.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+lomo_comm *lomo_nccl_comm(ncclComm_t comm, const lomo_backend *cuda);   /* the caller's communicator */
+#ifdef LOMO_MPI
+/* one rank per process: rank and size from MPI, the NCCL unique id broadcast over it */
+lomo_comm *lomo_nccl_comm_from_mpi(MPI_Comm mpi, const lomo_backend *cuda);
+#endif
+void lomo_nccl_comm_free(lomo_comm *c);
+#ifdef __cplusplus
+}
+#endif
 #endif
 
 #ifdef LOMO_IMPLEMENTATION
@@ -118,13 +143,14 @@ __device__ __forceinline__ uint16_t lomo__cu_f16_step(uint16_t h, int up) {
 }
 
 /* x rounded into the storage dtype: nearest-even, or stochastically (unbiased) */
-__device__ __forceinline__ void lomo__cu_st(void *p, int dt, size_t i, float x, int stochastic, uint64_t seed,
-                                            uint64_t stream) {
+/* element i of p's data; the rounding hash uses hash_i, its index in the whole tensor */
+__device__ __forceinline__ void lomo__cu_st_at(void *p, int dt, size_t i, size_t hash_i, float x, int stochastic,
+                                               uint64_t seed, uint64_t stream) {
     if (dt == LOMO_F32) { ((float *)p)[i] = x; return; }
     if (dt == LOMO_BF16) {
         if (!stochastic || x != x) { ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(x); return; }
         uint32_t b = __float_as_uint(x);
-        if ((b & 0x7F800000u) != 0x7F800000u) b += (uint32_t)(lomo__cu_uniform(seed, stream, i) * 65536.0f);
+        if ((b & 0x7F800000u) != 0x7F800000u) b += (uint32_t)(lomo__cu_uniform(seed, stream, hash_i) * 65536.0f);
         ((uint16_t *)p)[i] = (uint16_t)(b >> 16);
         return;
     }
@@ -134,10 +160,11 @@ __device__ __forceinline__ void lomo__cu_st(void *p, int dt, size_t i, float x, 
     if (stochastic && vr != x && x == x && (rb & 0x7C00) != 0x7C00) {
         if (vr < x) { lo = rb; hi = lomo__cu_f16_step(rb, 1); } else { hi = rb; lo = lomo__cu_f16_step(rb, 0); }
         float vlo = __half2float(__ushort_as_half(lo)), vhi = __half2float(__ushort_as_half(hi));
-        rb = lomo__cu_uniform(seed, stream, i) < (x - vlo) / (vhi - vlo) ? hi : lo;
+        rb = lomo__cu_uniform(seed, stream, hash_i) < (x - vlo) / (vhi - vlo) ? hi : lo;
     }
     ((uint16_t *)p)[i] = rb;
 }
+#define lomo__cu_st(p, dt, i, x, a) lomo__cu_st_at((p), (dt), (i), (size_t)(a).shard_off + (i), (x), (a).stochastic, (a).seed, (a).stream)
 
 /* ---- reductions ---- */
 
@@ -633,8 +660,7 @@ __device__ __forceinline__ float lomo__cu_clipped(const float *g, size_t i, lomo
 __global__ void lomo__cu_k_lomo(void *p, int dt, const float *g, size_t n, lomo_update_args a) {
     float decay = 1.0f - a.lr * a.weight_decay;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        lomo__cu_st(p, dt, i, lomo__cu_ld(p, dt, i) * decay - a.lr * lomo__cu_clipped(g, i, a), a.stochastic, a.seed,
-                    a.stream);
+        lomo__cu_st(p, dt, i, lomo__cu_ld(p, dt, i) * decay - a.lr * lomo__cu_clipped(g, i, a), a);
 }
 __global__ void lomo__cu_k_adamw(void *p, int dt, const float *g, float *m1, float *m2, size_t n, lomo_update_args a,
                                  float step_size, float bc2s) {
@@ -643,7 +669,7 @@ __global__ void lomo__cu_k_adamw(void *p, int dt, const float *g, float *m1, flo
         float gi = lomo__cu_clipped(g, i, a), w = lomo__cu_ld(p, dt, i) * decay;
         m1[i] += (gi - m1[i]) * (1.0f - a.beta1);
         m2[i] = m2[i] * a.beta2 + (1.0f - a.beta2) * gi * gi;
-        lomo__cu_st(p, dt, i, w - step_size * m1[i] / (sqrtf(m2[i]) / bc2s + a.eps), a.stochastic, a.seed, a.stream);
+        lomo__cu_st(p, dt, i, w - step_size * m1[i] / (sqrtf(m2[i]) / bc2s + a.eps), a);
     }
 }
 /* AdaLomo, matrices: row means (a block per row) and column means (a thread per column) */
@@ -674,14 +700,17 @@ __device__ __forceinline__ float lomo__cu_ada_u(const float *g, size_t i, const 
     return s2 ? gi / sqrtf(s1[i / cols] / rmean) / sqrtf(s2[i % cols]) : gi / sqrtf(s1[i]);
 }
 /* partial sums of u^2 (part) and p^2 (part + PARTS) */
+/* u^2 over the whole tensor (g is whole), p^2 over the len elements p holds */
 __global__ void lomo__cu_k_ada_sums(double *part, const void *p, int dt, const float *g, const float *s1,
-                                    const float *s2, int cols, const float *scal, size_t n, lomo_update_args a) {
+                                    const float *s2, int cols, const float *scal, size_t n, size_t len,
+                                    lomo_update_args a) {
     __shared__ double sh[32];
     double su = 0.0, sp = 0.0;
     float rmean = s2 ? scal[0] : 1.0f;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float u = lomo__cu_ada_u(g, i, s1, s2, cols, rmean, a), w = lomo__cu_ld(p, dt, i);
-        su += (double)u * u; sp += (double)w * w;
+        float u = lomo__cu_ada_u(g, i, s1, s2, cols, rmean, a);
+        su += (double)u * u;
+        if (i < len) { float w = lomo__cu_ld(p, dt, i); sp += (double)w * w; }
     }
     su = lomo__cu_block_sum_d(su, sh);
     sp = lomo__cu_block_sum_d(sp, sh);
@@ -701,6 +730,7 @@ __global__ void lomo__cu_k_ada_scal(float *scal, const double *part, size_t n, l
     for (int i = threadIdx.x; i < LOMO_CU__PARTS; i += blockDim.x) { su += part[i]; sp += part[LOMO_CU__PARTS + i]; }
     su = lomo__cu_block_sum_d(su, sh);
     sp = lomo__cu_block_sum_d(sp, sh);
+    if (a.param_sumsq >= 0.0) sp = a.param_sumsq;   /* sharded: the whole tensor's, from the driver */
     if (threadIdx.x == 0) {
         float denom = (float)(sqrt(su / n) / a.clip_threshold);
         scal[1] = denom > 1.0f ? denom : 1.0f;
@@ -708,13 +738,14 @@ __global__ void lomo__cu_k_ada_scal(float *scal, const double *part, size_t n, l
         scal[2] = a.lr * (float)(rms > a.eps2 ? rms : (double)a.eps2);
     }
 }
+/* the len elements p holds, from index a.shard_off of the whole tensor */
 __global__ void lomo__cu_k_ada_apply(void *p, int dt, const float *g, const float *s1, const float *s2, int cols,
-                                     const float *scal, size_t n, lomo_update_args a) {
+                                     const float *scal, size_t len, lomo_update_args a) {
     float rmean = s2 ? scal[0] : 1.0f, denom = scal[1], lr_t = scal[2];
     float decay = a.weight_decay > 0.0f ? 1.0f - lr_t * a.weight_decay : 1.0f;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float u = lomo__cu_ada_u(g, i, s1, s2, cols, rmean, a);
-        lomo__cu_st(p, dt, i, lomo__cu_ld(p, dt, i) * decay - lr_t * (u / denom), a.stochastic, a.seed, a.stream);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < len; i += (size_t)gridDim.x * blockDim.x) {
+        float u = lomo__cu_ada_u(g, (size_t)a.shard_off + i, s1, s2, cols, rmean, a);
+        lomo__cu_st(p, dt, i, lomo__cu_ld(p, dt, i) * decay - lr_t * (u / denom), a);
     }
 }
 
@@ -738,12 +769,31 @@ static void lomo__cu_update(void *ctx, lomo_tensor *p, const float *g, float *s1
             lomo__cu_k_ada_vec<<<blocks, 256, 0, c->stream>>>(s1, g, n, *a, beta);
             s2 = NULL;
         }
+        size_t len = (size_t)p->shard_len;   /* the elements p->data holds (all of them, unsharded) */
         lomo__cu_k_ada_sums<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, p->data, p->dtype, g, s1, s2, cols, c->scal,
-                                                                    n, *a);
+                                                                    n, len, *a);
         lomo__cu_k_ada_scal<<<1, 1024, 0, c->stream>>>(c->scal, c->part, n, *a);
-        lomo__cu_k_ada_apply<<<blocks, 256, 0, c->stream>>>(p->data, p->dtype, g, s1, s2, cols, c->scal, n, *a);
+        lomo__cu_k_ada_apply<<<lomo__cu_blocks(len, 256), 256, 0, c->stream>>>(p->data, p->dtype, g, s1, s2, cols,
+                                                                               c->scal, len, *a);
     }
     LOMO__LAUNCHED(c);
+}
+
+__global__ void lomo__cu_k_psumsq(double *part, const void *p, int dt, size_t n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        double w = lomo__cu_ld(p, dt, i);
+        s += w * w;
+    }
+    s = lomo__cu_block_sum_d(s, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+static double lomo__cu_param_sumsq(void *ctx, const lomo_tensor *p) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_psumsq<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, p->data, p->dtype, (size_t)p->numel);
+    LOMO__LAUNCHED(c);
+    return lomo__cu_reduce_to_host(c);
 }
 
 /* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F from two N x N Gram matrices (cuBLAS, fp32) */
@@ -814,7 +864,7 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->attn_fwd = lomo__cu_attn_fwd; b->attn_bwd = lomo__cu_attn_bwd;
     b->swiglu_fwd = lomo__cu_swiglu_fwd; b->swiglu_bwd = lomo__cu_swiglu_bwd;
     b->cross_entropy = lomo__cu_cross_entropy; b->sumsq = lomo__cu_sumsq;
-    b->update = lomo__cu_update; b->wgrad_sqnorm = lomo__cu_wgrad_sqnorm;
+    b->update = lomo__cu_update; b->wgrad_sqnorm = lomo__cu_wgrad_sqnorm; b->param_sumsq = lomo__cu_param_sumsq;
     b->scratch_bytes = lomo__cu_scratch_bytes; b->set_scratch = lomo__cu_set_scratch;
     b->name = "cuda";
     return b;
@@ -827,6 +877,156 @@ extern "C" int lomo_cuda_mem_info(const lomo_backend *be, size_t *free_bytes, si
     if (e != cudaSuccess) return lomo__fail("cuda: cudaMemGetInfo: %s", cudaGetErrorString(e));
     return 0;
 }
+
+/* ---- NCCL communicator (LOMO_NCCL) ---- */
+#ifdef LOMO_NCCL
+#include <time.h>
+
+typedef struct lomo__nccl {
+    ncclComm_t comm;
+    cudaStream_t stream;
+    int own;                  /* created here: destroyed by lomo_nccl_comm_free */
+    void *stage; size_t stage_bytes;
+    double timeout;
+} lomo__nccl;
+
+static double lomo__nccl_now(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int lomo__nccl_check(ncclResult_t r, const char *what, const char *file, int line) {
+    if (r == ncclSuccess) return 0;
+    return lomo__fail("%s:%d: NCCL %s: %s", file, line, what, ncclGetErrorString(r));
+}
+#define LOMO__NCCL(call, what) lomo__nccl_check((call), (what), __FILE__, __LINE__)
+
+/* waits for the stream, watching the communicator; gives up after the timeout */
+static int lomo__nccl_wait(lomo__nccl *c, const char *what) {
+    double t0 = lomo__nccl_now();
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(c->stream);
+        ncclResult_t async = ncclSuccess;
+        if (e == cudaSuccess) return 0;
+        if (e != cudaErrorNotReady) return lomo__fail("NCCL %s: %s", what, cudaGetErrorString(e));
+        if (ncclCommGetAsyncError(c->comm, &async) != ncclSuccess || async != ncclSuccess) {
+            ncclCommAbort(c->comm);
+            return lomo__fail("NCCL %s: %s (communicator aborted)", what, ncclGetErrorString(async));
+        }
+        if (lomo__nccl_now() - t0 > c->timeout) {
+            ncclCommAbort(c->comm);
+            return lomo__fail("NCCL %s: no answer from the other ranks after %.0f s: a rank died, hangs, or runs "
+                              "different work; communicator aborted (LOMO_COMM_TIMEOUT sets the limit)", what, c->timeout);
+        }
+    }
+}
+
+static int lomo__nccl_is_host(const void *p) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) { (void)cudaGetLastError(); return 1; }
+    return a.type == cudaMemoryTypeHost || a.type == cudaMemoryTypeUnregistered;
+}
+
+static void *lomo__nccl_stage(lomo__nccl *c, size_t bytes) {
+    if (bytes > c->stage_bytes) {
+        if (c->stage) cudaFree(c->stage);
+        c->stage = NULL; c->stage_bytes = 0;
+        if (cudaMalloc(&c->stage, bytes) != cudaSuccess) { lomo__fail("NCCL: no device memory to stage %zu bytes", bytes); return NULL; }
+        c->stage_bytes = bytes;
+    }
+    return c->stage;
+}
+
+static int lomo__nccl_all_reduce(void *ctx, void *buf, size_t n, int is_double) {
+    lomo__nccl *c = (lomo__nccl *)ctx;
+    size_t bytes = n * (is_double ? 8 : 4);
+    int host = lomo__nccl_is_host(buf);
+    void *d = host ? lomo__nccl_stage(c, bytes) : buf;
+    if (!d) return -1;
+    if (host && cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, c->stream) != cudaSuccess) return lomo__fail("NCCL staging");
+    if (LOMO__NCCL(ncclAllReduce(d, d, n, is_double ? ncclDouble : ncclFloat, ncclSum, c->comm, c->stream), "all_reduce")) return -1;
+    if (host && cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, c->stream) != cudaSuccess) return lomo__fail("NCCL staging");
+    return lomo__nccl_wait(c, "all_reduce");
+}
+
+static int lomo__nccl_all_gather(void *ctx, void *dst, const void *src, size_t bytes) {
+    lomo__nccl *c = (lomo__nccl *)ctx;
+    int nranks = 0, host = lomo__nccl_is_host(dst) || lomo__nccl_is_host(src);
+    char *d;
+    ncclCommCount(c->comm, &nranks);
+    if (!host) {
+        if (LOMO__NCCL(ncclAllGather(src, dst, bytes, ncclUint8, c->comm, c->stream), "all_gather")) return -1;
+        return lomo__nccl_wait(c, "all_gather");
+    }
+    if (!(d = (char *)lomo__nccl_stage(c, bytes * ((size_t)nranks + 1)))) return -1;
+    if (cudaMemcpyAsync(d, src, bytes, lomo__nccl_is_host(src) ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice,
+                        c->stream) != cudaSuccess) return lomo__fail("NCCL staging");
+    if (LOMO__NCCL(ncclAllGather(d, d + bytes, bytes, ncclUint8, c->comm, c->stream), "all_gather")) return -1;
+    if (cudaMemcpyAsync(dst, d + bytes, bytes * (size_t)nranks,
+                        lomo__nccl_is_host(dst) ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice, c->stream) != cudaSuccess)
+        return lomo__fail("NCCL staging");
+    return lomo__nccl_wait(c, "all_gather");
+}
+
+static int lomo__nccl_reduce_scatter(void *ctx, float *dst, const float *src, size_t n) {
+    lomo__nccl *c = (lomo__nccl *)ctx;
+    if (LOMO__NCCL(ncclReduceScatter(src, dst, n, ncclFloat, ncclSum, c->comm, c->stream), "reduce_scatter")) return -1;
+    return lomo__nccl_wait(c, "reduce_scatter");
+}
+
+static int lomo__nccl_broadcast(void *ctx, void *buf, size_t bytes, int root) {
+    lomo__nccl *c = (lomo__nccl *)ctx;
+    int host = lomo__nccl_is_host(buf);
+    void *d = host ? lomo__nccl_stage(c, bytes) : buf;
+    if (!d) return -1;
+    if (host && cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, c->stream) != cudaSuccess) return lomo__fail("NCCL staging");
+    if (LOMO__NCCL(ncclBroadcast(d, d, bytes, ncclUint8, root, c->comm, c->stream), "broadcast")) return -1;
+    if (host && cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, c->stream) != cudaSuccess) return lomo__fail("NCCL staging");
+    return lomo__nccl_wait(c, "broadcast");
+}
+
+static lomo_comm *lomo__nccl_make(ncclComm_t comm, const lomo_backend *cuda, int own) {
+    lomo_comm *lc = (lomo_comm *)calloc(1, sizeof *lc);
+    lomo__nccl *c = (lomo__nccl *)calloc(1, sizeof *c);
+    const char *env = getenv("LOMO_COMM_TIMEOUT");
+    if (!lc || !c || !cuda || !cuda->stream) { free(lc); free(c); lomo__fail("NCCL: needs the CUDA backend"); return NULL; }
+    c->comm = comm; c->stream = (cudaStream_t)cuda->stream; c->own = own;
+    c->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
+    ncclCommUserRank(comm, &lc->rank);
+    ncclCommCount(comm, &lc->size);
+    lc->name = "nccl"; lc->ctx = c;
+    lc->all_reduce_sum = lomo__nccl_all_reduce; lc->all_gather = lomo__nccl_all_gather;
+    lc->reduce_scatter_sum = lomo__nccl_reduce_scatter; lc->broadcast = lomo__nccl_broadcast;
+    return lc;
+}
+
+extern "C" lomo_comm *lomo_nccl_comm(ncclComm_t comm, const lomo_backend *cuda) { return lomo__nccl_make(comm, cuda, 0); }
+
+#ifdef LOMO_MPI
+extern "C" lomo_comm *lomo_nccl_comm_from_mpi(MPI_Comm mpi, const lomo_backend *cuda) {
+    ncclUniqueId id;
+    ncclComm_t comm;
+    int rank, size;
+    MPI_Comm_rank(mpi, &rank);
+    MPI_Comm_size(mpi, &size);
+    if (rank == 0 && LOMO__NCCL(ncclGetUniqueId(&id), "get unique id")) return NULL;
+    if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, mpi) != MPI_SUCCESS) { lomo__fail("MPI broadcast of the NCCL id failed"); return NULL; }
+    if (LOMO__NCCL(ncclCommInitRank(&comm, size, id, rank), "init rank")) return NULL;
+    return lomo__nccl_make(comm, cuda, 1);
+}
+#endif
+
+extern "C" void lomo_nccl_comm_free(lomo_comm *lc) {
+    lomo__nccl *c;
+    if (!lc) return;
+    c = (lomo__nccl *)lc->ctx;
+    if (c->stage) cudaFree(c->stage);
+    if (c->own) ncclCommDestroy(c->comm);
+    free(c);
+    free(lc);
+}
+#endif /* LOMO_NCCL */
 
 #endif /* LOMO_CUDA__IMPLEMENTED */
 #endif /* LOMO_IMPLEMENTATION */

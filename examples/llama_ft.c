@@ -314,6 +314,16 @@ int main(int argc, char **argv) {
 #ifdef LOMO_MPI
         lomo_comm *comm;
         MPI_Init(&argc, &argv);
+#if defined(LOMO_CUDA) && defined(LOMO_NCCL)
+        if (!strcmp(a.device, "cuda")) {   /* GPUs: NCCL, bootstrapped over MPI; one GPU per rank */
+            int local = 0;
+            MPI_Comm node;
+            MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+            MPI_Comm_rank(node, &local);
+            if (!(lo.backend = lomo_cuda_backend(local)) || !(comm = lomo_nccl_comm_from_mpi(MPI_COMM_WORLD, lo.backend)))
+                return die("--shard --device cuda");
+        } else
+#endif
         if (!(comm = lomo_mpi_comm(MPI_COMM_WORLD))) return die("--shard");
         lo.comm = comm;
         rank = comm->rank; nranks = comm->size;
@@ -325,7 +335,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(a.device, "cuda")) {
 #ifdef LOMO_CUDA
-        if (!(lo.backend = lomo_cuda_backend(0))) return die("--device cuda");
+        if (!lo.backend && !(lo.backend = lomo_cuda_backend(0))) return die("--device cuda");
 #else
         fprintf(stderr, "llama_ft: --device cuda needs a build with -DLOMO_CUDA (make cuda)\n");
         return 2;
@@ -498,6 +508,10 @@ done:
     lomo_model_free(m);
 #ifdef LOMO_MPI
     if (a.shard) {
+#if defined(LOMO_CUDA) && defined(LOMO_NCCL)
+        if (!strcmp(a.device, "cuda")) lomo_nccl_comm_free((lomo_comm *)lo.comm);
+        else
+#endif
         lomo_mpi_comm_free((lomo_comm *)lo.comm);
         if (rc) MPI_Abort(MPI_COMM_WORLD, rc);   /* one rank's failure ends the job, not a hang */
         MPI_Finalize();
