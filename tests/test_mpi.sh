@@ -13,7 +13,7 @@ T=build/tmp_test_mpi; mkdir -p $T
 for np in 2 3; do
     timeout 300 $RUN -np $np $BIN > $T/np$np.log 2>&1
     rc=$?
-    grep -E "np=|mismatch|sharded save|parameter bytes|^test_mpi" $T/np$np.log | sort -u
+    grep -E "np=|mismatch|sharded save|sharded AdamW|parameter bytes|^test_mpi" $T/np$np.log | sort -u
     line=$(grep -E "^test_mpi_np$np: [0-9]+ passed, [0-9]+ failed" $T/np$np.log)
     p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/'); f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
     if [ -n "$line" ] && [ $rc -eq 0 ]; then pass=$((pass + p)); fail=$((fail + f)); else bad "np=$np: rc=$rc"; tail -n 20 $T/np$np.log; fi
