@@ -484,6 +484,9 @@ LOMODEF int64_t             lomo_mc_count(const lomo_mc *m);
 LOMODEF const lomo_mc_item *lomo_mc_get(const lomo_mc *m, int64_t i);   /* NULL if i is out of range */
 LOMODEF void                lomo_mc_free(lomo_mc *m);
 
+/* splitmix64: a reproducible stream of 64-bit values from *state (any seed) */
+LOMODEF uint64_t lomo_rand_u64(uint64_t *state);
+
 /* ---- mixed precision ---- */
 
 /* bf16 and IEEE fp16 <-> fp32; to 16 bits with round-to-nearest-even,
@@ -2566,12 +2569,13 @@ LOMODEF int64_t lomo_n_params(const lomo_model *m) {
 }
 
 /* splitmix64 + Box-Muller: reproducible everywhere */
-static uint64_t lomo__rng_next(uint64_t *s) {
+LOMODEF uint64_t lomo_rand_u64(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+static uint64_t lomo__rng_next(uint64_t *s) { return lomo_rand_u64(s); }
 static double lomo__rng_uniform(uint64_t *s) { return ((lomo__rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 static double lomo__rng_normal(uint64_t *s) {
     double u1 = lomo__rng_uniform(s), u2 = lomo__rng_uniform(s);

@@ -25,12 +25,6 @@
 #include <omp.h>
 #endif
 
-static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* Benchmarks need plausible weights, not good ones: uniform with the same
    std as N(0, std), norms 1, biases 0, from a fast xorshift (a 7B model's
@@ -123,7 +117,7 @@ int main(int argc, char **argv) {
     if (!t) { fprintf(stderr, "bench_cpu: %s\n", lomo_error()); return 1; }
     int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * batch * seq);
     uint64_t s = 42;
-    for (int i = 0; i < batch * seq; i++) tok[i] = (int32_t)(rng_next(&s) % (uint64_t)vocab);
+    for (int i = 0; i < batch * seq; i++) tok[i] = (int32_t)(lomo_rand_u64(&s) % (uint64_t)vocab);
     lomo_step_info info, first;
     memset(&first, 0, sizeof first);
     for (int i = 0; i < warmup; i++) lomo_step(t, tok, NULL, lr, &first);

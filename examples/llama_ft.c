@@ -40,12 +40,6 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static void usage(void) {
     fprintf(stderr,
@@ -175,7 +169,7 @@ static int write_demo_data(const char *path, int lines, int T, int V, uint64_t s
     int i, t;
     if (!f) { fprintf(stderr, "llama_ft: cannot write %s\n", path); return -1; }
     for (i = 0; i < lines; i++) {
-        int s = (int)(rng_next(&seed) % (uint64_t)V), d = 1 + (int)(rng_next(&seed) % 8);
+        int s = (int)(lomo_rand_u64(&seed) % (uint64_t)V), d = 1 + (int)(lomo_rand_u64(&seed) % 8);
         fprintf(f, "{\"input_ids\": [");
         for (t = 0; t < T; t++) fprintf(f, "%s%d", t ? ", " : "", (s + d * t) % V);
         fprintf(f, "]}\n");
