@@ -168,62 +168,36 @@ __device__ __forceinline__ void lomo__cu_st_at(void *p, int dt, size_t i, size_t
 
 /* ---- reductions ---- */
 
-__device__ __forceinline__ float lomo__cu_warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ float lomo__cu_warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-/* block of up to 1024 threads; every thread gets the result */
-__device__ float lomo__cu_block_sum(float v, float *sh) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = lomo__cu_warp_sum(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
-    if (w == 0) v = lomo__cu_warp_sum(v);
-    if (threadIdx.x == 0) sh[0] = v;
-    __syncthreads();
-    return sh[0];
-}
-__device__ float lomo__cu_block_max(float v, float *sh) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = lomo__cu_warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    v = threadIdx.x < nw ? sh[threadIdx.x] : -INFINITY;
-    if (w == 0) v = lomo__cu_warp_max(v);
-    if (threadIdx.x == 0) sh[0] = v;
-    __syncthreads();
-    return sh[0];
-}
-__device__ double lomo__cu_block_sum_d(double v, double *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0;
-    if (w == 0) for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (threadIdx.x == 0) sh[0] = v;
-    __syncthreads();
-    return sh[0];
-}
+/* warp and block reductions: one skeleton for sums (float, double) and max */
+struct lomo__cu_add_op { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct lomo__cu_max_op { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
 
-/* stage one: fixed blocks, each a grid-stride sum in double; stage two sums
-   the partials in order: the same result every run */
-__global__ void lomo__cu_k_sumsq(double *part, const float *x, size_t n) {
-    __shared__ double sh[32];
-    double s = 0.0;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        s += (double)x[i] * x[i];
-    s = lomo__cu_block_sum_d(s, sh);
-    if (threadIdx.x == 0) part[blockIdx.x] = s;
+template <typename T, typename Op> __device__ __forceinline__ T lomo__cu_warp_reduce(T v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
 }
+__device__ __forceinline__ float lomo__cu_warp_sum(float v) { return lomo__cu_warp_reduce(v, lomo__cu_add_op()); }
+
+/* block of up to 1024 threads (sh: 32 slots); every thread gets the result */
+template <typename T, typename Op> __device__ T lomo__cu_block_reduce(T v, T *sh, Op op, T identity) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = lomo__cu_warp_reduce(v, op);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = threadIdx.x < nw ? sh[threadIdx.x] : identity;
+    if (w == 0) v = lomo__cu_warp_reduce(v, op);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+__device__ float lomo__cu_block_sum(float v, float *sh) { return lomo__cu_block_reduce(v, sh, lomo__cu_add_op(), 0.0f); }
+__device__ float lomo__cu_block_max(float v, float *sh) { return lomo__cu_block_reduce(v, sh, lomo__cu_max_op(), -INFINITY); }
+__device__ double lomo__cu_block_sum_d(double v, double *sh) { return lomo__cu_block_reduce(v, sh, lomo__cu_add_op(), 0.0); }
+
+/* stage one: fixed blocks, each a grid-stride sum of products in double (a
+   sum of squares is a dot with itself); stage two sums the partials in order:
+   the same result every run */
 __global__ void lomo__cu_k_dot(double *part, const float *a, const float *b, size_t n) {
     __shared__ double sh[32];
     double s = 0.0;
@@ -645,7 +619,7 @@ static void lomo__cu_cross_entropy(void *ctx, float *losses, float *dlogits, con
 
 static double lomo__cu_sumsq(void *ctx, const float *x, size_t n) {
     lomo__cu *c = (lomo__cu *)ctx;
-    lomo__cu_k_sumsq<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, x, n);
+    lomo__cu_k_dot<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, x, x, n);
     LOMO__LAUNCHED(c);
     return lomo__cu_reduce_to_host(c);
 }
