@@ -279,6 +279,9 @@ typedef struct lomo_model {
     const lomo_comm *comm;       /* NULL, or the ranks this model is sharded over */
     lomo_memory mem;             /* everything allocated on the backend for this model */
     lomo_dtype file_dtype;       /* dtype of the checkpoint it was loaded from (saves default to it) */
+    char *config_json;           /* lomo_load: the config.json text (LOMO_MALLOC); lomo_save keeps every key of it,
+                                    changing only the values lomo changed. NULL: lomo writes its own config */
+    size_t config_json_len;
 } lomo_model;
 
 typedef struct lomo_load_opts {
@@ -1024,15 +1027,6 @@ static void lomo__json_free(lomo__json *j) {
     j->nodes = NULL; j->n = j->cap = 0;
 }
 
-static int lomo__json_parse(lomo__json *j, const char *s, size_t len, const char *what) {
-    lomo__jp p;
-    j->nodes = NULL; j->n = j->cap = 0;
-    p.j = j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
-    if (lomo__jp_value(&p, -1, 0) < 0) { lomo__json_free(j); return -1; }
-    lomo__jp_ws(&p);
-    if (p.i != p.n) { lomo__json_free(j); return lomo__jp_err(&p, "unexpected trailing characters after the JSON value"); }
-    return 0;
-}
 
 /* Decodes the next character of a validated STR span at *i into out; returns its byte count. */
 static int lomo__jdec(const char *s, size_t *i, char out[4]) {
@@ -1088,7 +1082,7 @@ static int lomo__json_streq(const lomo__json *j, int node, const char *lit) {
     while (i < j->nodes[node].len) {
         char c[4];
         int k = lomo__jdec(j->nodes[node].s, &i, c), m;
-        for (m = 0; m < k; m++, o++) if (lit[o] != c[m]) return 0; /* also stops at lit's NUL */
+        for (m = 0; m < k; m++, o++) if (!lit[o] || lit[o] != c[m]) return 0; /* a decoded NUL never matches */
     }
     return lit[o] == 0;
 }
@@ -1124,6 +1118,78 @@ static const char *lomo__json_show(const lomo__json *j, int node, char *buf, siz
     return buf;
 }
 
+/* Byte-wise comparison of two validated STR spans by their decoded bytes
+   (a \u0000 is a byte like any other): <0, 0, >0. */
+static int lomo__json_keycmp(const lomo__json *j, int a, int b) {
+    size_t ia = 0, ib = 0;
+    char ca[4], cb[4];
+    int na = 0, nb = 0, ka = 0, kb = 0;
+    for (;;) {
+        if (ka == na) { if (ia >= j->nodes[a].len) { na = 0; } else { na = lomo__jdec(j->nodes[a].s, &ia, ca); } ka = 0; }
+        if (kb == nb) { if (ib >= j->nodes[b].len) { nb = 0; } else { nb = lomo__jdec(j->nodes[b].s, &ib, cb); } kb = 0; }
+        if (!na || !nb) return na ? 1 : nb ? -1 : 0;
+        if (ca[ka] != cb[kb]) return (unsigned char)ca[ka] < (unsigned char)cb[kb] ? -1 : 1;
+        ka++; kb++;
+    }
+}
+
+/* The key node of the first duplicate key in any object (the second of the
+   pair, in document order), or -1. Python keeps the last, serde the first:
+   lomo refuses. Sorts each object's keys (merge sort, n log n). */
+static int lomo__json_dup_key(const lomo__json *j) {
+    int o, *keys = NULL, *tmp = NULL, cap = 0, found = -1;
+    for (o = 0; o < j->n && found < 0; o++) {
+        int n = 0, c, w, i, lo;
+        if (j->nodes[o].type != LOMO__J_OBJ || j->nodes[o].count < 2) continue;
+        if (j->nodes[o].count > cap) {
+            LOMO_FREE(keys); LOMO_FREE(tmp);
+            cap = j->nodes[o].count;
+            keys = (int *)LOMO_MALLOC((size_t)cap * sizeof *keys);
+            tmp = (int *)LOMO_MALLOC((size_t)cap * sizeof *tmp);
+            if (!keys || !tmp) { LOMO_FREE(keys); LOMO_FREE(tmp); return -2; }
+        }
+        for (c = j->nodes[o].first; c >= 0; c = j->nodes[c].next) keys[n++] = j->nodes[c].key;
+        for (w = 1; w < n; w *= 2) {   /* bottom-up merge sort, stable: ties keep document order */
+            for (lo = 0; lo < n; lo += 2 * w) {
+                int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, x = lo, y = mid, k = lo;
+                while (x < mid && y < hi) tmp[k++] = lomo__json_keycmp(j, keys[y], keys[x]) < 0 ? keys[y++] : keys[x++];
+                while (x < mid) tmp[k++] = keys[x++];
+                while (y < hi) tmp[k++] = keys[y++];
+            }
+            memcpy(keys, tmp, (size_t)n * sizeof *keys);
+        }
+        for (i = 1; i < n; i++)
+            if (!lomo__json_keycmp(j, keys[i - 1], keys[i]) && (found < 0 || keys[i] < found)) found = keys[i];
+    }
+    LOMO_FREE(keys); LOMO_FREE(tmp);
+    return found;
+}
+
+/* check_dups: refuse an object that names a key twice (every reader but the
+   safetensors header, which reports a duplicate tensor name itself first). */
+static int lomo__json_parse_ex(lomo__json *j, const char *s, size_t len, const char *what, int check_dups) {
+    lomo__jp p;
+    int d;
+    j->nodes = NULL; j->n = j->cap = 0;
+    p.j = j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
+    if (lomo__jp_value(&p, -1, 0) < 0) { lomo__json_free(j); return -1; }
+    lomo__jp_ws(&p);
+    if (p.i != p.n) { lomo__json_free(j); return lomo__jp_err(&p, "unexpected trailing characters after the JSON value"); }
+    if (check_dups && (d = lomo__json_dup_key(j)) != -1) {
+        char show[64];
+        if (d == -2) { lomo__json_free(j); return lomo__fail("%s: out of memory checking keys", what ? what : "JSON"); }
+        size_t k = strlen(lomo__json_show(j, d, show, sizeof show));
+        p.i = (size_t)((const unsigned char *)j->nodes[d].s - p.s) - 1;
+        lomo__json_free(j);
+        return lomo__fail("%s: duplicate field '%.*s' at byte %zu (JSON readers disagree on which one counts)",
+                          what ? what : "JSON", (int)(k >= 2 ? k - 2 : 0), show + 1, p.i);
+    }
+    return 0;
+}
+static int lomo__json_parse(lomo__json *j, const char *s, size_t len, const char *what) {
+    return lomo__json_parse_ex(j, s, len, what, 1);
+}
+
 /* ======================================================================== */
 /* files: whole-file read, atomic write                                     */
 /* ======================================================================== */
@@ -1138,15 +1204,44 @@ static long long lomo__io_total_written = 0;
 /* Test hook: when >= 0, disk full (ENOSPC) once all saves together wrote this many bytes. */
 static long long lomo__io_fail_total_after = -1;
 
+/* Opens path for reading without blocking on a FIFO or device (O_NONBLOCK),
+   then refuses anything that is not a regular file. */
+static int lomo__open_regular(const char *path, struct stat *st) {
+    int flags = O_RDONLY, fd;
+#ifdef O_NONBLOCK
+    flags |= O_NONBLOCK;
+#endif
+#ifdef O_NOCTTY
+    flags |= O_NOCTTY;
+#endif
+#ifdef O_CLOEXEC
+    flags |= O_CLOEXEC;
+#endif
+    if ((fd = open(path, flags)) < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, st)) { int e = errno; close(fd); return lomo__fail("%s: cannot stat: %s", path, strerror(e)); }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return lomo__fail("%s: not a regular file (%s)", path, S_ISDIR(st->st_mode) ? "a directory" :
+                          S_ISFIFO(st->st_mode) ? "a FIFO" : S_ISCHR(st->st_mode) ? "a character device" :
+                          S_ISBLK(st->st_mode) ? "a block device" : "a socket or other special file");
+    }
+#ifdef O_NONBLOCK
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+#endif
+    return fd;
+}
+
 static int lomo__read_file(const char *path, char **buf, size_t *len) {
     struct stat st;
     size_t n = 0;
     char *p;
-    int fd = open(path, O_RDONLY);
+    int fd = lomo__open_regular(path, &st);
     *buf = NULL; *len = 0;
-    if (fd < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return lomo__fail("%s: not a regular file", path); }
-    if (!(p = (char *)LOMO_MALLOC((size_t)st.st_size + 1))) { close(fd); return lomo__fail("%s: out of memory", path); }
+    if (fd < 0) return -1;
+    if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX / 2 || !(p = (char *)LOMO_MALLOC((size_t)st.st_size + 1))) {
+        close(fd);
+        return lomo__fail("%s: out of host memory reading the file (%lld bytes)", path, (long long)st.st_size);
+    }
     while (n < (size_t)st.st_size) {
         ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
         if (r < 0 && errno == EINTR) continue;
@@ -1341,10 +1436,14 @@ static int lomo__st_entry(const lomo__st_file *f, const lomo__json *j, int v, lo
                           f->path, t->name, (unsigned long long)t->end, (unsigned long long)dsize);
     bytes = t->end - t->begin;
     k = lomo__st_dtype_size[t->dtype];
-    if (bytes % (uint64_t)k || bytes / (uint64_t)k != (uint64_t)t->numel)
+    if (bytes % (uint64_t)k || bytes / (uint64_t)k != (uint64_t)t->numel) {
+        char need[48];
+        if ((uint64_t)t->numel > UINT64_MAX / (uint64_t)k) snprintf(need, sizeof need, "more than 2^64 bytes");
+        else snprintf(need, sizeof need, "%llu bytes", (unsigned long long)t->numel * (unsigned long long)k);
         return lomo__fail("%s: tensor '%s': data_offsets span %llu bytes, which does not match the shape "
-                          "(%lld elements of %s = %llu bytes)", f->path, t->name, (unsigned long long)bytes,
-                          (long long)t->numel, lomo__st_dtype_name[t->dtype], (unsigned long long)t->numel * (unsigned long long)k);
+                          "(%lld elements of %s = %s)", f->path, t->name, (unsigned long long)bytes,
+                          (long long)t->numel, lomo__st_dtype_name[t->dtype], need);
+    }
     t->data = data + t->begin;
     return 0;
 }
@@ -1407,8 +1506,7 @@ static int lomo__st_open(lomo__st_file *f, const char *path) {
     int fd, i, rc;
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s", path);
-    if ((fd = open(path, O_RDONLY)) < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return lomo__fail("%s: not a regular file", path); }
+    if ((fd = lomo__open_regular(path, &st)) < 0) return -1;
     if (st.st_size < 8) { close(fd); return lomo__fail("%s: file too small (%lld bytes) for the 8-byte header length", path, (long long)st.st_size); }
     f->size = (size_t)st.st_size;
     f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -1428,8 +1526,13 @@ static int lomo__st_open(lomo__st_file *f, const char *path) {
         return rc;
     }
     snprintf(what, sizeof what, "%s: safetensors header", path);
-    if (lomo__json_parse(&j, (const char *)m + 8, (size_t)hlen, what)) { lomo__st_close(f); return -1; }
+    if (lomo__json_parse_ex(&j, (const char *)m + 8, (size_t)hlen, what, 0)) { lomo__st_close(f); return -1; }
     rc = lomo__st_index(f, &j, m + 8 + hlen, f->size - 8 - hlen);
+    if (!rc && (i = lomo__json_dup_key(&j)) != -1) {   /* a key twice inside an entry or __metadata__ */
+        char show[64];
+        rc = i == -2 ? lomo__fail("%s: out of memory checking keys", what)
+                     : lomo__fail("%s: duplicate field %s", what, lomo__json_show(&j, i, show, sizeof show));
+    }
     lomo__json_free(&j);
     if (rc) lomo__st_close(f);
     return rc;
@@ -1464,6 +1567,27 @@ static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst) {
     default: return lomo__fail("tensor '%s': dtype %s cannot be read as float", t->name,
                                t->dtype >= 0 && t->dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_name[t->dtype] : "?");
     }
+}
+
+/* Index of the first NaN/Inf element of a float tensor (int range), -1 if all
+   are finite, -2 for an F64 value that is finite but overflows float32. */
+static int64_t lomo__st_nonfinite_at(const lomo__st_tensor *t) {
+    const unsigned char *p = (const unsigned char *)t->data;
+    int64_t i;
+    for (i = 0; i < t->numel; i++) {
+        switch (t->dtype) {
+        case LOMO__ST_F32: { uint32_t u; memcpy(&u, p + 4 * i, 4); if ((u & 0x7f800000u) == 0x7f800000u) return i; break; }
+        case LOMO__ST_BF16: if ((p[2 * i + 1] & 0x7f) == 0x7f && (p[2 * i] & 0x80)) return i; break;
+        case LOMO__ST_F16: if ((p[2 * i + 1] & 0x7c) == 0x7c) return i; break;
+        case LOMO__ST_F64: { double d; memcpy(&d, p + 8 * i, 8); if (!(d == d) || d - d != 0) return i; if (fabs(d) > 3.4028234663852886e38) return -2; break; }
+        default: return -1;
+        }
+    }
+    return -1;
+}
+static int lomo__st_nonfinite(const lomo__st_tensor *t) {
+    int64_t i = lomo__st_nonfinite_at(t);
+    return i > 0x7fffffff ? 0x7fffffff : (int)i;
 }
 
 /* Writes n tensors (in the given order) and optional metadata atomically. */
@@ -1565,6 +1689,10 @@ static int lomo__cfg_float(const lomo__cfgp *c, const char *key, double def, flo
         v = c->j->nodes[node].num;
     }
     *out = (float)v;
+    /* the value as the kernels see it: 1e-50 becomes 0.0f, 1e39 inf; below
+       FLT_MIN (subnormal) precision is lost: refuse those too */
+    if (!(*out >= 1.17549435e-38f) || !(*out <= 3.40282347e38f))
+        return lomo__cfg_bad(c, key, "a positive number representable as a normal float32 (1.2e-38 .. 3.4e38)", node);
     return 0;
 }
 
@@ -1643,6 +1771,17 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
         return lomo__fail("%s: field 'head_dim': missing, and hidden_size=%d is not divisible by num_attention_heads=%d",
                           c->path, cfg->dim, cfg->n_heads);
     if (lomo__cfg_int(c, "head_dim", cfg->dim / cfg->n_heads, &cfg->head_dim)) return -1;
+    {   /* tensor sizes the kernels index with int: every dimension and product must fit */
+        int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, big = 0x7fffffff;
+        if (qd > big)
+            return lomo__fail("%s: num_attention_heads=%d x head_dim=%d = %lld does not fit in 32 bits (limit %lld)",
+                              c->path, cfg->n_heads, cfg->head_dim, (long long)qd, (long long)big);
+        if ((int64_t)cfg->vocab_size * cfg->dim > ((int64_t)1 << 50) || qd * cfg->dim > ((int64_t)1 << 50) ||
+            (int64_t)cfg->hidden_dim * cfg->dim > ((int64_t)1 << 50))
+            return lomo__fail("%s: a weight matrix has more than 2^50 elements (hidden_size=%d, intermediate_size=%d, "
+                              "vocab_size=%d, num_attention_heads x head_dim=%lld)", c->path, cfg->dim, cfg->hidden_dim,
+                              cfg->vocab_size, (long long)qd);
+    }
     /* dtype: "torch_dtype" (newer transformers write "dtype") */
     if ((node = lomo__json_get(j, 0, "torch_dtype")) < 0) node = lomo__json_get(j, 0, "dtype");
     if (node < 0 || j->nodes[node].type == LOMO__J_NULL || lomo__json_streq(j, node, "float32")) cfg->dtype = LOMO_F32;
@@ -1682,7 +1821,8 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
     return 0;
 }
 
-static int lomo__config_load(const char *path, lomo_config *cfg) {
+/* keep: non-NULL receives the file's text (the caller frees it with LOMO_FREE) */
+static int lomo__config_load_keep(const char *path, lomo_config *cfg, char **keep, size_t *keep_len) {
     char *txt;
     size_t n;
     lomo__json j;
@@ -1693,11 +1833,13 @@ static int lomo__config_load(const char *path, lomo_config *cfg) {
     c.j = &j; c.path = path; c.obj = 0;
     rc = lomo__config_parse(&c, cfg);
     lomo__json_free(&j);
-    LOMO_FREE(txt);
+    if (!rc && keep) { *keep = txt; *keep_len = n; }
+    else LOMO_FREE(txt);
     return rc;
 }
+#define lomo__config_load(path, cfg) lomo__config_load_keep((path), (cfg), NULL, NULL)
 
-static int lomo__config_save(const char *path, const lomo_config *cfg) {
+static int lomo__config_text(const char *path, const lomo_config *cfg, lomo__sb *out) {
     lomo__sb b = { NULL, 0, 0, 0 };
     const char *arch, *dt = cfg->dtype == LOMO_BF16 ? "bfloat16" : cfg->dtype == LOMO_F16 ? "float16" : "float32";
     int qwen = !strcmp(cfg->model_type, "qwen2"), rc;
@@ -1737,7 +1879,168 @@ static int lomo__config_save(const char *path, const lomo_config *cfg) {
     if (qwen) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
     else lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
     lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
-    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of memory", path); }
+    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
+    *out = b;
+    (void)rc;
+    return 0;
+}
+
+static int lomo__config_save(const char *path, const lomo_config *cfg) {
+    lomo__sb b = { NULL, 0, 0, 0 };
+    int rc;
+    if (lomo__config_text(path, cfg, &b)) return -1;
+    rc = lomo__write_file_atomic(path, b.p, b.n);
+    LOMO_FREE(b.p);
+    return rc;
+}
+
+static int lomo__config_same(const lomo_config *a, const lomo_config *b) {
+    return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers && a->n_heads == b->n_heads &&
+           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->vocab_size == b->vocab_size &&
+           a->max_seq_len == b->max_seq_len && a->norm_eps == b->norm_eps && a->rope_theta == b->rope_theta &&
+           !a->tie_embeddings == !b->tie_embeddings && a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias &&
+           a->rope_type == b->rope_type && (a->rope_type != 1 || (a->rope_factor == b->rope_factor &&
+           a->rope_low_freq_factor == b->rope_low_freq_factor && a->rope_high_freq_factor == b->rope_high_freq_factor &&
+           a->rope_original_max_pos == b->rope_original_max_pos)) && a->sliding_window == b->sliding_window &&
+           a->dtype == b->dtype && !strcmp(a->model_type, b->model_type);
+}
+
+/* Raw extent of a value node (a string's span excludes its quotes). */
+static void lomo__json_extent(const lomo__json *j, int v, size_t *beg, size_t *end, const char *base) {
+    size_t b = (size_t)(j->nodes[v].s - base), q = j->nodes[v].type == LOMO__J_STR;
+    *beg = b - q; *end = b + j->nodes[v].len + q;
+}
+
+typedef struct lomo__cedit { size_t at, end; char text[96]; } lomo__cedit;
+
+/* Sets key of object obj to the JSON text val: replaces the value where the
+   key is present, else inserts "key": val after the object's last member. */
+static void lomo__cedit_set(lomo__cedit *e, int *n, const lomo__json *j, const char *base, int obj, const char *key,
+                            const char *val) {
+    int v = lomo__json_get(j, obj, key), c, last = -1;
+    size_t b, en;
+    if (v >= 0) {
+        lomo__json_extent(j, v, &b, &en, base);
+        e[*n].at = b; e[*n].end = en;
+        snprintf(e[*n].text, sizeof e[*n].text, "%s", val);
+    } else {
+        for (c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next) last = c;
+        if (last >= 0) lomo__json_extent(j, last, &b, &en, base);
+        else en = (size_t)(j->nodes[obj].s - base) + 1;   /* just after '{' */
+        e[*n].at = e[*n].end = en;
+        snprintf(e[*n].text, sizeof e[*n].text, "%s\"%s\": %s", last >= 0 ? (obj == 0 ? ",\n  " : ", ") : "", key, val);
+    }
+    (*n)++;
+}
+
+/* config.json for cfg, keeping the text of the config the model was loaded
+   from (orig) byte for byte except for the values lomo changed: every key
+   lomo does not use (bos/eos/pad ids, layer_types, custom fields) survives.
+   When a change cannot be written as a value edit (model type, biases, rope
+   scaling), lomo's own config is written with the original's other top-level
+   members appended. The result is re-read and must give cfg back. */
+static int lomo__config_save_keep(const char *path, const lomo_config *cfg, const char *orig, size_t olen) {
+    lomo__json j, g;
+    lomo__cfgp cp;
+    lomo_config c0, back;
+    lomo__sb b = { NULL, 0, 0, 0 };
+    lomo__cedit e[16];
+    int n = 0, i, rc, node;
+    lomo_dtype odt;
+    char v[64];
+    const char *dt = cfg->dtype == LOMO_BF16 ? "\"bfloat16\"" : cfg->dtype == LOMO_F16 ? "\"float16\"" : "\"float32\"";
+    if (!orig || lomo__json_parse(&j, orig, olen, path)) return lomo__config_save(path, cfg);
+    cp.j = &j; cp.path = path; cp.obj = 0;
+    if (lomo__config_parse(&cp, &c0)) { lomo__json_free(&j); return lomo__config_save(path, cfg); }
+    odt = c0.dtype;
+    c0.dtype = cfg->dtype;   /* edited separately, below */
+    if (c0.rope_type != cfg->rope_type || strcmp(c0.model_type, cfg->model_type) || c0.qkv_bias != cfg->qkv_bias ||
+        c0.o_bias != cfg->o_bias || c0.sliding_window != cfg->sliding_window ||
+        (cfg->rope_type == 1 && (c0.rope_factor != cfg->rope_factor || c0.rope_low_freq_factor != cfg->rope_low_freq_factor ||
+                                 c0.rope_high_freq_factor != cfg->rope_high_freq_factor ||
+                                 c0.rope_original_max_pos != cfg->rope_original_max_pos)))
+        goto regenerate;
+#define LOMO__CINT(field, key) if (c0.field != cfg->field) { snprintf(v, sizeof v, "%d", cfg->field); lomo__cedit_set(e, &n, &j, orig, 0, key, v); }
+    LOMO__CINT(dim, "hidden_size") LOMO__CINT(hidden_dim, "intermediate_size") LOMO__CINT(n_layers, "num_hidden_layers")
+    LOMO__CINT(n_heads, "num_attention_heads") LOMO__CINT(n_kv_heads, "num_key_value_heads") LOMO__CINT(head_dim, "head_dim")
+    LOMO__CINT(vocab_size, "vocab_size") LOMO__CINT(max_seq_len, "max_position_embeddings")
+#undef LOMO__CINT
+    if (c0.norm_eps != cfg->norm_eps) { lomo__fmt_float(v, sizeof v, cfg->norm_eps); lomo__cedit_set(e, &n, &j, orig, 0, "rms_norm_eps", v); }
+    if (c0.rope_theta != cfg->rope_theta) {   /* where it was read from: rope_parameters wins over the top level */
+        node = lomo__json_get(&j, 0, "rope_parameters");
+        lomo__fmt_float(v, sizeof v, cfg->rope_theta);
+        lomo__cedit_set(e, &n, &j, orig, lomo__json_get(&j, node, "rope_theta") >= 0 ? node : 0, "rope_theta", v);
+    }
+    if (!c0.tie_embeddings != !cfg->tie_embeddings)
+        lomo__cedit_set(e, &n, &j, orig, 0, "tie_word_embeddings", cfg->tie_embeddings ? "true" : "false");
+    {   /* the dtype: torch_dtype and/or dtype (transformers >= 5), whichever the file has */
+        int td = lomo__json_get(&j, 0, "torch_dtype"), nd = lomo__json_get(&j, 0, "dtype");
+        char dn[16];
+        snprintf(dn, sizeof dn, "%.*s", (int)strlen(dt) - 2, dt + 1);
+        if (odt != cfg->dtype && (td >= 0 || nd < 0)) lomo__cedit_set(e, &n, &j, orig, 0, "torch_dtype", dt);
+        if (nd >= 0 && !lomo__json_streq(&j, nd, dn)) lomo__cedit_set(e, &n, &j, orig, 0, "dtype", dt);
+    }
+    for (i = 1; i < n; i++) {   /* apply in file order */
+        lomo__cedit x = e[i];
+        int k = i;
+        while (k > 0 && e[k - 1].at > x.at) { e[k] = e[k - 1]; k--; }
+        e[k] = x;
+    }
+    {
+        size_t pos = 0;
+        for (i = 0; i < n; i++) {
+            if (e[i].at < pos) break;   /* overlapping edits cannot happen; be safe */
+            lomo__sb_add(&b, orig + pos, e[i].at - pos);
+            lomo__sb_add(&b, e[i].text, strlen(e[i].text));
+            pos = e[i].end;
+        }
+        if (i < n) { LOMO_FREE(b.p); goto regenerate; }
+        lomo__sb_add(&b, orig + pos, olen - pos);
+    }
+    goto check;
+regenerate:
+    if (lomo__config_text(path, cfg, &b)) { lomo__json_free(&j); return -1; }
+    if (lomo__json_parse(&g, b.p, b.n, path)) { lomo__json_free(&j); LOMO_FREE(b.p); return -1; }
+    {   /* lomo's config, then the original's members it does not have, as they were */
+        lomo__sb m = { NULL, 0, 0, 0 };
+        size_t close_at = b.n;
+        while (close_at > 0 && b.p[close_at - 1] != '}') close_at--;
+        lomo__sb_add(&m, b.p, close_at ? close_at - 1 : 0);
+        while (m.n > 0 && (m.p[m.n - 1] == '\n' || m.p[m.n - 1] == ' ')) m.n--;
+        for (node = j.nodes[0].first; node >= 0; node = j.nodes[node].next) {
+            size_t kb, ke, vb, ve;
+            int key = j.nodes[node].key, o;
+            for (o = g.nodes[0].first; o >= 0; o = g.nodes[o].next) {
+                char kbuf[128];
+                if (lomo__json_str(&g, g.nodes[o].key, kbuf, sizeof kbuf) >= 0 && lomo__json_streq(&j, key, kbuf)) break;
+            }
+            if (o >= 0) continue;
+            if (lomo__json_streq(&j, key, "rope_scaling") || lomo__json_streq(&j, key, "rope_parameters") ||
+                lomo__json_streq(&j, key, "dtype")) continue;   /* lomo wrote its own */
+            lomo__json_extent(&j, key, &kb, &ke, orig);
+            lomo__json_extent(&j, node, &vb, &ve, orig);
+            lomo__sb_add(&m, ",\n  ", 4);
+            lomo__sb_add(&m, orig + kb, ke - kb);
+            lomo__sb_add(&m, ": ", 2);
+            lomo__sb_add(&m, orig + vb, ve - vb);
+        }
+        lomo__sb_add(&m, "\n}\n", 3);
+        lomo__json_free(&g);
+        LOMO_FREE(b.p);
+        b = m;
+    }
+check:
+    lomo__json_free(&j);
+    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
+    if (lomo__json_parse(&g, b.p, b.n, path)) { LOMO_FREE(b.p); return -1; }
+    cp.j = &g; cp.obj = 0;
+    rc = lomo__config_parse(&cp, &back);
+    lomo__json_free(&g);
+    if (rc || !lomo__config_same(&back, cfg)) {
+        if (!rc) lomo__fail("%s: internal error: the config.json lomo would write does not read back as the model's config", path);
+        LOMO_FREE(b.p);
+        return -1;
+    }
     rc = lomo__write_file_atomic(path, b.p, b.n);
     LOMO_FREE(b.p);
     return rc;
@@ -2551,6 +2854,7 @@ LOMODEF void lomo_model_free(lomo_model *m) {
         lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__stored_bytes(m, &m->tensors[i]));
     free(m->tensors);
     free(m->layers);
+    LOMO_FREE(m->config_json);
     free(m);
 }
 
@@ -3145,15 +3449,15 @@ static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
     int node, k;
     memset(c, 0, sizeof *c);
     if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return -1;
-    if (lomo__exists(path)) {
+    if (lomo__exists(path) || errno != ENOENT) {   /* a symlink loop, EACCES...: st_open says which */
         c->f = (lomo__st_file *)calloc(1, sizeof *c->f);
-        if (!c->f) return lomo__fail("out of host memory");
+        if (!c->f) return lomo__fail("%s: out of host memory (%zu bytes for the file table)", path, sizeof *c->f);
         if (lomo__st_open(&c->f[0], path)) { free(c->f); c->f = NULL; return -1; }
         c->n = 1;
         return 0;
     }
     if (lomo__path_join(c->idx_path, sizeof c->idx_path, dir, "model.safetensors.index.json")) return -1;
-    if (!lomo__exists(c->idx_path))
+    if (!lomo__exists(c->idx_path) && errno == ENOENT)
         return lomo__fail("%s: no model.safetensors and no model.safetensors.index.json", dir);
     if (lomo__read_file(c->idx_path, &c->idx_txt, &len)) return -1;
     if (lomo__json_parse(&c->idx, c->idx_txt, len, c->idx_path)) { LOMO_FREE(c->idx_txt); c->idx_txt = NULL; return -1; }
@@ -3163,7 +3467,11 @@ static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
         goto fail;
     }
     c->f = (lomo__st_file *)calloc((size_t)c->idx.nodes[c->weight_map].count + 1, sizeof *c->f);
-    if (!c->f) { lomo__fail("out of host memory"); goto fail; }
+    if (!c->f) {
+        lomo__fail("%s: out of host memory (%zu bytes for a table of %d shard files)", c->idx_path,
+                   ((size_t)c->idx.nodes[c->weight_map].count + 1) * sizeof *c->f, c->idx.nodes[c->weight_map].count);
+        goto fail;
+    }
     for (node = c->idx.nodes[c->weight_map].first; node >= 0; node = c->idx.nodes[node].next) {
         int dup = 0;
         if (lomo__json_str(&c->idx, node, name, sizeof name) < 0 || !name[0] || strchr(name, '/') || !strcmp(name, "..")) {
@@ -3179,6 +3487,29 @@ static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
         if (dup) continue;
         if (lomo__path_join(path, sizeof path, dir, name) || lomo__st_open(&c->f[c->n], path)) goto fail;
         c->n++;
+    }
+    /* every tensor of every shard: in exactly one shard, the one weight_map names for it */
+    for (k = 0; k < c->n; k++) {
+        int i;
+        const char *base = strrchr(c->f[k].path, '/');
+        base = base ? base + 1 : c->f[k].path;
+        for (i = 0; i < c->f[k].n; i++) {
+            const char *tn = c->f[k].t[i].name;
+            int v = lomo__json_get(&c->idx, c->weight_map, tn), o;
+            if (v >= 0 && lomo__json_streq(&c->idx, v, base)) continue;
+            for (o = 0; o < c->n; o++)
+                if (o != k && lomo__st_find(&c->f[o], tn)) {
+                    lomo__fail("%s: tensor '%s' appears in two shards, %s and %s", c->idx_path, tn, c->f[o].path, c->f[k].path);
+                    goto fail;
+                }
+            if (v < 0) lomo__fail("%s: tensor '%s' of %s is not in weight_map", c->idx_path, tn, c->f[k].path);
+            else {
+                char show[96];
+                lomo__fail("%s: weight_map puts tensor '%s' in %s, but it is in %s", c->idx_path, tn,
+                           lomo__json_show(&c->idx, v, show, sizeof show), c->f[k].path);
+            }
+            goto fail;
+        }
     }
     return 0;
 fail:
@@ -3215,9 +3546,12 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
     lomo__ckpt ck;
     int i, k;
     float *stage = NULL;
-    if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load(path, &cfg)) return NULL;
-    if (lomo__ckpt_open(&ck, dir)) return NULL;
-    if (!(m = lomo_model_new(&cfg, opts))) { lomo__ckpt_close(&ck); return NULL; }
+    char *cfg_txt = NULL;
+    size_t cfg_len = 0;
+    if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load_keep(path, &cfg, &cfg_txt, &cfg_len)) return NULL;
+    if (lomo__ckpt_open(&ck, dir)) { LOMO_FREE(cfg_txt); return NULL; }
+    if (!(m = lomo_model_new(&cfg, opts))) { lomo__ckpt_close(&ck); LOMO_FREE(cfg_txt); return NULL; }
+    m->config_json = cfg_txt; m->config_json_len = cfg_len;
     /* every tensor of every file must be one the model expects (old checkpoints
        carry rotary_emb.inv_freq buffers, which are derived and skipped) */
     for (k = 0; k < ck.n; k++)
@@ -3241,6 +3575,17 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
             lomo__shape_str(have, sizeof have, s->ndim, s->shape);
             lomo__shape_str(want, sizeof want, t->ndim, t->shape);
             lomo__fail("%s: tensor '%s' has shape %s in the file, config.json implies %s", file, t->name, have, want);
+            goto fail;
+        }
+        if (s->dtype != LOMO__ST_F32 && s->dtype != LOMO__ST_F16 && s->dtype != LOMO__ST_BF16 && s->dtype != LOMO__ST_F64) {
+            lomo__fail("%s: tensor '%s': dtype %s cannot be read as float (expected F32, BF16, F16 or F64)", file, t->name,
+                       lomo__st_dtype_name[s->dtype]);
+            goto fail;
+        }
+        if ((k = lomo__st_nonfinite(s)) >= 0 || k == -2) {
+            if (k == -2) lomo__fail("%s: tensor '%s': a value is outside the float32 range (F64 above 3.4e38)", file, t->name);
+            else lomo__fail("%s: tensor '%s': element %d is %s: refusing a checkpoint with non-finite weights",
+                            file, t->name, k, "NaN or Inf");
             goto fail;
         }
         if (i == 0) m->file_dtype = s->dtype == LOMO__ST_BF16 ? LOMO_BF16 : s->dtype == LOMO__ST_F16 ? LOMO_F16 : LOMO_F32;
@@ -3269,6 +3614,9 @@ fail:
 /* ---- saving: a whole directory, swapped in atomically ---- */
 
 #include <dirent.h>
+#ifdef __linux__
+#include <sys/ioctl.h>
+#endif
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
 #define LOMO__HAVE_RENAMEAT2 1
 #ifndef __USE_GNU   /* else <stdio.h> declared it (glibc decided when features.h was read) */
@@ -3309,8 +3657,49 @@ static int lomo__is_weight_file(const char *n) {
            (l > 3 && !strcmp(n + l - 3, ".pt")) || (l > 4 && !strcmp(n + l - 4, ".pth"));
 }
 
+/* Copies regular file from to a new file to (mode kept), durably: a reflink
+   (FICLONE) where the file system offers one, else read/write. Never a hard
+   link: editing the output must not edit the base model. */
+static int lomo__copy_file(const char *from, const char *to) {
+    struct stat st;
+    char *buf = NULL;
+    int in = lomo__open_regular(from, &st), out, rc = 0;
+    if (in < 0) return -1;
+    if ((out = open(to, O_WRONLY | O_CREAT | O_EXCL, (mode_t)(st.st_mode & 0777))) < 0) {
+        int e = errno;
+        close(in);
+        return lomo__fail("%s: cannot create (copying %s): %s", to, from, strerror(e));
+    }
+#ifdef __linux__
+    if (ioctl(out, 0x40049409ul /* FICLONE = _IOW(0x94, 9, int) */, in) == 0) goto synced;
+#endif
+    if (!(buf = (char *)LOMO_MALLOC((size_t)1 << 20))) { rc = lomo__fail("%s: out of host memory (1 MiB copy buffer)", to); goto end; }
+    for (;;) {
+        ssize_t r = read(in, buf, (size_t)1 << 20), w = 0;
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { rc = lomo__fail("%s: read failed: %s", from, strerror(errno)); goto end; }
+        if (r == 0) break;
+        while (w < r) {
+            ssize_t k = write(out, buf + w, (size_t)(r - w));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) { rc = lomo__fail("%s: write failed (copying %s): %s", to, from, strerror(k < 0 ? errno : EIO)); goto end; }
+            w += k;
+        }
+    }
+#ifdef __linux__
+synced:
+#endif
+    if (fsync(out)) rc = lomo__fail("%s: fsync failed: %s", to, strerror(errno));
+end:
+    LOMO_FREE(buf);
+    close(in);
+    if (close(out) && !rc) rc = lomo__fail("%s: close failed: %s", to, strerror(errno));
+    if (rc) unlink(to);
+    return rc;
+}
+
 /* Files of src that are not weights or config (tokenizer, generation config,
-   README...) are linked, or copied, into dst unless dst has them already. */
+   README...) are copied into dst unless dst has them already. */
 static int lomo__carry_files(const char *src, const char *dst) {
     DIR *d = opendir(src);
     struct dirent *e;
@@ -3322,13 +3711,7 @@ static int lomo__carry_files(const char *src, const char *dst) {
         snprintf(from, sizeof from, "%s/%s", src, e->d_name);
         snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
         if (stat(from, &st) || !S_ISREG(st.st_mode) || lomo__exists(to)) continue;
-        if (link(from, to)) {
-            char *buf;
-            size_t len;
-            int rc = lomo__read_file(from, &buf, &len);
-            if (!rc) { rc = lomo__write_file_atomic(to, buf, len); LOMO_FREE(buf); }
-            if (rc) { closedir(d); return -1; }
-        }
+        if (lomo__copy_file(from, to)) { closedir(d); return -1; }
     }
     closedir(d);
     return 0;
@@ -3448,6 +3831,8 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     if (opts) o = *opts;
     if (o.dtype < LOMO_SAVE_AS_LOADED || o.dtype > LOMO_SAVE_F16) return lomo__fail("%s: save dtype %d is not one of LOMO_SAVE_*", dir, o.dtype);
     dt = o.dtype == LOMO_SAVE_AS_LOADED ? m->file_dtype : (lomo_dtype)(o.dtype - 1);
+    if ((int)dt < LOMO_F32 || (int)dt > LOMO_F16)   /* m->file_dtype is a public field: never index with it unchecked */
+        return lomo__fail("%s: model file_dtype %d is not LOMO_F32, LOMO_BF16 or LOMO_F16", dir, (int)dt);
     if (!o.max_shard_bytes) o.max_shard_bytes = (int64_t)5 << 30;
     if (strlen(dir) > 900) return lomo__fail("%s: path too long", dir);
     snprintf(tmp, sizeof tmp, "%s.lomo-tmp.%ld", dir, (long)getpid());
@@ -3508,7 +3893,7 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
         lomo_config c = m->cfg;
         c.dtype = dt;
         snprintf(path, sizeof path, "%s/config.json", tmp);
-        if (lomo__config_save(path, &c)) goto done;
+        if (lomo__config_save_keep(path, &c, m->config_json, m->config_json_len)) goto done;
     }
     for (i = 0; i < o.n_extra; i++) {
         if (!o.extra[i].name || strchr(o.extra[i].name, '/')) { lomo__fail("%s: extra file name must be a plain name", dir); goto done; }
@@ -4456,6 +4841,10 @@ LOMODEF int lomo_update_lomo(lomo_tensor *p, const float *grad, const lomo_updat
     return 0;
 }
 
+static const char *lomo__opt_name(int o) {
+    return o == LOMO_OPT_LOMO ? "lomo" : o == LOMO_OPT_ADALOMO ? "adalomo" : o == LOMO_OPT_ADAMW ? "adamw" : "?";
+}
+
 /* trainer.safetensors: the rule's state per tensor + the scalars in metadata.
    Sharded, AdamW's per-element state is gathered (every rank takes part, the
    writer writes), so a checkpoint does not depend on the number of ranks. */
@@ -4465,7 +4854,7 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writ
     lomo__st_out *outs = (lomo__st_out *)calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
     char (*names)[112] = (char (*)[112])calloc((size_t)m->n_tensors * 2 + 1, 112);
     float **host = (float **)calloc((size_t)m->n_tensors * 2 + 1, sizeof(float *));
-    char step[32], scale[32], clean[32], opt[8], seed[32];
+    char step[32], scale[32], clean[32], opt[16], seed[32];
     const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
                           "optimizer", opt, "seed", seed, NULL};
     if (!outs || !names || !host) { rc = lomo__fail("out of host memory"); goto done; }
@@ -4497,7 +4886,7 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writ
     snprintf(step, sizeof step, "%lld", (long long)t->step);
     snprintf(scale, sizeof scale, "%.9g", t->scale);
     snprintf(clean, sizeof clean, "%d", t->clean_steps);
-    snprintf(opt, sizeof opt, "%d", t->o.optimizer);
+    snprintf(opt, sizeof opt, "%s", lomo__opt_name(t->o.optimizer));
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o.seed);
     if (!rc && writer) rc = lomo__st_save(path, outs, n, meta);
 done:
@@ -4513,6 +4902,8 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
     int i, k, meta;
     lomo_model *m = t->m;
     float *host = NULL;
+    long long step = 0, clean = 0;
+    double scale = 1.0;
     if (lomo__path_join(path, sizeof path, dir, "trainer.safetensors") || lomo__st_open(&f, path)) return -1;
     /* the scalars live in the header's __metadata__ */
     {
@@ -4521,18 +4912,51 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
         if (lomo__json_parse(&j, (const char *)f.map + 8, (size_t)hl, path)) { lomo__st_close(&f); return -1; }
     }
     meta = lomo__json_get(&j, 0, "__metadata__");
+    {   /* every scalar validated before any is taken: a bad file changes nothing */
+        int opt = -1;
+        char *end;
+        static const char *const legacy[3] = { "0", "1", "2" };   /* before 0.5 the optimizer was written as a number */
 #define LOMO__META(key) (lomo__json_str(&j, lomo__json_get(&j, meta, key), buf, sizeof buf) >= 0)
-    if (!LOMO__META("optimizer") || atoi(buf) != t->o.optimizer) {
-        lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %d", path,
-                   LOMO__META("optimizer") ? buf : "?", t->o.optimizer);
-        goto fail;
-    }
-    if (LOMO__META("step")) t->step = strtoll(buf, NULL, 10);
-    if (LOMO__META("loss_scale")) t->scale = (float)strtod(buf, NULL);
-    if (LOMO__META("clean_steps")) t->clean_steps = atoi(buf);
+        if (!LOMO__META("format") || strcmp(buf, "lomo-trainer")) {
+            lomo__fail("%s: __metadata__ field 'format': expected \"lomo-trainer\", found %s", path,
+                       LOMO__META("format") ? buf : "nothing (not a trainer state written by lomo)");
+            goto fail;
+        }
+        if (LOMO__META("optimizer"))
+            for (k = 0; k < 3; k++) if (!strcmp(buf, lomo__opt_name(k)) || !strcmp(buf, legacy[k])) opt = k;
+        if (opt != t->o.optimizer) {
+            lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %s", path,
+                       opt >= 0 ? lomo__opt_name(opt) : LOMO__META("optimizer") ? buf : "(missing)", lomo__opt_name(t->o.optimizer));
+            goto fail;
+        }
+        errno = 0;
+        if (!LOMO__META("step") || !buf[0] || buf[0] == '-' || buf[0] == '+' || buf[0] == ' ' ||
+            (step = strtoll(buf, &end, 10), *end) || errno || step < 0 || step > ((long long)1 << 53)) {
+            lomo__fail("%s: __metadata__ field 'step': expected an integer in [0, 2^53], found %s", path,
+                       LOMO__META("step") ? buf : "nothing");
+            goto fail;
+        }
+        errno = 0;
+        if (!LOMO__META("loss_scale") || !buf[0] || buf[0] == ' ' ||
+            (scale = strtod(buf, &end), *end) || !(scale > 0) || !((float)scale > 0) || !isfinite((float)scale)) {
+            lomo__fail("%s: __metadata__ field 'loss_scale': expected a finite number > 0, found %s", path,
+                       LOMO__META("loss_scale") ? buf : "nothing");
+            goto fail;
+        }
+        errno = 0;
+        if (!LOMO__META("clean_steps") || !buf[0] || buf[0] == '-' || buf[0] == '+' || buf[0] == ' ' ||
+            (clean = strtoll(buf, &end, 10), *end) || errno || clean < 0 || clean > 0x7fffffff) {
+            lomo__fail("%s: __metadata__ field 'clean_steps': expected an integer in [0, 2^31), found %s", path,
+                       LOMO__META("clean_steps") ? buf : "nothing");
+            goto fail;
+        }
 #undef LOMO__META
+    }
     if (t->opt_floats) {
-        if (!(host = (float *)malloc(sizeof(float) * t->opt_floats))) { lomo__fail("out of host memory"); goto fail; }
+        if (!(host = (float *)malloc(sizeof(float) * t->opt_floats))) {
+            lomo__fail("%s: out of host memory (%zu bytes staging the optimizer state)", path, sizeof(float) * t->opt_floats);
+            goto fail;
+        }
         for (i = 0; i < m->n_tensors; i++)
             for (k = 0; k < 2; k++) {
                 char name[112];
@@ -4547,6 +4971,19 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
                     lomo__fail("%s: optimizer state '%s' missing or not F32[%lld]", path, name, (long long)len);
                     goto fail;
                 }
+                {   /* finite, and the second-moment statistics (all of AdaLomo's, AdamW's v) >= 0 */
+                    int64_t e;
+                    int nonneg = t->o.optimizer == LOMO_OPT_ADALOMO || k == 1;
+                    for (e = 0; e < len; e++) {
+                        float x;
+                        memcpy(&x, (const unsigned char *)st->data + 4 * e, 4);
+                        if (!isfinite(x) || (nonneg && x < 0)) {
+                            lomo__fail("%s: optimizer state '%s': element %lld is %g (expected a finite number%s)", path,
+                                       name, (long long)e, (double)x, nonneg ? " >= 0" : "");
+                            goto fail;
+                        }
+                    }
+                }
                 if (t->comm && t->o.optimizer == LOMO_OPT_ADAMW)   /* this rank's elements, zero padding */
                     for (int64_t e = 0; e < lomo__shard_cap(m, p); e++)
                         host[(s - t->opt_mem) + e] = e < p->shard_len ? ((const float *)st->data)[p->shard_off + e] : 0.0f;
@@ -4554,6 +4991,7 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
             }
         m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
     }
+    t->step = step; t->scale = (float)scale; t->clean_steps = (int)clean;
     free(host);
     lomo__json_free(&j);
     lomo__st_close(&f);

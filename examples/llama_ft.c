@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
 
 static void usage(void) {
@@ -209,12 +210,19 @@ static int read_state(const char *dir, int64_t *step, lomo_data_pos *pos, int *f
     FILE *f;
     long long s = 0, e = 0, i = 0;
     int dt = 0;
+    struct stat st;
     snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (stat(path, &st) || !S_ISREG(st.st_mode)) { fprintf(stderr, "llama_ft: %s: cannot open, or not a regular file\n", path); return -1; }
     if (!(f = fopen(path, "r"))) { fprintf(stderr, "llama_ft: %s: cannot open\n", path); return -1; }
     buf[fread(buf, 1, sizeof buf - 1, f)] = 0;
     fclose(f);
     if (sscanf(buf, "{\"step\": %lld, \"data_epoch\": %lld, \"data_index\": %lld, \"file_dtype\": %d", &s, &e, &i, &dt) != 4) {
         fprintf(stderr, "llama_ft: %s: not a trainer state written by llama_ft\n", path);
+        return -1;
+    }
+    if (s < 0 || s > (1ll << 53) || e < 0 || e > (1ll << 53) || i < 0 || i > (1ll << 53) || dt < LOMO_F32 || dt > LOMO_F16) {
+        fprintf(stderr, "llama_ft: %s: step %lld, data_epoch %lld, data_index %lld must be in [0, 2^53] and file_dtype %d "
+                "one of 0 (float32), 1 (bfloat16), 2 (float16)\n", path, s, e, i, dt);
         return -1;
     }
     *step = s; pos->epoch = e; pos->index = i; *file_dtype = dt;
