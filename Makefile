@@ -32,7 +32,7 @@ CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 MPICC     ?= $(shell command -v mpicc 2>/dev/null)
 MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
 
-.PHONY: all test demo bench clean cuda test-cuda bench-cuda
+.PHONY: all test demo bench clean cuda test-cuda bench-cuda fuzz fuzz-corpus
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
@@ -112,6 +112,30 @@ demo: $(BUILD)/llama_ft
 # venv with torch, transformers, lomo-optim: see bench/README.md)
 bench: $(BUILD)/bench_cpu
 	sh bench/run_cpu.sh
+
+# libFuzzer harnesses for every reader (clang + libclang-rt-14-dev): `make fuzz`
+# runs each for FUZZ_SECONDS on a scratch copy of tests/fuzz/corpus/<name> and
+# fails on any crash. Adding a harness: tests/fuzz/fuzz_xxx.c, one line here.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 10
+FUZZ_FLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZERS += fuzz_json
+FUZZERS += fuzz_st_header
+FUZZERS += fuzz_safetensors
+FUZZERS += fuzz_config
+FUZZERS += fuzz_index
+FUZZERS += fuzz_jsonl
+FUZZERS += fuzz_mc
+FUZZERS += fuzz_packed
+FUZZERS += fuzz_trainer
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h lomo.h examples/llama_ft.c
+	@mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $< -o $@ -lm
+fuzz: $(foreach f,$(FUZZERS),$(BUILD)/fuzz/$(f))
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
+# rewrite the committed seed corpora (after a format change)
+fuzz-corpus: | $(BUILD)
+	$(CC) $(CSTD) -O1 tests/fuzz/make_corpus.c -o $(BUILD)/make_corpus -lm && $(BUILD)/make_corpus
 
 clean:
 	rm -rf $(BUILD) demo_out demo_out.*
