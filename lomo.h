@@ -1438,7 +1438,7 @@ static int lomo__st_entry(const lomo__st_file *f, const lomo__json *j, int v, lo
     k = lomo__st_dtype_size[t->dtype];
     if (bytes % (uint64_t)k || bytes / (uint64_t)k != (uint64_t)t->numel) {
         char need[48];
-        if ((uint64_t)t->numel > UINT64_MAX / (uint64_t)k) snprintf(need, sizeof need, "more than 2^64 bytes");
+        if ((uint64_t)t->numel > UINT64_MAX / (uint64_t)k) snprintf(need, sizeof need, "2^64 bytes or more");
         else snprintf(need, sizeof need, "%llu bytes", (unsigned long long)t->numel * (unsigned long long)k);
         return lomo__fail("%s: tensor '%s': data_offsets span %llu bytes, which does not match the shape "
                           "(%lld elements of %s = %s)", f->path, t->name, (unsigned long long)bytes,

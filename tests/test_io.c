@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 #include <dirent.h>
+#include <signal.h>
 
 static int npass, nfail, verbose;
 #undef CHECK /* this file counts with its own macro */
@@ -580,6 +581,103 @@ static void test_config(void) {
     remove(tpath("config.json"));
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* issue 10: reader hardening                                                */
+/* ------------------------------------------------------------------------ */
+
+static void on_alarm(int sig) {   /* a reader blocked on a FIFO: report what ran, then fail */
+    (void)sig;
+    printf("FAIL: a reader blocked on a FIFO (20 s alarm)\ntest_io: %d passed, %d failed\n", npass, nfail + 1);
+    fflush(stdout);
+    _exit(1);
+}
+
+static void test_hardening(void) {
+    lomo__json j;
+    lomo_config c;
+    lomo_data_opts o;
+    char big[512];
+    /* 1: keys compare by length and bytes; \u0000 never matches the end of a C string (ASan: no overread) */
+    EXPECT_ERR(cfg_from("{\"model_type\\u0000\":1}", &c), "field 'model_type': missing", "key model_type\\u0000");
+    {
+        const char *t = "{\"model.norm.weight\\u0000\":1,\"ab\":2}";
+        CHECK(lomo__json_parse(&j, t, strlen(t), "t") == 0);
+        if (j.n > 2) {
+            CHECK(lomo__json_get(&j, 0, "model.norm.weight") == -1);
+            CHECK(lomo__json_get(&j, 0, "ab") >= 0 && lomo__json_get(&j, 0, "a") == -1 && lomo__json_get(&j, 0, "abc") == -1);
+            CHECK(!lomo__json_streq(&j, j.nodes[j.nodes[0].first].key, "model.norm.weight"));
+        }
+        lomo__json_free(&j);
+    }
+    /* 6: duplicate keys refused in every object, whatever the escapes, Python would keep the last */
+    EXPECT_ERR(jparse("{\"a\":1,\"\\u0061\":2}"), "duplicate field", "duplicate via escape");
+    EXPECT_ERR(jparse("{\"x\":{\"k\":1,\"j\":0,\"k\":2}}"), "duplicate field 'k'", "nested duplicate");
+    EXPECT_ERR(jparse("{\"a\\u0000\":1,\"a\\u0000\":2}"), "duplicate field", "duplicate with NUL");
+    CHECK(jparse("{\"a\":1,\"a\\u0000\":2,\"A\":3,\"b\":{\"a\":1}}") == 0);   /* different keys */
+    {   /* many keys: sorted check, the reported one is the second occurrence */
+        char *s = (char *)malloc(200000);
+        size_t n = 0;
+        int i;
+        n += (size_t)sprintf(s + n, "{");
+        for (i = 0; i < 10000; i++) n += (size_t)sprintf(s + n, "%s\"k%d\":%d", i ? "," : "", (i * 7919) % 10007, i);
+        sprintf(s + n, "}");
+        CHECK(jparse(s) == 0);
+        sprintf(s + n, ",\"k42\":1}");
+        EXPECT_ERR(jparse(s), "duplicate field 'k42'", "duplicate among 10001 keys");
+        free(s);
+    }
+    EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":1e4,\"rope_theta\":5e5}", &c), "duplicate field 'rope_theta'", "nested config duplicate");
+    memset(&o, 0, sizeof o);
+    o.seq_len = 8; o.vocab_size = 50;
+    {
+        const char *t = "{\"input_ids\":[1,2]}\n{\"input_ids\":[1,2],\"input_ids\":[3,4]}\n";
+        write_bytes(tpath("dup.jsonl"), t, strlen(t));
+        t = "{\"prompt\":[1],\"candidates\":[[2],[3]],\"answer\":0,\"answer\":1}\n";
+        write_bytes(tpath("dup_mc.jsonl"), t, strlen(t));
+    }
+    EXPECT_ERR(lomo_data_open(tpath("dup.jsonl"), &o) ? 0 : -1, "duplicate field 'input_ids'", "JSONL duplicate");
+    CHECK(strstr(lomo_error(), "dup.jsonl:2") != NULL);   /* file and line */
+    EXPECT_ERR(lomo_mc_open(tpath("dup_mc.jsonl"), 50) ? 0 : -1, "duplicate field 'answer'", "MC duplicate");
+    CHECK(strstr(lomo_error(), "dup_mc.jsonl:1") != NULL);
+    remove(tpath("dup.jsonl")); remove(tpath("dup_mc.jsonl"));
+    /* 4: float values checked as float32 after conversion */
+    EXPECT_ERR(cfg_with(",\"rope_theta\":1e-50", &c), "field 'rope_theta'", "rope_theta rounds to 0");
+    EXPECT_ERR(cfg_with(",\"rms_norm_eps\":1e-50", &c), "field 'rms_norm_eps'", "eps rounds to 0");
+    EXPECT_ERR(cfg_with(",\"rms_norm_eps\":1e-40", &c), "normal float32", "eps subnormal");
+    EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":1e-45}", &c), "field 'rope_theta'", "nested rope_theta to 0");
+    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":1e-60,\"low_freq_factor\":1,"
+                        "\"high_freq_factor\":4,\"original_max_position_embeddings\":8192}", &c), "field 'factor'", "rope factor to 0");
+    CHECK(cfg_with(",\"rms_norm_eps\":1.2e-38", &c) == 0 && c.norm_eps > 0);
+    /* 5: heads * head_dim in 64 bits */
+    snprintf(big, sizeof big, "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":172,\"num_hidden_layers\":2,"
+                              "\"num_attention_heads\":65536,\"num_key_value_heads\":1,\"head_dim\":65536,\"vocab_size\":100}");
+    EXPECT_ERR(cfg_from(big, &c), "num_attention_heads=65536 x head_dim=65536 = 4294967296", "heads*head_dim overflow");
+    snprintf(big, sizeof big, "{\"model_type\":\"llama\",\"hidden_size\":2000000000,\"intermediate_size\":172,\"num_hidden_layers\":2,"
+                              "\"num_attention_heads\":1,\"head_dim\":64,\"vocab_size\":2000000000}");
+    EXPECT_ERR(cfg_from(big, &c), "more than 2^50 elements", "vocab x hidden");
+    /* 14: a 2^62-element shape: the byte count in the message does not wrap to 0 */
+    EXPECT_ERR(st_try("{\"a\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],\"data_offsets\":[0,4]}}", 4),
+               "4611686018427387904 elements of F32 = 2^64 bytes or more", "2^62 elements");
+    CHECK(strstr(lomo_error(), "= 0 bytes") == NULL);
+    remove(tpath("bad.safetensors"));
+    /* 7: a FIFO as config.json or safetensors is refused at once, not read forever */
+    signal(SIGALRM, on_alarm);
+    alarm(20);
+    remove(tpath("config.json"));
+    CHECK(mkfifo(tpath("config.json"), 0600) == 0);
+    EXPECT_ERR(lomo__config_load(tpath("config.json"), &c), "not a regular file (a FIFO)", "FIFO config.json");
+    remove(tpath("config.json"));
+    {
+        lomo__st_file f;
+        CHECK(mkfifo(tpath("fifo.safetensors"), 0600) == 0);
+        EXPECT_ERR(lomo__st_open(&f, tpath("fifo.safetensors")), "not a regular file (a FIFO)", "FIFO safetensors");
+        remove(tpath("fifo.safetensors"));
+        EXPECT_ERR(lomo__st_open(&f, dir), "not a regular file (a directory)", "directory as safetensors");
+    }
+    alarm(0);
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && !strcmp(argv[1], "-v");
     snprintf(dir, sizeof dir, "/tmp/lomo_test_io.%ld", (long)getpid());
@@ -588,6 +686,7 @@ int main(int argc, char **argv) {
     test_json();
     test_safetensors();
     test_config();
+    test_hardening();
     if (rmdir(dir)) { printf("FAIL: files left in %s\n", dir); nfail++; }
     printf("test_io: %d passed, %d failed\n", npass, nfail);
     return nfail != 0;
