@@ -4924,9 +4924,14 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
         }
         if (LOMO__META("optimizer"))
             for (k = 0; k < 3; k++) if (!strcmp(buf, lomo__opt_name(k)) || !strcmp(buf, legacy[k])) opt = k;
+        if (opt < 0) {
+            lomo__fail("%s: __metadata__ field 'optimizer': unknown optimizer '%s' (expected lomo, adalomo or adamw)", path,
+                       LOMO__META("optimizer") ? buf : "(missing)");
+            goto fail;
+        }
         if (opt != t->o.optimizer) {
-            lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %s", path,
-                       opt >= 0 ? lomo__opt_name(opt) : LOMO__META("optimizer") ? buf : "(missing)", lomo__opt_name(t->o.optimizer));
+            lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %s", path, lomo__opt_name(opt),
+                       lomo__opt_name(t->o.optimizer));
             goto fail;
         }
         errno = 0;
