@@ -157,6 +157,15 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  Hardened readers (libFuzzer harnesses for each, tests/fuzz/, make fuzz):
+        JSON keys compare by decoded bytes (\u0000 included) and duplicate keys
+        are refused in every JSON file, a tensor in two shards is refused,
+        FIFOs and other special files are refused without blocking, config
+        floats are checked as float32, trainer state metadata is validated
+        field by field (optimizer by name), checkpoints with NaN/Inf weights
+        are refused naming the tensor. lomo_save keeps the input config.json
+        byte for byte except the values lomo changed (lomo_model.config_json)
+        and copies carried files (reflink or copy, never a hard link).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -310,7 +319,13 @@ typedef struct lomo_save_opts {
    temporary directory beside dir, then swaps it in with one atomic rename
    (renameat2 RENAME_EXCHANGE on Linux): a save that fails or is killed
    leaves the previous checkpoint at dir complete and unchanged. Files already
-   in dir that are not weights (tokenizer, ...) are kept. */
+   in dir that are not weights (tokenizer, ...) are kept; copy_from's are
+   copied (a reflink where the file system has them), never hard-linked.
+   config.json: a model from lomo_load writes the config.json it was loaded
+   from with only the values lomo changed rewritten (torch_dtype / dtype when
+   saving in another dtype, a size the program changed), so bos/eos/pad ids,
+   layer_types and custom keys survive byte for byte; a model from
+   lomo_model_new gets lomo's own complete config. */
 LOMODEF int          lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts);
 LOMODEF void         lomo_model_free(lomo_model *m);
 LOMODEF lomo_tensor *lomo_find_tensor(lomo_model *m, const char *name);
@@ -811,7 +826,8 @@ static void lomo__fmt_float(char *buf, size_t cap, float v) {
    span: for STR between the quotes (escapes not decoded), for OBJ/ARR from
    bracket to bracket. Rules: UTF-8 only (no BOM, no overlong forms, no
    surrogates), \u escapes with paired surrogates, at most 64 nested containers,
-   only whitespace after the root value. */
+   only whitespace after the root value, no object naming a key twice (keys
+   compare by their decoded bytes: "a" == "\u0061", "a\u0000" != "a"). */
 
 enum { LOMO__J_OBJ, LOMO__J_ARR, LOMO__J_STR, LOMO__J_NUM, LOMO__J_TRUE, LOMO__J_FALSE, LOMO__J_NULL };
 #define LOMO__JSON_MAX_DEPTH 64
@@ -1455,7 +1471,8 @@ static int lomo__st_index(lomo__st_file *f, const lomo__json *j, const unsigned 
     char show[64], show2[64];
     if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: safetensors header is not a JSON object", f->path);
     f->t = (lomo__st_tensor *)LOMO_MALLOC(((size_t)j->nodes[0].count + 1) * sizeof *f->t);
-    if (!f->t) return lomo__fail("%s: out of memory", f->path);
+    if (!f->t) return lomo__fail("%s: out of host memory (%zu bytes for the index of %d tensors)", f->path,
+                                 ((size_t)j->nodes[0].count + 1) * sizeof *f->t, j->nodes[0].count);
     for (c = j->nodes[0].first; c >= 0; c = j->nodes[c].next) {
         int key = j->nodes[c].key, m;
         lomo__st_tensor *t = &f->t[f->n];
@@ -3595,7 +3612,11 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
             memcpy(t->data, s->data, lomo__tensor_bytes(t));   /* bf16 -> bf16, f16 -> f16 */
         } else {   /* this rank's part, one tensor at a time through a host buffer: never a second full copy */
             stage = (float *)malloc(sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4);
-            if (!stage) { lomo__fail("out of host memory staging %s", t->name); goto fail; }
+            if (!stage) {
+                lomo__fail("%s: out of host memory (%zu bytes staging tensor '%s')", file,
+                           sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4, t->name);
+                goto fail;
+            }
             if (lomo__st_read_f32_range(s, stage, t->shard_off, t->shard_len)) goto fail;
             lomo__upload_f32(m, t, stage);
             free(stage); stage = NULL;
@@ -3848,7 +3869,11 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     bufs = (void **)calloc((size_t)m->n_tensors, sizeof(void *));
     owned = (int *)calloc((size_t)m->n_tensors, sizeof(int));
     rc = -1;
-    if (!shard_of || !outs || !bufs || !owned) { lomo__fail("out of host memory"); goto done; }
+    if (!shard_of || !outs || !bufs || !owned) {
+        lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", dir,
+                   (size_t)m->n_tensors * (2 * sizeof(int) + sizeof *outs + sizeof(void *)), m->n_tensors);
+        goto done;
+    }
     for (i = 0; i < m->n_tensors; i++) {
         uint64_t b = (uint64_t)m->tensors[i].numel * lomo__dtype_size(dt);
         if (cur > 0 && cur + b > (uint64_t)o.max_shard_bytes) { n_shards++; cur = 0; }
@@ -3863,7 +3888,11 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
             if (shard_of[i] != k) { n--; continue; }
             so->name = t->name; so->dtype = lomo__st_of_dtype[dt]; so->ndim = t->ndim;
             so->shape[0] = t->shape[0]; so->shape[1] = t->shape[1];
-            if (!(so->data = bufs[i] = lomo__host_copy(m, t, dt, &owned[i]))) { lomo__fail("out of host memory"); goto done; }
+            if (!(so->data = bufs[i] = lomo__host_copy(m, t, dt, &owned[i]))) {
+                lomo__fail("%s: out of host memory (%zu bytes for a host copy of tensor '%s')", dir,
+                           (size_t)t->numel * (lomo__dtype_size(dt) + lomo__dtype_size(t->dtype)), t->name);
+                goto done;
+            }
         }
         if (n_shards == 1) snprintf(shard, sizeof shard, "model.safetensors");
         else snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
@@ -3884,7 +3913,7 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
                             shard_of[i] + 1, n_shards, i + 1 < m->n_tensors ? "," : "");
         lomo__sb_printf(&b, "  }\n}\n");
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
-        if (b.oom) { LOMO_FREE(b.p); lomo__fail("out of host memory"); goto done; }
+        if (b.oom) { LOMO_FREE(b.p); lomo__fail("%s: out of host memory building model.safetensors.index.json", dir); goto done; }
         k = lomo__write_file_atomic(path, b.p, b.n);
         LOMO_FREE(b.p);
         if (k) goto done;
@@ -4857,7 +4886,11 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writ
     char step[32], scale[32], clean[32], opt[16], seed[32];
     const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
                           "optimizer", opt, "seed", seed, NULL};
-    if (!outs || !names || !host) { rc = lomo__fail("out of host memory"); goto done; }
+    if (!outs || !names || !host) {
+        rc = lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", path,
+                        ((size_t)m->n_tensors * 2 + 1) * (sizeof *outs + 112 + sizeof(float *)), m->n_tensors);
+        goto done;
+    }
     for (i = 0; i < m->n_tensors && !rc; i++) {
         const lomo_tensor *p = &m->tensors[i];
         for (k = 0; k < 2; k++) {
@@ -4868,7 +4901,9 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writ
             len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
             cap = sharded ? (size_t)lomo__shard_cap(m, p) : (size_t)len;
             if (!(host[n] = (float *)malloc(sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4))) {
-                rc = lomo__fail("out of host memory"); break;
+                rc = lomo__fail("%s: out of host memory (%zu bytes for the optimizer state of '%s')", path,
+                                sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4, p->name);
+                break;
             }
             if (sharded) {   /* the shards, through a backend buffer, in rank order */
                 lomo_model *mm = (lomo_model *)m;
