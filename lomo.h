@@ -2053,10 +2053,9 @@ check:
     cp.j = &g; cp.obj = 0;
     rc = lomo__config_parse(&cp, &back);
     lomo__json_free(&g);
-    if (rc || !lomo__config_same(&back, cfg)) {
-        if (!rc) lomo__fail("%s: internal error: the config.json lomo would write does not read back as the model's config", path);
+    if (rc || !lomo__config_same(&back, cfg)) {   /* the input's other keys contradict lomo's: lomo's own config */
         LOMO_FREE(b.p);
-        return -1;
+        return lomo__config_save(path, cfg);
     }
     rc = lomo__write_file_atomic(path, b.p, b.n);
     LOMO_FREE(b.p);
@@ -5026,7 +5025,8 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
                 }
                 if (t->comm && t->o.optimizer == LOMO_OPT_ADAMW)   /* this rank's elements, zero padding */
                     for (int64_t e = 0; e < lomo__shard_cap(m, p); e++)
-                        host[(s - t->opt_mem) + e] = e < p->shard_len ? ((const float *)st->data)[p->shard_off + e] : 0.0f;
+                        if (e < p->shard_len) memcpy(&host[(s - t->opt_mem) + e], (const unsigned char *)st->data + 4 * (p->shard_off + e), 4);
+                        else host[(s - t->opt_mem) + e] = 0.0f;   /* (the data may sit at any byte offset) */
                 else memcpy(host + (s - t->opt_mem), st->data, sizeof(float) * (size_t)len);
             }
         m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
