@@ -1514,22 +1514,14 @@ static int lomo__st_index(lomo__st_file *f, const lomo__json *j, const unsigned 
     return 0;
 }
 
-static int lomo__st_open(lomo__st_file *f, const char *path) {
-    struct stat st;
-    const unsigned char *m;
+/* The header rules on f->map / f->size (>= 8 bytes, mapped; f->path set). */
+static int lomo__st_parse_map(lomo__st_file *f) {
+    const unsigned char *m = (const unsigned char *)f->map;
+    const char *path = f->path;
     uint64_t hlen = 0;
     lomo__json j;
     char what[1100];
-    int fd, i, rc;
-    memset(f, 0, sizeof *f);
-    snprintf(f->path, sizeof f->path, "%s", path);
-    if ((fd = lomo__open_regular(path, &st)) < 0) return -1;
-    if (st.st_size < 8) { close(fd); return lomo__fail("%s: file too small (%lld bytes) for the 8-byte header length", path, (long long)st.st_size); }
-    f->size = (size_t)st.st_size;
-    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) { f->map = NULL; return lomo__fail("%s: mmap failed: %s", path, strerror(errno)); }
-    m = (const unsigned char *)f->map;
+    int i, rc;
     for (i = 7; i >= 0; i--) hlen = hlen << 8 | m[i];
     if (hlen > f->size - 8) {
         rc = lomo__fail("%s: header length %llu runs past the end of the file (%zu bytes): truncated or not a safetensors file",
@@ -1553,6 +1545,21 @@ static int lomo__st_open(lomo__st_file *f, const char *path) {
     lomo__json_free(&j);
     if (rc) lomo__st_close(f);
     return rc;
+}
+
+static int lomo__st_open(lomo__st_file *f, const char *path) {
+    struct stat st;
+    int fd;
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    if ((fd = lomo__open_regular(path, &st)) < 0) return -1;
+    if (st.st_size < 8) { close(fd); return lomo__fail("%s: file too small (%lld bytes) for the 8-byte header length", path, (long long)st.st_size); }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) { close(fd); return lomo__fail("%s: file too large to map (%lld bytes)", path, (long long)st.st_size); }
+    f->size = (size_t)st.st_size;
+    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (f->map == MAP_FAILED) { f->map = NULL; return lomo__fail("%s: mmap failed (%zu bytes): %s", path, f->size, strerror(errno)); }
+    return lomo__st_parse_map(f);
 }
 
 static const lomo__st_tensor *lomo__st_find(const lomo__st_file *f, const char *name) {

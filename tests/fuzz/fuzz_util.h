@@ -6,6 +6,9 @@
    UBSan turn memory errors and undefined behaviour into crashes. */
 #ifndef FUZZ_UTIL_H
 #define FUZZ_UTIL_H
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE   /* MAP_ANONYMOUS, mkdir under -std=c11 */
+#endif
 #ifndef FUZZ_NO_IMPL
 #define LOMO_IMPLEMENTATION
 #include "../../lomo.h"
@@ -31,8 +34,11 @@ static const char *fz_path(const char *name) {
     static int k;
     k = (k + 1) % 4;
     if (!fz_dir[0]) {
+        /* TMPDIR, else /dev/shm (tmpfs: file round trips are ~50x faster than on disk), else /tmp */
         const char *t = getenv("TMPDIR");
-        snprintf(fz_dir, sizeof fz_dir, "%s/lomo_fuzz.%ld", t && t[0] ? t : "/tmp", (long)getpid());
+        struct stat st;
+        if (!t || !t[0]) t = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(fz_dir, sizeof fz_dir, "%s/lomo_fuzz.%ld", t, (long)getpid());
         mkdir(fz_dir, 0700);
         atexit(fz_cleanup);
     }
