@@ -378,6 +378,8 @@ typedef struct lomo_train_opts {
     int loss_scale_window;  /* grow after this many clean steps; 0 = 1000 */
     lomo_update_fn update;  /* NULL: the built-in rule named by optimizer */
     void *update_user;
+    int no_finite_check;    /* 1: skip reading each tensor back after its update to catch NaN/Inf weights
+                               (on by default: lomo_step then fails naming the step and the tensor) */
 } lomo_train_opts;
 
 typedef struct lomo_step_info {
@@ -387,6 +389,9 @@ typedef struct lomo_step_info {
     int64_t n_tokens;       /* counted (label != -100) positions */
     int skipped;            /* 1: non-finite loss or gradient (overflow), or nothing counted; no weight was touched */
     float loss_scale;       /* the scale this step used (1 without loss scaling) */
+    double loss_sum;        /* sum of the counted positions' losses, each rounded to a multiple of
+                               2^-24 and added exactly: a sum of these over batches (an eval) does
+                               not depend on how the tokens were grouped; NaN if any is not finite */
 } lomo_step_info;
 
 LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts);
@@ -516,6 +521,9 @@ LOMODEF void        lomo_memory_print(FILE *f, const lomo_memory *r);
    same model and batch. */
 LOMODEF void        lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_params);
 /* The formula of the doc block, per tag, for a model config and training options. */
+/* the formula for a model as loaded: its storage dtype (m->cfg.dtype) and shape */
+LOMODEF size_t      lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o,
+                                              size_t per_tag[LOMO_MEM_NTAGS]);
 LOMODEF size_t      lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o,
                                         size_t per_tag[LOMO_MEM_NTAGS]);
 LOMODEF const char *lomo_mem_tag_name(int tag);
@@ -637,6 +645,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void);
 #include <string.h>
 #include <math.h>
 #include <errno.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #ifndef LOMO_MALLOC
@@ -3715,6 +3724,9 @@ struct lomo_trainer {
     int pass;
     double sumsq;
     int64_t count;
+    int64_t loss_q;             /* sum of per-token losses in units of 2^-24 (exact, order-free) */
+    int loss_bad;               /* a per-token loss was not finite (or absurdly large) */
+    int bad_tensor;             /* first tensor whose update left a NaN/Inf weight this step, or -1 */
     lomo_update_ctx uctx;
 };
 
@@ -3877,6 +3889,32 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
                    "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
                    c->sliding_window);
         return NULL;
+    }
+    {   /* sizes from the request, in 64 bits, checked before anything is allocated: kernels index
+           tokens (N M) and attention rows (N heads) with int */
+        int64_t Bq = opts->batch, Tq = opts->seq_len, Mq = opts->micro_batches > 1 ? opts->micro_batches : 1;
+        int64_t Nq = Bq * Tq, heads = c->n_heads > c->n_kv_heads ? c->n_heads : c->n_kv_heads;
+        size_t tags[LOMO_MEM_NTAGS], need = lomo_memory_formula_model(m, opts, tags) - tags[LOMO_MEM_PARAMS];
+        if (Nq > INT_MAX / Mq || Nq > INT_MAX / (heads > 0 ? heads : 1)) {
+            lomo__fail("trainer: batch x seq_len = %d x %d = %lld tokens per micro-batch (x %lld micro-batches, x %lld "
+                       "heads) is more than the %d positions lomo can index, and would need %.0f bytes (%.1f GiB) of "
+                       "activations, gradients and workspace; use a smaller batch or seq_len", opts->batch,
+                       opts->seq_len, (long long)Nq, (long long)Mq, (long long)heads, INT_MAX, (double)need,
+                       need / 1073741824.0);
+            return NULL;
+        }
+        if (!strcmp(m->be->name, "cpu")) {
+            long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+            double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
+            if (phys > 0 && (double)need > phys) {
+                lomo__fail("trainer: batch x seq_len = %d x %d (x %lld micro-batches) would need %.0f bytes (%.1f GiB) "
+                           "of activations, gradients and workspace (%.1f GiB of logits for vocab %d), more than this "
+                           "machine's %.1f GiB of memory", opts->batch, opts->seq_len, (long long)Mq, (double)need,
+                           need / 1073741824.0, 4.0 * (double)Nq * c->vocab_size / 1073741824.0, c->vocab_size,
+                           phys / 1073741824.0);
+                return NULL;
+            }
+        }
     }
     t = (lomo_trainer *)calloc(1, sizeof *t);
     if (!t) { lomo__fail("out of host memory"); return NULL; }
@@ -4098,7 +4136,12 @@ static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad
     be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
                       c->vocab_size, dscale);
     be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
-    for (i = 0; i < t->N; i++) sum += t->loss_host[i];
+    for (i = 0; i < t->N; i++) {
+        double l = t->loss_host[i];
+        sum += l;
+        if (l == l && fabs(l) < 1073741824.0) t->loss_q += (int64_t)llrint(l * 16777216.0);
+        else t->loss_bad = 1;
+    }
     return sum;
 }
 
@@ -4113,6 +4156,7 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
     int l, m;
     float dscale = count ? t->scale / (float)count : 0.0f;
     t->gstage = LOMO__NONE;   /* weights may have changed since the last gather */
+    t->loss_q = 0; t->loss_bad = 0;
     for (m = 0; m < M; m++) {
         be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, lomo__need(t, LOMO__EMBED, md->embed),
                       t->N, c->dim);
@@ -4121,7 +4165,12 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
         sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
     }
     if (be->check(be->ctx)) return -1;
-    if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &sum, 1, 1)) return -1;   /* every rank's tokens */
+    if (t->comm) {   /* every rank's tokens; the 2^-24 units sum exactly in double below 2^53 */
+        double q[3];
+        q[0] = sum; q[1] = (double)t->loss_q; q[2] = t->loss_bad;
+        if (t->comm->all_reduce_sum(t->comm->ctx, q, 3, 1)) return -1;
+        sum = q[0]; t->loss_q = (int64_t)q[1]; t->loss_bad = q[2] != 0;
+    }
     if (t->failed) return lomo__fail("sharded forward: a collective failed: %s", lomo_error());
     *loss = count ? (float)(sum / (double)count) : 0.0f;
     return 0;
@@ -4146,6 +4195,13 @@ static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g)
     a.shard_off = p->shard_off;
     t->m->be->update(t->m->be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
     return 0;
+}
+
+/* After a tensor's update: did it leave a NaN or Inf weight? One read of the
+   tensor (its sum of squares; finite weights cannot overflow it in double). */
+static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index) {
+    if (t->o.no_finite_check || t->bad_tensor >= 0) return;
+    if (!isfinite(t->m->be->param_sumsq(t->m->be->ctx, p))) t->bad_tensor = index;
 }
 
 /* A tensor's gradient g is complete: measure it (norm pass) or hand it to
@@ -4173,6 +4229,7 @@ static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
     }
+    lomo__check_finite(t, p, p->index);
     return 0;
 }
 
@@ -4219,6 +4276,7 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
         a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
         a.decay_rate = t->o.adalomo_decay_rate; a.shard_off = p->shard_off; a.param_sumsq = psq;
         be->update(be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
+        lomo__check_finite(t, &flat, p->index);
         return 0;
     }
     /* elementwise rules and user hooks see the shard as a flat tensor */
@@ -4229,6 +4287,7 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
     }
+    lomo__check_finite(t, &v, p->index);
     return 0;
 }
 
@@ -4382,6 +4441,7 @@ LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *
         memset(info, 0, sizeof *info);
         info->loss = loss; info->n_tokens = count; info->grad_norm = -1.0f; info->clip_coef = 1.0f;
         info->loss_scale = 1.0f;
+        info->loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
     }
     return 0;
 }
@@ -4398,6 +4458,7 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     t->failed = 0;
     if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
     si.n_tokens = count;
+    si.loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
     memset(&t->uctx, 0, sizeof t->uctx);
     t->uctx.step = t->step + 1;
     t->uctx.lr = lr;
@@ -4430,7 +4491,17 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     if (!si.skipped) {
         t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
         t->pass = LOMO__PASS_UPDATE;
+        t->bad_tensor = -1;
         if (lomo__backward(t)) return -1;
+        if (!t->o.no_finite_check) {   /* every rank fails together, naming what it found */
+            double bad = t->bad_tensor >= 0;
+            if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
+            if (bad > 0)
+                return lomo__fail("step %lld: the update (lr %g) left NaN/Inf values in %s: the weights are no "
+                                  "longer usable (lower the learning rate, clip by norm); nothing may be saved from "
+                                  "them", (long long)t->step + 1, (double)lr,
+                                  t->bad_tensor >= 0 ? t->m->tensors[t->bad_tensor].name : "a tensor on another rank");
+        }
         t->step++;
     }
     if (t->scaling) {   /* dynamic loss scale: back off on overflow, grow after a window of clean steps */
@@ -4523,8 +4594,10 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
     meta = lomo__json_get(&j, 0, "__metadata__");
 #define LOMO__META(key) (lomo__json_str(&j, lomo__json_get(&j, meta, key), buf, sizeof buf) >= 0)
     if (!LOMO__META("optimizer") || atoi(buf) != t->o.optimizer) {
-        lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %d", path,
-                   LOMO__META("optimizer") ? buf : "?", t->o.optimizer);
+        static const char *opt_names[] = {"lomo", "adalomo", "adamw"};
+        int was = LOMO__META("optimizer") ? atoi(buf) : -1;
+        lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %s", path,
+                   was >= 0 && was <= LOMO_OPT_ADAMW ? opt_names[was] : "unknown", opt_names[t->o.optimizer]);
         goto fail;
     }
     if (LOMO__META("step")) t->step = strtoll(buf, NULL, 10);
@@ -4563,6 +4636,10 @@ fail:
     lomo__json_free(&j);
     lomo__st_close(&f);
     return -1;
+}
+
+LOMODEF size_t lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
+    return lomo_memory_formula(&m->cfg, o, per_tag);   /* m->cfg.dtype is the storage dtype */
 }
 
 /* The doc block's formula: see "Memory" at the top of this file. */
