@@ -50,6 +50,14 @@ THE UPDATE HOOK
    Other built-in rules (lomo_train_opts.optimizer): AdaLomo as lomo-optim
    computes it, and AdamW (torch's) with m and v kept but no gradients.
 
+   After each tensor's update lomo_step reads it back once (its sum of
+   squares): a NaN or Inf weight fails the step with an error naming the step
+   and the tensor, so a diverging run stops before anything non-finite can be
+   saved (lomo_train_opts.no_finite_check = 1 turns the read off; its cost is
+   in bench/run_clip.sh). lomo_trainer_new refuses a batch x seq_len whose
+   token or attention-row count does not fit an int, or (CPU backend) whose
+   activations and workspace exceed physical memory, naming sizes and bytes.
+
    Micro-batches (lomo_train_opts.micro_batches = M): forward runs on all M
    keeping each layer's input, then the backward walks the layers from the
    top, running every micro-batch through the current layer and summing its
@@ -64,7 +72,8 @@ THE UPDATE HOOK
    (an activation the forward allocates anyway) until the embedding's turn.
 
 MEMORY (every allocation is tagged and counted, see lomo_memory_report;
-   lomo_memory_formula computes this formula)
+   lomo_memory_formula computes this formula from a config, whose dtype is
+   the storage dtype w; lomo_memory_formula_model from a loaded model)
 
    N = batch * seq_len tokens per micro-batch, M micro-batches per step,
    C = hidden_size, H = intermediate_size, L = layers, V = vocab,
@@ -157,6 +166,10 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  Trainer hardening: NaN/Inf weights fail the step naming step and tensor
+        (no_finite_check), 64-bit batch x seq_len checks before allocating,
+        lomo_step_info.loss_sum (batch-independent eval sums),
+        lomo_memory_formula_model (the storage dtype of the loaded model).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -624,6 +637,9 @@ struct lomo_backend {
        set_scratch before running. */
     size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N, int gram);
     void (*set_scratch)(void *ctx, void *p, size_t bytes);
+    /* 1 if every stored element of p (p->numel, any dtype) is finite, else 0: the trainer's
+       check after each update. NULL: the trainer tests param_sumsq for finiteness instead. */
+    int (*all_finite)(void *ctx, const lomo_tensor *p);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -2365,6 +2381,24 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
     return s;
 }
 
+/* a weight is NaN/Inf iff its exponent bits are all ones: one pass over the raw bits */
+static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
+    long long i, n = (long long)p->numel;
+    int bad = 0;
+    (void)ctx;
+    if (p->dtype == LOMO_F32) {
+        const uint32_t *w = (const uint32_t *)p->data;
+        LOMO__OMP(parallel for reduction(|:bad))
+        for (i = 0; i < n; i++) bad |= (w[i] & 0x7f800000u) == 0x7f800000u;
+    } else {
+        const uint16_t *w = (const uint16_t *)p->data;
+        uint16_t e = p->dtype == LOMO_BF16 ? 0x7f80u : 0x7c00u;
+        LOMO__OMP(parallel for reduction(|:bad))
+        for (i = 0; i < n; i++) bad |= (w[i] & e) == e;
+    }
+    return !bad;
+}
+
 /* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F: two N x N Gram matrices instead of the O x K gradient */
 static double lomo__cpu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
     lomo__cpu *c = (lomo__cpu *)ctx;
@@ -2431,6 +2465,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.swiglu_fwd = lomo__cpu_swiglu_fwd; be.swiglu_bwd = lomo__cpu_swiglu_bwd;
         be.cross_entropy = lomo__cpu_cross_entropy; be.sumsq = lomo__cpu_sumsq;
         be.update = lomo__cpu_update; be.wgrad_sqnorm = lomo__cpu_wgrad_sqnorm; be.param_sumsq = lomo__cpu_param_sumsq;
+        be.all_finite = lomo__cpu_all_finite;
         be.scratch_bytes = lomo__cpu_scratch_bytes; be.set_scratch = lomo__cpu_set_scratch;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
@@ -3903,7 +3938,7 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
                        need / 1073741824.0);
             return NULL;
         }
-        if (!strcmp(m->be->name, "cpu")) {
+        if (!strncmp(m->be->name, "cpu", 3)) {   /* "cpu" or "cpu+cblas": host memory */
             long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
             double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
             if (phys > 0 && (double)need > phys) {
@@ -4198,10 +4233,12 @@ static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g)
 }
 
 /* After a tensor's update: did it leave a NaN or Inf weight? One read of the
-   tensor (its sum of squares; finite weights cannot overflow it in double). */
+   tensor (the backend's all_finite, else its sum of squares: finite weights
+   cannot overflow it in double). */
 static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index) {
+    const lomo_backend *be = t->m->be;
     if (t->o.no_finite_check || t->bad_tensor >= 0) return;
-    if (!isfinite(t->m->be->param_sumsq(t->m->be->ctx, p))) t->bad_tensor = index;
+    if (be->all_finite ? !be->all_finite(be->ctx, p) : !isfinite(be->param_sumsq(be->ctx, p))) t->bad_tensor = index;
 }
 
 /* A tensor's gradient g is complete: measure it (norm pass) or hand it to

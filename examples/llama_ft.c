@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 
@@ -132,6 +133,11 @@ static void on_signal(int sig) { stop_signal = sig; signal(sig, on_signal); }
 static int check_writable(const char *out) {
     char probe[1200];
     FILE *f;
+    struct stat st;
+    if (!stat(out, &st) && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "llama_ft: --out %s exists and is not a directory; nothing was trained\n", out);
+        return -1;
+    }
     snprintf(probe, sizeof probe, "%s.probe-%ld", out, (long)getpid());
     if (!(f = fopen(probe, "w"))) {
         fprintf(stderr, "llama_ft: --out %s: cannot write beside it (%s: %s); nothing was trained\n", out, probe,

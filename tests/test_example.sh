@@ -109,6 +109,11 @@ $BIN --model $MODEL --data $T/train.jsonl --seq-len 8 --batch 2 --steps 3 --out 
 rc=$?
 check "[ $rc -ne 0 ] && grep -q -- '--out $T/no/such/dir/out: cannot write' $T/unw.log && ! grep -q '^step ' $T/unw.log" \
       "unwritable --out must fail before training (rc $rc): $(tail -n 2 $T/unw.log)"
+: > $T/afile
+$BIN --model $MODEL --data $T/train.jsonl --seq-len 8 --batch 2 --steps 3 --out $T/afile > $T/unw.log 2>&1
+rc=$?
+check "[ $rc -ne 0 ] && grep -q -- '--out $T/afile exists and is not a directory' $T/unw.log && ! grep -q '^step ' $T/unw.log" \
+      "--out naming a file must fail before training (rc $rc): $(tail -n 2 $T/unw.log)"
 # the in-training eval and plain --eval print the same number for the same model, file and seq-len
 $BIN $ARGS --eval-data $T/eval.jsonl --out $T/full_e > $T/full_e.log 2>&1
 $BIN --model $T/full_e --eval $T/eval.jsonl --seq-len 16 --batch 3 > $T/eval3.log 2>&1
@@ -155,6 +160,11 @@ done
 $BIN $ARGS --out $T/x --resume $T/no_such_checkpoint > $T/res.log 2>&1
 check "[ \$? -ne 0 ] && grep -q 'no_such_checkpoint' $T/res.log && ! grep -qx 'llama_ft: --resume' $T/res.log" \
       "failed --resume: $(cat $T/res.log | head -n 3)"
+# a trainer state for another optimizer is refused by name
+$BIN $ARGS --optimizer adamw --lr 0.003 --out $T/optm --stop-after 2 > $T/optm.log 2>&1
+$BIN $ARGS --optimizer lomo --out $T/optm --resume $T/optm.checkpoint > $T/optm2.log 2>&1
+check "[ \$? -ne 0 ] && grep -q 'trainer state is for optimizer adamw, this trainer runs lomo' $T/optm2.log" \
+      "optimizer mismatch by name: $(tail -n 1 $T/optm2.log)"
 # --save-every also saves at the last step; a resume with eval data does not claim "before training"
 rm -rf $T/se $T/se.checkpoint
 $BIN $ARGS --save-every 5 --out $T/se > $T/se.log 2>&1

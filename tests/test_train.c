@@ -331,6 +331,34 @@ static void test_nonfinite_weights(void) {
     lomo_model_free(m);
 }
 
+/* the CPU backend's all_finite on raw bits, each dtype: Inf and NaN anywhere, and finite extremes */
+static void test_all_finite(void) {
+    const lomo_backend *be = lomo_cpu_backend();
+    float f[1001];
+    uint16_t h[1001];
+    lomo_tensor p;
+    memset(&p, 0, sizeof p);
+    p.ndim = 1; p.numel = 1001; p.shape[0] = 1001;
+    for (int d = 0; d < 3; d++) {
+        p.dtype = (lomo_dtype)d;
+        p.data = d == LOMO_F32 ? (void *)f : (void *)h;
+        for (int bad = 0; bad < 3; bad++) {   /* none, +-Inf, NaN */
+            uint64_t s = 77 + (uint64_t)bad;
+            int at = (int)(lomo_rand_u64(&s) % 1001);
+            for (int i = 0; i < 1001; i++) {
+                float v = i == 0 ? (d == LOMO_F16 ? 65504.0f : 3.0e38f) : (float)(lomo__rng_normal(&s) * 100.0);
+                if (d == LOMO_BF16 && i == 0) v = lomo_bf16_to_f32(0x7f7f);   /* the largest finite bf16 */
+                if (i == at && bad == 1) v = (i & 1) ? INFINITY : -INFINITY;
+                if (i == at && bad == 2) v = NAN;
+                f[i] = v;
+                h[i] = d == LOMO_BF16 ? lomo_f32_to_bf16(v) : lomo_f32_to_f16(v);
+            }
+            CHECK(be->all_finite(be->ctx, &p) == (bad == 0), "all_finite dtype %d, %s at %d: got %d", d,
+                  bad == 0 ? "nothing" : bad == 1 ? "Inf" : "NaN", at, be->all_finite(be->ctx, &p));
+        }
+    }
+}
+
 /* B x T x heads beyond int indexing: refused before allocating, naming the sizes and the bytes */
 static void test_size_limits(void) {
     lomo_model *m = make_model(0, 11);
@@ -397,6 +425,7 @@ int main(void) {
     test_memory_dtype(LOMO_BF16);
     test_memory_dtype(LOMO_F16);
     test_nonfinite_weights();
+    test_all_finite();
     test_size_limits();
     return tu_done("test_train");
 }
