@@ -14,6 +14,10 @@ ifeq ($(HAVE_CBLAS),1)
 BLAS_FLAGS = -DLOMO_CBLAS
 BLAS_LIBS  = -lopenblas
 endif
+# What the BLAS choice changes is rebuilt when it changes (OpenBLAS installed or removed, or
+# `make HAVE_CBLAS=0`): the stamp is rewritten only when its content differs.
+BLAS_STAMP := $(BUILD)/blas.flags
+$(shell mkdir -p $(BUILD) && (echo '$(BLAS_FLAGS) $(BLAS_LIBS)' | cmp -s - $(BLAS_STAMP) || echo '$(BLAS_FLAGS) $(BLAS_LIBS)' > $(BLAS_STAMP)))
 
 SAN      = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 TESTS    = test_ops test_grad test_train test_io test_data test_hf test_ckpt test_precision test_micro test_rules
@@ -34,14 +38,14 @@ CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 MPICC     ?= $(shell command -v mpicc 2>/dev/null)
 MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
 
-.PHONY: all test demo bench clean cuda test-cuda bench-cuda fuzz fuzz-corpus
+.PHONY: all test test-noblas demo bench clean cuda test-cuda bench-cuda fuzz fuzz-corpus
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
 	mkdir -p $(BUILD)
 
 # three builds of every test: CBLAS matmuls, plain OpenMP loops, ASan+UBSan (serial)
-$(BUILD)/%_cblas: tests/%.c $(HEADERS) | $(BUILD)
+$(BUILD)/%_cblas: tests/%.c $(HEADERS) $(BLAS_STAMP) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 $(BUILD)/%_loops: tests/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(OMP) $< -o $@ $(LDLIBS)
@@ -69,7 +73,7 @@ $(BUILD)/bench_cuda: bench/bench_lomo.c $(BUILD)/cuda_impl.o
 
 $(BUILD)/test_mpi: tests/test_mpi.c lomo.h tests/test_util.h | $(BUILD)
 	$(MPICC) $(CSTD) $(WARN) $(CFLAGS) $(OMP) -DLOMO_MPI $< -o $@ $(LDLIBS)
-$(BUILD)/llama_ft_mpi: examples/llama_ft.c lomo.h | $(BUILD)
+$(BUILD)/llama_ft_mpi: examples/llama_ft.c lomo.h $(BLAS_STAMP) | $(BUILD)
 	$(MPICC) $(CSTD) $(WARN) -O3 $(OMP) $(BLAS_FLAGS) -DLOMO_MPI $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
 # NCCL sharding (LOMO_NCCL, bootstrapped over MPI): built when nvcc and mpicc are both here
@@ -100,10 +104,19 @@ test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan
 	@echo "MPI sharding: $(if $(MPICC),tested under mpirun -np 2 and 3,not built (no mpicc: apt-get install openmpi-bin libopenmpi-dev))"
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh $(if $(MPICC),tests/test_mpi.sh)
 
-$(BUILD)/bench_cpu: bench/bench_lomo.c lomo.h | $(BUILD)
+# OpenBLAS is optional: the one program whose build depends on it (llama_ft, which
+# tests/test_example.sh drives) built without it into $(BUILD)/noblas and tested
+# there (every test program's _loops and _asan builds never use BLAS). CI runs it.
+test-noblas:
+	$(MAKE) HAVE_CBLAS=0 BUILD=$(BUILD)/noblas $(BUILD)/noblas/llama_ft $(BUILD)/noblas/llama_ft_asan
+	@echo "matmuls: plain loops (OpenBLAS hidden: HAVE_CBLAS=0)"
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} LLAMA_FT=$(BUILD)/noblas/llama_ft LLAMA_FT_ASAN=$(BUILD)/noblas/llama_ft_asan \
+	    sh tests/run.sh tests/test_example.sh
+
+$(BUILD)/bench_cpu: bench/bench_lomo.c lomo.h $(BLAS_STAMP) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
-$(BUILD)/llama_ft: examples/llama_ft.c lomo.h | $(BUILD)
+$(BUILD)/llama_ft: examples/llama_ft.c lomo.h $(BLAS_STAMP) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
 # the built-in default: fine-tune a small Llama on a synthetic task, save a HF checkpoint

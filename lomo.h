@@ -50,6 +50,14 @@ THE UPDATE HOOK
    Other built-in rules (lomo_train_opts.optimizer): AdaLomo as lomo-optim
    computes it, and AdamW (torch's) with m and v kept but no gradients.
 
+   After each tensor's update lomo_step reads it back once (its sum of
+   squares): a NaN or Inf weight fails the step with an error naming the step
+   and the tensor, so a diverging run stops before anything non-finite can be
+   saved (lomo_train_opts.no_finite_check = 1 turns the read off; its cost is
+   in bench/run_clip.sh). lomo_trainer_new refuses a batch x seq_len whose
+   token or attention-row count does not fit an int, or (CPU backend) whose
+   activations and workspace exceed physical memory, naming sizes and bytes.
+
    Micro-batches (lomo_train_opts.micro_batches = M): forward runs on all M
    keeping each layer's input, then the backward walks the layers from the
    top, running every micro-batch through the current layer and summing its
@@ -64,7 +72,8 @@ THE UPDATE HOOK
    (an activation the forward allocates anyway) until the embedding's turn.
 
 MEMORY (every allocation is tagged and counted, see lomo_memory_report;
-   lomo_memory_formula computes this formula)
+   lomo_memory_formula computes this formula from a config, whose dtype is
+   the storage dtype w; lomo_memory_formula_model from a loaded model)
 
    N = batch * seq_len tokens per micro-batch, M micro-batches per step,
    C = hidden_size, H = intermediate_size, L = layers, V = vocab,
@@ -166,6 +175,10 @@ VERSION HISTORY
         are refused naming the tensor. lomo_save keeps the input config.json
         byte for byte except the values lomo changed (lomo_model.config_json)
         and copies carried files (reflink or copy, never a hard link).
+        Trainer hardening: NaN/Inf weights fail the step naming step and tensor
+        (no_finite_check), 64-bit batch x seq_len checks before allocating,
+        lomo_step_info.loss_sum (batch-independent eval sums),
+        lomo_memory_formula_model (the storage dtype of the loaded model).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -396,6 +409,8 @@ typedef struct lomo_train_opts {
     int loss_scale_window;  /* grow after this many clean steps; 0 = 1000 */
     lomo_update_fn update;  /* NULL: the built-in rule named by optimizer */
     void *update_user;
+    int no_finite_check;    /* 1: skip reading each tensor back after its update to catch NaN/Inf weights
+                               (on by default: lomo_step then fails naming the step and the tensor) */
 } lomo_train_opts;
 
 typedef struct lomo_step_info {
@@ -405,6 +420,9 @@ typedef struct lomo_step_info {
     int64_t n_tokens;       /* counted (label != -100) positions */
     int skipped;            /* 1: non-finite loss or gradient (overflow), or nothing counted; no weight was touched */
     float loss_scale;       /* the scale this step used (1 without loss scaling) */
+    double loss_sum;        /* sum of the counted positions' losses, each rounded to a multiple of
+                               2^-24 and added exactly: a sum of these over batches (an eval) does
+                               not depend on how the tokens were grouped; NaN if any is not finite */
 } lomo_step_info;
 
 LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts);
@@ -534,6 +552,9 @@ LOMODEF void        lomo_memory_print(FILE *f, const lomo_memory *r);
    same model and batch. */
 LOMODEF void        lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_params);
 /* The formula of the doc block, per tag, for a model config and training options. */
+/* the formula for a model as loaded: its storage dtype (m->cfg.dtype) and shape */
+LOMODEF size_t      lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o,
+                                              size_t per_tag[LOMO_MEM_NTAGS]);
 LOMODEF size_t      lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o,
                                         size_t per_tag[LOMO_MEM_NTAGS]);
 LOMODEF const char *lomo_mem_tag_name(int tag);
@@ -634,6 +655,9 @@ struct lomo_backend {
        set_scratch before running. */
     size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N, int gram);
     void (*set_scratch)(void *ctx, void *p, size_t bytes);
+    /* 1 if every stored element of p (p->numel, any dtype) is finite, else 0: the trainer's
+       check after each update. NULL: the trainer tests param_sumsq for finiteness instead. */
+    int (*all_finite)(void *ctx, const lomo_tensor *p);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -655,6 +679,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void);
 #include <string.h>
 #include <math.h>
 #include <errno.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #ifndef LOMO_MALLOC
@@ -2682,6 +2707,24 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
     return s;
 }
 
+/* a weight is NaN/Inf iff its exponent bits are all ones: one pass over the raw bits */
+static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
+    long long i, n = (long long)p->numel;
+    int bad = 0;
+    (void)ctx;
+    if (p->dtype == LOMO_F32) {
+        const uint32_t *w = (const uint32_t *)p->data;
+        LOMO__OMP(parallel for reduction(|:bad))
+        for (i = 0; i < n; i++) bad |= (w[i] & 0x7f800000u) == 0x7f800000u;
+    } else {
+        const uint16_t *w = (const uint16_t *)p->data;
+        uint16_t e = p->dtype == LOMO_BF16 ? 0x7f80u : 0x7c00u;
+        LOMO__OMP(parallel for reduction(|:bad))
+        for (i = 0; i < n; i++) bad |= (w[i] & e) == e;
+    }
+    return !bad;
+}
+
 /* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F: two N x N Gram matrices instead of the O x K gradient */
 static double lomo__cpu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
     lomo__cpu *c = (lomo__cpu *)ctx;
@@ -2748,6 +2791,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.swiglu_fwd = lomo__cpu_swiglu_fwd; be.swiglu_bwd = lomo__cpu_swiglu_bwd;
         be.cross_entropy = lomo__cpu_cross_entropy; be.sumsq = lomo__cpu_sumsq;
         be.update = lomo__cpu_update; be.wgrad_sqnorm = lomo__cpu_wgrad_sqnorm; be.param_sumsq = lomo__cpu_param_sumsq;
+        be.all_finite = lomo__cpu_all_finite;
         be.scratch_bytes = lomo__cpu_scratch_bytes; be.set_scratch = lomo__cpu_set_scratch;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
@@ -4135,6 +4179,9 @@ struct lomo_trainer {
     int pass;
     double sumsq;
     int64_t count;
+    int64_t loss_q;             /* sum of per-token losses in units of 2^-24 (exact, order-free) */
+    int loss_bad;               /* a per-token loss was not finite (or absurdly large) */
+    int bad_tensor;             /* first tensor whose update left a NaN/Inf weight this step, or -1 */
     lomo_update_ctx uctx;
 };
 
@@ -4297,6 +4344,32 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
                    "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
                    c->sliding_window);
         return NULL;
+    }
+    {   /* sizes from the request, in 64 bits, checked before anything is allocated: kernels index
+           tokens (N M) and attention rows (N heads) with int */
+        int64_t Bq = opts->batch, Tq = opts->seq_len, Mq = opts->micro_batches > 1 ? opts->micro_batches : 1;
+        int64_t Nq = Bq * Tq, heads = c->n_heads > c->n_kv_heads ? c->n_heads : c->n_kv_heads;
+        size_t tags[LOMO_MEM_NTAGS], need = lomo_memory_formula_model(m, opts, tags) - tags[LOMO_MEM_PARAMS];
+        if (Nq > INT_MAX / Mq || Nq > INT_MAX / (heads > 0 ? heads : 1)) {
+            lomo__fail("trainer: batch x seq_len = %d x %d = %lld tokens per micro-batch (x %lld micro-batches, x %lld "
+                       "heads) is more than the %d positions lomo can index, and would need %.0f bytes (%.1f GiB) of "
+                       "activations, gradients and workspace; use a smaller batch or seq_len", opts->batch,
+                       opts->seq_len, (long long)Nq, (long long)Mq, (long long)heads, INT_MAX, (double)need,
+                       need / 1073741824.0);
+            return NULL;
+        }
+        if (!strncmp(m->be->name, "cpu", 3)) {   /* "cpu" or "cpu+cblas": host memory */
+            long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+            double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
+            if (phys > 0 && (double)need > phys) {
+                lomo__fail("trainer: batch x seq_len = %d x %d (x %lld micro-batches) would need %.0f bytes (%.1f GiB) "
+                           "of activations, gradients and workspace (%.1f GiB of logits for vocab %d), more than this "
+                           "machine's %.1f GiB of memory", opts->batch, opts->seq_len, (long long)Mq, (double)need,
+                           need / 1073741824.0, 4.0 * (double)Nq * c->vocab_size / 1073741824.0, c->vocab_size,
+                           phys / 1073741824.0);
+                return NULL;
+            }
+        }
     }
     t = (lomo_trainer *)calloc(1, sizeof *t);
     if (!t) { lomo__fail("out of host memory"); return NULL; }
@@ -4518,7 +4591,12 @@ static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad
     be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
                       c->vocab_size, dscale);
     be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
-    for (i = 0; i < t->N; i++) sum += t->loss_host[i];
+    for (i = 0; i < t->N; i++) {
+        double l = t->loss_host[i];
+        sum += l;
+        if (l == l && fabs(l) < 1073741824.0) t->loss_q += (int64_t)llrint(l * 16777216.0);
+        else t->loss_bad = 1;
+    }
     return sum;
 }
 
@@ -4533,6 +4611,7 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
     int l, m;
     float dscale = count ? t->scale / (float)count : 0.0f;
     t->gstage = LOMO__NONE;   /* weights may have changed since the last gather */
+    t->loss_q = 0; t->loss_bad = 0;
     for (m = 0; m < M; m++) {
         be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, lomo__need(t, LOMO__EMBED, md->embed),
                       t->N, c->dim);
@@ -4541,7 +4620,12 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
         sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
     }
     if (be->check(be->ctx)) return -1;
-    if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &sum, 1, 1)) return -1;   /* every rank's tokens */
+    if (t->comm) {   /* every rank's tokens; the 2^-24 units sum exactly in double below 2^53 */
+        double q[3];
+        q[0] = sum; q[1] = (double)t->loss_q; q[2] = t->loss_bad;
+        if (t->comm->all_reduce_sum(t->comm->ctx, q, 3, 1)) return -1;
+        sum = q[0]; t->loss_q = (int64_t)q[1]; t->loss_bad = q[2] != 0;
+    }
     if (t->failed) return lomo__fail("sharded forward: a collective failed: %s", lomo_error());
     *loss = count ? (float)(sum / (double)count) : 0.0f;
     return 0;
@@ -4566,6 +4650,15 @@ static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g)
     a.shard_off = p->shard_off;
     t->m->be->update(t->m->be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
     return 0;
+}
+
+/* After a tensor's update: did it leave a NaN or Inf weight? One read of the
+   tensor (the backend's all_finite, else its sum of squares: finite weights
+   cannot overflow it in double). */
+static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index) {
+    const lomo_backend *be = t->m->be;
+    if (t->o.no_finite_check || t->bad_tensor >= 0) return;
+    if (be->all_finite ? !be->all_finite(be->ctx, p) : !isfinite(be->param_sumsq(be->ctx, p))) t->bad_tensor = index;
 }
 
 /* A tensor's gradient g is complete: measure it (norm pass) or hand it to
@@ -4593,6 +4686,7 @@ static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
     }
+    lomo__check_finite(t, p, p->index);
     return 0;
 }
 
@@ -4639,6 +4733,7 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
         a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
         a.decay_rate = t->o.adalomo_decay_rate; a.shard_off = p->shard_off; a.param_sumsq = psq;
         be->update(be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
+        lomo__check_finite(t, &flat, p->index);
         return 0;
     }
     /* elementwise rules and user hooks see the shard as a flat tensor */
@@ -4649,6 +4744,7 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
     }
+    lomo__check_finite(t, &v, p->index);
     return 0;
 }
 
@@ -4802,6 +4898,7 @@ LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *
         memset(info, 0, sizeof *info);
         info->loss = loss; info->n_tokens = count; info->grad_norm = -1.0f; info->clip_coef = 1.0f;
         info->loss_scale = 1.0f;
+        info->loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
     }
     return 0;
 }
@@ -4818,6 +4915,7 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     t->failed = 0;
     if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
     si.n_tokens = count;
+    si.loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
     memset(&t->uctx, 0, sizeof t->uctx);
     t->uctx.step = t->step + 1;
     t->uctx.lr = lr;
@@ -4850,7 +4948,17 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     if (!si.skipped) {
         t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
         t->pass = LOMO__PASS_UPDATE;
+        t->bad_tensor = -1;
         if (lomo__backward(t)) return -1;
+        if (!t->o.no_finite_check) {   /* every rank fails together, naming what it found */
+            double bad = t->bad_tensor >= 0;
+            if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
+            if (bad > 0)
+                return lomo__fail("step %lld: the update (lr %g) left NaN/Inf values in %s: the weights are no "
+                                  "longer usable (lower the learning rate, clip by norm); nothing may be saved from "
+                                  "them", (long long)t->step + 1, (double)lr,
+                                  t->bad_tensor >= 0 ? t->m->tensors[t->bad_tensor].name : "a tensor on another rank");
+        }
         t->step++;
     }
     if (t->scaling) {   /* dynamic loss scale: back off on overflow, grow after a window of clean steps */
@@ -5048,6 +5156,10 @@ fail:
     lomo__json_free(&j);
     lomo__st_close(&f);
     return -1;
+}
+
+LOMODEF size_t lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
+    return lomo_memory_formula(&m->cfg, o, per_tag);   /* m->cfg.dtype is the storage dtype */
 }
 
 /* The doc block's formula: see "Memory" at the top of this file. */

@@ -57,7 +57,7 @@ static double now(void) {
 
 int main(int argc, char **argv) {
     int dim = 512, layers = 6, heads = 8, kv = 8, hidden = 1376, vocab = 6144;
-    int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0;
+    int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0;
     float lr = 1e-3f, clip = 0.0f;
     const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo", *device = "cpu";
     double peak_tflops = 0;
@@ -65,6 +65,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
         if (!strcmp(a, "--checkpointing")) { ckpt = 1; continue; }
         if (!strcmp(a, "--tied")) { tied = 1; continue; }
+        if (!strcmp(a, "--no-finite-check")) { no_finite_check = 1; continue; }
         i++;
         if (!strcmp(a, "--dim")) dim = atoi(v);
         else if (!strcmp(a, "--layers")) layers = atoi(v);
@@ -110,7 +111,7 @@ int main(int argc, char **argv) {
     bench_init(m, 0.02f);
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
-    o.batch = batch; o.seq_len = seq; o.checkpointing = ckpt; o.clip_norm = clip;
+    o.batch = batch; o.seq_len = seq; o.checkpointing = ckpt; o.clip_norm = clip; o.no_finite_check = no_finite_check;
     o.clip_mode = !strcmp(clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM : !strcmp(clip_mode, "tensor") ? LOMO_CLIP_TENSOR : LOMO_CLIP_GLOBAL;
     o.optimizer = !strcmp(optimizer, "adalomo") ? LOMO_OPT_ADALOMO : !strcmp(optimizer, "adamw") ? LOMO_OPT_ADAMW : LOMO_OPT_LOMO;
     lomo_trainer *t = lomo_trainer_new(m, &o);
@@ -139,7 +140,7 @@ int main(int argc, char **argv) {
     double rss = ru.ru_maxrss / 1024.0;
     lomo_memory r = lomo_memory_report(m);
     size_t formula[LOMO_MEM_NTAGS];
-    size_t total = lomo_memory_formula(&c, &o, formula);
+    size_t total = lomo_memory_formula_model(m, &o, formula);   /* m's storage dtype, not c's fp32 */
     printf("lomo (%s%s%s), %.1fM params, %s, %s, B=%d T=%d, checkpointing %s, clip-norm %g (%s), %d threads\n",
            m->be->name, gpu_name[0] ? ", " : "", gpu_name, lomo_n_params(m) / 1e6, dtype, optimizer, batch, seq, ckpt ? "on" : "off", clip, clip_mode,
 #ifdef _OPENMP
@@ -160,10 +161,10 @@ int main(int argc, char **argv) {
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
-                   "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\"}}\n",
+                   "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
                 m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, tps, rss, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
-                batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer);
+                batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
         fclose(f);
     }
     free(tok);

@@ -7,6 +7,7 @@
 set -e
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-3}
+PAIRS=${PAIRS:-5}
 SHAPE=${SHAPE:-"--dim 1024 --layers 4 --heads 16 --kv-heads 16 --hidden 2816 --vocab 8192 --batch 1 --seq 128"}
 mkdir -p bench/out
 make -s build/bench_cpu
@@ -29,4 +30,29 @@ for m, r in rows:
 print("\n".join(out))
 open("bench/out/clip.md", "w").write("\n".join(out) + "\n")
 json.dump({m: r for m, r in rows}, open("bench/out/clip.json", "w"), indent=1)
+PY
+
+# the non-finite weight check: interleaved pairs, check on / off
+for i in $(seq 1 $PAIRS); do
+    build/bench_cpu $SHAPE --steps $STEPS --warmup 1 --clip-norm 0 --out bench/out/finite_on_$i.json > /dev/null
+    build/bench_cpu $SHAPE --steps $STEPS --warmup 1 --clip-norm 0 --no-finite-check --out bench/out/finite_off_$i.json > /dev/null
+done
+PAIRS=$PAIRS python3 - <<'PY'
+import json, os, platform, statistics
+n = int(os.environ["PAIRS"])
+on = [json.load(open(f"bench/out/finite_on_{i}.json")) for i in range(1, n + 1)]
+off = [json.load(open(f"bench/out/finite_off_{i}.json")) for i in range(1, n + 1)]
+ratio = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(on, off)]   # step time with check / without
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+c = on[0]["config"]
+out = [f"Non-finite weight check after each update: Llama {on[0]['params']/1e6:.1f}M (dim {c['dim']}, {c['layers']} layers, "
+       f"vocab {c['vocab']}), batch {c['batch']} x seq {c['seq']}, fp32, unclipped, {c['steps']} steps per run, "
+       f"{n} interleaved pairs, {cpu}, {os.cpu_count()} CPUs", "",
+       "| | s/step (median) | step time, check on / off: median | min | max |", "|---|---:|---:|---:|---:|",
+       f"| check on | {statistics.median(c['batch'] * c['seq'] / r['tokens_per_s'] for r in on):.3f} | "
+       f"{statistics.median(ratio):.3f}x | {min(ratio):.3f}x | {max(ratio):.3f}x |",
+       f"| check off | {statistics.median(c['batch'] * c['seq'] / r['tokens_per_s'] for r in off):.3f} | 1 | | |"]
+print("\n".join(out))
+open("bench/out/finite_check.md", "w").write("\n".join(out) + "\n")
+json.dump({"ratio_on_over_off": ratio, "on": on, "off": off}, open("bench/out/finite_check.json", "w"), indent=1)
 PY

@@ -35,12 +35,18 @@
 #ifdef LOMO_CUDA
 #include "../lomo_cuda.cuh"
 #endif
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+
+#define EVAL_SEQ_CAP 2048   /* --eval / --mc without --seq-len: the model's context, at most this */
 
 static void usage(void) {
     fprintf(stderr,
@@ -56,14 +62,17 @@ static void usage(void) {
         "  --device cpu|cuda (cuda: a build with -DLOMO_CUDA, see lomo_cuda.cuh)\n"
         "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
         "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
-        "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
-        "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
+        "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy); both use --seq-len when given,\n"
+        "    else the model's max_position_embeddings up to %d\n"
+        "  --max-skipped N (stop after N consecutive skipped steps, loss-scale back-offs aside; default 5, 0 = never)\n"
+        "  SIGINT/SIGTERM: the current step finishes, a resumable checkpoint OUT.checkpoint is written, exit 130/143\n"
+        "  without --model: the built-in demo (a small Llama on a synthetic task)\n", EVAL_SEQ_CAP);
 }
 
 typedef struct args {
     const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype, *clip_mode, *device;
     int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after, log_every;
-    int micro_batches, stochastic_rounding, loss_scale_window, shard;
+    int micro_batches, stochastic_rounding, loss_scale_window, shard, max_skipped, seq_len_given;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
 } args;
@@ -72,6 +81,97 @@ static double now(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);   /* C11 */
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* strict numbers: the whole value, in range, or an error naming the flag */
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
+    char *end;
+    long x;
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || x < lo || x > hi) {
+        fprintf(stderr, "llama_ft: %s %s: expected an integer in [%ld, %ld]\n", flag, v, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *v, double lo, double hi, int lo_open, float *out) {
+    char *end;
+    double x;
+    errno = 0;
+    x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x) || fabs(x) > 3.4e38 || x < lo || x > hi || (lo_open && x == lo)) {
+        fprintf(stderr, "llama_ft: %s %s: expected a finite number %s %g%s\n", flag, v, lo_open ? ">" : ">=", lo,
+                hi < 1e38 ? " and <= the upper limit" : "");
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+static int parse_u64(const char *flag, const char *v, uint64_t *out) {
+    char *end;
+    unsigned long long x;
+    errno = 0;
+    x = strtoull(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || v[0] == '-') {
+        fprintf(stderr, "llama_ft: %s %s: expected an unsigned integer below 2^64\n", flag, v);
+        return -1;
+    }
+    *out = (uint64_t)x;
+    return 0;
+}
+
+/* SIGINT / SIGTERM: finish the step, save a resumable checkpoint, exit 128 + signal */
+static volatile sig_atomic_t stop_signal = 0;
+static void on_signal(int sig) { stop_signal = sig; signal(sig, on_signal); }
+
+/* --out must be writable before hours are spent training: make and remove a
+   probe file beside it (where OUT, OUT.checkpoint and OUT.log.csv go) */
+static int check_writable(const char *out) {
+    char probe[1200];
+    FILE *f;
+    struct stat st;
+    if (!stat(out, &st) && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "llama_ft: --out %s exists and is not a directory; nothing was trained\n", out);
+        return -1;
+    }
+    snprintf(probe, sizeof probe, "%s.probe-%ld", out, (long)getpid());
+    if (!(f = fopen(probe, "w"))) {
+        fprintf(stderr, "llama_ft: --out %s: cannot write beside it (%s: %s); nothing was trained\n", out, probe,
+                strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    remove(probe);
+    return 0;
+}
+
+/* after --resume the log keeps the rows up to the resumed step only, so the
+   steps run again are not listed twice */
+static FILE *open_log(const char *path, int resume, int64_t start_step) {
+    FILE *in, *out;
+    char tmp[1200], line[4096];
+    int header = 0;
+    if (!resume || !(in = fopen(path, "r"))) {
+        if (!(out = fopen(path, "w"))) return NULL;
+        fprintf(out, "step,loss,lr,grad_norm,tokens,skipped,tokens_per_s,peak_mib\n");
+        return out;
+    }
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(out = fopen(tmp, "w"))) { fclose(in); return NULL; }
+    while (fgets(line, sizeof line, in)) {
+        char *end;
+        long long st = strtoll(line, &end, 10);
+        if (!header && !strncmp(line, "step,", 5)) { fputs(line, out); header = 1; continue; }
+        if (end != line && *end == ',' && st <= start_step) fputs(line, out);
+    }
+    fclose(in);
+    if (!header) { fclose(out); remove(tmp); return open_log(path, 0, 0); }
+    if (fclose(out) || rename(tmp, path)) { remove(tmp); return NULL; }
+    return fopen(path, "a");
 }
 
 static int die(const char *what) {
@@ -95,30 +195,65 @@ static int evaluate(lomo_trainer *t, const char *path, const args *a, int vocab,
     lomo_data *d = lomo_data_open(path, &o);
     int32_t *tok = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
     int32_t *lab = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
-    double sum = 0;
+    double sum = 0;   /* of per-token losses in 2^-24 units: exact, so the batch size does not matter */
     int64_t n = 0, seen = 0;
-    if (!d) { free(tok); free(lab); return -1; }
+    if (!d || !tok || !lab) {
+        if (d) fprintf(stderr, "llama_ft: %s: no host memory for %d x %d tokens\n", path, a->batch, a->seq_len);
+        else die(path);
+        lomo_data_free(d); free(tok); free(lab);
+        return -1;
+    }
     while (seen < lomo_data_count(d)) {
         lomo_step_info info;
         seen += lomo_data_next(d, a->batch, tok, lab);
-        if (lomo_forward(t, tok, lab, &info)) { lomo_data_free(d); free(tok); free(lab); return -1; }
-        sum += (double)info.loss * info.n_tokens;
+        if (lomo_forward(t, tok, lab, &info)) { die(path); lomo_data_free(d); free(tok); free(lab); return -1; }
+        sum += info.loss_sum;
         n += info.n_tokens;
     }
     lomo_data_free(d); free(tok); free(lab);
-    *loss = n ? sum / n : 0.0;
+    if (!n) {
+        fprintf(stderr, "llama_ft: %s: no position counts at --seq-len %d (every label is -100, or no example has "
+                "2 tokens): there is no loss to report\n", path, a->seq_len);
+        return -1;
+    }
+    *loss = sum / n;
     *tokens = n;
     return 0;
 }
 
 /* ---- multiple choice: average log-likelihood of each candidate given the prompt ---- */
 static int multiple_choice(lomo_trainer *t, lomo_model *m, const char *path, const args *a) {
-    lomo_mc *mc = lomo_mc_open(path, m->cfg.vocab_size);
-    int B = a->batch, T = a->seq_len, V = m->cfg.vocab_size;
-    int32_t *tok = (int32_t *)calloc((size_t)B * T, sizeof(int32_t)), *lab = (int32_t *)calloc((size_t)B * T, sizeof(int32_t));
-    float *host = (float *)malloc(sizeof(float) * (size_t)B * T * V);
-    int64_t right = 0, i;
-    if (!mc) return -1;
+    int B = a->batch, T = a->seq_len, V = m->cfg.vocab_size, rc = -1;
+    int64_t right = 0, i, cells = (int64_t)B * T;
+    uint64_t logit_bytes = (uint64_t)cells * (uint64_t)V * sizeof(float);
+    lomo_mc *mc = NULL;
+    int32_t *tok = NULL, *lab = NULL;
+    float *host = NULL;
+    if (logit_bytes > (uint64_t)PTRDIFF_MAX / 2) {
+        fprintf(stderr, "llama_ft: --mc: %d x %d x vocab %d logits would need %llu bytes of host memory\n", B, T, V,
+                (unsigned long long)logit_bytes);
+        return -1;
+    }
+    if (!(mc = lomo_mc_open(path, V))) return die("--mc");
+    tok = (int32_t *)calloc((size_t)cells, sizeof(int32_t));
+    lab = (int32_t *)calloc((size_t)cells, sizeof(int32_t));
+    host = (float *)malloc((size_t)logit_bytes);
+    if (!tok || !lab || !host) {
+        fprintf(stderr, "llama_ft: --mc: out of host memory for %d x %d x vocab %d logits (%llu bytes)\n", B, T, V,
+                (unsigned long long)logit_bytes);
+        goto done;
+    }
+    for (i = 0; i < lomo_mc_count(mc); i++) {   /* every item must fit: cutting it would score something else */
+        const lomo_mc_item *it = lomo_mc_get(mc, i);
+        int c;
+        for (c = 0; c < it->n_cand; c++)
+            if ((int64_t)it->prompt_len + it->cand_len[c] > T) {
+                fprintf(stderr, "llama_ft: %s: item %lld (counting from 0): prompt (%d tokens) + candidate %d (%d tokens) = %lld tokens "
+                        "is longer than --seq-len %d\n", path, (long long)i, it->prompt_len, c, it->cand_len[c],
+                        (long long)it->prompt_len + it->cand_len[c], T);
+                goto done;
+            }
+    }
     for (i = 0; i < lomo_mc_count(mc); i++) {
         const lomo_mc_item *it = lomo_mc_get(mc, i);
         double best = -1e300;
@@ -129,20 +264,20 @@ static int multiple_choice(lomo_trainer *t, lomo_model *m, const char *path, con
             for (r = 0; r < B * T; r++) { tok[r] = 0; lab[r] = -100; }
             for (r = 0; r < B && c0 + r < it->n_cand; r++) {
                 int len = 0;
-                for (j = 0; j < it->prompt_len && len < T; j++) tok[r * T + len++] = it->prompt[j];
-                for (j = 0; j < it->cand_len[c0 + r] && len < T; j++) {
-                    tok[r * T + len] = lab[r * T + len] = it->cand[c0 + r][j];
+                for (j = 0; j < it->prompt_len; j++) tok[(size_t)r * T + len++] = it->prompt[j];
+                for (j = 0; j < it->cand_len[c0 + r]; j++) {
+                    tok[(size_t)r * T + len] = lab[(size_t)r * T + len] = it->cand[c0 + r][j];
                     len++;
                 }
             }
-            if (lomo_forward(t, tok, lab, &info)) { lomo_mc_free(mc); return -1; }
-            m->be->download(m->be->ctx, host, lomo_logits(t), sizeof(float) * (size_t)B * T * V);
+            if (lomo_forward(t, tok, lab, &info)) { die("--mc"); goto done; }
+            m->be->download(m->be->ctx, host, lomo_logits(t), (size_t)logit_bytes);
             for (r = 0; r < B && c0 + r < it->n_cand; r++) {
                 double ll = 0;
                 int n = 0, p;
                 for (p = 0; p + 1 < T; p++) {           /* position p predicts label p+1 */
                     const float *l = host + ((size_t)r * T + p) * V;
-                    int y = lab[r * T + p + 1], v;
+                    int y = lab[(size_t)r * T + p + 1], v;
                     double mx = l[0], s = 0;
                     if (y < 0) continue;
                     for (v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
@@ -157,8 +292,10 @@ static int multiple_choice(lomo_trainer *t, lomo_model *m, const char *path, con
     }
     printf("multiple choice: %lld/%lld correct, accuracy %.4f\n", (long long)right, (long long)lomo_mc_count(mc),
            lomo_mc_count(mc) ? (double)right / lomo_mc_count(mc) : 0.0);
+    rc = 0;
+done:
     lomo_mc_free(mc); free(tok); free(lab); free(host);
-    return 0;
+    return rc;
 }
 
 /* ---- the built-in demo task: arithmetic progressions mod V ---- */
@@ -186,7 +323,7 @@ static double demo_accuracy(lomo_trainer *t, lomo_model *m, const char *path, co
     int32_t *tok = (int32_t *)calloc((size_t)B * T, sizeof(int32_t)), *lab = (int32_t *)calloc((size_t)B * T, sizeof(int32_t));
     float *host = (float *)malloc(sizeof(float) * (size_t)B * T * V);
     int64_t right = 0, total = 0, seen = 0;
-    while (d && seen < lomo_data_count(d)) {
+    while (d && tok && lab && host && seen < lomo_data_count(d)) {
         int rows = lomo_data_next(d, B, tok, lab), i;
         lomo_step_info info;
         seen += rows;
@@ -257,6 +394,8 @@ int main(int argc, char **argv) {
     a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32"; a.clip_mode = "global";
     a.device = "cpu";
     a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
+    a.max_skipped = 5;
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* a redirected log is written line by line, never left empty */
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
@@ -273,28 +412,29 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--mc")) a.mc = v;
         else if (!strcmp(k, "--out")) a.out = v;
         else if (!strcmp(k, "--resume")) a.resume = v;
-        else if (!strcmp(k, "--seq-len")) a.seq_len = atoi(v);
-        else if (!strcmp(k, "--batch")) a.batch = atoi(v);
-        else if (!strcmp(k, "--steps")) a.steps = atoi(v);
-        else if (!strcmp(k, "--epochs")) a.epochs = atoi(v);
-        else if (!strcmp(k, "--lr")) a.lr = (float)atof(v);
+        else if (!strcmp(k, "--seq-len")) { if (parse_int(k, v, 2, INT_MAX, &a.seq_len)) return 2; a.seq_len_given = 1; }
+        else if (!strcmp(k, "--batch")) { if (parse_int(k, v, 1, INT_MAX, &a.batch)) return 2; }
+        else if (!strcmp(k, "--steps")) { if (parse_int(k, v, 1, INT_MAX, &a.steps)) return 2; }
+        else if (!strcmp(k, "--epochs")) { if (parse_int(k, v, 1, INT_MAX, &a.epochs)) return 2; }
+        else if (!strcmp(k, "--lr")) { if (parse_float(k, v, 0, 1e38, 0, &a.lr)) return 2; }
         else if (!strcmp(k, "--schedule")) a.schedule = v;
-        else if (!strcmp(k, "--warmup")) a.warmup = (float)atof(v);
+        else if (!strcmp(k, "--warmup")) { if (parse_float(k, v, 0, 1e38, 0, &a.warmup)) return 2; }
         else if (!strcmp(k, "--optimizer")) a.optimizer = v;
-        else if (!strcmp(k, "--clip-norm")) a.clip_norm = (float)atof(v);
-        else if (!strcmp(k, "--clip-value")) a.clip_value = (float)atof(v);
-        else if (!strcmp(k, "--weight-decay")) a.weight_decay = (float)atof(v);
+        else if (!strcmp(k, "--clip-norm")) { if (parse_float(k, v, 0, 1e38, 0, &a.clip_norm)) return 2; }
+        else if (!strcmp(k, "--clip-value")) { if (parse_float(k, v, 0, 1e38, 0, &a.clip_value)) return 2; }
+        else if (!strcmp(k, "--weight-decay")) { if (parse_float(k, v, 0, 1e38, 0, &a.weight_decay)) return 2; }
         else if (!strcmp(k, "--dtype")) a.dtype = v;
-        else if (!strcmp(k, "--seed")) a.seed = (uint64_t)strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--save-every")) a.save_every = atoi(v);
-        else if (!strcmp(k, "--eval-every")) a.eval_every = atoi(v);
-        else if (!strcmp(k, "--stop-after")) a.stop_after = atoi(v);
-        else if (!strcmp(k, "--log-every")) a.log_every = atoi(v);
-        else if (!strcmp(k, "--micro-batches")) a.micro_batches = atoi(v);
+        else if (!strcmp(k, "--seed")) { if (parse_u64(k, v, &a.seed)) return 2; }
+        else if (!strcmp(k, "--save-every")) { if (parse_int(k, v, 0, INT_MAX, &a.save_every)) return 2; }
+        else if (!strcmp(k, "--eval-every")) { if (parse_int(k, v, 0, INT_MAX, &a.eval_every)) return 2; }
+        else if (!strcmp(k, "--stop-after")) { if (parse_int(k, v, 1, INT_MAX, &a.stop_after)) return 2; }
+        else if (!strcmp(k, "--log-every")) { if (parse_int(k, v, 1, INT_MAX, &a.log_every)) return 2; }
+        else if (!strcmp(k, "--micro-batches")) { if (parse_int(k, v, 1, INT_MAX, &a.micro_batches)) return 2; }
         else if (!strcmp(k, "--clip-mode")) a.clip_mode = v;
         else if (!strcmp(k, "--device")) a.device = v;
-        else if (!strcmp(k, "--loss-scale")) a.loss_scale = (float)atof(v);
-        else if (!strcmp(k, "--loss-scale-window")) a.loss_scale_window = atoi(v);
+        else if (!strcmp(k, "--loss-scale")) { if (parse_float(k, v, 0, 1e38, 1, &a.loss_scale)) return 2; }
+        else if (!strcmp(k, "--loss-scale-window")) { if (parse_int(k, v, 1, INT_MAX, &a.loss_scale_window)) return 2; }
+        else if (!strcmp(k, "--max-skipped")) { if (parse_int(k, v, 0, INT_MAX, &a.max_skipped)) return 2; }
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
@@ -343,7 +483,6 @@ int main(int argc, char **argv) {
         return 2;
 #endif
     } else if (strcmp(a.device, "cpu")) { fprintf(stderr, "llama_ft: --device %s: expected cpu or cuda\n", a.device); return 2; }
-    if (a.batch <= 0 || a.seq_len < 2) { fprintf(stderr, "llama_ft: --batch must be > 0 and --seq-len >= 2\n"); return 2; }
 
     /* ---- the model: a Hugging Face directory, a resume checkpoint, or the demo's ---- */
     int demo = !a.model && !a.resume;
@@ -352,7 +491,8 @@ int main(int argc, char **argv) {
     lomo_data_pos pos = {0, 0};
     if (a.resume) {
         int fdt;
-        if (read_state(a.resume, &start_step, &pos, &fdt) || !(m = lomo_load(a.resume, &lo))) { die("--resume"); goto done; }
+        if (read_state(a.resume, &start_step, &pos, &fdt)) goto done;   /* it said why */
+        if (!(m = lomo_load(a.resume, &lo))) { die("--resume"); goto done; }
         m->file_dtype = (lomo_dtype)fdt;   /* export in the original dtype at the end */
         printf("resuming from %s at step %lld (data epoch %lld, example %lld)\n", a.resume, (long long)start_step,
                (long long)pos.epoch, (long long)pos.index);
@@ -384,6 +524,16 @@ int main(int argc, char **argv) {
            lomo_n_params(m) / 1e6, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads,
            m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->cfg.model_type, m->be->name);
 
+    if ((a.eval_only || a.mc) && !a.seq_len_given && !demo) {   /* the model's context, up to a cap */
+        a.seq_len = m->cfg.max_seq_len < EVAL_SEQ_CAP ? m->cfg.max_seq_len : EVAL_SEQ_CAP;
+        if (a.seq_len < 2) a.seq_len = 2;
+    }
+    if (a.seq_len > m->cfg.max_seq_len)
+        fprintf(stderr, "llama_ft: warning: --seq-len %d is longer than the model's max_position_embeddings %d: "
+                "positions beyond %d were not seen in pretraining (context extension)\n", a.seq_len,
+                m->cfg.max_seq_len, m->cfg.max_seq_len);
+    if (!a.eval_only && !a.mc && a.data && !rank && check_writable(a.out)) goto done;
+
     lomo_train_opts to;
     memset(&to, 0, sizeof to);
     to.batch = a.batch; to.seq_len = a.seq_len; to.checkpointing = a.checkpointing;
@@ -392,18 +542,19 @@ int main(int argc, char **argv) {
     to.stochastic_rounding = a.stochastic_rounding; to.seed = a.seed;
     if (a.loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a.loss_scale; }
     to.loss_scale_window = a.loss_scale_window;
-    if (!(t = lomo_trainer_new(m, &to))) { die("trainer"); goto done; }
+    if (!(t = lomo_trainer_new(m, &to))) { die("cannot set up training"); goto done; }
     if (a.resume && lomo_trainer_resume(t, a.resume)) { die("--resume trainer state"); goto done; }
 
     /* ---- evaluation-only modes ---- */
     if (a.eval_only || a.mc) {
         double loss;
         int64_t n;
+        printf("eval: seq-len %d%s, batch %d\n", a.seq_len, a.seq_len_given ? "" : " (the model's context, capped)", a.batch);
         if (a.eval_only) {
-            if (evaluate(t, a.eval_only, &a, m->cfg.vocab_size, &loss, &n)) { die("--eval"); goto done; }
+            if (evaluate(t, a.eval_only, &a, m->cfg.vocab_size, &loss, &n)) goto done;   /* it said why */
             printf("eval_loss=%.6f tokens=%lld\n", loss, (long long)n);
         }
-        if (a.mc && multiple_choice(t, m, a.mc, &a)) { die("--mc"); goto done; }
+        if (a.mc && multiple_choice(t, m, a.mc, &a)) goto done;   /* it said why */
         rc = 0;
         goto done;
     }
@@ -423,8 +574,9 @@ int main(int argc, char **argv) {
     double loss0 = 0, acc0 = 0;
     int64_t ntok;
     if (a.eval_data) {
-        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss0, &ntok)) { die("--eval-data"); goto done; }
-        printf("eval before training: loss %.4f over %lld tokens", loss0, (long long)ntok);
+        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss0, &ntok)) goto done;
+        if (a.resume) printf("eval at step %lld (resumed): loss %.4f over %lld tokens", (long long)start_step, loss0, (long long)ntok);
+        else printf("eval before training: loss %.4f over %lld tokens", loss0, (long long)ntok);
         if (demo) { acc0 = demo_accuracy(t, m, a.eval_data, &a); printf(", next-token accuracy %.1f%%", 100 * acc0); }
         printf("\n");
     }
@@ -433,12 +585,22 @@ int main(int argc, char **argv) {
     char log_path[1100], ckpt[1100];
     snprintf(log_path, sizeof log_path, "%s.log.csv", a.out);
     snprintf(ckpt, sizeof ckpt, "%s.checkpoint", a.out);
-    if (!(log = fopen(rank ? "/dev/null" : log_path, a.resume ? "a" : "w"))) { fprintf(stderr, "llama_ft: cannot write %s\n", log_path); goto done; }
-    if (!a.resume) fprintf(log, "step,loss,lr,grad_norm,tokens,skipped,tokens_per_s,peak_mib\n");
+    if (!(log = rank ? fopen("/dev/null", "w") : open_log(log_path, a.resume != NULL, start_step))) {
+        fprintf(stderr, "llama_ft: cannot write %s: %s\n", log_path, strerror(errno));
+        goto done;
+    }
     tok = (int32_t *)calloc((size_t)all_rows * a.seq_len, sizeof(int32_t));
     lab = (int32_t *)calloc((size_t)all_rows * a.seq_len, sizeof(int32_t));
+    if (!tok || !lab) {
+        fprintf(stderr, "llama_ft: out of host memory for the %d x %d token batch\n", all_rows, a.seq_len);
+        goto done;
+    }
+    signal(SIGINT, on_signal);    /* ISO C: the step in flight finishes, then the loop saves and stops */
+    signal(SIGTERM, on_signal);
     double t0 = now();
     int64_t tokens_seen = 0;
+    int skipped_run = 0;   /* consecutive skipped steps */
+    int64_t saved_at = 0;  /* step of the last resumable checkpoint this run wrote */
     for (int64_t step = start_step + 1; step <= total; step++) {
         lomo_step_info info;
         float lr = lr_at(&a, (int)step, total);
@@ -455,7 +617,13 @@ int main(int argc, char **argv) {
                 memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
                 memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
             }
-        if (lomo_step(t, tok, lab, lr, &info)) { die("step"); goto done; }
+        if (lomo_step(t, tok, lab, lr, &info)) {   /* e.g. non-finite weights: nothing more is saved */
+            fprintf(stderr, "llama_ft: training stopped at step %lld: %s\n", (long long)step, lomo_error());
+            if (saved_at) fprintf(stderr, "llama_ft: the last checkpoint, %s, is from step %lld and was not touched\n",
+                                  ckpt, (long long)saved_at);
+            else fprintf(stderr, "llama_ft: no checkpoint was written\n");
+            goto done;
+        }
         tokens_seen += (int64_t)all_rows * a.seq_len;
         double el = now() - t0, tps = tokens_seen / el;
         double peak = lomo_memory_report(m).total_peak / 1048576.0;
@@ -468,13 +636,35 @@ int main(int argc, char **argv) {
                    el / (step - start_step) * (total - step), info.skipped ? "  (skipped)" : "");
         if (a.eval_data && a.eval_every && step % a.eval_every == 0 && step < total) {
             double l;
-            if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &l, &ntok)) { die("--eval-data"); goto done; }
+            if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &l, &ntok)) goto done;
             printf("eval_loss=%.6f tokens=%lld\n", l, (long long)ntok);
         }
-        int stop = a.stop_after && step == start_step + a.stop_after && step < total;
-        if (((a.save_every && step % a.save_every == 0) || stop) && step < total) {
+        /* a skip that backed the loss scale off is the scaler working; the others count */
+        if (!info.skipped) skipped_run = 0;
+        else if (!(lomo_trainer_loss_scale(t) < info.loss_scale)) skipped_run++;
+        if (a.max_skipped && skipped_run >= a.max_skipped) {
+            fprintf(stderr, "llama_ft: step %lld: %d consecutive steps skipped (non-finite loss or gradients, or no "
+                    "counted token): stopping (--max-skipped %d); nothing more is saved\n", (long long)step,
+                    skipped_run, a.max_skipped);
+            goto done;
+        }
+        int sig = stop_signal;
+#ifdef LOMO_MPI
+        if (a.shard) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);   /* all ranks stop together */
+#endif
+        int stop = (a.stop_after && step == start_step + a.stop_after && step < total) || (sig && step < total);
+        /* while steps are being skipped (not loss-scale back-offs) the last checkpoint stays */
+        if (((a.save_every && (step % a.save_every == 0 || step == total)) && !skipped_run) || stop) {
             if (save_checkpoint(m, t, ckpt, step, lomo_data_tell(d), &a)) { die("--save-every"); goto done; }
             printf("saved resumable checkpoint %s (step %lld)\n", ckpt, (long long)step);
+            saved_at = step;
+        } else if (a.save_every && (step % a.save_every == 0 || step == total))
+            printf("not saving a checkpoint at step %lld: %d consecutive steps skipped\n", (long long)step, skipped_run);
+        if (sig && step < total) {
+            fprintf(stderr, "llama_ft: %s at step %lld: stopped with a resumable checkpoint; continue with --resume %s\n",
+                    sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)step, ckpt);
+            rc = 128 + sig;
+            goto done;
         }
         if (stop) {
             printf("stopping after %d steps of this run (--stop-after); continue with --resume %s\n", a.stop_after, ckpt);
@@ -487,7 +677,7 @@ int main(int argc, char **argv) {
 
     if (a.eval_data) {
         double loss1;
-        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss1, &ntok)) { die("--eval-data"); goto done; }
+        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss1, &ntok)) goto done;
         printf("eval after %d steps: loss %.4f (was %.4f)", total, loss1, loss0);
         if (demo) printf(", next-token accuracy %.1f%% (was %.1f%%)", 100 * demo_accuracy(t, m, a.eval_data, &a), 100 * acc0);
         printf("\neval_loss=%.6f tokens=%lld\n", loss1, (long long)ntok);

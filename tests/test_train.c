@@ -9,7 +9,13 @@
    - the gradient buffer's peak is the largest tensor in fp32; the total peak
      with checkpointing is within 10% of the doc block's formula;
    - a step with a non-finite loss, or with bad tokens, leaves weights untouched;
-   - the loss goes down on a learnable task. */
+   - the loss goes down on a learnable task;
+   - an update that leaves NaN/Inf weights fails the step naming the step and
+     the tensor (built-in rule on f16, and a hook that writes a NaN);
+   - bf16 and f16 storage: the tracked peak is within 10% of the formula for
+     the model as loaded (lomo_memory_formula_model), parameters at 2 bytes;
+   - batch x seq_len beyond what the kernels index is refused before any
+     allocation, naming the sizes and the bytes. */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "test_util.h"
@@ -237,6 +243,149 @@ static void test_skips(void) {
     lomo_model_free(m); lomo_model_free(snap);
 }
 
+/* storage in bf16/f16: formula (from the model, so its storage dtype) vs tracked peak */
+static void test_memory_dtype(lomo_dtype dt) {
+    lomo_config c;
+    lomo_load_opts lo = {LOMO_F32, NULL, NULL};
+    lomo_train_opts o;
+    int32_t tok[64], lab[64];
+    size_t formula[LOMO_MEM_NTAGS], total;
+    lomo_model *m;
+    lomo_trainer *t;
+    lomo_memory r;
+    lo.dtype = dt;
+    lomo_config_default(&c, 16, 40, 3, 4, 2, 97);
+    m = lomo_model_new(&c, &lo);
+    lomo_model_init_random(m, 5, 0.3f);
+    memset(&o, 0, sizeof o);
+    o.batch = 4; o.seq_len = 16; o.checkpointing = 1; o.clip_norm = 1.0f;
+    t = lomo_trainer_new(m, &o);
+    random_batch(tok, lab, 64, 29);
+    CHECK(t && lomo_step(t, tok, lab, 0.01f, NULL) == 0, "dtype %d step: %s", (int)dt, lomo_error());
+    r = lomo_memory_report(m);
+    total = lomo_memory_formula_model(m, &o, formula);
+    printf("memory (%s storage, B=4, T=16, checkpointing): total peak %zu B, formula %zu B (%+.2f%%)\n",
+           dt == LOMO_BF16 ? "bf16" : "f16", r.total_peak, total,
+           100.0 * ((double)r.total_peak - (double)total) / (double)total);
+    CHECK(fabs((double)r.total_peak - (double)total) <= 0.10 * (double)total, "dtype %d: total peak %zu vs formula %zu",
+          (int)dt, r.total_peak, total);
+    CHECK(formula[LOMO_MEM_PARAMS] == 2 * (size_t)lomo_n_params(m) && r.peak[LOMO_MEM_PARAMS] == formula[LOMO_MEM_PARAMS],
+          "dtype %d: parameter bytes: formula %zu, tracked %zu, 2 P = %zu", (int)dt, formula[LOMO_MEM_PARAMS],
+          r.peak[LOMO_MEM_PARAMS], 2 * (size_t)lomo_n_params(m));
+    lomo_trainer_free(t);
+    lomo_model_free(m);
+}
+
+/* a hook that applies plain SGD and writes a NaN into the n-th tensor it sees */
+typedef struct { int calls, poison_at; char name[96]; } poison_state;
+static int poison_hook(lomo_tensor *p, const float *g, const lomo_update_ctx *ctx, void *user) {
+    poison_state *ps = (poison_state *)user;
+    float *w = (float *)p->data;
+    for (int64_t i = 0; i < p->numel; i++) w[i] -= ctx->lr * g[i];
+    if (ps->calls++ == ps->poison_at) { w[p->numel / 2] = NAN; snprintf(ps->name, sizeof ps->name, "%s", p->name); }
+    return 0;
+}
+
+static void test_nonfinite_weights(void) {
+    lomo_config c;
+    lomo_load_opts lo = {LOMO_F16, NULL, NULL};
+    lomo_train_opts o;
+    int32_t tok[B * T], lab[B * T];
+    lomo_step_info info;
+    poison_state ps;
+    lomo_model *m;
+    lomo_trainer *t;
+    int found_inf = 0;
+    random_batch(tok, lab, B * T, 29);
+    /* f16 storage, lr 1e30: any nonzero gradient element rounds the weight to Inf */
+    lomo_config_default(&c, 16, 40, 2, 4, 2, 29);
+    m = lomo_model_new(&c, &lo);
+    lomo_model_init_random(m, 3, 0.3f);
+    memset(&o, 0, sizeof o);
+    o.batch = B; o.seq_len = T;
+    t = lomo_trainer_new(m, &o);
+    CHECK(lomo_step(t, tok, lab, 0.01f, &info) == 0 && !info.skipped, "a sane f16 step: %s", lomo_error());
+    CHECK(lomo_step(t, tok, lab, 1e30f, &info) == -1 && strstr(lomo_error(), "step 2:") &&
+          strstr(lomo_error(), "lm_head.weight") && strstr(lomo_error(), "NaN/Inf"),
+          "f16 update to Inf must fail naming step 2 and lm_head.weight: %s", lomo_error());
+    lomo_trainer_free(t);
+    o.no_finite_check = 1;   /* the same without the check: the step "succeeds" with Inf weights */
+    t = lomo_trainer_new(m, &o);
+    CHECK(lomo_step(t, tok, lab, 1e30f, &info) == 0, "no_finite_check: %s", lomo_error());
+    for (int64_t i = 0; i < m->lm_head->numel; i++)
+        found_inf |= !isfinite(lomo_f16_to_f32(((const uint16_t *)m->lm_head->data)[i]));
+    CHECK(found_inf, "lr 1e30 on f16 must have produced Inf weights (else this test proves nothing)");
+    lomo_trainer_free(t);
+    lomo_model_free(m);
+    /* a user hook that writes a NaN into the 5th tensor of the step */
+    m = make_model(0, 11);
+    memset(&o, 0, sizeof o);
+    memset(&ps, 0, sizeof ps);
+    ps.poison_at = 4;
+    o.batch = B; o.seq_len = T; o.update = poison_hook; o.update_user = &ps;
+    t = lomo_trainer_new(m, &o);
+    CHECK(lomo_step(t, tok, lab, 0.01f, &info) == -1 && strstr(lomo_error(), "step 1:") && ps.name[0] &&
+          strstr(lomo_error(), ps.name), "hook wrote a NaN into %s: %s", ps.name, lomo_error());
+    CHECK(lomo_trainer_step(t) == 0, "a failed step is not counted");
+    lomo_trainer_free(t);
+    lomo_model_free(m);
+}
+
+/* the CPU backend's all_finite on raw bits, each dtype: Inf and NaN anywhere, and finite extremes */
+static void test_all_finite(void) {
+    const lomo_backend *be = lomo_cpu_backend();
+    float f[1001];
+    uint16_t h[1001];
+    lomo_tensor p;
+    memset(&p, 0, sizeof p);
+    p.ndim = 1; p.numel = 1001; p.shape[0] = 1001;
+    for (int d = 0; d < 3; d++) {
+        p.dtype = (lomo_dtype)d;
+        p.data = d == LOMO_F32 ? (void *)f : (void *)h;
+        for (int bad = 0; bad < 3; bad++) {   /* none, +-Inf, NaN */
+            uint64_t s = 77 + (uint64_t)bad;
+            int at = (int)(lomo_rand_u64(&s) % 1001);
+            for (int i = 0; i < 1001; i++) {
+                float v = i == 0 ? (d == LOMO_F16 ? 65504.0f : 3.0e38f) : (float)(lomo__rng_normal(&s) * 100.0);
+                if (d == LOMO_BF16 && i == 0) v = lomo_bf16_to_f32(0x7f7f);   /* the largest finite bf16 */
+                if (i == at && bad == 1) v = (i & 1) ? INFINITY : -INFINITY;
+                if (i == at && bad == 2) v = NAN;
+                f[i] = v;
+                h[i] = d == LOMO_BF16 ? lomo_f32_to_bf16(v) : lomo_f32_to_f16(v);
+            }
+            CHECK(be->all_finite(be->ctx, &p) == (bad == 0), "all_finite dtype %d, %s at %d: got %d", d,
+                  bad == 0 ? "nothing" : bad == 1 ? "Inf" : "NaN", at, be->all_finite(be->ctx, &p));
+        }
+    }
+}
+
+/* B x T x heads beyond int indexing: refused before allocating, naming the sizes and the bytes */
+static void test_size_limits(void) {
+    lomo_model *m = make_model(0, 11);
+    lomo_train_opts o;
+    lomo_trainer *t;
+    lomo_memory r0 = lomo_memory_report(m), r1;
+    memset(&o, 0, sizeof o);
+    o.batch = 65536; o.seq_len = 65536;
+    t = lomo_trainer_new(m, &o);
+    CHECK(!t && strstr(lomo_error(), "65536 x 65536 = 4294967296 tokens") && strstr(lomo_error(), "bytes"),
+          "B*T = 2^32: %s", lomo_error());
+    o.batch = 65537;
+    t = lomo_trainer_new(m, &o);
+    CHECK(!t && strstr(lomo_error(), "65537 x 65536"), "B*T > 2^32: %s", lomo_error());
+    o.batch = 16384; o.seq_len = 65536;   /* 2^30 tokens, x 4 heads overflows the attention index */
+    t = lomo_trainer_new(m, &o);
+    CHECK(!t && strstr(lomo_error(), "x 4 heads"), "B*T*heads > INT_MAX: %s", lomo_error());
+    o.batch = 512; o.seq_len = 1; o.micro_batches = 1 << 23;   /* 2^32 tokens per step */
+    t = lomo_trainer_new(m, &o);
+    CHECK(!t && strstr(lomo_error(), "micro-batches"), "B*T*M > INT_MAX: %s", lomo_error());
+    r1 = lomo_memory_report(m);
+    CHECK(r1.total_peak == r0.total_peak, "nothing was allocated for a refused request (%zu -> %zu)", r0.total_peak,
+          r1.total_peak);
+    lomo_trainer_free(t);
+    lomo_model_free(m);
+}
+
 /* a learnable task: predict the next token of a fixed cyclic sequence */
 static void test_learns(void) {
     lomo_model *m = make_model(1, 13);
@@ -273,5 +422,10 @@ int main(void) {
     test_memory(1);
     test_skips();
     test_learns();
+    test_memory_dtype(LOMO_BF16);
+    test_memory_dtype(LOMO_F16);
+    test_nonfinite_weights();
+    test_all_finite();
+    test_size_limits();
     return tu_done("test_train");
 }
