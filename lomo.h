@@ -613,9 +613,11 @@ struct lomo_backend {
        micro-batch (gram: the Gram norm pass is on). The CPU widens 16-bit
        weights for BLAS; CUDA casts activations to 16 bits for cuBLAS. The
        trainer allocates it (tagged workspace) and hands it over with
-       set_scratch before running. */
+       set_scratch before every forward/step, with the dtype of the model's
+       activation GEMM operands (its storage dtype); p is NULL when it needs
+       none, so no other trainer's scratch or dtype stays in use. */
     size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N, int gram);
-    void (*set_scratch)(void *ctx, void *p, size_t bytes);
+    void (*set_scratch)(void *ctx, void *p, size_t bytes, int act_dtype);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -2394,8 +2396,9 @@ static size_t lomo__cpu_scratch_bytes(void *ctx, const lomo_model *m, int N, int
     return 4 * (big > gram ? big : gram);
 }
 
-static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes) {
+static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtype) {
     lomo__cpu *c = (lomo__cpu *)ctx;
+    (void)act_dtype;
     c->scratch = (float *)p;
     c->scratch_bytes = bytes;
 }
@@ -4076,7 +4079,7 @@ static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32
         }
     be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * (size_t)n);
     be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * (size_t)n);
-    if (t->scratch && be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes);
+    if (be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes, (int)t->m->cfg.dtype);   /* always: this trainer's */
     return count;
 }
 
