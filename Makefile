@@ -59,8 +59,11 @@ $(BUILD)/llama_ft_asan: examples/llama_ft.c lomo.h | $(BUILD)
 
 $(BUILD)/cuda_impl.o: examples/cuda_impl.cu lomo.h lomo_cuda.cuh | $(BUILD)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
-$(BUILD)/test_cuda: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h | $(BUILD)
+$(BUILD)/test_cuda: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h tests/step_compare.h | $(BUILD)
 	$(NVCC) $(NVFLAGS) $< -o $@ -lcublas -lgomp
+# the same tests + NCCL at world size 1 (test_cuda_nccl --nccl): built where NCCL is
+$(BUILD)/test_cuda_nccl: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h tests/step_compare.h | $(BUILD)
+	$(NVCC) $(NVFLAGS) -DLOMO_NCCL $< -o $@ -lcublas -lnccl -lgomp
 $(BUILD)/llama_ft_cuda: examples/llama_ft.c $(BUILD)/cuda_impl.o
 	$(CC) $(CSTD) $(WARN) -O2 $(OMP) -DLOMO_CUDA $< $(BUILD)/cuda_impl.o -o $@ $(CUDA_LIBS) $(LDLIBS)
 $(BUILD)/bench_cuda: bench/bench_lomo.c $(BUILD)/cuda_impl.o

@@ -197,4 +197,33 @@ static int sc_train(lomo_model *m, const sc_case *k, int steps, float *losses, i
     return rc;
 }
 
+/* the whole-step cases of test_cuda.cu; the 16-bit ones also run (CPU,
+   gpu-like numerics) in test_cuda_tol.c. lr is large enough that every
+   tensor, norms at 1.0 included, moves by several ulps in 3 steps (else no
+   bound could tell a skipped update from rounding). AdaLomo and AdamW run
+   in fp32 here: they normalise each element by its own gradient statistics,
+   so a 16-bit model's tiny gradients flip whole updates between backends
+   (measured in test_cuda_tol: change errors 0.2-0.4) and the bound above
+   does not hold for them; their 16-bit and stochastic-rounding kernels are
+   compared with the CPU's on identical inputs in test_cuda.cu's rule test. */
+static const sc_case *sc_cases(int *n) {
+    /*  name                                          dt         tied qkvb ob ckpt M  clip mode            opt              sr dim hid hds kv hd   clipn clipv wd     lr */
+    static const sc_case k[] = {
+        {"fp32 tied, clip norm + value, 2 passes",    LOMO_F32,  1, 1, 0, 0, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.1f, 0.01f, 0.05f},
+        {"fp32 tied, clip norm + value, ckpt",        LOMO_F32,  1, 1, 0, 1, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.1f, 0.01f, 0.05f},
+        {"bf16 tied, clip 1 + value, ckpt",           LOMO_BF16, 1, 1, 0, 1, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.1f, 0.01f, 0.5f},
+        {"bf16 SR, untied, o_proj bias, unclipped",   LOMO_BF16, 0, 0, 1, 1, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    1, 0, 0, 0, 0, 0,   0.0f, 0.0f, 0.0f,  0.1f},
+        {"fp32 AdaLomo, clip 1",                      LOMO_F32,  1, 1, 0, 1, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_ADALOMO, 0, 0, 0, 0, 0, 0,   1.0f, 0.0f, 0.01f, 0.05f},
+        {"fp32 AdamW, untied",                        LOMO_F32,  0, 0, 0, 0, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_ADAMW,   0, 0, 0, 0, 0, 0,   0.0f, 0.0f, 0.01f, 0.03f},
+        {"f16 loss scaling, per-tensor clip",         LOMO_F16,  1, 1, 0, 1, 0, LOMO_CLIP_TENSOR,      LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.0f, 0.01f, 0.1f},
+        {"f16 SR, micro-batches 2, untied",           LOMO_F16,  0, 0, 1, 0, 2, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    1, 0, 0, 0, 0, 0,   1.0f, 0.0f, 0.0f,  0.1f},
+        {"fp32 Gram norm clip, untied",               LOMO_F32,  0, 0, 1, 0, 0, LOMO_CLIP_GLOBAL_GRAM, LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.0f, 0.0f,  0.05f},
+        {"fp32 micro-batches 2, tied, ckpt",          LOMO_F32,  1, 1, 0, 1, 2, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.1f, 0.01f, 0.05f},
+        {"fp32 head_dim 128, multi-head (no GQA)",    LOMO_F32,  1, 0, 0, 1, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 96, 160, 2, 2, 128, 1.0f, 0.0f, 0.0f, 0.05f},
+        {"bf16 head_dim 256, GQA 4/2, unclipped",     LOMO_BF16, 1, 0, 0, 0, 0, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 64, 96, 4, 2, 256, 0.0f, 0.0f, 0.0f, 0.2f},
+    };
+    *n = (int)(sizeof k / sizeof *k);
+    return k;
+}
+
 #endif
