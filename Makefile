@@ -33,7 +33,7 @@ CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 MPICC     ?= $(shell command -v mpicc 2>/dev/null)
 MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
 
-.PHONY: all test demo bench clean cuda test-cuda bench-cuda
+.PHONY: all test demo bench clean cuda test-cuda bench-cuda gpu-check
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
@@ -90,11 +90,16 @@ cuda: $(CUDA_BINS) $(NCCL_BINS)
 # then compute-sanitizer (memcheck, racecheck) on a small training run
 test-cuda: $(CUDA_BINS)
 	$(BUILD)/test_cuda
-	$(CUDA_HOME)/bin/compute-sanitizer --tool memcheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --steps 3 --out $(BUILD)/san_out
-	$(CUDA_HOME)/bin/compute-sanitizer --tool racecheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --steps 2 --out $(BUILD)/san_out
+	$(CUDA_HOME)/bin/compute-sanitizer --tool memcheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --dtype bf16 --clip-norm 1.0 --steps 2 --out $(BUILD)/san_out
+	$(CUDA_HOME)/bin/compute-sanitizer --tool racecheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --dtype bf16 --steps 1 --out $(BUILD)/san_out
 
 bench-cuda: $(CUDA_BINS)
 	sh bench/run_cuda.sh
+
+# the one command of a session with a lent GPU (and of CI, which has none: then the
+# build, the CPU parts and the compile-only mutation check run, the rest says SKIPPED)
+gpu-check:
+	sh tests/gpu_check.sh
 
 test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan $(if $(NVCC),$(CUDA_BINS)) $(MPI_BINS) $(NCCL_BINS)
 	@echo "CUDA side: $(if $(NVCC),compiled with $(NVCC) for sm_80 and sm_90 (run on a GPU: make test-cuda),not built (no nvcc))$(if $(NCCL_BINS), + NCCL sharding (build/llama_ft_nccl))"

@@ -29,7 +29,8 @@
 //    lomo_cuda_backend start afresh (in a child process: test_cuda --fault); two devices,
 //    when there are two; with -DLOMO_NCCL (build/test_cuda_nccl --nccl) NCCL at world size
 //    1 against the unsharded GPU run, 1e-6.
-// Flags: --quick (no 2^31 tensor, no child process: the mutation check), --fault, --nccl.
+// Flags: --quick (no 2^31 tensor, no child process, stop at the first failing group: the
+// mutation check), --fault, --nccl.
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "../lomo_cuda.cuh"
@@ -71,8 +72,13 @@ static void same(const char *what, const float *d, const float *ref, size_t n, d
     printf("  %-36s rel err %.2e\n", what, e);
     free(h);
 }
-/* after every group: nothing failed, synchronously or in flight */
-static void group_done(const char *g) { CHECK(gpu->check(gpu->ctx) == 0, "%s: cuda error: %s", g, lomo_error()); }
+/* after every group: nothing failed, synchronously or in flight; with --quick (the
+   mutation check) the first failing group ends the run: a mutant is caught */
+static int stop_early;
+static void group_done(const char *g) {
+    CHECK(gpu->check(gpu->ctx) == 0, "%s: cuda error: %s", g, lomo_error());
+    if (stop_early && tu_fail) { printf("(--quick: stopping after the first failing group, %s)\n", g); exit(tu_done("test_cuda")); }
+}
 
 static uint16_t to16(lomo_dtype dt, float x) { return dt == LOMO_BF16 ? lomo_f32_to_bf16(x) : lomo_f32_to_f16(x); }
 static float from16(lomo_dtype dt, uint16_t h) { return dt == LOMO_BF16 ? lomo_bf16_to_f32(h) : lomo_f16_to_f32(h); }
@@ -659,6 +665,7 @@ int main(int argc, char **argv) {
     cpu = lomo_cpu_backend();
     gpu = lomo_cuda_backend(0);
     if (!gpu) { printf("no CUDA device: %s\ntest_cuda: 0 passed, 1 failed\n", lomo_error()); return 1; }
+    stop_early = quick;
     if (fault) return fault_main();
     if (nccl) {
 #ifdef LOMO_NCCL
