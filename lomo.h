@@ -141,6 +141,10 @@ BACKENDS
    matmul forward/backward, RMSNorm, RoPE, attention, SwiGLU, embedding,
    cross-entropy, sum of squares and the built-in update kernel. The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
+   Before each forward or step the driver hands the backend that trainer's
+   scratch and activation dtype (set_scratch), so backends keep no state of
+   one trainer that another could pick up. check() reports earlier errors;
+   the CUDA one synchronises first, so a faulting kernel fails its step.
 
 VERSION HISTORY
 
@@ -157,6 +161,13 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  CUDA backend: set_scratch carries the activation GEMM dtype and is
+        called on every forward/step (two trainers of different dtypes share
+        a device); check() synchronises, names the ops and clears the error
+        (LOMO_CUDA_SYNC=1 syncs after every op), lomo_cuda_release after a
+        lost context, cudaSetDevice per op, lomo_cuda_init_random; a test kit
+        that fails on wrong kernels (test_cuda, mutate_cuda.sh, test_cuda_tol)
+        and `make gpu-check`. Not yet run on a GPU.
 */
 #ifndef LOMO_H
 #define LOMO_H

@@ -31,6 +31,22 @@
      query row, dk/dv per key row) with no atomics. The embedding backward
      uses atomicAdd (its summation order may vary between runs).
 
+   ERRORS: every op records failures with file:line and its name; check()
+     (after each tensor's update and each layer, and at the end of a step)
+     synchronises the stream, so a kernel that faults fails that lomo_step
+     with the names of the ops enqueued since the previous check
+     (LOMO_CUDA_SYNC=1 in the environment synchronises after every op and
+     names the failing one), then clears the error. A fault that corrupts
+     the context (illegal address) is reported as such and stays reported:
+     free the models and trainers, lomo_cuda_release(be, 1) resets the
+     device, and lomo_cuda_backend(device) starts again. Each backend sets
+     its own device before every op, so backends on two devices can share
+     a process and a thread.
+
+   TESTED BY tests/test_cuda.cu (kernels and steps against the CPU),
+     tests/mutate_cuda.sh (planted faults must fail it), tests/test_cuda_tol.c
+     (the 16-bit step bound, on the CPU) and `make gpu-check`; see README.
+
    SHARDING: with LOMO_NCCL, lomo_nccl_comm / lomo_nccl_comm_from_mpi give a
    communicator for lomo_load_opts.comm (collectives on the backend stream).
 
