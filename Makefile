@@ -61,6 +61,9 @@ $(BUILD)/cuda_impl.o: examples/cuda_impl.cu lomo.h lomo_cuda.cuh | $(BUILD)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 $(BUILD)/test_cuda: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h tests/step_compare.h | $(BUILD)
 	$(NVCC) $(NVFLAGS) $< -o $@ -lcublas -lgomp
+# test_cuda.cu's own logic on the CPU (the CPU backend posing as the GPU; run by gpu-check)
+$(BUILD)/test_cuda_dry: tests/test_cuda.cu tests/cuda_dry.h lomo.h tests/test_util.h tests/step_compare.h | $(BUILD)
+	$(CXX) -x c++ -std=c++17 -O2 $(OMP) -DLOMO_CUDA_DRY $< -o $@ $(LDLIBS)
 # the same tests + NCCL at world size 1 (test_cuda_nccl --nccl): built where NCCL is
 $(BUILD)/test_cuda_nccl: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h tests/step_compare.h | $(BUILD)
 	$(NVCC) $(NVFLAGS) -DLOMO_NCCL $< -o $@ -lcublas -lnccl -lgomp

@@ -5,13 +5,14 @@
 #   preflight   driver, nvcc, compute-sanitizer, torch, transformers, import lomo_optim
 #   build       make cuda (a carried, up-to-date build/ is reused) + test_cuda_nccl if NCCL
 #   cpu         test_cuda_tol: the bf16 step bound vs the GPU's numerics and 4 mutants (CPU)
+#   cpu_dry     test_cuda.cu's own logic with the CPU backend posing as the GPU (tests/cuda_dry.h)
 #   test_cuda   every kernel and whole steps against the CPU backend, etc. (tests/test_cuda.cu)
 #   memcheck    compute-sanitizer memcheck on a small bf16 training run (llama_ft_cuda)
 #   racecheck   compute-sanitizer racecheck on one step
 #   nccl        NCCL at world size 1 against the unsharded GPU run (test_cuda_nccl --nccl)
 #   mutation    tests/mutate_cuda.sh: 7 one-line faults must each fail test_cuda
 #   bench       7B, bf16, 8 x 512 and 1 x 1024, lomo vs PyTorch + lomo-optim (bench/run_cuda.sh)
-# Without a GPU (CI) it runs preflight, build, cpu and the compile-only mutation check,
+# Without a GPU (CI) it runs preflight, build, cpu, cpu_dry and the compile-only mutation check,
 # and marks every GPU part SKIPPED. Results: results.md (a table) and one log per part
 # under $OUT if set (then the logs are also packed into logs.tar.gz, since only a few
 # files come back from the device machine), else build/gpu-check.
@@ -91,10 +92,8 @@ HAVE_NCCL=0
 if [ -z "$NVCC" ]; then
     skip build "no nvcc" 150
 else
-    part build 150 "make -j$J build/test_cuda build/llama_ft_cuda build/bench_cuda build/test_cuda_tol_loops $([ $HAVE_NCCL = 1 ] && echo build/test_cuda_nccl)"
+    part build 150 "make -j$J build/test_cuda build/llama_ft_cuda build/bench_cuda $([ $HAVE_NCCL = 1 ] && echo build/test_cuda_nccl)"
 fi
-[ -x build/test_cuda_tol_loops ] || make -s build/test_cuda_tol_loops > /dev/null 2>&1
-part cpu 90 "build/test_cuda_tol_loops"
 
 # ---- the GPU parts ----
 if [ $GPU = 1 ] && [ -x build/test_cuda ]; then
@@ -116,9 +115,14 @@ if [ $GPU = 1 ] && [ -x build/test_cuda ]; then
 else
     why="no GPU (nvidia-smi lists none)"; [ $GPU = 1 ] && why="build/test_cuda missing"
     for p in test_cuda memcheck racecheck nccl; do skip $p "$why" -; done
-    part mutation 100 "sh tests/mutate_cuda.sh --no-run"
+    part mutation 180 "sh tests/mutate_cuda.sh --no-run"
     skip bench "$why" 120
 fi
+
+# ---- the CPU parts (after the GPU ones: with a GPU, CI has run them already) ----
+make -s build/test_cuda_tol_loops build/test_cuda_dry > "$LOGS/cpu_build.log" 2>&1
+part cpu 90 "build/test_cuda_tol_loops"
+part cpu_dry 150 "build/test_cuda_dry"
 
 [ -f "$R/bench/cuda.md" ] && { echo; cat "$R/bench/cuda.md"; } >> "$RES"
 [ -f build/mutants/results.md ] && { echo; echo "Mutation check:"; echo; cat build/mutants/results.md; } >> "$RES"
