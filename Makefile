@@ -23,7 +23,8 @@ SAN      = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-om
 TESTS    = test_ops test_grad test_train test_io test_data test_hf test_ckpt test_precision test_micro test_rules
 TESTS += test_state
 $(BUILD)/test_state_loops $(BUILD)/test_state_cblas $(BUILD)/test_state_asan: examples/llama_ft.c
-HEADERS  = lomo.h tests/test_util.h tests/ref_double.h
+TESTS += test_cuda_tol
+HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the
 # CUDA side is built in `make test` and cannot rot); run with `make test-cuda`.
@@ -38,7 +39,7 @@ CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 MPICC     ?= $(shell command -v mpicc 2>/dev/null)
 MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
 
-.PHONY: all test test-noblas demo bench clean cuda test-cuda bench-cuda fuzz fuzz-corpus
+.PHONY: all test test-noblas demo bench clean cuda test-cuda bench-cuda gpu-check fuzz fuzz-corpus
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
@@ -64,8 +65,14 @@ $(BUILD)/llama_ft_asan: examples/llama_ft.c lomo.h | $(BUILD)
 
 $(BUILD)/cuda_impl.o: examples/cuda_impl.cu lomo.h lomo_cuda.cuh | $(BUILD)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
-$(BUILD)/test_cuda: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h | $(BUILD)
+$(BUILD)/test_cuda: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h tests/step_compare.h | $(BUILD)
 	$(NVCC) $(NVFLAGS) $< -o $@ -lcublas -lgomp
+# test_cuda.cu's own logic on the CPU (the CPU backend posing as the GPU; run by gpu-check)
+$(BUILD)/test_cuda_dry: tests/test_cuda.cu tests/cuda_dry.h lomo.h tests/test_util.h tests/step_compare.h | $(BUILD)
+	$(CXX) -x c++ -std=c++17 -O2 $(OMP) -DLOMO_CUDA_DRY $< -o $@ $(LDLIBS)
+# the same tests + NCCL at world size 1 (test_cuda_nccl --nccl): built where NCCL is
+$(BUILD)/test_cuda_nccl: tests/test_cuda.cu lomo.h lomo_cuda.cuh tests/test_util.h tests/step_compare.h | $(BUILD)
+	$(NVCC) $(NVFLAGS) -DLOMO_NCCL $< -o $@ -lcublas -lnccl -lgomp
 $(BUILD)/llama_ft_cuda: examples/llama_ft.c $(BUILD)/cuda_impl.o
 	$(CC) $(CSTD) $(WARN) -O2 $(OMP) -DLOMO_CUDA $< $(BUILD)/cuda_impl.o -o $@ $(CUDA_LIBS) $(LDLIBS)
 $(BUILD)/bench_cuda: bench/bench_lomo.c $(BUILD)/cuda_impl.o
@@ -92,11 +99,16 @@ cuda: $(CUDA_BINS) $(NCCL_BINS)
 # then compute-sanitizer (memcheck, racecheck) on a small training run
 test-cuda: $(CUDA_BINS)
 	$(BUILD)/test_cuda
-	$(CUDA_HOME)/bin/compute-sanitizer --tool memcheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --steps 3 --out $(BUILD)/san_out
-	$(CUDA_HOME)/bin/compute-sanitizer --tool racecheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --steps 2 --out $(BUILD)/san_out
+	$(CUDA_HOME)/bin/compute-sanitizer --tool memcheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --dtype bf16 --clip-norm 1.0 --steps 2 --out $(BUILD)/san_out
+	$(CUDA_HOME)/bin/compute-sanitizer --tool racecheck --error-exitcode 1 $(BUILD)/llama_ft_cuda --device cuda --dtype bf16 --steps 1 --out $(BUILD)/san_out
 
 bench-cuda: $(CUDA_BINS)
 	sh bench/run_cuda.sh
+
+# the one command of a session with a lent GPU (and of CI, which has none: then the
+# build, the CPU parts and the compile-only mutation check run, the rest says SKIPPED)
+gpu-check:
+	sh tests/gpu_check.sh
 
 test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan $(if $(NVCC),$(CUDA_BINS)) $(MPI_BINS) $(NCCL_BINS)
 	@echo "CUDA side: $(if $(NVCC),compiled with $(NVCC) for sm_80 and sm_90 (run on a GPU: make test-cuda),not built (no nvcc))$(if $(NCCL_BINS), + NCCL sharding (build/llama_ft_nccl))"

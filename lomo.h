@@ -150,6 +150,10 @@ BACKENDS
    matmul forward/backward, RMSNorm, RoPE, attention, SwiGLU, embedding,
    cross-entropy, sum of squares and the built-in update kernel. The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
+   Before each forward or step the driver hands the backend that trainer's
+   scratch and activation dtype (set_scratch), so backends keep no state of
+   one trainer that another could pick up. check() reports earlier errors;
+   the CUDA one synchronises first, so a faulting kernel fails its step.
 
 VERSION HISTORY
 
@@ -179,6 +183,13 @@ VERSION HISTORY
         (no_finite_check), 64-bit batch x seq_len checks before allocating,
         lomo_step_info.loss_sum (batch-independent eval sums),
         lomo_memory_formula_model (the storage dtype of the loaded model).
+        CUDA backend: set_scratch carries the activation GEMM dtype and is
+        called on every forward/step (two trainers of different dtypes share
+        a device); check() synchronises, names the ops and clears the error
+        (LOMO_CUDA_SYNC=1 syncs after every op), lomo_cuda_release after a
+        lost context, cudaSetDevice per op, lomo_cuda_init_random; a test kit
+        that fails on wrong kernels (test_cuda, mutate_cuda.sh, test_cuda_tol)
+        and `make gpu-check`. Not yet run on a GPU.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -652,9 +663,11 @@ struct lomo_backend {
        micro-batch (gram: the Gram norm pass is on). The CPU widens 16-bit
        weights for BLAS; CUDA casts activations to 16 bits for cuBLAS. The
        trainer allocates it (tagged workspace) and hands it over with
-       set_scratch before running. */
+       set_scratch before every forward/step, with the dtype of the model's
+       activation GEMM operands (its storage dtype); p is NULL when it needs
+       none, so no other trainer's scratch or dtype stays in use. */
     size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N, int gram);
-    void (*set_scratch)(void *ctx, void *p, size_t bytes);
+    void (*set_scratch)(void *ctx, void *p, size_t bytes, int act_dtype);
     /* 1 if every stored element of p (p->numel, any dtype) is finite, else 0: the trainer's
        check after each update. NULL: the trainer tests param_sumsq for finiteness instead. */
     int (*all_finite)(void *ctx, const lomo_tensor *p);
@@ -2763,8 +2776,9 @@ static size_t lomo__cpu_scratch_bytes(void *ctx, const lomo_model *m, int N, int
     return 4 * (big > gram ? big : gram);
 }
 
-static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes) {
+static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtype) {
     lomo__cpu *c = (lomo__cpu *)ctx;
+    (void)act_dtype;
     c->scratch = (float *)p;
     c->scratch_bytes = bytes;
 }
@@ -4569,7 +4583,7 @@ static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32
         }
     be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * (size_t)n);
     be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * (size_t)n);
-    if (t->scratch && be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes);
+    if (be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes, (int)t->m->cfg.dtype);   /* always: this trainer's */
     return count;
 }
 

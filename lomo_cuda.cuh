@@ -31,6 +31,22 @@
      query row, dk/dv per key row) with no atomics. The embedding backward
      uses atomicAdd (its summation order may vary between runs).
 
+   ERRORS: every op records failures with file:line and its name; check()
+     (after each tensor's update and each layer, and at the end of a step)
+     synchronises the stream, so a kernel that faults fails that lomo_step
+     with the names of the ops enqueued since the previous check
+     (LOMO_CUDA_SYNC=1 in the environment synchronises after every op and
+     names the failing one), then clears the error. A fault that corrupts
+     the context (illegal address) is reported as such and stays reported:
+     free the models and trainers, lomo_cuda_release(be, 1) resets the
+     device, and lomo_cuda_backend(device) starts again. Each backend sets
+     its own device before every op, so backends on two devices can share
+     a process and a thread.
+
+   TESTED BY tests/test_cuda.cu (kernels and steps against the CPU),
+     tests/mutate_cuda.sh (planted faults must fail it), tests/test_cuda_tol.c
+     (the 16-bit step bound, on the CPU) and `make gpu-check`; see README.
+
    SHARDING: with LOMO_NCCL, lomo_nccl_comm / lomo_nccl_comm_from_mpi give a
    communicator for lomo_load_opts.comm (collectives on the backend stream).
 
@@ -50,6 +66,15 @@ extern "C" {
 const lomo_backend *lomo_cuda_backend(int device);
 /* Bytes in use / total on the backend's device, as the driver reports them. */
 int lomo_cuda_mem_info(const lomo_backend *be, size_t *free_bytes, size_t *total_bytes);
+/* Tears the backend down (stream, cuBLAS, its buffers; with reset_device,
+   cudaDeviceReset) so that lomo_cuda_backend(device) starts a fresh one: the
+   way out after check() reports a lost context. Free every model and trainer
+   on it first (after a reset their device pointers are gone). 0 or -1. */
+int lomo_cuda_release(const lomo_backend *be, int reset_device);
+/* Random weights made on the device (no host copy): matrices uniform with
+   standard deviation std, norms 1, biases 0; a function of (seed, tensor
+   index, element). For benchmarks of large shapes. 0 or -1. */
+int lomo_cuda_init_random(lomo_model *m, uint64_t seed, float std);
 #ifdef __cplusplus
 }
 #endif
@@ -91,28 +116,54 @@ typedef struct lomo__cu {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
-    int err;
+    int err;                     /* an error since the last check(): reported there, then cleared */
+    int lost;                    /* a sticky (context-corrupting) error: only lomo_cuda_release helps */
+    int sync_each;               /* LOMO_CUDA_SYNC=1: synchronise after every op, naming the one that fails */
     char msg[512];
+    const char *ops[8];          /* the last ops enqueued since the last check (ring), for error messages */
+    int n_ops;
     void *scratch;               /* trainer-owned: 16-bit casts of activations, Gram matrices */
-    int act_dtype;               /* GEMM operand dtype for activation x activation (dW): the model's storage */
+    int act_dtype;               /* GEMM operand dtype for activation x activation (dW): set with the scratch */
     size_t scratch_bytes;
     double *part;                /* LOMO_CU__PARTS partial sums */
     double *host;                /* pinned: the final sum */
     float *scal;                 /* device scalars for AdaLomo (rmean, denom, lr_t) */
 } lomo__cu;
 
-/* ---- errors: sticky, with file:line, reported through lomo_error() by check() ---- */
+/* ---- errors ----
+   Every failure is recorded with file:line and the op (the first one kept);
+   check() synchronises the stream, so faults of kernels still in flight are
+   caught too, reports through lomo_error() and clears the record, so one
+   error does not poison the process. A sticky error (an illegal address, a
+   trap) corrupts the CUDA context: check() says so, every later check fails,
+   and lomo_cuda_release(be, 1) resets the device so lomo_cuda_backend can
+   start afresh (free the models and trainers on it first). */
 
 static void lomo__cu_fail(lomo__cu *c, const char *what, const char *detail, const char *file, int line) {
     if (c->err) return;   /* keep the first */
     c->err = 1;
     snprintf(c->msg, sizeof c->msg, "%s:%d: %s failed: %s", file, line, what, detail);
 }
+/* the context of an op, on the backend's device (two backends on two devices in one process) */
+static lomo__cu *lomo__cu_on(void *ctx) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    cudaError_t e = cudaSetDevice(c->device);
+    if (e != cudaSuccess) lomo__cu_fail(c, "cudaSetDevice", cudaGetErrorString(e), __FILE__, __LINE__);
+    return c;
+}
+static void lomo__cu_note(lomo__cu *c, const char *op) { c->ops[c->n_ops++ & 7] = op; }
+static void lomo__cu_launched(lomo__cu *c, const char *op, const char *file, int line) {
+    cudaError_t e = cudaGetLastError();
+    lomo__cu_note(c, op);
+    if (e == cudaSuccess && c->sync_each) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) lomo__cu_fail(c, op, cudaGetErrorString(e), file, line);
+}
 #define LOMO__CU(c, call) do { cudaError_t e_ = (call); \
     if (e_ != cudaSuccess) lomo__cu_fail((c), #call, cudaGetErrorString(e_), __FILE__, __LINE__); } while (0)
-#define LOMO__CUBLAS(c, call) do { cublasStatus_t s_ = (call); \
+#define LOMO__CUBLAS(c, call) do { cublasStatus_t s_ = (call); lomo__cu_note((c), #call); \
     if (s_ != CUBLAS_STATUS_SUCCESS) lomo__cu_fail((c), #call, cublasGetStatusString(s_), __FILE__, __LINE__); } while (0)
-#define LOMO__LAUNCHED(c) LOMO__CU((c), cudaGetLastError())
+/* after each kernel launch: launch errors now, and with LOMO_CUDA_SYNC=1 execution errors, named by the op */
+#define LOMO__LAUNCHED(c) lomo__cu_launched((c), __func__, __FILE__, __LINE__)
 
 static int lomo__cu_blocks(size_t n, int threads) {
     size_t b = (n + threads - 1) / threads;
@@ -226,45 +277,68 @@ static double lomo__cu_reduce_to_host(lomo__cu *c) {
 
 static void *lomo__cu_alloc(void *ctx, size_t n) {
     void *p = NULL;
-    (void)ctx;
+    lomo__cu_on(ctx);                  /* on this backend's device, whichever is current */
     if (cudaMalloc(&p, n) != cudaSuccess) { (void)cudaGetLastError(); return NULL; }   /* the driver reports it */
     return p;
 }
 static void lomo__cu_free(void *ctx, void *p) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     LOMO__CU(c, cudaStreamSynchronize(c->stream));
     LOMO__CU(c, cudaFree(p));
 }
 static void lomo__cu_upload(void *ctx, void *d, const void *s, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;   /* synchronous: the host buffer may be reused at once */
+    lomo__cu *c = lomo__cu_on(ctx);   /* synchronous: the host buffer may be reused at once */
     LOMO__CU(c, cudaMemcpyAsync(d, s, n, cudaMemcpyHostToDevice, c->stream));
     LOMO__CU(c, cudaStreamSynchronize(c->stream));
 }
 static void lomo__cu_download(void *ctx, void *d, const void *s, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     LOMO__CU(c, cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToHost, c->stream));
     LOMO__CU(c, cudaStreamSynchronize(c->stream));
 }
 static void lomo__cu_copy(void *ctx, void *d, const void *s, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     LOMO__CU(c, cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice, c->stream));
 }
 static void lomo__cu_zero(void *ctx, void *p, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     LOMO__CU(c, cudaMemsetAsync(p, 0, n, c->stream));
 }
 static int lomo__cu_check(void *ctx) {
-    lomo__cu *c = (lomo__cu *)ctx;
-    LOMO__CU(c, cudaGetLastError());
-    if (c->err) return lomo__fail("cuda backend: %s", c->msg);
-    return 0;
+    lomo__cu *c = lomo__cu_on(ctx);
+    cudaError_t e;
+    char ops[256] = "";
+    int i, n = c->n_ops < 8 ? c->n_ops : 8;
+    if (c->lost) return lomo__fail("cuda backend (device %d): the CUDA context was lost earlier (%s); free the models and "
+                                   "trainers on it and call lomo_cuda_release(backend, 1)", c->device, c->msg);
+    for (i = 0; i < n; i++) {   /* oldest first */
+        const char *op = c->ops[(c->n_ops - n + i) & 7];
+        size_t len = strlen(ops);
+        snprintf(ops + len, sizeof ops - len, "%s%s", i ? ", " : "", op);
+    }
+    e = cudaStreamSynchronize(c->stream);   /* faults of kernels still in flight surface here */
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        char what[320];
+        (void)cudaGetLastError();
+        snprintf(what, sizeof what, "an op since the last check (the last %d enqueued: %s; LOMO_CUDA_SYNC=1 names the "
+                 "failing one)", n, n ? ops : "none");
+        lomo__cu_fail(c, what, cudaGetErrorString(e), __FILE__, __LINE__);
+        if (cudaStreamSynchronize(c->stream) != cudaSuccess || cudaGetLastError() != cudaSuccess) c->lost = 1;
+    }
+    c->n_ops = 0;
+    if (!c->err) return 0;
+    c->err = 0;   /* reported: the next op starts clean (unless the context is lost) */
+    if (c->lost) return lomo__fail("cuda backend (device %d): %s; the CUDA context is lost: free the models and trainers "
+                                   "on it and call lomo_cuda_release(backend, 1)", c->device, c->msg);
+    return lomo__fail("cuda backend (device %d): %s", c->device, c->msg);
 }
 
 __global__ void lomo__cu_k_add(float *y, const float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) y[i] += x[i];
 }
 static void lomo__cu_add(void *ctx, float *y, const float *x, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_add<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(y, x, n);
     LOMO__LAUNCHED(c);
 }
@@ -282,12 +356,12 @@ __global__ void lomo__cu_k_embed_bwd(float *dw, const float *dx, const int32_t *
         atomicAdd(dw + (size_t)tok[i / C] * C + i % C, dx[i]);
 }
 static void lomo__cu_embed_fwd(void *ctx, float *x, const int32_t *tok, const lomo_tensor *w, int N, int C) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_embed_fwd<<<lomo__cu_blocks((size_t)N * C, 256), 256, 0, c->stream>>>(x, tok, w->data, w->dtype, N, C);
     LOMO__LAUNCHED(c);
 }
 static void lomo__cu_embed_bwd(void *ctx, float *dw, const float *dx, const int32_t *tok, int N, int C) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_embed_bwd<<<lomo__cu_blocks((size_t)N * C, 256), 256, 0, c->stream>>>(dw, dx, tok, N, C);
     LOMO__LAUNCHED(c);
 }
@@ -324,13 +398,13 @@ __global__ void lomo__cu_k_rms_bwd_w(float *dw, const float *dy, const float *x,
 }
 static void lomo__cu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C,
                                  float eps) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_rms_fwd<<<N, 256, 0, c->stream>>>(y, rstd, x, w->data, w->dtype, C, eps);
     LOMO__LAUNCHED(c);
 }
 static void lomo__cu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x, const lomo_tensor *w,
                                  const float *rstd, int N, int C) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_rms_bwd_x<<<N, 256, 0, c->stream>>>(dx, dy, x, w->data, w->dtype, rstd, C);
     LOMO__LAUNCHED(c);
     lomo__cu_k_rms_bwd_w<<<(C + 255) / 256, 256, 0, c->stream>>>(dw, dy, x, rstd, N, C);
@@ -377,7 +451,7 @@ __global__ void lomo__cu_k_bias(float *y, const void *b, int dt, int N, int O) {
 /* y (N,O) (+)= x (N,K) W^T + b: column-major y^T = W x^T */
 static void lomo__cu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *w, const lomo_tensor *b, int N,
                                 int K, int O, int accumulate) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     size_t used = 0;
     const void *xo = lomo__cu_operand(c, x, (size_t)N * K, w->dtype, &used);
     lomo__cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, O, N, K, w->data, K, xo, K, w->dtype, y, O, accumulate);
@@ -389,7 +463,7 @@ static void lomo__cu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_
 /* dx (N,K) (+)= dy (N,O) W: column-major dx^T = W^T dy^T */
 static void lomo__cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const lomo_tensor *w, int N, int K, int O,
                                   int accumulate) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     size_t used = 0;
     const void *d = lomo__cu_operand(c, dy, (size_t)N * O, w->dtype, &used);
     lomo__cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, K, N, O, w->data, K, d, O, w->dtype, dx, K, accumulate);
@@ -399,7 +473,7 @@ static void lomo__cu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const l
    storage dtype (tensor cores) and accumulated in fp32. */
 static void lomo__cu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const float *x, int N, int K, int O,
                                   int accumulate) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     size_t used = 0;
     const void *xo = lomo__cu_operand(c, x, (size_t)N * K, c->act_dtype, &used);
     const void *dyo = lomo__cu_operand(c, dy, (size_t)N * O, c->act_dtype, &used);
@@ -414,7 +488,7 @@ __global__ void lomo__cu_k_colsum(float *db, const float *dy, int N, int O) {
     db[o] = s;
 }
 static void lomo__cu_bias_bwd(void *ctx, float *db, const float *dy, int N, int O) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_colsum<<<(O + 255) / 256, 256, 0, c->stream>>>(db, dy, N, O);
     LOMO__LAUNCHED(c);
 }
@@ -438,7 +512,7 @@ __global__ void lomo__cu_k_rope(float *x, const float *inv_freq, int B, int T, i
     }
 }
 static void lomo__cu_rope(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int inverse) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_rope<<<lomo__cu_blocks((size_t)B * T * nh * (hd / 2), 256), 256, 0, c->stream>>>(x, inv_freq, B, T, nh, hd,
                                                                                                 inverse);
     LOMO__LAUNCHED(c);
@@ -537,7 +611,7 @@ __global__ void lomo__cu_k_attn_dkv(float *dk, float *dv, const float *dout, con
 
 static void lomo__cu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v, int B,
                               int T, int nh, int nkv, int hd) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     size_t threads = (size_t)B * T * nh * 32;
     if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
     lomo__cu_k_attn_fwd<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, lse, q, k, v, B, T, nh, nkv, hd,
@@ -547,7 +621,7 @@ static void lomo__cu_attn_fwd(void *ctx, float *out, float *lse, const float *q,
 static void lomo__cu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q,
                               const float *k, const float *v, const float *out, const float *lse, int B, int T, int nh,
                               int nkv, int hd) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     float scale = 1.0f / sqrtf((float)hd);
     size_t tq = (size_t)B * T * nh * 32, tk = (size_t)B * T * nkv * 32;
     if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
@@ -573,13 +647,13 @@ __global__ void lomo__cu_k_swiglu_bwd(float *dg, float *du, const float *dh, con
     }
 }
 static void lomo__cu_swiglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_swiglu_fwd<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(h, g, u, n);
     LOMO__LAUNCHED(c);
 }
 static void lomo__cu_swiglu_bwd(void *ctx, float *dg, float *du, const float *dh, const float *g, const float *u,
                                 size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_swiglu_bwd<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(dg, du, dh, g, u, n);
     LOMO__LAUNCHED(c);
 }
@@ -612,13 +686,13 @@ __global__ void lomo__cu_k_xent(float *losses, float *dlogits, const float *logi
 }
 static void lomo__cu_cross_entropy(void *ctx, float *losses, float *dlogits, const float *logits,
                                    const int32_t *targets, int N, int V, float dscale) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_xent<<<N, 512, 0, c->stream>>>(losses, dlogits, logits, targets, V, dscale);
     LOMO__LAUNCHED(c);
 }
 
 static double lomo__cu_sumsq(void *ctx, const float *x, size_t n) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_dot<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, x, x, n);
     LOMO__LAUNCHED(c);
     return lomo__cu_reduce_to_host(c);
@@ -724,7 +798,7 @@ __global__ void lomo__cu_k_ada_apply(void *p, int dt, const float *g, const floa
 }
 
 static void lomo__cu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     size_t n = (size_t)p->numel;
     int blocks = lomo__cu_blocks(n, 256);
     if (a->rule == LOMO_OPT_LOMO) {
@@ -764,7 +838,7 @@ __global__ void lomo__cu_k_psumsq(double *part, const void *p, int dt, size_t n)
     if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 static double lomo__cu_param_sumsq(void *ctx, const lomo_tensor *p) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_psumsq<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, p->data, p->dtype, (size_t)p->numel);
     LOMO__LAUNCHED(c);
     return lomo__cu_reduce_to_host(c);
@@ -772,7 +846,7 @@ static double lomo__cu_param_sumsq(void *ctx, const lomo_tensor *p) {
 
 /* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F from two N x N Gram matrices (cuBLAS, fp32) */
 static double lomo__cu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
-    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu *c = lomo__cu_on(ctx);
     size_t nn = (size_t)N * N;
     float *gy = (float *)c->scratch, *gx = gy + nn;
     if (2 * nn * sizeof(float) > c->scratch_bytes) {
@@ -794,15 +868,19 @@ static size_t lomo__cu_scratch_bytes(void *ctx, const lomo_model *m, int N, int 
     if ((size_t)c->hidden_dim > w) w = (size_t)c->hidden_dim;
     if ((size_t)c->n_heads * c->head_dim > w) w = (size_t)c->n_heads * c->head_dim;
     if ((size_t)c->vocab_size > w) w = (size_t)c->vocab_size;
-    ((lomo__cu *)ctx)->act_dtype = c->dtype;
+    (void)ctx;
     cast = c->dtype == LOMO_F32 ? 0 : 2 * 2 * (size_t)N * w;   /* two operands of 2 bytes */
     g = gram ? 2 * (size_t)N * N * sizeof(float) : 0;
     return cast > g ? cast : g;
 }
-static void lomo__cu_set_scratch(void *ctx, void *p, size_t bytes) {
-    lomo__cu *c = (lomo__cu *)ctx;
+/* the trainer about to run: its scratch (NULL, 0 when it needs none) and the
+   dtype its dW GEMMs take their activation operands in, both replaced on
+   every call, so trainers of different dtypes can share the device */
+static void lomo__cu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtype) {
+    lomo__cu *c = lomo__cu_on(ctx);
     c->scratch = p;
-    c->scratch_bytes = bytes;
+    c->scratch_bytes = p ? bytes : 0;
+    c->act_dtype = act_dtype;
 }
 
 extern "C" const lomo_backend *lomo_cuda_backend(int device) {
@@ -813,7 +891,9 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     if (device < 0 || device >= 16) { lomo__fail("cuda: device %d out of range", device); return NULL; }
     if (be[device].name) return &be[device];
     c = &ctx[device];
+    memset(c, 0, sizeof *c);
     c->device = device;
+    c->sync_each = getenv("LOMO_CUDA_SYNC") && atoi(getenv("LOMO_CUDA_SYNC")) > 0;
     if ((e = cudaSetDevice(device)) != cudaSuccess) { lomo__fail("cuda: cudaSetDevice(%d): %s", device, cudaGetErrorString(e)); return NULL; }
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc(&c->part, sizeof(double) * (2 * LOMO_CU__PARTS + 1))) != cudaSuccess ||
@@ -852,6 +932,48 @@ extern "C" int lomo_cuda_mem_info(const lomo_backend *be, size_t *free_bytes, si
     return 0;
 }
 
+extern "C" int lomo_cuda_release(const lomo_backend *be, int reset_device) {
+    lomo__cu *c;
+    int rc = 0;
+    if (!be || !be->ctx || !be->name || strcmp(be->name, "cuda")) return lomo__fail("lomo_cuda_release: not a CUDA backend");
+    c = (lomo__cu *)be->ctx;
+    cudaSetDevice(c->device);
+    if (!c->lost) {   /* a lost context cannot free anything: the reset does */
+        cudaStreamSynchronize(c->stream);
+        cublasDestroy(c->blas);
+        cudaFree(c->part); cudaFree(c->scal); cudaFreeHost(c->host);
+        cudaStreamDestroy(c->stream);
+    }
+    if (reset_device && cudaDeviceReset() != cudaSuccess) rc = lomo__fail("lomo_cuda_release: cudaDeviceReset on device %d failed", c->device);
+    (void)cudaGetLastError();
+    memset((void *)be, 0, sizeof *be);   /* the table is ours (static): lomo_cuda_backend(device) starts a new one */
+    return rc;
+}
+
+/* matrices uniform in [-std sqrt 3, std sqrt 3] (variance std^2), norms 1, biases 0,
+   from the counter hash of (seed, tensor, element): made on the device */
+__global__ void lomo__cu_k_init(void *p, int dt, size_t n, int kind, uint64_t seed, uint64_t tensor, float a) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = kind == 2 ? a * (2.0f * lomo__cu_uniform(seed, tensor, i) - 1.0f) : kind == 1 ? 1.0f : 0.0f;
+        lomo__cu_st_at(p, dt, i, i, x, 0, 0, 0);
+    }
+}
+extern "C" int lomo_cuda_init_random(lomo_model *m, uint64_t seed, float std) {
+    lomo__cu *c;
+    int i;
+    if (!m || !m->be || !m->be->name || strcmp(m->be->name, "cuda")) return lomo__fail("lomo_cuda_init_random: not a model on the CUDA backend");
+    c = lomo__cu_on(m->be->ctx);
+    for (i = 0; i < m->n_tensors; i++) {
+        lomo_tensor *t = &m->tensors[i];
+        int norm = t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM;
+        size_t n = t->shard_len ? (size_t)t->shard_len : (size_t)t->numel;
+        lomo__cu_k_init<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(t->data, t->dtype, n, t->ndim == 2 ? 2 : norm,
+                                                                         seed, (uint64_t)i, std * 1.7320508f);
+        LOMO__LAUNCHED(c);
+    }
+    return lomo__cu_check(c);
+}
+
 /* ---- NCCL communicator (LOMO_NCCL) ---- */
 #ifdef LOMO_NCCL
 #include <time.h>
@@ -860,6 +982,8 @@ typedef struct lomo__nccl {
     ncclComm_t comm;
     cudaStream_t stream;
     int own;                  /* created here: destroyed by lomo_nccl_comm_free */
+    int aborted;              /* ncclCommAbort ran (error or timeout): never destroyed or used again */
+    int device;               /* the CUDA backend's device, current for every collective */
     void *stage; size_t stage_bytes;
     double timeout;
 } lomo__nccl;
@@ -886,10 +1010,12 @@ static int lomo__nccl_wait(lomo__nccl *c, const char *what) {
         if (e != cudaErrorNotReady) return lomo__fail("NCCL %s: %s", what, cudaGetErrorString(e));
         if (ncclCommGetAsyncError(c->comm, &async) != ncclSuccess || async != ncclSuccess) {
             ncclCommAbort(c->comm);
+            c->aborted = 1;
             return lomo__fail("NCCL %s: %s (communicator aborted)", what, ncclGetErrorString(async));
         }
         if (lomo__nccl_now() - t0 > c->timeout) {
             ncclCommAbort(c->comm);
+            c->aborted = 1;
             return lomo__fail("NCCL %s: no answer from the other ranks after %.0f s: a rank died, hangs, or runs "
                               "different work; communicator aborted (LOMO_COMM_TIMEOUT sets the limit)", what, c->timeout);
         }
@@ -914,6 +1040,8 @@ static void *lomo__nccl_stage(lomo__nccl *c, size_t bytes) {
 
 static int lomo__nccl_all_reduce(void *ctx, void *buf, size_t n, int is_double) {
     lomo__nccl *c = (lomo__nccl *)ctx;
+    cudaSetDevice(c->device);
+    if (c->aborted) return lomo__fail("NCCL all_reduce: the communicator was aborted by an earlier error or timeout");
     size_t bytes = n * (is_double ? 8 : 4);
     int host = lomo__nccl_is_host(buf);
     void *d = host ? lomo__nccl_stage(c, bytes) : buf;
@@ -926,6 +1054,8 @@ static int lomo__nccl_all_reduce(void *ctx, void *buf, size_t n, int is_double) 
 
 static int lomo__nccl_all_gather(void *ctx, void *dst, const void *src, size_t bytes) {
     lomo__nccl *c = (lomo__nccl *)ctx;
+    cudaSetDevice(c->device);
+    if (c->aborted) return lomo__fail("NCCL all_gather: the communicator was aborted by an earlier error or timeout");
     int nranks = 0, host = lomo__nccl_is_host(dst) || lomo__nccl_is_host(src);
     char *d;
     ncclCommCount(c->comm, &nranks);
@@ -945,12 +1075,16 @@ static int lomo__nccl_all_gather(void *ctx, void *dst, const void *src, size_t b
 
 static int lomo__nccl_reduce_scatter(void *ctx, float *dst, const float *src, size_t n) {
     lomo__nccl *c = (lomo__nccl *)ctx;
+    cudaSetDevice(c->device);
+    if (c->aborted) return lomo__fail("NCCL reduce_scatter: the communicator was aborted by an earlier error or timeout");
     if (LOMO__NCCL(ncclReduceScatter(src, dst, n, ncclFloat, ncclSum, c->comm, c->stream), "reduce_scatter")) return -1;
     return lomo__nccl_wait(c, "reduce_scatter");
 }
 
 static int lomo__nccl_broadcast(void *ctx, void *buf, size_t bytes, int root) {
     lomo__nccl *c = (lomo__nccl *)ctx;
+    cudaSetDevice(c->device);
+    if (c->aborted) return lomo__fail("NCCL broadcast: the communicator was aborted by an earlier error or timeout");
     int host = lomo__nccl_is_host(buf);
     void *d = host ? lomo__nccl_stage(c, bytes) : buf;
     if (!d) return -1;
@@ -965,7 +1099,7 @@ static lomo_comm *lomo__nccl_make(ncclComm_t comm, const lomo_backend *cuda, int
     lomo__nccl *c = (lomo__nccl *)calloc(1, sizeof *c);
     const char *env = getenv("LOMO_COMM_TIMEOUT");
     if (!lc || !c || !cuda || !cuda->stream) { free(lc); free(c); lomo__fail("NCCL: needs the CUDA backend"); return NULL; }
-    c->comm = comm; c->stream = (cudaStream_t)cuda->stream; c->own = own;
+    c->comm = comm; c->stream = (cudaStream_t)cuda->stream; c->own = own; c->device = ((lomo__cu *)cuda->ctx)->device;
     c->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
     ncclCommUserRank(comm, &lc->rank);
     ncclCommCount(comm, &lc->size);
@@ -995,8 +1129,9 @@ extern "C" void lomo_nccl_comm_free(lomo_comm *lc) {
     lomo__nccl *c;
     if (!lc) return;
     c = (lomo__nccl *)lc->ctx;
+    cudaSetDevice(c->device);
     if (c->stage) cudaFree(c->stage);
-    if (c->own) ncclCommDestroy(c->comm);
+    if (c->own && !c->aborted) ncclCommDestroy(c->comm);   /* an aborted one is already gone */
     free(c);
     free(lc);
 }

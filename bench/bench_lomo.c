@@ -93,11 +93,17 @@ int main(int argc, char **argv) {
     c.max_seq_len = seq;
     lomo_load_opts lo = {!strcmp(dtype, "bf16") ? LOMO_BF16 : !strcmp(dtype, "f16") ? LOMO_F16 : LOMO_F32, NULL, NULL};
     char gpu_name[256] = "";
+    double ctx_mib = 0.0;
+#ifdef LOMO_CUDA
+    size_t ctx_free = 0, ctx_total = 0;
+#endif
     if (!strcmp(device, "cuda")) {
 #ifdef LOMO_CUDA
         struct cudaDeviceProp prop;
         if (!(lo.backend = lomo_cuda_backend(0))) { fprintf(stderr, "bench: %s\n", lomo_error()); return 1; }
         if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) snprintf(gpu_name, sizeof gpu_name, "%s", prop.name);
+        /* the device memory in use before any model: CUDA context + the backend's stream and cuBLAS handle */
+        if (!lomo_cuda_mem_info(lo.backend, &ctx_free, &ctx_total)) ctx_mib = (double)(ctx_total - ctx_free) / 1048576.0;
         /* dense bf16 tensor-core peaks (no sparsity): H100/H200 SXM 989 TFLOP/s, A100 312 */
         if (!peak_tflops) peak_tflops = strstr(gpu_name, "H100") || strstr(gpu_name, "H200") ? 989.4
                                       : strstr(gpu_name, "A100") ? 312.0 : 0.0;
@@ -108,6 +114,11 @@ int main(int argc, char **argv) {
     }
     lomo_model *m = lomo_model_new(&c, &lo);
     if (!m) { fprintf(stderr, "bench_cpu: %s\n", lomo_error()); return 1; }
+#ifdef LOMO_CUDA
+    if (lo.backend) {   /* made on the device: a 7B model's host-side init would take minutes */
+        if (lomo_cuda_init_random(m, 1, 0.02f)) { fprintf(stderr, "bench: %s\n", lomo_error()); return 1; }
+    } else
+#endif
     bench_init(m, 0.02f);
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
@@ -156,13 +167,13 @@ int main(int argc, char **argv) {
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
-        fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, "
+        fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, \"context_mib\": %.1f, "
                    "\"tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f, "
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
                    "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
-                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, tps, rss, r.total_peak / 1048576.0, total / 1048576.0,
+                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, rss, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
                 batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
         fclose(f);

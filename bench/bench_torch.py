@@ -84,8 +84,11 @@ def main():
         use_cache=False,
     )
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa",
-                                          dtype=dtype).to(a.device)
+    # built on the device itself (a 7B model initialised on the CPU and then
+    # moved takes minutes and the host's memory)
+    with torch.device(a.device):
+        model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa",
+                                              dtype=dtype)
     if a.checkpointing:
         # transformers >= 5 renamed gradient_checkpointing_enable (deprecated).
         getattr(model, "activation_checkpointing_enable",
@@ -129,6 +132,7 @@ def main():
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "baseline_rss_mib": base_rss,
         "peak_device_mib": torch.cuda.max_memory_allocated() / 1048576.0 if cuda else None,
+        "peak_reserved_mib": torch.cuda.max_memory_reserved() / 1048576.0 if cuda else None,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "params": n_params,
         "loss_first": losses[0] if losses else None,
