@@ -46,7 +46,8 @@ static void check_save_roundtrip(lomo_model *m, const char *name) {
     CHECK(r != NULL, "%s: reload: %s", name, lomo_error());
     if (!r) return;
     int same = r->n_tensors == m->n_tensors &&
-               !memcmp(&r->cfg, &m->cfg, offsetof(lomo_config, dtype));
+               !memcmp(&r->cfg, &m->cfg, offsetof(lomo_config, dtype)) &&
+               !memcmp(&r->cfg.qk_norm, &m->cfg.qk_norm, sizeof(lomo_config) - offsetof(lomo_config, qk_norm));
     for (int i = 0; same && i < m->n_tensors; i++)
         same = !strcmp(r->tensors[i].name, m->tensors[i].name) &&
                !memcmp(r->tensors[i].data, m->tensors[i].data, 4 * (size_t)m->tensors[i].numel);
@@ -161,6 +162,10 @@ int main(void) {
     run_case("llama_tied", 1);         /* tied, head_dim 12 != 32/4, one kv head */
     run_case("llama_bias", 1);         /* q/k/v/o biases, older config layout */
     run_case("qwen2_bias", 1);
+    run_case("qwen3_tied", 1);         /* q_norm / k_norm, head_dim 12 */
+    run_case("qwen3_bias", 1);         /* untied, attention_bias, MQA */
+    run_case("gemma2", 1);             /* (1+w) norms, GeGLU, post-norms, soft-capping, local layers, tied */
+    run_case("gemma3", 1);             /* + q/k norms, per-layer rope bases, linear scaling, untied */
     /* loss and logits: the other config families and storage formats */
     run_case("llama3_scaled", 0);      /* rope_parameters llama3 (transformers 5 layout) */
     run_case("llama3_scaled_oldcfg", 0); /* rope_scaling llama3 (older layout) */
