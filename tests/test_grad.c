@@ -27,9 +27,12 @@ static void fill_model(lomo_model *m, double std) {
     for (int i = 0; i < m->n_tensors; i++) {
         lomo_tensor *t = &m->tensors[i];
         float *p = (float *)t->data;
-        int is_norm = t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM;
+        int is_norm = t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM ||
+                      t->kind == LOMO_Q_NORM || t->kind == LOMO_K_NORM || t->kind == LOMO_POST_ATTN_NORM ||
+                      t->kind == LOMO_POST_MLP_NORM;
+        double gain = m->cfg.gemma ? 0.0 : 1.0;   /* Gemma stores gain - 1 */
         for (int64_t j = 0; j < t->numel; j++)
-            p[j] = (float)(is_norm ? 1.0 + 0.2 * tu_normal() : (t->ndim == 2 ? std : 0.3) * tu_normal());
+            p[j] = (float)(is_norm ? gain + 0.2 * tu_normal() : (t->ndim == 2 ? std : 0.3) * tu_normal());
     }
 }
 
@@ -41,6 +44,10 @@ static double **ref_from(const lomo_model *m, ref_model *r) {
     r->c.C = c->dim; r->c.H = c->hidden_dim; r->c.L = c->n_layers; r->c.nh = c->n_heads;
     r->c.nkv = c->n_kv_heads; r->c.hd = c->head_dim; r->c.V = c->vocab_size; r->c.tied = c->tie_embeddings;
     r->c.eps = c->norm_eps; r->c.theta = c->rope_theta;
+    r->c.qk_norm = c->qk_norm; r->c.gemma = c->gemma; r->c.qpas = c->query_pre_attn_scalar;
+    r->c.attn_cap = c->gemma == 2 ? c->attn_softcap : 0; r->c.final_cap = c->final_softcap;
+    r->c.window = c->local_window; r->c.pattern = c->local_pattern; r->c.theta_local = c->rope_local_theta;
+    r->c.rope_factor = c->rope_type == 2 ? c->rope_factor : 0;
     r->layers = (ref_layer *)calloc(c->n_layers, sizeof(ref_layer));
     for (int i = 0; i < m->n_tensors; i++) {
         const lomo_tensor *t = &m->tensors[i];
@@ -58,17 +65,32 @@ static double **ref_from(const lomo_model *m, ref_model *r) {
         case LOMO_W_GATE: L->wg = d[i]; break; case LOMO_W_UP: L->wu = d[i]; break;
         case LOMO_W_DOWN: L->wd = d[i]; break;
         case LOMO_ATTN_NORM: L->attn_norm = d[i]; break; case LOMO_MLP_NORM: L->mlp_norm = d[i]; break;
+        case LOMO_Q_NORM: L->q_norm = d[i]; break; case LOMO_K_NORM: L->k_norm = d[i]; break;
+        case LOMO_POST_ATTN_NORM: L->post_attn_norm = d[i]; break;
+        case LOMO_POST_MLP_NORM: L->post_mlp_norm = d[i]; break;
         }
     }
     return d;
 }
 
+/* family: 0 Llama, 3 Qwen3 (q/k norms), 2 Gemma 2 (every Gemma feature on: soft-capping that
+   bites, a window of 3 < T on layers 0 and 2), 4 Gemma 3 (q/k norms, local rope base, linear
+   scaling on the global layers, pattern 2) */
+static int family = 0;
 static void run_case(const char *name, int dim, int hidden, int layers, int nh, int nkv, int hd,
                      int vocab, int tied, int qkv_bias, int o_bias) {
     lomo_config cfg;
     lomo_config_default(&cfg, dim, hidden, layers, nh, nkv, vocab);
     cfg.head_dim = hd; cfg.tie_embeddings = tied; cfg.qkv_bias = qkv_bias; cfg.o_bias = o_bias;
     cfg.rope_theta = 300.0f;   /* small theta: every rotation angle matters at T=6 */
+    if (family == 3) { strcpy(cfg.model_type, "qwen3"); cfg.qk_norm = 1; }
+    if (family == 2 || family == 4) {
+        strcpy(cfg.model_type, family == 2 ? "gemma2" : "gemma3_text");
+        cfg.gemma = family == 2 ? 2 : 3; cfg.qk_norm = family == 4;
+        cfg.query_pre_attn_scalar = 10.0f; cfg.local_window = 3; cfg.local_pattern = 2;
+        cfg.attn_softcap = 1.5f; cfg.final_softcap = family == 2 ? 1.0f : 0.0f;
+        if (family == 4) { cfg.rope_local_theta = 50.0f; cfg.rope_type = 2; cfg.rope_factor = 3.0f; }
+    }
     lomo_model *m = lomo_model_new(&cfg, NULL);
     CHECK(m != NULL, "%s: model_new: %s", name, lomo_error());
     if (!m) return;
@@ -128,5 +150,12 @@ int main(void) {
     run_case("mqa tied", 8, 10, 2, 2, 1, 6, 13, 1, 0, 0);
     run_case("mha qkv+o bias", 6, 14, 2, 2, 2, 4, 9, 0, 1, 1);
     run_case("gqa qkv bias tied", 8, 12, 1, 4, 2, 2, 7, 1, 1, 0);
+    family = 3;
+    run_case("qwen3 gqa tied", 8, 12, 2, 4, 2, 6, 11, 1, 0, 0);
+    run_case("qwen3 mqa bias", 6, 10, 2, 2, 1, 4, 9, 0, 1, 1);
+    family = 2;
+    run_case("gemma2 gqa tied", 8, 12, 3, 4, 2, 4, 11, 1, 0, 0);
+    family = 4;
+    run_case("gemma3 untied", 8, 10, 3, 2, 1, 6, 9, 0, 0, 0);
     return tu_done("test_grad");
 }
