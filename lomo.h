@@ -221,6 +221,8 @@ typedef struct lomo_config {
     float rope_local_theta;      /* gemma3: rope_local_base_freq of the local layers (0: rope_theta) */
     int has_pad, pad_token_id;   /* pad_token_id (has_pad 0: null): as transformers' nn.Embedding(padding_idx),
                                     the embedding lookup adds no gradient to that row */
+    int fused_proj;     /* phi3: q/k/v in one self_attn.qkv_proj, gate/up in one mlp.gate_up_proj */
+    int rotary_dim;     /* RoPE on the first rotary_dim dims of a head (partial_rotary_factor); 0: head_dim */
 } lomo_config;
 
 /* ---- tensors and models ---- */
@@ -233,6 +235,8 @@ typedef enum lomo_tensor_kind {
     LOMO_Q_NORM, LOMO_K_NORM,               /* self_attn.q_norm / k_norm (qwen3, gemma3) */
     LOMO_POST_ATTN_NORM, LOMO_POST_MLP_NORM, /* gemma: post_attention_layernorm (on the attention's output),
                                                post_feedforward_layernorm; LOMO_MLP_NORM is pre_feedforward_layernorm */
+    LOMO_W_QKV, LOMO_W_GATE_UP,             /* phi3: self_attn.qkv_proj (q rows, k rows, v rows),
+                                               mlp.gate_up_proj (gate rows, then up rows) */
     LOMO_NKINDS
 } lomo_tensor_kind;
 
@@ -254,6 +258,8 @@ typedef struct lomo_layer {
     lomo_tensor *attn_norm, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
     lomo_tensor *mlp_norm, *w_gate, *w_up, *w_down;   /* biases are NULL when absent */
     lomo_tensor *q_norm, *k_norm, *post_attn_norm, *post_mlp_norm;   /* NULL when the family has none */
+    lomo_tensor *w_qkv, *w_gate_up;   /* phi3: the fused tensors (wq, wk, wv, w_gate, w_up are then views:
+                                         row blocks of them, not in lomo_model.tensors) */
 } lomo_layer;
 
 /* ---- memory accounting ---- */
@@ -297,6 +303,7 @@ typedef struct lomo_model {
     const lomo_comm *comm;       /* NULL, or the ranks this model is sharded over */
     lomo_memory mem;             /* everything allocated on the backend for this model */
     lomo_dtype file_dtype;       /* dtype of the checkpoint it was loaded from (saves default to it) */
+    lomo_tensor *views;          /* phi3: per layer wq, wk, wv, w_gate, w_up as row blocks of the fused tensors */
 } lomo_model;
 
 typedef struct lomo_load_opts {
@@ -664,6 +671,9 @@ struct lomo_backend {
        replaced by c (what transformers returns as logits) */
     void (*cross_entropy_softcap)(void *ctx, float *losses, float *dlogits, float *logits,
                                   const int32_t *targets, int N, int V, float dscale, float cap);
+    /* rope on the first rot dims of each head of x (B,T,nh,hd) (partial rotary: pairs
+       (i, i + rot/2), i < rot/2, inv_freq rot/2 floats); the other dims pass through */
+    void (*rope_ex)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, int inverse);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -1733,6 +1743,31 @@ static int lomo__config_gemma(const lomo__cfgp *c, lomo_config *cfg) {
     return 0;
 }
 
+/* Phi-3 / Phi-3.5 / Phi-4-mini (model_type phi3): fused projections, partial
+   rotary, one sliding window on every layer. longrope is refused (by the rope
+   parser, by name). */
+static int lomo__config_phi3(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int node = lomo__json_get(j, 0, "rope_parameters");
+    float f = 1.0f;
+    lomo__cfgp r = *c;
+    cfg->fused_proj = 1;
+    if (lomo__json_get(j, node, "partial_rotary_factor") >= 0) r.obj = node;
+    if (lomo__cfg_float(&r, "partial_rotary_factor", 1.0, &f)) return -1;
+    cfg->rotary_dim = (int)(cfg->head_dim * (double)f);
+    if (f > 1.0f || cfg->rotary_dim < 2 || cfg->rotary_dim % 2)
+        return lomo__fail("%s: field 'partial_rotary_factor': %g gives %d rotary dims of head_dim=%d "
+                          "(expected a factor in (0, 1] giving an even number >= 2)", c->path, f, cfg->rotary_dim,
+                          cfg->head_dim);
+    if (cfg->rotary_dim == cfg->head_dim) cfg->rotary_dim = 0;
+    node = lomo__json_get(j, 0, "sliding_window");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        if (lomo__cfg_int(c, "sliding_window", 0, &cfg->local_window)) return -1;
+        cfg->local_pattern = cfg->n_layers + 1;   /* every layer */
+    }
+    return 0;
+}
+
 static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
     const lomo__json *j = c->j;
     int node, bias = 0, mlp_bias = 0, swa = 0, qwen;
@@ -1751,12 +1786,11 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
                           "which is not supported; the text-only \"gemma3_text\" (Gemma3ForCausalLM) is", c->path);
     if (lomo__json_streq(j, node, "qwen3_moe") || lomo__json_streq(j, node, "qwen2_moe") || lomo__json_streq(j, node, "mixtral"))
         return lomo__cfg_bad(c, "model_type", "a dense model (mixture-of-experts models are not supported)", node);
-    if (lomo__json_streq(j, node, "phi3"))
-        return lomo__cfg_bad(c, "model_type", "a supported family (Phi-3, with its fused qkv_proj / gate_up_proj, "
-                             "is not supported yet)", node);
     if (!lomo__json_streq(j, node, "llama") && !lomo__json_streq(j, node, "mistral") && !lomo__json_streq(j, node, "qwen2") &&
-        !lomo__json_streq(j, node, "qwen3") && !lomo__json_streq(j, node, "gemma2") && !lomo__json_streq(j, node, "gemma3_text"))
-        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\" or \"gemma3_text\"", node);
+        !lomo__json_streq(j, node, "qwen3") && !lomo__json_streq(j, node, "gemma2") && !lomo__json_streq(j, node, "gemma3_text") &&
+        !lomo__json_streq(j, node, "phi3"))
+        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\" "
+                             "or \"phi3\"", node);
     lomo__json_str(j, node, cfg->model_type, sizeof cfg->model_type);
     qwen = !strcmp(cfg->model_type, "qwen2");
     cfg->gemma = !strcmp(cfg->model_type, "gemma2") ? 2 : !strcmp(cfg->model_type, "gemma3_text") ? 3 : 0;
@@ -1805,6 +1839,7 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
         if (lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_theta)) return -1;
     }
     if (cfg->gemma && lomo__config_gemma(c, cfg)) return -1;
+    if (!strcmp(cfg->model_type, "phi3") && lomo__config_phi3(c, cfg)) return -1;
     node = lomo__json_get(j, 0, "pad_token_id");
     if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
         int64_t v;
@@ -1832,6 +1867,7 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
     if ((qwen || !strcmp(cfg->model_type, "qwen3")) && swa)
         return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
                              lomo__json_get(j, 0, "use_sliding_window"));
+    if (cfg->fused_proj) bias = 0;   /* Phi3Attention's projections have no bias, whatever attention_bias says */
     cfg->qkv_bias = qwen ? 1 : bias;
     cfg->o_bias = qwen ? 0 : bias;
     return 0;
@@ -1874,6 +1910,7 @@ static int lomo__config_save(const char *path, const lomo_config *cfg) {
     else if (!strcmp(cfg->model_type, "qwen3")) arch = "Qwen3ForCausalLM";
     else if (!strcmp(cfg->model_type, "gemma2")) arch = "Gemma2ForCausalLM";
     else if (!strcmp(cfg->model_type, "gemma3_text")) arch = "Gemma3ForCausalLM";
+    else if (!strcmp(cfg->model_type, "phi3")) arch = "Phi3ForCausalLM";
     else return lomo__fail("%s: model_type '%s' is not one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text",
                            path, cfg->model_type);
     if (cfg->dim <= 0 || cfg->hidden_dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
@@ -1921,14 +1958,23 @@ static int lomo__config_save(const char *path, const lomo_config *cfg) {
                             cfg->local_pattern);
         }
     }
+    if (cfg->fused_proj) {
+        char pf[32];
+        lomo__fmt_floatf(pf, sizeof pf, cfg->rotary_dim ? (float)cfg->rotary_dim / (float)cfg->head_dim : 1.0f);
+        lomo__sb_printf(&b, "  \"partial_rotary_factor\": %s,\n", pf);
+        if (cfg->local_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->local_window);
+        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
+    }
     if (!strcmp(cfg->model_type, "mistral")) {
         if (cfg->sliding_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->sliding_window);
         else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
     }
     lomo__sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", cfg->tie_embeddings ? "true" : "false");
     if (cfg->has_pad) lomo__sb_printf(&b, "  \"pad_token_id\": %d,\n", cfg->pad_token_id);
+    else lomo__sb_printf(&b, "  \"pad_token_id\": null,\n");   /* not the class default (Gemma 0, Phi-3 32000) */
     if (qwen || !strcmp(cfg->model_type, "qwen3")) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
-    if (!qwen) lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
+    if (!qwen && !cfg->fused_proj)
+        lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
     if (cfg->gemma) lomo__sb_printf(&b, "  \"hidden_activation\": \"gelu_pytorch_tanh\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
     else lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
     if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of memory", path); }
@@ -2623,6 +2669,27 @@ static void lomo__cpu_cross_entropy_softcap(void *ctx, float *losses, float *dlo
     }
 }
 
+/* partial rotary: lomo__cpu_rope on the first rot of hd dims */
+static void lomo__cpu_rope_ex(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot,
+                              int inverse) {
+    int half = rot / 2, bt;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (bt = 0; bt < B * T; bt++) {
+        int t = bt % T, h, i;
+        for (i = 0; i < half; i++) {
+            float ang = (float)t * inv_freq[i];
+            float c = cosf(ang), s = inverse ? -sinf(ang) : sinf(ang);
+            for (h = 0; h < nh; h++) {
+                float *xh = x + ((size_t)bt * nh + h) * hd;
+                float a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
 /* Deterministic whatever the thread count: fixed chunks, summed in order. */
 static double lomo__cpu_sumsq(void *ctx, const float *x, size_t n) {
     enum { CHUNKS = 64 };
@@ -2806,7 +2873,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.rmsnorm_ex_fwd = lomo__cpu_rmsnorm_ex_fwd; be.rmsnorm_ex_bwd = lomo__cpu_rmsnorm_ex_bwd;
         be.scale = lomo__cpu_scale; be.geglu_fwd = lomo__cpu_geglu_fwd; be.geglu_bwd = lomo__cpu_geglu_bwd;
         be.attn_ex_fwd = lomo__cpu_attn_ex_fwd; be.attn_ex_bwd = lomo__cpu_attn_ex_bwd;
-        be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap;
+        be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -2888,14 +2955,30 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
     C = cfg->dim; H = cfg->hidden_dim;
     qd = cfg->n_heads * cfg->head_dim; kvd = cfg->n_kv_heads * cfg->head_dim;
     m->tensors = (lomo_tensor *)calloc((size_t)cfg->n_layers * 17 + 3, sizeof(lomo_tensor));
+    if (cfg->fused_proj && opts && opts->comm) {
+        lomo__fail("%s: sharding a model with fused projections (phi3) is not supported", cfg->model_type);
+        free(m->tensors); free(m); return NULL;
+    }
     m->layers = (lomo_layer *)calloc((size_t)cfg->n_layers, sizeof(lomo_layer));
     if (!m->tensors || !m->layers) { lomo__fail("out of host memory"); lomo_model_free(m); return NULL; }
     m->embed = lomo__add_tensor(m, "model.embed_tokens.weight", LOMO_EMBED, -1, cfg->vocab_size, C);
+    if (cfg->fused_proj && !(m->views = (lomo_tensor *)calloc((size_t)cfg->n_layers * 5, sizeof(lomo_tensor)))) {
+        lomo__fail("out of host memory"); lomo_model_free(m); return NULL;
+    }
     for (l = 0; l < cfg->n_layers; l++) {
         lomo_layer *L = &m->layers[l];
 #define LOMO__T(field, kind, suffix, d0, d1) \
         (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix), \
          L->field = lomo__add_tensor(m, nm, kind, l, d0, d1))
+        if (cfg->fused_proj) {   /* Phi-3, in its named_parameters() order; the views are wired below */
+            LOMO__T(wo, LOMO_WO, "self_attn.o_proj.weight", C, qd);
+            LOMO__T(w_qkv, LOMO_W_QKV, "self_attn.qkv_proj.weight", qd + 2 * kvd, C);
+            LOMO__T(w_gate_up, LOMO_W_GATE_UP, "mlp.gate_up_proj.weight", 2 * H, C);
+            LOMO__T(w_down, LOMO_W_DOWN, "mlp.down_proj.weight", C, H);
+            LOMO__T(attn_norm, LOMO_ATTN_NORM, "input_layernorm.weight", C, 0);
+            LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
+            continue;
+        }
         LOMO__T(wq, LOMO_WQ, "self_attn.q_proj.weight", qd, C);
         if (cfg->qkv_bias) LOMO__T(bq, LOMO_BQ, "self_attn.q_proj.bias", qd, 0);
         LOMO__T(wk, LOMO_WK, "self_attn.k_proj.weight", kvd, C);
@@ -2933,6 +3016,23 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
         if (!t->data) { lomo_model_free(m); return NULL; }
         m->be->zero(m->be->ctx, t->data, lomo__stored_bytes(m, t));   /* the padding stays 0 */
     }
+    for (l = 0; cfg->fused_proj && l < cfg->n_layers; l++) {   /* row blocks of the fused tensors */
+        lomo_layer *L = &m->layers[l];
+        lomo_tensor *v = &m->views[(size_t)l * 5];
+        int64_t rows[5], off[5];
+        int k;
+        rows[0] = qd; rows[1] = kvd; rows[2] = kvd; rows[3] = H; rows[4] = H;
+        off[0] = 0; off[1] = qd; off[2] = qd + kvd; off[3] = 0; off[4] = H;
+        for (k = 0; k < 5; k++) {
+            const lomo_tensor *f = k < 3 ? L->w_qkv : L->w_gate_up;
+            v[k] = *f;
+            v[k].kind = k == 0 ? LOMO_WQ : k == 1 ? LOMO_WK : k == 2 ? LOMO_WV : k == 3 ? LOMO_W_GATE : LOMO_W_UP;
+            v[k].shape[0] = rows[k]; v[k].numel = rows[k] * C;
+            v[k].data = (char *)f->data + (size_t)(off[k] * C) * lomo__dtype_size(f->dtype);
+            v[k].shard_off = 0; v[k].shard_len = v[k].numel;
+        }
+        L->wq = &v[0]; L->wk = &v[1]; L->wv = &v[2]; L->w_gate = &v[3]; L->w_up = &v[4];
+    }
     return m;
 }
 
@@ -2943,6 +3043,7 @@ LOMODEF void lomo_model_free(lomo_model *m) {
         lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__stored_bytes(m, &m->tensors[i]));
     free(m->tensors);
     free(m->layers);
+    free(m->views);
     free(m);
 }
 
@@ -4039,9 +4140,9 @@ LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
    them: theta^(-2i/hd), and for rope type llama3 the Llama 3 rescaling
    (low frequencies divided by factor, high ones kept, a smooth blend between). */
 static void lomo__rope_inv_freq(const lomo_config *c, float *out) {
-    int i, half = c->head_dim / 2;
+    int i, rd = c->rotary_dim > 0 ? c->rotary_dim : c->head_dim, half = rd / 2;
     for (i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)rd);
         if (c->rope_type == 2) f /= c->rope_factor;   /* linear: positions / factor */
         if (c->rope_type == 1) {
             float old_ctx = (float)c->rope_original_max_pos;
@@ -4158,6 +4259,10 @@ static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out
         order[4] = L->mlp_norm; order[5] = L->post_attn_norm; order[6] = L->wo; order[7] = L->bo;
         order[8] = L->k_norm; order[9] = L->q_norm; order[10] = L->wv; order[11] = L->bv; order[12] = L->wk;
         order[13] = L->bk; order[14] = L->wq; order[15] = L->bq; order[16] = L->attn_norm;
+        if (L->w_qkv) {   /* fused: one tensor each, in the order the backward completes them */
+            order[1] = L->w_down; order[2] = L->w_gate_up; order[3] = NULL; order[10] = L->w_qkv;
+            order[12] = order[14] = NULL;
+        }
         for (i = 0; i < 17; i++) if (order[i]) out[n++] = order[i];
     }
     return n;
@@ -4175,6 +4280,7 @@ static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out)
         all[6] = L->bv; all[7] = L->wo; all[8] = L->bo; all[9] = L->mlp_norm; all[10] = L->w_gate; all[11] = L->w_up;
         all[12] = L->w_down; all[13] = L->q_norm; all[14] = L->k_norm; all[15] = L->post_attn_norm;
         all[16] = L->post_mlp_norm;
+        if (L->w_qkv) { all[1] = L->w_qkv; all[3] = all[5] = NULL; all[10] = L->w_gate_up; all[11] = NULL; }
         for (i = 0; i < 17; i++) if (all[i]) out[n++] = all[i];
     } else if (stage == LOMO__HEAD) {
         out[n++] = m->final_norm;
@@ -4284,8 +4390,10 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     }
     if ((c->gemma && (!m->be->rmsnorm_ex_fwd || !m->be->rmsnorm_ex_bwd || !m->be->scale || !m->be->geglu_fwd ||
                       !m->be->geglu_bwd || !m->be->attn_ex_fwd || !m->be->attn_ex_bwd)) ||
-        (c->final_softcap > 0 && !m->be->cross_entropy_softcap)) {
-        lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped attention)",
+        (c->final_softcap > 0 && !m->be->cross_entropy_softcap) || (c->rotary_dim > 0 && !m->be->rope_ex) ||
+        (c->local_window > 0 && (!m->be->attn_ex_fwd || !m->be->attn_ex_bwd))) {
+        lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
+                   "windowed attention, partial rotary)",
                    m->be->name, c->model_type);
         return NULL;
     }
@@ -4464,6 +4572,14 @@ static const float *lomo__layer_inv_freq(lomo_trainer *t, int l) {
 /* attention soft-capping as transformers applies it: Gemma 2 only (Gemma3Attention
    reads attn_logit_softcapping but never passes it on; it is kept for saving) */
 static float lomo__attn_cap(const lomo_config *c) { return c->gemma == 2 ? c->attn_softcap : 0.0f; }
+/* RoPE over a whole head, or its first rotary_dim dims */
+static void lomo__rope(lomo_trainer *t, float *x, const float *ifr, int nh, int inverse) {
+    const lomo_backend *be = t->m->be;
+    const lomo_config *c = &t->m->cfg;
+    if (c->rotary_dim > 0 && c->rotary_dim < c->head_dim)
+        be->rope_ex(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, c->rotary_dim, inverse);
+    else be->rope(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, inverse);
+}
 static float lomo__attn_scale(const lomo_config *c) {
     return (float)(1.0 / sqrt(c->query_pre_attn_scalar > 0 ? (double)c->query_pre_attn_scalar : (double)c->head_dim));
 }
@@ -4489,9 +4605,9 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
         lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
         lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
     }
-    be->rope(X, a->q, ifr, t->B, t->T, c->n_heads, hd, 0);
-    be->rope(X, a->k, ifr, t->B, t->T, c->n_kv_heads, hd, 0);
-    if (c->gemma)
+    lomo__rope(t, a->q, ifr, c->n_heads, 0);
+    lomo__rope(t, a->k, ifr, c->n_kv_heads, 0);
+    if (c->gemma || c->local_window > 0)
         be->attn_ex_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd,
                         lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
     else be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
@@ -4760,9 +4876,17 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     if (c->gemma) be->geglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
     else be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
     be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
-    if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
-    be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
-    if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
+    if (w->w_gate_up) {   /* fused (Phi-3): both dX first, then dW into the row blocks, one hook call */
+        float *g = lomo__gdst(t, w->w_gate_up);
+        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        be->matmul_bwd_w(X, g, t->dg, a->ln2, N, C, H, t->M > 1 && m > 0);
+        be->matmul_bwd_w(X, g + (size_t)H * C, t->du, a->ln2, N, C, H, t->M > 1 && m > 0);
+        if (t->M == 1 && lomo__grad_ready(t, w->w_gate_up, t->grad)) return -1;
+    } else {
+        if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
+        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
+    }
     lomo__norm_bwd(t, dx, lomo__vdst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
     if (lomo__vdone(t, w->mlp_norm, m)) return -1;
     if (c->gemma) {   /* xmid = x_in + norm(ao): dao into dln */
@@ -4774,13 +4898,13 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     /* attention: ao = attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
     be->matmul_bwd_x(X, t->datt, dao, w->wo, N, qd, C, 0);
     if (lomo__linear_grads(t, w->wo, w->bo, dao, a->att, qd, C, m)) return -1;
-    if (c->gemma)
+    if (c->gemma || c->local_window > 0)
         be->attn_ex_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse, t->B, t->T, c->n_heads,
                         c->n_kv_heads, hd, lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
     else be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
                       t->B, t->T, c->n_heads, c->n_kv_heads, hd);
-    be->rope(X, t->dq, ifr, t->B, t->T, c->n_heads, hd, 1);
-    be->rope(X, t->dk, ifr, t->B, t->T, c->n_kv_heads, hd, 1);
+    lomo__rope(t, t->dq, ifr, c->n_heads, 1);
+    lomo__rope(t, t->dk, ifr, c->n_kv_heads, 1);
     if (c->qk_norm) {   /* through the per-head norms, datt (free now) as the scratch */
         be->zero(X, t->datt, sizeof(float) * (size_t)N * kvd);
         lomo__norm_bwd(t, t->datt, lomo__vdst(t, w->k_norm, m), t->dk, a->kpre, w->k_norm, a->rstdk, N * c->n_kv_heads, hd);
@@ -4792,11 +4916,22 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
         if (lomo__vdone(t, w->q_norm, m)) return -1;
     }
     be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
+    if (w->w_qkv) {   /* fused (Phi-3): every dX first, then dW into the q, k, v row blocks, one hook call */
+        float *g = lomo__gdst(t, w->w_qkv);
+        int acc = t->M > 1 && m > 0;
+        be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+        be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+        be->matmul_bwd_w(X, g, t->dq, a->ln1, N, C, qd, acc);
+        be->matmul_bwd_w(X, g + (size_t)qd * C, t->dk, a->ln1, N, C, kvd, acc);
+        be->matmul_bwd_w(X, g + (size_t)(qd + kvd) * C, t->dv, a->ln1, N, C, kvd, acc);
+        if (t->M == 1 && lomo__grad_ready(t, w->w_qkv, t->grad)) return -1;
+    } else {
     if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
     if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
     if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
+    }
     lomo__norm_bwd(t, dx, lomo__vdst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
     if (lomo__vdone(t, w->attn_norm, m)) return -1;
     return be->check(X);

@@ -166,6 +166,8 @@ int main(void) {
     run_case("qwen3_bias", 1);         /* untied, attention_bias, MQA */
     run_case("gemma2", 1);             /* (1+w) norms, GeGLU, post-norms, soft-capping, local layers, tied */
     run_case("gemma3", 1);             /* + q/k norms, per-layer rope bases, linear scaling, untied */
+    run_case("phi3", 1);               /* fused qkv_proj / gate_up_proj, window 5 on every layer */
+    run_case("phi3_partial", 1);       /* partial rotary 0.75, GQA, tied */
     /* loss and logits: the other config families and storage formats */
     run_case("llama3_scaled", 0);      /* rope_parameters llama3 (transformers 5 layout) */
     run_case("llama3_scaled_oldcfg", 0); /* rope_scaling llama3 (older layout) */

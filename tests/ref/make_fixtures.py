@@ -45,6 +45,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -170,6 +172,37 @@ CASES = [
                                            rope_theta=100.0)},
              max_position_embeddings=64, attention_dropout=0.0),
         1014,
+    ),
+    # Phi-3: fused qkv_proj and gate_up_proj, a sliding window of 5 < T on
+    # every layer, MHA, untied (as Phi-3 / Phi-3.5-mini).
+    (
+        "phi3",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=4, vocab_size=61,
+             tie_word_embeddings=False, rms_norm_eps=1e-5, sliding_window=5,
+             rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+             max_position_embeddings=64, original_max_position_embeddings=64,
+             pad_token_id=None, bos_token_id=None, eos_token_id=None,
+             attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+        1015,
+    ),
+    # Phi-3 family with partial rotary (0.75 of head_dim 8 = 6 dims, as
+    # Phi-4-mini has), GQA, tied, no window.
+    (
+        "phi3_partial",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, vocab_size=53,
+             tie_word_embeddings=True, rms_norm_eps=1e-5, sliding_window=None,
+             rope_parameters=dict(rope_type="default", rope_theta=500.0,
+                                  partial_rotary_factor=0.75),
+             max_position_embeddings=64, original_max_position_embeddings=64,
+             pad_token_id=None, bos_token_id=None, eos_token_id=None,
+             attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+        1016,
     ),
 ]
 
