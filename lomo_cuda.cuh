@@ -837,6 +837,31 @@ static void lomo__cu_cross_entropy_softcap(void *ctx, float *losses, float *dlog
     LOMO__LAUNCHED(c);
 }
 
+/* partial rotary: pairs (d, d + rot/2) of the first rot dims; the rest pass through */
+__global__ void lomo__cu_k_rope_ex(float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, int inverse) {
+    int half = rot / 2;
+    size_t n = (size_t)B * T * nh * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % half);
+        size_t row = i / half;                       /* (b, t, h) */
+        int t = (int)((row / nh) % T);
+        float s, c, ang = (float)t * inv_freq[d];
+        sincosf(ang, &s, &c);
+        if (inverse) s = -s;
+        float *v = x + row * hd;
+        float a = v[d], b2 = v[d + half];
+        v[d] = a * c - b2 * s;
+        v[d + half] = b2 * c + a * s;
+    }
+}
+static void lomo__cu_rope_ex(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot,
+                             int inverse) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_rope_ex<<<lomo__cu_blocks((size_t)B * T * nh * (rot / 2), 256), 256, 0, c->stream>>>(x, inv_freq, B, T,
+                                                                                                    nh, hd, rot, inverse);
+    LOMO__LAUNCHED(c);
+}
+
 static double lomo__cu_sumsq(void *ctx, const float *x, size_t n) {
     lomo__cu *c = (lomo__cu *)ctx;
     lomo__cu_k_dot<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, x, x, n);
@@ -1063,7 +1088,7 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->rmsnorm_ex_fwd = lomo__cu_rmsnorm_ex_fwd; b->rmsnorm_ex_bwd = lomo__cu_rmsnorm_ex_bwd; b->scale = lomo__cu_scale;
     b->geglu_fwd = lomo__cu_geglu_fwd; b->geglu_bwd = lomo__cu_geglu_bwd;
     b->attn_ex_fwd = lomo__cu_attn_ex_fwd; b->attn_ex_bwd = lomo__cu_attn_ex_bwd;
-    b->cross_entropy_softcap = lomo__cu_cross_entropy_softcap;
+    b->cross_entropy_softcap = lomo__cu_cross_entropy_softcap; b->rope_ex = lomo__cu_rope_ex;
     b->name = "cuda";
     return b;
 }

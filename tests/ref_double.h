@@ -93,15 +93,16 @@ static inline double ref_gelu_tanh(double x) {
     return 0.5 * x * (1.0 + tanh(sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
 }
 
-/* x (B*T, nh, hd) in place; angle = t * theta^(-2i/hd) / factor */
-static inline void ref_rope_scaled(double *x, int B, int T, int nh, int hd, double theta, double factor) {
-    int half = hd / 2;
+/* x (B*T, nh, hd) in place, on the first rot dims of each head (the rest pass
+   through); angle = t * theta^(-2i/rot) / factor */
+static inline void ref_rope_partial(double *x, int B, int T, int nh, int hd, int rot, double theta, double factor) {
+    int half = rot / 2;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < nh; h++) {
                 double *v = x + ((b * T + t) * nh + h) * hd;
                 for (int i = 0; i < half; i++) {
-                    double ang = t * pow(theta, -2.0 * i / hd) / factor;
+                    double ang = t * pow(theta, -2.0 * i / rot) / factor;
                     double a = v[i], c = v[i + half];
                     v[i] = a * cos(ang) - c * sin(ang);
                     v[i + half] = c * cos(ang) + a * sin(ang);
@@ -168,6 +169,7 @@ typedef struct ref_config {
     double attn_cap, final_cap;   /* 0: none */
     int window, pattern;          /* layer l local iff pattern && (l+1) % pattern; window 0: none */
     double theta_local, rope_factor;  /* local layers' base (0: theta); global layers' linear factor (0: 1) */
+    int rot;            /* rotary dims of a head (0: hd) */
 } ref_config;
 
 typedef struct ref_layer {
@@ -208,8 +210,8 @@ static inline double ref_model_loss(const ref_model *m, const int *tokens, const
             memcpy(tmp, q, sizeof(double) * N * qd); ref_rmsnorm_off(q, tmp, w->q_norm, N * c->nh, c->hd, c->eps, off);
             memcpy(tmp, k, sizeof(double) * N * kvd); ref_rmsnorm_off(k, tmp, w->k_norm, N * c->nkv, c->hd, c->eps, off);
         }
-        ref_rope_scaled(q, B, T, c->nh, c->hd, th, fac);
-        ref_rope_scaled(k, B, T, c->nkv, c->hd, th, fac);
+        ref_rope_partial(q, B, T, c->nh, c->hd, c->rot ? c->rot : c->hd, th, fac);
+        ref_rope_partial(k, B, T, c->nkv, c->hd, c->rot ? c->rot : c->hd, th, fac);
         ref_attention_ex(att, q, k, v, B, T, c->nh, c->nkv, c->hd, 1.0 / sqrt(c->qpas > 0 ? c->qpas : (double)c->hd),
                          c->attn_cap, local ? c->window : 0);
         ref_linear(o, att, w->wo, w->bo, N, qd, C);

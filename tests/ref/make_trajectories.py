@@ -116,10 +116,10 @@ K, B, T = 5, 2, 9
 # tolerate; with 7520 it is <= ~1e-6 on both models (asserted, COND_TOL).
 MODELS = [("llama_gqa", 7520), ("llama_tied", 7520),
           # 0.5: the Qwen3 / Gemma checkpoints of make_fixtures.py, LOMO and AdaLomo
-          ("qwen3_tied", 7530), ("gemma2", 7540), ("gemma3", 7550)]
+          ("qwen3_tied", 7530), ("gemma2", 7540), ("gemma3", 7550), ("phi3", 7560)]
 RULES = ["lomo", "adalomo", "adamw"]
 MODEL_RULES = {"qwen3_tied": ["lomo", "adalomo"], "gemma2": ["lomo", "adalomo"],
-               "gemma3": ["lomo", "adalomo"]}
+               "gemma3": ["lomo", "adalomo"], "phi3": ["lomo", "adalomo"]}
 # transformers' sdpa path does not soft-cap attention scores (Gemma 2), so the
 # second float32 sample of check 5 is skipped for these
 NO_SDPA = {"gemma2", "gemma3"}
