@@ -57,7 +57,9 @@ THE UPDATE HOOK
    micro-batches equals one step over their concatenation.
 
    Order: loss -> lm_head -> final norm -> layers L-1..0 (down, up, gate,
-   post-attention norm, o, v, k, q, input norm) -> embedding. Every dX is
+   post-attention norm, o, v, k, q, input norm) -> embedding. (Gemma: post-MLP
+   norm first, post-attention norm before o; q/k norms after o; Phi-3:
+   down, gate_up, norm, o, qkv, norm.) Every dX is
    computed with the old weights, before its tensor is handed to the hook.
    Tied embeddings: the hook sees the sum of both contributions, once, at the
    end. This costs no memory: the lm_head's dlogits stay in the logits buffer
@@ -74,6 +76,7 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
 
      parameters       w P
      activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
+                      (+ S (q + k) with q/k norms, + S 2C for Gemma's post-norms)
                       (each layer's input per micro-batch; S layer working
                       sets; final norm output; logits, which also hold dlogits)
      gradient buffer  4 max(tensor numel)           (M = 1; = 4 V C in most models)
@@ -139,7 +142,10 @@ BACKENDS
 
    The driver calls a table of operations (struct lomo_backend): memory,
    matmul forward/backward, RMSNorm, RoPE, attention, SwiGLU, embedding,
-   cross-entropy, sum of squares and the built-in update kernel. The CPU
+   cross-entropy, sum of squares and the built-in update kernel; for Qwen3,
+   Gemma and Phi-3 also RMSNorm with a weight offset, scale, GeGLU,
+   attention with scale / soft-capping / window, soft-capped cross-entropy
+   and partial RoPE (NULL in a backend: those models are refused). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
 
 VERSION HISTORY
@@ -157,6 +163,12 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  Qwen3 (q/k norms), Gemma 2 and Gemma 3 text (offset norms, embedding
+        scale, GeGLU, post-norms, soft-capping, local sliding-window layers,
+        per-layer rope bases), Phi-3 (fused qkv_proj / gate_up_proj, partial
+        rotary, sliding window), linear rope scaling, pad_token_id's row
+        without lookup gradient; new backend ops at the end of the table
+        (rmsnorm_ex, scale, geglu, attn_ex, cross_entropy_softcap, rope_ex).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -1586,7 +1598,7 @@ static int lomo__st_save(const char *path, const lomo__st_out *t, int n, const c
 /* ======================================================================== */
 /* config.json                                                              */
 /* ======================================================================== */
-/* HF config of a llama / mistral / qwen2 model. Anything the kernels do not
+/* HF config of a llama / mistral / qwen2 / qwen3 / gemma2 / gemma3_text / phi3 model. Anything the kernels do not
    implement (other activations, rope_scaling, MLP bias, Qwen2 sliding window)
    is refused rather than silently ignored. */
 
@@ -5208,14 +5220,18 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
            V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
            kvd = (size_t)c->n_kv_heads * c->head_dim, M = o->micro_batches > 1 ? (size_t)o->micro_batches : 1;
-    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H;
+    size_t hd = c->head_dim, extra_v = (c->qk_norm ? 2 * hd : 0) + (c->gemma ? 2 * C : 0);   /* 0.5's vectors */
+    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H + extra_v;
     size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C + L * layer_p;
-    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H;       /* one layer's working set per token */
+    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H       /* one layer's working set per token */
+                 + (c->qk_norm ? qd + kvd : 0) + (c->gemma ? 2 * C : 0);
     size_t biggest = V * C > H * C ? V * C : H * C;       /* the largest single tensor */
     size_t S = (o->checkpointing || M > 1) ? 1 : L, bytes = c->dtype == LOMO_F32 ? 4 : 2;
     size_t t[LOMO_MEM_NTAGS] = {0}, total = 0;
     int i;
     if (qd * C > biggest) biggest = qd * C;
+    if (c->fused_proj && (qd + 2 * kvd) * C > biggest) biggest = (qd + 2 * kvd) * C;   /* qkv_proj */
+    if (c->fused_proj && 2 * H * C > biggest) biggest = 2 * H * C;                    /* gate_up_proj */
     if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
     t[LOMO_MEM_PARAMS] = bytes * P;
     t[LOMO_MEM_ACTIVATIONS] = 4 * N * (M * (L + 1) * C + S * layer + C + V);
@@ -5226,7 +5242,9 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     if (!o->update && o->optimizer == LOMO_OPT_ADALOMO)   /* rows + cols per matrix, numel per vector */
         t[LOMO_MEM_OPTIMIZER] = 4 * ((V + C) * (c->tie_embeddings ? 1 : 2) + C +
                                      L * (2 * C + (qd + C) * 2 + (kvd + C) * 2 + 3 * (H + C) +
-                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0)));
+                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0) + extra_v
+                                          /* fused: one rows + cols for qkv and for gate_up */
+                                          - (c->fused_proj ? 2 * C + C : 0)));
     for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
     return total;
 }

@@ -108,6 +108,56 @@ static void run_case(const char *name, int with_grads) {
     lomo_model_free(m);
 }
 
+/* config.json of the new families: what is read, and what is refused by name */
+static int cfg_try(const char *json, lomo_config *c) {
+    const char *path = "build/tmp_cfg_families.json";
+    FILE *f = fopen(path, "w");
+    if (!f) return -2;
+    fputs(json, f);
+    fclose(f);
+    return lomo__config_load(path, c);
+}
+#define BASE "\"hidden_size\":32,\"intermediate_size\":48,\"num_hidden_layers\":3,\"num_attention_heads\":4,\"vocab_size\":50"
+static void expect_refused(const char *json, const char *want, const char *what) {
+    lomo_config c;
+    int rc = cfg_try(json, &c);
+    CHECK(rc == -1 && strstr(lomo_error(), want), "%s: rc %d, expected an error with '%s', got: %s", what, rc, want, lomo_error());
+}
+static void test_family_configs(void) {
+    lomo_config c;
+    /* defaults of transformers' config classes where config.json is silent */
+    CHECK(cfg_try("{\"model_type\":\"gemma2\"," BASE "}", &c) == 0 && c.gemma == 2 && c.tie_embeddings &&
+          c.attn_softcap == 50.0f && c.final_softcap == 30.0f && c.query_pre_attn_scalar == 256.0f &&
+          c.local_window == 4096 && c.local_pattern == 2, "gemma2 defaults: %s", lomo_error());
+    CHECK(cfg_try("{\"model_type\":\"gemma3_text\"," BASE ",\"final_logit_softcapping\":null,\"rope_theta\":1000000,"
+                  "\"rope_local_base_freq\":10000,\"sliding_window_pattern\":6,\"rope_scaling\":{\"rope_type\":\"linear\","
+                  "\"factor\":8.0}}", &c) == 0 && c.gemma == 3 && c.qk_norm && c.final_softcap == 0 && c.attn_softcap == 0 &&
+          c.local_pattern == 6 && c.rope_local_theta == 10000.0f && c.rope_theta == 1e6f && c.rope_type == 2 &&
+          c.rope_factor == 8.0f, "gemma3 hub layout: %s", lomo_error());
+    CHECK(cfg_try("{\"model_type\":\"qwen3\"," BASE ",\"head_dim\":16,\"attention_bias\":true}", &c) == 0 && c.qk_norm &&
+          c.qkv_bias && c.o_bias && c.head_dim == 16 && !c.gemma, "qwen3: %s", lomo_error());
+    CHECK(cfg_try("{\"model_type\":\"phi3\"," BASE ",\"partial_rotary_factor\":0.5,\"sliding_window\":2047,"
+                  "\"pad_token_id\":7}", &c) == 0 && c.fused_proj && c.rotary_dim == 4 && c.local_window == 2047 &&
+          c.local_pattern == 4 && c.has_pad && c.pad_token_id == 7, "phi3: %s", lomo_error());
+    /* refused by name */
+    expect_refused("{\"model_type\":\"gemma3\",\"text_config\":{}}", "Gemma3ForConditionalGeneration", "gemma3 multimodal");
+    expect_refused("{\"model_type\":\"qwen3_moe\"," BASE "}", "mixture-of-experts", "qwen3 moe");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1],"
+                   "\"short_factor\":[1]}}", "rope type longrope is not supported", "longrope");
+    expect_refused("{\"model_type\":\"qwen3\"," BASE ",\"use_sliding_window\":true}", "field 'use_sliding_window'", "qwen3 swa");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"layer_types\":[\"full_attention\",\"sliding_attention\","
+                   "\"sliding_attention\"]}", "repeating pattern", "gemma layer_types without a pattern");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"layer_types\":[\"sliding_attention\",\"full_attention\"]}",
+                   "num_hidden_layers=3", "gemma layer_types length");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"hidden_activation\":\"gelu\"}", "field 'hidden_activation'", "gemma gelu");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"attn_logit_softcapping\":-1}", "field 'attn_logit_softcapping'", "cap < 0");
+    expect_refused("{\"model_type\":\"gemma3_text\"," BASE ",\"use_bidirectional_attention\":true}",
+                   "field 'use_bidirectional_attention'", "bidirectional");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"partial_rotary_factor\":0.1}", "field 'partial_rotary_factor'",
+                   "rotary dims < 2");
+    expect_refused("{\"model_type\":\"llama\"," BASE ",\"pad_token_id\":50}", "field 'pad_token_id'", "pad out of vocab");
+}
+
 /* the real pretrained tiny Llama: loss and greedy continuation */
 static void run_stories(void) {
     const char *dir = getenv("LOMO_STORIES260K") ? getenv("LOMO_STORIES260K") : "../shared/models/stories260K";
@@ -175,5 +225,6 @@ int main(void) {
     run_case("sharded_bf16", 0);       /* 4 shards + index, bf16, a layer split across shards */
     run_case("f16", 0);
     run_stories();
+    test_family_configs();
     return tu_done("test_hf");
 }
