@@ -166,7 +166,7 @@ VERSION HISTORY
    0.5  Qwen3 (q/k norms), Gemma 2 and Gemma 3 text (offset norms, embedding
         scale, GeGLU, post-norms, soft-capping, local sliding-window layers,
         per-layer rope bases), Phi-3 (fused qkv_proj / gate_up_proj, partial
-        rotary, sliding window), linear rope scaling, pad_token_id's row
+        rotary, sliding window, longrope), linear rope scaling, pad_token_id's row
         without lookup gradient; new backend ops at the end of the table
         (rmsnorm_ex, scale, geglu, attn_ex, cross_entropy_softcap, rope_ex).
 */
@@ -235,6 +235,14 @@ typedef struct lomo_config {
                                     the embedding lookup adds no gradient to that row */
     int fused_proj;     /* phi3: q/k/v in one self_attn.qkv_proj, gate/up in one mlp.gate_up_proj */
     int rotary_dim;     /* RoPE on the first rotary_dim dims of a head (partial_rotary_factor); 0: head_dim */
+    /* rope_type 3 ("longrope", Phi-3 128k / Phi-3.5 / Phi-4-mini): inverse frequencies divided by
+       short_factor (seq_len <= rope_original_max_pos) or long_factor, rotated dims scaled by
+       attention_factor (given, or sqrt(1 + ln(factor) / ln(original)), factor given or
+       max_position_embeddings / original) */
+    int rope_n_factors; /* rotary_dim / 2, at most 128 */
+    float rope_long_factor[128], rope_short_factor[128];
+    float rope_attn_factor;
+    int rope_explicit;  /* bit 0: factor was given, bit 1: attention_factor was given (saved back as read) */
 } lomo_config;
 
 /* ---- tensors and models ---- */
@@ -684,8 +692,11 @@ struct lomo_backend {
     void (*cross_entropy_softcap)(void *ctx, float *losses, float *dlogits, float *logits,
                                   const int32_t *targets, int N, int V, float dscale, float cap);
     /* rope on the first rot dims of each head of x (B,T,nh,hd) (partial rotary: pairs
-       (i, i + rot/2), i < rot/2, inv_freq rot/2 floats); the other dims pass through */
-    void (*rope_ex)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, int inverse);
+       (i, i + rot/2), i < rot/2, inv_freq rot/2 floats), the rotated dims times mscale
+       (longrope's attention factor); the other dims pass through. inverse=1: the adjoint
+       (inverse rotation, times mscale), for the backward */
+    void (*rope_ex)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, float mscale,
+                    int inverse);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -1673,13 +1684,46 @@ static int lomo__cfg_rope_obj(const lomo__cfgp *c, const char *key, int node, lo
                               cfg->rope_low_freq_factor, cfg->rope_high_freq_factor);
         return 0;
     }
+    if (lomo__json_streq(c->j, ty, "longrope") || lomo__json_streq(c->j, ty, "su")) {
+        int lists[2], k;
+        r.obj = node;
+        cfg->rope_type = 3;
+        lists[0] = lomo__json_get(c->j, node, "long_factor"); lists[1] = lomo__json_get(c->j, node, "short_factor");
+        for (k = 0; k < 2; k++) {
+            int e, n = 0;
+            float *dst = k ? cfg->rope_short_factor : cfg->rope_long_factor;
+            if (lists[k] < 0 || c->j->nodes[lists[k]].type != LOMO__J_ARR)
+                return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "an array of positive numbers", lists[k]);
+            for (e = c->j->nodes[lists[k]].first; e >= 0; e = c->j->nodes[e].next, n++) {
+                if (n >= 128) return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "at most 128 factors", lists[k]);
+                if (!lomo__json_is(c->j, e, LOMO__J_NUM) || !(c->j->nodes[e].num > 0) || c->j->nodes[e].num > 3.4e38)
+                    return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "positive numbers", e);
+                dst[n] = (float)c->j->nodes[e].num;
+            }
+            if (k && n != cfg->rope_n_factors)
+                return lomo__fail("%s: field '%s': short_factor has %d entries, long_factor %d", c->path, key, n,
+                                  cfg->rope_n_factors);
+            cfg->rope_n_factors = n;
+        }
+        if (lomo__json_get(c->j, node, "factor") >= 0) {
+            if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor)) return -1;
+            cfg->rope_explicit |= 1;
+        }
+        if (lomo__json_get(c->j, node, "attention_factor") >= 0) {
+            if (lomo__cfg_float(&r, "attention_factor", -1, &cfg->rope_attn_factor)) return -1;
+            cfg->rope_explicit |= 2;
+        }
+        if (lomo__json_get(c->j, node, "original_max_position_embeddings") >= 0 &&
+            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos)) return -1;
+        return 0;
+    }
     if (lomo__json_streq(c->j, ty, "linear")) {   /* positions divided by factor */
         r.obj = node;
         cfg->rope_type = 2;
         return lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor);
     }
     if (lomo__json_str(c->j, ty, buf, sizeof buf) < 0) lomo__json_show(c->j, ty >= 0 ? ty : node, buf, sizeof buf);
-    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, linear, llama3)", c->path, key, buf);
+    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, linear, llama3, longrope)", c->path, key, buf);
 }
 
 static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg) {
@@ -1880,6 +1924,21 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
         return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
                              lomo__json_get(j, 0, "use_sliding_window"));
     if (cfg->fused_proj) bias = 0;   /* Phi3Attention's projections have no bias, whatever attention_bias says */
+    if (cfg->rope_type == 3) {   /* longrope: the sizes it needs are known now */
+        int rd = cfg->rotary_dim ? cfg->rotary_dim : cfg->head_dim;
+        double factor;
+        if (!cfg->rope_original_max_pos && lomo__cfg_int(c, "original_max_position_embeddings",
+                                                         cfg->fused_proj ? 4096 : -1, &cfg->rope_original_max_pos))
+            return -1;   /* Phi3Config's default is 4096 */
+        if (cfg->rope_n_factors != rd / 2)
+            return lomo__fail("%s: field 'rope_scaling': longrope has %d factors, the %d rotary dims need %d", c->path,
+                              cfg->rope_n_factors, rd, rd / 2);
+        factor = cfg->rope_explicit & 1 ? cfg->rope_factor : (double)cfg->max_seq_len / cfg->rope_original_max_pos;
+        if (!(cfg->rope_explicit & 1)) cfg->rope_factor = (float)factor;
+        if (!(cfg->rope_explicit & 2))
+            cfg->rope_attn_factor = factor <= 1.0 ? 1.0f
+                                  : (float)sqrt(1.0 + log(factor) / log((double)cfg->rope_original_max_pos));
+    }
     cfg->qkv_bias = qwen ? 1 : bias;
     cfg->o_bias = qwen ? 0 : bias;
     return 0;
@@ -1947,6 +2006,24 @@ static int lomo__config_save(const char *path, const lomo_config *cfg) {
         lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
                         "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d},\n",
                         f, lo, hi, cfg->rope_original_max_pos);
+    } else if (cfg->rope_type == 3) {
+        char f[32];
+        int k, i;
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"longrope\"");
+        for (k = 0; k < 2; k++) {
+            lomo__sb_printf(&b, ", \"%s\": [", k ? "short_factor" : "long_factor");
+            for (i = 0; i < cfg->rope_n_factors; i++) {
+                lomo__fmt_floatf(f, sizeof f, k ? cfg->rope_short_factor[i] : cfg->rope_long_factor[i]);
+                lomo__sb_printf(&b, "%s%s", i ? ", " : "", f);
+            }
+            lomo__sb_printf(&b, "]");
+        }
+        if (cfg->rope_explicit & 1) { lomo__fmt_floatf(f, sizeof f, cfg->rope_factor); lomo__sb_printf(&b, ", \"factor\": %s", f); }
+        if (cfg->rope_explicit & 2) {
+            lomo__fmt_floatf(f, sizeof f, cfg->rope_attn_factor);
+            lomo__sb_printf(&b, ", \"attention_factor\": %s", f);
+        }
+        lomo__sb_printf(&b, "},\n  \"original_max_position_embeddings\": %d,\n", cfg->rope_original_max_pos);
     } else if (cfg->rope_type == 2) {
         char f[32];
         lomo__fmt_floatf(f, sizeof f, cfg->rope_factor);
@@ -2683,7 +2760,7 @@ static void lomo__cpu_cross_entropy_softcap(void *ctx, float *losses, float *dlo
 
 /* partial rotary: lomo__cpu_rope on the first rot of hd dims */
 static void lomo__cpu_rope_ex(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot,
-                              int inverse) {
+                              float mscale, int inverse) {
     int half = rot / 2, bt;
     (void)ctx;
     LOMO__OMP(parallel for)
@@ -2691,7 +2768,7 @@ static void lomo__cpu_rope_ex(void *ctx, float *x, const float *inv_freq, int B,
         int t = bt % T, h, i;
         for (i = 0; i < half; i++) {
             float ang = (float)t * inv_freq[i];
-            float c = cosf(ang), s = inverse ? -sinf(ang) : sinf(ang);
+            float c = cosf(ang) * mscale, s = (inverse ? -sinf(ang) : sinf(ang)) * mscale;
             for (h = 0; h < nh; h++) {
                 float *xh = x + ((size_t)bt * nh + h) * hd;
                 float a = xh[i], b = xh[i + half];
@@ -4151,10 +4228,13 @@ LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
 /* RoPE inverse frequencies (hd/2 floats), in fp32 as transformers computes
    them: theta^(-2i/hd), and for rope type llama3 the Llama 3 rescaling
    (low frequencies divided by factor, high ones kept, a smooth blend between). */
-static void lomo__rope_inv_freq(const lomo_config *c, float *out) {
+static void lomo__rope_inv_freq_len(const lomo_config *c, float *out, int seq_len) {
     int i, rd = c->rotary_dim > 0 ? c->rotary_dim : c->head_dim, half = rd / 2;
     for (i = 0; i < half; i++) {
         float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)rd);
+        if (c->rope_type == 3 && i < c->rope_n_factors)   /* longrope: as transformers, 1 / (ext * theta^(2i/rd)) */
+            f = 1.0f / ((seq_len > c->rope_original_max_pos ? c->rope_long_factor[i] : c->rope_short_factor[i]) *
+                        powf(c->rope_theta, (float)(2 * i) / (float)rd));
         if (c->rope_type == 2) f /= c->rope_factor;   /* linear: positions / factor */
         if (c->rope_type == 1) {
             float old_ctx = (float)c->rope_original_max_pos;
@@ -4170,6 +4250,8 @@ static void lomo__rope_inv_freq(const lomo_config *c, float *out) {
         out[i] = f;
     }
 }
+/* at seq_len <= original_max_position_embeddings (longrope: the short factors) */
+static void lomo__rope_inv_freq(const lomo_config *c, float *out) { lomo__rope_inv_freq_len(c, out, 0); }
 
 /* One layer's working set: what its backward reads. With checkpointing one
    set is shared by all layers (recomputed from the layer's input); without,
@@ -4402,7 +4484,7 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     }
     if ((c->gemma && (!m->be->rmsnorm_ex_fwd || !m->be->rmsnorm_ex_bwd || !m->be->scale || !m->be->geglu_fwd ||
                       !m->be->geglu_bwd || !m->be->attn_ex_fwd || !m->be->attn_ex_bwd)) ||
-        (c->final_softcap > 0 && !m->be->cross_entropy_softcap) || (c->rotary_dim > 0 && !m->be->rope_ex) ||
+        (c->final_softcap > 0 && !m->be->cross_entropy_softcap) || ((c->rotary_dim > 0 || c->rope_type == 3) && !m->be->rope_ex) ||
         (c->local_window > 0 && (!m->be->attn_ex_fwd || !m->be->attn_ex_bwd))) {
         lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
                    "windowed attention, partial rotary)",
@@ -4536,7 +4618,7 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
         if (!f) { lomo__fail("out of host memory"); goto fail; }
         loc.rope_type = 0;
         if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
-        lomo__rope_inv_freq(c, f);
+        lomo__rope_inv_freq_len(c, f, t->T);   /* longrope picks its factors by the sequence length */
         lomo__rope_inv_freq(&loc, f + c->head_dim / 2);
         m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2) * 2);
         free(f);
@@ -4588,8 +4670,9 @@ static float lomo__attn_cap(const lomo_config *c) { return c->gemma == 2 ? c->at
 static void lomo__rope(lomo_trainer *t, float *x, const float *ifr, int nh, int inverse) {
     const lomo_backend *be = t->m->be;
     const lomo_config *c = &t->m->cfg;
-    if (c->rotary_dim > 0 && c->rotary_dim < c->head_dim)
-        be->rope_ex(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, c->rotary_dim, inverse);
+    if ((c->rotary_dim > 0 && c->rotary_dim < c->head_dim) || c->rope_type == 3)
+        be->rope_ex(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, c->rotary_dim > 0 ? c->rotary_dim : c->head_dim,
+                    c->rope_type == 3 ? c->rope_attn_factor : 1.0f, inverse);
     else be->rope(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, inverse);
 }
 static float lomo__attn_scale(const lomo_config *c) {

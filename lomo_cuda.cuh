@@ -838,7 +838,8 @@ static void lomo__cu_cross_entropy_softcap(void *ctx, float *losses, float *dlog
 }
 
 /* partial rotary: pairs (d, d + rot/2) of the first rot dims; the rest pass through */
-__global__ void lomo__cu_k_rope_ex(float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, int inverse) {
+__global__ void lomo__cu_k_rope_ex(float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, float mscale,
+                                   int inverse) {
     int half = rot / 2;
     size_t n = (size_t)B * T * nh * half;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -848,6 +849,7 @@ __global__ void lomo__cu_k_rope_ex(float *x, const float *inv_freq, int B, int T
         float s, c, ang = (float)t * inv_freq[d];
         sincosf(ang, &s, &c);
         if (inverse) s = -s;
+        s *= mscale; c *= mscale;
         float *v = x + row * hd;
         float a = v[d], b2 = v[d + half];
         v[d] = a * c - b2 * s;
@@ -855,10 +857,11 @@ __global__ void lomo__cu_k_rope_ex(float *x, const float *inv_freq, int B, int T
     }
 }
 static void lomo__cu_rope_ex(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot,
-                             int inverse) {
+                             float mscale, int inverse) {
     lomo__cu *c = (lomo__cu *)ctx;
     lomo__cu_k_rope_ex<<<lomo__cu_blocks((size_t)B * T * nh * (rot / 2), 256), 256, 0, c->stream>>>(x, inv_freq, B, T,
-                                                                                                    nh, hd, rot, inverse);
+                                                                                                    nh, hd, rot, mscale,
+                                                                                                    inverse);
     LOMO__LAUNCHED(c);
 }
 

@@ -110,6 +110,23 @@ static inline void ref_rope_partial(double *x, int B, int T, int nh, int hd, int
             }
 }
 
+/* longrope: angle = t * theta^(-2i/rot) / ext[i], rotated dims times mscale */
+static inline void ref_rope_longrope(double *x, int B, int T, int nh, int hd, int rot, double theta,
+                                     const double *ext, double mscale) {
+    int half = rot / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < nh; h++) {
+                double *v = x + ((b * T + t) * nh + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    double ang = t * pow(theta, -2.0 * i / rot) / ext[i];
+                    double a = v[i], c = v[i + half];
+                    v[i] = (a * cos(ang) - c * sin(ang)) * mscale;
+                    v[i + half] = (c * cos(ang) + a * sin(ang)) * mscale;
+                }
+            }
+}
+
 /* causal attention over the full score matrix with score = scale q.k,
    soft-capped to cap tanh(score / cap) when cap > 0, and masked to
    t - j < window when window > 0 */
@@ -170,6 +187,8 @@ typedef struct ref_config {
     int window, pattern;          /* layer l local iff pattern && (l+1) % pattern; window 0: none */
     double theta_local, rope_factor;  /* local layers' base (0: theta); global layers' linear factor (0: 1) */
     int rot;            /* rotary dims of a head (0: hd) */
+    const double *ext;  /* longrope's per-frequency divisors (NULL: none), with mscale on the rotated dims */
+    double mscale;
 } ref_config;
 
 typedef struct ref_layer {
@@ -210,8 +229,13 @@ static inline double ref_model_loss(const ref_model *m, const int *tokens, const
             memcpy(tmp, q, sizeof(double) * N * qd); ref_rmsnorm_off(q, tmp, w->q_norm, N * c->nh, c->hd, c->eps, off);
             memcpy(tmp, k, sizeof(double) * N * kvd); ref_rmsnorm_off(k, tmp, w->k_norm, N * c->nkv, c->hd, c->eps, off);
         }
-        ref_rope_partial(q, B, T, c->nh, c->hd, c->rot ? c->rot : c->hd, th, fac);
-        ref_rope_partial(k, B, T, c->nkv, c->hd, c->rot ? c->rot : c->hd, th, fac);
+        if (c->ext) {
+            ref_rope_longrope(q, B, T, c->nh, c->hd, c->rot ? c->rot : c->hd, th, c->ext, c->mscale);
+            ref_rope_longrope(k, B, T, c->nkv, c->hd, c->rot ? c->rot : c->hd, th, c->ext, c->mscale);
+        } else {
+            ref_rope_partial(q, B, T, c->nh, c->hd, c->rot ? c->rot : c->hd, th, fac);
+            ref_rope_partial(k, B, T, c->nkv, c->hd, c->rot ? c->rot : c->hd, th, fac);
+        }
         ref_attention_ex(att, q, k, v, B, T, c->nh, c->nkv, c->hd, 1.0 / sqrt(c->qpas > 0 ? c->qpas : (double)c->hd),
                          c->attn_cap, local ? c->window : 0);
         ref_linear(o, att, w->wo, w->bo, N, qd, C);

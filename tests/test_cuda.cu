@@ -274,14 +274,14 @@ static void test_family_ops(void) {
         gpu->free(G, dQ); gpu->free(G, dK); gpu->free(G, dV); gpu->free(G, dDO); gpu->free(G, dO); gpu->free(G, dL);
         gpu->free(G, dDQ); gpu->free(G, dDK); gpu->free(G, dDV);
     }
-    {   /* partial rotary (60 of 80 dims), forward and inverse */
+    {   /* partial rotary (60 of 80 dims) with a longrope attention factor, forward and adjoint */
         size_t n = (size_t)N * nh * hd;
         float ifr[40];
         for (int i = 0; i < 40; i++) ifr[i] = powf(10000.0f, -(float)(2 * i) / 60.0f);
         float *x = randv(n, 1), *dX = dev(x, n), *dF = dev(ifr, 40);
         for (int inv = 0; inv <= 1; inv++) {
-            cpu->rope_ex(X, x, ifr, B, T, nh, hd, 60, inv);
-            gpu->rope_ex(G, dX, dF, B, T, nh, hd, 60, inv);
+            cpu->rope_ex(X, x, ifr, B, T, nh, hd, 60, 1.19f, inv);
+            gpu->rope_ex(G, dX, dF, B, T, nh, hd, 60, 1.19f, inv);
             same(inv ? "rope_ex inverse" : "rope_ex", dX, x, n, 1e-5);
         }
         free(x); gpu->free(G, dX); gpu->free(G, dF);

@@ -48,6 +48,11 @@ static double **ref_from(const lomo_model *m, ref_model *r) {
     r->c.attn_cap = c->gemma == 2 ? c->attn_softcap : 0; r->c.final_cap = c->final_softcap;
     r->c.window = c->local_window; r->c.pattern = c->local_pattern; r->c.theta_local = c->rope_local_theta;
     r->c.rope_factor = c->rope_type == 2 ? c->rope_factor : 0; r->c.rot = c->rotary_dim;
+    if (c->rope_type == 3) {   /* longrope at T = 6 > original_max_position_embeddings: the long factors */
+        static double ext[128];
+        for (int i = 0; i < c->rope_n_factors; i++) ext[i] = c->rope_long_factor[i];
+        r->c.ext = ext; r->c.mscale = c->rope_attn_factor;
+    }
     r->layers = (ref_layer *)calloc(c->n_layers, sizeof(ref_layer));
     for (int i = 0; i < m->n_tensors; i++) {
         const lomo_tensor *t = &m->tensors[i];
@@ -98,6 +103,11 @@ static void run_case(const char *name, int dim, int hidden, int layers, int nh, 
     if (family == 5) {   /* Phi-3: fused projections, partial rotary 4 of 6, window 3 on every layer */
         strcpy(cfg.model_type, "phi3"); cfg.fused_proj = 1; cfg.rotary_dim = hd - 2;
         cfg.local_window = 3; cfg.local_pattern = layers + 1;
+        if (tied) {   /* + longrope (long factors: T = 6 > 4), attention factor 1.25 */
+            cfg.rope_type = 3; cfg.rope_n_factors = cfg.rotary_dim / 2; cfg.rope_original_max_pos = 4;
+            cfg.rope_attn_factor = 1.25f;
+            for (int i = 0; i < cfg.rope_n_factors; i++) { cfg.rope_long_factor[i] = 1.0f + 1.5f * i; cfg.rope_short_factor[i] = 1.0f; }
+        }
     }
     lomo_model *m = lomo_model_new(&cfg, NULL);
     CHECK(m != NULL, "%s: model_new: %s", name, lomo_error());
@@ -172,6 +182,6 @@ int main(void) {
     run_case("gemma3 untied", 8, 10, 3, 2, 1, 6, 9, 0, 0, 0);
     family = 5;
     run_case("phi3 fused gqa", 8, 10, 2, 4, 2, 6, 11, 0, 0, 0);
-    run_case("phi3 fused mha tied", 6, 8, 2, 2, 2, 4, 9, 1, 0, 0);
+    run_case("phi3 longrope tied", 6, 8, 2, 2, 2, 6, 9, 1, 0, 0);
     return tu_done("test_grad");
 }

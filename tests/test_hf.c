@@ -142,8 +142,17 @@ static void test_family_configs(void) {
     /* refused by name */
     expect_refused("{\"model_type\":\"gemma3\",\"text_config\":{}}", "Gemma3ForConditionalGeneration", "gemma3 multimodal");
     expect_refused("{\"model_type\":\"qwen3_moe\"," BASE "}", "mixture-of-experts", "qwen3 moe");
+    CHECK(cfg_try("{\"model_type\":\"phi3\"," BASE ",\"max_position_embeddings\":131072,\"original_max_position_embeddings\":4096,"
+                  "\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1,2,3,4],\"short_factor\":[1,1,1,1.5]}}", &c) == 0 &&
+          c.rope_type == 3 && c.rope_n_factors == 4 && c.rope_long_factor[3] == 4.0f && c.rope_short_factor[3] == 1.5f &&
+          fabs(c.rope_attn_factor - sqrt(1 + log(32.0) / log(4096.0))) < 1e-6 && c.rope_original_max_pos == 4096,
+          "phi3 longrope (Phi-3.5-mini layout): %s", lomo_error());
     expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1],"
-                   "\"short_factor\":[1]}}", "rope type longrope is not supported", "longrope");
+                   "\"short_factor\":[1]}}", "longrope has 1 factors, the 8 rotary dims need 4", "longrope factor count");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1,1,1,1],"
+                   "\"short_factor\":[1,1,0,1]}}", "field 'short_factor'", "longrope factor 0");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4}}",
+                   "rope type yarn is not supported", "yarn");
     expect_refused("{\"model_type\":\"qwen3\"," BASE ",\"use_sliding_window\":true}", "field 'use_sliding_window'", "qwen3 swa");
     expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"layer_types\":[\"full_attention\",\"sliding_attention\","
                    "\"sliding_attention\"]}", "repeating pattern", "gemma layer_types without a pattern");
@@ -218,10 +227,12 @@ int main(void) {
     run_case("gemma3", 1);             /* + q/k norms, per-layer rope bases, linear scaling, untied */
     run_case("phi3", 1);               /* fused qkv_proj / gate_up_proj, window 5 on every layer */
     run_case("phi3_partial", 1);       /* partial rotary 0.75, GQA, tied */
+    run_case("phi3_longrope", 1);      /* longrope, T > original_max_position_embeddings: long factors */
     /* loss and logits: the other config families and storage formats */
     run_case("llama3_scaled", 0);      /* rope_parameters llama3 (transformers 5 layout) */
     run_case("llama3_scaled_oldcfg", 0); /* rope_scaling llama3 (older layout) */
     run_case("mistral", 0);
+    run_case("phi3_longrope_short", 0); /* longrope, T <= original: short factors */
     run_case("sharded_bf16", 0);       /* 4 shards + index, bf16, a layer split across shards */
     run_case("f16", 0);
     run_stories();

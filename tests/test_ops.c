@@ -145,18 +145,19 @@ static void test_rope(int B, int T, int nh, int hd, float theta) {
 }
 
 /* ---- partial rotary (Phi-3 family) and linear scaling ---- */
-typedef struct { int B, T, nh, hd, rot; double *x, *tmp, *dy, theta, factor; } rpx_st;
+typedef struct { int B, T, nh, hd, rot; double *x, *tmp, *dy, theta, factor, mscale; } rpx_st;
 static double rpx_obj(void *p) {
     rpx_st *s = (rpx_st *)p; double L = 0; int n = s->B * s->T * s->nh * s->hd;
     memcpy(s->tmp, s->x, sizeof(double) * n);
     ref_rope_partial(s->tmp, s->B, s->T, s->nh, s->hd, s->rot, s->theta, s->factor);
+    for (int i = 0; i < n; i++) if (i % s->hd < s->rot) s->tmp[i] *= s->mscale;   /* rotated dims only */
     for (int i = 0; i < n; i++) L += s->dy[i] * s->tmp[i];
     return L;
 }
-static void test_rope_ex(int B, int T, int nh, int hd, int rot, float theta, float factor) {
+static void test_rope_ex(int B, int T, int nh, int hd, int rot, float theta, float factor, float mscale) {
     int n = B * T * nh * hd;
     float *x = randf(n, 1), *dy = randf(n, 1);
-    rpx_st s = {B, T, nh, hd, rot, to_d(x, n), (double *)malloc(sizeof(double) * n), to_d(dy, n), theta, factor};
+    rpx_st s = {B, T, nh, hd, rot, to_d(x, n), (double *)malloc(sizeof(double) * n), to_d(dy, n), theta, factor, mscale};
     double *g = (double *)malloc(sizeof(double) * n);
     lomo_config c;
     float inv_freq[64];
@@ -164,11 +165,12 @@ static void test_rope_ex(int B, int T, int nh, int hd, int rot, float theta, flo
     c.head_dim = hd; c.rope_theta = theta; c.rotary_dim = rot;
     if (factor != 1.0f) { c.rope_type = 2; c.rope_factor = factor; }
     lomo__rope_inv_freq(&c, inv_freq);
-    be->rope_ex(be->ctx, x, inv_freq, B, T, nh, hd, rot, 0);
+    be->rope_ex(be->ctx, x, inv_freq, B, T, nh, hd, rot, mscale, 0);
     memcpy(s.tmp, s.x, sizeof(double) * n);
     ref_rope_partial(s.tmp, B, T, nh, hd, rot, theta, factor);
+    for (int i = 0; i < n; i++) if (i % hd < rot) s.tmp[i] *= mscale;
     CHECK(tu_rel_err_fd(x, s.tmp, n) < FWD_TOL, "rope_ex fwd rot %d/%d factor %g: %g", rot, hd, factor, tu_rel_err_fd(x, s.tmp, n));
-    be->rope_ex(be->ctx, dy, inv_freq, B, T, nh, hd, rot, 1);
+    be->rope_ex(be->ctx, dy, inv_freq, B, T, nh, hd, rot, mscale, 1);
     fd_grad(g, s.x, n, rpx_obj, &s);
     CHECK(tu_rel_err_fd(dy, g, n) < BWD_TOL, "rope_ex bwd: %g", tu_rel_err_fd(dy, g, n));
     free(x); free(dy); free(g); free(s.x); free(s.tmp); free(s.dy);
@@ -433,8 +435,8 @@ int main(void) {
     test_attention_ex(1, 9, 2, 1, 4, 0.5f, 0.0f, 3);   /* window 3 < T, MQA */
     test_attention_ex(2, 8, 3, 3, 8, 0.25f, 2.0f, 4);  /* both */
     test_cross_entropy_softcap(9, 13, 2.0f);
-    test_rope_ex(2, 7, 3, 8, 6, 10000.0f, 1.0f);   /* Phi-4-mini style 0.75 */
-    test_rope_ex(1, 9, 2, 10, 4, 300.0f, 1.0f);
-    test_rope_ex(1, 8, 2, 6, 6, 500.0f, 2.5f);     /* whole head, linear scaling */
+    test_rope_ex(2, 7, 3, 8, 6, 10000.0f, 1.0f, 1.0f);   /* Phi-4-mini style 0.75 */
+    test_rope_ex(1, 9, 2, 10, 4, 300.0f, 1.0f, 1.19f);   /* with a longrope attention factor */
+    test_rope_ex(1, 8, 2, 6, 6, 500.0f, 2.5f, 1.0f);     /* whole head, linear scaling */
     return tu_done("test_ops");
 }

@@ -75,6 +75,18 @@ LLAMA_BASE = dict(
     attention_dropout=0.0,
 )
 
+PHI3_LONGROPE = dict(
+    hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, vocab_size=59,
+    tie_word_embeddings=False, rms_norm_eps=1e-5, sliding_window=None,
+    rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                         partial_rotary_factor=0.75,
+                         long_factor=[1.0, 2.5, 7.0], short_factor=[1.1, 1.3, 1.7],
+                         original_max_position_embeddings=8),
+    max_position_embeddings=64, original_max_position_embeddings=8,
+    pad_token_id=None, bos_token_id=None, eos_token_id=None,
+    attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+
 CASES = [
     # name, model class, config class, config kwargs, seed
     ("llama_gqa", LlamaForCausalLM, LlamaConfig, dict(LLAMA_BASE), 1001),
@@ -204,6 +216,17 @@ CASES = [
              attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
         1016,
     ),
+    # Phi-3 longrope (Phi-3.5-mini / Phi-4-mini): short and long factors,
+    # original_max_position_embeddings 8 < T = 9, so the long factors and the
+    # attention factor sqrt(1 + ln 8 / ln 8) apply; with partial rotary 0.75.
+    # The forward-only phi3_longrope_short runs T = 6 <= 8: short factors.
+    (
+        "phi3_longrope",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(PHI3_LONGROPE),
+        1017,
+    ),
 ]
 
 # Llama-3 ("llama3") rope scaling.  With head_dim 16 and theta 5e5 the 8
@@ -224,6 +247,14 @@ LLAMA3_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
 # legacy_copy (also write <name>_oldcfg with the same tensors and config.json
 # in the older top-level rope_theta / rope_scaling layout).
 FWD_CASES = [
+    (
+        "phi3_longrope_short",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(PHI3_LONGROPE),
+        1018,
+        dict(t=6),
+    ),
     (
         "llama3_scaled",
         LlamaForCausalLM,
