@@ -508,7 +508,7 @@ static void test_config(void) {
     CHECK(c.rope_theta == 500000.0f && c.dtype == LOMO_BF16);
     CHECK(cfg_with(",\"rope_parameters\":{\"rope_theta\":1e6}", &c) == 0 && c.rope_theta == 1e6f);
     EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":500000.0,\"rope_type\":\"yarn\"}", &c),
-               "field 'rope_parameters': rope type yarn is not supported (supported: default, linear, llama3)", "rope_parameters yarn");
+               "field 'rope_parameters': rope type yarn is not supported (supported: default, linear, llama3, longrope)", "rope_parameters yarn");
     EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":-1}", &c), "field 'rope_theta': expected a positive number, found -1", "rope_parameters theta");
     EXPECT_ERR(cfg_with(",\"layer_types\":[\"full_attention\",\"sliding_attention\"]", &c), "field 'layer_types'", "layer_types sliding");
 
