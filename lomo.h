@@ -3001,6 +3001,30 @@ static int lomo__config_check(const lomo_config *c) {
                           c->n_kv_heads, c->n_heads);
     if (c->head_dim % 2 || c->head_dim > LOMO__MAX_HEAD_DIM)
         return lomo__fail("config: head_dim=%d must be even and at most %d", c->head_dim, LOMO__MAX_HEAD_DIM);
+    /* 0.5 fields */
+    if (c->gemma != 0 && c->gemma != 2 && c->gemma != 3)
+        return lomo__fail("config: gemma=%d must be 0, 2 or 3", c->gemma);
+    if (c->rotary_dim < 0 || c->rotary_dim % 2 || c->rotary_dim > c->head_dim)
+        return lomo__fail("config: rotary_dim=%d must be even and in [0, head_dim=%d]", c->rotary_dim, c->head_dim);
+    if (c->local_window < 0 || c->local_pattern < 0 || !(c->attn_softcap >= 0) || !(c->final_softcap >= 0) ||
+        !(c->query_pre_attn_scalar >= 0) || !(c->rope_local_theta >= 0))
+        return lomo__fail("config: local_window=%d, local_pattern=%d, soft-caps %g / %g, query_pre_attn_scalar %g and "
+                          "rope_local_theta %g must be >= 0", c->local_window, c->local_pattern, c->attn_softcap,
+                          c->final_softcap, c->query_pre_attn_scalar, c->rope_local_theta);
+    if (c->rope_type == 3) {
+        int rd = c->rotary_dim ? c->rotary_dim : c->head_dim, i;
+        if (c->rope_n_factors != rd / 2 || c->rope_n_factors > 128 || c->rope_original_max_pos <= 0 ||
+            !(c->rope_attn_factor > 0))
+            return lomo__fail("config: longrope needs rotary dims / 2 = %d factors (found %d, at most 128), "
+                              "original_max_position_embeddings > 0 (found %d) and attention_factor > 0 (found %g)",
+                              rd / 2, c->rope_n_factors, c->rope_original_max_pos, c->rope_attn_factor);
+        for (i = 0; i < c->rope_n_factors; i++)
+            if (!(c->rope_long_factor[i] > 0) || !(c->rope_short_factor[i] > 0))
+                return lomo__fail("config: longrope factor %d is not positive (long %g, short %g)", i,
+                                  c->rope_long_factor[i], c->rope_short_factor[i]);
+    }
+    if (c->rope_type == 2 && !(c->rope_factor > 0))
+        return lomo__fail("config: linear rope factor %g must be > 0", c->rope_factor);
     return 0;
 }
 

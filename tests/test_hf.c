@@ -201,6 +201,14 @@ static void test_family_configs(void) {
     expect_refused("{\"model_type\":\"phi3\"," BASE ",\"partial_rotary_factor\":0.1}", "field 'partial_rotary_factor'",
                    "rotary dims < 2");
     expect_refused("{\"model_type\":\"llama\"," BASE ",\"pad_token_id\":50}", "field 'pad_token_id'", "pad out of vocab");
+    /* programmatic configs are checked too */
+    lomo_config_default(&c, 32, 48, 2, 4, 2, 50);
+    c.rotary_dim = 3;
+    CHECK(lomo_model_new(&c, NULL) == NULL && strstr(lomo_error(), "rotary_dim=3"), "rotary_dim 3 accepted: %s", lomo_error());
+    c.rotary_dim = 4; c.rope_type = 3; c.rope_n_factors = 1; c.rope_original_max_pos = 8; c.rope_attn_factor = 1;
+    CHECK(lomo_model_new(&c, NULL) == NULL && strstr(lomo_error(), "longrope needs"), "longrope 1 factor accepted: %s", lomo_error());
+    c.rope_type = 0; c.gemma = 1;
+    CHECK(lomo_model_new(&c, NULL) == NULL && strstr(lomo_error(), "gemma=1"), "gemma=1 accepted: %s", lomo_error());
 }
 
 /* the real pretrained tiny Llama: loss and greedy continuation */
