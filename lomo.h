@@ -65,7 +65,9 @@ THE UPDATE HOOK
    micro-batches equals one step over their concatenation.
 
    Order: loss -> lm_head -> final norm -> layers L-1..0 (down, up, gate,
-   post-attention norm, o, v, k, q, input norm) -> embedding. Every dX is
+   post-attention norm, o, v, k, q, input norm) -> embedding. (Gemma: post-MLP
+   norm first, post-attention norm before o; q/k norms after o; Phi-3:
+   down, gate_up, norm, o, qkv, norm.) Every dX is
    computed with the old weights, before its tensor is handed to the hook.
    Tied embeddings: the hook sees the sum of both contributions, once, at the
    end. This costs no memory: the lm_head's dlogits stay in the logits buffer
@@ -83,6 +85,7 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
 
      parameters       w P
      activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
+                      (+ S (q + k) with q/k norms, + S 2C for Gemma's post-norms)
                       (each layer's input per micro-batch; S layer working
                       sets; final norm output; logits, which also hold dlogits)
      gradient buffer  4 max(tensor numel)           (M = 1; = 4 V C in most models)
@@ -148,7 +151,10 @@ BACKENDS
 
    The driver calls a table of operations (struct lomo_backend): memory,
    matmul forward/backward, RMSNorm, RoPE, attention, SwiGLU, embedding,
-   cross-entropy, sum of squares and the built-in update kernel. The CPU
+   cross-entropy, sum of squares and the built-in update kernel; for Qwen3,
+   Gemma and Phi-3 also RMSNorm with a weight offset, scale, GeGLU,
+   attention with scale / soft-capping / window, soft-capped cross-entropy
+   and partial RoPE (NULL in a backend: those models are refused). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
    Before each forward or step the driver hands the backend that trainer's
    scratch and activation dtype (set_scratch), so backends keep no state of
@@ -190,6 +196,12 @@ VERSION HISTORY
         lost context, cudaSetDevice per op, lomo_cuda_init_random; a test kit
         that fails on wrong kernels (test_cuda, mutate_cuda.sh, test_cuda_tol)
         and `make gpu-check`. Not yet run on a GPU.
+        Qwen3 (q/k norms), Gemma 2 and Gemma 3 text (offset norms, embedding
+        scale, GeGLU, post-norms, soft-capping, local sliding-window layers,
+        per-layer rope bases), Phi-3 (fused qkv_proj / gate_up_proj, partial
+        rotary, sliding window, longrope), linear rope scaling, pad_token_id's row
+        without lookup gradient; new backend ops at the end of the table
+        (rmsnorm_ex, scale, geglu, attn_ex, cross_entropy_softcap, rope_ex).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -240,7 +252,30 @@ typedef struct lomo_config {
     int rope_original_max_pos;   /* llama3: original_max_position_embeddings */
     int sliding_window; /* 0: none; mistral's sliding_window (training with seq_len > it is refused) */
     lomo_dtype dtype;   /* torch_dtype */
-    char model_type[32];/* "llama", "mistral", "qwen2" */
+    char model_type[32];/* "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text" */
+    /* 0.5: Qwen3 and Gemma 2/3 (0 everywhere keeps the Llama block) */
+    int qk_norm;        /* qwen3, gemma3: RMSNorm over each head of q and k before RoPE (q_norm, k_norm) */
+    int gemma;          /* 2 or 3: RMSNorm scales by (1 + weight), embeddings * sqrt(hidden_size),
+                           GeGLU with the tanh GELU, norms before and after attention and MLP */
+    float query_pre_attn_scalar; /* attention scores scaled by its -1/2 power; 0: head_dim */
+    float attn_softcap;          /* attn_logit_softcapping: scores -> cap tanh(scores / cap); 0: none
+                                    (as in transformers, applied by Gemma 2 only: Gemma 3 ignores it) */
+    float final_softcap;         /* final_logit_softcapping, the same on the logits; 0: none */
+    int local_window;   /* sliding_window of the local layers (gemma); 0: none */
+    int local_pattern;  /* layer l is local iff local_pattern > 0 and (l + 1) % local_pattern != 0 */
+    float rope_local_theta;      /* gemma3: rope_local_base_freq of the local layers (0: rope_theta) */
+    int has_pad, pad_token_id;   /* pad_token_id (has_pad 0: null): as transformers' nn.Embedding(padding_idx),
+                                    the embedding lookup adds no gradient to that row */
+    int fused_proj;     /* phi3: q/k/v in one self_attn.qkv_proj, gate/up in one mlp.gate_up_proj */
+    int rotary_dim;     /* RoPE on the first rotary_dim dims of a head (partial_rotary_factor); 0: head_dim */
+    /* rope_type 3 ("longrope", Phi-3 128k / Phi-3.5 / Phi-4-mini): inverse frequencies divided by
+       short_factor (seq_len <= rope_original_max_pos) or long_factor, rotated dims scaled by
+       attention_factor (given, or sqrt(1 + ln(factor) / ln(original)), factor given or
+       max_position_embeddings / original) */
+    int rope_n_factors; /* rotary_dim / 2, at most 128 */
+    float rope_long_factor[128], rope_short_factor[128];
+    float rope_attn_factor;
+    int rope_explicit;  /* bit 0: factor was given, bit 1: attention_factor was given (saved back as read) */
 } lomo_config;
 
 /* ---- tensors and models ---- */
@@ -249,7 +284,13 @@ typedef struct lomo_config {
 typedef enum lomo_tensor_kind {
     LOMO_EMBED = 0, LOMO_WQ, LOMO_BQ, LOMO_WK, LOMO_BK, LOMO_WV, LOMO_BV,
     LOMO_WO, LOMO_BO, LOMO_W_GATE, LOMO_W_UP, LOMO_W_DOWN, LOMO_ATTN_NORM,
-    LOMO_MLP_NORM, LOMO_FINAL_NORM, LOMO_LM_HEAD, LOMO_NKINDS
+    LOMO_MLP_NORM, LOMO_FINAL_NORM, LOMO_LM_HEAD,
+    LOMO_Q_NORM, LOMO_K_NORM,               /* self_attn.q_norm / k_norm (qwen3, gemma3) */
+    LOMO_POST_ATTN_NORM, LOMO_POST_MLP_NORM, /* gemma: post_attention_layernorm (on the attention's output),
+                                               post_feedforward_layernorm; LOMO_MLP_NORM is pre_feedforward_layernorm */
+    LOMO_W_QKV, LOMO_W_GATE_UP,             /* phi3: self_attn.qkv_proj (q rows, k rows, v rows),
+                                               mlp.gate_up_proj (gate rows, then up rows) */
+    LOMO_NKINDS
 } lomo_tensor_kind;
 
 typedef struct lomo_tensor {
@@ -269,6 +310,9 @@ typedef struct lomo_tensor {
 typedef struct lomo_layer {
     lomo_tensor *attn_norm, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
     lomo_tensor *mlp_norm, *w_gate, *w_up, *w_down;   /* biases are NULL when absent */
+    lomo_tensor *q_norm, *k_norm, *post_attn_norm, *post_mlp_norm;   /* NULL when the family has none */
+    lomo_tensor *w_qkv, *w_gate_up;   /* phi3: the fused tensors (wq, wk, wv, w_gate, w_up are then views:
+                                         row blocks of them, not in lomo_model.tensors) */
 } lomo_layer;
 
 /* ---- memory accounting ---- */
@@ -315,6 +359,7 @@ typedef struct lomo_model {
     char *config_json;           /* lomo_load: the config.json text (LOMO_MALLOC); lomo_save keeps every key of it,
                                     changing only the values lomo changed. NULL: lomo writes its own config */
     size_t config_json_len;
+    lomo_tensor *views;          /* phi3: per layer wq, wk, wv, w_gate, w_up as row blocks of the fused tensors */
 } lomo_model;
 
 typedef struct lomo_load_opts {
@@ -326,7 +371,7 @@ typedef struct lomo_load_opts {
 
 LOMODEF lomo_model  *lomo_load(const char *hf_dir, const lomo_load_opts *opts);
 LOMODEF lomo_model  *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts); /* weights uninitialised */
-LOMODEF void         lomo_model_init_random(lomo_model *m, uint64_t seed, float std); /* N(0,std) matrices, norms 1, biases 0 */
+LOMODEF void         lomo_model_init_random(lomo_model *m, uint64_t seed, float std); /* N(0,std) matrices, norm gains 1, biases 0 */
 LOMODEF int          lomo_save(const lomo_model *m, const char *dir);                  /* lomo_save_ex, defaults */
 typedef struct lomo_file { const char *name; const void *data; size_t len; } lomo_file;
 enum { LOMO_SAVE_AS_LOADED = 0, LOMO_SAVE_F32, LOMO_SAVE_BF16, LOMO_SAVE_F16 };
@@ -671,6 +716,42 @@ struct lomo_backend {
     /* 1 if every stored element of p (p->numel, any dtype) is finite, else 0: the trainer's
        check after each update. NULL: the trainer tests param_sumsq for finiteness instead. */
     int (*all_finite)(void *ctx, const lomo_tensor *p);
+
+    /* ---- 0.5: ops of Qwen3 and Gemma 2/3 (a backend may leave them NULL:
+       models that need them are then refused by lomo_trainer_new) ---- */
+    /* y (N,C) = x * rstd * (w_offset + w); rstd (N) saved (Gemma: w_offset 1) */
+    void (*rmsnorm_ex_fwd)(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *w,
+                           int N, int C, float eps, float w_offset);
+    /* dx (N,C) += d/dx; dw (C) = d/dw (overwritten) */
+    void (*rmsnorm_ex_bwd)(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                           const lomo_tensor *w, const float *rstd, int N, int C, float w_offset);
+    /* x (n) *= s */
+    void (*scale)(void *ctx, float *x, float s, size_t n);
+    /* h = gelu_tanh(g) * u (GeGLU); backward as swiglu_bwd (dg may alias dh) */
+    void (*geglu_fwd)(void *ctx, float *h, const float *g, const float *u, size_t n);
+    void (*geglu_bwd)(void *ctx, float *dg, float *du, const float *dh, const float *g,
+                      const float *u, size_t n);
+    /* attn_fwd / attn_bwd with scores s = scale q.k, soft-capped to cap tanh(s / cap)
+       when cap > 0, and query t seeing keys t - window < j <= t when window > 0 */
+    void (*attn_ex_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
+                        const float *v, int B, int T, int nh, int nkv, int hd,
+                        float scale, float cap, int window);
+    void (*attn_ex_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                        const float *q, const float *k, const float *v, const float *out,
+                        const float *lse, int B, int T, int nh, int nkv, int hd,
+                        float scale, float cap, int window);
+    /* cross_entropy of the soft-capped logits c = cap tanh(logits / cap): losses (N);
+       with dlogits (may alias logits) the gradient with respect to the raw logits,
+       (softmax(c) - onehot) (1 - (c / cap)^2) dscale; without, logits are
+       replaced by c (what transformers returns as logits) */
+    void (*cross_entropy_softcap)(void *ctx, float *losses, float *dlogits, float *logits,
+                                  const int32_t *targets, int N, int V, float dscale, float cap);
+    /* rope on the first rot dims of each head of x (B,T,nh,hd) (partial rotary: pairs
+       (i, i + rot/2), i < rot/2, inv_freq rot/2 floats), the rotated dims times mscale
+       (longrope's attention factor); the other dims pass through. inverse=1: the adjoint
+       (inverse rotation, times mscale), for the backward */
+    void (*rope_ex)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, float mscale,
+                    int inverse);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -1714,7 +1795,7 @@ static int lomo__st_save(const char *path, const lomo__st_out *t, int n, const c
 /* ======================================================================== */
 /* config.json                                                              */
 /* ======================================================================== */
-/* HF config of a llama / mistral / qwen2 model. Anything the kernels do not
+/* HF config of a llama / mistral / qwen2 / qwen3 / gemma2 / gemma3_text / phi3 model. Anything the kernels do not
    implement (other activations, rope_scaling, MLP bias, Qwen2 sliding window)
    is refused rather than silently ignored. */
 
@@ -1770,14 +1851,14 @@ static int lomo__cfg_bool(const lomo__cfgp *c, const char *key, int def, int *ou
 
 /* rope_scaling (transformers < 5) / rope_parameters (>= 5): absent, null,
    type "default" (plain RoPE) or "llama3" (Llama 3.x frequency scaling). */
-static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg) {
-    int node = lomo__json_get(c->j, 0, key), ty;
+static int lomo__cfg_rope_obj(const lomo__cfgp *c, const char *key, int node, lomo_config *cfg) {
+    int ty;
     char buf[64];
     lomo__cfgp r = *c;
     if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
     if (c->j->nodes[node].type != LOMO__J_OBJ) return lomo__cfg_bad(c, key, "null or an object", node);
     if ((ty = lomo__json_get(c->j, node, "rope_type")) < 0) ty = lomo__json_get(c->j, node, "type");
-    if (ty < 0 && !strcmp(key, "rope_parameters")) return 0; /* just rope_theta */
+    if (ty < 0 && !strncmp(key, "rope_parameters", 15)) return 0; /* just rope_theta */
     if (lomo__json_streq(c->j, ty, "default")) return 0;
     if (lomo__json_streq(c->j, ty, "llama3")) {
         r.obj = node;
@@ -1793,8 +1874,145 @@ static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg
                               cfg->rope_low_freq_factor, cfg->rope_high_freq_factor);
         return 0;
     }
+    if (lomo__json_streq(c->j, ty, "longrope") || lomo__json_streq(c->j, ty, "su")) {
+        int lists[2], k;
+        r.obj = node;
+        cfg->rope_type = 3;
+        lists[0] = lomo__json_get(c->j, node, "long_factor"); lists[1] = lomo__json_get(c->j, node, "short_factor");
+        for (k = 0; k < 2; k++) {
+            int e, n = 0;
+            float *dst = k ? cfg->rope_short_factor : cfg->rope_long_factor;
+            if (lists[k] < 0 || c->j->nodes[lists[k]].type != LOMO__J_ARR)
+                return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "an array of positive numbers", lists[k]);
+            for (e = c->j->nodes[lists[k]].first; e >= 0; e = c->j->nodes[e].next, n++) {
+                if (n >= 128) return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "at most 128 factors", lists[k]);
+                if (!lomo__json_is(c->j, e, LOMO__J_NUM) || !(c->j->nodes[e].num > 0) || c->j->nodes[e].num > 3.4e38)
+                    return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "positive numbers", e);
+                dst[n] = (float)c->j->nodes[e].num;
+            }
+            if (k && n != cfg->rope_n_factors)
+                return lomo__fail("%s: field '%s': short_factor has %d entries, long_factor %d", c->path, key, n,
+                                  cfg->rope_n_factors);
+            cfg->rope_n_factors = n;
+        }
+        if (lomo__json_get(c->j, node, "factor") >= 0) {
+            if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor)) return -1;
+            cfg->rope_explicit |= 1;
+        }
+        if (lomo__json_get(c->j, node, "attention_factor") >= 0) {
+            if (lomo__cfg_float(&r, "attention_factor", -1, &cfg->rope_attn_factor)) return -1;
+            cfg->rope_explicit |= 2;
+        }
+        if (lomo__json_get(c->j, node, "original_max_position_embeddings") >= 0 &&
+            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos)) return -1;
+        return 0;
+    }
+    if (lomo__json_streq(c->j, ty, "linear")) {   /* positions divided by factor */
+        r.obj = node;
+        cfg->rope_type = 2;
+        return lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor);
+    }
     if (lomo__json_str(c->j, ty, buf, sizeof buf) < 0) lomo__json_show(c->j, ty >= 0 ? ty : node, buf, sizeof buf);
-    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, llama3)", c->path, key, buf);
+    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, linear, llama3, longrope)", c->path, key, buf);
+}
+
+static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg) {
+    return lomo__cfg_rope_obj(c, key, lomo__json_get(c->j, 0, key), cfg);
+}
+
+/* a soft-capping field: absent gives def, null none (0), else a positive number */
+static int lomo__cfg_cap(const lomo__cfgp *c, const char *key, float def, float *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    *out = def;
+    if (node < 0) return 0;   /* absent: the family's default (0 = no capping) */
+    if (c->j->nodes[node].type == LOMO__J_NULL) { *out = 0; return 0; }
+    return lomo__cfg_float(c, key, def, out);
+}
+
+/* Gemma 2 / Gemma 3 text: scaling, soft-capping, local layers, rope bases.
+   Defaults are those of transformers' Gemma2Config / Gemma3TextConfig. */
+static int lomo__config_gemma(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int g3 = cfg->gemma == 3, node, bidir = 0, pattern = g3 ? 6 : 2, l;
+    if (lomo__cfg_float(c, "query_pre_attn_scalar", 256.0, &cfg->query_pre_attn_scalar) ||
+        lomo__cfg_cap(c, "attn_logit_softcapping", g3 ? 0.0f : 50.0f, &cfg->attn_softcap) ||
+        lomo__cfg_cap(c, "final_logit_softcapping", g3 ? 0.0f : 30.0f, &cfg->final_softcap) ||
+        lomo__cfg_int(c, "sliding_window", 4096, &cfg->local_window) ||
+        lomo__cfg_bool(c, "use_bidirectional_attention", 0, &bidir))
+        return -1;
+    if (bidir) return lomo__cfg_bad(c, "use_bidirectional_attention", "false (only causal attention is supported)",
+                                    lomo__json_get(j, 0, "use_bidirectional_attention"));
+    if (g3) {
+        if (lomo__cfg_int(c, "sliding_window_pattern", pattern, &pattern) ||
+            lomo__cfg_int(c, "_sliding_window_pattern", pattern, &pattern) ||
+            lomo__cfg_float(c, "rope_local_base_freq", 10000.0, &cfg->rope_local_theta))
+            return -1;
+        /* transformers >= 5: rope_parameters {"full_attention": {...}, "sliding_attention": {...}} */
+        node = lomo__json_get(j, 0, "rope_parameters");
+        if (lomo__json_get(j, node, "full_attention") >= 0 || lomo__json_get(j, node, "sliding_attention") >= 0) {
+            lomo__cfgp r = *c;
+            lomo_config loc = *cfg;
+            int full = lomo__json_get(j, node, "full_attention"), sl = lomo__json_get(j, node, "sliding_attention");
+            if (full < 0 || sl < 0 || j->nodes[full].type != LOMO__J_OBJ || j->nodes[sl].type != LOMO__J_OBJ)
+                return lomo__cfg_bad(c, "rope_parameters", "objects for both full_attention and sliding_attention", node);
+            r.obj = full;
+            if (lomo__cfg_rope_obj(&r, "rope_parameters.full_attention", full, cfg) ||
+                lomo__cfg_float(&r, "rope_theta", 1000000.0, &cfg->rope_theta)) return -1;
+            r.obj = sl;
+            loc.rope_type = 0;
+            if (lomo__cfg_rope_obj(&r, "rope_parameters.sliding_attention", sl, &loc) ||
+                lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_local_theta)) return -1;
+            if (loc.rope_type) return lomo__cfg_bad(c, "rope_parameters.sliding_attention", "rope type default", sl);
+        }
+    }
+    /* which layers are local: layer_types, else the pattern */
+    cfg->local_pattern = pattern;
+    node = lomo__json_get(j, 0, "layer_types");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        int e, n = 0, first_full = -1;
+        if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
+        for (e = j->nodes[node].first; e >= 0; e = j->nodes[e].next, n++) {
+            if (!lomo__json_streq(j, e, "full_attention") && !lomo__json_streq(j, e, "sliding_attention"))
+                return lomo__cfg_bad(c, "layer_types", "\"full_attention\" or \"sliding_attention\" entries", e);
+            if (first_full < 0 && lomo__json_streq(j, e, "full_attention")) first_full = n;
+        }
+        if (n != cfg->n_layers) {
+            char want[64];
+            snprintf(want, sizeof want, "an array of num_hidden_layers=%d entries", cfg->n_layers);
+            return lomo__cfg_bad(c, "layer_types", want, node);
+        }
+        cfg->local_pattern = first_full < 0 ? cfg->n_layers + 1 : first_full + 1;
+        for (l = 0, e = j->nodes[node].first; e >= 0; e = j->nodes[e].next, l++)
+            if (lomo__json_streq(j, e, "sliding_attention") != ((l + 1) % cfg->local_pattern != 0))
+                return lomo__cfg_bad(c, "layer_types", "local and global layers in a repeating pattern "
+                                     "(k-1 sliding_attention, then one full_attention)", node);
+    }
+    return 0;
+}
+
+/* Phi-3 / Phi-3.5 / Phi-4-mini (model_type phi3): fused projections, partial
+   rotary, one sliding window on every layer. longrope is refused (by the rope
+   parser, by name). */
+static int lomo__config_phi3(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int node = lomo__json_get(j, 0, "rope_parameters");
+    float f = 1.0f;
+    lomo__cfgp r = *c;
+    cfg->fused_proj = 1;
+    if (lomo__json_get(j, node, "partial_rotary_factor") >= 0) r.obj = node;
+    if (lomo__cfg_float(&r, "partial_rotary_factor", 1.0, &f)) return -1;
+    cfg->rotary_dim = (int)(cfg->head_dim * (double)f);
+    if (f > 1.0f || cfg->rotary_dim < 2 || cfg->rotary_dim % 2)
+        return lomo__fail("%s: field 'partial_rotary_factor': %g gives %d rotary dims of head_dim=%d "
+                          "(expected a factor in (0, 1] giving an even number >= 2)", c->path, f, cfg->rotary_dim,
+                          cfg->head_dim);
+    if (cfg->rotary_dim == cfg->head_dim) cfg->rotary_dim = 0;
+    node = lomo__json_get(j, 0, "sliding_window");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        if (lomo__cfg_int(c, "sliding_window", 0, &cfg->local_window)) return -1;
+        cfg->local_pattern = cfg->n_layers + 1;   /* every layer */
+    }
+    return 0;
 }
 
 static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
@@ -1810,17 +2028,27 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
                 return lomo__fail("%s: duplicate field '%s'", c->path, buf);
     }
     node = lomo__json_get(j, 0, "model_type");
-    if (!lomo__json_streq(j, node, "llama") && !lomo__json_streq(j, node, "mistral") && !lomo__json_streq(j, node, "qwen2"))
-        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\" or \"qwen2\"", node);
+    if (lomo__json_streq(j, node, "gemma3"))
+        return lomo__fail("%s: field 'model_type': \"gemma3\" is Gemma 3's multimodal model (Gemma3ForConditionalGeneration), "
+                          "which is not supported; the text-only \"gemma3_text\" (Gemma3ForCausalLM) is", c->path);
+    if (lomo__json_streq(j, node, "qwen3_moe") || lomo__json_streq(j, node, "qwen2_moe") || lomo__json_streq(j, node, "mixtral"))
+        return lomo__cfg_bad(c, "model_type", "a dense model (mixture-of-experts models are not supported)", node);
+    if (!lomo__json_streq(j, node, "llama") && !lomo__json_streq(j, node, "mistral") && !lomo__json_streq(j, node, "qwen2") &&
+        !lomo__json_streq(j, node, "qwen3") && !lomo__json_streq(j, node, "gemma2") && !lomo__json_streq(j, node, "gemma3_text") &&
+        !lomo__json_streq(j, node, "phi3"))
+        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\" "
+                             "or \"phi3\"", node);
     lomo__json_str(j, node, cfg->model_type, sizeof cfg->model_type);
     qwen = !strcmp(cfg->model_type, "qwen2");
+    cfg->gemma = !strcmp(cfg->model_type, "gemma2") ? 2 : !strcmp(cfg->model_type, "gemma3_text") ? 3 : 0;
+    cfg->qk_norm = !strcmp(cfg->model_type, "qwen3") || cfg->gemma == 3;
     if (lomo__cfg_int(c, "hidden_size", -1, &cfg->dim) || lomo__cfg_int(c, "intermediate_size", -1, &cfg->hidden_dim) ||
         lomo__cfg_int(c, "num_hidden_layers", -1, &cfg->n_layers) || lomo__cfg_int(c, "num_attention_heads", -1, &cfg->n_heads) ||
         lomo__cfg_int(c, "num_key_value_heads", cfg->n_heads, &cfg->n_kv_heads) ||
         lomo__cfg_int(c, "vocab_size", -1, &cfg->vocab_size) ||
         lomo__cfg_int(c, "max_position_embeddings", 2048, &cfg->max_seq_len) ||
         lomo__cfg_float(c, "rms_norm_eps", 1e-6, &cfg->norm_eps) || lomo__cfg_float(c, "rope_theta", 10000.0, &cfg->rope_theta) ||
-        lomo__cfg_bool(c, "tie_word_embeddings", 0, &cfg->tie_embeddings) ||
+        lomo__cfg_bool(c, "tie_word_embeddings", cfg->gemma ? 1 : 0, &cfg->tie_embeddings) ||
         lomo__cfg_bool(c, "attention_bias", 0, &bias) || lomo__cfg_bool(c, "mlp_bias", 0, &mlp_bias) ||
         lomo__cfg_bool(c, "use_sliding_window", 0, &swa))
         return -1;
@@ -1851,8 +2079,15 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
     else if (lomo__json_streq(j, node, "float16")) cfg->dtype = LOMO_F16;
     else return lomo__cfg_bad(c, "torch_dtype", "\"float32\", \"bfloat16\" or \"float16\"", node);
     /* unsupported features */
-    node = lomo__json_get(j, 0, "hidden_act");
-    if (node >= 0 && !lomo__json_streq(j, node, "silu")) return lomo__cfg_bad(c, "hidden_act", "\"silu\"", node);
+    if (cfg->gemma) {   /* Gemma reads hidden_activation (older configs also carry hidden_act) */
+        const char *key = lomo__json_get(j, 0, "hidden_activation") >= 0 ? "hidden_activation" : "hidden_act";
+        node = lomo__json_get(j, 0, key);
+        if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && !lomo__json_streq(j, node, "gelu_pytorch_tanh"))
+            return lomo__cfg_bad(c, key, "\"gelu_pytorch_tanh\"", node);
+    } else {
+        node = lomo__json_get(j, 0, "hidden_act");
+        if (node >= 0 && !lomo__json_streq(j, node, "silu")) return lomo__cfg_bad(c, "hidden_act", "\"silu\"", node);
+    }
     /* RoPE: transformers < 5 writes rope_theta + rope_scaling, >= 5 rope_parameters {rope_type, rope_theta} */
     if (lomo__cfg_rope(c, "rope_scaling", cfg) || lomo__cfg_rope(c, "rope_parameters", cfg)) return -1;
     node = lomo__json_get(j, 0, "rope_parameters");
@@ -1861,9 +2096,20 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
         r.obj = node;
         if (lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_theta)) return -1;
     }
+    if (cfg->gemma && lomo__config_gemma(c, cfg)) return -1;
+    if (!strcmp(cfg->model_type, "phi3") && lomo__config_phi3(c, cfg)) return -1;
+    node = lomo__json_get(j, 0, "pad_token_id");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        int64_t v;
+        if (lomo__json_int(j, node, &v) || v < 0 || v >= cfg->vocab_size) {
+            snprintf(buf, sizeof buf, "null or a token id in [0, vocab_size=%d)", cfg->vocab_size);
+            return lomo__cfg_bad(c, "pad_token_id", buf, node);
+        }
+        cfg->has_pad = 1; cfg->pad_token_id = (int)v;
+    }
     /* sliding-window attention: qwen2's use_sliding_window, or per-layer layer_types */
     node = lomo__json_get(j, 0, "layer_types");
-    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+    if (!cfg->gemma && node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
         int l;
         if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
         for (l = j->nodes[node].first; l >= 0; l = j->nodes[l].next)
@@ -1876,8 +2122,25 @@ static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
         if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && lomo__cfg_int(c, "sliding_window", 0, &cfg->sliding_window))
             return -1;
     }
-    if (qwen && swa) return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
-                                          lomo__json_get(j, 0, "use_sliding_window"));
+    if ((qwen || !strcmp(cfg->model_type, "qwen3")) && swa)
+        return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
+                             lomo__json_get(j, 0, "use_sliding_window"));
+    if (cfg->fused_proj) bias = 0;   /* Phi3Attention's projections have no bias, whatever attention_bias says */
+    if (cfg->rope_type == 3) {   /* longrope: the sizes it needs are known now */
+        int rd = cfg->rotary_dim ? cfg->rotary_dim : cfg->head_dim;
+        double factor;
+        if (!cfg->rope_original_max_pos && lomo__cfg_int(c, "original_max_position_embeddings",
+                                                         cfg->fused_proj ? 4096 : -1, &cfg->rope_original_max_pos))
+            return -1;   /* Phi3Config's default is 4096 */
+        if (cfg->rope_n_factors != rd / 2)
+            return lomo__fail("%s: field 'rope_scaling': longrope has %d factors, the %d rotary dims need %d", c->path,
+                              cfg->rope_n_factors, rd, rd / 2);
+        factor = cfg->rope_explicit & 1 ? cfg->rope_factor : (double)cfg->max_seq_len / cfg->rope_original_max_pos;
+        if (!(cfg->rope_explicit & 1)) cfg->rope_factor = (float)factor;
+        if (!(cfg->rope_explicit & 2))
+            cfg->rope_attn_factor = factor <= 1.0 ? 1.0f
+                                  : (float)sqrt(1.0 + log(factor) / log((double)cfg->rope_original_max_pos));
+    }
     cfg->qkv_bias = qwen ? 1 : bias;
     cfg->o_bias = qwen ? 0 : bias;
     return 0;
@@ -1901,6 +2164,17 @@ static int lomo__config_load_keep(const char *path, lomo_config *cfg, char **kee
 }
 #define lomo__config_load(path, cfg) lomo__config_load_keep((path), (cfg), NULL, NULL)
 
+/* a float that reads back as a JSON float ("2.0", not "2": transformers' typed configs insist) */
+static void lomo__fmt_floatf(char *buf, size_t cap, float v) {
+    lomo__fmt_float(buf, cap, v);
+    if (!strpbrk(buf, ".eEn") && strlen(buf) + 3 <= cap) strcat(buf, ".0");
+}
+
+/* 1: layer l attends within cfg->local_window (a Gemma local layer) */
+static int lomo__layer_local(const lomo_config *c, int l) {
+    return c->local_window > 0 && c->local_pattern > 0 && (l + 1) % c->local_pattern != 0;
+}
+
 static int lomo__config_text(const char *path, const lomo_config *cfg, lomo__sb *out) {
     lomo__sb b = { NULL, 0, 0, 0 };
     const char *arch, *dt = cfg->dtype == LOMO_BF16 ? "bfloat16" : cfg->dtype == LOMO_F16 ? "float16" : "float32";
@@ -1909,7 +2183,12 @@ static int lomo__config_text(const char *path, const lomo_config *cfg, lomo__sb 
     if (!strcmp(cfg->model_type, "llama")) arch = "LlamaForCausalLM";
     else if (!strcmp(cfg->model_type, "mistral")) arch = "MistralForCausalLM";
     else if (qwen) arch = "Qwen2ForCausalLM";
-    else return lomo__fail("%s: model_type '%s' is not one of llama, mistral, qwen2", path, cfg->model_type);
+    else if (!strcmp(cfg->model_type, "qwen3")) arch = "Qwen3ForCausalLM";
+    else if (!strcmp(cfg->model_type, "gemma2")) arch = "Gemma2ForCausalLM";
+    else if (!strcmp(cfg->model_type, "gemma3_text")) arch = "Gemma3ForCausalLM";
+    else if (!strcmp(cfg->model_type, "phi3")) arch = "Phi3ForCausalLM";
+    else return lomo__fail("%s: model_type '%s' is not one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text",
+                           path, cfg->model_type);
     if (cfg->dim <= 0 || cfg->hidden_dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
         cfg->head_dim <= 0 || cfg->vocab_size <= 0 || cfg->max_seq_len <= 0 || cfg->n_heads % cfg->n_kv_heads ||
         !(cfg->norm_eps > 0) || !(cfg->rope_theta > 0))
@@ -1932,15 +2211,66 @@ static int lomo__config_text(const char *path, const lomo_config *cfg, lomo__sb 
         lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
                         "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d},\n",
                         f, lo, hi, cfg->rope_original_max_pos);
+    } else if (cfg->rope_type == 3) {
+        char f[32];
+        int k, i;
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"longrope\"");
+        for (k = 0; k < 2; k++) {
+            lomo__sb_printf(&b, ", \"%s\": [", k ? "short_factor" : "long_factor");
+            for (i = 0; i < cfg->rope_n_factors; i++) {
+                lomo__fmt_floatf(f, sizeof f, k ? cfg->rope_short_factor[i] : cfg->rope_long_factor[i]);
+                lomo__sb_printf(&b, "%s%s", i ? ", " : "", f);
+            }
+            lomo__sb_printf(&b, "]");
+        }
+        if (cfg->rope_explicit & 1) { lomo__fmt_floatf(f, sizeof f, cfg->rope_factor); lomo__sb_printf(&b, ", \"factor\": %s", f); }
+        if (cfg->rope_explicit & 2) {
+            lomo__fmt_floatf(f, sizeof f, cfg->rope_attn_factor);
+            lomo__sb_printf(&b, ", \"attention_factor\": %s", f);
+        }
+        lomo__sb_printf(&b, "},\n  \"original_max_position_embeddings\": %d,\n", cfg->rope_original_max_pos);
+    } else if (cfg->rope_type == 2) {
+        char f[32];
+        lomo__fmt_floatf(f, sizeof f, cfg->rope_factor);
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": %s},\n", f);
     } else lomo__sb_printf(&b, "  \"rope_scaling\": null,\n");
+    if (cfg->gemma) {
+        char qs[32], ac[32], fc[32], lt[32];
+        int l;
+        lomo__fmt_float(qs, sizeof qs, cfg->query_pre_attn_scalar);
+        if (cfg->attn_softcap > 0) lomo__fmt_floatf(ac, sizeof ac, cfg->attn_softcap); else strcpy(ac, "null");
+        if (cfg->final_softcap > 0) lomo__fmt_floatf(fc, sizeof fc, cfg->final_softcap); else strcpy(fc, "null");
+        lomo__sb_printf(&b, "  \"query_pre_attn_scalar\": %s,\n  \"attn_logit_softcapping\": %s,\n"
+                        "  \"final_logit_softcapping\": %s,\n  \"sliding_window\": %d,\n  \"layer_types\": [",
+                        qs, ac, fc, cfg->local_window);
+        for (l = 0; l < cfg->n_layers; l++)
+            lomo__sb_printf(&b, "%s\"%s\"", l ? ", " : "", lomo__layer_local(cfg, l) ? "sliding_attention" : "full_attention");
+        lomo__sb_printf(&b, "],\n");
+        if (cfg->gemma == 3) {
+            lomo__fmt_floatf(lt, sizeof lt, cfg->rope_local_theta > 0 ? cfg->rope_local_theta : cfg->rope_theta);
+            lomo__sb_printf(&b, "  \"rope_local_base_freq\": %s,\n  \"sliding_window_pattern\": %d,\n", lt,
+                            cfg->local_pattern);
+        }
+    }
+    if (cfg->fused_proj) {
+        char pf[32];
+        lomo__fmt_floatf(pf, sizeof pf, cfg->rotary_dim ? (float)cfg->rotary_dim / (float)cfg->head_dim : 1.0f);
+        lomo__sb_printf(&b, "  \"partial_rotary_factor\": %s,\n", pf);
+        if (cfg->local_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->local_window);
+        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
+    }
     if (!strcmp(cfg->model_type, "mistral")) {
         if (cfg->sliding_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->sliding_window);
         else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
     }
     lomo__sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", cfg->tie_embeddings ? "true" : "false");
-    if (qwen) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
-    else lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
-    lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
+    if (cfg->has_pad) lomo__sb_printf(&b, "  \"pad_token_id\": %d,\n", cfg->pad_token_id);
+    else lomo__sb_printf(&b, "  \"pad_token_id\": null,\n");   /* not the class default (Gemma 0, Phi-3 32000) */
+    if (qwen || !strcmp(cfg->model_type, "qwen3")) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
+    if (!qwen && !cfg->fused_proj)
+        lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
+    if (cfg->gemma) lomo__sb_printf(&b, "  \"hidden_activation\": \"gelu_pytorch_tanh\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
+    else lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
     if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
     *out = b;
     (void)rc;
@@ -2607,6 +2937,213 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
     }
 }
 
+/* ---- 0.5: Qwen3 / Gemma ops ---- */
+
+/* y (N,C) = x * rstd * (off + w), rstd (N) = 1/sqrt(mean(x^2) + eps) */
+static void lomo__cpu_rmsnorm_ex_fwd(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *wt,
+                                     int N, int C, float eps, float off) {
+    const float *w = lomo__f32(ctx, wt);
+    int n;
+    if (!w) return;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * C;
+        float *yn = y + (size_t)n * C;
+        float ss = 0.0f, r;
+        int i;
+        for (i = 0; i < C; i++) ss += xn[i] * xn[i];
+        r = 1.0f / sqrtf(ss / C + eps);
+        rstd[n] = r;
+        for (i = 0; i < C; i++) yn[i] = (xn[i] * r) * (off + w[i]);
+    }
+}
+
+/* dx (N,C) += r*w'*dy - x * r^3/C * sum(w'*dy*x) with w' = off + w;  dw (C) = sum_n dy*x*r */
+static void lomo__cpu_rmsnorm_ex_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                                     const lomo_tensor *wt, const float *rstd, int N, int C, float off) {
+    const float *w = lomo__f32(ctx, wt);
+    int n, i;
+    if (!w) return;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * C, *dyn = dy + (size_t)n * C;
+        float *dxn = dx + (size_t)n * C;
+        float r = rstd[n], dot = 0.0f, k;
+        int j;
+        for (j = 0; j < C; j++) dot += (off + w[j]) * dyn[j] * xn[j];
+        k = dot * r * r * r / C;
+        for (j = 0; j < C; j++) dxn[j] += r * (off + w[j]) * dyn[j] - k * xn[j];
+    }
+    LOMO__OMP(parallel for)
+    for (i = 0; i < C; i++) {
+        float s = 0.0f;
+        for (n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
+        dw[i] = s;
+    }
+}
+
+static void lomo__cpu_scale(void *ctx, float *x, float s, size_t n) {
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)n; i++) x[i] *= s;
+}
+
+/* gelu_tanh(x) = x/2 (1 + tanh(a (x + b x^3))), a = sqrt(2/pi), b = 0.044715 (PyTorch's approximate="tanh") */
+static float lomo__gelu_tanh(float x) { return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
+static float lomo__gelu_tanh_grad(float x) {
+    float th = tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x));
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+/* h = gelu_tanh(g) * u */
+static void lomo__cpu_geglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)n; i++) h[i] = lomo__gelu_tanh(g[i]) * u[i];
+}
+
+/* dg = dh * u * gelu'(g), du = dh * gelu(g); dg may alias dh */
+static void lomo__cpu_geglu_bwd(void *ctx, float *dg, float *du, const float *dh, const float *g,
+                                const float *u, size_t n) {
+    long long i;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (i = 0; i < (long long)n; i++) {
+        float d = dh[i];
+        du[i] = d * lomo__gelu_tanh(g[i]);
+        dg[i] = d * u[i] * lomo__gelu_tanh_grad(g[i]);
+    }
+}
+
+/* first key query t sees: 0, or t - window + 1 with a sliding window */
+static int lomo__attn_first(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
+
+/* lomo__cpu_attn_fwd with a given score scale, soft-capping (cap > 0) and a
+   sliding window (window > 0) */
+static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                                  const float *v, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
+    int rep = nh / nkv;
+    (void)ctx;
+    LOMO__OMP(parallel)
+    {
+        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
+        int idx;
+        LOMO__OMP(for)
+        for (idx = 0; idx < B * T * nh; idx++) {
+            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, j0 = lomo__attn_first(t, window);
+            size_t row = (size_t)(b * T + t) * nh + h;
+            const float *qt = q + row * hd;
+            const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
+            const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
+            float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
+            for (j = j0; j <= t; j++) {
+                float s = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                p[j] = cap > 0 ? cap * tanhf(s / cap) : s;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (j = j0; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+            memset(ot, 0, sizeof(float) * hd);
+            for (j = j0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+            lse[row] = mx + logf(sum);
+        }
+        LOMO_FREE(p);
+    }
+}
+
+/* as lomo__cpu_attn_bwd; with capping c = cap tanh(s / cap), dS = dC (1 - (c / cap)^2) */
+static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                  const float *q, const float *k, const float *v, const float *out,
+                                  const float *lse, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
+    int rep = nh / nkv, bg;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (bg = 0; bg < B * nkv; bg++) {
+        int b = bg / nkv, g = bg % nkv, h, t, j;
+        size_t kstride = (size_t)nkv * hd, kbase = ((size_t)b * T * nkv + g) * hd;
+        for (t = 0; t < T; t++) {
+            memset(dk + kbase + t * kstride, 0, sizeof(float) * hd);
+            memset(dv + kbase + t * kstride, 0, sizeof(float) * hd);
+        }
+        for (h = g * rep; h < (g + 1) * rep; h++) {
+            for (t = 0; t < T; t++) {
+                size_t row = (size_t)(b * T + t) * nh + h;
+                const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
+                float *dqt = dq + row * hd, D = lomo__dot(dot, ot, hd), L = lse[row];
+                memset(dqt, 0, sizeof(float) * hd);
+                for (j = lomo__attn_first(t, window); j <= t; j++) {
+                    size_t kr = kbase + j * kstride;
+                    float s = lomo__dot(qt, k + kr, hd) * scale, c = cap > 0 ? cap * tanhf(s / cap) : s;
+                    float p = expf(c - L);
+                    float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
+                    if (cap > 0) ds *= 1.0f - (c / cap) * (c / cap);
+                    lomo__axpy(dqt, ds, k + kr, hd);
+                    lomo__axpy(dk + kr, ds, qt, hd);
+                    lomo__axpy(dv + kr, p, dot, hd);
+                }
+            }
+        }
+    }
+}
+
+static void lomo__cpu_cross_entropy_softcap(void *ctx, float *losses, float *dlogits, float *logits,
+                                            const int32_t *targets, int N, int V, float dscale, float cap) {
+    int n;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        float *ln = logits + (size_t)n * V;
+        float *dn = dlogits ? dlogits + (size_t)n * V : NULL;
+        int tgt = targets[n], i;
+        float mx = -INFINITY, ct = 0.0f;
+        double sum = 0.0;
+        for (i = 0; i < V; i++) {
+            float c = cap * tanhf(ln[i] / cap);
+            if (!dn) ln[i] = c;
+            mx = c > mx ? c : mx;
+        }
+        if (tgt < 0) {
+            losses[n] = 0.0f;
+            if (dn) memset(dn, 0, sizeof(float) * V);
+            continue;
+        }
+        for (i = 0; i < V; i++) sum += exp((double)((dn ? cap * tanhf(ln[i] / cap) : ln[i]) - mx));
+        ct = dn ? cap * tanhf(ln[tgt] / cap) : ln[tgt];
+        losses[n] = (float)(log(sum) + mx - ct);
+        if (dn) {
+            float inv = (float)(1.0 / sum);
+            for (i = 0; i < V; i++) {
+                float c = cap * tanhf(ln[i] / cap), d = (1.0f - (c / cap) * (c / cap)) * dscale;
+                dn[i] = (expf(c - mx) * inv - (i == tgt ? 1.0f : 0.0f)) * d;
+            }
+        }
+    }
+}
+
+/* partial rotary: lomo__cpu_rope on the first rot of hd dims */
+static void lomo__cpu_rope_ex(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot,
+                              float mscale, int inverse) {
+    int half = rot / 2, bt;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (bt = 0; bt < B * T; bt++) {
+        int t = bt % T, h, i;
+        for (i = 0; i < half; i++) {
+            float ang = (float)t * inv_freq[i];
+            float c = cosf(ang) * mscale, s = (inverse ? -sinf(ang) : sinf(ang)) * mscale;
+            for (h = 0; h < nh; h++) {
+                float *xh = x + ((size_t)bt * nh + h) * hd;
+                float a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
 /* Deterministic whatever the thread count: fixed chunks, summed in order. */
 static double lomo__cpu_sumsq(void *ctx, const float *x, size_t n) {
     enum { CHUNKS = 64 };
@@ -2807,6 +3344,10 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.update = lomo__cpu_update; be.wgrad_sqnorm = lomo__cpu_wgrad_sqnorm; be.param_sumsq = lomo__cpu_param_sumsq;
         be.all_finite = lomo__cpu_all_finite;
         be.scratch_bytes = lomo__cpu_scratch_bytes; be.set_scratch = lomo__cpu_set_scratch;
+        be.rmsnorm_ex_fwd = lomo__cpu_rmsnorm_ex_fwd; be.rmsnorm_ex_bwd = lomo__cpu_rmsnorm_ex_bwd;
+        be.scale = lomo__cpu_scale; be.geglu_fwd = lomo__cpu_geglu_fwd; be.geglu_bwd = lomo__cpu_geglu_bwd;
+        be.attn_ex_fwd = lomo__cpu_attn_ex_fwd; be.attn_ex_bwd = lomo__cpu_attn_ex_bwd;
+        be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -2845,6 +3386,30 @@ static int lomo__config_check(const lomo_config *c) {
                           c->n_kv_heads, c->n_heads);
     if (c->head_dim % 2 || c->head_dim > LOMO__MAX_HEAD_DIM)
         return lomo__fail("config: head_dim=%d must be even and at most %d", c->head_dim, LOMO__MAX_HEAD_DIM);
+    /* 0.5 fields */
+    if (c->gemma != 0 && c->gemma != 2 && c->gemma != 3)
+        return lomo__fail("config: gemma=%d must be 0, 2 or 3", c->gemma);
+    if (c->rotary_dim < 0 || c->rotary_dim % 2 || c->rotary_dim > c->head_dim)
+        return lomo__fail("config: rotary_dim=%d must be even and in [0, head_dim=%d]", c->rotary_dim, c->head_dim);
+    if (c->local_window < 0 || c->local_pattern < 0 || !(c->attn_softcap >= 0) || !(c->final_softcap >= 0) ||
+        !(c->query_pre_attn_scalar >= 0) || !(c->rope_local_theta >= 0))
+        return lomo__fail("config: local_window=%d, local_pattern=%d, soft-caps %g / %g, query_pre_attn_scalar %g and "
+                          "rope_local_theta %g must be >= 0", c->local_window, c->local_pattern, c->attn_softcap,
+                          c->final_softcap, c->query_pre_attn_scalar, c->rope_local_theta);
+    if (c->rope_type == 3) {
+        int rd = c->rotary_dim ? c->rotary_dim : c->head_dim, i;
+        if (c->rope_n_factors != rd / 2 || c->rope_n_factors > 128 || c->rope_original_max_pos <= 0 ||
+            !(c->rope_attn_factor > 0))
+            return lomo__fail("config: longrope needs rotary dims / 2 = %d factors (found %d, at most 128), "
+                              "original_max_position_embeddings > 0 (found %d) and attention_factor > 0 (found %g)",
+                              rd / 2, c->rope_n_factors, c->rope_original_max_pos, c->rope_attn_factor);
+        for (i = 0; i < c->rope_n_factors; i++)
+            if (!(c->rope_long_factor[i] > 0) || !(c->rope_short_factor[i] > 0))
+                return lomo__fail("config: longrope factor %d is not positive (long %g, short %g)", i,
+                                  c->rope_long_factor[i], c->rope_short_factor[i]);
+    }
+    if (c->rope_type == 2 && !(c->rope_factor > 0))
+        return lomo__fail("config: linear rope factor %g must be > 0", c->rope_factor);
     return 0;
 }
 
@@ -2887,15 +3452,31 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
     m->be = (opts && opts->backend) ? opts->backend : lomo_cpu_backend();
     C = cfg->dim; H = cfg->hidden_dim;
     qd = cfg->n_heads * cfg->head_dim; kvd = cfg->n_kv_heads * cfg->head_dim;
-    m->tensors = (lomo_tensor *)calloc((size_t)cfg->n_layers * 13 + 3, sizeof(lomo_tensor));
+    m->tensors = (lomo_tensor *)calloc((size_t)cfg->n_layers * 17 + 3, sizeof(lomo_tensor));
+    if (cfg->fused_proj && opts && opts->comm) {
+        lomo__fail("%s: sharding a model with fused projections (phi3) is not supported", cfg->model_type);
+        free(m->tensors); free(m); return NULL;
+    }
     m->layers = (lomo_layer *)calloc((size_t)cfg->n_layers, sizeof(lomo_layer));
     if (!m->tensors || !m->layers) { lomo__fail("out of host memory"); lomo_model_free(m); return NULL; }
     m->embed = lomo__add_tensor(m, "model.embed_tokens.weight", LOMO_EMBED, -1, cfg->vocab_size, C);
+    if (cfg->fused_proj && !(m->views = (lomo_tensor *)calloc((size_t)cfg->n_layers * 5, sizeof(lomo_tensor)))) {
+        lomo__fail("out of host memory"); lomo_model_free(m); return NULL;
+    }
     for (l = 0; l < cfg->n_layers; l++) {
         lomo_layer *L = &m->layers[l];
 #define LOMO__T(field, kind, suffix, d0, d1) \
         (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix), \
          L->field = lomo__add_tensor(m, nm, kind, l, d0, d1))
+        if (cfg->fused_proj) {   /* Phi-3, in its named_parameters() order; the views are wired below */
+            LOMO__T(wo, LOMO_WO, "self_attn.o_proj.weight", C, qd);
+            LOMO__T(w_qkv, LOMO_W_QKV, "self_attn.qkv_proj.weight", qd + 2 * kvd, C);
+            LOMO__T(w_gate_up, LOMO_W_GATE_UP, "mlp.gate_up_proj.weight", 2 * H, C);
+            LOMO__T(w_down, LOMO_W_DOWN, "mlp.down_proj.weight", C, H);
+            LOMO__T(attn_norm, LOMO_ATTN_NORM, "input_layernorm.weight", C, 0);
+            LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
+            continue;
+        }
         LOMO__T(wq, LOMO_WQ, "self_attn.q_proj.weight", qd, C);
         if (cfg->qkv_bias) LOMO__T(bq, LOMO_BQ, "self_attn.q_proj.bias", qd, 0);
         LOMO__T(wk, LOMO_WK, "self_attn.k_proj.weight", kvd, C);
@@ -2904,11 +3485,19 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
         if (cfg->qkv_bias) LOMO__T(bv, LOMO_BV, "self_attn.v_proj.bias", kvd, 0);
         LOMO__T(wo, LOMO_WO, "self_attn.o_proj.weight", C, qd);
         if (cfg->o_bias) LOMO__T(bo, LOMO_BO, "self_attn.o_proj.bias", C, 0);
+        if (cfg->qk_norm) {
+            LOMO__T(q_norm, LOMO_Q_NORM, "self_attn.q_norm.weight", cfg->head_dim, 0);
+            LOMO__T(k_norm, LOMO_K_NORM, "self_attn.k_norm.weight", cfg->head_dim, 0);
+        }
         LOMO__T(w_gate, LOMO_W_GATE, "mlp.gate_proj.weight", H, C);
         LOMO__T(w_up, LOMO_W_UP, "mlp.up_proj.weight", H, C);
         LOMO__T(w_down, LOMO_W_DOWN, "mlp.down_proj.weight", C, H);
         LOMO__T(attn_norm, LOMO_ATTN_NORM, "input_layernorm.weight", C, 0);
-        LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
+        if (cfg->gemma) {   /* post_attention_layernorm is on the attention's output; the MLP's input norm is pre_feedforward */
+            LOMO__T(post_attn_norm, LOMO_POST_ATTN_NORM, "post_attention_layernorm.weight", C, 0);
+            LOMO__T(mlp_norm, LOMO_MLP_NORM, "pre_feedforward_layernorm.weight", C, 0);
+            LOMO__T(post_mlp_norm, LOMO_POST_MLP_NORM, "post_feedforward_layernorm.weight", C, 0);
+        } else LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
 #undef LOMO__T
     }
     m->final_norm = lomo__add_tensor(m, "model.norm.weight", LOMO_FINAL_NORM, -1, C, 0);
@@ -2925,6 +3514,23 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
         if (!t->data) { lomo_model_free(m); return NULL; }
         m->be->zero(m->be->ctx, t->data, lomo__stored_bytes(m, t));   /* the padding stays 0 */
     }
+    for (l = 0; cfg->fused_proj && l < cfg->n_layers; l++) {   /* row blocks of the fused tensors */
+        lomo_layer *L = &m->layers[l];
+        lomo_tensor *v = &m->views[(size_t)l * 5];
+        int64_t rows[5], off[5];
+        int k;
+        rows[0] = qd; rows[1] = kvd; rows[2] = kvd; rows[3] = H; rows[4] = H;
+        off[0] = 0; off[1] = qd; off[2] = qd + kvd; off[3] = 0; off[4] = H;
+        for (k = 0; k < 5; k++) {
+            const lomo_tensor *f = k < 3 ? L->w_qkv : L->w_gate_up;
+            v[k] = *f;
+            v[k].kind = k == 0 ? LOMO_WQ : k == 1 ? LOMO_WK : k == 2 ? LOMO_WV : k == 3 ? LOMO_W_GATE : LOMO_W_UP;
+            v[k].shape[0] = rows[k]; v[k].numel = rows[k] * C;
+            v[k].data = (char *)f->data + (size_t)(off[k] * C) * lomo__dtype_size(f->dtype);
+            v[k].shard_off = 0; v[k].shard_len = v[k].numel;
+        }
+        L->wq = &v[0]; L->wk = &v[1]; L->wv = &v[2]; L->w_gate = &v[3]; L->w_up = &v[4];
+    }
     return m;
 }
 
@@ -2936,6 +3542,7 @@ LOMODEF void lomo_model_free(lomo_model *m) {
     free(m->tensors);
     free(m->layers);
     LOMO_FREE(m->config_json);
+    free(m->views);
     free(m);
 }
 
@@ -2990,7 +3597,8 @@ LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
         if (!h) continue;
         for (j = 0; j < t->numel; j++)
             h[j] = t->ndim == 2 ? (float)(std * lomo__rng_normal(&s))
-                 : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM) ? 1.0f : 0.0f;
+                 : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM ||
+                    t->kind >= LOMO_Q_NORM) && !m->cfg.gemma ? 1.0f : 0.0f;   /* Gemma's gain is 1 + w */
         if (t->shard_off) memmove(h, h + t->shard_off, sizeof(float) * (size_t)t->shard_len);   /* this rank's part */
         lomo__upload_f32(m, t, h);
         free(h);
@@ -4123,10 +4731,14 @@ LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
 /* RoPE inverse frequencies (hd/2 floats), in fp32 as transformers computes
    them: theta^(-2i/hd), and for rope type llama3 the Llama 3 rescaling
    (low frequencies divided by factor, high ones kept, a smooth blend between). */
-static void lomo__rope_inv_freq(const lomo_config *c, float *out) {
-    int i, half = c->head_dim / 2;
+static void lomo__rope_inv_freq_len(const lomo_config *c, float *out, int seq_len) {
+    int i, rd = c->rotary_dim > 0 ? c->rotary_dim : c->head_dim, half = rd / 2;
     for (i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)rd);
+        if (c->rope_type == 3 && i < c->rope_n_factors)   /* longrope: as transformers, 1 / (ext * theta^(2i/rd)) */
+            f = 1.0f / ((seq_len > c->rope_original_max_pos ? c->rope_long_factor[i] : c->rope_short_factor[i]) *
+                        powf(c->rope_theta, (float)(2 * i) / (float)rd));
+        if (c->rope_type == 2) f /= c->rope_factor;   /* linear: positions / factor */
         if (c->rope_type == 1) {
             float old_ctx = (float)c->rope_original_max_pos;
             float low_wl = old_ctx / c->rope_low_freq_factor, high_wl = old_ctx / c->rope_high_freq_factor;
@@ -4141,12 +4753,16 @@ static void lomo__rope_inv_freq(const lomo_config *c, float *out) {
         out[i] = f;
     }
 }
+/* at seq_len <= original_max_position_embeddings (longrope: the short factors) */
+static void lomo__rope_inv_freq(const lomo_config *c, float *out) { lomo__rope_inv_freq_len(c, out, 0); }
 
 /* One layer's working set: what its backward reads. With checkpointing one
    set is shared by all layers (recomputed from the layer's input); without,
    every layer has its own. */
 typedef struct lomo__acts {
     float *ln1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *ln2, *rstd2, *g, *u, *h;
+    float *qpre, *kpre, *rstdq, *rstdk;   /* qk_norm: q, k before their per-head norm; NULL otherwise */
+    float *ao, *rstdao, *mo, *rstdmo;     /* gemma: attention / MLP outputs before their post-norms */
 } lomo__acts;
 
 enum { LOMO__PASS_NORM = 0, LOMO__PASS_UPDATE = 1 };
@@ -4163,7 +4779,7 @@ struct lomo_trainer {
     float *acts_mem; size_t acts_bytes;
     float *lnf, *rstdf, *logits, *losses;
     int32_t *tok, *tgt;         /* backend copies, M * N each */
-    float *inv_freq;            /* RoPE inverse frequencies, head_dim/2 */
+    float *inv_freq;            /* RoPE inverse frequencies, head_dim/2; then head_dim/2 more for Gemma 3's local layers */
     /* workspace for the backward */
     float *ws; size_t ws_bytes;
     float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du, *vtmp;   /* dx: M * N * C */
@@ -4197,12 +4813,14 @@ struct lomo_trainer {
     int loss_bad;               /* a per-token loss was not finite (or absurdly large) */
     int bad_tensor;             /* first tensor whose update left a NaN/Inf weight this step, or -1 */
     lomo_update_ctx uctx;
+    int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
 };
 
 static size_t lomo__acts_floats(const lomo_config *c, int N) {
     size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
            kvd = (size_t)c->n_kv_heads * c->head_dim;
-    return (size_t)N * (3 * C + 2 + 2 * qd + 2 * kvd + c->n_heads + 3 * H);
+    return (size_t)N * (3 * C + 2 + 2 * qd + 2 * kvd + c->n_heads + 3 * H
+                        + (c->qk_norm ? qd + kvd + c->n_heads + c->n_kv_heads : 0) + (c->gemma ? 2 * C + 2 : 0));
 }
 
 static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int N) {
@@ -4212,6 +4830,10 @@ static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int 
     LOMO__CARVE(ln1, C); LOMO__CARVE(rstd1, 1); LOMO__CARVE(q, qd); LOMO__CARVE(k, kvd);
     LOMO__CARVE(v, kvd); LOMO__CARVE(att, qd); LOMO__CARVE(lse, c->n_heads); LOMO__CARVE(xmid, C);
     LOMO__CARVE(ln2, C); LOMO__CARVE(rstd2, 1); LOMO__CARVE(g, H); LOMO__CARVE(u, H); LOMO__CARVE(h, H);
+    if (c->qk_norm) {
+        LOMO__CARVE(qpre, qd); LOMO__CARVE(kpre, kvd); LOMO__CARVE(rstdq, c->n_heads); LOMO__CARVE(rstdk, c->n_kv_heads);
+    }
+    if (c->gemma) { LOMO__CARVE(ao, C); LOMO__CARVE(rstdao, 1); LOMO__CARVE(mo, C); LOMO__CARVE(rstdmo, 1); }
 #undef LOMO__CARVE
 }
 
@@ -4231,12 +4853,17 @@ static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out
         out[n++] = m->final_norm;
     } else {
         const lomo_layer *L = &m->layers[stage];
-        lomo_tensor *order[13];
+        lomo_tensor *order[17];
         int i;
-        order[0] = L->w_down; order[1] = L->w_up; order[2] = L->w_gate; order[3] = L->mlp_norm;
-        order[4] = L->wo; order[5] = L->bo; order[6] = L->wv; order[7] = L->bv; order[8] = L->wk;
-        order[9] = L->bk; order[10] = L->wq; order[11] = L->bq; order[12] = L->attn_norm;
-        for (i = 0; i < 13; i++) if (order[i]) out[n++] = order[i];
+        order[0] = L->post_mlp_norm; order[1] = L->w_down; order[2] = L->w_up; order[3] = L->w_gate;
+        order[4] = L->mlp_norm; order[5] = L->post_attn_norm; order[6] = L->wo; order[7] = L->bo;
+        order[8] = L->k_norm; order[9] = L->q_norm; order[10] = L->wv; order[11] = L->bv; order[12] = L->wk;
+        order[13] = L->bk; order[14] = L->wq; order[15] = L->bq; order[16] = L->attn_norm;
+        if (L->w_qkv) {   /* fused: one tensor each, in the order the backward completes them */
+            order[1] = L->w_down; order[2] = L->w_gate_up; order[3] = NULL; order[10] = L->w_qkv;
+            order[12] = order[14] = NULL;
+        }
+        for (i = 0; i < 17; i++) if (order[i]) out[n++] = order[i];
     }
     return n;
 }
@@ -4247,12 +4874,14 @@ static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out)
     int n = 0;
     if (stage >= 0) {
         const lomo_layer *L = &m->layers[stage];
-        lomo_tensor *all[13];
+        lomo_tensor *all[17];
         int i;
         all[0] = L->attn_norm; all[1] = L->wq; all[2] = L->bq; all[3] = L->wk; all[4] = L->bk; all[5] = L->wv;
         all[6] = L->bv; all[7] = L->wo; all[8] = L->bo; all[9] = L->mlp_norm; all[10] = L->w_gate; all[11] = L->w_up;
-        all[12] = L->w_down;
-        for (i = 0; i < 13; i++) if (all[i]) out[n++] = all[i];
+        all[12] = L->w_down; all[13] = L->q_norm; all[14] = L->k_norm; all[15] = L->post_attn_norm;
+        all[16] = L->post_mlp_norm;
+        if (L->w_qkv) { all[1] = L->w_qkv; all[3] = all[5] = NULL; all[10] = L->w_gate_up; all[11] = NULL; }
+        for (i = 0; i < 17; i++) if (all[i]) out[n++] = all[i];
     } else if (stage == LOMO__HEAD) {
         out[n++] = m->final_norm;
         out[n++] = m->lm_head;
@@ -4264,7 +4893,7 @@ static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out)
    points their views there; cached until the next pass starts */
 static int lomo__gather(lomo_trainer *t, int stage) {
     const lomo_model *m = t->m;
-    lomo_tensor *st[16];
+    lomo_tensor *st[24];
     size_t off = 0;
     int n, k;
     if (!t->comm || t->gstage == stage) return 0;
@@ -4327,12 +4956,12 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
-    lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2));
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2) * 2);
     lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
     lomo__free(m, LOMO_MEM_OPTIMIZER, t->opt_mem, sizeof(float) * t->opt_floats);
     lomo__free(m, LOMO_MEM_COMM, t->gbuf, t->gbuf_bytes);
     lomo__free(m, LOMO_MEM_GRADIENTS, t->gshard, sizeof(float) * t->gshard_len);
-    free(t->acts); free(t->tgt_host); free(t->loss_host); free(t->slot); free(t->s1); free(t->s2);
+    free(t->acts); free(t->tgt_host); free(t->tok_host); free(t->loss_host); free(t->slot); free(t->s1); free(t->s2);
     free(t->view); free(t->lview);
     free(t);
 }
@@ -4342,7 +4971,7 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     const lomo_config *c = &m->cfg;
     size_t N, C, qd, kvd, H, per, i, off;
     int n_sets, l, M;
-    lomo_tensor *st[16];
+    lomo_tensor *st[24];
     if (!opts || opts->batch <= 0 || opts->seq_len <= 0 || opts->micro_batches < 0) {
         lomo__fail("trainer: batch and seq_len must be positive, micro_batches >= 0"); return NULL;
     }
@@ -4384,6 +5013,15 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
                 return NULL;
             }
         }
+    }
+    if ((c->gemma && (!m->be->rmsnorm_ex_fwd || !m->be->rmsnorm_ex_bwd || !m->be->scale || !m->be->geglu_fwd ||
+                      !m->be->geglu_bwd || !m->be->attn_ex_fwd || !m->be->attn_ex_bwd)) ||
+        (c->final_softcap > 0 && !m->be->cross_entropy_softcap) || ((c->rotary_dim > 0 || c->rope_type == 3) && !m->be->rope_ex) ||
+        (c->local_window > 0 && (!m->be->attn_ex_fwd || !m->be->attn_ex_bwd))) {
+        lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
+                   "windowed attention, partial rotary)",
+                   m->be->name, c->model_type);
+        return NULL;
     }
     t = (lomo_trainer *)calloc(1, sizeof *t);
     if (!t) { lomo__fail("out of host memory"); return NULL; }
@@ -4473,7 +5111,7 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
             t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
         }
     }
-    LOMO__ALLOC(t->inv_freq, LOMO_MEM_WORKSPACE, sizeof(float) * (size_t)(c->head_dim / 2));
+    LOMO__ALLOC(t->inv_freq, LOMO_MEM_WORKSPACE, sizeof(float) * (size_t)(c->head_dim / 2) * 2);
     t->comm = m->comm;
     t->gstage = LOMO__NONE;
     if (t->comm) {
@@ -4501,20 +5139,26 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
 #define LOMO__V(f) (V->f = L->f ? &t->view[L->f->index] : NULL)
             LOMO__V(attn_norm); LOMO__V(wq); LOMO__V(bq); LOMO__V(wk); LOMO__V(bk); LOMO__V(wv); LOMO__V(bv);
             LOMO__V(wo); LOMO__V(bo); LOMO__V(mlp_norm); LOMO__V(w_gate); LOMO__V(w_up); LOMO__V(w_down);
+            LOMO__V(q_norm); LOMO__V(k_norm); LOMO__V(post_attn_norm); LOMO__V(post_mlp_norm);
 #undef LOMO__V
         }
     }
 #undef LOMO__ALLOC
     {
-        float *f = (float *)malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+        float *f = (float *)malloc(sizeof(float) * (size_t)(c->head_dim / 2) * 2);
+        lomo_config loc = *c;   /* Gemma 3's local layers: plain RoPE with rope_local_base_freq */
         if (!f) { lomo__fail("out of host memory"); goto fail; }
-        lomo__rope_inv_freq(c, f);
-        m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2));
+        loc.rope_type = 0;
+        if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
+        lomo__rope_inv_freq_len(c, f, t->T);   /* longrope picks its factors by the sequence length */
+        lomo__rope_inv_freq(&loc, f + c->head_dim / 2);
+        m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2) * 2);
         free(f);
     }
     t->tgt_host = (int32_t *)malloc(sizeof(int32_t) * N * (size_t)M);
+    t->tok_host = (int32_t *)malloc(sizeof(int32_t) * N * (size_t)M);
     t->loss_host = (float *)malloc(sizeof(float) * N);
-    if (!t->tgt_host || !t->loss_host) { lomo__fail("out of host memory"); goto fail; }
+    if (!t->tgt_host || !t->loss_host || !t->tok_host) { lomo__fail("out of host memory"); goto fail; }
     return t;
 fail:
     lomo_trainer_free(t);
@@ -4533,29 +5177,85 @@ static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) {
     return &t->lview[l];
 }
 
+/* RMSNorm of the model's family: Gemma scales by (1 + w) */
+static void lomo__norm_fwd(lomo_trainer *t, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C) {
+    const lomo_backend *be = t->m->be;
+    const lomo_config *c = &t->m->cfg;
+    if (c->gemma) be->rmsnorm_ex_fwd(be->ctx, y, rstd, x, w, N, C, c->norm_eps, 1.0f);
+    else be->rmsnorm_fwd(be->ctx, y, rstd, x, w, N, C, c->norm_eps);
+}
+static void lomo__norm_bwd(lomo_trainer *t, float *dx, float *dw, const float *dy, const float *x,
+                           const lomo_tensor *w, const float *rstd, int N, int C) {
+    const lomo_backend *be = t->m->be;
+    if (t->m->cfg.gemma) be->rmsnorm_ex_bwd(be->ctx, dx, dw, dy, x, w, rstd, N, C, 1.0f);
+    else be->rmsnorm_bwd(be->ctx, dx, dw, dy, x, w, rstd, N, C);
+}
+/* layer l's RoPE frequencies (Gemma 3's local layers have their own base) */
+static const float *lomo__layer_inv_freq(lomo_trainer *t, int l) {
+    const lomo_config *c = &t->m->cfg;
+    return t->inv_freq + (c->gemma == 3 && lomo__layer_local(c, l) ? c->head_dim / 2 : 0);
+}
+/* attention soft-capping as transformers applies it: Gemma 2 only (Gemma3Attention
+   reads attn_logit_softcapping but never passes it on; it is kept for saving) */
+static float lomo__attn_cap(const lomo_config *c) { return c->gemma == 2 ? c->attn_softcap : 0.0f; }
+/* RoPE over a whole head, or its first rotary_dim dims */
+static void lomo__rope(lomo_trainer *t, float *x, const float *ifr, int nh, int inverse) {
+    const lomo_backend *be = t->m->be;
+    const lomo_config *c = &t->m->cfg;
+    if ((c->rotary_dim > 0 && c->rotary_dim < c->head_dim) || c->rope_type == 3)
+        be->rope_ex(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, c->rotary_dim > 0 ? c->rotary_dim : c->head_dim,
+                    c->rope_type == 3 ? c->rope_attn_factor : 1.0f, inverse);
+    else be->rope(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, inverse);
+}
+static float lomo__attn_scale(const lomo_config *c) {
+    return (float)(1.0 / sqrt(c->query_pre_attn_scalar > 0 ? (double)c->query_pre_attn_scalar : (double)c->head_dim));
+}
+
 /* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
-   x_out may be NULL (recompute inside backward needs everything but the output). */
+   x_out may be NULL (recompute inside backward needs everything but the output).
+   Llama:  xmid = x_in + attn(norm(x_in)),        x_out = xmid + mlp(norm(xmid))
+   Gemma:  xmid = x_in + norm(attn(norm(x_in))),  x_out = xmid + norm(mlp(norm(xmid)))
+   qk_norm (Qwen3, Gemma 3): q and k normalised per head before RoPE. */
 static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__acts *a, float *x_out) {
     const lomo_config *c = &t->m->cfg;
     const lomo_backend *be = t->m->be;
     const lomo_layer *w = lomo__layer_weights(t, l);
+    const float *ifr = lomo__layer_inv_freq(t, l);
     void *X = be->ctx;
     int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    be->rmsnorm_fwd(X, a->ln1, a->rstd1, x_in, w->attn_norm, N, C, c->norm_eps);
-    be->matmul_fwd(X, a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
-    be->matmul_fwd(X, a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
+    lomo__norm_fwd(t, a->ln1, a->rstd1, x_in, w->attn_norm, N, C);
+    be->matmul_fwd(X, c->qk_norm ? a->qpre : a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
+    be->matmul_fwd(X, c->qk_norm ? a->kpre : a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
     be->matmul_fwd(X, a->v, a->ln1, w->wv, w->bv, N, C, kvd, 0);
-    be->rope(X, a->q, t->inv_freq, t->B, t->T, c->n_heads, hd, 0);
-    be->rope(X, a->k, t->inv_freq, t->B, t->T, c->n_kv_heads, hd, 0);
-    be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
-    be->copy(X, a->xmid, x_in, sizeof(float) * (size_t)N * C);
-    be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
-    be->rmsnorm_fwd(X, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C, c->norm_eps);
+    if (c->qk_norm) {
+        lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
+        lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
+    }
+    lomo__rope(t, a->q, ifr, c->n_heads, 0);
+    lomo__rope(t, a->k, ifr, c->n_kv_heads, 0);
+    if (c->gemma || c->local_window > 0)
+        be->attn_ex_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd,
+                        lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
+    else be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    if (c->gemma) {
+        be->matmul_fwd(X, a->ao, a->att, w->wo, w->bo, N, qd, C, 0);
+        lomo__norm_fwd(t, a->xmid, a->rstdao, a->ao, w->post_attn_norm, N, C);
+        be->add(X, a->xmid, x_in, (size_t)N * C);
+    } else {
+        be->copy(X, a->xmid, x_in, sizeof(float) * (size_t)N * C);
+        be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
+    }
+    lomo__norm_fwd(t, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C);
     be->matmul_fwd(X, a->g, a->ln2, w->w_gate, NULL, N, C, H, 0);
     be->matmul_fwd(X, a->u, a->ln2, w->w_up, NULL, N, C, H, 0);
-    be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
-    if (x_out) {
+    if (c->gemma) be->geglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
+    else be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
+    if (c->gemma) {   /* the backward needs mo and its norm statistics, so they are recomputed too */
+        be->matmul_fwd(X, a->mo, a->h, w->w_down, NULL, N, H, C, 0);
+        lomo__norm_fwd(t, x_out ? x_out : t->dln, a->rstdmo, a->mo, w->post_mlp_norm, N, C);
+        if (x_out) be->add(X, x_out, a->xmid, (size_t)N * C);
+    } else if (x_out) {
         be->copy(X, x_out, a->xmid, sizeof(float) * (size_t)N * C);
         be->matmul_fwd(X, x_out, a->h, w->w_down, NULL, N, H, C, 1);
     }
@@ -4582,6 +5282,7 @@ static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32
             count += y >= 0;
         }
     be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * (size_t)n);
+    memcpy(t->tok_host, tokens, sizeof(int32_t) * (size_t)n);
     be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * (size_t)n);
     if (be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes, (int)t->m->cfg.dtype);   /* always: this trainer's */
     return count;
@@ -4599,11 +5300,14 @@ static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad
     const lomo_backend *be = md->be;
     double sum = 0.0;
     int i;
-    be->rmsnorm_fwd(be->ctx, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
-                    t->N, c->dim, c->norm_eps);
+    lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
+                   t->N, c->dim);
     be->matmul_fwd(be->ctx, t->logits, t->lnf, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, t->N, c->dim, c->vocab_size, 0);
-    be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
-                      c->vocab_size, dscale);
+    if (c->final_softcap > 0)
+        be->cross_entropy_softcap(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N,
+                                  t->N, c->vocab_size, dscale, c->final_softcap);
+    else be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
+                           c->vocab_size, dscale);
     be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
     for (i = 0; i < t->N; i++) {
         double l = t->loss_host[i];
@@ -4629,6 +5333,7 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
     for (m = 0; m < M; m++) {
         be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, lomo__need(t, LOMO__EMBED, md->embed),
                       t->N, c->dim);
+        if (c->gemma) be->scale(be->ctx, lomo__xs(t, m, 0), (float)sqrt((double)c->dim), (size_t)t->N * c->dim);
         for (l = 0; l < c->n_layers; l++)
             lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
         sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
@@ -4807,38 +5512,84 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     float *dx = t->dx + (size_t)m * N * C;
     lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
+    const float *ifr = lomo__layer_inv_freq(t, l), *dmo = dx, *dao = dx;
     if (t->o.checkpointing) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
-    /* MLP: x_out = xmid + (silu(ln2 Wg^T) * ln2 Wu^T) Wd^T */
-    be->matmul_bwd_x(X, t->dg, dx, w->w_down, N, H, C, 0);                 /* dh, in dg */
-    if (lomo__linear_grads(t, w->w_down, NULL, dx, a->h, H, C, m)) return -1;
-    be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
+    if (c->gemma) {   /* x_out = xmid + norm(mo): dmo into dln */
+        be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
+        lomo__norm_bwd(t, t->dln, lomo__vdst(t, w->post_mlp_norm, m), dx, a->mo, w->post_mlp_norm, a->rstdmo, N, C);
+        if (lomo__vdone(t, w->post_mlp_norm, m)) return -1;
+        dmo = t->dln;
+    }
+    /* MLP: mo = (act(ln2 Wg^T) * ln2 Wu^T) Wd^T, act = silu (Llama) or gelu_tanh (Gemma) */
+    be->matmul_bwd_x(X, t->dg, dmo, w->w_down, N, H, C, 0);                /* dh, in dg */
+    if (lomo__linear_grads(t, w->w_down, NULL, dmo, a->h, H, C, m)) return -1;
+    if (c->gemma) be->geglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
+    else be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
     be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
-    if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
-    be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
-    if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
-    be->rmsnorm_bwd(X, dx, lomo__vdst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
+    if (w->w_gate_up) {   /* fused (Phi-3): both dX first, then dW into the row blocks, one hook call */
+        float *g = lomo__gdst(t, w->w_gate_up);
+        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        be->matmul_bwd_w(X, g, t->dg, a->ln2, N, C, H, t->M > 1 && m > 0);
+        be->matmul_bwd_w(X, g + (size_t)H * C, t->du, a->ln2, N, C, H, t->M > 1 && m > 0);
+        if (t->M == 1 && lomo__grad_ready(t, w->w_gate_up, t->grad)) return -1;
+    } else {
+        if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
+        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
+    }
+    lomo__norm_bwd(t, dx, lomo__vdst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
     if (lomo__vdone(t, w->mlp_norm, m)) return -1;
-    /* attention: xmid = x_in + attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
-    be->matmul_bwd_x(X, t->datt, dx, w->wo, N, qd, C, 0);
-    if (lomo__linear_grads(t, w->wo, w->bo, dx, a->att, qd, C, m)) return -1;
-    be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
-                 t->B, t->T, c->n_heads, c->n_kv_heads, hd);
-    be->rope(X, t->dq, t->inv_freq, t->B, t->T, c->n_heads, hd, 1);
-    be->rope(X, t->dk, t->inv_freq, t->B, t->T, c->n_kv_heads, hd, 1);
+    if (c->gemma) {   /* xmid = x_in + norm(ao): dao into dln */
+        be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
+        lomo__norm_bwd(t, t->dln, lomo__vdst(t, w->post_attn_norm, m), dx, a->ao, w->post_attn_norm, a->rstdao, N, C);
+        if (lomo__vdone(t, w->post_attn_norm, m)) return -1;
+        dao = t->dln;
+    }
+    /* attention: ao = attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
+    be->matmul_bwd_x(X, t->datt, dao, w->wo, N, qd, C, 0);
+    if (lomo__linear_grads(t, w->wo, w->bo, dao, a->att, qd, C, m)) return -1;
+    if (c->gemma || c->local_window > 0)
+        be->attn_ex_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse, t->B, t->T, c->n_heads,
+                        c->n_kv_heads, hd, lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
+    else be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
+                      t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    lomo__rope(t, t->dq, ifr, c->n_heads, 1);
+    lomo__rope(t, t->dk, ifr, c->n_kv_heads, 1);
+    if (c->qk_norm) {   /* through the per-head norms, datt (free now) as the scratch */
+        be->zero(X, t->datt, sizeof(float) * (size_t)N * kvd);
+        lomo__norm_bwd(t, t->datt, lomo__vdst(t, w->k_norm, m), t->dk, a->kpre, w->k_norm, a->rstdk, N * c->n_kv_heads, hd);
+        be->copy(X, t->dk, t->datt, sizeof(float) * (size_t)N * kvd);
+        if (lomo__vdone(t, w->k_norm, m)) return -1;
+        be->zero(X, t->datt, sizeof(float) * (size_t)N * qd);
+        lomo__norm_bwd(t, t->datt, lomo__vdst(t, w->q_norm, m), t->dq, a->qpre, w->q_norm, a->rstdq, N * c->n_heads, hd);
+        be->copy(X, t->dq, t->datt, sizeof(float) * (size_t)N * qd);
+        if (lomo__vdone(t, w->q_norm, m)) return -1;
+    }
     be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
+    if (w->w_qkv) {   /* fused (Phi-3): every dX first, then dW into the q, k, v row blocks, one hook call */
+        float *g = lomo__gdst(t, w->w_qkv);
+        int acc = t->M > 1 && m > 0;
+        be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+        be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+        be->matmul_bwd_w(X, g, t->dq, a->ln1, N, C, qd, acc);
+        be->matmul_bwd_w(X, g + (size_t)qd * C, t->dk, a->ln1, N, C, kvd, acc);
+        be->matmul_bwd_w(X, g + (size_t)(qd + kvd) * C, t->dv, a->ln1, N, C, kvd, acc);
+        if (t->M == 1 && lomo__grad_ready(t, w->w_qkv, t->grad)) return -1;
+    } else {
     if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
     if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd, m)) return -1;
     be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
     if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
-    be->rmsnorm_bwd(X, dx, lomo__vdst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
+    }
+    lomo__norm_bwd(t, dx, lomo__vdst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
     if (lomo__vdone(t, w->attn_norm, m)) return -1;
     return be->check(X);
 }
 
 /* after all micro-batches of a stage: each tensor's summed gradient to the rule */
 static int lomo__stage_ready(lomo_trainer *t, int stage) {
-    lomo_tensor *st[16];
+    lomo_tensor *st[24];
     int n = lomo__stage_tensors(t->m, stage, st), k;
     for (k = 0; k < n; k++)
         if (lomo__grad_ready(t, st[k], lomo__gdst(t, st[k]))) return -1;
@@ -4864,8 +5615,8 @@ static int lomo__backward(lomo_trainer *t) {
         be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
         if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
         be->zero(X, dx, sizeof(float) * (size_t)N * C);
-        be->rmsnorm_bwd(X, dx, lomo__vdst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
-                        lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
+        lomo__norm_bwd(t, dx, lomo__vdst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
+                       lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
         if (lomo__vdone(t, md->final_norm, m)) return -1;
     }
     /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
@@ -4882,6 +5633,13 @@ static int lomo__backward(lomo_trainer *t) {
         if (c->tie_embeddings) {
             if (M > 1) lomo__head_fwd(t, m, dscale, 1);
             be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 1);
+        }
+        if (c->gemma) be->scale(X, t->dx + (size_t)m * N * C, (float)sqrt((double)C), (size_t)N * C);
+        if (c->has_pad) {   /* nn.Embedding(padding_idx): no gradient from the lookup of the pad row */
+            int n;
+            for (n = 0; n < N; n++)
+                if (t->tok_host[(size_t)m * N + n] == c->pad_token_id)
+                    be->zero(X, t->dx + ((size_t)m * N + n) * C, sizeof(float) * (size_t)C);
         }
         be->embed_bwd(X, t->grad, t->dx + (size_t)m * N * C, t->tok + (size_t)m * N, N, C);
     }
@@ -5181,14 +5939,18 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
            V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
            kvd = (size_t)c->n_kv_heads * c->head_dim, M = o->micro_batches > 1 ? (size_t)o->micro_batches : 1;
-    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H;
+    size_t hd = c->head_dim, extra_v = (c->qk_norm ? 2 * hd : 0) + (c->gemma ? 2 * C : 0);   /* 0.5's vectors */
+    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H + extra_v;
     size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C + L * layer_p;
-    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H;       /* one layer's working set per token */
+    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H       /* one layer's working set per token */
+                 + (c->qk_norm ? qd + kvd : 0) + (c->gemma ? 2 * C : 0);
     size_t biggest = V * C > H * C ? V * C : H * C;       /* the largest single tensor */
     size_t S = (o->checkpointing || M > 1) ? 1 : L, bytes = c->dtype == LOMO_F32 ? 4 : 2;
     size_t t[LOMO_MEM_NTAGS] = {0}, total = 0;
     int i;
     if (qd * C > biggest) biggest = qd * C;
+    if (c->fused_proj && (qd + 2 * kvd) * C > biggest) biggest = (qd + 2 * kvd) * C;   /* qkv_proj */
+    if (c->fused_proj && 2 * H * C > biggest) biggest = 2 * H * C;                    /* gate_up_proj */
     if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
     t[LOMO_MEM_PARAMS] = bytes * P;
     t[LOMO_MEM_ACTIVATIONS] = 4 * N * (M * (L + 1) * C + S * layer + C + V);
@@ -5199,7 +5961,9 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     if (!o->update && o->optimizer == LOMO_OPT_ADALOMO)   /* rows + cols per matrix, numel per vector */
         t[LOMO_MEM_OPTIMIZER] = 4 * ((V + C) * (c->tie_embeddings ? 1 : 2) + C +
                                      L * (2 * C + (qd + C) * 2 + (kvd + C) * 2 + 3 * (H + C) +
-                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0)));
+                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0) + extra_v
+                                          /* fused: one rows + cols for qkv and for gate_up */
+                                          - (c->fused_proj ? 2 * C + C : 0)));
     for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
     return total;
 }

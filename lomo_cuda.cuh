@@ -691,6 +691,254 @@ static void lomo__cu_cross_entropy(void *ctx, float *losses, float *dlogits, con
     LOMO__LAUNCHED(c);
 }
 
+/* ---- 0.5: Qwen3 / Gemma ops ---- */
+
+/* RMSNorm with the gain (off + w): Gemma's norms have off = 1 */
+__global__ void lomo__cu_k_rmsx_fwd(float *y, float *rstd, const float *x, const void *w, int dt, int C, float eps,
+                                    float off) {
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float *yr = y + (size_t)blockIdx.x * C, ss = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = lomo__cu_block_sum(ss, sh);
+    float r = rsqrtf(ss / C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = (xr[i] * r) * (off + lomo__cu_ld(w, dt, i));
+}
+__global__ void lomo__cu_k_rmsx_bwd_x(float *dx, const float *dy, const float *x, const void *w, int dt,
+                                      const float *rstd, int C, float off) {
+    __shared__ float sh[32];
+    size_t o = (size_t)blockIdx.x * C;
+    float r = rstd[blockIdx.x], dot = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += (off + lomo__cu_ld(w, dt, i)) * dy[o + i] * x[o + i];
+    dot = lomo__cu_block_sum(dot, sh);
+    float k = dot * r * r * r / C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x)
+        dx[o + i] += r * (off + lomo__cu_ld(w, dt, i)) * dy[o + i] - k * x[o + i];
+}
+static void lomo__cu_rmsnorm_ex_fwd(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *w, int N,
+                                    int C, float eps, float off) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_rmsx_fwd<<<N, 256, 0, c->stream>>>(y, rstd, x, w->data, w->dtype, C, eps, off);
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_rmsnorm_ex_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x,
+                                    const lomo_tensor *w, const float *rstd, int N, int C, float off) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_rmsx_bwd_x<<<N, 256, 0, c->stream>>>(dx, dy, x, w->data, w->dtype, rstd, C, off);
+    LOMO__LAUNCHED(c);
+    lomo__cu_k_rms_bwd_w<<<(C + 255) / 256, 256, 0, c->stream>>>(dw, dy, x, rstd, N, C);   /* same as without offset */
+    LOMO__LAUNCHED(c);
+}
+
+__global__ void lomo__cu_k_scale(float *x, float s, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] *= s;
+}
+static void lomo__cu_scale(void *ctx, float *x, float s, size_t n) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_scale<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(x, s, n);
+    LOMO__LAUNCHED(c);
+}
+
+/* GeGLU: gelu_tanh(g) * u (tanhf, not a fast approximation: it must agree with PyTorch) */
+__device__ __forceinline__ float lomo__cu_gelu(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float lomo__cu_gelu_grad(float x) {
+    float th = tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x));
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+}
+__global__ void lomo__cu_k_geglu_fwd(float *h, const float *g, const float *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        h[i] = lomo__cu_gelu(g[i]) * u[i];
+}
+__global__ void lomo__cu_k_geglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float d = dh[i], x = g[i];
+        du[i] = d * lomo__cu_gelu(x);
+        dg[i] = d * u[i] * lomo__cu_gelu_grad(x);
+    }
+}
+static void lomo__cu_geglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_geglu_fwd<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(h, g, u, n);
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_geglu_bwd(void *ctx, float *dg, float *du, const float *dh, const float *g, const float *u,
+                               size_t n) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_geglu_bwd<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>(dg, du, dh, g, u, n);
+    LOMO__LAUNCHED(c);
+}
+
+/* attention with a score scale, soft-capping (cap > 0) and a sliding window
+   (window > 0: query t sees keys t - window < j <= t); same layout as above */
+__device__ __forceinline__ float lomo__cu_cap(float s, float cap) { return cap > 0.0f ? cap * tanhf(s / cap) : s; }
+__global__ void lomo__cu_k_attnx_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                                     int T, int nh, int nkv, int hd, float scale, float cap, int window) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= B * T * nh) return;
+    int h = warp % nh, t = (warp / nh) % T, b = warp / (nh * T), g = h / (nh / nkv);
+    int j0 = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+    size_t row = (size_t)(b * T + t) * nh + h;
+    const float *qt = q + row * hd;
+    float acc[LOMO_CU__PER_LANE], mx = -INFINITY, l = 0.0f;
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
+    for (int j = j0; j <= t; j++) {
+        size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+        float s = lomo__cu_cap(lomo__cu_wdot(qt, k + kr, hd, lane) * scale, cap);
+        float m2 = fmaxf(mx, s), corr = __expf(mx - m2), p = __expf(s - m2);
+        l = l * corr + p;
+        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) acc[i] = acc[i] * corr + p * v[kr + d];
+        }
+        mx = m2;
+    }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) out[row * hd + d] = acc[i] / l;
+    }
+    if (lane == 0) lse[row] = mx + __logf(l);
+}
+__global__ void lomo__cu_k_attnx_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
+                                    const float *out, const float *lse, int B, int T, int nh, int nkv, int hd,
+                                    float scale, float cap, int window) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= B * T * nh) return;
+    int h = warp % nh, t = (warp / nh) % T, b = warp / (nh * T), g = h / (nh / nkv);
+    int j0 = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+    size_t row = (size_t)(b * T + t) * nh + h;
+    const float *qt = q + row * hd, *dot = dout + row * hd;
+    float D = lomo__cu_wdot(dot, out + row * hd, hd, lane), L = lse[row], acc[LOMO_CU__PER_LANE];
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
+    for (int j = j0; j <= t; j++) {
+        size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+        float c = lomo__cu_cap(lomo__cu_wdot(qt, k + kr, hd, lane) * scale, cap), p = __expf(c - L);
+        float ds = p * (lomo__cu_wdot(dot, v + kr, hd, lane) - D) * scale;
+        if (cap > 0.0f) ds *= 1.0f - (c / cap) * (c / cap);
+        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) acc[i] += ds * k[kr + d];
+        }
+    }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) dq[row * hd + d] = acc[i];
+    }
+}
+__global__ void lomo__cu_k_attnx_dkv(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                     const float *v, const float *out, const float *lse, int B, int T, int nh, int nkv,
+                                     int hd, float scale, float cap, int window) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= B * T * nkv) return;
+    int g = warp % nkv, j = (warp / nkv) % T, b = warp / (nkv * T), rep = nh / nkv;
+    int t1 = window > 0 && j + window < T ? j + window : T;   /* queries j <= t < t1 see key j */
+    size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
+    float ak[LOMO_CU__PER_LANE], av[LOMO_CU__PER_LANE];
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) ak[i] = av[i] = 0.0f;
+    for (int h = g * rep; h < (g + 1) * rep; h++)
+        for (int t = j; t < t1; t++) {
+            size_t row = (size_t)(b * T + t) * nh + h;
+            const float *qt = q + row * hd, *dot = dout + row * hd;
+            float D = lomo__cu_wdot(dot, out + row * hd, hd, lane);
+            float c = lomo__cu_cap(lomo__cu_wdot(qt, k + kr, hd, lane) * scale, cap), p = __expf(c - lse[row]);
+            float ds = p * (lomo__cu_wdot(dot, v + kr, hd, lane) - D) * scale;
+            if (cap > 0.0f) ds *= 1.0f - (c / cap) * (c / cap);
+            for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+                int d = lane + 32 * i;
+                if (d < hd) { ak[i] += ds * qt[d]; av[i] += p * dot[d]; }
+            }
+        }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) { dk[kr + d] = ak[i]; dv[kr + d] = av[i]; }
+    }
+}
+static void lomo__cu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v,
+                                 int B, int T, int nh, int nkv, int hd, float scale, float cap, int window) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    size_t threads = (size_t)B * T * nh * 32;
+    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
+    lomo__cu_k_attnx_fwd<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, lse, q, k, v, B, T, nh, nkv,
+                                                                                   hd, scale, cap, window);
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                 const float *k, const float *v, const float *out, const float *lse, int B, int T,
+                                 int nh, int nkv, int hd, float scale, float cap, int window) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    size_t tq = (size_t)B * T * nh * 32, tk = (size_t)B * T * nkv * 32;
+    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
+    lomo__cu_k_attnx_dq<<<(unsigned)((tq + 255) / 256), 256, 0, c->stream>>>(dq, dout, q, k, v, out, lse, B, T, nh,
+                                                                             nkv, hd, scale, cap, window);
+    LOMO__LAUNCHED(c);
+    lomo__cu_k_attnx_dkv<<<(unsigned)((tk + 255) / 256), 256, 0, c->stream>>>(dk, dv, dout, q, k, v, out, lse, B, T,
+                                                                              nh, nkv, hd, scale, cap, window);
+    LOMO__LAUNCHED(c);
+}
+
+/* cross-entropy of soft-capped logits: a block per row, in place; without
+   dlogits the row is replaced by its capped logits */
+__global__ void lomo__cu_k_xent_cap(float *losses, float *dlogits, float *logits, const int32_t *targets, int V,
+                                    float dscale, float cap) {
+    __shared__ float sh[32];
+    size_t o = (size_t)blockIdx.x * V;
+    int tgt = targets[blockIdx.x];
+    float mx = -INFINITY, sum = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, cap * tanhf(logits[o + i] / cap));
+    mx = lomo__cu_block_max(mx, sh);
+    for (int i = threadIdx.x; i < V; i += blockDim.x) sum += __expf(cap * tanhf(logits[o + i] / cap) - mx);
+    sum = lomo__cu_block_sum(sum, sh);
+    float ct = tgt >= 0 ? cap * tanhf(logits[o + tgt] / cap) : 0.0f;
+    __syncthreads();                               /* every read of logits before any in-place write */
+    if (threadIdx.x == 0) losses[blockIdx.x] = tgt >= 0 ? __logf(sum) + mx - ct : 0.0f;
+    if (!dlogits) {
+        for (int i = threadIdx.x; i < V; i += blockDim.x) logits[o + i] = cap * tanhf(logits[o + i] / cap);
+        return;
+    }
+    float inv = 1.0f / sum;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float c = cap * tanhf(logits[o + i] / cap);
+        dlogits[o + i] = tgt < 0 ? 0.0f
+                       : (__expf(c - mx) * inv - (i == tgt ? 1.0f : 0.0f)) * (1.0f - (c / cap) * (c / cap)) * dscale;
+    }
+}
+static void lomo__cu_cross_entropy_softcap(void *ctx, float *losses, float *dlogits, float *logits,
+                                           const int32_t *targets, int N, int V, float dscale, float cap) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_xent_cap<<<N, 512, 0, c->stream>>>(losses, dlogits, logits, targets, V, dscale, cap);
+    LOMO__LAUNCHED(c);
+}
+
+/* partial rotary: pairs (d, d + rot/2) of the first rot dims; the rest pass through */
+__global__ void lomo__cu_k_rope_ex(float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, float mscale,
+                                   int inverse) {
+    int half = rot / 2;
+    size_t n = (size_t)B * T * nh * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % half);
+        size_t row = i / half;                       /* (b, t, h) */
+        int t = (int)((row / nh) % T);
+        float s, c, ang = (float)t * inv_freq[d];
+        sincosf(ang, &s, &c);
+        if (inverse) s = -s;
+        s *= mscale; c *= mscale;
+        float *v = x + row * hd;
+        float a = v[d], b2 = v[d + half];
+        v[d] = a * c - b2 * s;
+        v[d + half] = b2 * c + a * s;
+    }
+}
+static void lomo__cu_rope_ex(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot,
+                             float mscale, int inverse) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    lomo__cu_k_rope_ex<<<lomo__cu_blocks((size_t)B * T * nh * (rot / 2), 256), 256, 0, c->stream>>>(x, inv_freq, B, T,
+                                                                                                    nh, hd, rot, mscale,
+                                                                                                    inverse);
+    LOMO__LAUNCHED(c);
+}
+
 static double lomo__cu_sumsq(void *ctx, const float *x, size_t n) {
     lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_dot<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, x, x, n);
@@ -920,6 +1168,10 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->cross_entropy = lomo__cu_cross_entropy; b->sumsq = lomo__cu_sumsq;
     b->update = lomo__cu_update; b->wgrad_sqnorm = lomo__cu_wgrad_sqnorm; b->param_sumsq = lomo__cu_param_sumsq;
     b->scratch_bytes = lomo__cu_scratch_bytes; b->set_scratch = lomo__cu_set_scratch;
+    b->rmsnorm_ex_fwd = lomo__cu_rmsnorm_ex_fwd; b->rmsnorm_ex_bwd = lomo__cu_rmsnorm_ex_bwd; b->scale = lomo__cu_scale;
+    b->geglu_fwd = lomo__cu_geglu_fwd; b->geglu_bwd = lomo__cu_geglu_bwd;
+    b->attn_ex_fwd = lomo__cu_attn_ex_fwd; b->attn_ex_bwd = lomo__cu_attn_ex_bwd;
+    b->cross_entropy_softcap = lomo__cu_cross_entropy_softcap; b->rope_ex = lomo__cu_rope_ex;
     b->name = "cuda";
     return b;
 }

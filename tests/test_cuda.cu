@@ -469,6 +469,100 @@ static int fault_main(void) {
     return tu_done("test_cuda_fault");
 }
 
+
+/* 0.5: the Qwen3 / Gemma ops against the CPU backend (fp32 1e-4) */
+static void test_family_ops(void) {
+    const int B = 2, T = 37, nh = 4, nkv = 2, hd = 80, N = B * T, C = 70, V = 1001;
+    void *X = cpu->ctx, *G = gpu->ctx;
+    printf("Qwen3 / Gemma ops vs CPU:\n");
+    {   /* RMSNorm with the (1 + w) gain */
+        float *x = randv((size_t)N * C, 1), *w = randv(C, 0.3), *dy = randv((size_t)N * C, 1);
+        float *y = randv((size_t)N * C, 1), *r = randv(N, 1), *dx = randv((size_t)N * C, 1), *dw = randv(C, 1);
+        float *dx0 = (float *)malloc((size_t)N * C * 4);
+        memcpy(dx0, dx, (size_t)N * C * 4);
+        float *dX = dev(x, (size_t)N * C), *dW = dev(w, C), *dDY = dev(dy, (size_t)N * C), *dY = dev(NULL, (size_t)N * C);
+        float *dR = dev(NULL, N), *dDX = dev(dx0, (size_t)N * C), *dDW = dev(NULL, C);
+        lomo_tensor Wc = wrap(w, LOMO_F32, C, 0), Wg = wrap(dW, LOMO_F32, C, 0);
+        cpu->rmsnorm_ex_fwd(X, y, r, x, &Wc, N, C, 1e-6f, 1.0f);
+        gpu->rmsnorm_ex_fwd(G, dY, dR, dX, &Wg, N, C, 1e-6f, 1.0f);
+        same("rmsnorm_ex fwd", dY, y, (size_t)N * C, 1e-4);
+        cpu->rmsnorm_ex_bwd(X, dx, dw, dy, x, &Wc, r, N, C, 1.0f);
+        gpu->rmsnorm_ex_bwd(G, dDX, dDW, dDY, dX, &Wg, dR, N, C, 1.0f);
+        same("rmsnorm_ex dx", dDX, dx, (size_t)N * C, 1e-4);
+        same("rmsnorm_ex dw", dDW, dw, C, 1e-4);
+        gpu->scale(G, dX, 8.3666f, (size_t)N * C);
+        for (int i = 0; i < N * C; i++) x[i] *= 8.3666f;
+        same("scale", dX, x, (size_t)N * C, 1e-6);
+        free(x); free(w); free(dy); free(y); free(r); free(dx); free(dw); free(dx0);
+        gpu->free(G, dX); gpu->free(G, dW); gpu->free(G, dDY); gpu->free(G, dY); gpu->free(G, dR); gpu->free(G, dDX); gpu->free(G, dDW);
+    }
+    {   /* GeGLU */
+        size_t n = (size_t)N * 3 * C;
+        float *g = randv(n, 2), *u = randv(n, 1), *dh = randv(n, 1), *h = randv(n, 1), *du = randv(n, 1);
+        float *dG = dev(g, n), *dU = dev(u, n), *dH = dev(NULL, n), *dDG = dev(dh, n), *dDU = dev(NULL, n);
+        cpu->geglu_fwd(X, h, g, u, n);
+        gpu->geglu_fwd(G, dH, dG, dU, n);
+        same("geglu fwd", dH, h, n, 1e-4);
+        cpu->geglu_bwd(X, dh, du, dh, g, u, n);
+        gpu->geglu_bwd(G, dDG, dDU, dDG, dG, dU, n);
+        same("geglu dg", dDG, dh, n, 1e-4);
+        same("geglu du", dDU, du, n, 1e-4);
+        free(g); free(u); free(dh); free(h); free(du);
+        gpu->free(G, dG); gpu->free(G, dU); gpu->free(G, dH); gpu->free(G, dDG); gpu->free(G, dDU);
+    }
+    for (int variant = 0; variant < 2; variant++) {   /* attention: soft-capped; capped + window 9 < T */
+        size_t nq = (size_t)N * nh * hd, nk = (size_t)N * nkv * hd;
+        float scale = 0.07f, cap = variant ? 3.0f : 1.5f;
+        int window = variant ? 9 : 0;
+        float *q = randv(nq, 1), *k = randv(nk, 1), *v = randv(nk, 1), *dout = randv(nq, 1);
+        float *o = randv(nq, 1), *lse = randv((size_t)N * nh, 1), *dq = randv(nq, 1), *dk = randv(nk, 1), *dv = randv(nk, 1);
+        float *dQ = dev(q, nq), *dK = dev(k, nk), *dV = dev(v, nk), *dDO = dev(dout, nq), *dO = dev(NULL, nq);
+        float *dL = dev(NULL, (size_t)N * nh), *dDQ = dev(NULL, nq), *dDK = dev(NULL, nk), *dDV = dev(NULL, nk);
+        cpu->attn_ex_fwd(X, o, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+        gpu->attn_ex_fwd(G, dO, dL, dQ, dK, dV, B, T, nh, nkv, hd, scale, cap, window);
+        same(variant ? "attn_ex fwd (cap, window)" : "attn_ex fwd (cap)", dO, o, nq, 1e-4);
+        same("attn_ex lse", dL, lse, (size_t)N * nh, 1e-4);
+        cpu->attn_ex_bwd(X, dq, dk, dv, dout, q, k, v, o, lse, B, T, nh, nkv, hd, scale, cap, window);
+        gpu->attn_ex_bwd(G, dDQ, dDK, dDV, dDO, dQ, dK, dV, dO, dL, B, T, nh, nkv, hd, scale, cap, window);
+        same("attn_ex dq", dDQ, dq, nq, 1e-4);
+        same("attn_ex dk", dDK, dk, nk, 1e-4);
+        same("attn_ex dv", dDV, dv, nk, 1e-4);
+        free(q); free(k); free(v); free(dout); free(o); free(lse); free(dq); free(dk); free(dv);
+        gpu->free(G, dQ); gpu->free(G, dK); gpu->free(G, dV); gpu->free(G, dDO); gpu->free(G, dO); gpu->free(G, dL);
+        gpu->free(G, dDQ); gpu->free(G, dDK); gpu->free(G, dDV);
+    }
+    {   /* partial rotary (60 of 80 dims) with a longrope attention factor, forward and adjoint */
+        size_t n = (size_t)N * nh * hd;
+        float ifr[40];
+        for (int i = 0; i < 40; i++) ifr[i] = powf(10000.0f, -(float)(2 * i) / 60.0f);
+        float *x = randv(n, 1), *dX = dev(x, n), *dF = dev(ifr, 40);
+        for (int inv = 0; inv <= 1; inv++) {
+            cpu->rope_ex(X, x, ifr, B, T, nh, hd, 60, 1.19f, inv);
+            gpu->rope_ex(G, dX, dF, B, T, nh, hd, 60, 1.19f, inv);
+            same(inv ? "rope_ex inverse" : "rope_ex", dX, x, n, 1e-5);
+        }
+        free(x); gpu->free(G, dX); gpu->free(G, dF);
+    }
+    {   /* soft-capped cross-entropy: capped logits without grad, dlogits in place with */
+        float *lg = randv((size_t)N * V, 3), *cl = (float *)malloc((size_t)N * V * 4), *loss = randv(N, 1);
+        int32_t *tg = (int32_t *)malloc(N * 4);
+        for (int n = 0; n < N; n++) tg[n] = n % 5 == 2 ? -100 : tu_randint(V);
+        memcpy(cl, lg, (size_t)N * V * 4);
+        float *dLG = dev(lg, (size_t)N * V), *dLS = dev(NULL, N);
+        int32_t *dT = idev(tg, N);
+        cpu->cross_entropy_softcap(X, loss, NULL, cl, tg, N, V, 0.0f, 2.5f);
+        gpu->cross_entropy_softcap(G, dLS, NULL, dLG, dT, N, V, 0.0f, 2.5f);
+        same("xent softcap capped logits", dLG, cl, (size_t)N * V, 1e-5);
+        same("xent softcap losses", dLS, loss, N, 1e-4);
+        gpu->upload(G, dLG, lg, (size_t)N * V * 4);
+        cpu->cross_entropy_softcap(X, loss, lg, lg, tg, N, V, 0.01f, 2.5f);
+        gpu->cross_entropy_softcap(G, dLS, dLG, dLG, dT, N, V, 0.01f, 2.5f);
+        same("xent softcap dlogits", dLG, lg, (size_t)N * V, 1e-4);
+        free(lg); free(cl); free(loss); free(tg);
+        gpu->free(G, dLG); gpu->free(G, dLS); gpu->free(G, dT);
+    }
+}
+
 static void test_steps(void) {
     int nk;
     const sc_case *cases = sc_cases(&nk);
@@ -683,6 +777,8 @@ int main(int argc, char **argv) {
     test_pointwise();
     test_attention();
     test_rules_kernels();
+    test_family_ops();
+    group_done("Qwen3 / Gemma / Phi-3 ops");
     if (!quick) test_big();
 #ifndef LOMO_CUDA_DRY
     test_errors(quick);      /* CUDA's error paths: nothing to pose as */

@@ -46,7 +46,8 @@ static void check_save_roundtrip(lomo_model *m, const char *name) {
     CHECK(r != NULL, "%s: reload: %s", name, lomo_error());
     if (!r) return;
     int same = r->n_tensors == m->n_tensors &&
-               !memcmp(&r->cfg, &m->cfg, offsetof(lomo_config, dtype));
+               !memcmp(&r->cfg, &m->cfg, offsetof(lomo_config, dtype)) &&
+               !memcmp(&r->cfg.qk_norm, &m->cfg.qk_norm, sizeof(lomo_config) - offsetof(lomo_config, qk_norm));
     for (int i = 0; same && i < m->n_tensors; i++)
         same = !strcmp(r->tensors[i].name, m->tensors[i].name) &&
                !memcmp(r->tensors[i].data, m->tensors[i].data, 4 * (size_t)m->tensors[i].numel);
@@ -107,6 +108,109 @@ static void run_case(const char *name, int with_grads) {
     lomo_model_free(m);
 }
 
+/* bf16 storage of the new families (views into fused bf16 tensors, widened
+   norms): the loss within 2e-2 of transformers' fp32 loss, and a LOMO step
+   that lowers it */
+static void run_bf16(const char *name) {
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, "tests/ref/%s", name);
+    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    lomo_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.dtype = LOMO_BF16;
+    lomo_model *m = lomo_load(dir, &lo);
+    CHECK(m != NULL, "%s bf16: load: %s", name, lomo_error());
+    lomo__st_file f;
+    if (!m) return;
+    if (lomo__st_open(&f, path)) { CHECK(0, "%s", lomo_error()); lomo_model_free(m); return; }
+    int B, T, B2, T2;
+    int32_t *ids = read_ids(&f, "input_ids", &B, &T), *labels = read_ids(&f, "labels", &B2, &T2);
+    float *ref_loss = read_f32(&f, "loss", NULL);
+    lomo_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.batch = B; o.seq_len = T; o.clip_norm = 1.0f;
+    lomo_trainer *t = lomo_trainer_new(m, &o);
+    lomo_step_info info;
+    CHECK(t && lomo_forward(t, ids, labels, &info) == 0, "%s bf16 forward: %s", name, lomo_error());
+    float before = info.loss;
+    CHECK(fabs(before - ref_loss[0]) <= 2e-2 * ref_loss[0], "%s bf16: loss %g vs transformers (fp32) %g", name, before, ref_loss[0]);
+    for (int k = 0; k < 3; k++) CHECK(lomo_step(t, ids, labels, 0.05f, &info) == 0, "%s bf16 step: %s", name, lomo_error());
+    lomo_forward(t, ids, labels, &info);
+    CHECK(info.loss < before, "%s bf16: 3 steps on the batch must lower its loss: %g -> %g", name, before, info.loss);
+    printf("%-20s bf16 storage: loss %.5f (transformers fp32 %.5f), after 3 LOMO steps %.5f\n", name, before, ref_loss[0], info.loss);
+    lomo_trainer_free(t);
+    free(ids); free(labels); free(ref_loss);
+    lomo__st_close(&f);
+    lomo_model_free(m);
+}
+
+/* config.json of the new families: what is read, and what is refused by name */
+static int cfg_try(const char *json, lomo_config *c) {
+    const char *path = "build/tmp_cfg_families.json";
+    FILE *f = fopen(path, "w");
+    if (!f) return -2;
+    fputs(json, f);
+    fclose(f);
+    return lomo__config_load(path, c);
+}
+#define BASE "\"hidden_size\":32,\"intermediate_size\":48,\"num_hidden_layers\":3,\"num_attention_heads\":4,\"vocab_size\":50"
+static void expect_refused(const char *json, const char *want, const char *what) {
+    lomo_config c;
+    int rc = cfg_try(json, &c);
+    CHECK(rc == -1 && strstr(lomo_error(), want), "%s: rc %d, expected an error with '%s', got: %s", what, rc, want, lomo_error());
+}
+static void test_family_configs(void) {
+    lomo_config c;
+    /* defaults of transformers' config classes where config.json is silent */
+    CHECK(cfg_try("{\"model_type\":\"gemma2\"," BASE "}", &c) == 0 && c.gemma == 2 && c.tie_embeddings &&
+          c.attn_softcap == 50.0f && c.final_softcap == 30.0f && c.query_pre_attn_scalar == 256.0f &&
+          c.local_window == 4096 && c.local_pattern == 2, "gemma2 defaults: %s", lomo_error());
+    CHECK(cfg_try("{\"model_type\":\"gemma3_text\"," BASE ",\"final_logit_softcapping\":null,\"rope_theta\":1000000,"
+                  "\"rope_local_base_freq\":10000,\"sliding_window_pattern\":6,\"rope_scaling\":{\"rope_type\":\"linear\","
+                  "\"factor\":8.0}}", &c) == 0 && c.gemma == 3 && c.qk_norm && c.final_softcap == 0 && c.attn_softcap == 0 &&
+          c.local_pattern == 6 && c.rope_local_theta == 10000.0f && c.rope_theta == 1e6f && c.rope_type == 2 &&
+          c.rope_factor == 8.0f, "gemma3 hub layout: %s", lomo_error());
+    CHECK(cfg_try("{\"model_type\":\"qwen3\"," BASE ",\"head_dim\":16,\"attention_bias\":true}", &c) == 0 && c.qk_norm &&
+          c.qkv_bias && c.o_bias && c.head_dim == 16 && !c.gemma, "qwen3: %s", lomo_error());
+    CHECK(cfg_try("{\"model_type\":\"phi3\"," BASE ",\"partial_rotary_factor\":0.5,\"sliding_window\":2047,"
+                  "\"pad_token_id\":7}", &c) == 0 && c.fused_proj && c.rotary_dim == 4 && c.local_window == 2047 &&
+          c.local_pattern == 4 && c.has_pad && c.pad_token_id == 7, "phi3: %s", lomo_error());
+    /* refused by name */
+    expect_refused("{\"model_type\":\"gemma3\",\"text_config\":{}}", "Gemma3ForConditionalGeneration", "gemma3 multimodal");
+    expect_refused("{\"model_type\":\"qwen3_moe\"," BASE "}", "mixture-of-experts", "qwen3 moe");
+    CHECK(cfg_try("{\"model_type\":\"phi3\"," BASE ",\"max_position_embeddings\":131072,\"original_max_position_embeddings\":4096,"
+                  "\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1,2,3,4],\"short_factor\":[1,1,1,1.5]}}", &c) == 0 &&
+          c.rope_type == 3 && c.rope_n_factors == 4 && c.rope_long_factor[3] == 4.0f && c.rope_short_factor[3] == 1.5f &&
+          fabs(c.rope_attn_factor - sqrt(1 + log(32.0) / log(4096.0))) < 1e-6 && c.rope_original_max_pos == 4096,
+          "phi3 longrope (Phi-3.5-mini layout): %s", lomo_error());
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1],"
+                   "\"short_factor\":[1]}}", "longrope has 1 factors, the 8 rotary dims need 4", "longrope factor count");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"long_factor\":[1,1,1,1],"
+                   "\"short_factor\":[1,1,0,1]}}", "field 'short_factor'", "longrope factor 0");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4}}",
+                   "rope type yarn is not supported", "yarn");
+    expect_refused("{\"model_type\":\"qwen3\"," BASE ",\"use_sliding_window\":true}", "field 'use_sliding_window'", "qwen3 swa");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"layer_types\":[\"full_attention\",\"sliding_attention\","
+                   "\"sliding_attention\"]}", "repeating pattern", "gemma layer_types without a pattern");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"layer_types\":[\"sliding_attention\",\"full_attention\"]}",
+                   "num_hidden_layers=3", "gemma layer_types length");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"hidden_activation\":\"gelu\"}", "field 'hidden_activation'", "gemma gelu");
+    expect_refused("{\"model_type\":\"gemma2\"," BASE ",\"attn_logit_softcapping\":-1}", "field 'attn_logit_softcapping'", "cap < 0");
+    expect_refused("{\"model_type\":\"gemma3_text\"," BASE ",\"use_bidirectional_attention\":true}",
+                   "field 'use_bidirectional_attention'", "bidirectional");
+    expect_refused("{\"model_type\":\"phi3\"," BASE ",\"partial_rotary_factor\":0.1}", "field 'partial_rotary_factor'",
+                   "rotary dims < 2");
+    expect_refused("{\"model_type\":\"llama\"," BASE ",\"pad_token_id\":50}", "field 'pad_token_id'", "pad out of vocab");
+    /* programmatic configs are checked too */
+    lomo_config_default(&c, 32, 48, 2, 4, 2, 50);
+    c.rotary_dim = 3;
+    CHECK(lomo_model_new(&c, NULL) == NULL && strstr(lomo_error(), "rotary_dim=3"), "rotary_dim 3 accepted: %s", lomo_error());
+    c.rotary_dim = 4; c.rope_type = 3; c.rope_n_factors = 1; c.rope_original_max_pos = 8; c.rope_attn_factor = 1;
+    CHECK(lomo_model_new(&c, NULL) == NULL && strstr(lomo_error(), "longrope needs"), "longrope 1 factor accepted: %s", lomo_error());
+    c.rope_type = 0; c.gemma = 1;
+    CHECK(lomo_model_new(&c, NULL) == NULL && strstr(lomo_error(), "gemma=1"), "gemma=1 accepted: %s", lomo_error());
+}
+
 /* the real pretrained tiny Llama: loss and greedy continuation */
 static void run_stories(void) {
     const char *dir = getenv("LOMO_STORIES260K") ? getenv("LOMO_STORIES260K") : "../shared/models/stories260K";
@@ -161,12 +265,23 @@ int main(void) {
     run_case("llama_tied", 1);         /* tied, head_dim 12 != 32/4, one kv head */
     run_case("llama_bias", 1);         /* q/k/v/o biases, older config layout */
     run_case("qwen2_bias", 1);
+    run_case("qwen3_tied", 1);         /* q_norm / k_norm, head_dim 12 */
+    run_case("qwen3_bias", 1);         /* untied, attention_bias, MQA */
+    run_case("gemma2", 1);             /* (1+w) norms, GeGLU, post-norms, soft-capping, local layers, tied */
+    run_case("gemma3", 1);             /* + q/k norms, per-layer rope bases, linear scaling, untied */
+    run_case("phi3", 1);               /* fused qkv_proj / gate_up_proj, window 5 on every layer */
+    run_case("phi3_partial", 1);       /* partial rotary 0.75, GQA, tied */
+    run_case("phi3_longrope", 1);      /* longrope, T > original_max_position_embeddings: long factors */
     /* loss and logits: the other config families and storage formats */
     run_case("llama3_scaled", 0);      /* rope_parameters llama3 (transformers 5 layout) */
     run_case("llama3_scaled_oldcfg", 0); /* rope_scaling llama3 (older layout) */
     run_case("mistral", 0);
+    run_case("phi3_longrope_short", 0); /* longrope, T <= original: short factors */
     run_case("sharded_bf16", 0);       /* 4 shards + index, bf16, a layer split across shards */
     run_case("f16", 0);
     run_stories();
+    test_family_configs();
+    const char *bf[] = {"qwen3_tied", "gemma2", "gemma3", "phi3", "phi3_longrope"};
+    for (int i = 0; i < 5; i++) run_bf16(bf[i]);
     return tu_done("test_hf");
 }

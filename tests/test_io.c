@@ -509,7 +509,7 @@ static void test_config(void) {
     CHECK(c.rope_theta == 500000.0f && c.dtype == LOMO_BF16);
     CHECK(cfg_with(",\"rope_parameters\":{\"rope_theta\":1e6}", &c) == 0 && c.rope_theta == 1e6f);
     EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":500000.0,\"rope_type\":\"yarn\"}", &c),
-               "field 'rope_parameters': rope type yarn is not supported (supported: default, llama3)", "rope_parameters yarn");
+               "field 'rope_parameters': rope type yarn is not supported (supported: default, linear, llama3, longrope)", "rope_parameters yarn");
     EXPECT_ERR(cfg_with(",\"rope_parameters\":{\"rope_theta\":-1}", &c), "field 'rope_theta': expected a positive number, found -1", "rope_parameters theta");
     EXPECT_ERR(cfg_with(",\"layer_types\":[\"full_attention\",\"sliding_attention\"]", &c), "field 'layer_types'", "layer_types sliding");
 
@@ -522,7 +522,7 @@ static void test_config(void) {
                         "\"vocab_size\":100}", &c), "field 'hidden_size': missing", "missing hidden_size");
     EXPECT_ERR(cfg_from("{\"hidden_size\":64}", &c), "field 'model_type': missing", "missing model_type");
     EXPECT_ERR(cfg_with(",\"model_type\":\"gpt2\"", &c), "duplicate field 'model_type'", "model_type given twice");
-    EXPECT_ERR(cfg_from("{\"model_type\":\"gpt2\",\"hidden_size\":64}", &c), "field 'model_type': expected \"llama\", \"mistral\" or \"qwen2\", found \"gpt2\"", "gpt2");
+    EXPECT_ERR(cfg_from("{\"model_type\":\"gpt2\",\"hidden_size\":64}", &c), "field 'model_type': expected \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\" or \"phi3\", found \"gpt2\"", "gpt2");
     EXPECT_ERR(cfg_from("{\"model_type\":\"llama\",\"hidden_size\":0}", &c), "field 'hidden_size': expected a positive integer, found 0", "hidden_size 0");
     EXPECT_ERR(cfg_from("{\"model_type\":\"llama\",\"hidden_size\":-64}", &c), "found -64", "hidden_size negative");
     EXPECT_ERR(cfg_from("{\"model_type\":\"llama\",\"hidden_size\":64.5}", &c), "found 64.5", "hidden_size fraction");
@@ -533,7 +533,8 @@ static void test_config(void) {
     EXPECT_ERR(cfg_with(",\"rope_theta\":\"x\"", &c), "rope_theta", "rope_theta string");
     EXPECT_ERR(cfg_with(",\"tie_word_embeddings\":1", &c), "field 'tie_word_embeddings': expected true or false, found 1", "tie 1");
     EXPECT_ERR(cfg_with(",\"hidden_act\":\"gelu\"", &c), "field 'hidden_act': expected \"silu\", found \"gelu\"", "gelu");
-    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}", &c), "field 'rope_scaling': rope type linear is not supported", "rope linear");
+    CHECK(cfg_with(",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}", &c) == 0 && c.rope_type == 2 && c.rope_factor == 2.0f);
+    EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"type\":\"dynamic\",\"factor\":2.0}", &c), "field 'rope_scaling': rope type dynamic is not supported", "rope dynamic");
     EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0}", &c),
                "field 'low_freq_factor': missing required field", "rope llama3 incomplete");
     EXPECT_ERR(cfg_with(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":4,"

@@ -20,11 +20,17 @@
 
 static lomo_comm *comm;
 static int rank, nranks;
+static int family;   /* 0.5: 1 Gemma 3 (q/k norms, post-norms, local layers, softcapped head), 2 Qwen3 */
 
 static lomo_model *make(const lomo_comm *c, lomo_dtype dt, int tied, uint64_t seed) {
     lomo_config cfg;
     lomo_config_default(&cfg, 16, 40, 2, 4, 2, 37);
     cfg.tie_embeddings = tied; cfg.qkv_bias = 1; cfg.o_bias = 1;   /* llama attention_bias */
+    if (family == 1) {
+        strcpy(cfg.model_type, "gemma3_text"); cfg.gemma = 3; cfg.qk_norm = 1; cfg.local_window = 3; cfg.local_pattern = 2;
+        cfg.query_pre_attn_scalar = 6.0f; cfg.final_softcap = 3.0f; cfg.rope_local_theta = 100.0f;
+    }
+    if (family == 2) { strcpy(cfg.model_type, "qwen3"); cfg.qk_norm = 1; }
     lomo_load_opts lo = {dt, NULL, c};
     lomo_model *m = lomo_model_new(&cfg, &lo);
     lomo_model_init_random(m, seed, 0.3f);
@@ -247,6 +253,12 @@ int main(int argc, char **argv) {
     run("lomo micro-batches 2, tied", LOMO_F32, 1, LOMO_OPT_LOMO, 2, LOMO_CLIP_GLOBAL, 0, 0);
     run("adalomo micro-batches 2", LOMO_F32, 0, LOMO_OPT_ADALOMO, 2, LOMO_CLIP_GLOBAL, 0, 0);
     run("lomo per-tensor clip", LOMO_F32, 0, LOMO_OPT_LOMO, 1, LOMO_CLIP_TENSOR, 0, 0);
+    family = 1;
+    run("gemma3 lomo tied", LOMO_F32, 1, LOMO_OPT_LOMO, 1, LOMO_CLIP_GLOBAL, 0, 0);
+    run("gemma3 adalomo micro 2", LOMO_F32, 0, LOMO_OPT_ADALOMO, 2, LOMO_CLIP_GLOBAL, 0, 0);
+    family = 2;
+    run("qwen3 lomo untied", LOMO_F32, 0, LOMO_OPT_LOMO, 1, LOMO_CLIP_GLOBAL, 0, 0);
+    family = 0;
     test_save_load();
     test_resume();
     test_mismatch();

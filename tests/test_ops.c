@@ -144,6 +144,38 @@ static void test_rope(int B, int T, int nh, int hd, float theta) {
     free(x); free(dy); free(g); free(s.x); free(s.tmp); free(s.dy);
 }
 
+/* ---- partial rotary (Phi-3 family) and linear scaling ---- */
+typedef struct { int B, T, nh, hd, rot; double *x, *tmp, *dy, theta, factor, mscale; } rpx_st;
+static double rpx_obj(void *p) {
+    rpx_st *s = (rpx_st *)p; double L = 0; int n = s->B * s->T * s->nh * s->hd;
+    memcpy(s->tmp, s->x, sizeof(double) * n);
+    ref_rope_partial(s->tmp, s->B, s->T, s->nh, s->hd, s->rot, s->theta, s->factor);
+    for (int i = 0; i < n; i++) if (i % s->hd < s->rot) s->tmp[i] *= s->mscale;   /* rotated dims only */
+    for (int i = 0; i < n; i++) L += s->dy[i] * s->tmp[i];
+    return L;
+}
+static void test_rope_ex(int B, int T, int nh, int hd, int rot, float theta, float factor, float mscale) {
+    int n = B * T * nh * hd;
+    float *x = randf(n, 1), *dy = randf(n, 1);
+    rpx_st s = {B, T, nh, hd, rot, to_d(x, n), (double *)malloc(sizeof(double) * n), to_d(dy, n), theta, factor, mscale};
+    double *g = (double *)malloc(sizeof(double) * n);
+    lomo_config c;
+    float inv_freq[64];
+    lomo_config_default(&c, nh * hd, 8, 1, nh, nh, 8);
+    c.head_dim = hd; c.rope_theta = theta; c.rotary_dim = rot;
+    if (factor != 1.0f) { c.rope_type = 2; c.rope_factor = factor; }
+    lomo__rope_inv_freq(&c, inv_freq);
+    be->rope_ex(be->ctx, x, inv_freq, B, T, nh, hd, rot, mscale, 0);
+    memcpy(s.tmp, s.x, sizeof(double) * n);
+    ref_rope_partial(s.tmp, B, T, nh, hd, rot, theta, factor);
+    for (int i = 0; i < n; i++) if (i % hd < rot) s.tmp[i] *= mscale;
+    CHECK(tu_rel_err_fd(x, s.tmp, n) < FWD_TOL, "rope_ex fwd rot %d/%d factor %g: %g", rot, hd, factor, tu_rel_err_fd(x, s.tmp, n));
+    be->rope_ex(be->ctx, dy, inv_freq, B, T, nh, hd, rot, mscale, 1);
+    fd_grad(g, s.x, n, rpx_obj, &s);
+    CHECK(tu_rel_err_fd(dy, g, n) < BWD_TOL, "rope_ex bwd: %g", tu_rel_err_fd(dy, g, n));
+    free(x); free(dy); free(g); free(s.x); free(s.tmp); free(s.dy);
+}
+
 /* ---- attention ---- */
 typedef struct { int B, T, nh, nkv, hd; double *q, *k, *v, *dy, *o; } at_st;
 static double at_obj(void *p) {
@@ -218,6 +250,123 @@ static void test_cross_entropy(int N, int V) {
     free(lg); free(losses); free(dl); free(tg); free(g); free(s.logits); free(s.tg);
 }
 
+/* ---- 0.5: rmsnorm with a weight offset (Gemma's 1 + w) ---- */
+typedef struct { int N, C; double *x, *w, *dy, *y, eps, off; } rno_st;
+static double rno_obj(void *p) {
+    rno_st *s = (rno_st *)p; double L = 0;
+    ref_rmsnorm_off(s->y, s->x, s->w, s->N, s->C, s->eps, s->off);
+    for (int i = 0; i < s->N * s->C; i++) L += s->dy[i] * s->y[i];
+    return L;
+}
+static void test_rmsnorm_ex(int N, int C, float off) {
+    float *x = randf(N * C, 1), *w = randf(C, 0.3), *dy = randf(N * C, 1), *y = randf(N * C, 1), *rstd = randf(N, 1);
+    float *dx = randf(N * C, 1), *dx0 = (float *)malloc(sizeof(float) * N * C), *dw = randf(C, 1);
+    lomo_tensor W = wrap(w, C, 0);
+    rno_st s = {N, C, to_d(x, N * C), to_d(w, C), to_d(dy, N * C), (double *)malloc(sizeof(double) * N * C), 1e-6, off};
+    double *g = (double *)malloc(sizeof(double) * N * C);
+    be->rmsnorm_ex_fwd(be->ctx, y, rstd, x, &W, N, C, 1e-6f, off);
+    ref_rmsnorm_off(s.y, s.x, s.w, N, C, 1e-6, off);
+    CHECK(tu_rel_err_fd(y, s.y, N * C) < FWD_TOL, "rmsnorm_ex fwd off %g: %g", off, tu_rel_err_fd(y, s.y, N * C));
+    memcpy(dx0, dx, sizeof(float) * N * C);
+    be->rmsnorm_ex_bwd(be->ctx, dx, dw, dy, x, &W, rstd, N, C, off);
+    fd_grad(g, s.x, N * C, rno_obj, &s);
+    for (int i = 0; i < N * C; i++) g[i] += dx0[i];   /* dx accumulates */
+    CHECK(tu_rel_err_fd(dx, g, N * C) < BWD_TOL, "rmsnorm_ex dx: %g", tu_rel_err_fd(dx, g, N * C));
+    fd_grad(g, s.w, C, rno_obj, &s);
+    CHECK(tu_rel_err_fd(dw, g, C) < BWD_TOL, "rmsnorm_ex dw: %g", tu_rel_err_fd(dw, g, C));
+    free(x); free(w); free(dy); free(y); free(rstd); free(dx); free(dx0); free(dw); free(g);
+    free(s.x); free(s.w); free(s.dy); free(s.y);
+}
+
+/* ---- GeGLU (tanh GELU) and scale ---- */
+typedef struct { int n; double *g, *u, *dy; } gg_st;
+static double gg_obj(void *p) {
+    gg_st *s = (gg_st *)p; double L = 0;
+    for (int i = 0; i < s->n; i++) L += s->dy[i] * ref_gelu_tanh(s->g[i]) * s->u[i];
+    return L;
+}
+static void test_geglu(int n) {
+    float *g = randf(n, 2), *u = randf(n, 1), *dy = randf(n, 1), *h = randf(n, 1), *dg = randf(n, 1), *du = randf(n, 1);
+    gg_st s = {n, to_d(g, n), to_d(u, n), to_d(dy, n)};
+    double *ref = (double *)malloc(sizeof(double) * n);
+    be->geglu_fwd(be->ctx, h, g, u, n);
+    for (int i = 0; i < n; i++) ref[i] = ref_gelu_tanh(s.g[i]) * s.u[i];
+    CHECK(tu_rel_err_fd(h, ref, n) < FWD_TOL, "geglu fwd: %g", tu_rel_err_fd(h, ref, n));
+    memcpy(dg, dy, sizeof(float) * n);          /* dg aliases dh, as the driver uses it */
+    be->geglu_bwd(be->ctx, dg, du, dg, g, u, n);
+    fd_grad(ref, s.g, n, gg_obj, &s);
+    CHECK(tu_rel_err_fd(dg, ref, n) < BWD_TOL, "geglu dg: %g", tu_rel_err_fd(dg, ref, n));
+    fd_grad(ref, s.u, n, gg_obj, &s);
+    CHECK(tu_rel_err_fd(du, ref, n) < BWD_TOL, "geglu du: %g", tu_rel_err_fd(du, ref, n));
+    /* scale */
+    memcpy(h, u, sizeof(float) * n);
+    be->scale(be->ctx, h, 5.656854f, n);
+    for (int i = 0; i < n; i++) ref[i] = s.u[i] * 5.656854;
+    CHECK(tu_rel_err_fd(h, ref, n) < FWD_TOL, "scale: %g", tu_rel_err_fd(h, ref, n));
+    free(g); free(u); free(dy); free(h); free(dg); free(du); free(ref); free(s.g); free(s.u); free(s.dy);
+}
+
+/* ---- attention with scale, soft-capping and a sliding window ---- */
+typedef struct { int B, T, nh, nkv, hd, window; double *q, *k, *v, *dy, *o, scale, cap; } ate_st;
+static double ate_obj(void *p) {
+    ate_st *s = (ate_st *)p; double L = 0; int n = s->B * s->T * s->nh * s->hd;
+    ref_attention_ex(s->o, s->q, s->k, s->v, s->B, s->T, s->nh, s->nkv, s->hd, s->scale, s->cap, s->window);
+    for (int i = 0; i < n; i++) L += s->dy[i] * s->o[i];
+    return L;
+}
+static void test_attention_ex(int B, int T, int nh, int nkv, int hd, float scale, float cap, int window) {
+    int nq = B * T * nh * hd, nk = B * T * nkv * hd;
+    float *q = randf(nq, 1.5), *k = randf(nk, 1.5), *v = randf(nk, 1), *dy = randf(nq, 1);
+    float *o = randf(nq, 1), *lse = randf(B * T * nh, 1), *dq = randf(nq, 1), *dk = randf(nk, 1), *dv = randf(nk, 1);
+    ate_st s = {B, T, nh, nkv, hd, window, to_d(q, nq), to_d(k, nk), to_d(v, nk), to_d(dy, nq),
+                (double *)malloc(sizeof(double) * nq), scale, cap};
+    double *g = (double *)malloc(sizeof(double) * nq), *nocap = (double *)malloc(sizeof(double) * nq);
+    be->attn_ex_fwd(be->ctx, o, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+    ref_attention_ex(s.o, s.q, s.k, s.v, B, T, nh, nkv, hd, scale, cap, window);
+    CHECK(tu_rel_err_fd(o, s.o, nq) < FWD_TOL, "attn_ex fwd B%d T%d nh%d nkv%d hd%d cap %g window %d: %g",
+          B, T, nh, nkv, hd, cap, window, tu_rel_err_fd(o, s.o, nq));
+    /* the capping and the window must change the result, or this tests nothing new */
+    ref_attention_ex(nocap, s.q, s.k, s.v, B, T, nh, nkv, hd, scale, 0, 0);
+    CHECK(tu_rel_err_fd(o, nocap, nq) > 1e-3, "attn_ex: cap %g / window %d change nothing (%g)", cap, window,
+          tu_rel_err_fd(o, nocap, nq));
+    be->attn_ex_bwd(be->ctx, dq, dk, dv, dy, q, k, v, o, lse, B, T, nh, nkv, hd, scale, cap, window);
+    fd_grad(g, s.q, nq, ate_obj, &s);
+    CHECK(tu_rel_err_fd(dq, g, nq) < BWD_TOL, "attn_ex dq: %g", tu_rel_err_fd(dq, g, nq));
+    fd_grad(g, s.k, nk, ate_obj, &s);
+    CHECK(tu_rel_err_fd(dk, g, nk) < BWD_TOL, "attn_ex dk: %g", tu_rel_err_fd(dk, g, nk));
+    fd_grad(g, s.v, nk, ate_obj, &s);
+    CHECK(tu_rel_err_fd(dv, g, nk) < BWD_TOL, "attn_ex dv: %g", tu_rel_err_fd(dv, g, nk));
+    free(q); free(k); free(v); free(dy); free(o); free(lse); free(dq); free(dk); free(dv); free(g); free(nocap);
+    free(s.q); free(s.k); free(s.v); free(s.dy); free(s.o);
+}
+
+/* ---- soft-capped cross-entropy ---- */
+typedef struct { int N, V; double *logits, *tmp, cap; int *tg; } cec_st;
+static double cec_obj(void *p) {
+    cec_st *s = (cec_st *)p;
+    for (int i = 0; i < s->N * s->V; i++) s->tmp[i] = s->cap * tanh(s->logits[i] / s->cap);
+    return ref_cross_entropy(s->tmp, s->tg, s->N, s->V);
+}
+static void test_cross_entropy_softcap(int N, int V, float cap) {
+    float *lg = randf(N * V, 3), *losses = randf(N, 1), *dl = randf(N * V, 1), *capped = randf(N * V, 1);
+    int32_t *tg = (int32_t *)malloc(sizeof(int32_t) * N);
+    cec_st s = {N, V, to_d(lg, N * V), (double *)malloc(sizeof(double) * N * V), cap, (int *)malloc(sizeof(int) * N)};
+    double *g = (double *)malloc(sizeof(double) * N * V), sum = 0;
+    int count = 0;
+    for (int n = 0; n < N; n++) { tg[n] = (n % 4 == 1) ? -100 : tu_randint(V); s.tg[n] = tg[n]; count += tg[n] >= 0; }
+    memcpy(capped, lg, sizeof(float) * N * V);
+    be->cross_entropy_softcap(be->ctx, losses, NULL, capped, tg, N, V, 0.0f, cap);   /* logits -> capped */
+    for (int n = 0; n < N; n++) sum += losses[n];
+    double ref = cec_obj(&s);
+    CHECK(fabs(sum / count - ref) <= FWD_TOL * fabs(ref), "xent softcap loss %g vs %g", sum / count, ref);
+    CHECK(tu_rel_err_fd(capped, s.tmp, N * V) < FWD_TOL, "xent softcap: capped logits %g", tu_rel_err_fd(capped, s.tmp, N * V));
+    fd_grad(g, s.logits, N * V, cec_obj, &s);
+    memcpy(dl, lg, sizeof(float) * N * V);   /* in place, as the driver calls it */
+    be->cross_entropy_softcap(be->ctx, losses, dl, dl, tg, N, V, 1.0f / count, cap);
+    CHECK(tu_rel_err_fd(dl, g, N * V) < BWD_TOL, "xent softcap dlogits: %g", tu_rel_err_fd(dl, g, N * V));
+    free(lg); free(losses); free(dl); free(capped); free(tg); free(g); free(s.logits); free(s.tmp); free(s.tg);
+}
+
 /* ---- embedding: forward gathers rows, backward scatters with repeats ---- */
 static void test_embedding(int V, int C, int N) {
     float *w = randf(V * C, 1), *x = randf(N * C, 1), *dx = randf(N * C, 1), *dw = randf(V * C, 1);
@@ -278,5 +427,16 @@ int main(void) {
     test_cross_entropy(9, 13);
     test_embedding(11, 6, 17);
     test_sumsq_update();
+    /* 0.5: Qwen3 / Gemma ops */
+    test_rmsnorm_ex(5, 9, 1.0f);     /* Gemma (1 + w) */
+    test_rmsnorm_ex(7, 6, 0.0f);     /* plain, per head (Qwen3's q/k norm shape) */
+    test_geglu(37);
+    test_attention_ex(2, 7, 4, 2, 6, 0.3f, 1.5f, 0);   /* soft-capped, GQA */
+    test_attention_ex(1, 9, 2, 1, 4, 0.5f, 0.0f, 3);   /* window 3 < T, MQA */
+    test_attention_ex(2, 8, 3, 3, 8, 0.25f, 2.0f, 4);  /* both */
+    test_cross_entropy_softcap(9, 13, 2.0f);
+    test_rope_ex(2, 7, 3, 8, 6, 10000.0f, 1.0f, 1.0f);   /* Phi-4-mini style 0.75 */
+    test_rope_ex(1, 9, 2, 10, 4, 300.0f, 1.0f, 1.19f);   /* with a longrope attention factor */
+    test_rope_ex(1, 8, 2, 6, 6, 500.0f, 2.5f, 1.0f);     /* whole head, linear scaling */
     return tu_done("test_ops");
 }

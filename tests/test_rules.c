@@ -1,5 +1,6 @@
 /* test_rules.c - the built-in update rules against their references, over
-   5-step trajectories on transformers-made Llamas (untied GQA, and tied):
+   5-step trajectories on transformers-made Llamas (untied GQA, and tied),
+   and (LOMO, AdaLomo) on the Qwen3, Gemma 2, Gemma 3 and Phi-3 checkpoints of test_hf:
    LOMO and AdaLomo against the authors' lomo-optim 0.1.1 (clip by norm and by
    value, weight decay), AdamW against torch.optim.AdamW (+ clip_grad_norm_).
    Fixtures: tests/ref/make_trajectories.py. Bound: max|err| / max|ref| per
@@ -63,5 +64,9 @@ int main(void) {
     const char *rules[] = {"lomo", "adalomo", "adamw"}, *models[] = {"llama_gqa", "llama_tied"};
     for (int r = 0; r < 3; r++)
         for (int k = 0; k < 2; k++) run(rules[r], models[k]);
+    /* 0.5: Qwen3 (q/k norms, tied), Gemma 2 (soft-capping, local layers, tied), Gemma 3 (untied) */
+    const char *families[] = {"qwen3_tied", "gemma2", "gemma3", "phi3"};   /* phi3: the hook sees fused tensors */
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 4; k++) run(rules[r], families[k]);
     return tu_done("test_rules");
 }

@@ -37,12 +37,20 @@ import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,6 +74,18 @@ LLAMA_BASE = dict(
     max_position_embeddings=64,
     attention_dropout=0.0,
 )
+
+PHI3_LONGROPE = dict(
+    hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, vocab_size=59,
+    tie_word_embeddings=False, rms_norm_eps=1e-5, sliding_window=None,
+    rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                         partial_rotary_factor=0.75,
+                         long_factor=[1.0, 2.5, 7.0], short_factor=[1.1, 1.3, 1.7],
+                         original_max_position_embeddings=8),
+    max_position_embeddings=64, original_max_position_embeddings=8,
+    pad_token_id=None, bos_token_id=None, eos_token_id=None,
+    attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
 
 CASES = [
     # name, model class, config class, config kwargs, seed
@@ -97,6 +117,116 @@ CASES = [
              attention_dropout=0.0),
         1004,
     ),
+    # Qwen3: per-head q_norm / k_norm, head_dim 12 != 32/4, tied.
+    (
+        "qwen3_tied",
+        Qwen3ForCausalLM,
+        Qwen3Config,
+        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+             vocab_size=61, tie_word_embeddings=True, rms_norm_eps=1e-6,
+             rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+             max_position_embeddings=64, attention_dropout=0.0),
+        1011,
+    ),
+    # Qwen3 untied, attention_bias (q/k/v/o biases), MQA, head_dim 16.
+    (
+        "qwen3_bias",
+        Qwen3ForCausalLM,
+        Qwen3Config,
+        dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+             vocab_size=57, tie_word_embeddings=False, attention_bias=True,
+             rms_norm_eps=1e-6,
+             rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+             max_position_embeddings=64, attention_dropout=0.0),
+        1012,
+    ),
+    # Gemma 2: (1 + w) norms, sqrt(hidden) embedding scale, GeGLU, four norms
+    # per layer, query_pre_attn_scalar 24 != head_dim 16, attention and final
+    # soft-capping small enough to bite (scores ~1, logits ~2), local layers
+    # 0 and 2 with a window of 4 < T = 9, tied.
+    (
+        "gemma2",
+        Gemma2ForCausalLM,
+        Gemma2Config,
+        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+             num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+             vocab_size=61, tie_word_embeddings=True, rms_norm_eps=1e-6,
+             query_pre_attn_scalar=24, attn_logit_softcapping=1.0,
+             final_logit_softcapping=2.0, sliding_window=4,
+             layer_types=["sliding_attention", "full_attention",
+                          "sliding_attention"],
+             rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+             max_position_embeddings=64, attention_dropout=0.0),
+        1013,
+    ),
+    # Gemma 3 text: as Gemma 2 plus q_norm / k_norm ((1 + w), per head),
+    # per-layer rope bases (local 100, global 10000 with linear scaling x2),
+    # pattern 3 (local, local, global), window 3, no final soft-capping,
+    # untied.  attn_logit_softcapping is set but transformers' Gemma 3
+    # attention never applies it: lomo must ignore it the same way.
+    (
+        "gemma3",
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+             num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+             vocab_size=59, tie_word_embeddings=False, rms_norm_eps=1e-6,
+             query_pre_attn_scalar=20, attn_logit_softcapping=1.5,
+             final_logit_softcapping=None, sliding_window=3,
+             layer_types=["sliding_attention", "sliding_attention",
+                          "full_attention"],
+             rope_parameters={
+                 "full_attention": dict(rope_type="linear", factor=2.0,
+                                        rope_theta=10000.0),
+                 "sliding_attention": dict(rope_type="default",
+                                           rope_theta=100.0)},
+             max_position_embeddings=64, attention_dropout=0.0),
+        1014,
+    ),
+    # Phi-3: fused qkv_proj and gate_up_proj, a sliding window of 5 < T on
+    # every layer, MHA, untied (as Phi-3 / Phi-3.5-mini).
+    (
+        "phi3",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=4, vocab_size=61,
+             tie_word_embeddings=False, rms_norm_eps=1e-5, sliding_window=5,
+             rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+             max_position_embeddings=64, original_max_position_embeddings=64,
+             pad_token_id=None, bos_token_id=None, eos_token_id=None,
+             attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+        1015,
+    ),
+    # Phi-3 family with partial rotary (0.75 of head_dim 8 = 6 dims, as
+    # Phi-4-mini has), GQA, tied, no window.
+    (
+        "phi3_partial",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, vocab_size=53,
+             tie_word_embeddings=True, rms_norm_eps=1e-5, sliding_window=None,
+             rope_parameters=dict(rope_type="default", rope_theta=500.0,
+                                  partial_rotary_factor=0.75),
+             max_position_embeddings=64, original_max_position_embeddings=64,
+             pad_token_id=None, bos_token_id=None, eos_token_id=None,
+             attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+        1016,
+    ),
+    # Phi-3 longrope (Phi-3.5-mini / Phi-4-mini): short and long factors,
+    # original_max_position_embeddings 8 < T = 9, so the long factors and the
+    # attention factor sqrt(1 + ln 8 / ln 8) apply; with partial rotary 0.75.
+    # The forward-only phi3_longrope_short runs T = 6 <= 8: short factors.
+    (
+        "phi3_longrope",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(PHI3_LONGROPE),
+        1017,
+    ),
 ]
 
 # Llama-3 ("llama3") rope scaling.  With head_dim 16 and theta 5e5 the 8
@@ -117,6 +247,14 @@ LLAMA3_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
 # legacy_copy (also write <name>_oldcfg with the same tensors and config.json
 # in the older top-level rope_theta / rope_scaling layout).
 FWD_CASES = [
+    (
+        "phi3_longrope_short",
+        Phi3ForCausalLM,
+        Phi3Config,
+        dict(PHI3_LONGROPE),
+        1018,
+        dict(t=6),
+    ),
     (
         "llama3_scaled",
         LlamaForCausalLM,
@@ -249,6 +387,9 @@ def make_case(name, model_cls, config_cls, kwargs, seed):
     ids, labels = make_batch(config.vocab_size, gen)
     out_ = model(input_ids=ids, labels=labels)
     loss, logits = out_.loss, out_.logits
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:  # the final soft-capping must bite: |logits| well into tanh's bend
+        assert logits.abs().max().item() > 0.6 * cap, logits.abs().max()
     ref_loss = manual_loss(logits.detach(), labels)
     assert abs(loss.item() - ref_loss.item()) < 1e-5, (loss.item(), ref_loss.item())
     loss.backward()
@@ -451,11 +592,15 @@ def main():
     torch.set_num_threads(1)  # identical reductions run to run
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     paths = []
+    only = set(sys.argv[1:])  # case names: regenerate just those
     for case in CASES:
-        paths += make_case(*case)
+        if not only or case[0] in only:
+            paths += make_case(*case)
     for case in FWD_CASES:
-        paths += make_fwd_case(*case)
-    paths += make_stories()
+        if not only or case[0] in only:
+            paths += make_fwd_case(*case)
+    if not only or "stories260K" in only:
+        paths += make_stories()
     total = sum(os.path.getsize(p) for p in paths)
     print(f"total fixture size: {total} B ({total / 1024:.1f} KiB)")
 
