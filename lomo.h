@@ -714,7 +714,9 @@ struct lomo_backend {
     size_t (*scratch_bytes)(void *ctx, const lomo_model *m, int N, int gram);
     void (*set_scratch)(void *ctx, void *p, size_t bytes, int act_dtype);
     /* 1 if every stored element of p (p->numel, any dtype) is finite, else 0: the trainer's
-       check after each update. NULL: the trainer tests param_sumsq for finiteness instead. */
+       check after each update. NULL: the trainer tests param_sumsq for finiteness instead.
+       The CPU's built-in update reads back what it stores (in cache) and answers for the
+       tensor it just wrote without another pass. */
     int (*all_finite)(void *ctx, const lomo_tensor *p);
 
     /* ---- 0.5: ops of Qwen3 and Gemma 2/3 (a backend may leave them NULL:
@@ -2515,7 +2517,10 @@ LOMODEF void lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_
 
 #define LOMO__MAX_HEAD_DIM 1024
 
-typedef struct lomo__cpu { int err; char msg[256]; float *scratch; size_t scratch_bytes; } lomo__cpu;
+typedef struct lomo__cpu {
+    int err; char msg[256]; float *scratch; size_t scratch_bytes;
+    const void *fin_data; long long fin_n; int fin_ok;   /* the last update: its tensor, and whether all it stored is finite */
+} lomo__cpu;
 
 /* ---- 16-bit storage: widening, and rounding back (nearest-even or stochastic) ---- */
 
@@ -3172,23 +3177,27 @@ static float lomo__clipped(const float *g, size_t i, const lomo_update_args *a) 
 
 static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
     long long i, n = (long long)p->numel;
-    (void)ctx;
+    int bad = 0;   /* a stored weight is NaN/Inf: read back while in cache, for all_finite */
+#define LOMO__STORED_BAD(i) (!isfinite(lomo__elem(p, (size_t)(i))))
     if (a->rule == LOMO_OPT_LOMO) {
         float decay = 1.0f - a->lr * a->weight_decay;
-        LOMO__OMP(parallel for)
-        for (i = 0; i < n; i++)
+        LOMO__OMP(parallel for reduction(|:bad))
+        for (i = 0; i < n; i++) {
             lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - a->lr * lomo__clipped(g, (size_t)i, a), a);
+            bad |= LOMO__STORED_BAD(i);
+        }
     } else if (a->rule == LOMO_OPT_ADAMW) {
         /* torch.optim.AdamW: decoupled decay, bias-corrected moments */
         float decay = 1.0f - a->lr * a->weight_decay;
         float bc1 = (float)(1.0 - pow(a->beta1, (double)a->step)), bc2s = (float)sqrt(1.0 - pow(a->beta2, (double)a->step));
         float step_size = a->lr / bc1;
-        LOMO__OMP(parallel for)
+        LOMO__OMP(parallel for reduction(|:bad))
         for (i = 0; i < n; i++) {
             float gi = lomo__clipped(g, (size_t)i, a), w = lomo__elem(p, (size_t)i) * decay;
             s1[i] += (gi - s1[i]) * (1.0f - a->beta1);
             s2[i] = s2[i] * a->beta2 + (1.0f - a->beta2) * gi * gi;
             lomo__store(p, (size_t)i, w - step_size * s1[i] / (sqrtf(s2[i]) / bc2s + a->eps), a);
+            bad |= LOMO__STORED_BAD(i);
         }
     } else {
         /* AdaLomo (lomo-optim): factored second moments for matrices, a full
@@ -3238,13 +3247,20 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
         if (!(denom > 1.0f)) denom = 1.0f;
         lr_t = a->lr * (float)fmax(a->eps2, sqrt(psq / n));
         decay = a->weight_decay > 0.0f ? 1.0f - lr_t * a->weight_decay : 1.0f;
-        LOMO__OMP(parallel for)
+        LOMO__OMP(parallel for reduction(|:bad))
         for (i = 0; i < len; i++) {
             long long k = off + i;   /* index in the whole tensor */
             float gi = lomo__clipped(g, (size_t)k, a);
             float u = p->ndim == 2 ? gi / sqrtf(s1[k / cols] / (float)rmean) / sqrtf(s2[k % cols]) : gi / sqrtf(s1[k]);
             lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - lr_t * (u / denom), a);
+            bad |= LOMO__STORED_BAD(i);
         }
+        n = len;
+    }
+#undef LOMO__STORED_BAD
+    if (ctx) {
+        lomo__cpu *c = (lomo__cpu *)ctx;
+        c->fin_data = p->data; c->fin_n = n; c->fin_ok = !bad;
     }
 }
 
@@ -3261,7 +3277,11 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
 static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
     long long i, n = (long long)p->numel;
     int bad = 0;
-    (void)ctx;
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    if (c && c->fin_data == p->data && c->fin_n == n) {   /* the built-in update just checked what it stored */
+        c->fin_data = NULL;
+        return c->fin_ok;
+    }
     if (p->dtype == LOMO_F32) {
         const uint32_t *w = (const uint32_t *)p->data;
         LOMO__OMP(parallel for reduction(|:bad))
@@ -5374,6 +5394,10 @@ static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g)
 /* After a tensor's update: did it leave a NaN or Inf weight? One read of the
    tensor (the backend's all_finite, else its sum of squares: finite weights
    cannot overflow it in double). */
+static void lomo__fin_reset(const lomo_backend *be) {   /* only this tensor's update may vouch for it */
+    if (be == lomo_cpu_backend()) ((lomo__cpu *)be->ctx)->fin_data = NULL;
+}
+
 static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index) {
     const lomo_backend *be = t->m->be;
     if (t->o.no_finite_check || t->bad_tensor >= 0) return;
@@ -5400,6 +5424,7 @@ static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
         t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
         t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
     }
+    lomo__fin_reset(be);
     rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g);
     if (rc) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
@@ -5451,6 +5476,7 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
         lomo__builtin_args(&a, &t->uctx, LOMO_OPT_ADALOMO);
         a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
         a.decay_rate = t->o.adalomo_decay_rate; a.shard_off = p->shard_off; a.param_sumsq = psq;
+        lomo__fin_reset(be);
         be->update(be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
         lomo__check_finite(t, &flat, p->index);
         return 0;
@@ -5458,6 +5484,7 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
     /* elementwise rules and user hooks see the shard as a flat tensor */
     v.numel = v.shard_len; v.ndim = 1; v.shape[0] = v.numel; v.shape[1] = 0;
     gv = t->gshard;
+    lomo__fin_reset(be);
     rc = t->o.update ? t->o.update(&v, gv, &t->uctx, t->o.update_user) : lomo__builtin_update(t, &v, gv);
     if (rc) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
