@@ -4535,20 +4535,24 @@ static int lomo__dec_find(uint32_t c) {
     }
     return -1;
 }
-typedef struct lomo__cps { uint32_t c; int64_t a, b; } lomo__cps;
-static int lomo__decompose(uint32_t c, int64_t a, int64_t b, lomo__cps **v, size_t *n, size_t *cap) {
+/* A code point of the decomposed text; w: how many input characters it stands
+   for (1 for the first of a decomposition, 0 for the rest, summed by composition).
+   Input ranges are then given out by position, as tokenizers' transform() does
+   with the changes of unicode-normalization-alignments. */
+typedef struct lomo__cps { uint32_t c; int32_t w; } lomo__cps;
+static int lomo__decompose(uint32_t c, int32_t w, lomo__cps **v, size_t *n, size_t *cap) {
     int k;
     if (c >= 0xac00 && c < 0xac00 + 11172) {  /* Hangul syllable */
         uint32_t s = c - 0xac00, t = s % 28;
-        if (lomo__decompose(0x1100 + s / 588, a, b, v, n, cap) || lomo__decompose(0x1161 + (s % 588) / 28, a, b, v, n, cap)) return -1;
-        return t ? lomo__decompose(0x11a7 + t, a, b, v, n, cap) : 0;
+        if (lomo__decompose(0x1100 + s / 588, w, v, n, cap) || lomo__decompose(0x1161 + (s % 588) / 28, 0, v, n, cap)) return -1;
+        return t ? lomo__decompose(0x11a7 + t, 0, v, n, cap) : 0;
     }
     if (c >= 0xc0 && (k = lomo__dec_find(c)) >= 0) {
-        if (lomo__decompose(lomo__u_dec[k * 3 + 1], a, b, v, n, cap)) return -1;
-        return lomo__u_dec[k * 3 + 2] ? lomo__decompose(lomo__u_dec[k * 3 + 2], a, b, v, n, cap) : 0;
+        if (lomo__decompose(lomo__u_dec[k * 3 + 1], w, v, n, cap)) return -1;
+        return lomo__u_dec[k * 3 + 2] ? lomo__decompose(lomo__u_dec[k * 3 + 2], 0, v, n, cap) : 0;
     }
     if (lomo__grow((void **)v, cap, *n + 1, sizeof **v)) return -1;
-    (*v)[*n].c = c; (*v)[*n].a = a; (*v)[*n].b = b; (*n)++;
+    (*v)[*n].c = c; (*v)[*n].w = w; (*n)++;
     return 0;
 }
 static uint32_t lomo__compose(const lomo_tokenizer *tk, uint32_t a, uint32_t b) {
@@ -4571,16 +4575,19 @@ static int lomo__cmp_comp(const void *x, const void *y) {
 }
 static int lomo__nfx(const lomo_tokenizer *tk, lomo__ns *s, int compose) {
     lomo__cps *v = NULL;
-    size_t n = 0, cap = 0, i, o;
+    int64_t *ia = NULL;
+    size_t n = 0, cap = 0, i, o, nin = 0, off;
     lomo__ns out;
-    memset(&out, 0, sizeof out);
     int rc = -1;
+    memset(&out, 0, sizeof out);
     for (i = 0; i < s->n; i++) if ((unsigned char)s->p[i] >= 0xcc) break; /* below U+0300 nothing changes */
     if (i == s->n) return 0;
+    if (!(ia = (int64_t *)LOMO_MALLOC(2 * (s->n + 1) * sizeof *ia))) return lomo__fail("tokenizer: out of memory");
     for (i = 0; i < s->n;) {
         uint32_t c;
         int k = lomo__u8((const unsigned char *)s->p + i, &c);
-        if (lomo__decompose(c, s->a[i], s->b[i], &v, &n, &cap)) goto done;
+        ia[2 * nin] = s->a[i]; ia[2 * nin + 1] = s->b[i]; nin++;
+        if (lomo__decompose(c, 1, &v, &n, &cap)) goto done;
         i += (size_t)k;
     }
     for (i = 1; i < n; i++) {  /* canonical ordering: stable sort of each run of non-starters */
@@ -4596,25 +4603,26 @@ static int lomo__nfx(const lomo_tokenizer *tk, lomo__ns *s, int compose) {
         for (i = 1; i < n; i++) {
             int cc = lomo__u_ccc(v[i].c);
             uint32_t comp = (last < cc || last == 0) ? lomo__compose(tk, v[sp].c, v[i].c) : 0;
-            if (comp && (last < cc || (last == 0 && o == sp + 1))) {
-                v[sp].c = comp;   /* keeps the starter's input range, as tokenizers' alignments do */
-                continue;
-            }
+            if (comp) { v[sp].c = comp; v[sp].w += v[i].w; continue; }
             if (!cc) sp = o;
             last = cc;
             v[o++] = v[i];
         }
     }
-    for (i = 0; i < o; i++) {
+    for (i = 0, off = 0; i < o; i++) {
         char e[4];
         int k = lomo__u8enc(v[i].c, e);
-        if (lomo__ns_push(&out, e, (size_t)k, v[i].a, v[i].b)) goto done;
+        size_t at = v[i].w > 0 ? off : (off ? off - 1 : 0);
+        if (at >= nin) at = nin - 1;
+        if (lomo__ns_push(&out, e, (size_t)k, ia[2 * at], ia[2 * at + 1])) goto done;
+        off += (size_t)v[i].w;
     }
     lomo__ns_free(s);
     *s = out; out.p = NULL; out.a = out.b = NULL;
     rc = 0;
 done:
     LOMO_FREE(v);
+    LOMO_FREE(ia);
     lomo__ns_free(&out);
     return rc;
 }
