@@ -4500,7 +4500,11 @@ struct lomo_tokenizer {
 
 static const char *lomo__tk_str(const lomo_tokenizer *tk, int32_t id, size_t *n) {
     if (id < 0 || id >= tk->nvocab) return NULL;
-    if (tk->added_of[id] >= 0) { *n = tk->added[tk->added_of[id]].n; return tk->added[tk->added_of[id]].s; }
+    if (tk->added_of[id] >= 0) {  /* a normalized added token is known by its normalized content, as in tokenizers */
+        const lomo__added *a = &tk->added[tk->added_of[id]];
+        *n = a->normalized ? a->npat : a->n;
+        return a->normalized ? a->pat : a->s;
+    }
     if (tk->voff[id] < 0) return NULL;
     *n = (size_t)tk->vlen[id];
     return tk->arena + tk->voff[id];
@@ -4626,7 +4630,7 @@ done:
     lomo__ns_free(&out);
     return rc;
 }
-/* replaces every occurrence of pat by rep (the replacement spans the whole match) */
+/* replaces every occurrence of pat by rep */
 static int lomo__ns_replace(lomo__ns *s, const char *pat, size_t np, const char *rep, size_t nr) {
     lomo__ns out;
     memset(&out, 0, sizeof out);
@@ -4634,10 +4638,8 @@ static int lomo__ns_replace(lomo__ns *s, const char *pat, size_t np, const char 
     if (s->n < np || !memchr(s->p, pat[0], s->n)) return 0;
     while (i < s->n) {
         if (i + np <= s->n && !memcmp(s->p + i, pat, np)) {
-            int64_t a = s->a[i], b = s->b[i + np - 1];
-            size_t k;
-            for (k = i; k < i + np; k++) { if (s->a[k] < a) a = s->a[k]; if (s->b[k] > b) b = s->b[k]; }
-            if (lomo__ns_push(&out, rep, nr, a, b)) { lomo__ns_free(&out); return -1; }
+            /* the new text is "inserted after" the removed match: the range of its last byte, as in tokenizers */
+            if (lomo__ns_push(&out, rep, nr, s->a[i + np - 1], s->b[i + np - 1])) { lomo__ns_free(&out); return -1; }
             i += np;
         } else {
             if (lomo__ns_push(&out, s->p + i, 1, s->a[i], s->b[i])) { lomo__ns_free(&out); return -1; }
@@ -4776,7 +4778,12 @@ static int lomo__pre_split(const lomo__tkop *op, const lomo__ns *s, lomo__segs *
             size_t me = 0;
             if (op->type == LOMO__P_SPLIT && op->rx) me = lomo__rx_at(op->rx, (const unsigned char *)s->p, p, en);
             else if (op->type == LOMO__P_DIGITS) {
-                if (s->p[p] >= '0' && s->p[p] <= '9') { me = p + 1; if (!op->individual) while (me < en && s->p[me] >= '0' && s->p[me] <= '9') me++; }
+                uint32_t c;   /* char::is_numeric: \p{N} */
+                int k0 = lomo__u8((const unsigned char *)s->p + p, &c);
+                if (lomo__u_class(c) == LOMO__C_N) {
+                    me = p + (size_t)k0;
+                    while (!op->individual && me < en && (k0 = lomo__u8((const unsigned char *)s->p + me, &c), lomo__u_class(c) == LOMO__C_N)) me += (size_t)k0;
+                }
             } else me = (p + op->n1 <= en && !memcmp(s->p + p, op->s1, op->n1)) ? p + op->n1 : 0;  /* String / Metaspace */
             if (me > p) {
                 if (lomo__grow((void **)&pc, &pcap, 3 * (npc + 2), sizeof *pc)) goto fail;
@@ -5185,9 +5192,9 @@ LOMODEF int64_t lomo_tokenize(const lomo_tokenizer *tk, const char *text, size_t
             const char *t = lomo__tk_str(tk, o.ids[k], &n);
             if (!t) continue;
             for (q = 0; q < n;) { uint32_t c; int kk = lomo__u8((const unsigned char *)t + q, &c); if (c != 0x120 && !lomo__u_ws(c)) break; lead++; q += (size_t)kk; }
-            if (q < n) {
+            {
                 size_t e = n;
-                while (e > q) { size_t r = e - 1; uint32_t c; while (r > q && ((unsigned char)t[r] & 0xc0) == 0x80) r--; lomo__u8((const unsigned char *)t + r, &c); if (c != 0x120 && !lomo__u_ws(c)) break; trail++; e = r; }
+                while (e > 0) { size_t r = e - 1; uint32_t c; while (r > 0 && ((unsigned char)t[r] & 0xc0) == 0x80) r--; lomo__u8((const unsigned char *)t + r, &c); if (c != 0x120 && !lomo__u_ws(c)) break; trail++; e = r; }
             }
             if (lead) {
                 if ((k == 0 || o.sp[2 * k] == 0) && tk->trim_prefix_space && lead == 1) lead = 0;
@@ -5713,9 +5720,8 @@ static int lomo__load_model(lomo__tkl *L, int model) {
         if (id > maxid) maxid = id;
         total += j->nodes[j->nodes[c].key].len + 1;
     }
-    for (i = 0; i < (size_t)tk->nadded; i++) if (tk->added[i].id > maxid) maxid = tk->added[i].id;
     tk->nvocab = (int32_t)(maxid + 1);
-    cap = (size_t)tk->nvocab;
+    cap = (size_t)tk->nvocab + (size_t)tk->nadded;   /* room for the ids given to added tokens (lomo__added_ids) */
     tk->voff = (int64_t *)LOMO_MALLOC((cap + 1) * 8); tk->vlen = (int32_t *)LOMO_MALLOC((cap + 1) * 4);
     tk->added_of = (int32_t *)LOMO_MALLOC((cap + 1) * 4); tk->arena = (char *)LOMO_MALLOC(total + 1);
     for (tk->vmap.mask = 15; tk->vmap.mask < 2 * (size_t)j->nodes[vocab].count; tk->vmap.mask = tk->vmap.mask * 2 + 1) {}
@@ -5808,6 +5814,38 @@ static int lomo__load_model(lomo__tkl *L, int model) {
     return 0;
 }
 
+/* Ids of the added tokens as tokenizers gives them when it loads a file (the
+   "id" fields are only checked there, with a warning): in file order, a content
+   already in the vocabulary or added before keeps that id (a repeat replaces
+   the earlier flags), else the next id: the model's vocabulary count for the
+   first, then one past the largest added id, or the count if that is larger. */
+static void lomo__added_ids(lomo_tokenizer *tk) {
+    int k, m, out = 0;
+    int64_t nmodel = 0, maxa = -1;
+    int32_t i;
+    for (i = 0; i < tk->nvocab; i++) nmodel += tk->voff[i] >= 0;
+    for (k = 0; k < tk->nadded; k++) {
+        lomo__added t = tk->added[k];
+        int32_t id = -1;
+        for (m = 0; m < out; m++) if (tk->added[m].n == t.n && !memcmp(tk->added[m].s, t.s, t.n)) break;
+        if (m < out) {  /* repeated content: the later token's flags win */
+            LOMO_FREE(tk->added[m].s); LOMO_FREE(tk->added[m].pat);
+            t.id = tk->added[m].id;
+            tk->added[m] = t;
+            continue;
+        }
+        id = lomo__vfind(tk, t.s, t.n);
+        if (id < 0) id = (int32_t)(maxa < 0 ? nmodel : (maxa >= nmodel || nmodel == 0) ? maxa + 1 : nmodel);
+        if (id > maxa) maxa = id;
+        t.id = id;
+        tk->added[out++] = t;
+    }
+    tk->nadded = out;
+    if (maxa + 1 > tk->nvocab) tk->nvocab = (int32_t)(maxa + 1);
+    for (i = 0; i < tk->nvocab; i++) tk->added_of[i] = -1;
+    for (k = 0; k < tk->nadded; k++) tk->added_of[tk->added[k].id] = k;
+}
+
 LOMODEF lomo_tokenizer *lomo_tokenizer_load(const char *path) {
     char *txt = NULL, *full = NULL, show[64];
     size_t n, i;
@@ -5854,10 +5892,7 @@ LOMODEF lomo_tokenizer *lomo_tokenizer_load(const char *path) {
         }
     }
     if (lomo__load_model(&L, lomo__json_get(&j, root, "model"))) goto fail;
-    for (k = 0; k < tk->nadded; k++) {
-        if (tk->added_of[tk->added[k].id] >= 0) { lomo__fail("%s: added_tokens: id %d appears twice", full, (int)tk->added[k].id); goto fail; }
-        tk->added_of[tk->added[k].id] = k;
-    }
+    lomo__added_ids(tk);
     if (lomo__load_norm(&L, lomo__json_get(&j, root, "normalizer"), 0) || lomo__load_pre(&L, lomo__json_get(&j, root, "pre_tokenizer"), 0) ||
         lomo__load_dec(&L, lomo__json_get(&j, root, "decoder"), 0) || lomo__load_post(&L, lomo__json_get(&j, root, "post_processor"), 0)) goto fail;
     /* NFC composition pairs */
