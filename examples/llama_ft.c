@@ -245,6 +245,7 @@ static int save_checkpoint(const lomo_model *m, const lomo_trainer *t, const cha
 
 /* ---- text mode: --tokenize / --detokenize through the model's tokenizer.json ---- */
 
+#ifndef LOMO_NO_TOKENIZER
 /* Whole file, NUL-terminated (NULL on error). */
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -453,6 +454,13 @@ static int text_mode(const args *a) {
     lomo_tokenizer_free(tk);
     return rc;
 }
+#else
+static int text_mode(const args *a) {
+    (void)a;
+    fprintf(stderr, "llama_ft: --tokenize / --detokenize need a build without LOMO_NO_TOKENIZER\n");
+    return 2;
+}
+#endif
 
 int main(int argc, char **argv) {
     args a;
