@@ -5168,9 +5168,9 @@ static int64_t lomo__bpe_word(const lomo_tokenizer *tk, lomo__bpe_ws *ws, const 
         int32_t id;
         const char *ts = w + i;
         if ((i > 0 && tk->ncprefix) || (i + cl == n && tk->neowsuffix)) {
-            if (i > 0) { memcpy(ws->tmp, tk->cprefix, tk->ncprefix); tl = tk->ncprefix; }
+            if (i > 0 && tk->ncprefix) { memcpy(ws->tmp, tk->cprefix, tk->ncprefix); tl = tk->ncprefix; }
             memcpy(ws->tmp + tl, w + i, cl); tl += cl;
-            if (i + cl == n) { memcpy(ws->tmp + tl, tk->eowsuffix, tk->neowsuffix); tl += tk->neowsuffix; }
+            if (i + cl == n && tk->neowsuffix) { memcpy(ws->tmp + tl, tk->eowsuffix, tk->neowsuffix); tl += tk->neowsuffix; }
             ts = ws->tmp;
         } else tl = cl;
         id = lomo__vfind(tk, ts, tl);
