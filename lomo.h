@@ -546,6 +546,9 @@ LOMODEF int64_t         lomo_tokenize(const lomo_tokenizer *tk, const char *text
 /* decode(ids, skip_special_tokens=skip_special): a NUL-terminated UTF-8 string (LOMO_MALLOC'd), or NULL */
 LOMODEF char           *lomo_detokenize(const lomo_tokenizer *tk, const int32_t *ids, int64_t n,
                                         int skip_special);
+/* the same, with the length in *len (the text may hold NUL bytes, e.g. from a <0x00> token) */
+LOMODEF char           *lomo_detokenize_len(const lomo_tokenizer *tk, const int32_t *ids, int64_t n,
+                                            int skip_special, size_t *len);
 LOMODEF int32_t         lomo_token_id(const lomo_tokenizer *tk, const char *token);  /* vocab or added token; -1 if none */
 LOMODEF const char     *lomo_token_str(const lomo_tokenizer *tk, int32_t id);        /* its string in the vocab/added tokens, or NULL */
 LOMODEF int32_t         lomo_tokenizer_vocab_size(const lomo_tokenizer *tk);        /* 1 + the largest id */
@@ -5573,6 +5576,10 @@ fail:
 }
 
 LOMODEF char *lomo_detokenize(const lomo_tokenizer *tk, const int32_t *ids, int64_t n, int skip_special) {
+    return lomo_detokenize_len(tk, ids, n, skip_special, NULL);
+}
+
+LOMODEF char *lomo_detokenize_len(const lomo_tokenizer *tk, const int32_t *ids, int64_t n, int skip_special, size_t *len) {
     lomo__strs l;
     memset(&l, 0, sizeof l);
     lomo__sb r;
@@ -5597,6 +5604,7 @@ LOMODEF char *lomo_detokenize(const lomo_tokenizer *tk, const int32_t *ids, int6
     }
     lomo__strs_free(&l);
     if (r.oom) { LOMO_FREE(r.p); lomo__fail("lomo_detokenize: out of memory"); return NULL; }
+    if (len) *len = r.n;
     return r.p;
 }
 
