@@ -246,6 +246,9 @@ static int save_checkpoint(const lomo_model *m, const lomo_trainer *t, const cha
 /* ---- text mode: --tokenize / --detokenize through the model's tokenizer.json ---- */
 
 #ifndef LOMO_NO_TOKENIZER
+#ifndef LOMO_FREE
+#define LOMO_FREE(p) free(p)   /* lomo's default allocator (the CUDA build has the implementation elsewhere) */
+#endif
 /* Whole file, NUL-terminated (NULL on error). */
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
