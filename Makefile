@@ -24,6 +24,7 @@ TESTS    = test_ops test_grad test_train test_io test_data test_hf test_ckpt tes
 TESTS += test_state
 $(BUILD)/test_state_loops $(BUILD)/test_state_cblas $(BUILD)/test_state_asan: examples/llama_ft.c
 TESTS += test_cuda_tol
+TESTS += test_tok
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the
@@ -39,7 +40,7 @@ CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 MPICC     ?= $(shell command -v mpicc 2>/dev/null)
 MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
 
-.PHONY: all test test-noblas demo bench clean cuda test-cuda bench-cuda gpu-check fuzz fuzz-corpus
+.PHONY: all test test-noblas demo bench bench-tok clean cuda test-cuda bench-cuda gpu-check fuzz fuzz-corpus
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
@@ -128,6 +129,12 @@ test-noblas:
 $(BUILD)/bench_cpu: bench/bench_lomo.c lomo.h $(BLAS_STAMP) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
+# tokenizer throughput against the tokenizers library (needs the venv: bench/bench_tok.py)
+$(BUILD)/bench_tok: bench/bench_tok.c lomo.h | $(BUILD)
+	$(CC) $(CSTD) $(WARN) -O3 -march=native $< -o $@ $(LDLIBS)
+bench-tok: $(BUILD)/bench_tok
+	python3 bench/bench_tok.py
+
 $(BUILD)/llama_ft: examples/llama_ft.c lomo.h $(BLAS_STAMP) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
@@ -155,6 +162,7 @@ FUZZERS += fuzz_jsonl
 FUZZERS += fuzz_mc
 FUZZERS += fuzz_packed
 FUZZERS += fuzz_trainer
+FUZZERS += fuzz_tokenizer
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h lomo.h examples/llama_ft.c
 	@mkdir -p $(BUILD)/fuzz
 	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $< -o $@ -lm
