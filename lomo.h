@@ -1823,6 +1823,89 @@ LOMODEF void lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_
 
 typedef struct lomo__cpu { int err; char msg[256]; float *scratch; size_t scratch_bytes; } lomo__cpu;
 
+/* ---- threads: only the cores that are free, and none for small work ----
+   OpenMP threads that spin at barriers (GOMP's default wait policy, read from
+   the environment before any code of ours runs) fight other processes for
+   the cores at every parallel region: on a busy machine a step became 20x
+   slower. So every region here asks lomo__nt(work) for its team size: 1 when
+   the work is too small to split (LOMO_CPU_MIN_WORK element operations), else
+   the cores not taken by other runnable threads (Linux: /proc/loadavg minus
+   this process's own running threads, sampled every 50 ms, averaged over the
+   last 4 samples), at most omp_get_max_threads(). Every CPU kernel's result
+   is independent of its thread count (fixed split points, fixed-chunk sums),
+   so this changes no result, and bitwise resume holds under any load.
+   LOMO_CPU_FIXED_THREADS turns the load probe off. */
+#ifndef LOMO_CPU_MIN_WORK
+#define LOMO_CPU_MIN_WORK 32768
+#endif
+#ifdef _OPENMP
+#if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
+#include <dirent.h>
+/* runnable threads of other processes right now, or -1 if unknown */
+static int lomo__other_running(void) {
+    char buf[256], path[300];
+    int fd = open("/proc/loadavg", O_RDONLY), total = -1, ours = 0, sp = 0;
+    ssize_t n, i;
+    DIR *d;
+    struct dirent *e;
+    if (fd < 0) return -1;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    for (i = 0; i < n && sp < 3; i++) sp += buf[i] == ' ';   /* "0.10 0.20 0.30 R/T pid" */
+    if (sp == 3 && buf[i] >= '0' && buf[i] <= '9') total = atoi(buf + i);
+    if (total < 0 || !(d = opendir("/proc/self/task"))) return -1;
+    while ((e = readdir(d)) != NULL) {
+        char *rp;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || strlen(e->d_name) > 20) continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        if ((fd = open(path, O_RDONLY)) < 0) continue;
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = 0;
+        rp = strrchr(buf, ')');             /* "tid (comm) S ...": comm may hold anything */
+        if (rp && rp[1] == ' ' && rp[2] == 'R') ours++;
+    }
+    closedir(d);
+    return total > ours ? total - ours : 0;
+}
+#endif
+static int lomo__nt_now = 0;
+static double lomo__nt_when = -1.0;
+static int lomo__nt_hist[4], lomo__nt_nhist = 0;
+
+/* the team size for a region doing about `work` element operations */
+static int lomo__nt(double work) {
+    int maxt = omp_get_max_threads(), nt;
+    if (work < LOMO_CPU_MIN_WORK || maxt <= 1 || omp_in_parallel()) return 1;
+#if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
+    LOMO__OMP(critical(lomo__nt))
+    {
+        double now = omp_get_wtime();
+        if (lomo__nt_when < 0.0 || now - lomo__nt_when > 0.05) {
+            int o = lomo__other_running(), k, sum = 0;
+            lomo__nt_when = now;
+            if (o >= 0) {
+                lomo__nt_hist[lomo__nt_nhist++ % 4] = o;
+                for (k = 0; k < (lomo__nt_nhist < 4 ? lomo__nt_nhist : 4); k++) sum += lomo__nt_hist[k];
+                o = (2 * sum + k) / (2 * k);   /* rounded mean */
+                lomo__nt_now = omp_get_num_procs() - o;
+            } else lomo__nt_now = maxt;
+        }
+        nt = lomo__nt_now;
+    }
+#else
+    nt = maxt;
+#endif
+    return nt < 1 ? 1 : nt > maxt ? maxt : nt;
+}
+#endif
+/* a parallel loop sized by lomo__nt */
+#define LOMO__PFOR(work) LOMO__OMP(parallel for num_threads(lomo__nt((double)(work))))
+#define LOMO__PAR(work) LOMO__OMP(parallel num_threads(lomo__nt((double)(work))))
+
 /* ---- 16-bit storage: widening, and rounding back (nearest-even or stochastic) ---- */
 
 static float lomo__elem(const lomo_tensor *t, size_t i) {
@@ -1889,7 +1972,7 @@ static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
         if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "no scratch to widen 16-bit tensor %s", w->name); }
         return NULL;
     }
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(n)
     for (i = 0; i < n; i++) c->scratch[i] = lomo__elem(w, (size_t)i);
     return c->scratch;
 }
@@ -1901,7 +1984,7 @@ static void lomo__cpu_zero(void *ctx, void *p, size_t n) { (void)ctx; memset(p, 
 static void lomo__cpu_add(void *ctx, float *y, const float *x, size_t n) {
     long long i;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(n)
     for (i = 0; i < (long long)n; i++) y[i] += x[i];
 }
 static int lomo__cpu_check(void *ctx) {
@@ -1925,11 +2008,35 @@ static void lomo__axpy(float *y, float a, const float *x, int n) {
     for (i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* exp(x) without a library call, so that loops over it vectorise (omp simd):
+   x = n ln2 + r, |r| <= ln2/2, n by the round-to-nearest of adding 1.5*2^23;
+   e^r = 1 + r + r^2 P(r) with Cephes' degree-5 minimax P, times 2^n
+   through the exponent bits. Max error 2 ulp against expf on [-87.3, 88.7]
+   (test_ops measures it); below -87.33 it returns 0 (expf: subnormals or 0),
+   above 88.72 inf, NaN stays NaN. */
+static float lomo__expf(float x) {
+    const float lo = -87.33654f, hi = 88.72283f, magic = 12582912.0f;
+    float xc = x < lo ? lo : (x > hi ? hi : x), t, nf, r, p, sc;
+    uint32_t bits, mbits;
+    t = xc * 1.44269504f + magic;
+    nf = t - magic;
+    r = xc - nf * 0.693359375f;          /* ln2 = 0.693359375 (exact times n) */
+    r = r + nf * 2.12194440e-4f;         /*       - 2.12194440e-4 (Cephes' split) */
+    p = 1.0f + r + r * r * (0.500000012f + r * (0.166666655f + r * (0.0416657959f + r * (0.00833345191f
+          + r * (0.00139819995f + r * 0.000198756915f)))));
+    memcpy(&bits, &t, 4);
+    memcpy(&mbits, &magic, 4);
+    bits = (bits - mbits + 127u) << 23;   /* 2^n, n in [-126, 128] */
+    memcpy(&sc, &bits, 4);
+    p = nf > 127.5f ? p * 2.0f * 1.70141183e38f : p * sc;   /* n = 128: 2^127 * 2 */
+    return x < lo ? 0.0f : (x > hi ? INFINITY : p);
+}
+
 /* x (N,C) = wte[tok[n]] */
 static void lomo__cpu_embed_fwd(void *ctx, float *x, const int32_t *tok, const lomo_tensor *wte, int N, int C) {
     int n;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)N * C)
     for (n = 0; n < N; n++) {
         int c;
         for (c = 0; c < C; c++) x[(size_t)n * C + c] = lomo__elem(wte, (size_t)tok[n] * C + c);
@@ -1940,7 +2047,7 @@ static void lomo__cpu_embed_fwd(void *ctx, float *x, const int32_t *tok, const l
 static void lomo__cpu_embed_bwd(void *ctx, float *dwte, const float *dx, const int32_t *tok, int N, int C) {
     int c;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)N * C)
     for (c = 0; c < C; c++) {
         int n;
         for (n = 0; n < N; n++) dwte[(size_t)tok[n] * C + c] += dx[(size_t)n * C + c];
@@ -1953,7 +2060,7 @@ static void lomo__cpu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float 
     const float *w = lomo__f32(ctx, wt);
     int n;
     if (!w) return;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(3.0 * N * C)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C;
         float *yn = y + (size_t)n * C;
@@ -1972,7 +2079,7 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
     const float *w = lomo__f32(ctx, wt);
     int n, i;
     if (!w) return;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(4.0 * N * C)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C, *dyn = dy + (size_t)n * C;
         float *dxn = dx + (size_t)n * C;
@@ -1981,7 +2088,7 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
         k = dot * r * r * r / C;
         for (i = 0; i < C; i++) dxn[i] += r * w[i] * dyn[i] - k * xn[i];
     }
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(3.0 * N * C)
     for (i = 0; i < C; i++) {
         float s = 0.0f;
         for (n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
@@ -1995,25 +2102,30 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
    thread calls a single-threaded sgemm on its block, so the backend has one
    thread pool: OpenBLAS's own threads would fight OpenMP's for the cores
    (measured: 25x slower on 2 cores). lomo_cpu_backend() therefore sets
-   OpenBLAS to one thread. */
+   OpenBLAS to one thread. OpenBLAS's result for an element depends on the
+   block it is computed in, so the blocks are fixed by the shape and
+   omp_get_max_threads() alone (one per thread, split at multiples of 64),
+   not by the team lomo__nt picks for this region: a thread slowed by other
+   load leaves its block to another thread, and the result is the same. */
 static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K,
                               const float *A, int lda, const float *B, int ldb, int accumulate,
                               float *C, int ldc) {
     float beta = accumulate ? 1.0f : 0.0f;
-    LOMO__OMP(parallel)
-    {
+    int D = M >= N ? M : N, P = 1, blk;
 #ifdef _OPENMP
-        int nt = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-        int nt = 1, id = 0;
+    P = omp_get_max_threads();
 #endif
+    if (P > (D + 63) / 64) P = (D + 63) / 64;
+    if (P < 1) P = 1;
+    LOMO__OMP(parallel for schedule(dynamic, 1) num_threads(lomo__nt(2.0 * M * N * K / 64)))
+    for (blk = 0; blk < P; blk++) {
+        int lo = blk == 0 ? 0 : (int)((long long)D * blk / P) & ~63;
+        int hi = blk == P - 1 ? D : (int)((long long)D * (blk + 1) / P) & ~63;
         if (M >= N) {   /* rows of C: rows of op(A) */
-            int lo = (int)((long long)M * id / nt), hi = (int)((long long)M * (id + 1) / nt);
             const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
             if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
                                      C + (size_t)lo * ldc, ldc);
         } else {        /* columns of C: columns of op(B) */
-            int lo = (int)((long long)N * id / nt), hi = (int)((long long)N * (id + 1) / nt);
             const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
             if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
                                      C + lo, ldc);
@@ -2031,11 +2143,11 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
     if (bt) {
-        LOMO__OMP(parallel for)
+        LOMO__PFOR((double)N * O)
         for (n = 0; n < N; n++) { int o; for (o = 0; o < O; o++) y[(size_t)n * O + o] += lomo__elem(bt, (size_t)o); }
     }
 #else
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(2.0 * N * O * K)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * K;
         float *yn = y + (size_t)n * O;
@@ -2058,7 +2170,7 @@ static void lomo__cpu_matmul_bwd_x(void *ctx, float *dx, const float *dy, const 
     lomo__sgemm_split(CblasNoTrans, CblasNoTrans, N, K, O, dy, O, w, K, accumulate, dx, K);
 #else
     int n;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(2.0 * N * O * K)
     for (n = 0; n < N; n++) {
         float *dxn = dx + (size_t)n * K;
         const float *dyn = dy + (size_t)n * O;
@@ -2078,7 +2190,7 @@ static void lomo__cpu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const 
     lomo__sgemm_split(CblasTrans, CblasNoTrans, O, K, N, dy, O, x, K, accumulate, dw, K);
 #else
     int o;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(2.0 * N * O * K)
     for (o = 0; o < O; o++) {
         float *dwo = dw + (size_t)o * K;
         int n;
@@ -2092,7 +2204,7 @@ static void lomo__cpu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const 
 static void lomo__cpu_bias_bwd(void *ctx, float *db, const float *dy, int N, int O) {
     int o;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)N * O)
     for (o = 0; o < O; o++) {
         float s = 0.0f;
         int n;
@@ -2107,7 +2219,7 @@ static void lomo__cpu_bias_bwd(void *ctx, float *db, const float *dy, int N, int
 static void lomo__cpu_rope(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int inverse) {
     int half = hd / 2, bt;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)B * T * nh * hd)
     for (bt = 0; bt < B * T; bt++) {
         int t = bt % T, h, i;
         for (i = 0; i < half; i++) {
@@ -2132,7 +2244,7 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
     int rep = nh / nkv;
     float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
-    LOMO__OMP(parallel)
+    LOMO__PAR(2.0 * B * nh * T * T * hd)
     {
         float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
         int idx;
@@ -2166,7 +2278,7 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
     int rep = nh / nkv, bg;
     float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(2.0 * B * nh * T * T * hd)
     for (bg = 0; bg < B * nkv; bg++) {
         int b = bg / nkv, g = bg % nkv, h, t, j;
         size_t kstride = (size_t)nkv * hd, kbase = ((size_t)b * T * nkv + g) * hd;
@@ -2193,13 +2305,13 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
     }
 }
 
-static float lomo__sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float lomo__sigmoid(float x) { return 1.0f / (1.0f + lomo__expf(-x)); }
 
 /* h = silu(g) * u */
 static void lomo__cpu_swiglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
     long long i;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(10.0 * n)
     for (i = 0; i < (long long)n; i++) h[i] = g[i] * lomo__sigmoid(g[i]) * u[i];
 }
 
@@ -2208,7 +2320,7 @@ static void lomo__cpu_swiglu_bwd(void *ctx, float *dg, float *du, const float *d
                                  const float *u, size_t n) {
     long long i;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(12.0 * n)
     for (i = 0; i < (long long)n; i++) {
         float s = lomo__sigmoid(g[i]), d = dh[i];
         du[i] = d * g[i] * s;
@@ -2220,7 +2332,7 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
                                     const int32_t *targets, int N, int V, float dscale) {
     int n;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(8.0 * N * V)
     for (n = 0; n < N; n++) {
         const float *ln = logits + (size_t)n * V;
         float *dn = dlogits ? dlogits + (size_t)n * V : NULL;
@@ -2244,13 +2356,14 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
 }
 
 /* Deterministic whatever the thread count: fixed chunks, summed in order. */
+#define LOMO__NCHUNK 64
 static double lomo__cpu_sumsq(void *ctx, const float *x, size_t n) {
     enum { CHUNKS = 64 };
     double part[CHUNKS], s = 0.0;
     size_t per = (n + CHUNKS - 1) / CHUNKS;
     int c;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(2.0 * n)
     for (c = 0; c < CHUNKS; c++) {
         size_t i, lo = (size_t)c * per, hi = lo + per < n ? lo + per : n;
         double a = 0.0;
@@ -2274,7 +2387,7 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
     (void)ctx;
     if (a->rule == LOMO_OPT_LOMO) {
         float decay = 1.0f - a->lr * a->weight_decay;
-        LOMO__OMP(parallel for)
+        LOMO__PFOR(3.0 * n)
         for (i = 0; i < n; i++)
             lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - a->lr * lomo__clipped(g, (size_t)i, a), a);
     } else if (a->rule == LOMO_OPT_ADAMW) {
@@ -2282,7 +2395,7 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
         float decay = 1.0f - a->lr * a->weight_decay;
         float bc1 = (float)(1.0 - pow(a->beta1, (double)a->step)), bc2s = (float)sqrt(1.0 - pow(a->beta2, (double)a->step));
         float step_size = a->lr / bc1;
-        LOMO__OMP(parallel for)
+        LOMO__PFOR(8.0 * n)
         for (i = 0; i < n; i++) {
             float gi = lomo__clipped(g, (size_t)i, a), w = lomo__elem(p, (size_t)i) * decay;
             s1[i] += (gi - s1[i]) * (1.0f - a->beta1);
@@ -2295,9 +2408,9 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
         int rows = p->ndim == 2 ? (int)p->shape[0] : 1;
         int cols = p->ndim == 2 ? (int)p->shape[1] : (int)p->numel;
         double beta = 1.0 - pow((double)a->step, (double)a->decay_rate);
-        double usq = 0.0, psq = 0.0, rmean = 0.0;
+        double usq = 0.0, psq = 0.0, rmean = 0.0, part[LOMO__NCHUNK];
         float denom, lr_t, decay;
-        int r, c;
+        int r, c, ch;
         long long off = a->shard_off, len = p->shard_len;   /* the elements p->data holds (all, unsharded) */
         if (p->ndim == 2) {
             double *colsum = (double *)calloc((size_t)cols, sizeof(double));
@@ -2314,30 +2427,48 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
             free(colsum);
             for (r = 0; r < rows; r++) rmean += s1[r];
             rmean /= rows;
-            LOMO__OMP(parallel for reduction(+:usq))
-            for (i = 0; i < n; i++) {
-                float u = lomo__clipped(g, (size_t)i, a) / sqrtf(s1[i / cols] / (float)rmean) / sqrtf(s2[i % cols]);
-                usq += (double)u * u;
+            LOMO__PFOR(8.0 * n)
+            for (ch = 0; ch < LOMO__NCHUNK; ch++) {
+                long long j, lo = n * ch / LOMO__NCHUNK, hi = n * (ch + 1) / LOMO__NCHUNK;
+                double acc = 0.0;
+                for (j = lo; j < hi; j++) {
+                    float u = lomo__clipped(g, (size_t)j, a) / sqrtf(s1[j / cols] / (float)rmean) / sqrtf(s2[j % cols]);
+                    acc += (double)u * u;
+                }
+                part[ch] = acc;
             }
+            for (ch = 0; ch < LOMO__NCHUNK; ch++) usq += part[ch];
         } else {
-            LOMO__OMP(parallel for reduction(+:usq))
-            for (i = 0; i < n; i++) {
-                float gi = lomo__clipped(g, (size_t)i, a), u;
-                s1[i] = (float)(beta * s1[i] + (1.0 - beta) * (gi * gi + a->eps1));
-                u = gi / sqrtf(s1[i]);
-                usq += (double)u * u;
+            LOMO__PFOR(8.0 * n)
+            for (ch = 0; ch < LOMO__NCHUNK; ch++) {
+                long long j, lo = n * ch / LOMO__NCHUNK, hi = n * (ch + 1) / LOMO__NCHUNK;
+                double acc = 0.0;
+                for (j = lo; j < hi; j++) {
+                    float gi = lomo__clipped(g, (size_t)j, a), u;
+                    s1[j] = (float)(beta * s1[j] + (1.0 - beta) * (gi * gi + a->eps1));
+                    u = gi / sqrtf(s1[j]);
+                    acc += (double)u * u;
+                }
+                part[ch] = acc;
             }
+            for (ch = 0; ch < LOMO__NCHUNK; ch++) usq += part[ch];
         }
         if (a->param_sumsq >= 0.0) psq = a->param_sumsq;   /* sharded: the whole tensor's, from the driver */
         else {
-            LOMO__OMP(parallel for reduction(+:psq))
-            for (i = 0; i < len; i++) { float w = lomo__elem(p, (size_t)i); psq += (double)w * w; }
+            LOMO__PFOR(3.0 * len)
+            for (ch = 0; ch < LOMO__NCHUNK; ch++) {
+                long long j, lo = len * ch / LOMO__NCHUNK, hi = len * (ch + 1) / LOMO__NCHUNK;
+                double acc = 0.0;
+                for (j = lo; j < hi; j++) { float w = lomo__elem(p, (size_t)j); acc += (double)w * w; }
+                part[ch] = acc;
+            }
+            for (ch = 0; ch < LOMO__NCHUNK; ch++) psq += part[ch];
         }
         denom = (float)(sqrt(usq / n) / a->clip_threshold);
         if (!(denom > 1.0f)) denom = 1.0f;
         lr_t = a->lr * (float)fmax(a->eps2, sqrt(psq / n));
         decay = a->weight_decay > 0.0f ? 1.0f - lr_t * a->weight_decay : 1.0f;
-        LOMO__OMP(parallel for)
+        LOMO__PFOR(8.0 * len)
         for (i = 0; i < len; i++) {
             long long k = off + i;   /* index in the whole tensor */
             float gi = lomo__clipped(g, (size_t)k, a);
@@ -2348,11 +2479,18 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
 }
 
 static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
-    double s = 0.0;
-    long long i;
+    double s = 0.0, part[LOMO__NCHUNK];
+    long long n = (long long)p->numel;
+    int ch;
     (void)ctx;
-    LOMO__OMP(parallel for reduction(+:s))
-    for (i = 0; i < (long long)p->numel; i++) { double w = lomo__elem(p, (size_t)i); s += w * w; }
+    LOMO__PFOR(3.0 * n)
+    for (ch = 0; ch < LOMO__NCHUNK; ch++) {
+        long long j, lo = n * ch / LOMO__NCHUNK, hi = n * (ch + 1) / LOMO__NCHUNK;
+        double acc = 0.0;
+        for (j = lo; j < hi; j++) { double w = lomo__elem(p, (size_t)j); acc += w * w; }
+        part[ch] = acc;
+    }
+    for (ch = 0; ch < LOMO__NCHUNK; ch++) s += part[ch];
     return s;
 }
 
@@ -2368,18 +2506,30 @@ static double lomo__cpu_wgrad_sqnorm(void *ctx, const float *dy, const float *x,
     }
     gy = c->scratch; gx = c->scratch + (size_t)N * N;
 #ifdef LOMO_CBLAS
+    (void)i;
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, N, O, dy, O, dy, O, 0, gy, N);
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, N, K, x, K, x, K, 0, gx, N);
 #else
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)N * N * (O + K))
     for (i = 0; i < (long long)N * N; i++) {
         int a = (int)(i / N), b = (int)(i % N);
         gy[i] = lomo__dot(dy + (size_t)a * O, dy + (size_t)b * O, O);
         gx[i] = lomo__dot(x + (size_t)a * K, x + (size_t)b * K, K);
     }
 #endif
-    LOMO__OMP(parallel for reduction(+:s))
-    for (i = 0; i < (long long)N * N; i++) s += (double)gy[i] * gx[i];
+    {
+        double part[LOMO__NCHUNK];
+        long long nn = (long long)N * N;
+        int ch;
+        LOMO__PFOR(2.0 * nn)
+        for (ch = 0; ch < LOMO__NCHUNK; ch++) {
+            long long j, lo = nn * ch / LOMO__NCHUNK, hi = nn * (ch + 1) / LOMO__NCHUNK;
+            double acc = 0.0;
+            for (j = lo; j < hi; j++) acc += (double)gy[j] * gx[j];
+            part[ch] = acc;
+        }
+        for (ch = 0; ch < LOMO__NCHUNK; ch++) s += part[ch];
+    }
     return s;
 }
 
