@@ -1981,11 +1981,15 @@ static void *lomo__cpu_alloc(void *ctx, size_t n) { (void)ctx; return LOMO_MALLO
 static void lomo__cpu_free(void *ctx, void *p) { (void)ctx; LOMO_FREE(p); }
 static void lomo__cpu_copy(void *ctx, void *d, const void *s, size_t n) { (void)ctx; memmove(d, s, n); }
 static void lomo__cpu_zero(void *ctx, void *p, size_t n) { (void)ctx; memset(p, 0, n); }
+static void lomo__axpy(float *y, float a, const float *x, int n);
 static void lomo__cpu_add(void *ctx, float *y, const float *x, size_t n) {
-    long long i;
+    long long c, nn = (long long)n;
     (void)ctx;
     LOMO__PFOR(n)
-    for (i = 0; i < (long long)n; i++) y[i] += x[i];
+    for (c = 0; c < 64; c++) {   /* y += 1 * x is exactly y += x */
+        long long lo = nn * c / 64, hi = nn * (c + 1) / 64;
+        for (; lo < hi; lo += 1 << 30) lomo__axpy(y + lo, 1.0f, x + lo, (int)(hi - lo < (1 << 30) ? hi - lo : 1 << 30));
+    }
 }
 static int lomo__cpu_check(void *ctx) {
     lomo__cpu *c = (lomo__cpu *)ctx;
@@ -2235,6 +2239,120 @@ static void lomo__cpu_rope(void *ctx, float *x, const float *inv_freq, int B, in
     }
 }
 
+#ifdef LOMO_CBLAS
+/* Causal attention in tiles of LOMO__TQ queries on the BLAS kernel: for a
+   tile of query rows t0..t1-1 of one head, S = scale Q K^T against keys
+   0..t1-1 (one sgemm), an exact softmax per row over the keys it may see,
+   O = P V (one sgemm). The only buffer is the tile's LOMO__TQ x T scores per
+   thread; lse (log-sum-exp of the scaled scores) is kept for the backward.
+   Query head h reads kv head h / (nh/nkv). Each tile is computed the same
+   way whichever thread takes it. */
+#define LOMO__TQ 64
+static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, int B, int T, int nh, int nkv, int hd) {
+    int rep = nh / nkv, ntile = (T + LOMO__TQ - 1) / LOMO__TQ;
+    float scale = 1.0f / sqrtf((float)hd);
+    (void)ctx;
+    LOMO__PAR(2.0 * B * nh * T * T * hd)
+    {
+        float *S = (float *)LOMO_MALLOC(sizeof(float) * (size_t)LOMO__TQ * T);
+        int task;
+        LOMO__OMP(for schedule(dynamic, 1))
+        for (task = 0; task < B * nh * ntile; task++) {
+            /* the biggest tiles (the last query rows) first */
+            int tile = ntile - 1 - task / (B * nh), bh = task % (B * nh), b = bh / nh, h = bh % nh, i, j;
+            int t0 = tile * LOMO__TQ, t1 = t0 + LOMO__TQ < T ? t0 + LOMO__TQ : T, nq = t1 - t0;
+            size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
+            const float *qt = q + ((size_t)b * T + t0) * qs + (size_t)h * hd;
+            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * hd;
+            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * hd;
+            if (!S) continue;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, scale, qt, (int)qs, kb, (int)ks,
+                        0.0f, S, t1);
+            for (i = 0; i < nq; i++) {
+                float *sr = S + (size_t)i * t1, mx = -INFINITY, sum = 0.0f, inv;
+                int n = t0 + i + 1;   /* keys this row may see */
+                for (j = 0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+                LOMO__OMP(simd reduction(+:sum))
+                for (j = 0; j < n; j++) { sr[j] = lomo__expf(sr[j] - mx); sum += sr[j]; }
+                inv = 1.0f / sum;
+                LOMO__OMP(simd)
+                for (j = 0; j < n; j++) sr[j] *= inv;
+                for (j = n; j < t1; j++) sr[j] = 0.0f;
+                lse[((size_t)b * T + t0 + i) * nh + h] = mx + logf(sum);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, t1, 1.0f, S, t1, vb, (int)ks,
+                        0.0f, out + ((size_t)b * T + t0) * qs + (size_t)h * hd, (int)qs);
+        }
+        if (!S) {
+            lomo__cpu *c = (lomo__cpu *)ctx;
+            LOMO__OMP(critical(lomo__cpu_err))
+            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of memory for a %d x %d tile", LOMO__TQ, T); }
+        }
+        LOMO_FREE(S);
+    }
+}
+
+/* The same tiles backward, P = exp(S - lse) recomputed: dV += P^T dO,
+   dP = dO V^T, dS = P * (dP - rowsum(dO * O)) * scale, dQ = dS K,
+   dK += dS^T Q, each a sgemm. Parallel over (batch, kv head): each task owns
+   its dK and dV rows and walks its query heads and tiles in a fixed order. */
+static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+    int rep = nh / nkv, ntile = (T + LOMO__TQ - 1) / LOMO__TQ;
+    float scale = 1.0f / sqrtf((float)hd);
+    LOMO__PAR(4.0 * B * nh * T * T * hd)
+    {
+        float *P = (float *)LOMO_MALLOC(sizeof(float) * (size_t)LOMO__TQ * T * 2), *dS = P ? P + (size_t)LOMO__TQ * T : NULL;
+        int bg;
+        LOMO__OMP(for schedule(dynamic, 1))
+        for (bg = 0; bg < B * nkv; bg++) {
+            int b = bg / nkv, g = bg % nkv, h, tile, i, j, t;
+            size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, kbase = (size_t)b * T * ks + (size_t)g * hd;
+            if (!P) continue;
+            for (t = 0; t < T; t++) {
+                memset(dk + kbase + t * ks, 0, sizeof(float) * hd);
+                memset(dv + kbase + t * ks, 0, sizeof(float) * hd);
+            }
+            for (h = g * rep; h < (g + 1) * rep; h++)
+                for (tile = 0; tile < ntile; tile++) {
+                    int t0 = tile * LOMO__TQ, t1 = t0 + LOMO__TQ < T ? t0 + LOMO__TQ : T, nq = t1 - t0;
+                    size_t r0 = ((size_t)b * T + t0) * qs + (size_t)h * hd;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, scale, q + r0, (int)qs,
+                                k + kbase, (int)ks, 0.0f, P, t1);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, 1.0f, dout + r0, (int)qs,
+                                v + kbase, (int)ks, 0.0f, dS, t1);
+                    for (i = 0; i < nq; i++) {
+                        size_t row = ((size_t)b * T + t0 + i) * nh + h;
+                        float *pr = P + (size_t)i * t1, *dr = dS + (size_t)i * t1;
+                        float L = lse[row], D = lomo__dot(dout + row * hd, out + row * hd, hd);
+                        int n = t0 + i + 1;
+                        LOMO__OMP(simd)
+                        for (j = 0; j < n; j++) {
+                            float p = lomo__expf(pr[j] - L);
+                            pr[j] = p;
+                            dr[j] = p * (dr[j] - D) * scale;
+                        }
+                        for (j = n; j < t1; j++) pr[j] = dr[j] = 0.0f;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, nq, 1.0f, P, t1, dout + r0, (int)qs,
+                                1.0f, dv + kbase, (int)ks);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, t1, 1.0f, dS, t1, k + kbase, (int)ks,
+                                0.0f, dq + r0, (int)qs);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, nq, 1.0f, dS, t1, q + r0, (int)qs,
+                                1.0f, dk + kbase, (int)ks);
+                }
+        }
+        if (!P) {
+            lomo__cpu *c = (lomo__cpu *)ctx;
+            LOMO__OMP(critical(lomo__cpu_err))
+            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention backward: out of memory for 2 %d x %d tiles", LOMO__TQ, T); }
+        }
+        LOMO_FREE(P);
+    }
+}
+#else
 /* Causal attention, one query row at a time: scores into a per-thread row of
    T floats, exact softmax, weighted sum of v. Nothing of size T x T is stored;
    lse (log-sum-exp of the scaled scores) is kept for the backward.
@@ -2260,7 +2378,7 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
                 p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
                 mx = p[j] > mx ? p[j] : mx;
             }
-            for (j = 0; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+            for (j = 0; j <= t; j++) { p[j] = lomo__expf(p[j] - mx); sum += p[j]; }
             memset(ot, 0, sizeof(float) * hd);
             for (j = 0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
             lse[row] = mx + logf(sum);
@@ -2294,7 +2412,7 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
                 memset(dqt, 0, sizeof(float) * hd);
                 for (j = 0; j <= t; j++) {
                     size_t kr = kbase + j * kstride;
-                    float p = expf(lomo__dot(qt, k + kr, hd) * scale - L);
+                    float p = lomo__expf(lomo__dot(qt, k + kr, hd) * scale - L);
                     float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
                     lomo__axpy(dqt, ds, k + kr, hd);
                     lomo__axpy(dk + kr, ds, qt, hd);
@@ -2304,6 +2422,8 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
         }
     }
 }
+
+#endif
 
 static float lomo__sigmoid(float x) { return 1.0f / (1.0f + lomo__expf(-x)); }
 
