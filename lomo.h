@@ -2068,35 +2068,45 @@ static void lomo__cpu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float 
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C;
         float *yn = y + (size_t)n * C;
-        float ss = 0.0f, r;
+        float r = 1.0f / sqrtf(lomo__dot(xn, xn, C) / C + eps);
         int i;
-        for (i = 0; i < C; i++) ss += xn[i] * xn[i];
-        r = 1.0f / sqrtf(ss / C + eps);
         rstd[n] = r;
+        LOMO__OMP(simd)
         for (i = 0; i < C; i++) yn[i] = w[i] * (xn[i] * r);
     }
 }
 
-/* dx (N,C) += r*w*dy - x * r^3/C * sum(w*dy*x);  dw (C) = sum_n dy*x*r */
+/* dx (N,C) += r*w*dy - x * r^3/C * sum(w*dy*x);  dw (C) = sum_n dy*x*r.
+   dw in blocks of 64 columns, each summed over n in order (any thread count). */
 static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dy, const float *x,
                                   const lomo_tensor *wt, const float *rstd, int N, int C) {
     const float *w = lomo__f32(ctx, wt);
-    int n, i;
+    int n, cb;
     if (!w) return;
-    LOMO__PFOR(4.0 * N * C)
+    LOMO__PFOR(5.0 * N * C)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C, *dyn = dy + (size_t)n * C;
         float *dxn = dx + (size_t)n * C;
         float r = rstd[n], dot = 0.0f, k;
+        int i;
+        LOMO__OMP(simd reduction(+:dot))
         for (i = 0; i < C; i++) dot += w[i] * dyn[i] * xn[i];
         k = dot * r * r * r / C;
+        LOMO__OMP(simd)
         for (i = 0; i < C; i++) dxn[i] += r * w[i] * dyn[i] - k * xn[i];
     }
     LOMO__PFOR(3.0 * N * C)
-    for (i = 0; i < C; i++) {
-        float s = 0.0f;
-        for (n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
-        dw[i] = s;
+    for (cb = 0; cb < (C + 63) / 64; cb++) {
+        int lo = cb * 64, len = C - lo < 64 ? C - lo : 64, i, m;
+        float acc[64];
+        for (i = 0; i < len; i++) acc[i] = 0.0f;
+        for (m = 0; m < N; m++) {
+            const float *dym = dy + (size_t)m * C + lo, *xm = x + (size_t)m * C + lo;
+            float r = rstd[m];
+            LOMO__OMP(simd)
+            for (i = 0; i < len; i++) acc[i] += dym[i] * xm[i] * r;
+        }
+        for (i = 0; i < len; i++) dw[lo + i] = acc[i];
     }
 }
 
@@ -2457,7 +2467,7 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
         const float *ln = logits + (size_t)n * V;
         float *dn = dlogits ? dlogits + (size_t)n * V : NULL;
         int tgt = targets[n], i;
-        float mx = -INFINITY;
+        float mx = -INFINITY, lt;
         double sum = 0.0;
         if (tgt < 0) {
             losses[n] = 0.0f;
@@ -2465,13 +2475,20 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
             continue;
         }
         for (i = 0; i < V; i++) mx = ln[i] > mx ? ln[i] : mx;
-        for (i = 0; i < V; i++) sum += exp((double)(ln[i] - mx));
-        losses[n] = (float)(log(sum) + mx - ln[tgt]);
-        if (dn) {
-            float inv = (float)(1.0 / sum);
-            for (i = 0; i < V; i++) dn[i] = expf(ln[i] - mx) * inv * dscale;
+        lt = ln[tgt];   /* dlogits may overwrite the logits in place */
+        if (dn) {   /* one exp per logit, kept in dn; summed in double */
+            float inv;
+            LOMO__OMP(simd reduction(+:sum))
+            for (i = 0; i < V; i++) { dn[i] = lomo__expf(ln[i] - mx); sum += dn[i]; }
+            inv = (float)(1.0 / sum) * dscale;
+            LOMO__OMP(simd)
+            for (i = 0; i < V; i++) dn[i] *= inv;
             dn[tgt] -= dscale;
+        } else {
+            LOMO__OMP(simd reduction(+:sum))
+            for (i = 0; i < V; i++) sum += lomo__expf(ln[i] - mx);
         }
+        losses[n] = (float)(log(sum) + mx - lt);
     }
 }
 

@@ -306,6 +306,9 @@ static void test_cross_entropy(int N, int V) {
     memcpy(dl, lg, sizeof(float) * N * V);
     be->cross_entropy(be->ctx, losses, dl, dl, tg, N, V, 1.0f / count);
     CHECK(tu_rel_err_fd(dl, g, N * V) < BWD_TOL, "xent dlogits in place: %g", tu_rel_err_fd(dl, g, N * V));
+    sum = 0;
+    for (int n = 0; n < N; n++) sum += losses[n];
+    CHECK(fabs(sum / count - ref) <= FWD_TOL * fabs(ref), "xent loss in place %g vs %g", sum / count, ref);
     free(lg); free(losses); free(dl); free(tg); free(g); free(s.logits); free(s.tg);
 }
 
