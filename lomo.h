@@ -131,7 +131,16 @@ OPTIONS (define before including)
    LOMO_CBLAS            CPU matmuls through CBLAS (OpenBLAS: link -lopenblas);
                          otherwise plain OpenMP loops. With OpenBLAS, lomo
                          sets OpenBLAS to one thread and splits each matmul
-                         over its own OpenMP threads (one thread pool).
+                         over its own OpenMP threads (one thread pool), in
+                         blocks fixed by the shape and omp_get_max_threads().
+   LOMO_CPU_FIXED_THREADS  every CPU parallel region uses omp_get_max_threads()
+                         threads; by default (Linux) a region uses only the cores
+                         that other runnable threads leave free (/proc/loadavg,
+                         sampled every 50 ms), so a busy machine slows a step in
+                         proportion instead of 20x (spinning OpenMP barriers).
+                         Results are bitwise the same for any such team size.
+   LOMO_CPU_MIN_WORK     element operations below which a CPU loop runs on one
+                         thread (default 32768)
    LOMO_MALLOC/LOMO_FREE host allocator (default malloc/free)
    LOMO_ASSERT           assert macro (default assert)
 
@@ -157,6 +166,9 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  CPU: attention in 64-query tiles on the BLAS kernel, a vectorised exp,
+        fused single-exp cross-entropy; each parallel region sized by the free
+        cores (none for small work), results independent of that size.
 */
 #ifndef LOMO_H
 #define LOMO_H

@@ -18,7 +18,8 @@ fair share is half the machine, so a drop to 0.5x is "in proportion".
 
 Writes bench/out/cpu.json and bench/out/cpu.md.
   env: PYTHON (the venv's python), PAIRS, LOADED_PAIRS, SHAPES (comma list of
-  names below), NO_LOADED=1 to skip the loaded runs.
+  names below), NO_LOADED=1 to skip the loaded runs, NO_DTYPES=1 to skip the
+  f32/bf16/f16 storage comparison (lomo only, LOADED_PAIRS triples).
 """
 import json
 import os
@@ -139,6 +140,16 @@ def main():
         shape, steps = SHAPES[name]
         print(f"== {name}: {shape}, {steps} timed steps, checkpointing", flush=True)
         res["shapes"].append(summary(name, pairs(name, shape, steps, PAIRS, have_peer)))
+    if res["shapes"] and os.environ.get("NO_DTYPES") != "1":
+        # 16-bit storage against fp32 storage, lomo only, interleaved
+        shape, steps = SHAPES[res["shapes"][0]["shape"]]
+        print(f"== storage dtypes: f32, bf16, f16 on the {res['shapes'][0]['shape']} shape", flush=True)
+        tps = {"f32": [], "bf16": [], "f16": []}
+        for i in range(LOADED_PAIRS):
+            for dt in ("f32", "bf16", "f16"):
+                tps[dt].append(lomo(shape + " --dtype " + dt, steps, "dtype")["tokens_per_s"])
+            print(f"  dtypes {i + 1}: " + ", ".join(f"{d} {tps[d][-1]:.1f}" for d in tps), flush=True)
+        res["dtypes"] = {d: {"tps": v, "median": med(v), "vs_f32": [a / b for a, b in zip(v, tps["f32"])]} for d, v in tps.items()}
     if os.environ.get("NO_LOADED") != "1":
         base = res["shapes"][0]
         shape, steps = SHAPES[base["shape"]]
@@ -184,6 +195,14 @@ def main():
         else:
             lines.append(f"| {desc} | {s['params'] / 1e6:.1f}M | {s['lomo_tps']:.1f} | - | - | {s['lomo_rss']:.0f} / - | "
                          f"{s['gflops']:.1f} | {s['sgemm']:.1f} | {100 * med(fp):.0f}% |")
+    if "dtypes" in res:
+        D = res["dtypes"]
+        lines += ["", f"Storage dtype, lomo, {res['shapes'][0]['shape']} shape ({LOADED_PAIRS} interleaved triples; "
+                      "compute is fp32 either way, 16-bit weights are widened for each matmul):", "",
+                  "| storage | tok/s | vs f32 (min-max) |", "|---|---:|---:|"]
+        for d in ("f32", "bf16", "f16"):
+            r = D[d]["vs_f32"]
+            lines.append(f"| {d} | {D[d]['median']:.1f} | {med(r):.2f}x ({min(r):.2f}-{max(r):.2f}) |")
     if "loaded" in res:
         L = res["loaded"]
         lines += ["", f"Loaded machine ({L['busy_loops']} busy loops, one per core, started and stopped by the bench; "
