@@ -136,7 +136,8 @@ OPTIONS (define before including)
    LOMO_CPU_FIXED_THREADS  every CPU parallel region uses omp_get_max_threads()
                          threads; by default (Linux) a region uses only the cores
                          that other runnable threads leave free (/proc/loadavg,
-                         sampled every 50 ms), so a busy machine slows a step in
+                         sampled every 50 ms, when the process may use every
+                         CPU), so a busy machine slows a step in
                          proportion instead of 20x (spinning OpenMP barriers).
                          Results are bitwise the same for any such team size.
    LOMO_CPU_MIN_WORK     element operations below which a CPU loop runs on one
@@ -1843,7 +1844,9 @@ typedef struct lomo__cpu { int err; char msg[256]; float *scratch; size_t scratc
    the work is too small to split (LOMO_CPU_MIN_WORK element operations), else
    the cores not taken by other runnable threads (Linux: /proc/loadavg minus
    this process's own running threads, sampled every 50 ms, averaged over the
-   last 4 samples), at most omp_get_max_threads(). Every CPU kernel's result
+   last 4 samples; only when the process may use every online CPU, as
+   loadavg cannot tell which CPUs the others run on), at most
+   omp_get_max_threads(). Every CPU kernel's result
    is independent of its thread count (fixed split points, fixed-chunk sums),
    so this changes no result, and bitwise resume holds under any load.
    LOMO_CPU_FIXED_THREADS turns the load probe off. */
@@ -1883,6 +1886,13 @@ static int lomo__other_running(void) {
     closedir(d);
     return total > ours ? total - ours : 0;
 }
+static int lomo__all_cpus(void) {
+#ifdef _SC_NPROCESSORS_ONLN
+    return (long)omp_get_num_procs() >= sysconf(_SC_NPROCESSORS_ONLN);
+#else
+    return 0;
+#endif
+}
 #endif
 static int lomo__nt_now = 0;
 static double lomo__nt_when = -1.0;
@@ -1897,7 +1907,9 @@ static int lomo__nt(double work) {
     {
         double now = omp_get_wtime();
         if (lomo__nt_when < 0.0 || now - lomo__nt_when > 0.05) {
-            int o = lomo__other_running(), k, sum = 0;
+            /* loadavg counts the whole machine: only meaningful when this
+               process may run on all of it (not in a cpuset / taskset) */
+            int o = lomo__all_cpus() ? lomo__other_running() : -1, k, sum = 0;
             lomo__nt_when = now;
             if (o >= 0) {
                 lomo__nt_hist[lomo__nt_nhist++ % 4] = o;
