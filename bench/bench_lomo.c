@@ -7,7 +7,17 @@
    it on the GPU (build/bench_cuda).
 
    build/bench_cpu --dim 512 --layers 6 --heads 8 --kv-heads 8 --hidden 1376 \
-                   --vocab 6144 --batch 4 --seq 256 --steps 5 --checkpointing */
+                   --vocab 6144 --batch 4 --seq 256 --steps 5 --checkpointing
+
+   The step's model FLOPs (printed as GFLOP/s, and against --peak-gflops when
+   given): every linear layer 2 N x its weights forward and 4 N backward, once
+   more forward for the recomputed layers with checkpointing; causal attention
+   2 B T^2 (heads x head_dim) per layer forward, twice that backward, once
+   more with checkpointing. N = B T tokens; embedding lookups are not counted.
+
+   build/bench_cpu --sgemm-peak 2048 measures the machine's own matmul peak
+   through the backend's matmul (the same BLAS, split over the same threads):
+   best of 5 (2048 x 2048) x (2048 x 2048) products, in GFLOP/s. */
 #ifndef LOMO_CUDA
 #define LOMO_IMPLEMENTATION
 #endif
@@ -55,12 +65,49 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* y (n,n) = x (n,n) W^T through the CPU backend's matmul, best of 5 */
+static int sgemm_peak(int n, const char *out) {
+    const lomo_backend *be = lomo_cpu_backend();
+    size_t nn = (size_t)n * n, i;
+    float *x = (float *)malloc(nn * 4), *w = (float *)malloc(nn * 4), *y = (float *)malloc(nn * 4);
+    lomo_tensor wt;
+    double best = 1e30;
+    uint64_t s = 1;
+    if (!x || !w || !y) { fprintf(stderr, "bench_cpu: out of memory\n"); return 1; }
+    for (i = 0; i < nn; i++) { x[i] = (float)(lomo_rand_u64(&s) >> 40) * 1e-7f - 0.8f; w[i] = (float)(lomo_rand_u64(&s) >> 40) * 1e-7f - 0.8f; }
+    memset(&wt, 0, sizeof wt);
+    wt.data = w; wt.dtype = LOMO_F32; wt.ndim = 2; wt.shape[0] = wt.shape[1] = n; wt.numel = (int64_t)nn;
+    snprintf(wt.name, sizeof wt.name, "w");
+    for (int r = 0; r < 6; r++) {
+        double t0 = now();
+        be->matmul_fwd(be->ctx, y, x, &wt, NULL, n, n, n, 0);
+        if (r > 0 && now() - t0 < best) best = now() - t0;
+    }
+    double gf = 2.0 * n * n * (double)n / best / 1e9;
+    printf("sgemm peak (%s, n=%d, %d threads): %.1f GFLOP/s\n", be->name, n,
+#ifdef _OPENMP
+           omp_get_max_threads(),
+#else
+           1,
+#endif
+           gf);
+    if (out) {
+        FILE *f = fopen(out, "w");
+        if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
+        fprintf(f, "{\"sgemm_n\": %d, \"gflops\": %.2f, \"backend\": \"%s\"}\n", n, gf, be->name);
+        fclose(f);
+    }
+    free(x); free(w); free(y);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int dim = 512, layers = 6, heads = 8, kv = 8, hidden = 1376, vocab = 6144;
     int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0;
     float lr = 1e-3f, clip = 0.0f;
     const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo", *device = "cpu";
-    double peak_tflops = 0;
+    double peak_tflops = 0, peak_gflops = 0;
+    int sgemm_n = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
         if (!strcmp(a, "--checkpointing")) { ckpt = 1; continue; }
@@ -85,8 +132,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--optimizer")) optimizer = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--peak-tflops")) peak_tflops = atof(v);
+        else if (!strcmp(a, "--peak-gflops")) peak_gflops = atof(v);
+        else if (!strcmp(a, "--sgemm-peak")) sgemm_n = atoi(v);
         else { fprintf(stderr, "bench_cpu: unknown flag %s\n", a); return 2; }
     }
+    if (sgemm_n > 0) return sgemm_peak(sgemm_n, out);
     lomo_config c;
     lomo_config_default(&c, dim, hidden, layers, heads, kv, vocab);
     c.tie_embeddings = tied;
@@ -142,6 +192,11 @@ int main(int argc, char **argv) {
     /* model FLOPs per token: 6 x parameters (embedding lookups excluded) + attention 12 L C T */
     double n_mat = (double)lomo_n_params(m) - (double)vocab * dim, flops_tok = 6.0 * n_mat + 12.0 * layers * dim * seq;
     double mfu = peak_tflops > 0 ? tps * flops_tok / (peak_tflops * 1e12) : 0.0;
+    /* the step's model FLOPs, as in the comment at the top */
+    double n_tok = (double)batch * seq, n_head = (double)vocab * dim, n_layers = (double)lomo_n_params(m) - n_head * (tied ? 1 : 2);
+    double step_flops = n_tok * ((6.0 + 2.0 * ckpt) * n_layers + 6.0 * n_head)
+                      + (3.0 + ckpt) * 2.0 * batch * (double)seq * seq * (double)heads * (dim / heads) * layers;
+    double gflops = step_flops * steps / dt / 1e9;
     size_t dev_free = 0, dev_total = 0;
 #ifdef LOMO_CUDA
     if (lo.backend) lomo_cuda_mem_info(lo.backend, &dev_free, &dev_total);
@@ -164,16 +219,19 @@ int main(int argc, char **argv) {
            tps, dt / steps, first.loss, info.loss, rss, r.total_peak / 1048576.0, total / 1048576.0);
     lomo_memory_print(stdout, &r);
     if (peak_tflops > 0) printf("MFU %.1f%% (%.3g FLOP/token, peak %.1f TFLOP/s)\n", 100 * mfu, flops_tok, peak_tflops);
+    printf("achieved %.1f GFLOP/s (%.4g FLOP/step)", gflops, step_flops);
+    if (peak_gflops > 0) printf(", %.0f%% of the sgemm peak %.1f GFLOP/s", 100 * gflops / peak_gflops, peak_gflops);
+    printf("\n");
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
         fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, \"context_mib\": %.1f, "
-                   "\"tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f, "
+                   "\"tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f, \"step_flops\": %.6g, \"gflops\": %.3f, "
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
                    "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
-                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, rss, r.total_peak / 1048576.0, total / 1048576.0,
+                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
                 batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
         fclose(f);

@@ -204,6 +204,97 @@ static void test_attention(int B, int T, int nh, int nkv, int hd) {
     free(s.q); free(s.k); free(s.v); free(s.dy); free(s.o);
 }
 
+/* the analytic gradient of causal attention, in double (the same formulas as
+   the forward's chain rule; test_attention checks them by finite differences) */
+static void ref_attention_bwd(double *dq, double *dk, double *dv, const double *dy, const double *q,
+                              const double *k, const double *v, int B, int T, int nh, int nkv, int hd) {
+    int rep = nh / nkv;
+    double *p = (double *)malloc(sizeof(double) * T), *dp = (double *)malloc(sizeof(double) * T), sc = 1.0 / sqrt((double)hd);
+    memset(dk, 0, sizeof(double) * B * T * nkv * hd);
+    memset(dv, 0, sizeof(double) * B * T * nkv * hd);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++)
+            for (int t = 0; t < T; t++) {
+                size_t qr = ((size_t)(b * T + t) * nh + h) * hd;
+                double mx = -1e300, sum = 0.0, D = 0.0;
+                for (int j = 0; j <= t; j++) {
+                    const double *kj = k + ((size_t)(b * T + j) * nkv + h / rep) * hd;
+                    double s = 0.0;
+                    for (int d = 0; d < hd; d++) s += q[qr + d] * kj[d];
+                    p[j] = s * sc;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j <= t; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                for (int j = 0; j <= t; j++) {
+                    const double *vj = v + ((size_t)(b * T + j) * nkv + h / rep) * hd;
+                    double *dvj = dv + ((size_t)(b * T + j) * nkv + h / rep) * hd;
+                    p[j] /= sum;
+                    dp[j] = 0.0;
+                    for (int d = 0; d < hd; d++) { dp[j] += dy[qr + d] * vj[d]; dvj[d] += p[j] * dy[qr + d]; }
+                    D += p[j] * dp[j];
+                }
+                for (int d = 0; d < hd; d++) dq[qr + d] = 0.0;
+                for (int j = 0; j <= t; j++) {
+                    size_t kr = ((size_t)(b * T + j) * nkv + h / rep) * hd;
+                    double ds = p[j] * (dp[j] - D) * sc;
+                    for (int d = 0; d < hd; d++) { dq[qr + d] += ds * k[kr + d]; dk[kr + d] += ds * q[qr + d]; }
+                }
+            }
+    free(p); free(dp);
+}
+
+/* Tiled attention at sizes that cross tiles (T not a multiple of the 64-query
+   tile, a full tile plus a ragged one, GQA): forward against the double
+   reference; backward against the reference's analytic gradient
+   (ref_attention_bwd), as finite differences of T x T scores are slow. */
+static void test_attention_long(int B, int T, int nh, int nkv, int hd) {
+    int nq = B * T * nh * hd, nk = B * T * nkv * hd;
+    float *q = randf(nq, 1), *k = randf(nk, 1), *v = randf(nk, 1), *dy = randf(nq, 1);
+    float *o = randf(nq, 1), *lse = randf(B * T * nh, 1), *dq = randf(nq, 1), *dk = randf(nk, 1), *dv = randf(nk, 1);
+    double *dq_, *dk_, *dv_, *o_ = (double *)malloc(sizeof(double) * nq);
+    double *qd = to_d(q, nq), *kd = to_d(k, nk), *vd = to_d(v, nk), *dyd = to_d(dy, nq);
+    dq_ = (double *)malloc(sizeof(double) * nq); dk_ = (double *)malloc(sizeof(double) * nk); dv_ = (double *)malloc(sizeof(double) * nk);
+    be->attn_fwd(be->ctx, o, lse, q, k, v, B, T, nh, nkv, hd);
+    ref_attention(o_, qd, kd, vd, B, T, nh, nkv, hd);
+    CHECK(tu_rel_err_fd(o, o_, nq) < FWD_TOL, "attn fwd B%d T%d nh%d nkv%d hd%d: %g", B, T, nh, nkv, hd, tu_rel_err_fd(o, o_, nq));
+    be->attn_bwd(be->ctx, dq, dk, dv, dy, q, k, v, o, lse, B, T, nh, nkv, hd);
+    ref_attention_bwd(dq_, dk_, dv_, dyd, qd, kd, vd, B, T, nh, nkv, hd);
+    CHECK(tu_rel_err_fd(dq, dq_, nq) < BWD_TOL, "attn dq T%d: %g", T, tu_rel_err_fd(dq, dq_, nq));
+    CHECK(tu_rel_err_fd(dk, dk_, nk) < BWD_TOL, "attn dk T%d: %g", T, tu_rel_err_fd(dk, dk_, nk));
+    CHECK(tu_rel_err_fd(dv, dv_, nk) < BWD_TOL, "attn dv T%d: %g", T, tu_rel_err_fd(dv, dv_, nk));
+    free(q); free(k); free(v); free(dy); free(o); free(lse); free(dq); free(dk); free(dv);
+    free(dq_); free(dk_); free(dv_); free(o_); free(qd); free(kd); free(vd); free(dyd);
+}
+
+/* lomo__expf (the vectorised exp of attention, SwiGLU and cross-entropy)
+   against expf: at most 2 ulp on [-87.3, 88.7] (1 measured over every float
+   there), 0 below -87.34, inf above 88.73, NaN for NaN. */
+static int ulp_dist(float a, float b) {
+    int32_t x, y;
+    memcpy(&x, &a, 4); memcpy(&y, &b, 4);
+    return x > y ? x - y : y - x;
+}
+static void test_expf(void) {
+    int worst = 0, i;
+    float at = 0;
+    for (i = 0; i < 2000000; i++) {
+        float x = i < 1000000 ? (float)(-87.3 + 176.0 * tu_uniform()) : (float)(20.0 * (tu_uniform() - 0.5));
+        int u = ulp_dist(lomo__expf(x), expf(x));
+        if (u > worst) { worst = u; at = x; }
+    }
+    for (i = -1000; i <= 1000; i++) {   /* around the range ends and zero */
+        float xs[3] = {-87.3f + i * 1e-5f, 88.7f + i * 1e-5f, i * 1e-9f};
+        for (int j = 0; j < 3; j++) {
+            int u = ulp_dist(lomo__expf(xs[j]), expf(xs[j]));
+            if (u > worst) { worst = u; at = xs[j]; }
+        }
+    }
+    CHECK(worst <= 2, "lomo__expf: %d ulp from expf at %.9g", worst, at);
+    CHECK(lomo__expf(-88.0f) == 0.0f && lomo__expf(-INFINITY) == 0.0f, "underflow to 0");
+    CHECK(isinf(lomo__expf(89.0f)) && isinf(lomo__expf(INFINITY)), "overflow to inf");
+    CHECK(isnan(lomo__expf(NAN)), "NaN stays NaN");
+}
+
 /* ---- swiglu ---- */
 typedef struct { int n; double *g, *u, *dy; } sw_st;
 static double sw_obj(void *p) {
@@ -247,6 +338,9 @@ static void test_cross_entropy(int N, int V) {
     memcpy(dl, lg, sizeof(float) * N * V);
     be->cross_entropy(be->ctx, losses, dl, dl, tg, N, V, 1.0f / count);
     CHECK(tu_rel_err_fd(dl, g, N * V) < BWD_TOL, "xent dlogits in place: %g", tu_rel_err_fd(dl, g, N * V));
+    sum = 0;
+    for (int n = 0; n < N; n++) sum += losses[n];
+    CHECK(fabs(sum / count - ref) <= FWD_TOL * fabs(ref), "xent loss in place %g vs %g", sum / count, ref);
     free(lg); free(losses); free(dl); free(tg); free(g); free(s.logits); free(s.tg);
 }
 
@@ -423,6 +517,10 @@ int main(void) {
     test_attention(2, 7, 4, 2, 6);   /* GQA */
     test_attention(1, 9, 3, 3, 4);   /* MHA */
     test_attention(2, 5, 4, 1, 8);   /* MQA */
+    test_attention(1, 67, 2, 1, 4);  /* a full 64-query tile and a ragged one, with finite differences */
+    test_attention_long(2, 131, 4, 2, 16);   /* three tiles, the last ragged, GQA */
+    test_attention_long(1, 64, 3, 3, 10);    /* exactly one tile */
+    test_expf();
     test_swiglu(37);
     test_cross_entropy(9, 13);
     test_embedding(11, 6, 17);

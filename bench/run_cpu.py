@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""lomo (build/bench_cpu) against PyTorch + transformers + lomo-optim
+(bench/bench_torch.py), interleaved, on this CPU; run by bench/run_cpu.sh
+(`make bench`). Standard library only: the peer runs in $PYTHON's venv.
+
+For each shape: one warm-up pair (not counted), then PAIRS pairs (default 5)
+whose order alternates (lomo first, then the peer first); each pair also
+measures the machine's sgemm peak through lomo's own matmul (same BLAS, same
+threads) right before, so the FLOP/s ratio is taken under the same load.
+Reported per shape: median lomo/PyTorch tokens/s ratio with min and max,
+both medians, peak RSS, lomo's achieved GFLOP/s and its share of the peak.
+
+Then the loaded machine: the bench starts one busy loop per core, runs
+LOADED_PAIRS pairs on the first shape and on the small demo shape (lomo only
+there: the shape where spinning OpenMP threads collapsed 20x), and stops the
+loops. Reported: tokens/s loaded / unloaded. With one busy loop per core a
+fair share is half the machine, so a drop to 0.5x is "in proportion".
+
+Writes bench/out/cpu.json and bench/out/cpu.md.
+  env: PYTHON (the venv's python), PAIRS, LOADED_PAIRS, SHAPES (comma list of
+  names below), NO_LOADED=1 to skip the loaded runs, NO_DTYPES=1 to skip the
+  f32/bf16/f16 storage comparison (lomo only, LOADED_PAIRS triples).
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.chdir(ROOT)
+PYTHON = os.environ.get("PYTHON", "/root/lomo-venv/bin/python")
+PAIRS = int(os.environ.get("PAIRS", "5"))
+LOADED_PAIRS = int(os.environ.get("LOADED_PAIRS", "3"))
+NCPU = os.cpu_count() or 1
+
+SHAPES = {
+    # name: (flags shared by both, timed steps)
+    "bench": ("--dim 512 --layers 6 --heads 8 --kv-heads 8 --hidden 1376 --vocab 6144 --batch 4 --seq 256", 3),
+    "long": ("--dim 512 --layers 6 --heads 8 --kv-heads 8 --hidden 1376 --vocab 6144 --batch 1 --seq 2048", 2),
+    "gqa": ("--dim 768 --layers 10 --heads 12 --kv-heads 3 --hidden 2048 --vocab 32000 --batch 1 --seq 512", 2),
+}
+DEMO = "--dim 96 --hidden 256 --layers 4 --heads 6 --kv-heads 2 --vocab 64 --tied --batch 8 --seq 32 --clip-norm 1"
+OUT = "bench/out"
+
+
+def run(cmd, out_json):
+    if os.path.exists(out_json):
+        os.remove(out_json)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0 or not os.path.exists(out_json):
+        sys.stdout.write(p.stdout)
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return json.load(open(out_json))
+
+
+def lomo(shape, steps, tag):
+    f = f"{OUT}/lomo_{tag}.json"
+    return run(["build/bench_cpu"] + shape.split() + ["--checkpointing", "--steps", str(steps), "--warmup", "1",
+                                                      "--out", f], f)
+
+
+def peer(shape, steps, tag):
+    f = f"{OUT}/torch_{tag}.json"
+    flags = shape.replace("--tied", "").replace("--clip-norm 1", "--clip-norm 1.0").split()
+    return run([PYTHON, "bench/bench_torch.py"] + flags + ["--checkpointing", "--steps", str(steps), "--warmup", "1",
+                                                         "--threads", str(NCPU), "--out", f], f)
+
+
+def peak():
+    f = f"{OUT}/sgemm.json"
+    return run(["build/bench_cpu", "--sgemm-peak", "2048", "--out", f], f)["gflops"]
+
+
+def pairs(name, shape, steps, n, have_peer):
+    rows = []
+    for i in range(n + 1):   # pair 0 is the warm-up
+        g = peak()
+        first_lomo = i % 2 == 0
+        a = b = None
+        for which in ((0, 1) if first_lomo else (1, 0)):
+            if which == 0:
+                a = lomo(shape, steps, name)
+            elif have_peer:
+                b = peer(shape, steps, name)
+        r = {"lomo": a, "torch": b, "sgemm_gflops": g}
+        tag = "warm-up" if i == 0 else f"pair {i}"
+        msg = f"  {name} {tag}: lomo {a['tokens_per_s']:.1f} tok/s, {a['gflops']:.1f} GFLOP/s of sgemm {g:.1f}"
+        if b:
+            msg += f"; pytorch {b['tokens_per_s']:.1f} tok/s; ratio {a['tokens_per_s'] / b['tokens_per_s']:.2f}x"
+        print(msg, flush=True)
+        if i > 0:
+            rows.append(r)
+    return rows
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summary(name, rows):
+    lt = [r["lomo"]["tokens_per_s"] for r in rows]
+    s = {"shape": name, "params": rows[0]["lomo"]["params"], "config": rows[0]["lomo"]["config"],
+         "lomo_tps": med(lt), "lomo_rss": max(r["lomo"]["peak_rss_mib"] for r in rows),
+         "frac_peak": [r["lomo"]["gflops"] / r["sgemm_gflops"] for r in rows],
+         "gflops": med([r["lomo"]["gflops"] for r in rows]), "sgemm": med([r["sgemm_gflops"] for r in rows]),
+         "pairs": rows}
+    if rows[0]["torch"]:
+        ratios = [r["lomo"]["tokens_per_s"] / r["torch"]["tokens_per_s"] for r in rows]
+        s.update(torch_tps=med([r["torch"]["tokens_per_s"] for r in rows]),
+                 torch_rss=max(r["torch"]["peak_rss_mib"] for r in rows),
+                 torch_base_rss=rows[0]["torch"]["baseline_rss_mib"],
+                 ratio=med(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
+                 torch_version=rows[0]["torch"]["config"]["torch"],
+                 transformers_version=rows[0]["torch"]["config"]["transformers"])
+    return s
+
+
+def busy(n):
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    have_peer = subprocess.run([PYTHON, "-c", "import torch, transformers, lomo_optim"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    if not have_peer:
+        print(f"PyTorch + transformers + lomo-optim not found for {PYTHON}: peer not measured")
+    cpu = platform.processor()
+    try:
+        cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
+    except Exception:
+        pass
+    load0 = os.getloadavg()[0]
+    names = [s for s in os.environ.get("SHAPES", "bench,long,gqa").split(",") if s]
+    res = {"cpu": cpu, "cores": NCPU, "loadavg_start": load0, "pairs": PAIRS, "shapes": []}
+    for name in names:
+        shape, steps = SHAPES[name]
+        print(f"== {name}: {shape}, {steps} timed steps, checkpointing", flush=True)
+        res["shapes"].append(summary(name, pairs(name, shape, steps, PAIRS, have_peer)))
+    if res["shapes"] and os.environ.get("NO_DTYPES") != "1":
+        # 16-bit storage against fp32 storage, lomo only, interleaved
+        shape, steps = SHAPES[res["shapes"][0]["shape"]]
+        print(f"== storage dtypes: f32, bf16, f16 on the {res['shapes'][0]['shape']} shape", flush=True)
+        tps = {"f32": [], "bf16": [], "f16": []}
+        for i in range(LOADED_PAIRS):
+            for dt in ("f32", "bf16", "f16"):
+                tps[dt].append(lomo(shape + " --dtype " + dt, steps, "dtype")["tokens_per_s"])
+            print(f"  dtypes {i + 1}: " + ", ".join(f"{d} {tps[d][-1]:.1f}" for d in tps), flush=True)
+        res["dtypes"] = {d: {"tps": v, "median": med(v), "vs_f32": [a / b for a, b in zip(v, tps["f32"])]} for d, v in tps.items()}
+    if os.environ.get("NO_LOADED") != "1":
+        base = res["shapes"][0]
+        shape, steps = SHAPES[base["shape"]]
+        demo_idle = [lomo(DEMO, 100, "demo")["tokens_per_s"] for _ in range(LOADED_PAIRS)]
+        print(f"== loaded: {NCPU} busy loops (one per core), {base['shape']} shape and the demo shape", flush=True)
+        procs = busy(NCPU)
+        try:
+            time.sleep(1.0)
+            rows = pairs(base["shape"] + "-loaded", shape, steps, LOADED_PAIRS, have_peer)
+            demo_loaded = [lomo(DEMO, 100, "demo")["tokens_per_s"] for _ in range(LOADED_PAIRS)]
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+        l = summary(base["shape"], rows)
+        res["loaded"] = {"busy_loops": NCPU, "lomo_tps": l["lomo_tps"], "lomo_vs_idle": l["lomo_tps"] / base["lomo_tps"],
+                         "demo_idle_tps": med(demo_idle), "demo_loaded_tps": med(demo_loaded),
+                         "demo_vs_idle": med(demo_loaded) / med(demo_idle), "pairs": rows}
+        if "torch_tps" in l and "torch_tps" in base:
+            res["loaded"].update(torch_tps=l["torch_tps"], torch_vs_idle=l["torch_tps"] / base["torch_tps"],
+                                 ratio=l["ratio"], ratio_min=l["ratio_min"], ratio_max=l["ratio_max"])
+    res["loadavg_end"] = os.getloadavg()[0]
+
+    lines = [f"CPU: {cpu}, {NCPU} cores; load average {load0:.1f} at the start, {res['loadavg_end']:.1f} at the end "
+             f"(1-minute, other work included). fp32, activation checkpointing on both, no clipping. "
+             f"{PAIRS} interleaved pairs after a warm-up pair; medians, ratio min-max.", ""]
+    if res["shapes"] and "torch_version" in res["shapes"][0]:
+        s0 = res["shapes"][0]
+        lines.append(f"Peer: PyTorch {s0['torch_version']} + transformers {s0['transformers_version']} + lomo-optim 0.1.1, "
+                     f"{NCPU} threads. sgemm peak: lomo's matmul at n=2048 (same BLAS, same threads), measured in each pair.")
+        lines.append("")
+    lines += ["| shape | params | lomo tok/s | PyTorch tok/s | lomo / PyTorch (min-max) | RSS lomo / PyTorch MiB | "
+              "lomo GFLOP/s | sgemm peak | of peak |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in res["shapes"]:
+        c = s["config"]
+        desc = f"{s['shape']}: {c['layers']}L dim {c['dim']} {c['heads']}/{c['kv_heads']} heads, V {c['vocab']}, {c['batch']} x {c['seq']}"
+        fp = s["frac_peak"]
+        if "ratio" in s:
+            lines.append(f"| {desc} | {s['params'] / 1e6:.1f}M | {s['lomo_tps']:.1f} | {s['torch_tps']:.1f} | "
+                         f"{s['ratio']:.2f}x ({s['ratio_min']:.2f}-{s['ratio_max']:.2f}) | {s['lomo_rss']:.0f} / {s['torch_rss']:.0f} | "
+                         f"{s['gflops']:.1f} | {s['sgemm']:.1f} | {100 * med(fp):.0f}% ({100 * min(fp):.0f}-{100 * max(fp):.0f}) |")
+        else:
+            lines.append(f"| {desc} | {s['params'] / 1e6:.1f}M | {s['lomo_tps']:.1f} | - | - | {s['lomo_rss']:.0f} / - | "
+                         f"{s['gflops']:.1f} | {s['sgemm']:.1f} | {100 * med(fp):.0f}% |")
+    if "dtypes" in res:
+        D = res["dtypes"]
+        lines += ["", f"Storage dtype, lomo, {res['shapes'][0]['shape']} shape ({LOADED_PAIRS} interleaved triples; "
+                      "compute is fp32 either way, 16-bit weights are widened for each matmul):", "",
+                  "| storage | tok/s | vs f32 (min-max) |", "|---|---:|---:|"]
+        for d in ("f32", "bf16", "f16"):
+            r = D[d]["vs_f32"]
+            lines.append(f"| {d} | {D[d]['median']:.1f} | {med(r):.2f}x ({min(r):.2f}-{max(r):.2f}) |")
+    if "loaded" in res:
+        L = res["loaded"]
+        lines += ["", f"Loaded machine ({L['busy_loops']} busy loops, one per core, started and stopped by the bench; "
+                      f"a fair share is 0.5x):", "",
+                  "| case | idle tok/s | loaded tok/s | loaded / idle |", "|---|---:|---:|---:|",
+                  f"| lomo, {res['shapes'][0]['shape']} shape | {res['shapes'][0]['lomo_tps']:.1f} | {L['lomo_tps']:.1f} | {L['lomo_vs_idle']:.2f}x |"]
+        if "torch_tps" in L:
+            lines.append(f"| PyTorch, {res['shapes'][0]['shape']} shape | {res['shapes'][0]['torch_tps']:.1f} | {L['torch_tps']:.1f} | "
+                         f"{L['torch_vs_idle']:.2f}x |")
+        lines.append(f"| lomo, demo shape (100 steps) | {L['demo_idle_tps']:.0f} | {L['demo_loaded_tps']:.0f} | {L['demo_vs_idle']:.2f}x |")
+        if "ratio" in L:
+            lines += ["", f"Loaded, lomo / PyTorch: {L['ratio']:.2f}x ({L['ratio_min']:.2f}-{L['ratio_max']:.2f})."]
+    out = "\n".join(lines)
+    print()
+    print(out)
+    open(f"{OUT}/cpu.md", "w").write(out + "\n")
+    json.dump(res, open(f"{OUT}/cpu.json", "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
