@@ -157,6 +157,10 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  Text in: dataset formats {"text"}, {"prompt", "completion"}, alpaca,
+        {"messages"} and *.txt in lomo_data_open (tokenized once, truncation
+        counted); chat templates llama3, chatml, qwen2, mistral built in
+        (lomo_chat_render, lomo_chat_encode, lomo_chat_template_detect).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -419,6 +423,9 @@ LOMODEF int           lomo_trainer_resume(lomo_trainer *t, const char *checkpoin
      labels is optional (default: input_ids) and may hold -100; other keys
      are ignored; empty or blank lines are skipped. Every element of a line is
      checked, then the example is truncated to seq_len.
+   - a path ending in ".txt": plain text (with lomo_data_opts.tokenizer; see
+     "text datasets and chat templates" below), and JSON Lines files may also
+     hold the text formats described there.
    - any other path: packed raw tokens, little-endian uint32, cut into
      consecutive examples of seq_len tokens (the last, partial one is kept);
      labels = input ids.
