@@ -3093,19 +3093,20 @@ LOMODEF int64_t lomo_data_example(const lomo_data *d, int64_t i, const int32_t *
 
 #if !defined(LOMO_NO_TOKENIZER) && defined(LOMO__TOKENIZER_READY) /* TEMP until the tok branch is merged */
 /* labels for ids whose byte ranges are tsp: the id where the token has a
-   byte in one of the m spans, else -100. A token with an empty range (added
-   by the post-processor) counts when it follows a counted one. */
+   byte in one of the m spans, else -100 (transformers' assistant mask). A
+   token with an empty range counts when it sits strictly inside a span, or
+   (trail: special tokens the post-processor appends) when it comes after
+   the last token with text and that one counts. */
 static void lomo__span_labels(const int32_t *ids, const int64_t *tsp, int64_t n, const int64_t *spans, int64_t m,
-                              int32_t *labels) {
-    int64_t i, k;
-    int seen = 0;
+                              int trail, int32_t *labels) {
+    int64_t i, k, last = -1;
+    for (i = 0; i < n; i++) if (tsp[2 * i + 1] > tsp[2 * i]) last = i;
     for (i = 0; i < n; i++) {
         int64_t s = tsp[2 * i], e = tsp[2 * i + 1];
         int c = 0;
-        if (e > s) {
-            for (k = 0; k < m && !c; k++) c = spans[2 * k] < e && spans[2 * k + 1] > s;
-        } else c = seen;
-        if (c) seen = 1;
+        for (k = 0; k < m && !c; k++)
+            c = e > s ? spans[2 * k] < e && spans[2 * k + 1] > s : spans[2 * k] < s && spans[2 * k + 1] > s;
+        if (!c && e == s && trail && i > last && last >= 0) c = labels[last] != -100;
         labels[i] = c ? ids[i] : -100;
     }
 }
@@ -3130,7 +3131,7 @@ static int64_t lomo__encode_spans(const lomo_tokenizer *tk, const char *text, si
         LOMO_FREE(*ids); LOMO_FREE(tsp); *ids = NULL;
         return lomo__fail("out of memory for %lld labels", (long long)n);
     }
-    if (m >= 0) lomo__span_labels(*ids, tsp, n, spans, m, *labels);
+    if (m >= 0) lomo__span_labels(*ids, tsp, n, spans, m, add_special, *labels);
     else if (n) memcpy(*labels, *ids, (size_t)n * sizeof(int32_t));
     LOMO_FREE(tsp);
     return n;

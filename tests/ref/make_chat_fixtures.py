@@ -192,11 +192,14 @@ ALPACAS = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"
 
 
 def span_labels(enc, a, b):
-    """the id where the token has a character in [a, b) (or is an empty-range token after a counted one)"""
-    out, seen = [], False
-    for t, (s, e) in zip(enc.ids, enc.offsets):
-        c = (s < b and e > a) if e > s else seen
-        seen = seen or c
+    """the id where the token has a character in [a, b); an empty-range token counts strictly inside
+    [a, b), or after the last token with text when that one counts (the post-processor's EOS)"""
+    last = max([i for i, (s, e) in enumerate(enc.offsets) if e > s], default=-1)
+    out = []
+    for i, (t, (s, e)) in enumerate(zip(enc.ids, enc.offsets)):
+        c = (s < b and e > a) if e > s else (a < s < b)
+        if not c and e == s and last >= 0 and i > last:
+            c = out[last] != -100
         out.append(t if c else -100)
     return out
 
