@@ -599,7 +599,7 @@ LOMODEF int         lomo_chat_render(const char *name, const lomo_chat_msg *msgs
    when the template is absent or not recognisably one of the built-in ones. */
 LOMODEF const char *lomo_chat_template_detect(const char *path);
 LOMODEF const char *lomo_chat_template_names(void);   /* "llama3, chatml, qwen2, mistral" */
-#if !defined(LOMO_NO_TOKENIZER) && defined(LOMO__TOKENIZER_READY) /* TEMP until the tok branch is merged */
+#ifndef LOMO_NO_TOKENIZER
 /* Renders and tokenizes a conversation as training consumes it: *ids =
    encode(rendered, add_special=0), *labels = the id where the token counts,
    else -100 (both LOMO_MALLOC'd). The template's special tokens must be in
@@ -3118,7 +3118,7 @@ LOMODEF int64_t lomo_data_example(const lomo_data *d, int64_t i, const int32_t *
     return b - a;
 }
 
-#if !defined(LOMO_NO_TOKENIZER) && defined(LOMO__TOKENIZER_READY) /* TEMP until the tok branch is merged */
+#ifndef LOMO_NO_TOKENIZER
 /* labels for ids whose byte ranges are tsp: the id where the token has a
    byte in one of the m spans, else -100 (transformers' assistant mask). A
    token with an empty range counts when it sits strictly inside a span, or
@@ -3255,7 +3255,7 @@ static int lomo__data_format(const lomo__json *j, const char *where) {
                       "\"instruction\" + \"output\": the formats lomo_data_open reads)", where);
 }
 
-#if !defined(LOMO_NO_TOKENIZER) && defined(LOMO__TOKENIZER_READY) /* TEMP until the tok branch is merged */
+#ifndef LOMO_NO_TOKENIZER
 /* Appends one example (ids, labels of n tokens) to the buffers: checked against
    the vocabulary, truncated to seq_len. */
 static int lomo__data_add(lomo_data *d, const int32_t *ids, const int32_t *lab, int64_t n, const char *where,
@@ -3389,7 +3389,7 @@ static int lomo__data_jsonl_line(lomo_data *d, const char *s, size_t n, const ch
     }
     if (!*fmt) { *fmt = f; *fmt_line = line; }
     if (f != LOMO__FMT_IDS) {
-#if !defined(LOMO_NO_TOKENIZER) && defined(LOMO__TOKENIZER_READY) /* TEMP until the tok branch is merged */
+#ifndef LOMO_NO_TOKENIZER
         if (!d->o.tokenizer)
             lomo__fail("%s: %s data needs a tokenizer (lomo_data_opts.tokenizer; llama_ft: a --model directory "
                        "with tokenizer.json)", where, lomo__fmt_names[f]);
@@ -3510,7 +3510,7 @@ LOMODEF lomo_data *lomo_data_open(const char *path, const lomo_data_opts *o) {
         rc = lomo__data_load_jsonl(d, path, buf, len);
         LOMO_FREE(buf);
     } else if (lomo__data_suffix(path, ".txt")) {
-#if !defined(LOMO_NO_TOKENIZER) && defined(LOMO__TOKENIZER_READY) /* TEMP until the tok branch is merged */
+#ifndef LOMO_NO_TOKENIZER
         rc = lomo__data_load_text(d, path, buf, len);
 #else
         rc = lomo__fail("%s: plain text (*.txt) needs the tokenizer, which this build leaves out (LOMO_NO_TOKENIZER)",

@@ -14,6 +14,8 @@ Writes tests/ref/chat/:
                            apply_chat_template(tokenize=True, return_dict=True,
                            return_assistant_tokens_mask=True) with that tokenizer; labels = id where
                            the mask is 1, else -100
+  encode_*_tok*.jsonl      the same with the tokenizers of tests/ref/tok/ (Qwen2's and Mistral v1's real
+                           vocabularies, reduced; and Mistral v1's full one when tests/ref/tok/full/ has it)
   tokenizer_config_*.json  the official templates, for lomo_chat_template_detect
   data_FORMAT.jsonl        {"text"}, {"prompt", "completion"} and alpaca lines, and
   expect_FORMAT.jsonl      their {"input_ids", "labels"} with tok_llama3.json (which has Llama 3's
@@ -119,6 +121,11 @@ TEMPLATES = {  # name: (official, with generation tags, bos, eos, special tokens
     "qwen2": (QWEN2, QWEN2_GEN, None, "<|im_end|>", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
     "mistral": (mistral(False), mistral(True), "<s>", "</s>", ["<unk>", "<s>", "</s>"]),
 }
+
+
+CROSS = [("chatml", "qwen2.json", "encode_chatml_tokqwen2.jsonl"),
+         ("mistral", "spm_legacy.json", "encode_mistral_tokspm.jsonl"),
+         ("mistral", "full/spm_legacy.json", "encode_mistral_tokspm_full.jsonl")]
 
 
 def m(*pairs):
@@ -277,6 +284,28 @@ def main():
         if name == "llama3":
             write_data(tk)
         print(name, "ok")
+    # the same conversations through the tok helper's tokenizers (real vocabularies: Qwen2 reduced,
+    # Mistral v1's SentencePiece reduced and full); the full one's fixture is optional in the test
+    for name, tokfile, out in CROSS:
+        tpl, gen, bos, eos, _ = TEMPLATES[name]
+        path = os.path.join(OUT, "..", "tok", tokfile)
+        if not os.path.exists(path):
+            print("skip", path)
+            continue
+        hf = PreTrainedTokenizerFast(tokenizer_file=path, bos_token=bos, eos_token=eos)
+        with open(os.path.join(OUT, out), "w") as enc:
+            for c in CONVS:
+                try:
+                    ids = hf.apply_chat_template(c, chat_template=tpl, tokenize=True, return_dict=True)["input_ids"]
+                except Exception as e:
+                    enc.write(json.dumps({"error": str(e)}) + "\n")
+                    continue
+                o = hf.apply_chat_template(c, chat_template=gen, tokenize=True, return_dict=True,
+                                           return_assistant_tokens_mask=True)
+                assert list(o["input_ids"]) == list(ids), (name, tokfile, c)
+                labels = [t if mk else -100 for t, mk in zip(ids, o["assistant_masks"])]
+                enc.write(json.dumps({"input_ids": list(ids), "labels": labels}) + "\n")
+        print(name, tokfile, "ok")
 
 
 if __name__ == "__main__":
