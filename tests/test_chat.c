@@ -430,6 +430,94 @@ static void test_text_formats(void) {
     }
     lomo_tokenizer_free(tk);
 }
+
+/* copies file a to b */
+static int copy_file(const char *a, const char *b) {
+    char *buf;
+    size_t len;
+    FILE *f;
+    if (lomo__read_file(a, &buf, &len)) return -1;
+    f = fopen(b, "wb");
+    if (f) { fwrite(buf, 1, len, f); fclose(f); }
+    LOMO_FREE(buf);
+    return f ? 0 : -1;
+}
+
+/* llama_ft as a user runs it (skipped when build/llama_ft is not built): --render-chat prints exactly the
+   fixture's ids and labels, with the template named or detected; training on {"messages"} data lowers the
+   loss on the assistant tokens; refusals name the file, line and flag. */
+static void test_cli(void) {
+    struct stat st;
+    const char *bin = "build/llama_ft";
+    char dir[300], cmd[2048], *out, *want;
+    size_t n_out, n_want;
+    lomo_tokenizer *tk;
+    lomo_config c;
+    lomo_model *m;
+    if (stat(bin, &st)) { printf("skipped: %s is not built (make build/llama_ft)\n", bin); return; }
+    snprintf(dir, sizeof dir, "%s", tu_path("cli_model"));
+    if (!(tk = lomo_tokenizer_load(REF "tok_llama3.json"))) { CHECK(0, "%s", lomo_error()); return; }
+    lomo_config_default(&c, 32, 64, 2, 4, 2, lomo_tokenizer_vocab_size(tk));
+    c.max_seq_len = 512;
+    lomo_tokenizer_free(tk);
+    m = lomo_model_new(&c, NULL);
+    if (!m) { CHECK(0, "model: %s", lomo_error()); return; }
+    lomo_model_init_random(m, 5, 0.02f);
+    CHECK(lomo_save(m, dir) == 0, "save: %s", lomo_error());
+    lomo_model_free(m);
+    copy_file(REF "tok_llama3.json", tu_path("cli_model/tokenizer.json"));
+    copy_file(REF "tokenizer_config_llama3.json", tu_path("cli_model/tokenizer_config.json"));
+    /* every conversation (llama3 refuses none) */
+    snprintf(cmd, sizeof cmd, "%s --model %s --render-chat " REF "conversations.jsonl --chat-template llama3 > %s 2>&1",
+             bin, dir, tu_path("render.out"));
+    CHECK(system(cmd) == 0, "%s", cmd);
+    lomo__read_file(tu_path("render.out"), &out, &n_out);
+    lomo__read_file(REF "encode_llama3.jsonl", &want, &n_want);
+    CHECK(out && want && n_out == n_want && !memcmp(out, want, n_want), "--render-chat output differs from "
+          REF "encode_llama3.jsonl (%zu vs %zu bytes): %.300s", n_out, n_want, out ? out : "");
+    LOMO_FREE(out);
+    snprintf(cmd, sizeof cmd, "%s --model %s --render-chat " REF "conversations.jsonl > %s 2>&1", bin, dir,
+             tu_path("render2.out"));
+    CHECK(system(cmd) == 0, "%s", cmd);
+    lomo__read_file(tu_path("render2.out"), &out, &n_out);
+    CHECK(out && n_out == n_want && !memcmp(out, want, n_want), "--render-chat with the template detected from "
+          "tokenizer_config.json: %.300s", out ? out : "");
+    LOMO_FREE(out); LOMO_FREE(want);
+    /* train on chat data: the eval loss (assistant tokens only) goes down; the cut examples are reported */
+    snprintf(cmd, sizeof cmd, "%s --model %s --data " REF "conversations.jsonl --eval-data " REF "conversations.jsonl "
+             "--seq-len 48 --batch 6 --steps 40 --lr 0.1 --log-every 40 --out %s > %s 2>&1", bin, dir,
+             tu_path("cli_out"), tu_path("train.log"));
+    CHECK(system(cmd) == 0, "%s", cmd);
+    lomo__read_file(tu_path("train.log"), &out, &n_out);
+    {
+        const char *p = out ? strstr(out, "eval after 40 steps: loss ") : NULL, *q = out ? strstr(out, "examples cut") : NULL;
+        double after = 0, before = 0;
+        int got = p && sscanf(p, "eval after 40 steps: loss %lf (was %lf)", &after, &before) == 2;
+        CHECK(got && after < 0.8 * before, "training on chat data: loss %g -> %g\n%s", before, after, out ? out : "");
+        CHECK(q && strstr(out, "chat template llama3") && !strstr(out, "data: 0 examples cut"),
+              "the run reports the examples cut and the template:\n%s", out ? out : "");
+        if (verbose && out) printf("%s", out);
+    }
+    LOMO_FREE(out);
+    /* refusals: no template to be found; a mixed file */
+    remove(tu_path("cli_model/tokenizer_config.json"));
+    snprintf(cmd, sizeof cmd, "%s --model %s --data " REF "conversations.jsonl --steps 1 --out %s > %s 2>&1", bin, dir,
+             tu_path("cli_out"), tu_path("err.log"));
+    CHECK(system(cmd) != 0, "no template: must fail");
+    lomo__read_file(tu_path("err.log"), &out, &n_out);
+    CHECK(out && strstr(out, "conversations.jsonl:1: {\"messages\"} lines need a chat template") &&
+          strstr(out, "--chat-template") && strstr(out, "tokenizer_config.json: cannot open"),
+          "no template: %s", out ? out : "");
+    LOMO_FREE(out);
+    write_text("cli_mix.jsonl", "{\"text\": \"a\"}\n{\"prompt\": \"b\", \"completion\": \"c\"}\n");
+    snprintf(cmd, sizeof cmd, "%s --model %s --data %s --steps 1 --out %s > %s 2>&1", bin, dir,
+             tu_path("cli_mix.jsonl"), tu_path("cli_out"), tu_path("err.log"));
+    CHECK(system(cmd) != 0, "mixed formats: must fail");
+    lomo__read_file(tu_path("err.log"), &out, &n_out);
+    CHECK(out && strstr(out, "cli_mix.jsonl:2: this line is {\"prompt\", \"completion\"} but line 1 is {\"text\"}"),
+          "mixed: %s", out ? out : "");
+    LOMO_FREE(out);
+}
 #endif
 
 int main(int argc, char **argv) {
@@ -445,6 +533,7 @@ int main(int argc, char **argv) {
     test_chat_data();
     test_cross();
     test_text_formats();
+    test_cli();
 #endif
     return tu_done("test_chat");
 }
