@@ -578,6 +578,9 @@ LOMODEF int64_t lomo_data_example(const lomo_data *d, int64_t i, const int32_t *
      mistral  Mistral-7B-Instruct v0.1 / v0.2: <s>[INST] USER [/INST]ASSISTANT</s>...;
               an optional first system message is joined to the first user
               message as SYSTEM\n\nUSER; then roles alternate user, assistant
+     mistral-v1  the same with the spacing of mistral-common's v1 tokenizer (the
+              revised Mistral-7B-Instruct-v0.1 template):
+              <s> [INST] USER [/INST] ASSISTANT</s> [INST] ...
    Roles are system, user and assistant. Labels (lomo_chat_encode, the
    {"messages"} data format) follow transformers' assistant-token mask: a
    token counts when one of its bytes comes from an assistant message's
@@ -598,7 +601,7 @@ LOMODEF int         lomo_chat_render(const char *name, const lomo_chat_msg *msgs
    is taken) or one of those files. Returns a name, or NULL + lomo_error()
    when the template is absent or not recognisably one of the built-in ones. */
 LOMODEF const char *lomo_chat_template_detect(const char *path);
-LOMODEF const char *lomo_chat_template_names(void);   /* "llama3, chatml, qwen2, mistral" */
+LOMODEF const char *lomo_chat_template_names(void);   /* "llama3, chatml, qwen2, mistral, mistral-v1" */
 #ifndef LOMO_NO_TOKENIZER
 /* Renders and tokenizes a conversation as training consumes it: *ids =
    encode(rendered, add_special=0), *labels = the id where the token counts,
@@ -2898,16 +2901,17 @@ static void lomo__py_strip(const char *s, size_t n, size_t *a, size_t *b) {
     *a = i; *b = e;
 }
 
-enum { LOMO__TPL_LLAMA3, LOMO__TPL_CHATML, LOMO__TPL_QWEN2, LOMO__TPL_MISTRAL, LOMO__TPL_N };
-static const char *const lomo__tpl_names[LOMO__TPL_N] = {"llama3", "chatml", "qwen2", "mistral"};
+enum { LOMO__TPL_LLAMA3, LOMO__TPL_CHATML, LOMO__TPL_QWEN2, LOMO__TPL_MISTRAL, LOMO__TPL_MISTRAL_V1, LOMO__TPL_N };
+static const char *const lomo__tpl_names[LOMO__TPL_N] = {"llama3", "chatml", "qwen2", "mistral", "mistral-v1"};
 /* the special tokens each template writes (they must be single tokens of the tokenizer) */
 static const char *const lomo__tpl_specials[LOMO__TPL_N][4] = {
     {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"},
     {"<|im_start|>", "<|im_end|>", NULL, NULL},
     {"<|im_start|>", "<|im_end|>", NULL, NULL},
+    {"<s>", "</s>", NULL, NULL},
     {"<s>", "</s>", NULL, NULL}};
 
-LOMODEF const char *lomo_chat_template_names(void) { return "llama3, chatml, qwen2, mistral"; }
+LOMODEF const char *lomo_chat_template_names(void) { return "llama3, chatml, qwen2, mistral, mistral-v1"; }
 
 static int lomo__tpl_find(const char *name) {
     int i;
@@ -2935,13 +2939,13 @@ static int lomo__chat_render(int tpl, const lomo_chat_msg *msgs, int n, const ch
             return lomo__fail("%s: messages[%d].content is not valid UTF-8", where, i);
     }
     if (n < 1) return lomo__fail("%s: messages is empty", where);
-    if (tpl == LOMO__TPL_MISTRAL) {
+    if (tpl == LOMO__TPL_MISTRAL || tpl == LOMO__TPL_MISTRAL_V1) {
         first = !strcmp(msgs[0].role, "system");
         for (i = first; i < n; i++)
             if (strcmp(msgs[i].role, (i - first) % 2 ? "assistant" : "user"))
-                return lomo__fail("%s: messages[%d] has role %s where chat template mistral expects %s (an optional "
+                return lomo__fail("%s: messages[%d] has role %s where chat template %s expects %s (an optional "
                                   "first system message, then user and assistant alternating, user first)", where,
-                                  i, msgs[i].role, (i - first) % 2 ? "assistant" : "user");
+                                  i, msgs[i].role, name, (i - first) % 2 ? "assistant" : "user");
         oom |= lomo__sputs(text, "<s>");
     } else if (tpl == LOMO__TPL_LLAMA3) {
         oom |= lomo__sputs(text, "<|begin_of_text|>");
@@ -2961,7 +2965,8 @@ static int lomo__chat_render(int tpl, const lomo_chat_msg *msgs, int n, const ch
                    lomo__sputs(text, "<|end_header_id|>\n\n");
             lomo__py_strip(c, b, &a, &b);
             eot = "<|eot_id|>";
-        } else if (tpl == LOMO__TPL_MISTRAL) {
+        } else if (tpl == LOMO__TPL_MISTRAL || tpl == LOMO__TPL_MISTRAL_V1) {
+            if (tpl == LOMO__TPL_MISTRAL_V1) oom |= lomo__sputs(text, " ");   /* ' [INST] ', ' ' + content */
             if (!asst) {
                 oom |= lomo__sputs(text, "[INST] ");
                 if (first && i == 1) oom |= lomo__sputs(text, msgs[0].content) | lomo__sputs(text, "\n\n");
@@ -3025,9 +3030,11 @@ static int lomo__chat_recognise(const char *tpl, const char *where) {
                           "template by name (built in: %s)", where, lomo_chat_template_names());
     }
     if (strstr(tpl, "[INST]") && strstr(tpl, "[/INST]")) {
-        if (strstr(tpl, "' [/INST]'") && (strstr(tpl, "'[INST] '") || strstr(tpl, "\"[INST] \"")) &&
-            !strstr(tpl, "' [INST] '") && !strstr(tpl, "[AVAILABLE_TOOLS]") && !strstr(tpl, "<<SYS>>"))
-            return LOMO__TPL_MISTRAL;
+        if (strstr(tpl, "' [/INST]'") && !strstr(tpl, "[AVAILABLE_TOOLS]") && !strstr(tpl, "<<SYS>>") &&
+            !strstr(tpl, "eos_token + ' '")) {
+            if (strstr(tpl, "'[INST] '") && !strstr(tpl, "' [INST] '") && !strstr(tpl, "' ' + message")) return LOMO__TPL_MISTRAL;
+            if (strstr(tpl, "' [INST] '") && strstr(tpl, "' ' + message['content'] + eos_token")) return LOMO__TPL_MISTRAL_V1;
+        }
         return lomo__fail("%s: chat_template uses [INST] but is not Mistral-7B-Instruct v0.1/v0.2's "
                           "(\"<s>[INST] user [/INST]assistant</s>\"; v0.3's and Llama 2's spacing differ); choose a "
                           "template by name (built in: %s)", where, lomo_chat_template_names());

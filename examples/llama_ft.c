@@ -63,7 +63,7 @@ static void usage(void) {
         "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
         "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
-        "  --chat-template llama3|chatml|qwen2|mistral (for {\"messages\"} data; default: from tokenizer_config.json)\n"
+        "  --chat-template llama3|chatml|qwen2|mistral|mistral-v1 (for {\"messages\"} data; default: from tokenizer_config.json)\n"
         "  --render-chat FILE (print the input_ids and labels training would take from FILE, then exit)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }

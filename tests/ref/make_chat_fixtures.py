@@ -25,7 +25,7 @@ Writes tests/ref/chat/:
                            completion (a trailing special token of the post-processor too)
 
 The official Jinja strings (Llama-3-Instruct, Qwen2.5-Instruct, Qwen2-Instruct,
-Mistral-7B-Instruct v0.2) are below, each also with {% generation %} tags around
+Mistral-7B-Instruct v0.2, and v0.1's revised one as mistral-v1) are below, each also with {% generation %} tags around
 assistant content + end-of-turn token; the script checks that the tags change
 neither the text nor the ids.
 """
@@ -95,9 +95,11 @@ QWEN2_GEN = ("{% for message in messages %}{% if loop.first and messages[0]['rol
              "{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}")
 
 
-def mistral(gen):
+def mistral(gen, v1=False):
+    """Mistral-7B-Instruct-v0.2's template; v1: the revised v0.1 template (mistral-common v1 spacing)"""
     a = "{% generation %}" if gen else ""
     b = "{% endgeneration %}" if gen else ""
+    sp = " " if v1 else ""
     return (
         "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content'] %}\n"
         "    {%- set loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n"
@@ -106,9 +108,11 @@ def mistral(gen):
         "        {{- raise_exception('After the optional system message, conversation roles must alternate "
         "user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n"
         "        {%- if loop.first and system_message is defined %}\n"
-        "            {{- '[INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n"
-        "        {%- else %}\n            {{- '[INST] ' + message['content'] + ' [/INST]' }}\n        {%- endif %}\n"
-        "    {%- elif message['role'] == 'assistant' %}\n        " + a + "{{- message['content'] + eos_token}}" + b +
+        "            {{- '" + sp + "[INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n"
+        "        {%- else %}\n            {{- '" + sp + "[INST] ' + message['content'] + ' [/INST]' }}\n        {%- endif %}\n"
+        "    {%- elif message['role'] == 'assistant' %}\n        " +
+        ("{{- ' ' }}" + a + "{{- message['content'] + eos_token}}" if v1 and gen else
+         "{{- ' ' + message['content'] + eos_token}}" if v1 else a + "{{- message['content'] + eos_token}}") + b +
         "\n    {%- else %}\n        {{- raise_exception('Only user and assistant roles are supported, with the "
         "exception of an initial optional system message!') }}\n    {%- endif %}\n{%- endfor %}\n")
 
@@ -120,12 +124,15 @@ TEMPLATES = {  # name: (official, with generation tags, bos, eos, special tokens
                ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
     "qwen2": (QWEN2, QWEN2_GEN, None, "<|im_end|>", ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
     "mistral": (mistral(False), mistral(True), "<s>", "</s>", ["<unk>", "<s>", "</s>"]),
+    "mistral-v1": (mistral(False, True), mistral(True, True), "<s>", "</s>", ["<unk>", "<s>", "</s>"]),
 }
 
 
 CROSS = [("chatml", "qwen2.json", "encode_chatml_tokqwen2.jsonl"),
          ("mistral", "spm_legacy.json", "encode_mistral_tokspm.jsonl"),
-         ("mistral", "full/spm_legacy.json", "encode_mistral_tokspm_full.jsonl")]
+         ("mistral", "full/spm_legacy.json", "encode_mistral_tokspm_full.jsonl"),
+         ("mistral-v1", "spm_legacy.json", "encode_mistral-v1_tokspm.jsonl"),
+         ("mistral-v1", "full/spm_legacy.json", "encode_mistral-v1_tokspm_full.jsonl")]
 
 
 def m(*pairs):
