@@ -34,7 +34,7 @@ CUDA_BINS  = $(BUILD)/test_cuda $(BUILD)/llama_ft_cuda $(BUILD)/bench_cuda
 MPICC     ?= $(shell command -v mpicc 2>/dev/null)
 MPI_BINS   = $(if $(MPICC),$(BUILD)/test_mpi $(BUILD)/llama_ft_mpi)
 
-.PHONY: all test demo bench clean cuda test-cuda bench-cuda
+.PHONY: all test demo bench clean cuda test-cuda bench-cuda bench-tok
 all: $(BUILD)/llama_ft $(BUILD)/bench_cpu
 
 $(BUILD):
@@ -102,6 +102,12 @@ test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan
 
 $(BUILD)/bench_cpu: bench/bench_lomo.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
+
+# tokenizer throughput against the tokenizers library (needs the venv: bench/bench_tok.py)
+$(BUILD)/bench_tok: bench/bench_tok.c lomo.h | $(BUILD)
+	$(CC) $(CSTD) $(WARN) -O3 -march=native $< -o $@ $(LDLIBS)
+bench-tok: $(BUILD)/bench_tok
+	python3 bench/bench_tok.py
 
 $(BUILD)/llama_ft: examples/llama_ft.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)

@@ -5,6 +5,9 @@
    Eval:    llama_ft --model HF_DIR --eval eval.jsonl         (mean loss, no training)
    Choice:  llama_ft --model HF_DIR --mc choices.jsonl        (multiple-choice accuracy)
    Demo:    llama_ft                                           (no --model: built-in task)
+   Text:    llama_ft --model DIR --tokenize FILE [--add-special]  (JSONL {"text": ...} -> a JSON array of ids per line)
+            llama_ft --model DIR --detokenize FILE               (JSON arrays of ids -> {"text": ...} per line)
+            (DIR/tokenizer.json only; as tokenizers' encode / decode(skip_special_tokens=False))
 
    Data: JSONL lines {"input_ids": [...], "labels": [...]} (labels optional,
    -100 ignored; position t predicts labels[t+1], as in transformers), or a
@@ -63,6 +66,7 @@ static void usage(void) {
         "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
         "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
+        "  --tokenize FILE [--add-special] | --detokenize FILE (with --model DIR holding tokenizer.json: ids <-> text, one JSON line each)\n"
         "  --chat-template llama3|chatml|qwen2|mistral|mistral-v1 (for {\"messages\"} data; default: from tokenizer_config.json)\n"
         "  --render-chat FILE (print the input_ids and labels training would take from FILE, then exit)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
@@ -74,10 +78,13 @@ typedef struct args {
     int micro_batches, stochastic_rounding, loss_scale_window, shard;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
+    const char *tokenize, *detokenize;
+    int add_special;
     const char *chat_template, *render_chat;   /* text data */
 } args;
 
 /* ---- text data: the model directory's tokenizer.json and chat template, loaded once ---- */
+#ifndef LOMO_NO_TOKENIZER
 static lomo_tokenizer *text_tok;
 static const char *text_tpl;
 static char text_why[1200];   /* why no tokenizer or template, for the data error */
@@ -145,6 +152,19 @@ static int render_chat(const args *a, int seq_len_given) {
     lomo_data_free(d);
     return 0;
 }
+#define text_free() lomo_tokenizer_free(text_tok)
+#else   /* no tokenizer in this build: lomo_data_open refuses text by name */
+static lomo_data *open_data(const char *path, const args *a, lomo_data_opts *o) {
+    o->chat_template = a->chat_template;
+    return lomo_data_open(path, o);
+}
+static int render_chat(const args *a, int seq_len_given) {
+    (void)a; (void)seq_len_given;
+    fprintf(stderr, "llama_ft: --render-chat needs a build without LOMO_NO_TOKENIZER\n");
+    return 2;
+}
+#define text_free() ((void)0)
+#endif
 
 static double now(void) {
     struct timespec ts;
@@ -324,6 +344,225 @@ static int save_checkpoint(const lomo_model *m, const lomo_trainer *t, const cha
     return lomo_save_ex(m, dir, &so);
 }
 
+/* ---- text mode: --tokenize / --detokenize through the model's tokenizer.json ---- */
+
+#ifndef LOMO_NO_TOKENIZER
+/* Whole file, NUL-terminated (NULL on error). */
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0, n = 0, r;
+    if (!f) return NULL;
+    do {
+        if (n + 65536 + 1 > cap) {
+            char *nb = (char *)realloc(buf, cap = (n + 65536 + 1) * 2);
+            if (!nb) { free(buf); fclose(f); return NULL; }
+            buf = nb;
+        }
+        r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+    } while (r > 0);
+    if (ferror(f)) { free(buf); fclose(f); return NULL; }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static const char *skip_ws(const char *p) { while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++; return p; }
+
+static int hex4(const char *p, unsigned *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = p[i], d = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        *v = *v * 16 + (unsigned)d;
+    }
+    return 0;
+}
+
+/* A JSON string at p (on its quote) decoded into *out (malloc'd, *n bytes); returns the end, or NULL. */
+static const char *json_string(const char *p, char **out, size_t *n) {
+    size_t cap = 64, o = 0;
+    char *b = out ? (char *)malloc(cap) : NULL;
+    if (*p++ != '"') { free(b); return NULL; }
+    while (*p != '"') {
+        char tmp[4];
+        int k = 1;
+        unsigned c = (unsigned char)*p;
+        if (!c || c < 0x20) { free(b); return NULL; }
+        if (c == '\\') {
+            unsigned u, lo;
+            p++;
+            switch (*p) {
+            case '"': tmp[0] = '"'; break;  case '\\': tmp[0] = '\\'; break; case '/': tmp[0] = '/'; break;
+            case 'b': tmp[0] = '\b'; break; case 'f': tmp[0] = '\f'; break; case 'n': tmp[0] = '\n'; break;
+            case 'r': tmp[0] = '\r'; break; case 't': tmp[0] = '\t'; break;
+            case 'u':
+                if (hex4(p + 1, &u)) { free(b); return NULL; }
+                p += 4;
+                if (u >= 0xdc00 && u <= 0xdfff) { free(b); return NULL; }
+                if (u >= 0xd800 && u <= 0xdbff) {
+                    if (p[1] != '\\' || p[2] != 'u' || hex4(p + 3, &lo) || lo < 0xdc00 || lo > 0xdfff) { free(b); return NULL; }
+                    u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
+                    p += 6;
+                }
+                if (u < 0x80) tmp[0] = (char)u;
+                else if (u < 0x800) { tmp[0] = (char)(0xc0 | (u >> 6)); tmp[1] = (char)(0x80 | (u & 0x3f)); k = 2; }
+                else if (u < 0x10000) { tmp[0] = (char)(0xe0 | (u >> 12)); tmp[1] = (char)(0x80 | ((u >> 6) & 0x3f)); tmp[2] = (char)(0x80 | (u & 0x3f)); k = 3; }
+                else { tmp[0] = (char)(0xf0 | (u >> 18)); tmp[1] = (char)(0x80 | ((u >> 12) & 0x3f)); tmp[2] = (char)(0x80 | ((u >> 6) & 0x3f)); tmp[3] = (char)(0x80 | (u & 0x3f)); k = 4; }
+                break;
+            default: free(b); return NULL;
+            }
+            p++;
+        } else { tmp[0] = *p++; }
+        if (b) {
+            if (o + 4 >= cap) { char *nb = (char *)realloc(b, cap *= 2); if (!nb) { free(b); return NULL; } b = nb; }
+            memcpy(b + o, tmp, (size_t)k); o += (size_t)k;
+        }
+    }
+    if (b) { b[o] = 0; *out = b; *n = o; }
+    return p + 1;
+}
+
+/* Skips any JSON value (validated loosely: the tokenizer sees only the strings it is given). */
+static const char *json_skip(const char *p, int depth) {
+    p = skip_ws(p);
+    if (depth > 64) return NULL;
+    if (*p == '"') return json_string(p, NULL, NULL);
+    if (*p == '{' || *p == '[') {
+        char close = *p == '{' ? '}' : ']';
+        p = skip_ws(p + 1);
+        if (*p == close) return p + 1;
+        for (;;) {
+            if (close == '}') { if (!(p = json_string(skip_ws(p), NULL, NULL))) return NULL; p = skip_ws(p); if (*p++ != ':') return NULL; }
+            if (!(p = json_skip(p, depth + 1))) return NULL;
+            p = skip_ws(p);
+            if (*p == ',') { p++; continue; }
+            return *p == close ? p + 1 : NULL;
+        }
+    }
+    if (*p == '-' || (*p >= '0' && *p <= '9')) { char *e; strtod(p, &e); return e > p ? e : NULL; }
+    if (!strncmp(p, "true", 4)) return p + 4;
+    if (!strncmp(p, "false", 5)) return p + 5;
+    if (!strncmp(p, "null", 4)) return p + 4;
+    return NULL;
+}
+
+/* The "text" member of a one-line JSON object: 0, or -1 with *why set. */
+static int line_text(const char *p, char **text, size_t *n, const char **why) {
+    *text = NULL;
+    p = skip_ws(p);
+    if (*p++ != '{') { *why = "expected a JSON object {\"text\": ...}"; return -1; }
+    p = skip_ws(p);
+    if (*p == '}') p = NULL;
+    while (p) {
+        char *key = NULL;
+        size_t kn;
+        if (!(p = json_string(skip_ws(p), &key, &kn))) break;
+        p = skip_ws(p);
+        if (*p++ != ':') { free(key); p = NULL; break; }
+        p = skip_ws(p);
+        if (!strcmp(key, "text")) {
+            free(key);
+            if (*p != '"') { *why = "\"text\" is not a string"; free(*text); *text = NULL; return -1; }
+            free(*text);
+            if (!(p = json_string(p, text, n))) break;
+        } else { free(key); if (!(p = json_skip(p, 0))) break; }
+        p = skip_ws(p);
+        if (*p == ',') { p++; continue; }
+        if (*p == '}' && !*skip_ws(p + 1)) break;
+        p = NULL;
+    }
+    if (!p) { *why = "invalid JSON"; free(*text); *text = NULL; return -1; }
+    if (!*text) { *why = "missing \"text\""; return -1; }
+    return 0;
+}
+
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { putchar('\\'); putchar(c); }
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7f) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+static int text_mode(const args *a) {
+    const char *path = a->tokenize ? a->tokenize : a->detokenize, *why = NULL;
+    size_t len, lineno = 0;
+    char *buf, *line, *next;
+    lomo_tokenizer *tk;
+    int rc = 0;
+    if (!a->model) { fprintf(stderr, "llama_ft: --tokenize / --detokenize need --model DIR (holding tokenizer.json)\n"); return 2; }
+    if (a->tokenize && a->detokenize) { fprintf(stderr, "llama_ft: give one of --tokenize and --detokenize\n"); return 2; }
+    if (!(tk = lomo_tokenizer_load(a->model))) return die("tokenizer");
+    if (!(buf = slurp(path, &len))) { fprintf(stderr, "llama_ft: %s: cannot read\n", path); lomo_tokenizer_free(tk); return 1; }
+    if (strlen(buf) != len) { fprintf(stderr, "llama_ft: %s: contains a NUL byte\n", path); free(buf); lomo_tokenizer_free(tk); return 1; }
+    for (line = buf; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        lineno++;
+        if (!*skip_ws(line)) continue;                       /* blank lines are skipped */
+        if (a->tokenize) {
+            char *text;
+            size_t n;
+            int32_t *ids;
+            int64_t k, cnt;
+            if (line_text(line, &text, &n, &why)) { rc = 1; break; }
+            cnt = lomo_tokenize(tk, text, n, a->add_special, &ids, NULL);
+            free(text);
+            if (cnt < 0) { why = lomo_error(); rc = 1; break; }
+            putchar('[');
+            for (k = 0; k < cnt; k++) printf(k ? ", %d" : "%d", (int)ids[k]);
+            fputs("]\n", stdout);
+            LOMO_FREE(ids);
+        } else {
+            const char *p = skip_ws(line);
+            int32_t *ids = NULL;
+            int64_t cnt = 0, cap = 0;
+            char *txt;
+            if (*p++ != '[') { why = "expected a JSON array of token ids"; rc = 1; break; }
+            p = skip_ws(p);
+            while (*p && *p != ']') {
+                char *e;
+                long long v = strtoll(p, &e, 10);
+                if (e == p || v < 0 || v >= lomo_tokenizer_vocab_size(tk) || (*e == '.' || *e == 'e' || *e == 'E')) { why = "expected integer ids in [0, vocab size)"; rc = 1; break; }
+                if (cnt == cap) { int32_t *ni = (int32_t *)realloc(ids, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *ids); if (!ni) { why = "out of memory"; rc = 1; break; } ids = ni; }
+                ids[cnt++] = (int32_t)v;
+                p = skip_ws(e);
+                if (*p == ',') { p = skip_ws(p + 1); if (*p == ']') { why = "trailing comma"; rc = 1; break; } }
+                else if (*p != ']') { why = "expected ',' or ']'"; rc = 1; break; }
+            }
+            if (!rc && (*p != ']' || *skip_ws(p + 1))) { why = "expected one JSON array per line"; rc = 1; }
+            if (rc) { free(ids); break; }
+            txt = lomo_detokenize(tk, ids, cnt, 0);
+            free(ids);
+            if (!txt) { why = lomo_error(); rc = 1; break; }
+            fputs("{\"text\": ", stdout);
+            print_json_string(txt);
+            fputs("}\n", stdout);
+            LOMO_FREE(txt);
+        }
+    }
+    if (rc) fprintf(stderr, "llama_ft: %s:%zu: %s\n", path, lineno, why);
+    free(buf);
+    lomo_tokenizer_free(tk);
+    return rc;
+}
+#else
+static int text_mode(const args *a) {
+    (void)a;
+    fprintf(stderr, "llama_ft: --tokenize / --detokenize need a build without LOMO_NO_TOKENIZER\n");
+    return 2;
+}
+#endif
+
 int main(int argc, char **argv) {
     args a;
     lomo_model *m = NULL;
@@ -342,6 +581,7 @@ int main(int argc, char **argv) {
         if (!strcmp(k, "--no-shuffle")) { a.shuffle = 0; continue; }
         if (!strcmp(k, "--stochastic-rounding")) { a.stochastic_rounding = 1; continue; }
         if (!strcmp(k, "--shard")) { a.shard = 1; continue; }
+        if (!strcmp(k, "--add-special")) { a.add_special = 1; continue; }
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(); return 0; }
         if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", k); usage(); return 2; }
         i++;
@@ -350,6 +590,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--eval-data")) a.eval_data = v;
         else if (!strcmp(k, "--eval")) a.eval_only = v;
         else if (!strcmp(k, "--mc")) a.mc = v;
+        else if (!strcmp(k, "--tokenize")) a.tokenize = v;
+        else if (!strcmp(k, "--detokenize")) a.detokenize = v;
         else if (!strcmp(k, "--out")) a.out = v;
         else if (!strcmp(k, "--resume")) a.resume = v;
         else if (!strcmp(k, "--seq-len")) a.seq_len = atoi(v);
@@ -378,11 +620,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--render-chat")) a.render_chat = v;
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
+    if (a.tokenize || a.detokenize) return text_mode(&a);   /* tokenizer only: no weights needed */
     if (a.render_chat) {   /* an early mode: no model weights needed */
         int given = 0;
         for (int i = 1; i < argc; i++) given |= !strcmp(argv[i], "--seq-len");
         rc = render_chat(&a, given);
-        lomo_tokenizer_free(text_tok);
+        text_free();
         return rc;
     }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
@@ -597,7 +840,7 @@ done:
     free(tok); free(lab);
     lomo_data_free(d);
     lomo_data_free(eval_cache);
-    lomo_tokenizer_free(text_tok);
+    text_free();
     lomo_trainer_free(t);
     lomo_model_free(m);
 #ifdef LOMO_MPI

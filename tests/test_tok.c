@@ -4,10 +4,11 @@
    BPE; Llama 2 / Mistral SentencePiece BPE in the legacy and the Metaspace
    form), a hard multilingual corpus, and for every line what tokenizers
    returns: encode ids without and with special tokens, offsets (as byte
-   ranges), decode with and without skip_special_tokens; plus decodes of
+   ranges, compared as character indices), decode with and without skip_special_tokens; plus decodes of
    random id runs. Exact equality on every line. The full-size files are
    checked too when present (build/tok_full/, or $LOMO_TOK_FULL); one of
    them (spm_legacy, 1.5 MB) is committed. Then refusals and malformed files. */
+#define _POSIX_C_SOURCE 200809L   /* popen, for the llama_ft checks */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "test_util.h"
@@ -78,6 +79,7 @@ static int check_fixture(const char *name, const char *tok_path, const char *exp
         int32_t *ids = NULL;
         int64_t *sp = NULL;
         int ok = 1;
+        int64_t ndec = 0;
         if (lomo__json_parse(&je, exp[i], strlen(exp[i]), exp_path)) { CHECK(0, "%s", lomo_error()); continue; }
         if (i < nc) {
             int t;
@@ -88,6 +90,7 @@ static int check_fixture(const char *name, const char *tok_path, const char *exp
             lomo__json_free(&jc);
             for (int mode = 0; mode < 2; mode++) {
                 int64_t n = lomo_tokenize(tk, text, tlen, mode, &ids, mode ? &sp : NULL);
+                ndec = n;
                 nw = jints(&je, lomo__json_get(&je, 0, mode ? "special" : "plain"), &want);
                 int same = n == nw;
                 for (int64_t k = 0; same && k < n; k++) same = ids[k] == want[k];
@@ -104,6 +107,12 @@ static int check_fixture(const char *name, const char *tok_path, const char *exp
                 }
                 if (mode && same) {
                     nsp = jints(&je, lomo__json_get(&je, 0, "spans"), &wsp);
+                    /* byte ranges -> character indices as the Python binding converts them */
+                    int64_t *ci = (int64_t *)malloc((tlen + 1) * sizeof *ci), nch = 0;
+                    for (size_t b = 0; b < tlen; b++) { if (((unsigned char)text[b] & 0xc0) != 0x80 && b) nch++; ci[b] = nch; }
+                    ci[tlen] = tlen ? nch + 1 : 0;
+                    for (int64_t k = 0; k < 2 * n; k++) sp[k] = (sp[k] >= 0 && sp[k] <= (int64_t)tlen) ? ci[sp[k]] : -1;
+                    free(ci);
                     int spok = nsp == 2 * n;
                     for (int64_t k = 0; spok && k < 2 * n; k++) spok = sp[k] == wsp[k];
                     if (!spok && bad < 6) {
@@ -119,11 +128,13 @@ static int check_fixture(const char *name, const char *tok_path, const char *exp
             nw = jints(&je, lomo__json_get(&je, 0, "ids"), &want);
             ids = (int32_t *)malloc((size_t)(nw > 0 ? nw : 1) * 4);
             for (int64_t k = 0; k < nw; k++) ids[k] = (int32_t)want[k];
+            ndec = nw;
         }
         wdec = jstrdup(&je, lomo__json_get(&je, 0, "decode"));
         wskip = jstrdup(&je, lomo__json_get(&je, 0, "decode_skip"));
         for (int skip = 0; skip < 2; skip++) {
-            dec = lomo_detokenize(tk, ids, nw, skip);
+            if (lomo__json_is(&je, lomo__json_get(&je, 0, skip ? "decode_skip" : "decode"), LOMO__J_NULL)) continue; /* tokenizers panicked */
+            dec = lomo_detokenize(tk, ids, ndec < 0 ? 0 : ndec, skip);
             if (!dec || strcmp(dec, skip ? wskip : wdec)) {
                 ok = 0;
                 if (bad < 6) printf("  %s line %d: decode(skip=%d) \"%s\", tokenizers \"%s\"\n", name, i + 1, skip, dec ? dec : lomo_error(), skip ? wskip : wdec);
@@ -152,6 +163,17 @@ static void test_fixtures(void) {
         snprintf(t, sizeof t, "tests/ref/tok/%s.json", NAMES[i]);
         snprintf(e, sizeof e, "tests/ref/tok/%s.expected.jsonl", NAMES[i]);
         CHECK(check_fixture(NAMES[i], t, e, "tests/ref/tok/corpus.jsonl"), "fixture %s missing", t);
+    }
+}
+
+/* options the five real files do not use (make_tok_fixtures.py: variants) */
+static const char *VARIANTS[] = { "var_split1", "var_split2", "var_split3", "var_meta1", "var_meta2", "var_added" };
+static void test_variants(void) {
+    char t[512], e[512];
+    for (int i = 0; i < 6; i++) {
+        snprintf(t, sizeof t, "tests/ref/tok/%s.json", VARIANTS[i]);
+        snprintf(e, sizeof e, "tests/ref/tok/%s.expected.jsonl", VARIANTS[i]);
+        CHECK(check_fixture(VARIANTS[i], t, e, "tests/ref/tok/corpus.jsonl"), "fixture %s missing", t);
     }
 }
 
@@ -265,11 +287,116 @@ static void test_refusals(void) {
     CHECK(lomo_tokenizer_load("/nonexistent/dir/tokenizer.json") == NULL && strstr(lomo_error(), "cannot open"), "missing file: %s", lomo_error());
 }
 
+/* build/llama_ft --tokenize / --detokenize: the CLI contract, line by line */
+static int run_lines(const char *cmd, char ***out, int *n) {
+    FILE *p = popen(cmd, "r");
+    char *buf = NULL;
+    size_t cap = 0, len = 0, r;
+    int cap2 = 0;
+    *out = NULL; *n = 0;
+    if (!p) return -1;
+    for (;;) {
+        if (len + 4097 > cap) buf = (char *)realloc(buf, cap = (len + 4097) * 2);
+        if (!(r = fread(buf + len, 1, 4096, p))) break;
+        len += r;
+    }
+    buf[len] = 0;
+    int rc = pclose(p);
+    for (char *q = buf; *q;) {
+        char *e = strchr(q, '\n');
+        if (e) *e = 0;
+        if (*n == cap2) { cap2 = cap2 ? 2 * cap2 : 256; *out = (char **)realloc(*out, (size_t)cap2 * sizeof **out); }
+        (*out)[(*n)++] = sdup(q);
+        if (!e) break;
+        q = e + 1;
+    }
+    free(buf);
+    return rc;
+}
+
+static void test_cli(void) {
+    FILE *f = fopen("build/llama_ft", "rb");
+    if (!f) { printf("SKIP llama_ft --tokenize/--detokenize: build/llama_ft not built\n"); return; }
+    fclose(f);
+    for (int t = 0; t < 3; t++) {
+        const char *name = t == 0 ? "llama3" : t == 1 ? "spm_legacy" : "var_added";
+        char cmd[1024], exp_path[256], ids_path[512];
+        char **out, **exp;
+        int nout, ne, bad = 0, nc = 0;
+        snprintf(exp_path, sizeof exp_path, "tests/ref/tok/%s.expected.jsonl", name);
+        if (read_lines(exp_path, &exp, &ne)) { CHECK(0, "%s", lomo_error()); continue; }
+        for (int i = 0; i < ne; i++) if (strstr(exp[i], "\"plain\"")) nc = i + 1;
+        for (int mode = 0; mode < 2; mode++) {
+            snprintf(cmd, sizeof cmd, "build/llama_ft --model tests/ref/tok/%s.json --tokenize tests/ref/tok/corpus.jsonl%s", name, mode ? " --add-special" : "");
+            int rc = run_lines(cmd, &out, &nout);
+            CHECK(rc == 0 && nout == nc, "%s: exit %d, %d lines for %d", cmd, rc, nout, nc);
+            for (int i = 0; i < nout && i < nc; i++) {
+                lomo__json a, b;
+                int64_t *x, *y, nx, ny;
+                if (lomo__json_parse(&a, out[i], strlen(out[i]), "llama_ft output")) { bad++; continue; }
+                lomo__json_parse(&b, exp[i], strlen(exp[i]), exp_path);
+                nx = jints(&a, 0, &x); ny = jints(&b, lomo__json_get(&b, 0, mode ? "special" : "plain"), &y);
+                int same = nx == ny && nx >= 0;
+                for (int64_t k = 0; same && k < nx; k++) same = x[k] == y[k];
+                bad += !same;
+                free(x); free(y); lomo__json_free(&a); lomo__json_free(&b);
+            }
+            CHECK(bad == 0, "%s: %d lines differ", cmd, bad);
+            free_lines(out, nout);
+        }
+        /* detokenize: every expected id list (corpus encodes and random runs) */
+        snprintf(ids_path, sizeof ids_path, "%s", tu_path("ids.jsonl"));
+        FILE *w = fopen(ids_path, "w");
+        for (int i = 0; i < ne; i++) {
+            lomo__json b;
+            int64_t *y, ny;
+            lomo__json_parse(&b, exp[i], strlen(exp[i]), exp_path);
+            ny = jints(&b, lomo__json_get(&b, 0, i < nc ? "special" : "ids"), &y);
+            fputc('[', w);
+            for (int64_t k = 0; k < ny; k++) fprintf(w, k ? ", %lld" : "%lld", (long long)y[k]);
+            fputs("]\n", w);
+            free(y); lomo__json_free(&b);
+        }
+        fclose(w);
+        snprintf(cmd, sizeof cmd, "build/llama_ft --model tests/ref/tok/%s.json --detokenize %s", name, ids_path);
+        int rc = run_lines(cmd, &out, &nout);
+        CHECK(rc == 0 && nout == ne, "%s: exit %d, %d lines for %d", cmd, rc, nout, ne);
+        bad = 0;
+        for (int i = 0; i < nout && i < ne; i++) {
+            lomo__json a, b;
+            char *x, *y;
+            if (lomo__json_parse(&a, out[i], strlen(out[i]), "llama_ft output")) { bad++; continue; }
+            lomo__json_parse(&b, exp[i], strlen(exp[i]), exp_path);
+            if (lomo__json_is(&b, lomo__json_get(&b, 0, "decode"), LOMO__J_NULL)) { lomo__json_free(&a); lomo__json_free(&b); continue; }
+            x = jstrdup(&a, lomo__json_get(&a, 0, "text")); y = jstrdup(&b, lomo__json_get(&b, 0, "decode"));
+            if (strcmp(x, y)) { if (bad < 3) printf("  detokenize line %d: \"%s\" vs \"%s\"\n", i + 1, x, y); bad++; }
+            free(x); free(y); lomo__json_free(&a); lomo__json_free(&b);
+        }
+        CHECK(bad == 0, "%s: %d lines differ", cmd, bad);
+        printf("  llama_ft --tokenize (both modes) and --detokenize on %s: %s\n", name, bad ? "DIFFER" : "equal");
+        free_lines(out, nout);
+        free_lines(exp, ne);
+    }
+    /* errors name the file and line */
+    const char *bad_in = tu_path("bad.jsonl");
+    { const char *bj = "{\"text\": \"ok\"}\n{\"txt\": 1}\n"; tu_write(bad_in, bj, strlen(bj)); }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "build/llama_ft --model tests/ref/tok/llama3.json --tokenize %s 2>&1", bad_in);
+    char **out; int nout;
+    int rc = run_lines(cmd, &out, &nout);
+    int found = 0;
+    for (int i = 0; i < nout; i++) found |= strstr(out[i], "bad.jsonl:2") && strstr(out[i], "text");
+    CHECK(rc != 0 && found, "bad line not reported as bad.jsonl:2 (exit %d)", rc);
+    free_lines(out, nout);
+}
+
 int main(void) {
     snprintf(tu_dir, sizeof tu_dir, "build/test_tok_tmp");
     mkdir("build", 0755); mkdir(tu_dir, 0755);
     test_fixtures();
+    test_variants();
     test_full();
     test_refusals();
+    test_cli();
     return tu_done("test_tok");
 }
