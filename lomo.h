@@ -464,6 +464,8 @@ LOMODEF int           lomo_trainer_resume(lomo_trainer *t, const char *checkpoin
      labels is optional (default: input_ids) and may hold -100; other keys
      are ignored; empty or blank lines are skipped. Every element of a line is
      checked, then the example is truncated to seq_len.
+   - a path ending in ".json" may also hold one JSON array of those objects
+     (errors then name the line where the element starts).
    - a path ending in ".txt": plain text (with lomo_data_opts.tokenizer; see
      "text datasets and chat templates" below), and JSON Lines files may also
      hold the text formats described there.
@@ -3485,7 +3487,32 @@ static int lomo__data_load_jsonl(lomo_data *d, const char *path, const char *buf
     int any_labels = 0, fmt = 0;
     int64_t fmt_line = 0;
     char where[1100];
+    int array = 0;
     if (lomo__dbuf_add(&off, &zero, sizeof zero)) { lomo__fail("%s: out of memory", path); goto fail; }
+    while (pos < len && (buf[pos] == ' ' || buf[pos] == '\t' || buf[pos] == '\r' || buf[pos] == '\n')) pos++;
+    if (pos < len && buf[pos] == '[' && lomo__data_suffix(path, ".json")) {
+        /* one JSON array of the same objects (e.g. alpaca_data.json): each element as a line, named by
+           the line it starts on */
+        lomo__json arr;
+        const char *lp = buf;
+        int c;
+        array = 1;
+        if (lomo__json_parse(&arr, buf, len, path)) goto fail;
+        line = 1;
+        for (c = arr.nodes[0].first; c >= 0; c = arr.nodes[c].next) {
+            const char *es = arr.nodes[c].s;
+            size_t el = arr.nodes[c].len;
+            if (arr.nodes[c].type == LOMO__J_STR) { es--; el += 2; }   /* with its quotes */
+            for (; lp < es; lp++) line += *lp == '\n';
+            snprintf(where, sizeof where, "%s:%lld", path, (long long)line);
+            if (lomo__data_jsonl_line(d, es, el, where, &tok, &lab, &off, &any_labels, &fmt, &fmt_line, line)) {
+                lomo__json_free(&arr);
+                goto fail;
+            }
+        }
+        lomo__json_free(&arr);
+    }
+    pos = array ? len : 0;
     while (lomo__data_line(buf, len, &pos, &s, &n)) {
         line++;
         if (lomo__data_blank(s, n)) continue;
@@ -3494,7 +3521,7 @@ static int lomo__data_load_jsonl(lomo_data *d, const char *path, const char *buf
     }
     d->n = (int64_t)(off.n / sizeof(int64_t)) - 1;
     if (d->n == 0) {
-        lomo__fail("%s: no examples (%s)", path, len ? "only blank lines" : "empty file");
+        lomo__fail("%s: no examples (%s)", path, array ? "an empty JSON array" : len ? "only blank lines" : "empty file");
         goto fail;
     }
     d->n_tok = (int64_t)(tok.n / sizeof(int32_t));

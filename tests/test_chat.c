@@ -389,6 +389,30 @@ static void test_text_formats(void) {
         o = opts(64, V, NULL, NULL);
         EXPECT_ERR(lomo_data_open(path, &o) == NULL, ":1:", "needs a tokenizer");
     }
+    {   /* a .json file holding one JSON array of the alpaca objects (alpaca_data.json's layout) */
+        char *buf, *arr;
+        size_t len, i, k = 0;
+        lomo__read_file(REF "data_alpaca.jsonl", &buf, &len);
+        arr = (char *)calloc(1, 2 * len + 16);
+        arr[k++] = '[';
+        arr[k++] = '\n';
+        for (i = 0; i < len; i++) {
+            if (buf[i] == '\n') { if (i + 1 < len) { arr[k++] = ','; } arr[k++] = '\n'; continue; }
+            arr[k++] = buf[i];
+        }
+        arr[k++] = ']';
+        o = opts(1 << 20, V, tk, NULL);
+        d = lomo_data_open(write_text("alpaca_data.json", arr), &o);
+        CHECK(d != NULL, "alpaca_data.json: %s", lomo_error());
+        if (d) compare_examples(d, REF "expect_alpaca.jsonl", "alpaca as one JSON array");
+        lomo_data_free(d);
+        LOMO_FREE(buf); free(arr);
+        EXPECT_ERR(lomo_data_open(write_text("arr.json", "[\n{\"text\": \"a\"},\n\n  {\"text\": 5}]"), &o) == NULL,
+                   "arr.json:4: text must be a string, found 5", NULL);
+        EXPECT_ERR(lomo_data_open(write_text("arr.json", " [\"x\"]"), &o) == NULL, "arr.json:1: expected a JSON object", NULL);
+        EXPECT_ERR(lomo_data_open(write_text("arr.json", "[]"), &o) == NULL, "arr.json: no examples (an empty JSON array)", NULL);
+        EXPECT_ERR(lomo_data_open(write_text("arr.json", "[{\"text\": \"a\"},]"), &o) == NULL, "arr.json: invalid JSON", NULL);
+    }
     /* one format per file, named with both lines */
     o = opts(64, V, tk, "llama3");
     EXPECT_ERR(lomo_data_open(write_text("mix.jsonl", "{\"text\": \"a\"}\n\n{\"text\": \"b\"}\n{\"messages\": []}\n"), &o) == NULL,
