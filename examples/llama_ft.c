@@ -479,11 +479,18 @@ static int line_text(const char *p, char **text, size_t *n, const char **why) {
     return 0;
 }
 
-static void print_json_string(const char *s) {
+/* JSON string of n bytes; NUL, controls and the characters some line readers
+   take for line ends (U+0085, U+2028, U+2029) are escaped */
+static void print_json_string(const char *s, size_t n) {
+    const char *e = s + n;
     putchar('"');
-    for (; *s; s++) {
+    for (; s < e; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') { putchar('\\'); putchar(c); }
+        if (c == 0xc2 && s + 1 < e && (unsigned char)s[1] == 0x85) { fputs("\\u0085", stdout); s++; }
+        else if (c == 0xe2 && s + 2 < e && (unsigned char)s[1] == 0x80 && ((unsigned char)s[2] == 0xa8 || (unsigned char)s[2] == 0xa9)) {
+            printf("\\u%04x", (unsigned char)s[2] == 0xa8 ? 0x2028 : 0x2029); s += 2;
+        }
+        else if (c == '"' || c == '\\') { putchar('\\'); putchar(c); }
         else if (c == '\n') fputs("\\n", stdout);
         else if (c == '\r') fputs("\\r", stdout);
         else if (c == '\t') fputs("\\t", stdout);
@@ -526,6 +533,7 @@ static int text_mode(const args *a) {
             const char *p = skip_ws(line);
             int32_t *ids = NULL;
             int64_t cnt = 0, cap = 0;
+            size_t tlen = 0;
             char *txt;
             if (*p++ != '[') { why = "expected a JSON array of token ids"; rc = 1; break; }
             p = skip_ws(p);
@@ -541,11 +549,11 @@ static int text_mode(const args *a) {
             }
             if (!rc && (*p != ']' || *skip_ws(p + 1))) { why = "expected one JSON array per line"; rc = 1; }
             if (rc) { free(ids); break; }
-            txt = lomo_detokenize(tk, ids, cnt, 0);
+            txt = lomo_detokenize_len(tk, ids, cnt, 0, &tlen);
             free(ids);
             if (!txt) { why = lomo_error(); rc = 1; break; }
             fputs("{\"text\": ", stdout);
-            print_json_string(txt);
+            print_json_string(txt, tlen);
             fputs("}\n", stdout);
             LOMO_FREE(txt);
         }

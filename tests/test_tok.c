@@ -390,6 +390,27 @@ static void test_cli(void) {
     free_lines(out, nout);
 }
 
+/* inputs the fuzzer (tests/fuzz/fuzz_tokenizer.c) found crashing once: they must load or be
+   refused cleanly, and encode / decode without a sanitizer report (the _asan build) */
+static void test_regressions(void) {
+    static const char *files[] = { "tests/fuzz/regressions/tok_eow_suffix_no_prefix.json" };
+    static const char *text = "Hello world 12 ab c <s> \xc3\xa9\xe6\x97\xa5";
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        lomo_tokenizer *tk = lomo_tokenizer_load(files[i]);
+        if (!tk) { CHECK(lomo_error()[0] != 0, "%s: refused without a reason", files[i]); continue; }
+        for (int add = 0; add < 2; add++) {
+            int32_t *ids = NULL;
+            int64_t *sp = NULL;
+            int64_t n = lomo_tokenize(tk, text, strlen(text), add, &ids, &sp);
+            CHECK(n >= 0 || lomo_error()[0], "%s: encode failed without a reason", files[i]);
+            char *d = n >= 0 ? lomo_detokenize(tk, ids, n, add) : NULL;
+            CHECK(n < 0 || d != NULL, "%s: decode: %s", files[i], lomo_error());
+            LOMO_FREE(d); LOMO_FREE(ids); LOMO_FREE(sp);
+        }
+        lomo_tokenizer_free(tk);
+    }
+}
+
 int main(void) {
     snprintf(tu_dir, sizeof tu_dir, "build/test_tok_tmp");
     mkdir("build", 0755); mkdir(tu_dir, 0755);
@@ -397,6 +418,7 @@ int main(void) {
     test_variants();
     test_full();
     test_refusals();
+    test_regressions();
     test_cli();
     return tu_done("test_tok");
 }

@@ -18,6 +18,7 @@ such, found by probing them one by one (so `tokenizers` is needed here).
 Tables (all sorted, searched by bisection):
   lomo__u_L, lomo__u_N   general categories L* and N* as inclusive ranges lo,hi
                          (\\p{L} and \\p{N} of the split patterns)
+  lomo__u_W              \\w of Rust's regex crate (single_word added tokens)
   lomo__u_cccs           canonical combining class != 0: lo,hi,class
   lomo__u_dec            canonical decompositions, one level: cp,a,b (b = 0 for
                          a singleton); bit 31 of cp is set when cp is a primary
@@ -69,6 +70,11 @@ def fmt(name, nums, per=10):
 def main(path):
     L = ranges(lambda c: cat(c)[0] == "L")
     N = ranges(lambda c: cat(c)[0] == "N")
+    # \\w of Rust's regex crate (added tokens' single_word): Alphabetic + M + Nd + Pc + Join_Control;
+    # Alphabetic = L + Nl + Other_Alphabetic, whose members outside M are the circled / squared
+    # / negative squared Latin letters (So) listed here
+    extra = [(0x200c, 0x200d), (0x24b6, 0x24e9), (0x1f130, 0x1f149), (0x1f150, 0x1f169), (0x1f170, 0x1f189)]
+    W = ranges(lambda c: cat(c)[0] in "LM" or cat(c) in ("Nd", "Nl", "Pc") or any(a <= c <= b for a, b in extra))
     ccc = []
     for cp in range(0x110000):
         k = unicodedata.combining(chr(cp))
@@ -88,12 +94,13 @@ def main(path):
             "   (Unicode 9.0); made by tools/gen_unicode_tables.py */\n" % (unicodedata.unidata_version, unicodedata.__name__)]
     body.append(fmt("lomo__u_L", [x for r in L for x in r]))
     body.append(fmt("lomo__u_N", [x for r in N for x in r]))
+    body.append(fmt("lomo__u_W", [x for r in W for x in r]))
     body.append(fmt("lomo__u_cccs", [x for r in ccc for x in r], 12))
     body.append(fmt("lomo__u_dec", [x for r in dec for x in r], 12))
     text = open(path).read()
     b, e = "/* BEGIN generated Unicode tables */\n", "/* END generated Unicode tables */\n"
     i, j = text.index(b) + len(b), text.index(e)
     open(path, "w").write(text[:i] + "".join(body) + text[j:])
-    print("L %d ranges, N %d, ccc %d, decompositions %d" % (len(L), len(N), len(ccc), len(dec)))
+    print("L %d ranges, N %d, W %d, ccc %d, decompositions %d" % (len(L), len(N), len(W), len(ccc), len(dec)))
 
 main(sys.argv[1] if len(sys.argv) > 1 else "lomo.h")

@@ -51,7 +51,8 @@ CORPUS = [
     "a\u200bb\u200dc\ufeffd", "\u0301abc \u0301", "Καλημέρα κόσμε Привет мир สวัสดีชาวโลก",
     "٣٤٥ १२३ ½ Ⅻ ² ³⁴ ௧௨", "...!!! ??? --- ((( ))) \"quoted\" 'single' «guillemets» „low“",
     "∑∫√∞ ≠ ≤ ≥ ±×÷ ∀x∃y", "\ue000\U0010fffd\U0001d400\U0001d7ce", "ALLCAPS CamelCase snake_case kebab-case",
-    "tabs\t \t mixed  \t  \n\t\n", "x <mask> y [SEP]  z <mask>[SEP]", "sword word words word. (word)", "Hello hello HelloHello",
+    "tabs\t \t mixed  \t  \n\t\n", "x <mask> y [SEP]  z <mask>[SEP]", "sword word words word. (word)", "word_ x_word word\u0301 \u0301word word\u00b2 \u00b2word 1word word\u2160 \u24d0word \u200dword -word- \u0660word",
+    "Hello hello HelloHello",
     "abab cab ab", "ab\U00031350cd \U00011f04 \U0001e4d0\U0001e030 1\U0001e4f0 \U00010d50\U0001e5d0\U00016d43 1\U0001ccf0 \U00011db0 \u0cf3 \U000113c2\U000113b8 \U000113c2\U000113c9 \U00011391\U000113c9",
     "Cafe\u0301 Hello\u0301", "one,two,,three e e", "  <mask>  ", "x" * 300, "aaaa bbbb " * 20, "The quick brown fox jumps over the lazy dog. " * 5,
 ]
