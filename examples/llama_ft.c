@@ -49,6 +49,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifndef LOMO_FREE   /* -DLOMO_CUDA: the implementation is in cuda_impl.o, with the default allocator */
+#define LOMO_FREE(p) free(p)
+#endif
 
 
 static void usage(void) {
