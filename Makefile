@@ -26,6 +26,7 @@ $(BUILD)/test_state_loops $(BUILD)/test_state_cblas $(BUILD)/test_state_asan: ex
 TESTS += test_cuda_tol
 TESTS += test_tok
 TESTS += test_threads
+TESTS += test_chat
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the

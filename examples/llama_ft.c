@@ -11,7 +11,14 @@
 
    Data: JSONL lines {"input_ids": [...], "labels": [...]} (labels optional,
    -100 ignored; position t predicts labels[t+1], as in transformers), or a
-   packed file of little-endian uint32 tokens. Multiple choice: JSONL lines
+   packed file of little-endian uint32 tokens. Text, tokenized once per run
+   with the model's tokenizer.json: JSONL lines {"text"}, {"prompt",
+   "completion"}, alpaca {"instruction", "input", "output"} or chat
+   {"messages"} (with --chat-template NAME, or the template detected from
+   tokenizer_config.json), or a plain *.txt file; see lomo_data_open.
+   Check what training will see:
+            llama_ft --model DIR --render-chat chat.jsonl [--chat-template NAME]
+   prints {"input_ids": [...], "labels": [...]} per line. Multiple choice: JSONL lines
    {"prompt": [...], "candidates": [[...], ...], "answer": i}, scored by the
    average log-likelihood of each candidate given the prompt (highest wins).
 
@@ -47,6 +54,9 @@
 #include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifndef LOMO_FREE   /* -DLOMO_CUDA: the implementation is in cuda_impl.o, with the default allocator */
+#define LOMO_FREE(p) free(p)
+#endif
 
 
 #define EVAL_SEQ_CAP 2048   /* --eval / --mc without --seq-len: the model's context, at most this */
@@ -70,6 +80,8 @@ static void usage(void) {
         "  --max-skipped N (stop after N consecutive skipped steps, loss-scale back-offs aside; default 5, 0 = never)\n"
         "  SIGINT/SIGTERM: the current step finishes, a resumable checkpoint OUT.checkpoint is written, exit 130/143\n"
         "  --tokenize FILE [--add-special] | --detokenize FILE (with --model DIR holding tokenizer.json: ids <-> text, one JSON line each)\n"
+        "  --chat-template llama3|chatml|qwen2|mistral|mistral-v1 (for {\"messages\"} data; default: from tokenizer_config.json)\n"
+        "  --render-chat FILE (print the input_ids and labels training would take from FILE, then exit)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n", EVAL_SEQ_CAP);
 }
 
@@ -81,7 +93,91 @@ typedef struct args {
     uint64_t seed;
     const char *tokenize, *detokenize;
     int add_special;
+    const char *chat_template, *render_chat;   /* text data */
 } args;
+
+/* ---- text data: the model directory's tokenizer.json and chat template, loaded once ---- */
+#ifndef LOMO_NO_TOKENIZER
+static lomo_tokenizer *text_tok;
+static const char *text_tpl;
+static char text_why[1200];   /* why no tokenizer or template, for the data error */
+static int text_loaded;
+
+/* Sets o's tokenizer and chat template from --model (or --resume) and --chat-template. A missing or
+   unusable tokenizer is not an error here: only data that needs one is refused, with this reason. */
+static void text_data(const args *a, lomo_data_opts *o) {
+    const char *dir = a->model ? a->model : a->resume;
+    if (!text_loaded && dir) {
+        char path[1100];
+        FILE *f;
+        text_loaded = 1;
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if (!(f = fopen(path, "rb"))) snprintf(text_why, sizeof text_why, "(%s: none)", path);
+        else {
+            fclose(f);
+            if (!(text_tok = lomo_tokenizer_load(dir))) snprintf(text_why, sizeof text_why, "(%s)", lomo_error());
+        }
+        if (a->chat_template) text_tpl = a->chat_template;
+        else if (text_tok && !(text_tpl = lomo_chat_template_detect(dir)) && !text_why[0])
+            snprintf(text_why, sizeof text_why, "(%s)", lomo_error());
+    } else if (!text_loaded) {
+        text_loaded = 1;
+        text_tpl = a->chat_template;
+        snprintf(text_why, sizeof text_why, "(no --model directory, so no tokenizer.json)");
+    }
+    o->tokenizer = text_tok;
+    o->chat_template = text_tpl;
+}
+
+static lomo_data *open_data(const char *path, const args *a, lomo_data_opts *o) {
+    lomo_data *d;
+    text_data(a, o);
+    if (!(d = lomo_data_open(path, o)) && text_why[0] &&
+        (strstr(lomo_error(), "tokenizer") || strstr(lomo_error(), "chat template")))
+        fprintf(stderr, "llama_ft: %s\n", text_why);
+    return d;
+}
+
+/* --render-chat FILE: what training takes from FILE (any data format), one JSON line per example, untruncated
+   unless --seq-len is given. */
+static int render_chat(const args *a, int seq_len_given) {
+    lomo_data_opts o;
+    lomo_data *d;
+    int64_t i, k;
+    memset(&o, 0, sizeof o);
+    if (!a->model) { fprintf(stderr, "llama_ft: --render-chat needs --model DIR (with tokenizer.json)\n"); return 2; }
+    text_data(a, &o);
+    if (!text_tok) { fprintf(stderr, "llama_ft: --render-chat: no tokenizer %s\n", text_why); return 1; }
+    o.seq_len = seq_len_given ? a->seq_len : 0x7fffffff;
+    o.vocab_size = lomo_tokenizer_vocab_size(text_tok);
+    if (!(d = open_data(a->render_chat, a, &o))) { fprintf(stderr, "llama_ft: --render-chat: %s\n", lomo_error()); return 1; }
+    for (i = 0; i < lomo_data_count(d); i++) {
+        const int32_t *t, *l;
+        int64_t n = lomo_data_example(d, i, &t, &l);
+        printf("{\"input_ids\": [");
+        for (k = 0; k < n; k++) printf(k ? ", %d" : "%d", (int)t[k]);
+        printf("], \"labels\": [");
+        for (k = 0; k < n; k++) printf(k ? ", %d" : "%d", (int)l[k]);
+        printf("]}\n");
+    }
+    if (lomo_data_truncated(d)) fprintf(stderr, "llama_ft: %lld examples cut to --seq-len %d\n",
+                                        (long long)lomo_data_truncated(d), a->seq_len);
+    lomo_data_free(d);
+    return 0;
+}
+#define text_free() lomo_tokenizer_free(text_tok)
+#else   /* no tokenizer in this build: lomo_data_open refuses text by name */
+static lomo_data *open_data(const char *path, const args *a, lomo_data_opts *o) {
+    o->chat_template = a->chat_template;
+    return lomo_data_open(path, o);
+}
+static int render_chat(const args *a, int seq_len_given) {
+    (void)a; (void)seq_len_given;
+    fprintf(stderr, "llama_ft: --render-chat needs a build without LOMO_NO_TOKENIZER\n");
+    return 2;
+}
+#define text_free() ((void)0)
+#endif
 
 static double now(void) {
     struct timespec ts;
@@ -196,27 +292,35 @@ static float lr_at(const args *a, int step, int total) {
 }
 
 /* ---- evaluation: mean loss over every counted token of a file ---- */
+static lomo_data *eval_cache;   /* the eval set, opened (tokenized) once per run */
+static const char *eval_cache_path;
+
 static int evaluate(lomo_trainer *t, const char *path, const args *a, int vocab, double *loss, int64_t *tokens) {
-    lomo_data_opts o = {a->seq_len, vocab, 0, 0, 0};
-    lomo_data *d = lomo_data_open(path, &o);
+    lomo_data_opts o = {a->seq_len, vocab, 0, 0, 0, NULL, NULL};
+    lomo_data_pos p0 = {0, 0};
+    lomo_data *d;
+    if (eval_cache && eval_cache_path != path) { lomo_data_free(eval_cache); eval_cache = NULL; }
+    d = eval_cache ? eval_cache : open_data(path, a, &o);
     int32_t *tok = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
     int32_t *lab = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
     double sum = 0;   /* of per-token losses in 2^-24 units: exact, so the batch size does not matter */
     int64_t n = 0, seen = 0;
+    if (d) { eval_cache = d; eval_cache_path = path; }   /* freed at exit */
     if (!d || !tok || !lab) {
         if (d) fprintf(stderr, "llama_ft: %s: no host memory for %d x %d tokens\n", path, a->batch, a->seq_len);
         else die(path);
-        lomo_data_free(d); free(tok); free(lab);
+        free(tok); free(lab);
         return -1;
     }
+    lomo_data_seek(d, p0);
     while (seen < lomo_data_count(d)) {
         lomo_step_info info;
         seen += lomo_data_next(d, a->batch, tok, lab);
-        if (lomo_forward(t, tok, lab, &info)) { die(path); lomo_data_free(d); free(tok); free(lab); return -1; }
+        if (lomo_forward(t, tok, lab, &info)) { die(path); free(tok); free(lab); return -1; }
         sum += info.loss_sum;
         n += info.n_tokens;
     }
-    lomo_data_free(d); free(tok); free(lab);
+    free(tok); free(lab);
     if (!n) {
         fprintf(stderr, "llama_ft: %s: no position counts at --seq-len %d (every label is -100, or no example has "
                 "2 tokens): there is no loss to report\n", path, a->seq_len);
@@ -323,7 +427,7 @@ static int write_demo_data(const char *path, int lines, int T, int V, uint64_t s
 
 /* next-token accuracy from position 2 on (where the step is determined) */
 static double demo_accuracy(lomo_trainer *t, lomo_model *m, const char *path, const args *a) {
-    lomo_data_opts o = {a->seq_len, m->cfg.vocab_size, 0, 0, 0};
+    lomo_data_opts o = {a->seq_len, m->cfg.vocab_size, 0, 0, 0, NULL, NULL};
     lomo_data *d = lomo_data_open(path, &o);
     int B = a->batch, T = a->seq_len, V = m->cfg.vocab_size;
     int32_t *tok = (int32_t *)calloc((size_t)B * T, sizeof(int32_t)), *lab = (int32_t *)calloc((size_t)B * T, sizeof(int32_t));
@@ -674,9 +778,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--loss-scale")) { if (parse_float(k, v, 0, 1e38, 1, &a.loss_scale)) return 2; }
         else if (!strcmp(k, "--loss-scale-window")) { if (parse_int(k, v, 1, INT_MAX, &a.loss_scale_window)) return 2; }
         else if (!strcmp(k, "--max-skipped")) { if (parse_int(k, v, 0, INT_MAX, &a.max_skipped)) return 2; }
+        else if (!strcmp(k, "--chat-template")) a.chat_template = v;
+        else if (!strcmp(k, "--render-chat")) a.render_chat = v;
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
     if (a.tokenize || a.detokenize) return text_mode(&a);   /* tokenizer only: no weights needed */
+    if (a.render_chat) {   /* an early mode: no model weights needed */
+        int given = 0;
+        for (int i = 1; i < argc; i++) given |= !strcmp(argv[i], "--seq-len");
+        rc = render_chat(&a, given);
+        text_free();
+        return rc;
+    }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
         fprintf(stderr, "llama_ft: --schedule %s: expected constant, linear or cosine\n", a.schedule);
         return 2;
@@ -801,8 +914,8 @@ int main(int argc, char **argv) {
     if (!a.data) { fprintf(stderr, "llama_ft: --data is needed to train (or --eval / --mc)\n"); rc = 2; goto done; }
 
     /* ---- data ---- */
-    lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0};
-    if (!(d = lomo_data_open(a.data, &dop))) { die("--data"); goto done; }
+    lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0, NULL, NULL};
+    if (!(d = open_data(a.data, &a, &dop))) { die("--data"); goto done; }
     int mb = a.micro_batches > 1 ? a.micro_batches : 1, rows = a.batch * mb;   /* sequences per step, per rank */
     int all_rows = rows * nranks;                                              /* ... and over all ranks */
     int steps_per_epoch = (int)((lomo_data_count(d) + all_rows - 1) / all_rows);
@@ -810,6 +923,8 @@ int main(int argc, char **argv) {
     if (lomo_data_seek(d, pos)) { die("--resume data position"); goto done; }
     printf("data: %lld examples of up to %d tokens, %d steps of %d x %d%s (%.2f epochs)\n", (long long)lomo_data_count(d),
            a.seq_len, total, mb, a.batch, nranks > 1 ? " per rank" : "", (double)total / steps_per_epoch);
+    printf("data: %lld examples cut to --seq-len %d (their start kept)%s%s\n", (long long)lomo_data_truncated(d),
+           a.seq_len, dop.chat_template ? "; chat template " : "", dop.chat_template ? dop.chat_template : "");
 
     double loss0 = 0, acc0 = 0;
     int64_t ntok;
@@ -936,6 +1051,8 @@ done:
     if (log) fclose(log);
     free(tok); free(lab);
     lomo_data_free(d);
+    lomo_data_free(eval_cache);
+    text_free();
     lomo_trainer_free(t);
     lomo_model_free(m);
 #ifdef LOMO_MPI
