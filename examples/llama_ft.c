@@ -4,6 +4,10 @@
    Train:   llama_ft --model HF_DIR --data train.jsonl --out OUT_DIR [options]
    Eval:    llama_ft --model HF_DIR --eval eval.jsonl         (mean loss, no training)
    Choice:  llama_ft --model HF_DIR --mc choices.jsonl        (multiple-choice accuracy)
+   Generate: llama_ft --model HF_DIR --prompt-ids FILE --max-new-tokens N
+            (FILE: one JSON array of prompt ids per line; prints one JSON array of
+            generated ids per line, greedy unless --temperature, stopping early only
+            at an EOS id of config.json / generation_config.json)
    Demo:    llama_ft                                           (no --model: built-in task)
 
    Data: JSONL lines {"input_ids": [...], "labels": [...]} (labels optional,
@@ -56,6 +60,9 @@ static void usage(void) {
         "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
         "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
+        "  --prompt-ids FILE --max-new-tokens N (generate from each line's JSON array of ids; prints the new ids)\n"
+        "  --generate TEXT (needs a tokenizer) --temperature T --top-k K (sampling default 50) --top-p P\n"
+        "  --repetition-penalty X --seed S; --sample-every N --sample-prompt \"[ids]\" (greedy sample while training)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }
 
@@ -65,6 +72,9 @@ typedef struct args {
     int micro_batches, stochastic_rounding, loss_scale_window, shard;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
+    const char *prompt_ids, *generate, *chat_template, *sample_prompt;   /* generation (gen_* functions) */
+    int max_new_tokens, top_k, sample_every, gen_bad;
+    float temperature, top_p, repetition_penalty;
 } args;
 
 static double now(void) {
@@ -237,6 +247,180 @@ static int save_checkpoint(const lomo_model *m, const lomo_trainer *t, const cha
     return lomo_save_ex(m, dir, &so);
 }
 
+/* ---- generation: --prompt-ids, --generate, --sample-every (functions of their own) ---- */
+
+/* the generation flags; 0 if k is not one of them */
+static int gen_flag(args *a, const char *k, const char *v) {
+    char *end = NULL;
+    double x = 0;
+    long n = 0;
+    int is_int = !strcmp(k, "--max-new-tokens") || !strcmp(k, "--top-k") || !strcmp(k, "--sample-every");
+    int is_float = !strcmp(k, "--temperature") || !strcmp(k, "--top-p") || !strcmp(k, "--repetition-penalty");
+    if (!strcmp(k, "--prompt-ids")) { a->prompt_ids = v; return 1; }
+    if (!strcmp(k, "--generate")) { a->generate = v; return 1; }
+    if (!strcmp(k, "--chat-template")) { a->chat_template = v; return 1; }
+    if (!strcmp(k, "--sample-prompt")) { a->sample_prompt = v; return 1; }
+    if (!is_int && !is_float) return 0;
+    if (is_int) n = strtol(v, &end, 10); else x = strtod(v, &end);
+    if (!*v || *end || (is_int && (n < 0 || n > 1000000000)) || (is_float && !(x >= 0 && x < 1e30)) ||
+        (!strcmp(k, "--top-p") && x > 1)) {
+        fprintf(stderr, "llama_ft: %s %s: expected a %s\n", k, v,
+                is_int ? "non-negative integer" : !strcmp(k, "--top-p") ? "number in [0, 1]" : "non-negative number");
+        a->gen_bad = 1;
+        return 1;
+    }
+    if (!strcmp(k, "--max-new-tokens")) a->max_new_tokens = (int)n;
+    else if (!strcmp(k, "--top-k")) a->top_k = (int)n;
+    else if (!strcmp(k, "--sample-every")) a->sample_every = (int)n;
+    else if (!strcmp(k, "--temperature")) a->temperature = (float)x;
+    else if (!strcmp(k, "--top-p")) a->top_p = (float)x;
+    else a->repetition_penalty = (float)x;
+    return 1;
+}
+
+/* one JSON array of ids, e.g. "[1, 22, 333]": 0 and *n ids (malloc'd), or -1 with *err set */
+static int gen_parse_ids(const char *s, int vocab, int32_t **ids, int *n, const char **err) {
+    int cap = 16, k = 0;
+    int32_t *p = (int32_t *)malloc(sizeof(int32_t) * (size_t)cap);
+    *ids = NULL; *n = 0; *err = "expected a JSON array of integers";
+    if (!p) { *err = "out of memory"; return -1; }
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    if (*s++ != '[') { free(p); return -1; }
+    for (;;) {
+        char *end;
+        long long v;
+        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+        if (*s == ']' && k == 0) { s++; break; }
+        if (!(*s == '-' || (*s >= '0' && *s <= '9'))) { free(p); return -1; }
+        v = strtoll(s, &end, 10);
+        if (*end == '.' || *end == 'e' || *end == 'E') { free(p); *err = "ids must be integers"; return -1; }
+        if (v < 0 || v >= vocab) { free(p); *err = "an id is outside the vocabulary"; return -1; }
+        s = end;
+        if (k == cap) {
+            int32_t *q = (int32_t *)realloc(p, sizeof(int32_t) * (size_t)(cap *= 2));
+            if (!q) { free(p); *err = "out of memory"; return -1; }
+            p = q;
+        }
+        p[k++] = (int32_t)v;
+        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+        if (*s == ',') { s++; continue; }
+        if (*s == ']') { s++; break; }
+        free(p);
+        return -1;
+    }
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    if (*s) { free(p); *err = "text after the array"; return -1; }
+    if (!k) { free(p); *err = "the prompt is empty"; return -1; }
+    *ids = p; *n = k;
+    return 0;
+}
+
+static void gen_print_ids(FILE *f, const int32_t *ids, int n) {
+    fputc('[', f);
+    for (int i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", ids[i]);
+    fputc(']', f);
+}
+
+/* the sampling options of the flags: greedy unless --temperature T > 0
+   (then transformers' defaults top_k 50, top_p 1 unless given) */
+static void gen_options(const args *a, lomo_gen_opts *g, const int32_t *eos, int n_eos) {
+    memset(g, 0, sizeof *g);
+    g->max_new_tokens = a->max_new_tokens;
+    g->temperature = a->temperature > 0 ? a->temperature : 0.0f;
+    g->top_k = a->top_k >= 0 ? a->top_k : 50;
+    g->top_p = a->top_p;
+    g->repetition_penalty = a->repetition_penalty;
+    g->seed = a->seed;
+    g->eos_ids = eos; g->n_eos = n_eos;
+}
+
+/* --prompt-ids FILE: one line out per line in (blank lines skipped), the new ids only */
+static int gen_mode(lomo_model *m, const args *a) {
+    const char *dir = a->model ? a->model : a->resume;
+    int32_t eos[64], *prompt = NULL, *out = NULL;
+    int n_eos, rc = 1, line_no = 0;
+    lomo_gen_opts g;
+    FILE *f;
+    char *line = NULL;
+    size_t cap = 0;
+    if (!dir) { fprintf(stderr, "llama_ft: --prompt-ids / --generate need --model DIR\n"); return 2; }
+    if (a->generate) {
+        fprintf(stderr, "llama_ft: --generate needs lomo's tokenizer, which this build does not have yet; "
+                        "use --prompt-ids FILE (one JSON array of token ids per line)\n");
+        return 2;
+    }
+    if (a->chat_template) { fprintf(stderr, "llama_ft: --chat-template goes with --generate, not --prompt-ids\n"); return 2; }
+    if ((n_eos = lomo_eos_ids(dir, eos, 64)) < 0) return die("eos_token_id");
+    gen_options(a, &g, eos, n_eos);
+    if (!a->max_new_tokens) g.max_new_tokens = 64;
+    if (!(f = fopen(a->prompt_ids, "r"))) { fprintf(stderr, "llama_ft: %s: cannot open\n", a->prompt_ids); return 1; }
+    if (!(out = (int32_t *)malloc(sizeof(int32_t) * (size_t)g.max_new_tokens + 4))) { fclose(f); return 1; }
+    for (;;) {
+        const char *err;
+        int n_prompt, n;
+        char *p;
+        {   /* one whole line, any length */
+            size_t used = 0;
+            int ch;
+            if (!line && !(line = (char *)malloc(cap = 256))) goto fail;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {
+                if (used + 2 > cap) { char *q = (char *)realloc(line, cap *= 2); if (!q) goto fail; line = q; }
+                line[used++] = (char)ch;
+            }
+            line[used] = 0;
+            if (ch == EOF && used == 0) break;
+        }
+        line_no++;
+        for (p = line; *p == ' ' || *p == '\t' || *p == '\r'; p++) {}
+        if (!*p) continue;
+        if (gen_parse_ids(line, m->cfg.vocab_size, &prompt, &n_prompt, &err)) {
+            fprintf(stderr, "llama_ft: %s:%d: %s (vocabulary [0, %d))\n", a->prompt_ids, line_no, err, m->cfg.vocab_size);
+            goto fail;
+        }
+        n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);
+        free(prompt); prompt = NULL;
+        if (n < 0) { fprintf(stderr, "llama_ft: %s:%d: ", a->prompt_ids, line_no); die("generate"); goto fail; }
+        gen_print_ids(stdout, out, n);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    rc = 0;
+fail:
+    fclose(f);
+    free(line); free(out); free(prompt);
+    return rc;
+}
+
+/* --sample-every N: a short greedy sample from --sample-prompt (a JSON array
+   of ids), printed and appended to OUT.samples.jsonl */
+static int gen_sample(lomo_model *m, const args *a, int64_t step) {
+    int32_t *prompt, out[256];
+    int n_prompt, n;
+    const char *err;
+    char path[1100];
+    lomo_gen_opts g;
+    FILE *f;
+    if (!a->sample_prompt) { fprintf(stderr, "llama_ft: --sample-every needs --sample-prompt \"[ids]\"\n"); return -1; }
+    if (gen_parse_ids(a->sample_prompt, m->cfg.vocab_size, &prompt, &n_prompt, &err)) {
+        fprintf(stderr, "llama_ft: --sample-prompt: %s (a JSON array of token ids; text needs the tokenizer)\n", err);
+        return -1;
+    }
+    memset(&g, 0, sizeof g);
+    g.max_new_tokens = a->max_new_tokens > 0 && a->max_new_tokens < 256 ? a->max_new_tokens : 32;
+    n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);
+    free(prompt);
+    if (n < 0) return -1;
+    printf("sample at step %lld: ", (long long)step);
+    gen_print_ids(stdout, out, n);
+    printf("\n");
+    snprintf(path, sizeof path, "%s.samples.jsonl", a->out);
+    if (!(f = fopen(path, step <= a->sample_every && !a->resume ? "w" : "a"))) return -1;
+    fprintf(f, "{\"step\": %lld, \"prompt\": %s, \"ids\": ", (long long)step, a->sample_prompt);
+    gen_print_ids(f, out, n);
+    fprintf(f, "}\n");
+    return fclose(f);
+}
+
 int main(int argc, char **argv) {
     args a;
     lomo_model *m = NULL;
@@ -249,6 +433,7 @@ int main(int argc, char **argv) {
     a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32"; a.clip_mode = "global";
     a.device = "cpu";
     a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
+    a.temperature = -1.0f; a.top_k = -1;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
@@ -287,6 +472,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--device")) a.device = v;
         else if (!strcmp(k, "--loss-scale")) a.loss_scale = (float)atof(v);
         else if (!strcmp(k, "--loss-scale-window")) a.loss_scale_window = atoi(v);
+        else if (gen_flag(&a, k, v)) { if (a.gen_bad) return 2; }
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
@@ -372,6 +558,7 @@ int main(int argc, char **argv) {
             if (!a.eval_data) a.eval_data = demo_eval;
         }
     }
+    if (a.prompt_ids || a.generate) { rc = gen_mode(m, &a); goto done; }   /* stdout: the generated ids only */
     printf("model: %.2fM parameters, %d layers, dim %d, %d/%d heads, vocab %d%s, %s; backend %s\n",
            lomo_n_params(m) / 1e6, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads,
            m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->cfg.model_type, m->be->name);
@@ -462,6 +649,9 @@ int main(int argc, char **argv) {
             double l;
             if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &l, &ntok)) { die("--eval-data"); goto done; }
             printf("eval_loss=%.6f tokens=%lld\n", l, (long long)ntok);
+        }
+        if (a.sample_every && (step % a.sample_every == 0 || step == total) && gen_sample(m, &a, step)) {
+            die("--sample-every"); goto done;
         }
         int stop = a.stop_after && step == start_step + a.stop_after && step < total;
         if (((a.save_every && step % a.save_every == 0) || stop) && step < total) {

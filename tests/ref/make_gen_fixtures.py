@@ -23,6 +23,7 @@ forward over prompt + generated ids (no cache) at that position, so the
 reference does not depend on transformers' cache implementation.
 """
 
+import json
 import os
 
 import torch
@@ -121,6 +122,56 @@ def make_case(name, model_dir, plen, seed):
           f"cache-vs-full {err:.1e} first ids {gen_ids[:10].tolist()}")
 
 
+CLI_CASES = [("llama_gqa", 3001), ("mistral_swa", 3002), ("llama_tied", 3003), ("llama_tied_eos", 3004)]
+
+
+def make_tied_eos():
+    """llama_tied with a generation_config.json whose eos_token_id is a list
+    (it overrides config.json's 2), ids the model emits often."""
+    import shutil
+    d = os.path.join(HERE, "llama_tied_eos")
+    os.makedirs(d, exist_ok=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(HERE, "llama_tied", f), os.path.join(d, f))
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 1, "eos_token_id": [49, 39], "pad_token_id": 0}, f, indent=2)
+        f.write("\n")
+CLI_NEW = 40
+
+
+def make_cli(name, seed):
+    """The llama_ft --prompt-ids contract: prompts (one JSON array per line)
+    and what generate() returns with the model's own generation config (EOS
+    from config.json), greedy, max_new_tokens=CLI_NEW, without the prompt."""
+    d = os.path.join(HERE, name)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    V = model.config.vocab_size
+    eos = model.generation_config.eos_token_id   # generation_config.json's, else config.json's
+    eos_set = set(eos) if isinstance(eos, list) else {eos}
+    g = torch.Generator().manual_seed(seed)
+    prompts, outs, early = [], [], 0
+    for i in range(8):
+        plen = int(torch.randint(1, 12, (1,), generator=g))
+        prompt = torch.randint(0, V, (1, plen), generator=g)
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=CLI_NEW,
+                                 do_sample=False, eos_token_id=eos, pad_token_id=0)
+        new = out[0, plen:].tolist()
+        if len(new) < CLI_NEW:
+            early += 1
+            assert new[-1] in eos_set
+        prompts.append(prompt[0].tolist())
+        outs.append(new)
+    with open(os.path.join(OUT, f"cli_{name}.prompts.jsonl"), "w") as f:
+        for p in prompts:
+            f.write(json.dumps(p) + "\n")
+    with open(os.path.join(OUT, f"cli_{name}.expected.jsonl"), "w") as f:
+        for o in outs:
+            f.write(json.dumps(o) + "\n")
+    print(f"cli {name}: eos {eos}, {len(prompts)} prompts, {early} stopped at EOS before {CLI_NEW} tokens")
+
+
 def main():
     torch.set_num_threads(1)
     make_mistral_swa()
@@ -129,6 +180,9 @@ def main():
             print("stories260K not found: skipped")
             continue
         make_case(*c)
+    make_tied_eos()
+    for c in CLI_CASES:
+        make_cli(*c)
 
 
 if __name__ == "__main__":
