@@ -102,6 +102,9 @@ test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan
 $(BUILD)/bench_cpu: bench/bench_lomo.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
+$(BUILD)/bench_gen: bench/bench_gen.c lomo.h | $(BUILD)
+	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
+
 $(BUILD)/llama_ft: examples/llama_ft.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 

@@ -2097,12 +2097,34 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
 }
 #endif
 
+/* y (O) (+)= W (O,K) x + b: one token (generation's decode step), split over
+   fixed blocks of 256 rows of W, so the result does not depend on the thread
+   count; with BLAS, sgemv (OpenBLAS's M = 1 sgemm is 2x slower) */
+static void lomo__cpu_gemv(float *y, const float *x, const float *w, const lomo_tensor *bt, int K, int O, int accumulate) {
+    int blk, nb = (O + 255) / 256;
+    LOMO__OMP(parallel for schedule(dynamic, 1))
+    for (blk = 0; blk < nb; blk++) {
+        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o;
+#ifdef LOMO_CBLAS
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, w + (size_t)lo * K, K, x, 1,
+                    accumulate ? 1.0f : 0.0f, y + lo, 1);
+        if (bt) for (o = lo; o < hi; o++) y[o] += lomo__elem(bt, (size_t)o);
+#else
+        for (o = lo; o < hi; o++) {
+            float s = lomo__dot(x, w + (size_t)o * K, K) + (bt ? lomo__elem(bt, (size_t)o) : 0.0f);
+            y[o] = accumulate ? y[o] + s : s;
+        }
+#endif
+    }
+}
+
 /* y (N,O) (+)= x (N,K) W^T + b */
 static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *wt,
                                  const lomo_tensor *bt, int N, int K, int O, int accumulate) {
     const float *w = lomo__f32(ctx, wt);
     int n;
     if (!w) return;
+    if (N == 1) { lomo__cpu_gemv(y, x, w, bt, K, O, accumulate); return; }
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
     if (bt) {
