@@ -62,7 +62,8 @@ static void usage(void) {
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy)\n"
         "  --prompt-ids FILE --max-new-tokens N (generate from each line's JSON array of ids; prints the new ids)\n"
         "  --generate TEXT (needs a tokenizer) --temperature T --top-k K (sampling default 50) --top-p P\n"
-        "  --repetition-penalty X --seed S; --sample-every N --sample-prompt \"[ids]\" (greedy sample while training)\n"
+        "  --repetition-penalty X --seed S --stop STR; --sample-every N --sample-prompt \"[ids]\" or text (greedy sample\n"
+        "  while training, also in OUT.samples.jsonl)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }
 
@@ -72,7 +73,7 @@ typedef struct args {
     int micro_batches, stochastic_rounding, loss_scale_window, shard;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
-    const char *prompt_ids, *generate, *chat_template, *sample_prompt;   /* generation (gen_* functions) */
+    const char *prompt_ids, *generate, *chat_template, *sample_prompt, *stop;   /* generation (gen_* functions) */
     int max_new_tokens, top_k, sample_every, gen_bad;
     float temperature, top_p, repetition_penalty;
 } args;
@@ -260,6 +261,7 @@ static int gen_flag(args *a, const char *k, const char *v) {
     if (!strcmp(k, "--generate")) { a->generate = v; return 1; }
     if (!strcmp(k, "--chat-template")) { a->chat_template = v; return 1; }
     if (!strcmp(k, "--sample-prompt")) { a->sample_prompt = v; return 1; }
+    if (!strcmp(k, "--stop")) { a->stop = v; return 1; }
     if (!is_int && !is_float) return 0;
     if (is_int) n = strtol(v, &end, 10); else x = strtod(v, &end);
     if (!*v || *end || (is_int && (n < 0 || n > 1000000000)) || (is_float && !(x >= 0 && x < 1e30)) ||
@@ -334,6 +336,83 @@ static void gen_options(const args *a, lomo_gen_opts *g, const int32_t *eos, int
     g->eos_ids = eos; g->n_eos = n_eos;
 }
 
+#ifndef LOMO_NO_TOKENIZER
+/* --generate TEXT: stream the text as it comes. Each step decodes the whole
+   generated sequence and prints what is new, holding back an incomplete
+   UTF-8 sequence (or the U+FFFD a partial byte-fallback token decodes to)
+   until the next token completes it. */
+typedef struct gen_stream { const lomo_tokenizer *tk; int32_t *ids; size_t printed; char *last; } gen_stream;
+
+static size_t gen_complete_prefix(const char *s, size_t n) {   /* length without a trailing partial character */
+    size_t i = n, k = 0;
+    while (i > 0 && k < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) { i--; k++; }
+    if (i > 0) {
+        unsigned char c = (unsigned char)s[i - 1];
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (need > k + 1) n = i - 1;                 /* lead byte without all its continuation bytes */
+    }
+    if (n >= 3 && !memcmp(s + n - 3, "\xef\xbf\xbd", 3)) n -= 3;   /* U+FFFD: bytes still to come */
+    return n;
+}
+
+static const char *gen_decode(void *user, const int32_t *ids, int n) {
+    gen_stream *st = (gen_stream *)user;
+    LOMO_FREE(st->last);
+    st->last = lomo_detokenize(st->tk, ids, n, 1);
+    return st->last;
+}
+
+static int gen_stream_token(void *user, int32_t tok, int i) {
+    gen_stream *st = (gen_stream *)user;
+    char *txt;
+    size_t n;
+    st->ids[i] = tok;
+    if (!(txt = lomo_detokenize(st->tk, st->ids, i + 1, 1))) return 1;
+    n = gen_complete_prefix(txt, strlen(txt));
+    if (n > st->printed) { fwrite(txt + st->printed, 1, n - st->printed, stdout); fflush(stdout); st->printed = n; }
+    LOMO_FREE(txt);
+    return 0;
+}
+
+static int gen_text(lomo_model *m, const args *a, const char *dir, const int32_t *eos, int n_eos) {
+    lomo_tokenizer *tk = lomo_tokenizer_load(dir);
+    int32_t *prompt = NULL, *out = NULL;
+    int64_t n_prompt;
+    lomo_gen_opts g;
+    gen_stream st;
+    const char *stops[1];
+    char *txt;
+    int n, i;
+    if (!tk) return die("--generate: tokenizer");
+    if ((n_prompt = lomo_tokenize(tk, a->generate, strlen(a->generate), 1, &prompt, NULL)) < 0) {
+        lomo_tokenizer_free(tk); return die("--generate: tokenize");
+    }
+    for (i = 0; i < n_prompt; i++)
+        if (prompt[i] >= m->cfg.vocab_size) {
+            fprintf(stderr, "llama_ft: --generate: the tokenizer gives id %d, outside the model's vocabulary [0, %d)\n",
+                    prompt[i], m->cfg.vocab_size);
+            LOMO_FREE(prompt); lomo_tokenizer_free(tk); return 1;
+        }
+    gen_options(a, &g, eos, n_eos);
+    if (!a->max_new_tokens) g.max_new_tokens = 128;
+    memset(&st, 0, sizeof st);
+    st.tk = tk;
+    st.ids = out = (int32_t *)malloc(sizeof(int32_t) * (size_t)g.max_new_tokens + 4);
+    g.on_token = gen_stream_token; g.user = &st;
+    if (a->stop) { stops[0] = a->stop; g.stop_strings = stops; g.n_stop = 1; g.decode = gen_decode; g.decode_user = &st; }
+    n = out && n_prompt > 0 ? lomo_generate(m, prompt, (int)n_prompt, &g, out, NULL) : -1;
+    if (n >= 0 && (txt = lomo_detokenize(tk, out, n, 1))) {   /* whatever was held back */
+        size_t len = strlen(txt);
+        if (len > st.printed) fwrite(txt + st.printed, 1, len - st.printed, stdout);
+        LOMO_FREE(txt);
+    }
+    printf("\n");
+    LOMO_FREE(st.last); LOMO_FREE(prompt); free(out);
+    lomo_tokenizer_free(tk);
+    return n < 0 ? die(n_prompt ? "--generate" : "--generate: the prompt has no tokens") : 0;
+}
+#endif
+
 /* --prompt-ids FILE: one line out per line in (blank lines skipped), the new ids only */
 static int gen_mode(lomo_model *m, const args *a) {
     const char *dir = a->model ? a->model : a->resume;
@@ -344,13 +423,20 @@ static int gen_mode(lomo_model *m, const args *a) {
     char *line = NULL;
     size_t cap = 0;
     if (!dir) { fprintf(stderr, "llama_ft: --prompt-ids / --generate need --model DIR\n"); return 2; }
-    if (a->generate) {
-        fprintf(stderr, "llama_ft: --generate needs lomo's tokenizer, which this build does not have yet; "
-                        "use --prompt-ids FILE (one JSON array of token ids per line)\n");
+    if (a->chat_template) {
+        fprintf(stderr, "llama_ft: --chat-template %s: chat templates for --generate are not in this build yet "
+                        "(give the prompt text already formatted)\n", a->chat_template);
         return 2;
     }
-    if (a->chat_template) { fprintf(stderr, "llama_ft: --chat-template goes with --generate, not --prompt-ids\n"); return 2; }
     if ((n_eos = lomo_eos_ids(dir, eos, 64)) < 0) return die("eos_token_id");
+    if (a->generate) {
+#ifndef LOMO_NO_TOKENIZER
+        return gen_text(m, a, dir, eos, n_eos);
+#else
+        fprintf(stderr, "llama_ft: --generate needs the tokenizer (built with LOMO_NO_TOKENIZER); use --prompt-ids\n");
+        return 2;
+#endif
+    }
     gen_options(a, &g, eos, n_eos);
     if (!a->max_new_tokens) g.max_new_tokens = 64;
     if (!(f = fopen(a->prompt_ids, "r"))) { fprintf(stderr, "llama_ft: %s: cannot open\n", a->prompt_ids); return 1; }
@@ -392,32 +478,76 @@ fail:
 }
 
 /* --sample-every N: a short greedy sample from --sample-prompt (a JSON array
-   of ids), printed and appended to OUT.samples.jsonl */
+   of ids, or text for the model's tokenizer), printed and appended to
+   OUT.samples.jsonl */
 static int gen_sample(lomo_model *m, const args *a, int64_t step) {
-    int32_t *prompt, out[256];
-    int n_prompt, n;
-    const char *err;
-    char path[1100];
+    int32_t *prompt = NULL, out[256];
+    int n_prompt = 0, n, i;
+    const char *err = "";
+    char path[1100], *text = NULL;
     lomo_gen_opts g;
     FILE *f;
-    if (!a->sample_prompt) { fprintf(stderr, "llama_ft: --sample-every needs --sample-prompt \"[ids]\"\n"); return -1; }
-    if (gen_parse_ids(a->sample_prompt, m->cfg.vocab_size, &prompt, &n_prompt, &err)) {
-        fprintf(stderr, "llama_ft: --sample-prompt: %s (a JSON array of token ids; text needs the tokenizer)\n", err);
+#ifndef LOMO_NO_TOKENIZER
+    lomo_tokenizer *tk = NULL;
+#endif
+    if (!a->sample_prompt) { fprintf(stderr, "llama_ft: --sample-every needs --sample-prompt\n"); return -1; }
+    if (a->sample_prompt[0] == '[') {
+        if (gen_parse_ids(a->sample_prompt, m->cfg.vocab_size, &prompt, &n_prompt, &err)) {
+            fprintf(stderr, "llama_ft: --sample-prompt: %s\n", err);
+            return -1;
+        }
+    } else {
+#ifndef LOMO_NO_TOKENIZER
+        int64_t k;
+        int32_t *ids = NULL;
+        if (!(tk = lomo_tokenizer_load(a->model ? a->model : a->resume))) return -1;
+        if ((k = lomo_tokenize(tk, a->sample_prompt, strlen(a->sample_prompt), 1, &ids, NULL)) <= 0) {
+            lomo_tokenizer_free(tk); LOMO_FREE(ids);
+            fprintf(stderr, "llama_ft: --sample-prompt: no tokens\n"); return -1;
+        }
+        for (i = 0; i < k; i++)
+            if (ids[i] >= m->cfg.vocab_size) {
+                fprintf(stderr, "llama_ft: --sample-prompt: token id %d is outside the model's vocabulary [0, %d)\n",
+                        ids[i], m->cfg.vocab_size);
+                LOMO_FREE(ids); lomo_tokenizer_free(tk); return -1;
+            }
+        prompt = (int32_t *)malloc(sizeof(int32_t) * (size_t)k);
+        memcpy(prompt, ids, sizeof(int32_t) * (size_t)k);
+        n_prompt = (int)k;
+        LOMO_FREE(ids);
+#else
+        fprintf(stderr, "llama_ft: --sample-prompt text needs the tokenizer; give \"[ids]\"\n");
         return -1;
+#endif
     }
     memset(&g, 0, sizeof g);
     g.max_new_tokens = a->max_new_tokens > 0 && a->max_new_tokens < 256 ? a->max_new_tokens : 32;
     n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);
     free(prompt);
-    if (n < 0) return -1;
+#ifndef LOMO_NO_TOKENIZER
+    if (tk && n >= 0) text = lomo_detokenize(tk, out, n, 1);
+    lomo_tokenizer_free(tk);
+#endif
+    if (n < 0) { LOMO_FREE(text); return -1; }
     printf("sample at step %lld: ", (long long)step);
-    gen_print_ids(stdout, out, n);
+    if (text) printf("%s", text); else gen_print_ids(stdout, out, n);
     printf("\n");
     snprintf(path, sizeof path, "%s.samples.jsonl", a->out);
-    if (!(f = fopen(path, step <= a->sample_every && !a->resume ? "w" : "a"))) return -1;
-    fprintf(f, "{\"step\": %lld, \"prompt\": %s, \"ids\": ", (long long)step, a->sample_prompt);
+    if (!(f = fopen(path, step <= a->sample_every && !a->resume ? "w" : "a"))) { LOMO_FREE(text); return -1; }
+    fprintf(f, "{\"step\": %lld, \"ids\": ", (long long)step);
     gen_print_ids(f, out, n);
+    if (text) {   /* as a JSON string */
+        fprintf(f, ", \"text\": \"");
+        for (i = 0; text[i]; i++) {
+            unsigned char c = (unsigned char)text[i];
+            if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+            else if (c < 0x20) fprintf(f, "\\u%04x", c);
+            else fputc(c, f);
+        }
+        fputc('"', f);
+    }
     fprintf(f, "}\n");
+    LOMO_FREE(text);
     return fclose(f);
 }
 

@@ -22,6 +22,8 @@
 #include "test_util.h"
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -447,6 +449,48 @@ static char *slurp_file(const char *path) {
     return buf;
 }
 
+/* stdout of argv run without a shell (the prompts hold quotes, tabs, newlines) */
+static char *run_argv(char *const argv[]) {
+    int fd[2];
+    char *buf = (char *)calloc(1, 1 << 16);
+    size_t n = 0;
+    ssize_t r;
+    pid_t pid;
+    if (pipe(fd)) return buf;
+    if ((pid = fork()) == 0) { dup2(fd[1], 1); close(fd[0]); close(fd[1]); execv(argv[0], argv); _exit(127); }
+    close(fd[1]);
+    while ((r = read(fd[0], buf + n, (1 << 16) - 1 - n)) > 0) n += (size_t)r;
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    return buf;
+}
+
+/* llama_ft --generate TEXT streams what tokenizers' decode gives for transformers' greedy ids */
+static void run_cli_text(void) {
+    char *txt = slurp_file("tests/ref/gen/cli_gen_text.jsonl"), *line = txt, *nl;
+    int rows = 0;
+    while (line && *line) {
+        lomo__json j;
+        char text[1024], want[8192];
+        if ((nl = strchr(line, '\n'))) *nl = 0;
+        if (lomo__json_parse(&j, line, strlen(line), "cli_gen_text.jsonl") == 0 &&
+            lomo__json_str(&j, lomo__json_get(&j, 0, "text"), text, sizeof text) >= 0 &&
+            lomo__json_str(&j, lomo__json_get(&j, 0, "output"), want, sizeof want) >= 0) {
+            char *argv[] = {(char *)"build/llama_ft", (char *)"--model", (char *)"tests/ref/gen_text", (char *)"--generate",
+                            text, (char *)"--max-new-tokens", (char *)"40", NULL};
+            char *got = run_argv(argv);
+            CHECK(!strcmp(got, want), "--generate \"%s\": streamed\n%s\nexpected\n%s", text, got, want);
+            free(got);
+            rows++;
+        } else CHECK(0, "cli_gen_text.jsonl: bad line");
+        lomo__json_free(&j);
+        line = nl ? nl + 1 : NULL;
+    }
+    CHECK(rows == 4, "cli_gen_text.jsonl: %d rows", rows);
+    printf("llama_ft --generate: %d prompts stream the text transformers + tokenizers give (partial UTF-8 held back)\n", rows);
+    free(txt);
+}
+
 static void run_cli(void) {
     static const char *cases[] = {"llama_gqa", "mistral_swa", "llama_tied", "llama_tied_eos"};
     char cmd[600], path[300];
@@ -479,6 +523,7 @@ static void run_cli(void) {
         CHECK(strstr(o, "tmp_gen_bad.jsonl:2") && strstr(o, "rc=1"), "bad prompt line: %s", o);
         free(o);
     }
+    run_cli_text();
     printf("llama_ft --prompt-ids: 4 models x 8 prompts equal transformers' generate (EOS from config.json, and a "
            "generation_config.json list); sampling reproducible across thread counts\n");
 }

@@ -172,6 +172,54 @@ def make_cli(name, seed):
     print(f"cli {name}: eos {eos}, {len(prompts)} prompts, {early} stopped at EOS before {CLI_NEW} tokens")
 
 
+TEXT_PROMPTS = ["Hello world", "Once upon a time, in a café near the sea,", "def f(x):\n\treturn x", "数字 1234 and ünïcödé"]
+
+
+def make_text_case():
+    """llama_ft --generate TEXT: a tiny random Llama over the llama3 test
+    tokenizer (tests/ref/tok/llama3.json, 2358 ids, byte-level BPE), so the
+    streamed text passes partial UTF-8 tokens. The expected output is
+    tokenizers' decode(generated ids, skip_special_tokens=True) + newline,
+    prompt ids = encode(text) with the post-processor's <|begin_of_text|>."""
+    import shutil
+    from tokenizers import Tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+    d = os.path.join(HERE, "gen_text")
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(os.path.join(HERE, "tok", "llama3.json"), os.path.join(d, "tokenizer.json"))
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    V = tok.get_vocab_size(with_added_tokens=True)
+    torch.manual_seed(1011)
+    gen = torch.Generator().manual_seed(1011)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=V, tie_word_embeddings=True, rope_theta=10000.0,
+                      rms_norm_eps=1e-5, max_position_embeddings=128, bos_token_id=2354, eos_token_id=2357)
+    model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen) if name.endswith("norm.weight")
+                    else 0.3 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(d, safe_serialization=True)
+    gcp = os.path.join(d, "generation_config.json")
+    if os.path.exists(gcp):
+        os.remove(gcp)
+    rows = []
+    for text in TEXT_PROMPTS:
+        ids = tok.encode(text).ids
+        prompt = torch.tensor([ids])
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=CLI_NEW,
+                                 do_sample=False, eos_token_id=2357, pad_token_id=0)
+        new = out[0, len(ids):].tolist()
+        rows.append({"text": text, "prompt_ids": ids, "gen_ids": new,
+                     "output": tok.decode(new, skip_special_tokens=True) + "\n"})
+    with open(os.path.join(OUT, "cli_gen_text.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    bad = sum("\ufffd" in r["output"] for r in rows)
+    print(f"gen_text: vocab {V}, {len(rows)} prompts, {bad} outputs hold U+FFFD (partial byte tokens)")
+
+
 def main():
     torch.set_num_threads(1)
     make_mistral_swa()
@@ -183,6 +231,7 @@ def main():
     make_tied_eos()
     for c in CLI_CASES:
         make_cli(*c)
+    make_text_case()
 
 
 if __name__ == "__main__":
