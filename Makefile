@@ -18,6 +18,7 @@ endif
 SAN      = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 TESTS    = test_ops test_grad test_train test_io test_data test_hf test_ckpt test_precision test_micro test_rules
 TESTS   += test_gen
+TESTS += test_chat
 TESTS   += test_tok
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h
 

@@ -157,6 +157,10 @@ VERSION HISTORY
    0.4  The CUDA backend (lomo_cuda.cuh; compiled, not yet run on a GPU) and
         ZeRO-3 style parameter sharding over MPI ranks (LOMO_MPI) or GPUs
         (LOMO_NCCL).
+   0.5  Text in: dataset formats {"text"}, {"prompt", "completion"}, alpaca,
+        {"messages"} and *.txt in lomo_data_open (tokenized once, truncation
+        counted); chat templates llama3, chatml, qwen2, mistral built in
+        (lomo_chat_render, lomo_chat_encode, lomo_chat_template_detect).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -421,6 +425,9 @@ LOMODEF int           lomo_trainer_resume(lomo_trainer *t, const char *checkpoin
      labels is optional (default: input_ids) and may hold -100; other keys
      are ignored; empty or blank lines are skipped. Every element of a line is
      checked, then the example is truncated to seq_len.
+   - a path ending in ".txt": plain text (with lomo_data_opts.tokenizer; see
+     "text datasets and chat templates" below), and JSON Lines files may also
+     hold the text formats described there.
    - any other path: packed raw tokens, little-endian uint32, cut into
      consecutive examples of seq_len tokens (the last, partial one is kept);
      labels = input ids.
@@ -445,8 +452,12 @@ typedef struct lomo_data_opts {
     int shuffle;        /* 1: the order of examples is a seeded permutation, new each epoch */
     uint64_t seed;
     int32_t pad_id;     /* input id written into padding, in [0, vocab_size) (labels there are -100) */
+    /* text formats (see "text datasets and chat templates" below); ignored by the others */
+    const struct lomo_tokenizer *tokenizer;   /* NULL: text is refused by name */
+    const char *chat_template;  /* {"messages"} lines: a built-in template's name; NULL: refused */
 } lomo_data_opts;
 
+struct lomo_tokenizer;
 typedef struct lomo_data lomo_data;
 typedef struct lomo_data_pos { int64_t epoch, index; } lomo_data_pos;   /* for resume */
 
@@ -515,6 +526,89 @@ LOMODEF int             lomo_token_is_special(const lomo_tokenizer *tk, int32_t 
 
 /* splitmix64: a reproducible stream of 64-bit values from *state (any seed) */
 LOMODEF uint64_t lomo_rand_u64(uint64_t *state);
+
+/* ---- text datasets and chat templates ----
+
+   With lomo_data_opts.tokenizer set, lomo_data_open also reads text. A
+   JSON Lines file's format is that of its first line; every other line must
+   have the same one (else "<file>:<line>: ... one format per file"):
+     {"input_ids": [...], "labels": [...]}  as above (other keys ignored)
+     {"text": "..."}                  causal LM: encode(text, add_special=1),
+                                      every token counts
+     {"prompt": "...", "completion": "..."}
+                                      encode(prompt + completion, add_special=1);
+                                      a token counts when one of its bytes is
+                                      in the completion (special tokens the
+                                      post-processor appends after it count
+                                      too); no EOS is added: write it into the
+                                      completion if wanted
+     {"instruction": "...", "input": "...", "output": "..."}  (alpaca; input
+                                      optional) as prompt + completion, with the
+                                      Stanford Alpaca prompt (LOMO_ALPACA_PROMPT
+                                      and LOMO_ALPACA_PROMPT_NO_INPUT below)
+     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
+                                      rendered with the chat template named by
+                                      lomo_data_opts.chat_template, then
+                                      encode(rendered, add_special=0); labels
+                                      as lomo_chat_encode
+   A path ending in ".txt" is one plain-text document: encode(file,
+   add_special=1), cut into examples of seq_len tokens like a packed file.
+   Each example is tokenized once, when the file is opened; one longer than
+   seq_len keeps its first seq_len tokens (lomo_data_truncated counts them).
+   Every id must be below vocab_size (the model's). */
+#define LOMO_ALPACA_PROMPT "Below is an instruction that describes a task, paired with an input that provides " \
+    "further context. Write a response that appropriately completes the request.\n\n### Instruction:\n%s\n\n" \
+    "### Input:\n%s\n\n### Response:\n"
+#define LOMO_ALPACA_PROMPT_NO_INPUT "Below is an instruction that describes a task. Write a response that " \
+    "appropriately completes the request.\n\n### Instruction:\n%s\n\n### Response:\n"
+
+LOMODEF int64_t lomo_data_truncated(const lomo_data *d);   /* examples cut to seq_len */
+/* Example i in file order without padding or copying: its length; *tokens and
+   (unless labels is NULL) *labels point into d. -1 if i is out of range. */
+LOMODEF int64_t lomo_data_example(const lomo_data *d, int64_t i, const int32_t **tokens, const int32_t **labels);
+
+/* Chat templates, built in by name. Each renders a conversation exactly as
+   transformers' apply_chat_template(messages, tokenize=False) does with the
+   family's official Jinja template (no Jinja interpreter here):
+     llama3   Llama-3-Instruct: <|begin_of_text|>, then per message
+              <|start_header_id|>ROLE<|end_header_id|>\n\n CONTENT <|eot_id|>
+              with CONTENT stripped of white space (Jinja's trim)
+     chatml   Qwen2.5-Instruct: per message <|im_start|>ROLE\nCONTENT<|im_end|>\n,
+              after a default system message "You are Qwen, created by Alibaba
+              Cloud. You are a helpful assistant." when the first is not system
+     qwen2    Qwen2-Instruct: chatml with the default "You are a helpful assistant."
+     mistral  Mistral-7B-Instruct v0.1 / v0.2: <s>[INST] USER [/INST]ASSISTANT</s>...;
+              an optional first system message is joined to the first user
+              message as SYSTEM\n\nUSER; then roles alternate user, assistant
+   Roles are system, user and assistant. Labels (lomo_chat_encode, the
+   {"messages"} data format) follow transformers' assistant-token mask: a
+   token counts when one of its bytes comes from an assistant message's
+   content, and so does the end-of-turn token right after that content
+   (<|eot_id|>, <|im_end|>, </s>); every other label is -100. */
+typedef struct lomo_chat_msg { const char *role, *content; } lomo_chat_msg;
+
+/* *text gets the rendered conversation (NUL-terminated, LOMO_MALLOC'd; its
+   length in *len unless len is NULL); *spans (unless NULL; LOMO_MALLOC'd)
+   gets 2 int64 per assistant message: the byte range [start, end) of its
+   content and the end-of-turn token after it. Returns the number of
+   assistant messages, or -1 + lomo_error(). */
+LOMODEF int         lomo_chat_render(const char *name, const lomo_chat_msg *msgs, int n, char **text, size_t *len,
+                                     int64_t **spans);
+/* Which built-in template a model's chat_template is: path is a model
+   directory (its chat_template.jinja, else tokenizer_config.json's
+   "chat_template", a string or a list of {"name", "template"} where "default"
+   is taken) or one of those files. Returns a name, or NULL + lomo_error()
+   when the template is absent or not recognisably one of the built-in ones. */
+LOMODEF const char *lomo_chat_template_detect(const char *path);
+LOMODEF const char *lomo_chat_template_names(void);   /* "llama3, chatml, qwen2, mistral" */
+#ifndef LOMO_NO_TOKENIZER
+/* Renders and tokenizes a conversation as training consumes it: *ids =
+   encode(rendered, add_special=0), *labels = the id where the token counts,
+   else -100 (both LOMO_MALLOC'd). The template's special tokens must be in
+   the tokenizer. Returns the number of tokens, or -1 + lomo_error(). */
+LOMODEF int64_t     lomo_chat_encode(const struct lomo_tokenizer *tk, const char *name, const lomo_chat_msg *msgs,
+                                     int n, int32_t **ids, int32_t **labels);
+#endif
 
 /* ---- generation: KV cache, sampling (LOMO_NO_GENERATE) ----
    lomo_generate: prefill the prompt, then decode one token at a time with a
@@ -2820,6 +2914,7 @@ struct lomo_data {
     int64_t *perm;        /* the order of epoch perm_epoch (shuffle only) */
     int64_t perm_epoch;   /* -1: perm not computed yet */
     int64_t epoch, index; /* the next example: index-th of epoch's order */
+    int64_t n_cut;        /* examples truncated to seq_len */
 };
 
 /* A growable byte array; it holds int32/int64/structs, malloc alignment. */
@@ -2914,18 +3009,548 @@ static int64_t lomo__data_ints(const lomo__json *j, int arr, const char *where, 
     return k;
 }
 
+
+/* ======================================================================== */
+/* text datasets and chat templates: implementation                        */
+/* ======================================================================== */
+/* The renderers write the text the official Jinja templates produce and the
+   byte spans whose tokens count; tokenization is lomo_tokenize's. */
+
+/* Python's str.isspace() (Jinja's trim is str.strip()) */
+static int lomo__py_space(unsigned cp) {
+    return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
+           cp == 0x3000;
+}
+
+/* The code point of the (valid) UTF-8 character at s of k bytes. */
+static unsigned lomo__utf8_cp(const unsigned char *s, int k) {
+    unsigned cp = k == 1 ? s[0] : k == 2 ? s[0] & 0x1fu : k == 3 ? s[0] & 0x0fu : s[0] & 0x07u;
+    int i;
+    for (i = 1; i < k; i++) cp = cp << 6 | (s[i] & 0x3fu);
+    return cp;
+}
+
+/* [*a, *b) of s without leading and trailing white space (s is valid UTF-8). */
+static void lomo__py_strip(const char *s, size_t n, size_t *a, size_t *b) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, e = n;
+    while (i < n) {
+        int k = lomo__utf8_len(u + i, n - i);
+        if (k < 1 || !lomo__py_space(lomo__utf8_cp(u + i, k))) break;
+        i += (size_t)k;
+    }
+    while (e > i) {
+        size_t c = e - 1;
+        int k;
+        while (c > i && (u[c] & 0xc0) == 0x80) c--;
+        k = lomo__utf8_len(u + c, e - c);
+        if (k < 1 || c + (size_t)k != e || !lomo__py_space(lomo__utf8_cp(u + c, k))) break;
+        e = c;
+    }
+    *a = i; *b = e;
+}
+
+enum { LOMO__TPL_LLAMA3, LOMO__TPL_CHATML, LOMO__TPL_QWEN2, LOMO__TPL_MISTRAL, LOMO__TPL_N };
+static const char *const lomo__tpl_names[LOMO__TPL_N] = {"llama3", "chatml", "qwen2", "mistral"};
+/* the special tokens each template writes (they must be single tokens of the tokenizer) */
+static const char *const lomo__tpl_specials[LOMO__TPL_N][4] = {
+    {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"},
+    {"<|im_start|>", "<|im_end|>", NULL, NULL},
+    {"<|im_start|>", "<|im_end|>", NULL, NULL},
+    {"<s>", "</s>", NULL, NULL}};
+
+LOMODEF const char *lomo_chat_template_names(void) { return "llama3, chatml, qwen2, mistral"; }
+
+static int lomo__tpl_find(const char *name) {
+    int i;
+    for (i = 0; name && i < LOMO__TPL_N; i++) if (!strcmp(name, lomo__tpl_names[i])) return i;
+    return -1;
+}
+
+static int lomo__sadd(lomo__dbuf *b, const char *s, size_t n) { return lomo__dbuf_add(b, s, n); }
+static int lomo__sputs(lomo__dbuf *b, const char *s) { return lomo__dbuf_add(b, s, strlen(s)); }
+
+/* Renders msgs with template tpl into text (NUL-terminated) and spans (int64
+   pairs); errors start with `where`. Returns the number of spans, or -1. */
+static int lomo__chat_render(int tpl, const lomo_chat_msg *msgs, int n, const char *where, lomo__dbuf *text,
+                             lomo__dbuf *spans) {
+    int i, first = 0, nsp = 0, oom = 0;
+    const char *name = lomo__tpl_names[tpl];
+    for (i = 0; i < n; i++) {
+        const char *r = msgs[i].role;
+        if (!r || !msgs[i].content)
+            return lomo__fail("%s: messages[%d] needs a role and a content", where, i);
+        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
+            return lomo__fail("%s: messages[%d].role = \"%.40s\": expected \"system\", \"user\" or \"assistant\"", where,
+                              i, r);
+        if (!lomo__utf8_valid(msgs[i].content))
+            return lomo__fail("%s: messages[%d].content is not valid UTF-8", where, i);
+    }
+    if (n < 1) return lomo__fail("%s: messages is empty", where);
+    if (tpl == LOMO__TPL_MISTRAL) {
+        first = !strcmp(msgs[0].role, "system");
+        for (i = first; i < n; i++)
+            if (strcmp(msgs[i].role, (i - first) % 2 ? "assistant" : "user"))
+                return lomo__fail("%s: messages[%d] has role %s where chat template mistral expects %s (an optional "
+                                  "first system message, then user and assistant alternating, user first)", where,
+                                  i, msgs[i].role, (i - first) % 2 ? "assistant" : "user");
+        oom |= lomo__sputs(text, "<s>");
+    } else if (tpl == LOMO__TPL_LLAMA3) {
+        oom |= lomo__sputs(text, "<|begin_of_text|>");
+    } else if (strcmp(msgs[0].role, "system")) {
+        oom |= lomo__sputs(text, tpl == LOMO__TPL_CHATML
+                                     ? "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                                       "assistant.<|im_end|>\n"
+                                     : "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n");
+    }
+    for (i = first; i < n && !oom; i++) {
+        const char *c = msgs[i].content, *eot;
+        size_t a = 0, b = strlen(c);
+        int asst = !strcmp(msgs[i].role, "assistant");
+        int64_t sp[2];
+        if (tpl == LOMO__TPL_LLAMA3) {
+            oom |= lomo__sputs(text, "<|start_header_id|>") | lomo__sputs(text, msgs[i].role) |
+                   lomo__sputs(text, "<|end_header_id|>\n\n");
+            lomo__py_strip(c, b, &a, &b);
+            eot = "<|eot_id|>";
+        } else if (tpl == LOMO__TPL_MISTRAL) {
+            if (!asst) {
+                oom |= lomo__sputs(text, "[INST] ");
+                if (first && i == 1) oom |= lomo__sputs(text, msgs[0].content) | lomo__sputs(text, "\n\n");
+            }
+            eot = asst ? "</s>" : " [/INST]";
+        } else {
+            oom |= lomo__sputs(text, "<|im_start|>") | lomo__sputs(text, msgs[i].role) | lomo__sputs(text, "\n");
+            eot = "<|im_end|>";
+        }
+        sp[0] = (int64_t)text->n;
+        oom |= lomo__sadd(text, c + a, b - a) | lomo__sputs(text, eot);
+        sp[1] = (int64_t)text->n;
+        if (tpl == LOMO__TPL_CHATML || tpl == LOMO__TPL_QWEN2) oom |= lomo__sputs(text, "\n");
+        if (asst) { oom |= lomo__dbuf_add(spans, sp, sizeof sp); nsp++; }
+    }
+    if (oom || lomo__dbuf_add(text, "", 1)) return lomo__fail("%s: out of memory rendering chat template %s", where, name);
+    text->n--;   /* the NUL is there, not counted */
+    return nsp;
+}
+
+LOMODEF int lomo_chat_render(const char *name, const lomo_chat_msg *msgs, int n, char **text, size_t *len,
+                             int64_t **spans) {
+    lomo__dbuf t = {NULL, 0, 0}, sp = {NULL, 0, 0};
+    int tpl = lomo__tpl_find(name), k;
+    if (!text) return lomo__fail("lomo_chat_render: text is required");
+    *text = NULL;
+    if (spans) *spans = NULL;
+    if (tpl < 0)
+        return lomo__fail("lomo_chat_render: unknown chat template \"%.64s\" (built in: %s)", name ? name : "(null)",
+                          lomo_chat_template_names());
+    if (n < 0 || (n > 0 && !msgs)) return lomo__fail("lomo_chat_render: %d messages at %p", n, (const void *)msgs);
+    if ((k = lomo__chat_render(tpl, msgs, n, "lomo_chat_render", &t, &sp)) < 0) {
+        lomo__dbuf_free(&t); lomo__dbuf_free(&sp);
+        return -1;
+    }
+    *text = t.p;
+    if (len) *len = t.n;
+    if (spans) *spans = (int64_t *)sp.p; else lomo__dbuf_free(&sp);
+    return k;
+}
+
+/* Which built-in template tpl (an official Jinja template) is, or -1 + error. */
+static int lomo__chat_recognise(const char *tpl, const char *where) {
+    if (strstr(tpl, "<|start_header_id|>") && strstr(tpl, "<|eot_id|>")) {
+        if (strstr(tpl, "Cutting Knowledge Date") || strstr(tpl, "tools") || strstr(tpl, "ipython"))
+            return lomo__fail("%s: chat_template is Llama 3.1's or later (tools, dates in the system message), which "
+                              "lomo does not render; --chat-template llama3 gives Llama 3's", where);
+        if (!strstr(tpl, "trim") || !strstr(tpl, "bos_token"))
+            return lomo__fail("%s: chat_template looks like Llama 3's but does not trim the content or write "
+                              "bos_token as Llama-3-Instruct's does; choose a template by name (built in: %s)", where,
+                              lomo_chat_template_names());
+        return LOMO__TPL_LLAMA3;
+    }
+    if (strstr(tpl, "<|im_start|>") && strstr(tpl, "<|im_end|>")) {
+        if (strstr(tpl, "<think>"))
+            return lomo__fail("%s: chat_template has <think> blocks (Qwen3 style), which lomo does not render; choose "
+                              "a template by name (built in: %s)", where, lomo_chat_template_names());
+        if (strstr(tpl, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")) return LOMO__TPL_CHATML;
+        if (strstr(tpl, "You are a helpful assistant.")) return LOMO__TPL_QWEN2;
+        return lomo__fail("%s: chat_template is ChatML without Qwen2's or Qwen2.5's default system message; choose a "
+                          "template by name (built in: %s)", where, lomo_chat_template_names());
+    }
+    if (strstr(tpl, "[INST]") && strstr(tpl, "[/INST]")) {
+        if (strstr(tpl, "' [/INST]'") && (strstr(tpl, "'[INST] '") || strstr(tpl, "\"[INST] \"")) &&
+            !strstr(tpl, "' [INST] '") && !strstr(tpl, "[AVAILABLE_TOOLS]") && !strstr(tpl, "<<SYS>>"))
+            return LOMO__TPL_MISTRAL;
+        return lomo__fail("%s: chat_template uses [INST] but is not Mistral-7B-Instruct v0.1/v0.2's "
+                          "(\"<s>[INST] user [/INST]assistant</s>\"; v0.3's and Llama 2's spacing differ); choose a "
+                          "template by name (built in: %s)", where, lomo_chat_template_names());
+    }
+    return lomo__fail("%s: chat_template is none of the built-in ones (%s); choose one with --chat-template NAME",
+                      where, lomo_chat_template_names());
+}
+
+/* node's decoded string, LOMO_MALLOC'd (*len its length), or NULL + error naming where and field */
+static char *lomo__json_strdup(const lomo__json *j, int node, const char *where, const char *field, size_t *len) {
+    char show[64], *out;
+    size_t i = 0, o = 0;
+    if (node < 0) { lomo__fail("%s: missing \"%s\"", where, field); return NULL; }
+    if (!lomo__json_is(j, node, LOMO__J_STR)) {
+        lomo__fail("%s: %s must be a string, found %s", where, field, lomo__json_show(j, node, show, sizeof show));
+        return NULL;
+    }
+    if (!(out = (char *)LOMO_MALLOC(j->nodes[node].len + 1))) { lomo__fail("%s: out of memory", where); return NULL; }
+    while (i < j->nodes[node].len) {
+        char c[4];
+        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
+        if (k == 1 && c[0] == 0) {
+            LOMO_FREE(out);
+            lomo__fail("%s: %s contains \\u0000", where, field);
+            return NULL;
+        }
+        for (m = 0; m < k; m++) out[o++] = c[m];
+    }
+    out[o] = 0;
+    if (len) *len = o;
+    return out;
+}
+
+LOMODEF const char *lomo_chat_template_detect(const char *path) {
+    char *buf = NULL, *tpl = NULL, file[4096];
+    size_t len, n;
+    int rc = -1, node, isdir;
+    struct stat st;
+    lomo__json j;
+    if (!path) { lomo__fail("lomo_chat_template_detect: no path"); return NULL; }
+    isdir = !stat(path, &st) && S_ISDIR(st.st_mode);
+    n = strlen(path);
+    if (isdir) snprintf(file, sizeof file, "%s/chat_template.jinja", path);
+    else snprintf(file, sizeof file, "%s", path);
+    if (isdir ? !stat(file, &st) : lomo__data_suffix(path, ".jinja")) {   /* the template itself */
+        if (lomo__read_file(file, &buf, &len)) return NULL;
+        rc = lomo__utf8_valid(buf) && strlen(buf) == len ? lomo__chat_recognise(buf, file)
+                                                          : lomo__fail("%s: not UTF-8 text", file);
+        LOMO_FREE(buf);
+        return rc < 0 ? NULL : lomo__tpl_names[rc];
+    }
+    if (isdir) snprintf(file, sizeof file, "%s%s", path, n && path[n - 1] == '/' ? "tokenizer_config.json"
+                                                                                 : "/tokenizer_config.json");
+    if (lomo__read_file(file, &buf, &len)) return NULL;
+    if (lomo__json_parse(&j, buf, len, file)) { LOMO_FREE(buf); return NULL; }
+    node = lomo__json_get(&j, 0, "chat_template");
+    if (lomo__json_is(&j, node, LOMO__J_ARR)) {   /* [{"name": ..., "template": ...}]: the default one */
+        int c, found = -1;
+        for (c = j.nodes[node].first; c >= 0; c = j.nodes[c].next)
+            if (lomo__json_streq(&j, lomo__json_get(&j, c, "name"), "default")) found = lomo__json_get(&j, c, "template");
+        if (found < 0) lomo__fail("%s: chat_template is a list without a \"default\" entry", file);
+        node = found;
+        if (found < 0) goto done;
+    }
+    if (node < 0) { lomo__fail("%s: no chat_template; choose one with --chat-template NAME (built in: %s)", file,
+                               lomo_chat_template_names()); goto done; }
+    if (!(tpl = lomo__json_strdup(&j, node, file, "chat_template", NULL))) goto done;
+    rc = lomo__chat_recognise(tpl, file);
+done:
+    LOMO_FREE(tpl);
+    lomo__json_free(&j);
+    LOMO_FREE(buf);
+    return rc < 0 ? NULL : lomo__tpl_names[rc];
+}
+
+LOMODEF int64_t lomo_data_truncated(const lomo_data *d) { return d ? d->n_cut : 0; }
+
+LOMODEF int64_t lomo_data_example(const lomo_data *d, int64_t i, const int32_t **tokens, const int32_t **labels) {
+    int64_t a, b, T;
+    if (!d || !tokens) return lomo__fail("lomo_data_example: data and tokens are required");
+    if (i < 0 || i >= d->n)
+        return lomo__fail("lomo_data_example: example %lld is outside [0, %lld)", (long long)i, (long long)d->n);
+    T = d->o.seq_len;
+    a = d->off ? d->off[i] : i * T;
+    b = d->off ? d->off[i + 1] : (a + T < d->n_tok ? a + T : d->n_tok);
+    *tokens = d->tok + a;
+    if (labels) *labels = (d->lab ? d->lab : d->tok) + a;
+    return b - a;
+}
+
+#ifndef LOMO_NO_TOKENIZER
+/* labels for ids whose byte ranges are tsp: the id where the token has a
+   byte in one of the m spans, else -100 (transformers' assistant mask). A
+   token with an empty range counts when it sits strictly inside a span, or
+   (trail: special tokens the post-processor appends) when it comes after
+   the last token with text and that one counts. */
+static void lomo__span_labels(const int32_t *ids, const int64_t *tsp, int64_t n, const int64_t *spans, int64_t m,
+                              int trail, int32_t *labels) {
+    int64_t i, k, last = -1;
+    for (i = 0; i < n; i++) if (tsp[2 * i + 1] > tsp[2 * i]) last = i;
+    for (i = 0; i < n; i++) {
+        int64_t s = tsp[2 * i], e = tsp[2 * i + 1];
+        int c = 0;
+        for (k = 0; k < m && !c; k++)
+            c = e > s ? spans[2 * k] < e && spans[2 * k + 1] > s : spans[2 * k] < s && spans[2 * k + 1] > s;
+        if (!c && e == s && trail && i > last && last >= 0) c = labels[last] != -100;
+        labels[i] = c ? ids[i] : -100;
+    }
+}
+
+/* the template's special tokens must be tokens of tk, or the rendering would be split into pieces */
+static int lomo__tpl_check(const lomo_tokenizer *tk, int tpl, const char *where) {
+    int i;
+    for (i = 0; i < 4 && lomo__tpl_specials[tpl][i]; i++)
+        if (lomo_token_id(tk, lomo__tpl_specials[tpl][i]) < 0)
+            return lomo__fail("%s: chat template %s needs the token %s, which the tokenizer does not have (is it "
+                              "the model's tokenizer.json?)", where, lomo__tpl_names[tpl], lomo__tpl_specials[tpl][i]);
+    return 0;
+}
+
+/* tokenizes text and labels it by spans (m < 0: every token counts) */
+static int64_t lomo__encode_spans(const lomo_tokenizer *tk, const char *text, size_t len, int add_special,
+                                  const int64_t *spans, int64_t m, int32_t **ids, int32_t **labels) {
+    int64_t *tsp = NULL, n;
+    *ids = NULL; *labels = NULL;
+    if ((n = lomo_tokenize(tk, text, len, add_special, ids, m >= 0 ? &tsp : NULL)) < 0) return -1;
+    if (!(*labels = (int32_t *)LOMO_MALLOC((size_t)(n ? n : 1) * sizeof(int32_t)))) {
+        LOMO_FREE(*ids); LOMO_FREE(tsp); *ids = NULL;
+        return lomo__fail("out of memory for %lld labels", (long long)n);
+    }
+    if (m >= 0) lomo__span_labels(*ids, tsp, n, spans, m, add_special, *labels);
+    else if (n) memcpy(*labels, *ids, (size_t)n * sizeof(int32_t));
+    LOMO_FREE(tsp);
+    return n;
+}
+
+static int64_t lomo__chat_encode(const lomo_tokenizer *tk, int tpl, const lomo_chat_msg *msgs, int n,
+                                 const char *where, int32_t **ids, int32_t **labels) {
+    lomo__dbuf t = {NULL, 0, 0}, sp = {NULL, 0, 0};
+    int k;
+    int64_t r = -1;
+    *ids = NULL; *labels = NULL;
+    if (lomo__tpl_check(tk, tpl, where)) return -1;
+    if ((k = lomo__chat_render(tpl, msgs, n, where, &t, &sp)) >= 0)
+        r = lomo__encode_spans(tk, t.p, t.n, 0, (const int64_t *)sp.p, k, ids, labels);
+    lomo__dbuf_free(&t); lomo__dbuf_free(&sp);
+    return r;
+}
+
+LOMODEF int64_t lomo_chat_encode(const struct lomo_tokenizer *tk, const char *name, const lomo_chat_msg *msgs,
+                                 int n, int32_t **ids, int32_t **labels) {
+    int tpl = lomo__tpl_find(name);
+    if (!ids || !labels) return lomo__fail("lomo_chat_encode: ids and labels are required");
+    *ids = NULL; *labels = NULL;
+    if (!tk) return lomo__fail("lomo_chat_encode: no tokenizer");
+    if (tpl < 0)
+        return lomo__fail("lomo_chat_encode: unknown chat template \"%.64s\" (built in: %s)", name ? name : "(null)",
+                          lomo_chat_template_names());
+    if (n < 0 || (n > 0 && !msgs)) return lomo__fail("lomo_chat_encode: %d messages at %p", n, (const void *)msgs);
+    return lomo__chat_encode(tk, tpl, msgs, n, "lomo_chat_encode", ids, labels);
+}
+
+/* The messages of a {"messages": [...]} line, decoded (free with lomo__msgs_free). */
+static int lomo__data_msgs(const lomo__json *j, int arr, const char *where, lomo_chat_msg **out, int *count) {
+    char show[64], field[64];
+    int c, k = 0;
+    lomo_chat_msg *m;
+    *out = NULL; *count = 0;
+    if (!lomo__json_is(j, arr, LOMO__J_ARR))
+        return lomo__fail("%s: messages must be an array of {\"role\", \"content\"} objects, found %s", where,
+                          lomo__json_show(j, arr, show, sizeof show));
+    if (!(m = (lomo_chat_msg *)LOMO_MALLOC(((size_t)j->nodes[arr].count + 1) * sizeof *m)))
+        return lomo__fail("%s: out of memory", where);
+    for (c = j->nodes[arr].first; c >= 0; c = j->nodes[c].next, k++) {
+        m[k].role = m[k].content = NULL;
+        *count = k + 1;
+        if (!lomo__json_is(j, c, LOMO__J_OBJ)) {
+            lomo__fail("%s: messages[%d] must be an object {\"role\", \"content\"}, found %s", where, k,
+                       lomo__json_show(j, c, show, sizeof show));
+            break;
+        }
+        if (lomo__json_get(j, c, "tool_calls") >= 0) {
+            lomo__fail("%s: messages[%d] has tool_calls, which lomo's chat templates do not render", where, k);
+            break;
+        }
+        snprintf(field, sizeof field, "messages[%d].role", k);
+        if (!(m[k].role = lomo__json_strdup(j, lomo__json_get(j, c, "role"), where, field, NULL))) break;
+        snprintf(field, sizeof field, "messages[%d].content", k);
+        if (!(m[k].content = lomo__json_strdup(j, lomo__json_get(j, c, "content"), where, field, NULL))) break;
+    }
+    *out = m;
+    return c >= 0 ? -1 : 0;
+}
+
+static void lomo__msgs_free(lomo_chat_msg *m, int n) {
+    int i;
+    for (i = 0; m && i < n; i++) { LOMO_FREE((void *)m[i].role); LOMO_FREE((void *)m[i].content); }
+    LOMO_FREE(m);
+}
+#endif /* LOMO_NO_TOKENIZER */
+
+/* JSON Lines formats: the keys that name each */
+enum { LOMO__FMT_IDS = 1, LOMO__FMT_TEXT, LOMO__FMT_PC, LOMO__FMT_ALPACA, LOMO__FMT_CHAT };
+static const char *const lomo__fmt_names[] = {"", "{\"input_ids\"}", "{\"text\"}", "{\"prompt\", \"completion\"}",
+                                              "alpaca {\"instruction\", \"input\", \"output\"}", "{\"messages\"}"};
+
+/* The format of the object at node 0, or -1 + error. input_ids wins over the
+   other keys (which it always ignored); two text formats on one line are refused. */
+static int lomo__data_format(const lomo__json *j, const char *where) {
+    int has[6] = {0, 0, 0, 0, 0, 0}, f, found = 0, k = 0;
+    has[LOMO__FMT_IDS] = lomo__json_get(j, 0, "input_ids") >= 0;
+    has[LOMO__FMT_TEXT] = lomo__json_get(j, 0, "text") >= 0;
+    has[LOMO__FMT_PC] = lomo__json_get(j, 0, "prompt") >= 0 && lomo__json_get(j, 0, "completion") >= 0;
+    has[LOMO__FMT_ALPACA] = lomo__json_get(j, 0, "instruction") >= 0 && lomo__json_get(j, 0, "output") >= 0;
+    has[LOMO__FMT_CHAT] = lomo__json_get(j, 0, "messages") >= 0;
+    if (has[LOMO__FMT_IDS]) return LOMO__FMT_IDS;
+    for (f = LOMO__FMT_TEXT; f <= LOMO__FMT_CHAT; f++)
+        if (has[f]) { if (!found) found = f; else k = f; }
+    if (k) return lomo__fail("%s: the line has the keys of two formats, %s and %s", where, lomo__fmt_names[found],
+                             lomo__fmt_names[k]);
+    if (found) return found;
+    if (lomo__json_get(j, 0, "prompt") >= 0) return lomo__fail("%s: \"prompt\" without \"completion\"", where);
+    if (lomo__json_get(j, 0, "instruction") >= 0) return lomo__fail("%s: \"instruction\" without \"output\"", where);
+    return lomo__fail("%s: missing \"input_ids\" (or \"text\", \"prompt\" + \"completion\", \"messages\", "
+                      "\"instruction\" + \"output\": the formats lomo_data_open reads)", where);
+}
+
+#ifndef LOMO_NO_TOKENIZER
+/* Appends one example (ids, labels of n tokens) to the buffers: checked against
+   the vocabulary, truncated to seq_len. */
+static int lomo__data_add(lomo_data *d, const int32_t *ids, const int32_t *lab, int64_t n, const char *where,
+                          lomo__dbuf *tok, lomo__dbuf *labs, lomo__dbuf *off) {
+    int64_t i, keep = n < d->o.seq_len ? n : d->o.seq_len, end;
+    for (i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= d->o.vocab_size) {
+            const char *s = lomo_token_str((const lomo_tokenizer *)d->o.tokenizer, ids[i]);
+            return lomo__fail("%s: token %lld is id %ld (\"%.40s\"), outside the vocabulary [0, %d): the tokenizer "
+                              "does not fit the model", where, (long long)i, (long)ids[i], s ? s : "?",
+                              d->o.vocab_size);
+        }
+    if (n == 0) return lomo__fail("%s: the text gives no tokens", where);
+    if (n > keep) d->n_cut++;
+    if (lomo__dbuf_add(tok, ids, (size_t)keep * sizeof(int32_t)) ||
+        lomo__dbuf_add(labs, lab, (size_t)keep * sizeof(int32_t)))
+        return lomo__fail("%s: out of memory", where);
+    end = (int64_t)(tok->n / sizeof(int32_t));
+    if (lomo__dbuf_add(off, &end, sizeof end)) return lomo__fail("%s: out of memory", where);
+    return 0;
+}
+
+/* One line of a text format (LOMO__FMT_TEXT and on) into the example buffers. */
+static int lomo__data_text_line(lomo_data *d, const lomo__json *j, int fmt, const char *where, lomo__dbuf *tok,
+                                lomo__dbuf *lab, lomo__dbuf *off) {
+    const lomo_tokenizer *tk = (const lomo_tokenizer *)d->o.tokenizer;
+    char *a = NULL, *b = NULL, *c = NULL, *text = NULL;
+    size_t na = 0, nb = 0, nc = 0, len = 0;
+    int32_t *ids = NULL, *labels = NULL;
+    int64_t n = -1, span[2];
+    int rc = -1;
+    if (fmt == LOMO__FMT_CHAT) {
+        lomo_chat_msg *m;
+        int k, tpl = lomo__tpl_find(d->o.chat_template);
+        if (tpl < 0)
+            return lomo__fail("%s: {\"messages\"} lines need a chat template: name one (built in: %s; llama_ft "
+                              "--chat-template NAME)", where, lomo_chat_template_names());
+        if (lomo__data_msgs(j, lomo__json_get(j, 0, "messages"), where, &m, &k) == 0)
+            n = lomo__chat_encode(tk, tpl, m, k, where, &ids, &labels);
+        lomo__msgs_free(m, k);
+    } else if (fmt == LOMO__FMT_TEXT) {
+        if ((a = lomo__json_strdup(j, lomo__json_get(j, 0, "text"), where, "text", &na)))
+            n = lomo__encode_spans(tk, a, na, 1, NULL, -1, &ids, &labels);
+    } else {   /* prompt + completion: the completion's tokens count */
+        if (fmt == LOMO__FMT_PC) {
+            if ((a = lomo__json_strdup(j, lomo__json_get(j, 0, "prompt"), where, "prompt", &na)) &&
+                (c = lomo__json_strdup(j, lomo__json_get(j, 0, "completion"), where, "completion", &nc))) rc = 0;
+        } else {
+            int in = lomo__json_get(j, 0, "input");
+            if ((a = lomo__json_strdup(j, lomo__json_get(j, 0, "instruction"), where, "instruction", &na)) &&
+                (in < 0 || lomo__json_is(j, in, LOMO__J_NULL) ||
+                 (b = lomo__json_strdup(j, in, where, "input", &nb))) &&
+                (c = lomo__json_strdup(j, lomo__json_get(j, 0, "output"), where, "output", &nc))) rc = 0;
+            if (!rc) {   /* the prompt, by the Stanford Alpaca template */
+                char *p = (char *)LOMO_MALLOC(na + nb + 512);
+                if (!p) rc = lomo__fail("%s: out of memory", where);
+                else {
+                    if (nb) snprintf(p, na + nb + 512, LOMO_ALPACA_PROMPT, a, b);
+                    else snprintf(p, na + nb + 512, LOMO_ALPACA_PROMPT_NO_INPUT, a);
+                    LOMO_FREE(a); a = p; na = strlen(p);
+                }
+            }
+        }
+        if (!rc && !(text = (char *)LOMO_MALLOC(na + nc + 1))) rc = lomo__fail("%s: out of memory", where);
+        if (!rc) {
+            memcpy(text, a, na); memcpy(text + na, c, nc); text[na + nc] = 0;
+            len = na + nc;
+            span[0] = (int64_t)na; span[1] = (int64_t)len;
+            n = lomo__encode_spans(tk, text, len, 1, span, 1, &ids, &labels);
+        }
+        rc = -1;
+    }
+    if (n >= 0) rc = lomo__data_add(d, ids, labels, n, where, tok, lab, off);
+    else if (!strstr(lomo_error(), where)) {   /* name the line in the tokenizer's message */
+        char msg[sizeof lomo__errbuf];
+        snprintf(msg, sizeof msg, "%s", lomo_error());
+        lomo__fail("%s: %s", where, msg);
+    }
+    LOMO_FREE(a); LOMO_FREE(b); LOMO_FREE(c); LOMO_FREE(text); LOMO_FREE(ids); LOMO_FREE(labels);
+    return rc;
+}
+
+/* A plain-text file: one document, cut into examples of seq_len tokens like a packed file. */
+static int lomo__data_load_text(lomo_data *d, const char *path, const char *buf, size_t len) {
+    int32_t *ids = NULL;
+    int64_t n, i;
+    if (!d->o.tokenizer)
+        return lomo__fail("%s: plain text (*.txt) needs a tokenizer (lomo_data_opts.tokenizer; llama_ft: a --model "
+                          "directory with tokenizer.json)", path);
+    if (strlen(buf) != len || !lomo__utf8_valid(buf)) return lomo__fail("%s: not UTF-8 text", path);
+    if ((n = lomo_tokenize((const lomo_tokenizer *)d->o.tokenizer, buf, len, 1, &ids, NULL)) < 0) {
+        char msg[sizeof lomo__errbuf];
+        snprintf(msg, sizeof msg, "%s", lomo_error());
+        return lomo__fail("%s: %s", path, msg);
+    }
+    for (i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= d->o.vocab_size) {
+            lomo__fail("%s: token %lld is id %ld, outside the vocabulary [0, %d): the tokenizer does not fit the "
+                       "model", path, (long long)i, (long)ids[i], d->o.vocab_size);
+            LOMO_FREE(ids);
+            return -1;
+        }
+    if (n == 0) { LOMO_FREE(ids); return lomo__fail("%s: no examples (the text gives no tokens)", path); }
+    d->tok = ids;
+    d->n_tok = n;
+    d->n = (n + d->o.seq_len - 1) / d->o.seq_len;
+    return 0;
+}
+#endif /* LOMO_NO_TOKENIZER */
+
 /* Parses one JSONL line (at `where`) into the example buffers. */
 static int lomo__data_jsonl_line(lomo_data *d, const char *s, size_t n, const char *where,
-                                 lomo__dbuf *tok, lomo__dbuf *lab, lomo__dbuf *off, int *any_labels) {
+                                 lomo__dbuf *tok, lomo__dbuf *lab, lomo__dbuf *off, int *any_labels,
+                                 int *fmt, int64_t *fmt_line, int64_t line) {
     lomo__json j;
     char show[64];
-    int ids, labs, rc = -1;
+    int ids, labs, rc = -1, f;
     int64_t len, keep, nl, end;
     int32_t *dt, *dl;
     if (lomo__json_parse(&j, s, n, where)) return -1;   /* "<file>:<line>: invalid JSON at byte N: ..." */
     if (!lomo__json_is(&j, 0, LOMO__J_OBJ)) {
         lomo__fail("%s: expected a JSON object {\"input_ids\": [...], \"labels\": [...]} (one per line), found %s",
                    where, lomo__json_show(&j, 0, show, sizeof show));
+        goto done;
+    }
+    if ((f = lomo__data_format(&j, where)) < 0) goto done;
+    if (*fmt && f != *fmt) {
+        lomo__fail("%s: this line is %s but line %lld is %s: one format per file", where, lomo__fmt_names[f],
+                   (long long)*fmt_line, lomo__fmt_names[*fmt]);
+        goto done;
+    }
+    if (!*fmt) { *fmt = f; *fmt_line = line; }
+    if (f != LOMO__FMT_IDS) {
+#ifndef LOMO_NO_TOKENIZER
+        if (!d->o.tokenizer)
+            lomo__fail("%s: %s data needs a tokenizer (lomo_data_opts.tokenizer; llama_ft: a --model directory "
+                       "with tokenizer.json)", where, lomo__fmt_names[f]);
+        else if (!lomo__data_text_line(d, &j, f, where, tok, lab, off)) { *any_labels = 1; rc = 0; }
+#else
+        lomo__fail("%s: %s data needs the tokenizer, which this build leaves out (LOMO_NO_TOKENIZER)", where,
+                   lomo__fmt_names[f]);
+#endif
         goto done;
     }
     ids = lomo__json_get(&j, 0, "input_ids");
@@ -2938,6 +3563,7 @@ static int lomo__data_jsonl_line(lomo_data *d, const char *s, size_t n, const ch
     if (!dt || !dl) { lomo__fail("%s: out of memory", where); goto done; }
     if ((len = lomo__data_ints(&j, ids, where, "input_ids", d->o.vocab_size, 0, dt, keep)) < 0) goto done;
     if (len == 0) { lomo__fail("%s: input_ids is empty", where); goto done; }
+    if (len > keep) d->n_cut++;
     if (labs >= 0) {
         if ((nl = lomo__data_ints(&j, labs, where, "labels", d->o.vocab_size, 1, dl, keep)) < 0) goto done;
         if (nl != len) {
@@ -2961,14 +3587,15 @@ static int lomo__data_load_jsonl(lomo_data *d, const char *path, const char *buf
     size_t pos = 0, n;
     const char *s;
     int64_t line = 0, zero = 0;
-    int any_labels = 0;
+    int any_labels = 0, fmt = 0;
+    int64_t fmt_line = 0;
     char where[1100];
     if (lomo__dbuf_add(&off, &zero, sizeof zero)) { lomo__fail("%s: out of memory", path); goto fail; }
     while (lomo__data_line(buf, len, &pos, &s, &n)) {
         line++;
         if (lomo__data_blank(s, n)) continue;
         snprintf(where, sizeof where, "%s:%lld", path, (long long)line);
-        if (lomo__data_jsonl_line(d, s, n, where, &tok, &lab, &off, &any_labels)) goto fail;
+        if (lomo__data_jsonl_line(d, s, n, where, &tok, &lab, &off, &any_labels, &fmt, &fmt_line, line)) goto fail;
     }
     d->n = (int64_t)(off.n / sizeof(int64_t)) - 1;
     if (d->n == 0) {
@@ -2993,7 +3620,7 @@ static int lomo__data_load_packed(lomo_data *d, const char *path, char *buf, siz
     size_t i, n = len / 4;
     if (len % 4)
         return lomo__fail("%s: size %zu bytes is not a multiple of 4 (packed little-endian uint32 tokens; "
-                          "name JSON Lines files *.jsonl or *.json)", path, len);
+                          "name JSON Lines files *.jsonl or *.json, plain text *.txt)", path, len);
     if (n == 0) return lomo__fail("%s: no examples (empty file)", path);
     for (i = 0; i < n; i++) {
         uint32_t v = (uint32_t)u[4 * i] | (uint32_t)u[4 * i + 1] << 8 | (uint32_t)u[4 * i + 2] << 16 |
@@ -3025,9 +3652,23 @@ LOMODEF lomo_data *lomo_data_open(const char *path, const lomo_data_opts *o) {
     memset(d, 0, sizeof *d);
     d->o = *o;
     d->perm_epoch = -1;
+    if (o->chat_template && lomo__tpl_find(o->chat_template) < 0) {
+        lomo__fail("lomo_data_open: unknown chat template \"%.64s\" (built in: %s)", o->chat_template,
+                   lomo_chat_template_names());
+        LOMO_FREE(d);
+        return NULL;
+    }
     if (lomo__read_file(path, &buf, &len)) { LOMO_FREE(d); return NULL; }   /* "<path>: cannot open: <strerror>" */
     if (lomo__data_suffix(path, ".jsonl") || lomo__data_suffix(path, ".json")) {
         rc = lomo__data_load_jsonl(d, path, buf, len);
+        LOMO_FREE(buf);
+    } else if (lomo__data_suffix(path, ".txt")) {
+#ifndef LOMO_NO_TOKENIZER
+        rc = lomo__data_load_text(d, path, buf, len);
+#else
+        rc = lomo__fail("%s: plain text (*.txt) needs the tokenizer, which this build leaves out (LOMO_NO_TOKENIZER)",
+                        path);
+#endif
         LOMO_FREE(buf);
     } else {
         rc = lomo__data_load_packed(d, path, buf, len);

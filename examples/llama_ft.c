@@ -12,7 +12,14 @@
 
    Data: JSONL lines {"input_ids": [...], "labels": [...]} (labels optional,
    -100 ignored; position t predicts labels[t+1], as in transformers), or a
-   packed file of little-endian uint32 tokens. Multiple choice: JSONL lines
+   packed file of little-endian uint32 tokens. Text, tokenized once per run
+   with the model's tokenizer.json: JSONL lines {"text"}, {"prompt",
+   "completion"}, alpaca {"instruction", "input", "output"} or chat
+   {"messages"} (with --chat-template NAME, or the template detected from
+   tokenizer_config.json), or a plain *.txt file; see lomo_data_open.
+   Check what training will see:
+            llama_ft --model DIR --render-chat chat.jsonl [--chat-template NAME]
+   prints {"input_ids": [...], "labels": [...]} per line. Multiple choice: JSONL lines
    {"prompt": [...], "candidates": [[...], ...], "answer": i}, scored by the
    average log-likelihood of each candidate given the prompt (highest wins).
 
@@ -64,6 +71,9 @@ static void usage(void) {
         "  --generate TEXT (needs a tokenizer) --temperature T --top-k K (sampling default 50) --top-p P\n"
         "  --repetition-penalty X --seed S --stop STR; --sample-every N --sample-prompt \"[ids]\" or text (greedy sample\n"
         "  while training, also in OUT.samples.jsonl)\n"
+        "  --chat-template llama3|chatml|qwen2|mistral (for {\"messages\"} data; default: from tokenizer_config.json;\n"
+        "  with --generate: the text is one user message, auto = the model's template)\n"
+        "  --render-chat FILE (print the input_ids and labels training would take from FILE, then exit)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n");
 }
 
@@ -73,10 +83,80 @@ typedef struct args {
     int micro_batches, stochastic_rounding, loss_scale_window, shard;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
     uint64_t seed;
-    const char *prompt_ids, *generate, *chat_template, *sample_prompt, *stop;   /* generation (gen_* functions) */
+    const char *chat_template, *render_chat;   /* text data */
+    const char *prompt_ids, *generate, *sample_prompt, *stop;   /* generation (gen_* functions) */
     int max_new_tokens, top_k, sample_every, gen_bad;
     float temperature, top_p, repetition_penalty;
 } args;
+
+/* ---- text data: the model directory's tokenizer.json and chat template, loaded once ---- */
+static lomo_tokenizer *text_tok;
+static const char *text_tpl;
+static char text_why[1200];   /* why no tokenizer or template, for the data error */
+static int text_loaded;
+
+/* Sets o's tokenizer and chat template from --model (or --resume) and --chat-template. A missing or
+   unusable tokenizer is not an error here: only data that needs one is refused, with this reason. */
+static void text_data(const args *a, lomo_data_opts *o) {
+    const char *dir = a->model ? a->model : a->resume;
+    if (!text_loaded && dir) {
+        char path[1100];
+        FILE *f;
+        text_loaded = 1;
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if (!(f = fopen(path, "rb"))) snprintf(text_why, sizeof text_why, "(%s: none)", path);
+        else {
+            fclose(f);
+            if (!(text_tok = lomo_tokenizer_load(dir))) snprintf(text_why, sizeof text_why, "(%s)", lomo_error());
+        }
+        if (a->chat_template) text_tpl = a->chat_template;
+        else if (text_tok && !(text_tpl = lomo_chat_template_detect(dir)) && !text_why[0])
+            snprintf(text_why, sizeof text_why, "(%s)", lomo_error());
+    } else if (!text_loaded) {
+        text_loaded = 1;
+        text_tpl = a->chat_template;
+        snprintf(text_why, sizeof text_why, "(no --model directory, so no tokenizer.json)");
+    }
+    o->tokenizer = text_tok;
+    o->chat_template = text_tpl;
+}
+
+static lomo_data *open_data(const char *path, const args *a, lomo_data_opts *o) {
+    lomo_data *d;
+    text_data(a, o);
+    if (!(d = lomo_data_open(path, o)) && text_why[0] &&
+        (strstr(lomo_error(), "tokenizer") || strstr(lomo_error(), "chat template")))
+        fprintf(stderr, "llama_ft: %s\n", text_why);
+    return d;
+}
+
+/* --render-chat FILE: what training takes from FILE (any data format), one JSON line per example, untruncated
+   unless --seq-len is given. */
+static int render_chat(const args *a, int seq_len_given) {
+    lomo_data_opts o;
+    lomo_data *d;
+    int64_t i, k;
+    memset(&o, 0, sizeof o);
+    if (!a->model) { fprintf(stderr, "llama_ft: --render-chat needs --model DIR (with tokenizer.json)\n"); return 2; }
+    text_data(a, &o);
+    if (!text_tok) { fprintf(stderr, "llama_ft: --render-chat: no tokenizer %s\n", text_why); return 1; }
+    o.seq_len = seq_len_given ? a->seq_len : 0x7fffffff;
+    o.vocab_size = lomo_tokenizer_vocab_size(text_tok);
+    if (!(d = open_data(a->render_chat, a, &o))) { fprintf(stderr, "llama_ft: --render-chat: %s\n", lomo_error()); return 1; }
+    for (i = 0; i < lomo_data_count(d); i++) {
+        const int32_t *t, *l;
+        int64_t n = lomo_data_example(d, i, &t, &l);
+        printf("{\"input_ids\": [");
+        for (k = 0; k < n; k++) printf(k ? ", %d" : "%d", (int)t[k]);
+        printf("], \"labels\": [");
+        for (k = 0; k < n; k++) printf(k ? ", %d" : "%d", (int)l[k]);
+        printf("]}\n");
+    }
+    if (lomo_data_truncated(d)) fprintf(stderr, "llama_ft: %lld examples cut to --seq-len %d\n",
+                                        (long long)lomo_data_truncated(d), a->seq_len);
+    lomo_data_free(d);
+    return 0;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -100,22 +180,30 @@ static float lr_at(const args *a, int step, int total) {
 }
 
 /* ---- evaluation: mean loss over every counted token of a file ---- */
+static lomo_data *eval_cache;   /* the eval set, opened (tokenized) once per run */
+static const char *eval_cache_path;
+
 static int evaluate(lomo_trainer *t, const char *path, const args *a, int vocab, double *loss, int64_t *tokens) {
-    lomo_data_opts o = {a->seq_len, vocab, 0, 0, 0};
-    lomo_data *d = lomo_data_open(path, &o);
+    lomo_data_opts o = {a->seq_len, vocab, 0, 0, 0, NULL, NULL};
+    lomo_data_pos p0 = {0, 0};
+    lomo_data *d;
+    if (eval_cache && eval_cache_path != path) { lomo_data_free(eval_cache); eval_cache = NULL; }
+    d = eval_cache ? eval_cache : open_data(path, a, &o);
     int32_t *tok = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
     int32_t *lab = (int32_t *)calloc((size_t)a->batch * a->seq_len, sizeof(int32_t));
     double sum = 0;
     int64_t n = 0, seen = 0;
     if (!d) { free(tok); free(lab); return -1; }
+    eval_cache = d; eval_cache_path = path;
+    lomo_data_seek(d, p0);
     while (seen < lomo_data_count(d)) {
         lomo_step_info info;
         seen += lomo_data_next(d, a->batch, tok, lab);
-        if (lomo_forward(t, tok, lab, &info)) { lomo_data_free(d); free(tok); free(lab); return -1; }
+        if (lomo_forward(t, tok, lab, &info)) { free(tok); free(lab); return -1; }
         sum += (double)info.loss * info.n_tokens;
         n += info.n_tokens;
     }
-    lomo_data_free(d); free(tok); free(lab);
+    free(tok); free(lab);
     *loss = n ? sum / n : 0.0;
     *tokens = n;
     return 0;
@@ -190,7 +278,7 @@ static int write_demo_data(const char *path, int lines, int T, int V, uint64_t s
 
 /* next-token accuracy from position 2 on (where the step is determined) */
 static double demo_accuracy(lomo_trainer *t, lomo_model *m, const char *path, const args *a) {
-    lomo_data_opts o = {a->seq_len, m->cfg.vocab_size, 0, 0, 0};
+    lomo_data_opts o = {a->seq_len, m->cfg.vocab_size, 0, 0, 0, NULL, NULL};
     lomo_data *d = lomo_data_open(path, &o);
     int B = a->batch, T = a->seq_len, V = m->cfg.vocab_size;
     int32_t *tok = (int32_t *)calloc((size_t)B * T, sizeof(int32_t)), *lab = (int32_t *)calloc((size_t)B * T, sizeof(int32_t));
@@ -259,7 +347,6 @@ static int gen_flag(args *a, const char *k, const char *v) {
     int is_float = !strcmp(k, "--temperature") || !strcmp(k, "--top-p") || !strcmp(k, "--repetition-penalty");
     if (!strcmp(k, "--prompt-ids")) { a->prompt_ids = v; return 1; }
     if (!strcmp(k, "--generate")) { a->generate = v; return 1; }
-    if (!strcmp(k, "--chat-template")) { a->chat_template = v; return 1; }
     if (!strcmp(k, "--sample-prompt")) { a->sample_prompt = v; return 1; }
     if (!strcmp(k, "--stop")) { a->stop = v; return 1; }
     if (!is_int && !is_float) return 0;
@@ -384,9 +471,21 @@ static int gen_text(lomo_model *m, const args *a, const char *dir, const int32_t
     char *txt;
     int n, i;
     if (!tk) return die("--generate: tokenizer");
-    if ((n_prompt = lomo_tokenize(tk, a->generate, strlen(a->generate), 1, &prompt, NULL)) < 0) {
-        lomo_tokenizer_free(tk); return die("--generate: tokenize");
-    }
+    if (a->chat_template) {   /* one user message + the assistant header, as apply_chat_template(add_generation_prompt=True) */
+        const char *name = strcmp(a->chat_template, "auto") ? a->chat_template : lomo_chat_template_detect(dir);
+        lomo_chat_msg msg = {"user", a->generate};
+        char *text = NULL, *full;
+        size_t len = 0;
+        const char *gp = !name ? "" : !strcmp(name, "llama3") ? "<|start_header_id|>assistant<|end_header_id|>\n\n"
+                       : !strcmp(name, "chatml") || !strcmp(name, "qwen2") ? "<|im_start|>assistant\n" : "";
+        if (!name || lomo_chat_render(name, &msg, 1, &text, &len, NULL) < 0) { lomo_tokenizer_free(tk); return die("--chat-template"); }
+        if (!(full = (char *)malloc(len + strlen(gp) + 1))) { LOMO_FREE(text); lomo_tokenizer_free(tk); return 1; }
+        memcpy(full, text, len); strcpy(full + len, gp);
+        LOMO_FREE(text);
+        n_prompt = lomo_tokenize(tk, full, strlen(full), 0, &prompt, NULL);   /* the template wrote the specials */
+        free(full);
+    } else n_prompt = lomo_tokenize(tk, a->generate, strlen(a->generate), 1, &prompt, NULL);
+    if (n_prompt < 0) { lomo_tokenizer_free(tk); return die("--generate: tokenize"); }
     for (i = 0; i < n_prompt; i++)
         if (prompt[i] >= m->cfg.vocab_size) {
             fprintf(stderr, "llama_ft: --generate: the tokenizer gives id %d, outside the model's vocabulary [0, %d)\n",
@@ -423,11 +522,6 @@ static int gen_mode(lomo_model *m, const args *a) {
     char *line = NULL;
     size_t cap = 0;
     if (!dir) { fprintf(stderr, "llama_ft: --prompt-ids / --generate need --model DIR\n"); return 2; }
-    if (a->chat_template) {
-        fprintf(stderr, "llama_ft: --chat-template %s: chat templates for --generate are not in this build yet "
-                        "(give the prompt text already formatted)\n", a->chat_template);
-        return 2;
-    }
     if ((n_eos = lomo_eos_ids(dir, eos, 64)) < 0) return die("eos_token_id");
     if (a->generate) {
 #ifndef LOMO_NO_TOKENIZER
@@ -602,8 +696,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--device")) a.device = v;
         else if (!strcmp(k, "--loss-scale")) a.loss_scale = (float)atof(v);
         else if (!strcmp(k, "--loss-scale-window")) a.loss_scale_window = atoi(v);
+        else if (!strcmp(k, "--chat-template")) a.chat_template = v;
+        else if (!strcmp(k, "--render-chat")) a.render_chat = v;
         else if (gen_flag(&a, k, v)) { if (a.gen_bad) return 2; }
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
+    }
+    if (a.render_chat) {   /* an early mode: no model weights needed */
+        int given = 0;
+        for (int i = 1; i < argc; i++) given |= !strcmp(argv[i], "--seq-len");
+        rc = render_chat(&a, given);
+        lomo_tokenizer_free(text_tok);
+        return rc;
     }
     if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
         fprintf(stderr, "llama_ft: --schedule %s: expected constant, linear or cosine\n", a.schedule);
@@ -719,8 +822,8 @@ int main(int argc, char **argv) {
     if (!a.data) { fprintf(stderr, "llama_ft: --data is needed to train (or --eval / --mc)\n"); rc = 2; goto done; }
 
     /* ---- data ---- */
-    lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0};
-    if (!(d = lomo_data_open(a.data, &dop))) { die("--data"); goto done; }
+    lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0, NULL, NULL};
+    if (!(d = open_data(a.data, &a, &dop))) { die("--data"); goto done; }
     int mb = a.micro_batches > 1 ? a.micro_batches : 1, rows = a.batch * mb;   /* sequences per step, per rank */
     int all_rows = rows * nranks;                                              /* ... and over all ranks */
     int steps_per_epoch = (int)((lomo_data_count(d) + all_rows - 1) / all_rows);
@@ -728,6 +831,8 @@ int main(int argc, char **argv) {
     if (lomo_data_seek(d, pos)) { die("--resume data position"); goto done; }
     printf("data: %lld examples of up to %d tokens, %d steps of %d x %d%s (%.2f epochs)\n", (long long)lomo_data_count(d),
            a.seq_len, total, mb, a.batch, nranks > 1 ? " per rank" : "", (double)total / steps_per_epoch);
+    printf("data: %lld examples cut to --seq-len %d (their start kept)%s%s\n", (long long)lomo_data_truncated(d),
+           a.seq_len, dop.chat_template ? "; chat template " : "", dop.chat_template ? dop.chat_template : "");
 
     double loss0 = 0, acc0 = 0;
     int64_t ntok;
@@ -818,6 +923,8 @@ done:
     if (log) fclose(log);
     free(tok); free(lab);
     lomo_data_free(d);
+    lomo_data_free(eval_cache);
+    lomo_tokenizer_free(text_tok);
     lomo_trainer_free(t);
     lomo_model_free(m);
 #ifdef LOMO_MPI

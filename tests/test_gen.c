@@ -471,13 +471,16 @@ static void run_cli_text(void) {
     int rows = 0;
     while (line && *line) {
         lomo__json j;
-        char text[1024], want[8192];
+        char text[1024], want[8192], tpl[32];
         if ((nl = strchr(line, '\n'))) *nl = 0;
         if (lomo__json_parse(&j, line, strlen(line), "cli_gen_text.jsonl") == 0 &&
             lomo__json_str(&j, lomo__json_get(&j, 0, "text"), text, sizeof text) >= 0 &&
             lomo__json_str(&j, lomo__json_get(&j, 0, "output"), want, sizeof want) >= 0) {
             char *argv[] = {(char *)"build/llama_ft", (char *)"--model", (char *)"tests/ref/gen_text", (char *)"--generate",
-                            text, (char *)"--max-new-tokens", (char *)"40", NULL};
+                            text, (char *)"--max-new-tokens", (char *)"40", NULL, NULL, NULL};
+            if (lomo__json_str(&j, lomo__json_get(&j, 0, "chat_template"), tpl, sizeof tpl) > 0) {
+                argv[7] = (char *)"--chat-template"; argv[8] = tpl;
+            }
             char *got = run_argv(argv);
             CHECK(!strcmp(got, want), "--generate \"%s\": streamed\n%s\nexpected\n%s", text, got, want);
             free(got);
@@ -486,8 +489,9 @@ static void run_cli_text(void) {
         lomo__json_free(&j);
         line = nl ? nl + 1 : NULL;
     }
-    CHECK(rows == 4, "cli_gen_text.jsonl: %d rows", rows);
-    printf("llama_ft --generate: %d prompts stream the text transformers + tokenizers give (partial UTF-8 held back)\n", rows);
+    CHECK(rows == 6, "cli_gen_text.jsonl: %d rows", rows);
+    printf("llama_ft --generate: %d prompts (2 through --chat-template llama3) stream the text transformers + tokenizers "
+           "give (partial UTF-8 held back)\n", rows);
     free(txt);
 }
 

@@ -213,6 +213,22 @@ def make_text_case():
         new = out[0, len(ids):].tolist()
         rows.append({"text": text, "prompt_ids": ids, "gen_ids": new,
                      "output": tok.decode(new, skip_special_tokens=True) + "\n"})
+    # --chat-template llama3: the official template (from make_chat_fixtures.py), add_generation_prompt=True
+    import sys
+    sys.path.insert(0, HERE)
+    from make_chat_fixtures import LLAMA3
+    from transformers.utils.chat_template_utils import render_jinja_template
+    for text in TEXT_PROMPTS[:2]:
+        rendered, _ = render_jinja_template([[{"role": "user", "content": text}]], chat_template=LLAMA3,
+                                            add_generation_prompt=True, bos_token="<|begin_of_text|>", eos_token="")
+        ids = tok.encode(rendered[0], add_special_tokens=False).ids
+        prompt = torch.tensor([ids])
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=CLI_NEW,
+                                 do_sample=False, eos_token_id=2357, pad_token_id=0)
+        new = out[0, len(ids):].tolist()
+        rows.append({"text": text, "chat_template": "llama3", "prompt_ids": ids, "gen_ids": new,
+                     "output": tok.decode(new, skip_special_tokens=True) + "\n"})
     with open(os.path.join(OUT, "cli_gen_text.jsonl"), "w") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
