@@ -86,6 +86,10 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
                       (a weight widened for BLAS)
      optimizer state  0 (LOMO); 4 sum(rows + cols) for matrices + 4 numel
                       for vectors (AdaLomo); 8 P (AdamW)
+     kv cache         4 (2 L T k + c (6C + 2q + 2k + 3H + V)) with T = prompt + new
+                      tokens, c = min(prompt, 256), + 4 max(tensor numel) with
+                      16-bit storage on the CPU: only while lomo_generate (or a
+                      lomo_kv) exists; not in lomo_memory_formula
 
    plus a few floats per token (norm statistics, softmax log-sum-exp, token
    ids) that the formula leaves out: the measured total is within 2% of it.
@@ -132,14 +136,33 @@ OPTIONS (define before including)
                          otherwise plain OpenMP loops. With OpenBLAS, lomo
                          sets OpenBLAS to one thread and splits each matmul
                          over its own OpenMP threads (one thread pool).
+   LOMO_NO_GENERATE      leave out generation (lomo_generate, lomo_kv, lomo_sample)
    LOMO_MALLOC/LOMO_FREE host allocator (default malloc/free)
    LOMO_ASSERT           assert macro (default assert)
+
+GENERATION (see "generation: KV cache, sampling" below)
+
+       int32_t out[64];
+       lomo_gen_opts g = {0};
+       g.max_new_tokens = 64;                  // greedy; g.temperature > 0 samples
+       int32_t eos[8]; g.n_eos = lomo_eos_ids("path/to/hf_model", eos, 8); g.eos_ids = eos;
+       int n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);   // new ids only
+
+   Prefill, then one token at a time with a KV cache, through the training
+   forward's own layer code. Any time between lomo_step calls: the trainer
+   is not touched, and the cache (LOMO_MEM_KV in lomo_memory_report) exists
+   only during the call. Sampling applies transformers' processors in its
+   order (repetition penalty, temperature, top-k, top-p) and draws from a
+   splitmix64 stream on the host: one seed, the same tokens on any thread
+   count. Greedy ids equal transformers' generate(do_sample=False).
 
 BACKENDS
 
    The driver calls a table of operations (struct lomo_backend): memory,
    matmul forward/backward, RMSNorm, RoPE, attention, SwiGLU, embedding,
-   cross-entropy, sum of squares and the built-in update kernel. The CPU
+   cross-entropy, sum of squares and the built-in update kernel; for
+   generation RoPE at a position offset (rope_at) and attention of new
+   queries over a KV cache with an optional sliding window (attn_kv). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
 
 VERSION HISTORY
@@ -161,6 +184,11 @@ VERSION HISTORY
         {"messages"} and *.txt in lomo_data_open (tokenized once, truncation
         counted); chat templates llama3, chatml, qwen2, mistral built in
         (lomo_chat_render, lomo_chat_encode, lomo_chat_template_detect).
+        Text out: lomo_generate (KV-cache prefill + decode on the CPU and
+        CUDA backends, Mistral's sliding window, greedy / temperature /
+        top-k / top-p / repetition penalty, seeded, EOS ids from config.json
+        or generation_config.json, stop strings, a per-token callback),
+        lomo_kv for stepwise use, the LOMO_MEM_KV memory tag.
 */
 #ifndef LOMO_H
 #define LOMO_H
