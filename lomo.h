@@ -2267,12 +2267,42 @@ static void lomo__cpu_gemv(float *y, const float *x, const float *w, const lomo_
     }
 }
 
+/* the same with bf16 weights, the dot products straight from the 16-bit rows
+   (a decode step reads 2 bytes per weight instead of widening it to 4) */
+static void lomo__cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, const lomo_tensor *bt, int K, int O,
+                                int accumulate) {
+    int blk, nb = (O + 255) / 256;
+    LOMO__OMP(parallel for schedule(dynamic, 1))
+    for (blk = 0; blk < nb; blk++) {
+        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o, k, j;
+        for (o = lo; o < hi; o++) {
+            const uint16_t *r = w + (size_t)o * K;
+            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+            for (k = 0; k + 8 <= K; k += 8)
+                for (j = 0; j < 8; j++) {
+                    uint32_t u = (uint32_t)r[k + j] << 16;
+                    float f;
+                    memcpy(&f, &u, 4);
+                    part[j] += f * x[k + j];
+                }
+            s = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+            for (; k < K; k++) s += lomo_bf16_to_f32(r[k]) * x[k];
+            if (bt) s += lomo__elem(bt, (size_t)o);
+            y[o] = accumulate ? y[o] + s : s;
+        }
+    }
+}
+
 /* y (N,O) (+)= x (N,K) W^T + b */
 static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *wt,
                                  const lomo_tensor *bt, int N, int K, int O, int accumulate) {
-    const float *w = lomo__f32(ctx, wt);
+    const float *w;
     int n;
-    if (!w) return;
+    if (N == 1 && wt->dtype == LOMO_BF16) {
+        lomo__cpu_gemv_bf16(y, x, (const uint16_t *)wt->data, bt, K, O, accumulate);
+        return;
+    }
+    if (!(w = lomo__f32(ctx, wt))) return;
     if (N == 1) { lomo__cpu_gemv(y, x, w, bt, K, O, accumulate); return; }
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);

@@ -34,7 +34,7 @@ except Exception:
 def stat(xs): return statistics.median(xs), min(xs), max(xs)
 lines = [f"CPU: {cpu}, {os.cpu_count()} cores, {sys.argv[1]} threads each (OMP_NUM_THREADS / torch.set_num_threads); "
          f"shared with other jobs, so runs are interleaved in {len(lomo)} pairs.",
-         f"Model: random Llama, {lomo[0]['params_mib'] / 4:.1f}M parameters fp32 ({lomo[0]['params_mib']:.0f} MiB), batch 1, "
+         f"Model: random Llama, {lomo[0]['params_mib'] * 1048576 / 4e6:.1f}M parameters fp32 ({lomo[0]['params_mib']:.0f} MiB), batch 1, "
          f"prompt {lomo[0]['prompt']} tokens, {lomo[0]['new']} new tokens, greedy; "
          f"torch {peer[0]['torch']}. Greedy ids identical: {'yes' if same else 'NO'}.", "",
          "| | lomo median (min-max) | transformers median (min-max) | ratio lomo/transformers median (min-max) |",

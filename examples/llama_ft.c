@@ -493,7 +493,7 @@ static int gen_text(lomo_model *m, const args *a, const char *dir, const int32_t
             LOMO_FREE(prompt); lomo_tokenizer_free(tk); return 1;
         }
     gen_options(a, &g, eos, n_eos);
-    if (!a->max_new_tokens) g.max_new_tokens = 128;
+    if (a->max_new_tokens < 0) g.max_new_tokens = 128;
     memset(&st, 0, sizeof st);
     st.tk = tk;
     st.ids = out = (int32_t *)malloc(sizeof(int32_t) * (size_t)g.max_new_tokens + 4);
@@ -532,7 +532,7 @@ static int gen_mode(lomo_model *m, const args *a) {
 #endif
     }
     gen_options(a, &g, eos, n_eos);
-    if (!a->max_new_tokens) g.max_new_tokens = 64;
+    if (a->max_new_tokens < 0) g.max_new_tokens = 64;
     if (!(f = fopen(a->prompt_ids, "r"))) { fprintf(stderr, "llama_ft: %s: cannot open\n", a->prompt_ids); return 1; }
     if (!(out = (int32_t *)malloc(sizeof(int32_t) * (size_t)g.max_new_tokens + 4))) { fclose(f); return 1; }
     for (;;) {
@@ -657,7 +657,7 @@ int main(int argc, char **argv) {
     a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32"; a.clip_mode = "global";
     a.device = "cpu";
     a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
-    a.temperature = -1.0f; a.top_k = -1;
+    a.temperature = -1.0f; a.top_k = -1; a.max_new_tokens = -1;   /* -1: not given */
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }

@@ -155,23 +155,29 @@ static void run_case(const char *name, const char *dir) {
     lomo_model_free(m);
 }
 
-/* f16 storage: the cached forward widens weights through its own scratch */
+/* 16-bit storage: the cached forward widens f16 weights through its own
+   scratch; a bf16 decode step reads the 16-bit rows directly */
 static void run_f16(void) {
-    lomo_load_opts lo = {LOMO_F16, NULL, NULL};
-    lomo_model *m = lomo_load("tests/ref/f16", &lo);
-    int32_t seq[23];
-    int i;
-    CHECK(m != NULL, "f16: load: %s", lomo_error());
-    if (!m) return;
-    for (i = 0; i < 23; i++) seq[i] = tu_randint(m->cfg.vocab_size);
-    {
-        float *full = full_logits(m, seq, 23), *kl = kv_logits(m, seq, 23, 4);
-        double e = full && kl ? tu_rel_err(kl, full, (size_t)23 * m->cfg.vocab_size) : 1.0;
-        CHECK(e <= TOL_KV, "f16 storage: cached vs full rel err %g", e);
-        printf("f16 storage    23 tokens: cached vs full %.1e\n", e);
-        free(full); free(kl);
+    for (int dt = LOMO_BF16; dt <= LOMO_F16; dt++) {
+        lomo_load_opts lo = {(lomo_dtype)dt, NULL, NULL};
+        lomo_model *m = lomo_load("tests/ref/f16", &lo);
+        int32_t seq[23];
+        int i;
+        CHECK(m != NULL, "f16: load: %s", lomo_error());
+        if (!m) return;
+        for (i = 0; i < 23; i++) seq[i] = tu_randint(m->cfg.vocab_size);
+        {
+            float *full = full_logits(m, seq, 23), *kl = kv_logits(m, seq, 23, 4), *k1 = kv_logits(m, seq, 23, 1);
+            double e = full && kl ? tu_rel_err(kl, full, (size_t)23 * m->cfg.vocab_size) : 1.0;
+            double e1 = full && k1 ? tu_rel_err(k1, full, (size_t)23 * m->cfg.vocab_size) : 1.0;
+            CHECK(e <= TOL_KV && e1 <= TOL_KV, "%s storage: cached vs full rel err %g (chunks of 4), %g (decode)",
+                  dt == LOMO_BF16 ? "bf16" : "f16", e, e1);
+            printf("%s storage   23 tokens: cached vs full %.1e (chunks of 4), %.1e (token by token)\n",
+                   dt == LOMO_BF16 ? "bf16" : "f16 ", e, e1);
+            free(full); free(kl); free(k1);
+        }
+        lomo_model_free(m);
     }
-    lomo_model_free(m);
 }
 
 /* ---- between training steps ---- */
