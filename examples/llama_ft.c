@@ -50,6 +50,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifndef LOMO_FREE
+#define LOMO_FREE(p) free(p)   /* lomo_tokenize / lomo_detokenize results (LOMO_MALLOC'd) */
+#endif
 
 
 static void usage(void) {

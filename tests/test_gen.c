@@ -439,14 +439,10 @@ static void run_stopping(void) {
 }
 
 /* ---- the CLI contract: build/llama_ft --model DIR --prompt-ids FILE --max-new-tokens N ---- */
-static char *slurp_cmd(const char *cmd) {
-    FILE *p = popen(cmd, "r");
-    char *buf = (char *)calloc(1, 1 << 20);
-    size_t n = 0, r;
-    if (!p) return buf;
-    while ((r = fread(buf + n, 1, (1 << 20) - 1 - n, p)) > 0) n += r;
-    pclose(p);
-    return buf;
+static char *run_argv(char *const argv[]);
+static char *slurp_cmd(const char *cmd) {   /* stdout of sh -c cmd */
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)cmd, NULL};
+    return run_argv(argv);
 }
 static char *slurp_file(const char *path) {
     FILE *f = fopen(path, "rb");
