@@ -26,6 +26,7 @@ $(BUILD)/test_state_loops $(BUILD)/test_state_cblas $(BUILD)/test_state_asan: ex
 TESTS += test_cuda_tol
 TESTS += test_tok
 TESTS += test_threads
+TESTS += test_gen
 TESTS += test_chat
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
@@ -136,6 +137,8 @@ $(BUILD)/bench_tok: bench/bench_tok.c lomo.h | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $< -o $@ $(LDLIBS)
 bench-tok: $(BUILD)/bench_tok
 	python3 bench/bench_tok.py
+$(BUILD)/bench_gen: bench/bench_gen.c lomo.h $(BLAS_STAMP) | $(BUILD)
+	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
 $(BUILD)/llama_ft: examples/llama_ft.c lomo.h $(BLAS_STAMP) | $(BUILD)
 	$(CC) $(CSTD) $(WARN) -O3 -march=native $(OMP) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) $(LDLIBS)
@@ -165,6 +168,7 @@ FUZZERS += fuzz_mc
 FUZZERS += fuzz_packed
 FUZZERS += fuzz_trainer
 FUZZERS += fuzz_tokenizer
+FUZZERS += fuzz_textdata
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h lomo.h examples/llama_ft.c
 	@mkdir -p $(BUILD)/fuzz
 	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $< -o $@ -lm

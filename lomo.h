@@ -98,6 +98,10 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
                       (a weight widened for BLAS)
      optimizer state  0 (LOMO); 4 sum(rows + cols) for matrices + 4 numel
                       for vectors (AdaLomo); 8 P (AdamW)
+     kv cache         4 (2 L T k + c (6C + 2q + 2k + 3H + V)) with T = prompt + new
+                      tokens, c = min(prompt, 256), + 4 max(tensor numel) with
+                      16-bit storage on the CPU: only while lomo_generate (or a
+                      lomo_kv) exists; not in lomo_memory_formula
 
    plus a few floats per token (norm statistics, softmax log-sum-exp, token
    ids) that the formula leaves out: the measured total is within 2% of it.
@@ -190,8 +194,25 @@ OPTIONS (define before including)
                          Results are bitwise the same for any such team size.
    LOMO_CPU_MIN_WORK     element operations below which a CPU loop runs on one
                          thread (default 32768)
+   LOMO_NO_GENERATE      leave out generation (lomo_generate, lomo_kv, lomo_sample)
    LOMO_MALLOC/LOMO_FREE host allocator (default malloc/free)
    LOMO_ASSERT           assert macro (default assert)
+
+GENERATION (see "generation: KV cache, sampling" below)
+
+       int32_t out[64];
+       lomo_gen_opts g = {0};
+       g.max_new_tokens = 64;                  // greedy; g.temperature > 0 samples
+       int32_t eos[8]; g.n_eos = lomo_eos_ids("path/to/hf_model", eos, 8); g.eos_ids = eos;
+       int n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);   // new ids only
+
+   Prefill, then one token at a time with a KV cache, through the training
+   forward's own layer code. Any time between lomo_step calls: the trainer
+   is not touched, and the cache (LOMO_MEM_KV in lomo_memory_report) exists
+   only during the call. Sampling applies transformers' processors in its
+   order (repetition penalty, temperature, top-k, top-p) and draws from a
+   splitmix64 stream on the host: one seed, the same tokens on any thread
+   count. Greedy ids equal transformers' generate(do_sample=False).
 
 BACKENDS
 
@@ -200,7 +221,9 @@ BACKENDS
    cross-entropy, sum of squares and the built-in update kernel; for Qwen3,
    Gemma and Phi-3 also RMSNorm with a weight offset, scale, GeGLU,
    attention with scale / soft-capping / window, soft-capped cross-entropy
-   and partial RoPE (NULL in a backend: those models are refused). The CPU
+   and partial RoPE (NULL in a backend: those models are refused); for
+   generation RoPE at a position offset (rope_at) and attention of new
+   queries over a KV cache with an optional sliding window (attn_kv). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
    Before each forward or step the driver hands the backend that trainer's
    scratch and activation dtype (set_scratch), so backends keep no state of
@@ -261,6 +284,11 @@ VERSION HISTORY
         counted); chat templates llama3, chatml, qwen2, mistral, mistral-v1
         built in
         (lomo_chat_render, lomo_chat_encode, lomo_chat_template_detect).
+        Text out: lomo_generate (KV-cache prefill + decode on the CPU and
+        CUDA backends, Mistral's sliding window, greedy / temperature /
+        top-k / top-p / repetition penalty, seeded, EOS ids from config.json
+        or generation_config.json, stop strings, a per-token callback),
+        lomo_kv for stepwise use, the LOMO_MEM_KV memory tag.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -378,7 +406,9 @@ typedef struct lomo_layer {
 
 typedef enum lomo_mem_tag {
     LOMO_MEM_PARAMS = 0, LOMO_MEM_ACTIVATIONS, LOMO_MEM_GRADIENTS,
-    LOMO_MEM_OPTIMIZER, LOMO_MEM_WORKSPACE, LOMO_MEM_COMM, LOMO_MEM_NTAGS
+    LOMO_MEM_OPTIMIZER, LOMO_MEM_WORKSPACE, LOMO_MEM_COMM,
+    LOMO_MEM_KV,       /* generation: KV cache and decode buffers, held only inside lomo_generate / a lomo_kv */
+    LOMO_MEM_NTAGS
 } lomo_mem_tag;
 
 typedef struct lomo_memory {
@@ -763,6 +793,69 @@ LOMODEF int64_t     lomo_chat_encode(const struct lomo_tokenizer *tk, const char
                                      int n, int32_t **ids, int32_t **labels);
 #endif
 
+/* ---- generation: KV cache, sampling (LOMO_NO_GENERATE) ----
+   lomo_generate: prefill the prompt, then decode one token at a time with a
+   per-layer KV cache (fp32, sized for prompt + max_new_tokens, tagged
+   LOMO_MEM_KV in the model's memory report while it exists). The layers run
+   through the training forward's own code (lomo__layer_fwd); only RoPE at
+   the cache position, the cache write and the attention over the cache
+   differ. It takes the model, not a trainer: between lomo_step calls it
+   leaves the trainer's state alone and frees what it allocated before it
+   returns. Not for a sharded model (lomo_load_opts.comm). */
+typedef struct lomo_gen_opts {
+    int max_new_tokens;
+    float temperature;        /* <= 0: greedy (argmax, lowest id on ties); > 0: sample */
+    int top_k;                /* sampling: keep the ids whose logit >= the k-th largest (0: off) */
+    float top_p;              /* sampling: nucleus as transformers' TopPLogitsWarper (0 or 1: off) */
+    float repetition_penalty; /* 0 or 1: off; else transformers': every id in prompt + output has its
+                                 logit divided by it (> 0) or multiplied by it (< 0), greedy too */
+    uint64_t seed;            /* sampling stream: one splitmix64 draw per token (host side, so the
+                                 same seed gives the same tokens on any thread count) */
+    const int32_t *eos_ids;   /* stop after emitting one of these (see lomo_eos_ids) */
+    int n_eos;
+    const char *const *stop_strings;  /* stop once the generated text contains one (needs decode) */
+    int n_stop;
+    /* text of ids (the generated ones): a NUL-terminated string valid until the next call */
+    const char *(*decode)(void *decode_user, const int32_t *ids, int n);
+    void *decode_user;
+    /* after each token (i = 0, 1, ...; out[0..i] filled): nonzero stops */
+    int (*on_token)(void *user, int32_t token, int i);
+    void *user;
+    int prefill_chunk;        /* prompt tokens per forward (activation memory); 0 = 256 */
+} lomo_gen_opts;
+
+enum { LOMO_GEN_LENGTH = 0, LOMO_GEN_EOS, LOMO_GEN_STOP_STRING, LOMO_GEN_CALLBACK };
+typedef struct lomo_gen_info {
+    int n_tokens;             /* generated (= the return value) */
+    int stop;                 /* LOMO_GEN_*: why it stopped */
+    size_t kv_bytes;          /* KV cache + decode buffers it held (LOMO_MEM_KV) */
+} lomo_gen_info;
+
+/* Writes up to max_new_tokens ids to out (the prompt is not repeated) and
+   returns how many, or -1 with lomo_error() set. info may be NULL. */
+LOMODEF int lomo_generate(lomo_model *m, const int32_t *prompt, int n_prompt, const lomo_gen_opts *o,
+                          int32_t *out, lomo_gen_info *info);
+/* One token from logits (V floats, host; changed in place by the processors
+   of o: repetition penalty over history, temperature, top-k, top-p), greedy
+   when o->temperature <= 0; *rng is a splitmix64 state. */
+LOMODEF int32_t lomo_sample(float *logits, int V, const int32_t *history, int n_history,
+                            const lomo_gen_opts *o, uint64_t *rng);
+/* The end-of-sequence ids transformers would stop at: eos_token_id (an int or
+   a list) of dir/generation_config.json when it has one, else of
+   dir/config.json. Up to cap ids into ids; returns their number (0: none), or -1. */
+LOMODEF int lomo_eos_ids(const char *model_dir, int32_t *ids, int cap);
+
+/* The KV cache as an object, for stepwise use: lomo_kv_eval runs n tokens at
+   positions len..len+n-1 and writes their logits to the host buffer
+   (all_logits: n x V, else the last row's V). */
+typedef struct lomo_kv lomo_kv;
+LOMODEF lomo_kv *lomo_kv_new(lomo_model *m, int max_tokens, int max_chunk);
+LOMODEF int      lomo_kv_eval(lomo_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits);
+LOMODEF int      lomo_kv_len(const lomo_kv *kv);
+LOMODEF int      lomo_kv_truncate(lomo_kv *kv, int n);   /* forget positions >= n (0 <= n <= len) */
+LOMODEF size_t   lomo_kv_bytes(const lomo_kv *kv);
+LOMODEF void     lomo_kv_free(lomo_kv *kv);
+
 /* ---- mixed precision ---- */
 
 /* bf16 and IEEE fp16 <-> fp32; to 16 bits with round-to-nearest-even,
@@ -938,6 +1031,15 @@ struct lomo_backend {
        (inverse rotation, times mscale), for the backward */
     void (*rope_ex)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, float mscale,
                     int inverse);
+    /* generation (KV cache). x (N,nh,hd) rotated in place like rope, row i at
+       absolute position pos0 + i (forward only) */
+    void (*rope_at)(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int pos0);
+    /* causal GQA attention of N new queries q (N,nh,hd) at positions pos0..pos0+N-1
+       over the cached keys/values kc, vc (pos0+N, nkv, hd): query at position p
+       sees keys j <= p, and with window > 0 only j > p - window (Mistral's
+       sliding window, as transformers masks it) -> out (N,nh,hd) */
+    void (*attn_kv)(void *ctx, float *out, const float *q, const float *kc, const float *vc,
+                    int N, int pos0, int nh, int nkv, int hd, int window);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -2629,7 +2731,8 @@ check:
 
 LOMODEF const char *lomo_mem_tag_name(int tag) {
     static const char *names[LOMO_MEM_NTAGS] = {
-        "parameters", "activations", "gradient buffer", "optimizer state", "workspace", "communication"};
+        "parameters", "activations", "gradient buffer", "optimizer state", "workspace", "communication",
+        "kv cache"};
     return (tag >= 0 && tag < LOMO_MEM_NTAGS) ? names[tag] : "?";
 }
 
@@ -3044,12 +3147,64 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
 }
 #endif
 
+/* y (O) (+)= W (O,K) x + b: one token (generation's decode step), split over
+   fixed blocks of 256 rows of W, so the result does not depend on the thread
+   count; with BLAS, sgemv (OpenBLAS's M = 1 sgemm is 2x slower) */
+static void lomo__cpu_gemv(float *y, const float *x, const float *w, const lomo_tensor *bt, int K, int O, int accumulate) {
+    int blk, nb = (O + 255) / 256;
+    LOMO__OMP(parallel for schedule(dynamic, 1))
+    for (blk = 0; blk < nb; blk++) {
+        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o;
+#ifdef LOMO_CBLAS
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, w + (size_t)lo * K, K, x, 1,
+                    accumulate ? 1.0f : 0.0f, y + lo, 1);
+        if (bt) for (o = lo; o < hi; o++) y[o] += lomo__elem(bt, (size_t)o);
+#else
+        for (o = lo; o < hi; o++) {
+            float s = lomo__dot(x, w + (size_t)o * K, K) + (bt ? lomo__elem(bt, (size_t)o) : 0.0f);
+            y[o] = accumulate ? y[o] + s : s;
+        }
+#endif
+    }
+}
+
+/* the same with bf16 weights, the dot products straight from the 16-bit rows
+   (a decode step reads 2 bytes per weight instead of widening it to 4) */
+static void lomo__cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, const lomo_tensor *bt, int K, int O,
+                                int accumulate) {
+    int blk, nb = (O + 255) / 256;
+    LOMO__OMP(parallel for schedule(dynamic, 1))
+    for (blk = 0; blk < nb; blk++) {
+        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o, k, j;
+        for (o = lo; o < hi; o++) {
+            const uint16_t *r = w + (size_t)o * K;
+            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+            for (k = 0; k + 8 <= K; k += 8)
+                for (j = 0; j < 8; j++) {
+                    uint32_t u = (uint32_t)r[k + j] << 16;
+                    float f;
+                    memcpy(&f, &u, 4);
+                    part[j] += f * x[k + j];
+                }
+            s = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+            for (; k < K; k++) s += lomo_bf16_to_f32(r[k]) * x[k];
+            if (bt) s += lomo__elem(bt, (size_t)o);
+            y[o] = accumulate ? y[o] + s : s;
+        }
+    }
+}
+
 /* y (N,O) (+)= x (N,K) W^T + b */
 static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo_tensor *wt,
                                  const lomo_tensor *bt, int N, int K, int O, int accumulate) {
-    const float *w = lomo__f32(ctx, wt);
+    const float *w;
     int n;
-    if (!w) return;
+    if (N == 1 && wt->dtype == LOMO_BF16) {
+        lomo__cpu_gemv_bf16(y, x, (const uint16_t *)wt->data, bt, K, O, accumulate);
+        return;
+    }
+    if (!(w = lomo__f32(ctx, wt))) return;
+    if (N == 1) { lomo__cpu_gemv(y, x, w, bt, K, O, accumulate); return; }
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
     if (bt) {
@@ -3824,6 +3979,61 @@ static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtyp
     c->scratch_bytes = bytes;
 }
 
+/* ---- generation ops (KV cache) ---- */
+
+/* RoPE as lomo__cpu_rope, row i of x (N,nh,hd) at position pos0 + i */
+static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int pos0) {
+    int half = hd / 2, n;
+    (void)ctx;
+    LOMO__OMP(parallel for)
+    for (n = 0; n < N; n++) {
+        int h, i;
+        for (i = 0; i < half; i++) {
+            float ang = (float)(pos0 + n) * inv_freq[i];
+            float c = cosf(ang), s = sinf(ang);
+            for (h = 0; h < nh; h++) {
+                float *xh = x + ((size_t)n * nh + h) * hd;
+                float a = xh[i], b = xh[i + half];
+                xh[i] = a * c - b * s;
+                xh[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+/* Attention of N new queries over the cache, the arithmetic of
+   lomo__cpu_attn_fwd (scores, exact softmax, weighted sum of v) so that a
+   cached pass equals the full forward. Keys j in [lo, p] for the query at
+   absolute position p, lo = 0, or p - window + 1 with a sliding window. */
+static void lomo__cpu_attn_kv(void *ctx, float *out, const float *q, const float *kc, const float *vc,
+                              int N, int pos0, int nh, int nkv, int hd, int window) {
+    int rep = nh / nkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    (void)ctx;
+    LOMO__OMP(parallel)
+    {
+        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)(pos0 + N));
+        int idx;
+        LOMO__OMP(for)
+        for (idx = 0; idx < N * nh; idx++) {
+            int h = idx % nh, t = pos0 + idx / nh, j, lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+            const float *qt = q + (size_t)idx * hd;
+            const float *kb = kc + (size_t)(h / rep) * hd, *vb = vc + (size_t)(h / rep) * hd;
+            float *ot = out + (size_t)idx * hd, mx = -INFINITY, sum = 0.0f;
+            if (!p) continue;
+            for (j = lo; j <= t; j++) {
+                p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (j = lo; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+            memset(ot, 0, sizeof(float) * hd);
+            for (j = lo; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+        }
+        if (!p) { lomo__cpu *c = (lomo__cpu *)ctx; if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory"); } }
+        LOMO_FREE(p);
+    }
+}
+
 static lomo__cpu lomo__cpu_state;
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void) {
@@ -3852,6 +4062,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.scale = lomo__cpu_scale; be.geglu_fwd = lomo__cpu_geglu_fwd; be.geglu_bwd = lomo__cpu_geglu_bwd;
         be.attn_ex_fwd = lomo__cpu_attn_ex_fwd; be.attn_ex_bwd = lomo__cpu_attn_ex_bwd;
         be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
+        be.rope_at = lomo__cpu_rope_at; be.attn_kv = lomo__cpu_attn_kv;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -8454,6 +8665,7 @@ struct lomo_trainer {
     int bad_tensor;             /* first tensor whose update left a NaN/Inf weight this step, or -1 */
     lomo_update_ctx uctx;
     int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
+    lomo_kv *kv;                /* generation only (a lomo_kv's own forward context): attention through the KV cache */
 };
 
 static size_t lomo__acts_floats(const lomo_config *c, int N) {
@@ -8817,6 +9029,9 @@ static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) {
     return &t->lview[l];
 }
 
+/* generation: RoPE at the cache position, cache write, attention over the cache */
+static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a);
+
 /* RMSNorm of the model's family: Gemma scales by (1 + w) */
 static void lomo__norm_fwd(lomo_trainer *t, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C) {
     const lomo_backend *be = t->m->be;
@@ -8855,7 +9070,8 @@ static float lomo__attn_scale(const lomo_config *c) {
    x_out may be NULL (recompute inside backward needs everything but the output).
    Llama:  xmid = x_in + attn(norm(x_in)),        x_out = xmid + mlp(norm(xmid))
    Gemma:  xmid = x_in + norm(attn(norm(x_in))),  x_out = xmid + norm(mlp(norm(xmid)))
-   qk_norm (Qwen3, Gemma 3): q and k normalised per head before RoPE. */
+   qk_norm (Qwen3, Gemma 3): q and k normalised per head before RoPE.
+   Generation runs this same function with t->kv set (one sequence of N new tokens). */
 static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__acts *a, float *x_out) {
     const lomo_config *c = &t->m->cfg;
     const lomo_backend *be = t->m->be;
@@ -8872,12 +9088,15 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
         lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
         lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
     }
-    lomo__rope(t, a->q, ifr, c->n_heads, 0);
-    lomo__rope(t, a->k, ifr, c->n_kv_heads, 0);
-    if (c->gemma || c->local_window > 0)
-        be->attn_ex_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd,
-                        lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
-    else be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    if (t->kv) lomo__kv_attn(t, l, a);
+    else {
+        lomo__rope(t, a->q, ifr, c->n_heads, 0);
+        lomo__rope(t, a->k, ifr, c->n_kv_heads, 0);
+        if (c->gemma || c->local_window > 0)
+            be->attn_ex_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd,
+                            lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
+        else be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    }
     if (c->gemma) {
         be->matmul_fwd(X, a->ao, a->att, w->wo, w->bo, N, qd, C, 0);
         lomo__norm_fwd(t, a->xmid, a->rstdao, a->ao, w->post_attn_norm, N, C);
@@ -9614,6 +9833,330 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
     return total;
 }
+
+/* ======================================================================== */
+/* generation: KV cache, sampling (LOMO_NO_GENERATE)                        */
+/* ======================================================================== */
+#ifndef LOMO_NO_GENERATE
+
+/* A KV cache and what one forward of up to `chunk` new tokens needs. t is a
+   forward context for lomo__layer_fwd (B = 1, T = N = the tokens of this
+   call, t.kv = this cache); it is not a trainer and owns nothing. Every
+   buffer is one allocation tagged LOMO_MEM_KV. */
+struct lomo_kv {
+    lomo_model *m;
+    lomo_trainer t;
+    int cap, chunk, n;          /* positions the cache holds, tokens per forward, positions filled */
+    size_t kvd;                 /* n_kv_heads * head_dim */
+    float *mem; size_t bytes;
+    float *k, *v;               /* (L, cap, kvd) each */
+    float *x, *x2;              /* (chunk, C): a layer's input and output */
+    float *acts;                /* one lomo__acts working set for chunk tokens */
+    float *lnf, *rstdf;         /* (chunk, C), (chunk) */
+    float *logits;              /* (chunk, V) */
+    float *inv_freq;            /* head_dim / 2 */
+    int32_t *tok;               /* chunk ids, backend memory */
+    void *scratch; size_t scratch_bytes;
+};
+
+static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a) {
+    lomo_kv *kv = t->kv;
+    const lomo_config *c = &t->m->cfg;
+    const lomo_backend *be = t->m->be;
+    int n = t->N, pos0 = kv->n, hd = c->head_dim;
+    float *kc = kv->k + (size_t)l * kv->cap * kv->kvd, *vc = kv->v + (size_t)l * kv->cap * kv->kvd;
+    be->rope_at(be->ctx, a->q, t->inv_freq, n, c->n_heads, hd, pos0);
+    be->rope_at(be->ctx, a->k, t->inv_freq, n, c->n_kv_heads, hd, pos0);
+    be->copy(be->ctx, kc + (size_t)pos0 * kv->kvd, a->k, sizeof(float) * (size_t)n * kv->kvd);
+    be->copy(be->ctx, vc + (size_t)pos0 * kv->kvd, a->v, sizeof(float) * (size_t)n * kv->kvd);
+    be->attn_kv(be->ctx, a->att, a->q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd, c->sliding_window);
+}
+
+LOMODEF void lomo_kv_free(lomo_kv *kv) {
+    if (!kv) return;
+    if (kv->m->be->set_scratch) kv->m->be->set_scratch(kv->m->be->ctx, NULL, 0, (int)kv->m->cfg.dtype);   /* nobody keeps this scratch */
+    lomo__free(kv->m, LOMO_MEM_KV, kv->scratch, kv->scratch_bytes);
+    lomo__free(kv->m, LOMO_MEM_KV, kv->mem, kv->bytes);
+    LOMO_FREE(kv);
+}
+
+LOMODEF lomo_kv *lomo_kv_new(lomo_model *m, int max_tokens, int max_chunk) {
+    const lomo_config *c;
+    lomo_kv *kv;
+    uint64_t C, V, L, kvd, cap, ch, floats, acts, ints;
+    float *p, *f;
+    if (!m) { lomo__fail("generate: no model"); return NULL; }
+    c = &m->cfg;
+    if (m->comm) { lomo__fail("generate: the model is sharded over %d ranks; generation needs whole tensors "
+                              "(load it without lomo_load_opts.comm)", m->comm->size); return NULL; }
+    if (!m->be->rope_at || !m->be->attn_kv) {
+        lomo__fail("generate: backend '%s' has no generation ops (rope_at, attn_kv)", m->be->name); return NULL;
+    }
+    if (c->gemma || (c->rotary_dim > 0 && c->rotary_dim < c->head_dim) || c->rope_type == 3 || c->local_window > 0) {
+        lomo__fail("generate: the KV-cache path does not implement what this %s model needs yet (%s); "
+                   "training and lomo_forward support it", c->model_type,
+                   c->gemma ? "Gemma's scaled, soft-capped and local attention" :
+                   c->rope_type == 3 ? "longrope" : c->local_window > 0 ? "a sliding window on every layer" : "partial rotary");
+        return NULL;
+    }
+    if (max_tokens <= 0 || max_chunk <= 0) {
+        lomo__fail("generate: max_tokens (%d) and max_chunk (%d) must be positive", max_tokens, max_chunk); return NULL;
+    }
+    if (max_chunk > max_tokens) max_chunk = max_tokens;
+    C = (uint64_t)c->dim; V = (uint64_t)c->vocab_size; L = (uint64_t)c->n_layers;
+    kvd = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim; cap = (uint64_t)max_tokens; ch = (uint64_t)max_chunk;
+    acts = (uint64_t)lomo__acts_floats(c, max_chunk);
+    floats = 2 * L * cap * kvd + 2 * ch * C + acts + ch * (C + 1) + ch * V + (uint64_t)(c->head_dim / 2);
+    ints = ch;
+    /* every factor is < 2^31, so these products fit in 64 bits; refuse what does not fit in memory */
+    if (floats > ((uint64_t)SIZE_MAX - 64 - 4 * ints) / 4) {
+        lomo__fail("generate: a KV cache for %d tokens (%llu floats) does not fit in memory", max_tokens,
+                   (unsigned long long)floats);
+        return NULL;
+    }
+    kv = (lomo_kv *)LOMO_MALLOC(sizeof *kv);
+    if (!kv) { lomo__fail("generate: out of host memory"); return NULL; }
+    memset(kv, 0, sizeof *kv);
+    kv->m = m; kv->cap = max_tokens; kv->chunk = max_chunk; kv->kvd = (size_t)kvd;
+    kv->bytes = (size_t)(4 * floats + 4 * ints + 16);
+    if (!(kv->mem = (float *)lomo__alloc(m, LOMO_MEM_KV, kv->bytes))) { LOMO_FREE(kv); return NULL; }
+    p = kv->mem;
+    kv->k = p; p += L * cap * kvd;
+    kv->v = p; p += L * cap * kvd;
+    kv->x = p; p += ch * C;
+    kv->x2 = p; p += ch * C;
+    kv->acts = p; p += acts;
+    kv->lnf = p; p += ch * C;
+    kv->rstdf = p; p += ch;
+    kv->logits = p; p += ch * V;
+    kv->inv_freq = p; p += c->head_dim / 2;
+    kv->tok = (int32_t *)p;
+    kv->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, max_chunk, 0) : 0;
+    if (kv->scratch_bytes && !(kv->scratch = lomo__alloc(m, LOMO_MEM_KV, kv->scratch_bytes))) {
+        kv->scratch_bytes = 0; lomo_kv_free(kv); return NULL;
+    }
+    if (!(f = (float *)LOMO_MALLOC(sizeof(float) * (size_t)(c->head_dim / 2 + 1)))) {
+        lomo__fail("generate: out of host memory"); lomo_kv_free(kv); return NULL;
+    }
+    lomo__rope_inv_freq(c, f);
+    m->be->upload(m->be->ctx, kv->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2));
+    LOMO_FREE(f);
+    kv->t.m = m; kv->t.B = 1; kv->t.M = 1; kv->t.inv_freq = kv->inv_freq; kv->t.kv = kv;
+    kv->t.gstage = LOMO__NONE;
+    return kv;
+}
+
+LOMODEF int lomo_kv_len(const lomo_kv *kv) { return kv ? kv->n : 0; }
+LOMODEF size_t lomo_kv_bytes(const lomo_kv *kv) { return kv ? kv->bytes + kv->scratch_bytes : 0; }
+LOMODEF int lomo_kv_truncate(lomo_kv *kv, int n) {
+    if (!kv || n < 0 || n > kv->n) return lomo__fail("kv cache: truncate to %d, but it holds %d positions", n, kv ? kv->n : 0);
+    kv->n = n;
+    return 0;
+}
+
+LOMODEF int lomo_kv_eval(lomo_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits) {
+    lomo_model *m;
+    const lomo_config *c;
+    const lomo_backend *be;
+    int i, done = 0;
+    if (!kv || !tokens || n <= 0 || !logits) return lomo__fail("kv cache: eval needs tokens (n = %d > 0) and a logits buffer", n);
+    m = kv->m; c = &m->cfg; be = m->be;
+    if (n > kv->cap - kv->n)
+        return lomo__fail("kv cache: %d new tokens after %d would pass its capacity of %d positions", n, kv->n, kv->cap);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return lomo__fail("generate: token %d = %d is outside the vocabulary [0, %d)", i, tokens[i], c->vocab_size);
+    while (done < n) {
+        int nn = n - done < kv->chunk ? n - done : kv->chunk, l, last = done + nn == n;
+        lomo__acts a;
+        float *x = kv->x, *x2 = kv->x2, *tmp;
+        if (be->set_scratch) be->set_scratch(be->ctx, kv->scratch, kv->scratch_bytes, (int)c->dtype);   /* always: this call's */
+        be->upload(be->ctx, kv->tok, tokens + done, sizeof(int32_t) * (size_t)nn);
+        be->embed_fwd(be->ctx, x, kv->tok, m->embed, nn, c->dim);
+        kv->t.T = kv->t.N = nn;
+        lomo__acts_carve(&a, kv->acts, c, nn);
+        for (l = 0; l < c->n_layers; l++) {
+            lomo__layer_fwd(&kv->t, l, x, &a, x2);
+            tmp = x; x = x2; x2 = tmp;
+        }
+        if (all_logits || last) {   /* the head: every row, or only the last one */
+            int r0 = all_logits ? 0 : nn - 1, rows = nn - r0;
+            be->rmsnorm_fwd(be->ctx, kv->lnf, kv->rstdf, x + (size_t)r0 * c->dim, m->final_norm, rows, c->dim, c->norm_eps);
+            be->matmul_fwd(be->ctx, kv->logits, kv->lnf, m->lm_head, NULL, rows, c->dim, c->vocab_size, 0);
+            if (be->check(be->ctx)) return -1;
+            be->download(be->ctx, all_logits ? logits + (size_t)done * c->vocab_size : logits, kv->logits,
+                         sizeof(float) * (size_t)rows * c->vocab_size);
+        }
+        kv->n += nn;
+        done += nn;
+    }
+    return be->check(be->ctx);
+}
+
+/* splitmix64 -> a double in [0, 1) */
+static double lomo__gen_uniform(uint64_t *rng) { return (double)(lomo_rand_u64(rng) >> 11) * (1.0 / 9007199254740992.0); }
+
+typedef struct lomo__gen_cand { float v; int32_t id; } lomo__gen_cand;
+static int lomo__gen_cmp(const void *a, const void *b) {   /* descending logit, then ascending id */
+    const lomo__gen_cand *x = (const lomo__gen_cand *)a, *y = (const lomo__gen_cand *)b;
+    if (x->v > y->v) return -1;
+    if (x->v < y->v) return 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+LOMODEF int32_t lomo_sample(float *s, int V, const int32_t *hist, int n_hist, const lomo_gen_opts *o, uint64_t *rng) {
+    int i, best = 0;
+    double sum, u, acc, mx;
+    if (o && o->repetition_penalty > 0 && o->repetition_penalty != 1.0f)   /* transformers' CTRL penalty */
+        for (i = 0; i < n_hist; i++) {
+            int32_t id = hist[i];
+            int k, seen = 0;
+            if (id < 0 || id >= V) continue;
+            for (k = 0; k < i && !seen; k++) seen = hist[k] == id;
+            if (!seen) s[id] = s[id] < 0 ? s[id] * o->repetition_penalty : s[id] / o->repetition_penalty;
+        }
+    if (!o || !(o->temperature > 0)) {   /* greedy: first maximum, as torch.argmax */
+        for (i = 1; i < V; i++) if (s[i] > s[best]) best = i;
+        return best;
+    }
+    if (o->temperature != 1.0f) for (i = 0; i < V; i++) s[i] /= o->temperature;
+    if ((o->top_k > 0 && o->top_k < V) || (o->top_p > 0 && o->top_p < 1.0f)) {
+        lomo__gen_cand *ord = (lomo__gen_cand *)LOMO_MALLOC(sizeof(lomo__gen_cand) * (size_t)V);
+        double *pr = (double *)LOMO_MALLOC(sizeof(double) * (size_t)V);
+        int keep = V;
+        if (!ord || !pr) { LOMO_FREE(ord); LOMO_FREE(pr); lomo__fail("sample: out of host memory"); return -1; }
+        for (i = 0; i < V; i++) { ord[i].v = s[i]; ord[i].id = i; }
+        qsort(ord, (size_t)V, sizeof *ord, lomo__gen_cmp);
+        if (o->top_k > 0 && o->top_k < V) {   /* TopKLogitsWarper: drop logits < the k-th largest */
+            float kth = ord[o->top_k - 1].v;
+            keep = o->top_k;
+            while (keep < V && !(ord[keep].v < kth)) keep++;   /* ties with the k-th stay */
+        }
+        if (o->top_p > 0 && o->top_p < 1.0f) {   /* TopPLogitsWarper: ascending cumulative softmax <= 1 - p goes */
+            double mx = ord[0].v, z = 0.0, cum = 0.0;
+            for (i = 0; i < keep; i++) z += (pr[i] = exp((double)ord[i].v - mx));
+            for (i = keep - 1; i > 0; i--) {
+                cum += pr[i] / z;
+                if (cum <= 1.0 - (double)o->top_p) keep = i; else break;
+            }
+        }
+        for (i = keep; i < V; i++) s[ord[i].id] = -INFINITY;
+        LOMO_FREE(ord); LOMO_FREE(pr);
+    }
+    for (i = 1; i < V; i++) if (s[i] > s[best]) best = i;
+    mx = s[best];
+    sum = 0.0;
+    for (i = 0; i < V; i++) sum += exp((double)s[i] - mx);
+    u = lomo__gen_uniform(rng) * sum;   /* inverse CDF in id order */
+    acc = 0.0;
+    for (i = 0; i < V; i++) {
+        double p = exp((double)s[i] - mx);
+        if (p <= 0) continue;
+        acc += p;
+        if (u < acc) return i;
+        best = i;   /* the last id with p > 0, should rounding leave u >= acc */
+    }
+    return best;
+}
+
+LOMODEF int lomo_generate(lomo_model *m, const int32_t *prompt, int n_prompt, const lomo_gen_opts *o,
+                          int32_t *out, lomo_gen_info *info) {
+    lomo_gen_opts d;
+    lomo_kv *kv;
+    float *logits = NULL;
+    int32_t *hist = NULL;
+    uint64_t rng;
+    int V, n = 0, chunk, stop = LOMO_GEN_LENGTH, i, rc = -1;
+    if (info) memset(info, 0, sizeof *info);
+    if (!o) { memset(&d, 0, sizeof d); o = &d; }
+    if (!m || !prompt || n_prompt <= 0) return lomo__fail("generate: needs a model and a non-empty prompt (n_prompt = %d)", n_prompt);
+    if (o->max_new_tokens < 0 || (o->max_new_tokens > 0 && !out))
+        return lomo__fail("generate: max_new_tokens = %d must be >= 0, with an output buffer", o->max_new_tokens);
+    if (o->max_new_tokens > 0x7fffffff - n_prompt)
+        return lomo__fail("generate: prompt %d + max_new_tokens %d overflow", n_prompt, o->max_new_tokens);
+    if (!(o->temperature == o->temperature) || o->temperature < 0 || o->top_k < 0 || !(o->top_p >= 0 && o->top_p <= 1) ||
+        !(o->repetition_penalty >= 0) || o->n_eos < 0 || o->n_stop < 0 || (o->n_eos && !o->eos_ids) ||
+        (o->n_stop && (!o->stop_strings || !o->decode)))
+        return lomo__fail("generate: bad options (temperature %g >= 0, top_k %d >= 0, top_p %g in [0,1], repetition_penalty "
+                          "%g >= 0, eos ids and stop strings (which need decode) given with their counts)",
+                          (double)o->temperature, o->top_k, (double)o->top_p, (double)o->repetition_penalty);
+    V = m->cfg.vocab_size;
+    for (i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= V)
+            return lomo__fail("generate: prompt[%d] = %d is outside the vocabulary [0, %d)", i, prompt[i], V);
+    if (o->max_new_tokens == 0) return 0;
+    chunk = o->prefill_chunk > 0 ? o->prefill_chunk : 256;
+    if (chunk > n_prompt) chunk = n_prompt;
+    if (!(kv = lomo_kv_new(m, n_prompt + o->max_new_tokens, chunk))) return -1;
+    logits = (float *)LOMO_MALLOC(sizeof(float) * (size_t)V);
+    hist = (int32_t *)LOMO_MALLOC(sizeof(int32_t) * ((size_t)n_prompt + (size_t)o->max_new_tokens));
+    if (!logits || !hist) { lomo__fail("generate: out of host memory"); goto done; }
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    rng = o->seed;
+    if (lomo_kv_eval(kv, prompt, n_prompt, logits, 0)) goto done;
+    for (;;) {
+        int32_t tok = lomo_sample(logits, V, hist, n_prompt + n, o, &rng);
+        if (tok < 0) goto done;
+        out[n] = hist[n_prompt + n] = tok;
+        n++;
+        for (i = 0; i < o->n_eos; i++) if (o->eos_ids[i] == tok) { stop = LOMO_GEN_EOS; break; }
+        if (stop == LOMO_GEN_LENGTH && o->n_stop) {
+            const char *txt = o->decode(o->decode_user, out, n);
+            for (i = 0; txt && i < o->n_stop; i++)
+                if (o->stop_strings[i] && o->stop_strings[i][0] && strstr(txt, o->stop_strings[i])) { stop = LOMO_GEN_STOP_STRING; break; }
+        }
+        if (o->on_token && o->on_token(o->user, tok, n - 1) && stop == LOMO_GEN_LENGTH) stop = LOMO_GEN_CALLBACK;
+        if (stop != LOMO_GEN_LENGTH || n == o->max_new_tokens) break;
+        if (lomo_kv_eval(kv, &tok, 1, logits, 0)) goto done;
+    }
+    rc = n;
+    if (info) { info->n_tokens = n; info->stop = stop; info->kv_bytes = lomo_kv_bytes(kv); }
+done:
+    LOMO_FREE(logits); LOMO_FREE(hist);
+    lomo_kv_free(kv);
+    return rc;
+}
+
+LOMODEF int lomo_eos_ids(const char *dir, int32_t *ids, int cap) {
+    static const char *files[2] = {"generation_config.json", "config.json"};
+    int f;
+    for (f = 0; f < 2; f++) {
+        char path[4200], *txt;
+        size_t len;
+        lomo__json j;
+        int node, n = 0, e, single;
+        if (lomo__path_join(path, sizeof path, dir, files[f])) return -1;
+        if (!lomo__exists(path)) { if (f == 1) return lomo__fail("%s: not found", path); continue; }
+        if (lomo__read_file(path, &txt, &len)) return -1;
+        if (lomo__json_parse(&j, txt, len, path)) { LOMO_FREE(txt); return -1; }
+        node = lomo__json_get(&j, 0, "eos_token_id");
+        if (node < 0 || j.nodes[node].type == LOMO__J_NULL) {   /* none here: config.json decides */
+            lomo__json_free(&j); LOMO_FREE(txt);
+            if (f == 1) return 0;
+            continue;
+        }
+        single = j.nodes[node].type != LOMO__J_ARR;
+        for (e = single ? node : j.nodes[node].first; e >= 0; e = single ? -1 : j.nodes[e].next) {
+            int64_t v;
+            if (lomo__json_int(&j, e, &v) || v < 0 || v > 0x7fffffff) {
+                char buf[64];
+                lomo__fail("%s: field 'eos_token_id': expected a non-negative integer or a list of them, found %s",
+                           path, lomo__json_show(&j, e, buf, sizeof buf));
+                lomo__json_free(&j); LOMO_FREE(txt);
+                return -1;
+            }
+            if (n < cap && ids) ids[n] = (int32_t)v;
+            n++;
+        }
+        lomo__json_free(&j); LOMO_FREE(txt);
+        return n < cap ? n : cap;
+    }
+    return 0;
+}
+
+#else   /* LOMO_NO_GENERATE: the forward's generation branch is never taken */
+static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a) { (void)t; (void)l; (void)a; }
+#endif /* LOMO_NO_GENERATE */
 
 #endif /* LOMO__IMPLEMENTED */
 #endif /* LOMO_IMPLEMENTATION */

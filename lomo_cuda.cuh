@@ -1131,6 +1131,64 @@ static void lomo__cu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtype
     c->act_dtype = act_dtype;
 }
 
+/* ---- generation (KV cache): RoPE at a position offset, attention over the cache ---- */
+
+__global__ void lomo__cu_k_rope_at(float *x, const float *inv_freq, int N, int nh, int hd, int pos0) {
+    int half = hd / 2;
+    size_t n = (size_t)N * nh * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % half);
+        size_t row = i / half;                       /* (n, h) */
+        float s, c, ang = (float)(pos0 + (int)(row / nh)) * inv_freq[d];
+        sincosf(ang, &s, &c);
+        float *v = x + row * hd;
+        float a = v[d], b2 = v[d + half];
+        v[d] = a * c - b2 * s;
+        v[d + half] = b2 * c + a * s;
+    }
+}
+static void lomo__cu_rope_at(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int pos0) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    lomo__cu_k_rope_at<<<lomo__cu_blocks((size_t)N * nh * (hd / 2), 256), 256, 0, c->stream>>>(x, inv_freq, N, nh, hd, pos0);
+    LOMO__LAUNCHED(c);
+}
+
+/* a warp per (new query, head), online softmax over the cached keys in its window */
+__global__ void lomo__cu_k_attn_kv(float *out, const float *q, const float *kc, const float *vc, int N, int pos0, int nh,
+                                   int nkv, int hd, int window, float scale) {
+    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (warp >= N * nh) return;
+    int h = warp % nh, t = pos0 + warp / nh, g = h / (nh / nkv);
+    int lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+    const float *qt = q + (size_t)warp * hd;
+    float acc[LOMO_CU__PER_LANE], mx = -INFINITY, l = 0.0f;
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
+    for (int j = lo; j <= t; j++) {
+        size_t kr = ((size_t)j * nkv + g) * hd;
+        float s = lomo__cu_wdot(qt, kc + kr, hd, lane) * scale;
+        float m2 = fmaxf(mx, s), corr = __expf(mx - m2), p = __expf(s - m2);
+        l = l * corr + p;
+        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < hd) acc[i] = acc[i] * corr + p * vc[kr + d];
+        }
+        mx = m2;
+    }
+    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) out[(size_t)warp * hd + d] = acc[i] / l;
+    }
+}
+static void lomo__cu_attn_kv(void *ctx, float *out, const float *q, const float *kc, const float *vc, int N, int pos0,
+                             int nh, int nkv, int hd, int window) {
+    lomo__cu *c = (lomo__cu *)ctx;
+    size_t threads = (size_t)N * nh * 32;
+    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
+    lomo__cu_k_attn_kv<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, q, kc, vc, N, pos0, nh, nkv, hd,
+                                                                                 window, 1.0f / sqrtf((float)hd));
+    LOMO__LAUNCHED(c);
+}
+
 extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     static lomo_backend be[16];
     static lomo__cu ctx[16];
@@ -1172,6 +1230,7 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->geglu_fwd = lomo__cu_geglu_fwd; b->geglu_bwd = lomo__cu_geglu_bwd;
     b->attn_ex_fwd = lomo__cu_attn_ex_fwd; b->attn_ex_bwd = lomo__cu_attn_ex_bwd;
     b->cross_entropy_softcap = lomo__cu_cross_entropy_softcap; b->rope_ex = lomo__cu_rope_ex;
+    b->rope_at = lomo__cu_rope_at; b->attn_kv = lomo__cu_attn_kv;
     b->name = "cuda";
     return b;
 }

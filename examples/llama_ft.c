@@ -4,6 +4,10 @@
    Train:   llama_ft --model HF_DIR --data train.jsonl --out OUT_DIR [options]
    Eval:    llama_ft --model HF_DIR --eval eval.jsonl         (mean loss, no training)
    Choice:  llama_ft --model HF_DIR --mc choices.jsonl        (multiple-choice accuracy)
+   Generate: llama_ft --model HF_DIR --prompt-ids FILE --max-new-tokens N
+            (FILE: one JSON array of prompt ids per line; prints one JSON array of
+            generated ids per line, greedy unless --temperature, stopping early only
+            at an EOS id of config.json / generation_config.json)
    Demo:    llama_ft                                           (no --model: built-in task)
    Text:    llama_ft --model DIR --tokenize FILE [--add-special]  (JSONL {"text": ...} -> a JSON array of ids per line)
             llama_ft --model DIR --detokenize FILE               (JSON arrays of ids -> {"text": ...} per line)
@@ -80,7 +84,12 @@ static void usage(void) {
         "  --max-skipped N (stop after N consecutive skipped steps, loss-scale back-offs aside; default 5, 0 = never)\n"
         "  SIGINT/SIGTERM: the current step finishes, a resumable checkpoint OUT.checkpoint is written, exit 130/143\n"
         "  --tokenize FILE [--add-special] | --detokenize FILE (with --model DIR holding tokenizer.json: ids <-> text, one JSON line each)\n"
+        "  --prompt-ids FILE --max-new-tokens N (generate from each line's JSON array of ids; prints the new ids)\n"
+        "  --generate TEXT (needs a tokenizer) --temperature T --top-k K (sampling default 50) --top-p P\n"
+        "  --repetition-penalty X --seed S --stop STR; --sample-every N --sample-prompt \"[ids]\" or text (greedy sample\n"
+        "  while training, also in OUT.samples.jsonl)\n"
         "  --chat-template llama3|chatml|qwen2|mistral|mistral-v1 (for {\"messages\"} data; default: from tokenizer_config.json)\n"
+        "    with --generate: the text is one user message (auto = the model's template)\n"
         "  --render-chat FILE (print the input_ids and labels training would take from FILE, then exit)\n"
         "  without --model: the built-in demo (a small Llama on a synthetic task)\n", EVAL_SEQ_CAP);
 }
@@ -94,6 +103,9 @@ typedef struct args {
     const char *tokenize, *detokenize;
     int add_special;
     const char *chat_template, *render_chat;   /* text data */
+    const char *prompt_ids, *generate, *sample_prompt, *stop;   /* generation (gen_* functions) */
+    int max_new_tokens, top_k, sample_every, gen_bad;
+    float temperature, top_p, repetition_penalty;
 } args;
 
 /* ---- text data: the model directory's tokenizer.json and chat template, loaded once ---- */
@@ -721,6 +733,314 @@ static int text_mode(const args *a) {
     return 2;
 }
 #endif
+/* ---- generation: --prompt-ids, --generate, --sample-every (functions of their own) ---- */
+
+/* the generation flags; 0 if k is not one of them */
+static int gen_flag(args *a, const char *k, const char *v) {
+    char *end = NULL;
+    double x = 0;
+    long n = 0;
+    int is_int = !strcmp(k, "--max-new-tokens") || !strcmp(k, "--top-k") || !strcmp(k, "--sample-every");
+    int is_float = !strcmp(k, "--temperature") || !strcmp(k, "--top-p") || !strcmp(k, "--repetition-penalty");
+    if (!strcmp(k, "--prompt-ids")) { a->prompt_ids = v; return 1; }
+    if (!strcmp(k, "--generate")) { a->generate = v; return 1; }
+    if (!strcmp(k, "--sample-prompt")) { a->sample_prompt = v; return 1; }
+    if (!strcmp(k, "--stop")) { a->stop = v; return 1; }
+    if (!is_int && !is_float) return 0;
+    if (is_int) n = strtol(v, &end, 10); else x = strtod(v, &end);
+    if (!*v || *end || (is_int && (n < 0 || n > 1000000000)) || (is_float && !(x >= 0 && x < 1e30)) ||
+        (!strcmp(k, "--top-p") && x > 1)) {
+        fprintf(stderr, "llama_ft: %s %s: expected a %s\n", k, v,
+                is_int ? "non-negative integer" : !strcmp(k, "--top-p") ? "number in [0, 1]" : "non-negative number");
+        a->gen_bad = 1;
+        return 1;
+    }
+    if (!strcmp(k, "--max-new-tokens")) a->max_new_tokens = (int)n;
+    else if (!strcmp(k, "--top-k")) a->top_k = (int)n;
+    else if (!strcmp(k, "--sample-every")) a->sample_every = (int)n;
+    else if (!strcmp(k, "--temperature")) a->temperature = (float)x;
+    else if (!strcmp(k, "--top-p")) a->top_p = (float)x;
+    else a->repetition_penalty = (float)x;
+    return 1;
+}
+
+/* one JSON array of ids, e.g. "[1, 22, 333]": 0 and *n ids (malloc'd), or -1 with *err set */
+static int gen_parse_ids(const char *s, int vocab, int32_t **ids, int *n, const char **err) {
+    int cap = 16, k = 0;
+    int32_t *p = (int32_t *)malloc(sizeof(int32_t) * (size_t)cap);
+    *ids = NULL; *n = 0; *err = "expected a JSON array of integers";
+    if (!p) { *err = "out of memory"; return -1; }
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    if (*s++ != '[') { free(p); return -1; }
+    for (;;) {
+        char *end;
+        long long v;
+        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+        if (*s == ']' && k == 0) { s++; break; }
+        if (!(*s == '-' || (*s >= '0' && *s <= '9'))) { free(p); return -1; }
+        v = strtoll(s, &end, 10);
+        if (*end == '.' || *end == 'e' || *end == 'E') { free(p); *err = "ids must be integers"; return -1; }
+        if (v < 0 || v >= vocab) { free(p); *err = "an id is outside the vocabulary"; return -1; }
+        s = end;
+        if (k == cap) {
+            int32_t *q = (int32_t *)realloc(p, sizeof(int32_t) * (size_t)(cap *= 2));
+            if (!q) { free(p); *err = "out of memory"; return -1; }
+            p = q;
+        }
+        p[k++] = (int32_t)v;
+        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+        if (*s == ',') { s++; continue; }
+        if (*s == ']') { s++; break; }
+        free(p);
+        return -1;
+    }
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+    if (*s) { free(p); *err = "text after the array"; return -1; }
+    if (!k) { free(p); *err = "the prompt is empty"; return -1; }
+    *ids = p; *n = k;
+    return 0;
+}
+
+static void gen_print_ids(FILE *f, const int32_t *ids, int n) {
+    fputc('[', f);
+    for (int i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", ids[i]);
+    fputc(']', f);
+}
+
+/* the sampling options of the flags: greedy unless --temperature T > 0
+   (then transformers' defaults top_k 50, top_p 1 unless given) */
+static void gen_options(const args *a, lomo_gen_opts *g, const int32_t *eos, int n_eos) {
+    memset(g, 0, sizeof *g);
+    g->max_new_tokens = a->max_new_tokens;
+    g->temperature = a->temperature > 0 ? a->temperature : 0.0f;
+    g->top_k = a->top_k >= 0 ? a->top_k : 50;
+    g->top_p = a->top_p;
+    g->repetition_penalty = a->repetition_penalty;
+    g->seed = a->seed;
+    g->eos_ids = eos; g->n_eos = n_eos;
+}
+
+#ifndef LOMO_NO_TOKENIZER
+/* --generate TEXT: stream the text as it comes. Each step decodes the whole
+   generated sequence and prints what is new, holding back an incomplete
+   UTF-8 sequence (or the U+FFFD a partial byte-fallback token decodes to)
+   until the next token completes it. */
+typedef struct gen_stream { const lomo_tokenizer *tk; int32_t *ids; size_t printed; char *last; } gen_stream;
+
+static size_t gen_complete_prefix(const char *s, size_t n) {   /* length without a trailing partial character */
+    size_t i = n, k = 0;
+    while (i > 0 && k < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) { i--; k++; }
+    if (i > 0) {
+        unsigned char c = (unsigned char)s[i - 1];
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (need > k + 1) n = i - 1;                 /* lead byte without all its continuation bytes */
+    }
+    if (n >= 3 && !memcmp(s + n - 3, "\xef\xbf\xbd", 3)) n -= 3;   /* U+FFFD: bytes still to come */
+    return n;
+}
+
+static const char *gen_decode(void *user, const int32_t *ids, int n) {
+    gen_stream *st = (gen_stream *)user;
+    LOMO_FREE(st->last);
+    st->last = lomo_detokenize(st->tk, ids, n, 1);
+    return st->last;
+}
+
+static int gen_stream_token(void *user, int32_t tok, int i) {
+    gen_stream *st = (gen_stream *)user;
+    char *txt;
+    size_t n;
+    st->ids[i] = tok;
+    if (!(txt = lomo_detokenize(st->tk, st->ids, i + 1, 1))) return 1;
+    n = gen_complete_prefix(txt, strlen(txt));
+    if (n > st->printed) { fwrite(txt + st->printed, 1, n - st->printed, stdout); fflush(stdout); st->printed = n; }
+    LOMO_FREE(txt);
+    return 0;
+}
+
+static int gen_text(lomo_model *m, const args *a, const char *dir, const int32_t *eos, int n_eos) {
+    lomo_tokenizer *tk = lomo_tokenizer_load(dir);
+    int32_t *prompt = NULL, *out = NULL;
+    int64_t n_prompt;
+    lomo_gen_opts g;
+    gen_stream st;
+    const char *stops[1];
+    char *txt;
+    int n, i;
+    if (!tk) return die("--generate: tokenizer");
+    if (a->chat_template) {   /* one user message + the assistant header, as apply_chat_template(add_generation_prompt=True) */
+        const char *name = strcmp(a->chat_template, "auto") ? a->chat_template : lomo_chat_template_detect(dir);
+        lomo_chat_msg msg = {"user", a->generate};
+        char *text = NULL, *full;
+        size_t len = 0;
+        const char *gp = !name ? "" : !strcmp(name, "llama3") ? "<|start_header_id|>assistant<|end_header_id|>\n\n"
+                       : !strcmp(name, "chatml") || !strcmp(name, "qwen2") ? "<|im_start|>assistant\n" : "";
+        if (!name || lomo_chat_render(name, &msg, 1, &text, &len, NULL) < 0) { lomo_tokenizer_free(tk); return die("--chat-template"); }
+        if (!(full = (char *)malloc(len + strlen(gp) + 1))) { LOMO_FREE(text); lomo_tokenizer_free(tk); return 1; }
+        memcpy(full, text, len); strcpy(full + len, gp);
+        LOMO_FREE(text);
+        n_prompt = lomo_tokenize(tk, full, strlen(full), 0, &prompt, NULL);   /* the template wrote the specials */
+        free(full);
+    } else n_prompt = lomo_tokenize(tk, a->generate, strlen(a->generate), 1, &prompt, NULL);
+    if (n_prompt < 0) { lomo_tokenizer_free(tk); return die("--generate: tokenize"); }
+    for (i = 0; i < n_prompt; i++)
+        if (prompt[i] >= m->cfg.vocab_size) {
+            fprintf(stderr, "llama_ft: --generate: the tokenizer gives id %d, outside the model's vocabulary [0, %d)\n",
+                    prompt[i], m->cfg.vocab_size);
+            LOMO_FREE(prompt); lomo_tokenizer_free(tk); return 1;
+        }
+    gen_options(a, &g, eos, n_eos);
+    if (a->max_new_tokens < 0) g.max_new_tokens = 128;
+    memset(&st, 0, sizeof st);
+    st.tk = tk;
+    st.ids = out = (int32_t *)malloc(sizeof(int32_t) * (size_t)g.max_new_tokens + 4);
+    g.on_token = gen_stream_token; g.user = &st;
+    if (a->stop) { stops[0] = a->stop; g.stop_strings = stops; g.n_stop = 1; g.decode = gen_decode; g.decode_user = &st; }
+    n = out && n_prompt > 0 ? lomo_generate(m, prompt, (int)n_prompt, &g, out, NULL) : -1;
+    if (n >= 0 && (txt = lomo_detokenize(tk, out, n, 1))) {   /* whatever was held back */
+        size_t len = strlen(txt);
+        if (len > st.printed) fwrite(txt + st.printed, 1, len - st.printed, stdout);
+        LOMO_FREE(txt);
+    }
+    printf("\n");
+    LOMO_FREE(st.last); LOMO_FREE(prompt); free(out);
+    lomo_tokenizer_free(tk);
+    return n < 0 ? die(n_prompt ? "--generate" : "--generate: the prompt has no tokens") : 0;
+}
+#endif
+
+/* --prompt-ids FILE: one line out per line in (blank lines skipped), the new ids only */
+static int gen_mode(lomo_model *m, const args *a) {
+    const char *dir = a->model ? a->model : a->resume;
+    int32_t eos[64], *prompt = NULL, *out = NULL;
+    int n_eos, rc = 1, line_no = 0;
+    lomo_gen_opts g;
+    FILE *f;
+    char *line = NULL;
+    size_t cap = 0;
+    if (!dir) { fprintf(stderr, "llama_ft: --prompt-ids / --generate need --model DIR\n"); return 2; }
+    if ((n_eos = lomo_eos_ids(dir, eos, 64)) < 0) return die("eos_token_id");
+    if (a->generate) {
+#ifndef LOMO_NO_TOKENIZER
+        return gen_text(m, a, dir, eos, n_eos);
+#else
+        fprintf(stderr, "llama_ft: --generate needs the tokenizer (built with LOMO_NO_TOKENIZER); use --prompt-ids\n");
+        return 2;
+#endif
+    }
+    gen_options(a, &g, eos, n_eos);
+    if (a->max_new_tokens < 0) g.max_new_tokens = 64;
+    if (!(f = fopen(a->prompt_ids, "r"))) { fprintf(stderr, "llama_ft: %s: cannot open\n", a->prompt_ids); return 1; }
+    if (!(out = (int32_t *)malloc(sizeof(int32_t) * (size_t)g.max_new_tokens + 4))) { fclose(f); return 1; }
+    for (;;) {
+        const char *err;
+        int n_prompt, n;
+        char *p;
+        {   /* one whole line, any length */
+            size_t used = 0;
+            int ch;
+            if (!line && !(line = (char *)malloc(cap = 256))) goto fail;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {
+                if (used + 2 > cap) { char *q = (char *)realloc(line, cap *= 2); if (!q) goto fail; line = q; }
+                line[used++] = (char)ch;
+            }
+            line[used] = 0;
+            if (ch == EOF && used == 0) break;
+        }
+        line_no++;
+        for (p = line; *p == ' ' || *p == '\t' || *p == '\r'; p++) {}
+        if (!*p) continue;
+        if (gen_parse_ids(line, m->cfg.vocab_size, &prompt, &n_prompt, &err)) {
+            fprintf(stderr, "llama_ft: %s:%d: %s (vocabulary [0, %d))\n", a->prompt_ids, line_no, err, m->cfg.vocab_size);
+            goto fail;
+        }
+        n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);
+        free(prompt); prompt = NULL;
+        if (n < 0) { fprintf(stderr, "llama_ft: %s:%d: ", a->prompt_ids, line_no); die("generate"); goto fail; }
+        gen_print_ids(stdout, out, n);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    rc = 0;
+fail:
+    fclose(f);
+    free(line); free(out); free(prompt);
+    return rc;
+}
+
+/* --sample-every N: a short greedy sample from --sample-prompt (a JSON array
+   of ids, or text for the model's tokenizer), printed and appended to
+   OUT.samples.jsonl */
+static int gen_sample(lomo_model *m, const args *a, int64_t step) {
+    int32_t *prompt = NULL, out[256];
+    int n_prompt = 0, n, i;
+    const char *err = "";
+    char path[1100], *text = NULL;
+    lomo_gen_opts g;
+    FILE *f;
+#ifndef LOMO_NO_TOKENIZER
+    lomo_tokenizer *tk = NULL;
+#endif
+    if (!a->sample_prompt) { fprintf(stderr, "llama_ft: --sample-every needs --sample-prompt\n"); return -1; }
+    if (a->sample_prompt[0] == '[') {
+        if (gen_parse_ids(a->sample_prompt, m->cfg.vocab_size, &prompt, &n_prompt, &err)) {
+            fprintf(stderr, "llama_ft: --sample-prompt: %s\n", err);
+            return -1;
+        }
+    } else {
+#ifndef LOMO_NO_TOKENIZER
+        int64_t k;
+        int32_t *ids = NULL;
+        if (!(tk = lomo_tokenizer_load(a->model ? a->model : a->resume))) return -1;
+        if ((k = lomo_tokenize(tk, a->sample_prompt, strlen(a->sample_prompt), 1, &ids, NULL)) <= 0) {
+            lomo_tokenizer_free(tk); LOMO_FREE(ids);
+            fprintf(stderr, "llama_ft: --sample-prompt: no tokens\n"); return -1;
+        }
+        for (i = 0; i < k; i++)
+            if (ids[i] >= m->cfg.vocab_size) {
+                fprintf(stderr, "llama_ft: --sample-prompt: token id %d is outside the model's vocabulary [0, %d)\n",
+                        ids[i], m->cfg.vocab_size);
+                LOMO_FREE(ids); lomo_tokenizer_free(tk); return -1;
+            }
+        prompt = (int32_t *)malloc(sizeof(int32_t) * (size_t)k);
+        memcpy(prompt, ids, sizeof(int32_t) * (size_t)k);
+        n_prompt = (int)k;
+        LOMO_FREE(ids);
+#else
+        fprintf(stderr, "llama_ft: --sample-prompt text needs the tokenizer; give \"[ids]\"\n");
+        return -1;
+#endif
+    }
+    memset(&g, 0, sizeof g);
+    g.max_new_tokens = a->max_new_tokens > 0 && a->max_new_tokens < 256 ? a->max_new_tokens : 32;
+    n = lomo_generate(m, prompt, n_prompt, &g, out, NULL);
+    free(prompt);
+#ifndef LOMO_NO_TOKENIZER
+    if (tk && n >= 0) text = lomo_detokenize(tk, out, n, 1);
+    lomo_tokenizer_free(tk);
+#endif
+    if (n < 0) { LOMO_FREE(text); return -1; }
+    printf("sample at step %lld: ", (long long)step);
+    if (text) printf("%s", text); else gen_print_ids(stdout, out, n);
+    printf("\n");
+    snprintf(path, sizeof path, "%s.samples.jsonl", a->out);
+    if (!(f = fopen(path, step <= a->sample_every && !a->resume ? "w" : "a"))) { LOMO_FREE(text); return -1; }
+    fprintf(f, "{\"step\": %lld, \"ids\": ", (long long)step);
+    gen_print_ids(f, out, n);
+    if (text) {   /* as a JSON string */
+        fprintf(f, ", \"text\": \"");
+        for (i = 0; text[i]; i++) {
+            unsigned char c = (unsigned char)text[i];
+            if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+            else if (c < 0x20) fprintf(f, "\\u%04x", c);
+            else fputc(c, f);
+        }
+        fputc('"', f);
+    }
+    fprintf(f, "}\n");
+    LOMO_FREE(text);
+    return fclose(f);
+}
 
 int main(int argc, char **argv) {
     args a;
@@ -736,6 +1056,7 @@ int main(int argc, char **argv) {
     a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
     a.max_skipped = 5;
     setvbuf(stdout, NULL, _IOLBF, 0);   /* a redirected log is written line by line, never left empty */
+    a.temperature = -1.0f; a.top_k = -1; a.max_new_tokens = -1;   /* -1: not given */
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
@@ -780,6 +1101,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--max-skipped")) { if (parse_int(k, v, 0, INT_MAX, &a.max_skipped)) return 2; }
         else if (!strcmp(k, "--chat-template")) a.chat_template = v;
         else if (!strcmp(k, "--render-chat")) a.render_chat = v;
+        else if (gen_flag(&a, k, v)) { if (a.gen_bad) return 2; }
         else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
     }
     if (a.tokenize || a.detokenize) return text_mode(&a);   /* tokenizer only: no weights needed */
@@ -873,6 +1195,7 @@ int main(int argc, char **argv) {
             if (!a.eval_data) a.eval_data = demo_eval;
         }
     }
+    if (a.prompt_ids || a.generate) { rc = gen_mode(m, &a); goto done; }   /* stdout: the generated ids only */
     printf("model: %.2fM parameters, %d layers, dim %d, %d/%d heads, vocab %d%s, %s; backend %s\n",
            lomo_n_params(m) / 1e6, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads,
            m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->cfg.model_type, m->be->name);
@@ -1002,6 +1325,9 @@ int main(int argc, char **argv) {
                     "counted token): stopping (--max-skipped %d); nothing more is saved\n", (long long)step,
                     skipped_run, a.max_skipped);
             goto done;
+        }
+        if (a.sample_every && (step % a.sample_every == 0 || step == total) && gen_sample(m, &a, step)) {
+            die("--sample-every"); goto done;
         }
         int sig = stop_signal;
 #ifdef LOMO_MPI

@@ -760,6 +760,67 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "test_cuda: unknown flag %s (--quick, --fault, --nccl)\n", argv[i]); return 2; }
     }
     self = argv[0];
+/* generation: the KV-cache ops against the CPU's, then whole greedy
+   generations and cached logits of fixture models (Mistral with a sliding
+   window of 6 included) against the CPU backend */
+static void test_generate(void) {
+    void *X = cpu->ctx, *G = gpu->ctx;
+    const int nh = 6, nkv = 2, hd = 80, pos0 = 37, N = 5, T = pos0 + N;
+    float *q = randv((size_t)N * nh * hd, 1), *kc = randv((size_t)T * nkv * hd, 1), *vc = randv((size_t)T * nkv * hd, 1);
+    float *o = (float *)malloc(sizeof(float) * (size_t)N * nh * hd), inv[40];
+    float *qd = dev(q, (size_t)N * nh * hd), *kd = dev(kc, (size_t)T * nkv * hd), *vd = dev(vc, (size_t)T * nkv * hd);
+    float *od = dev(NULL, (size_t)N * nh * hd), *invd;
+    lomo_config c;
+    memset(&c, 0, sizeof c);
+    c.head_dim = hd; c.rope_theta = 10000.0f;
+    lomo__rope_inv_freq(&c, inv);
+    invd = dev(inv, 40);
+    printf("generation ops vs CPU:\n");
+    cpu->rope_at(X, q, inv, N, nh, hd, pos0);
+    gpu->rope_at(G, qd, invd, N, nh, hd, pos0);
+    same("rope_at (pos0 37)", qd, q, (size_t)N * nh * hd, 1e-5);
+    for (int w = 0; w <= 7; w += 7) {
+        cpu->attn_kv(X, o, q, kc, vc, N, pos0, nh, nkv, hd, w);
+        gpu->attn_kv(G, od, qd, kd, vd, N, pos0, nh, nkv, hd, w);
+        same(w ? "attn_kv (window 7)" : "attn_kv", od, o, (size_t)N * nh * hd, 1e-4);
+    }
+    free(q); free(kc); free(vc); free(o);
+    gpu->free(G, qd); gpu->free(G, kd); gpu->free(G, vd); gpu->free(G, od); gpu->free(G, invd);
+    const char *models[] = {"llama_gqa", "llama_bias", "llama3_scaled", "mistral_swa"};
+    lomo_load_opts oc = {LOMO_F32, NULL, NULL}, og = {LOMO_F32, gpu, NULL};
+    for (int k = 0; k < 4; k++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "tests/ref/%s", models[k]);
+        lomo_model *mc = lomo_load(dir, &oc), *mg = lomo_load(dir, &og);
+        if (!mc || !mg) { CHECK(0, "%s: %s", dir, lomo_error()); continue; }
+        int32_t prompt[7] = {5, 3, 9, 1, 4, 2, 8}, a[72], b[72];
+        lomo_gen_opts g;
+        memset(&g, 0, sizeof g);
+        g.max_new_tokens = 72;
+        int na = lomo_generate(mc, prompt, 7, &g, a, NULL), nb = lomo_generate(mg, prompt, 7, &g, b, NULL);
+        CHECK(na == 72 && nb == 72 && !memcmp(a, b, sizeof a), "%s: greedy ids GPU vs CPU (%d, %d): %s", models[k], na, nb,
+              lomo_error());
+        /* cached logits at every position, token by token */
+        int V = mc->cfg.vocab_size, L = 7 + 71;
+        int32_t seq[78];
+        memcpy(seq, prompt, sizeof prompt); memcpy(seq + 7, a, 71 * 4);
+        lomo_kv *kvc = lomo_kv_new(mc, L, 1), *kvg = lomo_kv_new(mg, L, 1);
+        float *lc = (float *)malloc(sizeof(float) * (size_t)L * V), *lg = (float *)malloc(sizeof(float) * (size_t)L * V);
+        for (int i = 0; kvc && kvg && i < L; i++) {
+            lomo_kv_eval(kvc, seq + i, 1, lc + (size_t)i * V, 1);
+            lomo_kv_eval(kvg, seq + i, 1, lg + (size_t)i * V, 1);
+        }
+        double e = tu_rel_err(lg, lc, (size_t)L * V);
+        printf("  %-14s 72 greedy tokens equal the CPU's, cached logits rel err %.2e\n", models[k], e);
+        CHECK(e <= 1e-4, "%s: cached logits GPU vs CPU %g", models[k], e);
+        lomo_kv_free(kvc); lomo_kv_free(kvg); free(lc); free(lg);
+        CHECK(mg->mem.current[LOMO_MEM_KV] == 0, "%s: kv cache left on the device", models[k]);
+        lomo_model_free(mc); lomo_model_free(mg);
+    }
+    CHECK(gpu->check(G) == 0, "cuda errors: %s", lomo_error());
+}
+
+int main(void) {
     cpu = lomo_cpu_backend();
     gpu = lomo_cuda_backend(0);
     if (!gpu) { printf("no CUDA device: %s\ntest_cuda: 0 passed, 1 failed\n", lomo_error()); return 1; }
@@ -787,5 +848,6 @@ int main(int argc, char **argv) {
     test_two_trainers();
     test_trajectories();
     test_stories();
+    test_generate();
     return tu_done("test_cuda");
 }

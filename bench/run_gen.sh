@@ -1,0 +1,56 @@
+#!/bin/sh
+# Generation speed: lomo_generate vs transformers generate() on this CPU, the
+# same random Llama checkpoint (bench/gen_model.py, ~58M parameters), fp32,
+# batch 1, greedy, PROMPT prompt tokens and NEW new tokens, same thread count.
+# Interleaved pairs (lomo, peer, lomo, peer, ...) after a warm-up inside each
+# process; the ratio of each pair, then median / min / max over PAIRS pairs.
+# Writes bench/out/gen.jsonl (every run) and bench/out/gen.md (the table).
+#   PYTHON=/root/lomo-venv/bin/python PAIRS=5 sh bench/run_gen.sh
+set -e
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-/root/lomo-venv/bin/python}
+PAIRS=${PAIRS:-5}; PROMPT=${PROMPT:-128}; NEW=${NEW:-128}; THREADS=${THREADS:-$(nproc)}
+MODEL=${MODEL:-build/bench_gen_model}
+mkdir -p bench/out build
+make -s build/bench_gen
+"$PYTHON" bench/gen_model.py "$MODEL"
+: > bench/out/gen.jsonl
+for i in $(seq "$PAIRS"); do
+    OMP_NUM_THREADS=$THREADS build/bench_gen --model "$MODEL" --prompt "$PROMPT" --new "$NEW" --ids-out build/gen_ids_lomo.json >> bench/out/gen.jsonl
+    OMP_NUM_THREADS=$THREADS "$PYTHON" bench/bench_gen_torch.py --model "$MODEL" --prompt "$PROMPT" --new "$NEW" \
+        --threads "$THREADS" --ids-out build/gen_ids_torch.json >> bench/out/gen.jsonl
+    echo "pair $i/$PAIRS done"
+done
+"$PYTHON" - "$THREADS" <<'PY'
+import json, os, statistics, sys
+rows = [json.loads(l) for l in open("bench/out/gen.jsonl")]
+lomo = [r for r in rows if r["impl"] == "lomo"]; peer = [r for r in rows if r["impl"] == "transformers"]
+same = json.load(open("build/gen_ids_lomo.json")) == json.load(open("build/gen_ids_torch.json"))
+cpu = ""
+try:
+    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
+except Exception:
+    pass
+def stat(xs): return statistics.median(xs), min(xs), max(xs)
+lines = [f"CPU: {cpu}, {os.cpu_count()} cores, {sys.argv[1]} threads each (OMP_NUM_THREADS / torch.set_num_threads); "
+         f"shared with other jobs, so runs are interleaved in {len(lomo)} pairs.",
+         f"Model: random Llama, {lomo[0]['params_mib'] * 1048576 / 4e6:.1f}M parameters fp32 ({lomo[0]['params_mib']:.0f} MiB), batch 1, "
+         f"prompt {lomo[0]['prompt']} tokens, {lomo[0]['new']} new tokens, greedy; "
+         f"torch {peer[0]['torch']}. Greedy ids identical: {'yes' if same else 'NO'}.", "",
+         "| | lomo median (min-max) | transformers median (min-max) | ratio lomo/transformers median (min-max) |",
+         "|---|---:|---:|---:|"]
+for key, name in (("decode_tok_s", "decode tokens/s"), ("prefill_tok_s", "prefill tokens/s")):
+    lm, pm = [r[key] for r in lomo], [r[key] for r in peer]
+    ratios = [a / b for a, b in zip(lm, pm)]
+    l, p, q = stat(lm), stat(pm), stat(ratios)
+    lines.append(f"| {name} | {l[0]:.1f} ({l[1]:.1f}-{l[2]:.1f}) | {p[0]:.1f} ({p[1]:.1f}-{p[2]:.1f}) | "
+                 f"**{q[0]:.2f}x** ({q[1]:.2f}-{q[2]:.2f}) |")
+lr, pr = stat([r["peak_rss_mib"] for r in lomo]), stat([r["peak_rss_mib"] for r in peer])
+lines.append(f"| peak RSS MiB | {lr[0]:.0f} | {pr[0]:.0f} (import alone {peer[0]['import_rss_mib']:.0f}) | {lr[0] / pr[0]:.2f}x |")
+lines.append("")
+lines.append(f"lomo's KV cache + decode buffers (LOMO_MEM_KV, seen in lomo_memory_report while generating): "
+             f"{lomo[0]['kv_seen_mib']:.2f} MiB for {lomo[0]['prompt'] + lomo[0]['new']} positions.")
+out = "\n".join(lines)
+print(out)
+open("bench/out/gen.md", "w").write(out + "\n")
+PY
