@@ -751,15 +751,6 @@ static int nccl_main(void) {
 }
 #endif
 
-int main(int argc, char **argv) {
-    int quick = 0, fault = 0, nccl = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--fault")) fault = 1;
-        else if (!strcmp(argv[i], "--nccl")) nccl = 1;
-        else { fprintf(stderr, "test_cuda: unknown flag %s (--quick, --fault, --nccl)\n", argv[i]); return 2; }
-    }
-    self = argv[0];
 /* generation: the KV-cache ops against the CPU's, then whole greedy
    generations and cached logits of fixture models (Mistral with a sliding
    window of 6 included) against the CPU backend */
@@ -820,7 +811,15 @@ static void test_generate(void) {
     CHECK(gpu->check(G) == 0, "cuda errors: %s", lomo_error());
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    int quick = 0, fault = 0, nccl = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--fault")) fault = 1;
+        else if (!strcmp(argv[i], "--nccl")) nccl = 1;
+        else { fprintf(stderr, "test_cuda: unknown flag %s (--quick, --fault, --nccl)\n", argv[i]); return 2; }
+    }
+    self = argv[0];
     cpu = lomo_cpu_backend();
     gpu = lomo_cuda_backend(0);
     if (!gpu) { printf("no CUDA device: %s\ntest_cuda: 0 passed, 1 failed\n", lomo_error()); return 1; }
