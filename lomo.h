@@ -212,7 +212,14 @@ GENERATION (see "generation: KV cache, sampling" below)
    only during the call. Sampling applies transformers' processors in its
    order (repetition penalty, temperature, top-k, top-p) and draws from a
    splitmix64 stream on the host: one seed, the same tokens on any thread
-   count. Greedy ids equal transformers' generate(do_sample=False).
+   count. Greedy ids equal transformers' generate(do_sample=False), for every
+   family lomo trains: Llama (rope scaling), Mistral (sliding window), Qwen2,
+   Qwen3, Gemma 2 and Gemma 3 (embedding scale, (1 + w) norms, attention scale
+   and soft-capping, local-layer windows and rope bases, final soft-cap),
+   Phi-3 (window, partial rotary, longrope: a call whose positions pass
+   original_max_position_embeddings uses the long factors, and the first such
+   call recomputes the cached positions with them, as transformers' Phi-3
+   generate drops its cache there).
 
 BACKENDS
 
@@ -222,8 +229,9 @@ BACKENDS
    Gemma and Phi-3 also RMSNorm with a weight offset, scale, GeGLU,
    attention with scale / soft-capping / window, soft-capped cross-entropy
    and partial RoPE (NULL in a backend: those models are refused); for
-   generation RoPE at a position offset (rope_at) and attention of new
-   queries over a KV cache with an optional sliding window (attn_kv). The CPU
+   generation RoPE at a position offset, partial and scaled as rope_ex
+   (rope_at), and attention of new queries over a KV cache with attn_ex's
+   scale, soft-cap and sliding window (attn_kv). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
    Before each forward or step the driver hands the backend that trainer's
    scratch and activation dtype (set_scratch), so backends keep no state of
@@ -289,6 +297,9 @@ VERSION HISTORY
         top-k / top-p / repetition penalty, seeded, EOS ids from config.json
         or generation_config.json, stop strings, a per-token callback),
         lomo_kv for stepwise use, the LOMO_MEM_KV memory tag.
+        Generation for Qwen3, Gemma 2, Gemma 3 and Phi-3 (partial rotary,
+        longrope) too: rope_at takes the rotary dims and an attention factor,
+        attn_kv the scale and soft-cap (backend op signatures changed).
 */
 #ifndef LOMO_H
 #define LOMO_H
