@@ -149,6 +149,16 @@ static void run_case(const char *name, const char *dir) {
             double e = fo && ko ? tu_rel_err(ko, fo, (size_t)To * fx.V) : 1.0;
             CHECK(e <= TOL_KV, "%s: cached (token by token) vs full forward within the original length %d: %g", name, To, e);
             if (e > worst_kv) worst_kv = e;
+            {   /* back within the original length after passing it: the cache is recomputed with the short factors */
+                lomo_kv *kv = lomo_kv_new(m, T, 4);
+                float *lg = (float *)malloc(sizeof(float) * (size_t)T * fx.V);
+                int ok = kv && lg && lomo_kv_eval(kv, seq, To + 3, lg, 1) == 0 && lomo_kv_truncate(kv, To - 3) == 0 &&
+                         lomo_kv_eval(kv, seq + To - 3, 2, lg, 1) == 0 && lomo_kv_eval(kv, seq + To - 1, 1, lg + 2 * (size_t)fx.V, 1) == 0;
+                double e2 = ok && fo ? tu_rel_err(lg, fo + (size_t)(To - 3) * fx.V, 3 * (size_t)fx.V) : 1.0;
+                CHECK(ok && e2 <= TOL_KV, "%s: truncated back into the original length: rel err %g %s", name, e2, ok ? "" : lomo_error());
+                if (e2 > worst_kv) worst_kv = e2;
+                lomo_kv_free(kv); free(lg);
+            }
             free(fo); free(ko);
             /* past it every cached position is long (the crossing call recomputes the cache), as
                the full forward; the rows of calls within the original length are short */
