@@ -102,16 +102,20 @@ def make_case(name, model_dir, plen, seed):
     gen_ids = seq[plen:]
     assert gen_ids.numel() == N_NEW, gen_ids.numel()
     logits = torch.stack([l[0] for l in out.logits]).float()
-    # self-check: one full forward without a cache gives the same logits; not for
-    # longrope past its original length, where generate rotates the early steps with
-    # the short factors and the later ones with the long (a full forward: long only)
+    # self-check: one full forward without a cache gives the same logits. Longrope past
+    # its original length: generate's steps within it use the short factors (checked
+    # against a forward of that length), the later ones the long factors on every
+    # position (Phi3ForCausalLM drops the cache when the sequence first passes it), so
+    # they equal the full forward
     rp = getattr(model.config, "rope_parameters", None) or getattr(model.config, "rope_scaling", None) or {}
     omax = rp.get("original_max_position_embeddings") if isinstance(rp, dict) else None
     mixed = isinstance(rp, dict) and rp.get("rope_type", rp.get("type")) == "longrope" and omax and seq.numel() - 1 > omax
     with torch.no_grad():
         full = model(seq.unsqueeze(0), use_cache=False).logits[0, plen - 1:-1]
-        if mixed:   # only while the sequence stays within the original length
+        if mixed:
             k = omax - plen + 1
+            late = (full[k:] - logits[k:]).abs().max().item()
+            assert late < 1e-4, (name, "past the original length", late)
             full = model(seq[:omax].unsqueeze(0), use_cache=False).logits[0, plen - 1:]
             assert full.shape[0] == k
     err = (full - logits[:full.shape[0]]).abs().max().item()
