@@ -212,7 +212,14 @@ GENERATION (see "generation: KV cache, sampling" below)
    only during the call. Sampling applies transformers' processors in its
    order (repetition penalty, temperature, top-k, top-p) and draws from a
    splitmix64 stream on the host: one seed, the same tokens on any thread
-   count. Greedy ids equal transformers' generate(do_sample=False).
+   count. Greedy ids equal transformers' generate(do_sample=False), for every
+   family lomo trains: Llama (rope scaling), Mistral (sliding window), Qwen2,
+   Qwen3, Gemma 2 and Gemma 3 (embedding scale, (1 + w) norms, attention scale
+   and soft-capping, local-layer windows and rope bases, final soft-cap),
+   Phi-3 (window, partial rotary, longrope: a call whose positions pass
+   original_max_position_embeddings uses the long factors, and the first such
+   call recomputes the cached positions with them, as transformers' Phi-3
+   generate drops its cache there).
 
 BACKENDS
 
@@ -222,8 +229,9 @@ BACKENDS
    Gemma and Phi-3 also RMSNorm with a weight offset, scale, GeGLU,
    attention with scale / soft-capping / window, soft-capped cross-entropy
    and partial RoPE (NULL in a backend: those models are refused); for
-   generation RoPE at a position offset (rope_at) and attention of new
-   queries over a KV cache with an optional sliding window (attn_kv). The CPU
+   generation RoPE at a position offset, partial and scaled as rope_ex
+   (rope_at), and attention of new queries over a KV cache with attn_ex's
+   scale, soft-cap and sliding window (attn_kv). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
    Before each forward or step the driver hands the backend that trainer's
    scratch and activation dtype (set_scratch), so backends keep no state of
@@ -289,6 +297,9 @@ VERSION HISTORY
         top-k / top-p / repetition penalty, seeded, EOS ids from config.json
         or generation_config.json, stop strings, a per-token callback),
         lomo_kv for stepwise use, the LOMO_MEM_KV memory tag.
+        Generation for Qwen3, Gemma 2, Gemma 3 and Phi-3 (partial rotary,
+        longrope) too: rope_at takes the rotary dims and an attention factor,
+        attn_kv the scale and soft-cap (backend op signatures changed).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -1031,15 +1042,18 @@ struct lomo_backend {
        (inverse rotation, times mscale), for the backward */
     void (*rope_ex)(void *ctx, float *x, const float *inv_freq, int B, int T, int nh, int hd, int rot, float mscale,
                     int inverse);
-    /* generation (KV cache). x (N,nh,hd) rotated in place like rope, row i at
-       absolute position pos0 + i (forward only) */
-    void (*rope_at)(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int pos0);
+    /* generation (KV cache). x (N,nh,hd) rotated in place like rope_ex (the first
+       rot dims of each head, inv_freq rot/2 floats, rotated dims times mscale; rot = hd
+       and mscale = 1 is plain rope), row i at absolute position pos0 + i (forward only) */
+    void (*rope_at)(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int rot, float mscale,
+                    int pos0);
     /* causal GQA attention of N new queries q (N,nh,hd) at positions pos0..pos0+N-1
-       over the cached keys/values kc, vc (pos0+N, nkv, hd): query at position p
-       sees keys j <= p, and with window > 0 only j > p - window (Mistral's
-       sliding window, as transformers masks it) -> out (N,nh,hd) */
+       over the cached keys/values kc, vc (pos0+N, nkv, hd): scores s = scale q.k,
+       soft-capped to cap tanh(s / cap) when cap > 0 (attn_ex_fwd's arithmetic); query at
+       position p sees keys j <= p, and with window > 0 only j > p - window (Mistral's,
+       Phi-3's and Gemma's local layers' sliding window, as transformers masks it) -> out (N,nh,hd) */
     void (*attn_kv)(void *ctx, float *out, const float *q, const float *kc, const float *vc,
-                    int N, int pos0, int nh, int nkv, int hd, int window);
+                    int N, int pos0, int nh, int nkv, int hd, float scale, float cap, int window);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -3981,16 +3995,17 @@ static void lomo__cpu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtyp
 
 /* ---- generation ops (KV cache) ---- */
 
-/* RoPE as lomo__cpu_rope, row i of x (N,nh,hd) at position pos0 + i */
-static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int pos0) {
-    int half = hd / 2, n;
+/* RoPE as lomo__cpu_rope_ex (the first rot dims, times mscale), row i of x (N,nh,hd) at position pos0 + i */
+static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int rot, float mscale,
+                              int pos0) {
+    int half = rot / 2, n;
     (void)ctx;
     LOMO__OMP(parallel for)
     for (n = 0; n < N; n++) {
         int h, i;
         for (i = 0; i < half; i++) {
             float ang = (float)(pos0 + n) * inv_freq[i];
-            float c = cosf(ang), s = sinf(ang);
+            float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
             for (h = 0; h < nh; h++) {
                 float *xh = x + ((size_t)n * nh + h) * hd;
                 float a = xh[i], b = xh[i + half];
@@ -4002,13 +4017,13 @@ static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N,
 }
 
 /* Attention of N new queries over the cache, the arithmetic of
-   lomo__cpu_attn_fwd (scores, exact softmax, weighted sum of v) so that a
-   cached pass equals the full forward. Keys j in [lo, p] for the query at
-   absolute position p, lo = 0, or p - window + 1 with a sliding window. */
+   lomo__cpu_attn_fwd / lomo__cpu_attn_ex_fwd (scores, soft-cap, exact softmax,
+   weighted sum of v) so that a cached pass equals the full forward. Keys j in
+   [lo, p] for the query at absolute position p, lo = 0, or p - window + 1 with a
+   sliding window. */
 static void lomo__cpu_attn_kv(void *ctx, float *out, const float *q, const float *kc, const float *vc,
-                              int N, int pos0, int nh, int nkv, int hd, int window) {
+                              int N, int pos0, int nh, int nkv, int hd, float scale, float cap, int window) {
     int rep = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
     LOMO__OMP(parallel)
     {
@@ -4022,7 +4037,8 @@ static void lomo__cpu_attn_kv(void *ctx, float *out, const float *q, const float
             float *ot = out + (size_t)idx * hd, mx = -INFINITY, sum = 0.0f;
             if (!p) continue;
             for (j = lo; j <= t; j++) {
-                p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                float sc = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                p[j] = cap > 0 ? cap * tanhf(sc / cap) : sc;
                 mx = p[j] > mx ? p[j] : mx;
             }
             for (j = lo; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
@@ -9854,7 +9870,10 @@ struct lomo_kv {
     float *acts;                /* one lomo__acts working set for chunk tokens */
     float *lnf, *rstdf;         /* (chunk, C), (chunk) */
     float *logits;              /* (chunk, V) */
-    float *inv_freq;            /* head_dim / 2 */
+    float *inv_freq;            /* 3 x head_dim / 2: the model's (longrope: short factors), Gemma 3's
+                                   local layers', longrope's long factors */
+    int long_rope;              /* longrope: the cached keys are rotated with the long factors */
+    int32_t *hist;              /* (cap) host: the ids of the cached positions (longrope recomputes them) */
     int32_t *tok;               /* chunk ids, backend memory */
     void *scratch; size_t scratch_bytes;
 };
@@ -9863,18 +9882,26 @@ static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a) {
     lomo_kv *kv = t->kv;
     const lomo_config *c = &t->m->cfg;
     const lomo_backend *be = t->m->be;
-    int n = t->N, pos0 = kv->n, hd = c->head_dim;
+    int n = t->N, pos0 = kv->n, hd = c->head_dim, rot = c->rotary_dim > 0 ? c->rotary_dim : hd;
+    int window = lomo__layer_local(c, l) ? c->local_window : c->sliding_window;
     float *kc = kv->k + (size_t)l * kv->cap * kv->kvd, *vc = kv->v + (size_t)l * kv->cap * kv->kvd;
-    be->rope_at(be->ctx, a->q, t->inv_freq, n, c->n_heads, hd, pos0);
-    be->rope_at(be->ctx, a->k, t->inv_freq, n, c->n_kv_heads, hd, pos0);
+    float mscale = c->rope_type == 3 ? c->rope_attn_factor : 1.0f;
+    /* the training forward's scale (attn_fwd's 1/sqrtf(hd) for the plain families) */
+    float scale = c->gemma || c->local_window > 0 ? lomo__attn_scale(c) : 1.0f / sqrtf((float)hd);
+    /* the layer's frequencies as lomo__layer_inv_freq; longrope as transformers' generate picks them:
+       the long factors for every position of a forward call that reaches past the original length */
+    const float *ifr = kv->long_rope ? kv->inv_freq + hd : lomo__layer_inv_freq(t, l);
+    be->rope_at(be->ctx, a->q, ifr, n, c->n_heads, hd, rot, mscale, pos0);
+    be->rope_at(be->ctx, a->k, ifr, n, c->n_kv_heads, hd, rot, mscale, pos0);
     be->copy(be->ctx, kc + (size_t)pos0 * kv->kvd, a->k, sizeof(float) * (size_t)n * kv->kvd);
     be->copy(be->ctx, vc + (size_t)pos0 * kv->kvd, a->v, sizeof(float) * (size_t)n * kv->kvd);
-    be->attn_kv(be->ctx, a->att, a->q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd, c->sliding_window);
+    be->attn_kv(be->ctx, a->att, a->q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd, scale, lomo__attn_cap(c), window);
 }
 
 LOMODEF void lomo_kv_free(lomo_kv *kv) {
     if (!kv) return;
     if (kv->m->be->set_scratch) kv->m->be->set_scratch(kv->m->be->ctx, NULL, 0, (int)kv->m->cfg.dtype);   /* nobody keeps this scratch */
+    LOMO_FREE(kv->hist);
     lomo__free(kv->m, LOMO_MEM_KV, kv->scratch, kv->scratch_bytes);
     lomo__free(kv->m, LOMO_MEM_KV, kv->mem, kv->bytes);
     LOMO_FREE(kv);
@@ -9892,12 +9919,8 @@ LOMODEF lomo_kv *lomo_kv_new(lomo_model *m, int max_tokens, int max_chunk) {
     if (!m->be->rope_at || !m->be->attn_kv) {
         lomo__fail("generate: backend '%s' has no generation ops (rope_at, attn_kv)", m->be->name); return NULL;
     }
-    if (c->gemma || (c->rotary_dim > 0 && c->rotary_dim < c->head_dim) || c->rope_type == 3 || c->local_window > 0) {
-        lomo__fail("generate: the KV-cache path does not implement what this %s model needs yet (%s); "
-                   "training and lomo_forward support it", c->model_type,
-                   c->gemma ? "Gemma's scaled, soft-capped and local attention" :
-                   c->rope_type == 3 ? "longrope" : c->local_window > 0 ? "a sliding window on every layer" : "partial rotary");
-        return NULL;
+    if (c->gemma && !m->be->rmsnorm_ex_fwd) {
+        lomo__fail("generate: backend '%s' has no rmsnorm_ex_fwd, which Gemma's (1 + w) norms need", m->be->name); return NULL;
     }
     if (max_tokens <= 0 || max_chunk <= 0) {
         lomo__fail("generate: max_tokens (%d) and max_chunk (%d) must be positive", max_tokens, max_chunk); return NULL;
@@ -9906,7 +9929,7 @@ LOMODEF lomo_kv *lomo_kv_new(lomo_model *m, int max_tokens, int max_chunk) {
     C = (uint64_t)c->dim; V = (uint64_t)c->vocab_size; L = (uint64_t)c->n_layers;
     kvd = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim; cap = (uint64_t)max_tokens; ch = (uint64_t)max_chunk;
     acts = (uint64_t)lomo__acts_floats(c, max_chunk);
-    floats = 2 * L * cap * kvd + 2 * ch * C + acts + ch * (C + 1) + ch * V + (uint64_t)(c->head_dim / 2);
+    floats = 2 * L * cap * kvd + 2 * ch * C + acts + ch * (C + 1) + ch * V + 3 * (uint64_t)(c->head_dim / 2);
     ints = ch;
     /* every factor is < 2^31, so these products fit in 64 bits; refuse what does not fit in memory */
     if (floats > ((uint64_t)SIZE_MAX - 64 - 4 * ints) / 4) {
@@ -9929,17 +9952,28 @@ LOMODEF lomo_kv *lomo_kv_new(lomo_model *m, int max_tokens, int max_chunk) {
     kv->lnf = p; p += ch * C;
     kv->rstdf = p; p += ch;
     kv->logits = p; p += ch * V;
-    kv->inv_freq = p; p += c->head_dim / 2;
+    kv->inv_freq = p; p += 3 * (c->head_dim / 2);
     kv->tok = (int32_t *)p;
     kv->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, max_chunk, 0) : 0;
     if (kv->scratch_bytes && !(kv->scratch = lomo__alloc(m, LOMO_MEM_KV, kv->scratch_bytes))) {
         kv->scratch_bytes = 0; lomo_kv_free(kv); return NULL;
     }
-    if (!(f = (float *)LOMO_MALLOC(sizeof(float) * (size_t)(c->head_dim / 2 + 1)))) {
+    if (!(kv->hist = (int32_t *)LOMO_MALLOC(sizeof(int32_t) * (size_t)max_tokens))) {
         lomo__fail("generate: out of host memory"); lomo_kv_free(kv); return NULL;
     }
-    lomo__rope_inv_freq(c, f);
-    m->be->upload(m->be->ctx, kv->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2));
+    if (!(f = (float *)LOMO_MALLOC(sizeof(float) * (size_t)(3 * (c->head_dim / 2) + 1)))) {
+        lomo__fail("generate: out of host memory"); lomo_kv_free(kv); return NULL;
+    }
+    memset(f, 0, sizeof(float) * (size_t)(3 * (c->head_dim / 2)));
+    {   /* the sets lomo__trainer_new makes (Gemma 3's local layers: plain RoPE with their own base) */
+        lomo_config loc = *c;
+        loc.rope_type = 0;
+        if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
+        lomo__rope_inv_freq(c, f);
+        lomo__rope_inv_freq(&loc, f + c->head_dim / 2);
+        if (c->rope_type == 3) lomo__rope_inv_freq_len(c, f + c->head_dim, c->rope_original_max_pos + 1);
+    }
+    m->be->upload(m->be->ctx, kv->inv_freq, f, sizeof(float) * (size_t)(3 * (c->head_dim / 2)));
     LOMO_FREE(f);
     kv->t.m = m; kv->t.B = 1; kv->t.M = 1; kv->t.inv_freq = kv->inv_freq; kv->t.kv = kv;
     kv->t.gstage = LOMO__NONE;
@@ -9954,18 +9988,42 @@ LOMODEF int lomo_kv_truncate(lomo_kv *kv, int n) {
     return 0;
 }
 
+static int lomo__kv_run(lomo_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits);
 LOMODEF int lomo_kv_eval(lomo_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits) {
     lomo_model *m;
     const lomo_config *c;
-    const lomo_backend *be;
-    int i, done = 0;
+    int i;
     if (!kv || !tokens || n <= 0 || !logits) return lomo__fail("kv cache: eval needs tokens (n = %d > 0) and a logits buffer", n);
-    m = kv->m; c = &m->cfg; be = m->be;
+    m = kv->m; c = &m->cfg;
     if (n > kv->cap - kv->n)
         return lomo__fail("kv cache: %d new tokens after %d would pass its capacity of %d positions", n, kv->n, kv->cap);
     for (i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return lomo__fail("generate: token %d = %d is outside the vocabulary [0, %d)", i, tokens[i], c->vocab_size);
+    if (c->rope_type == 3) {
+        /* longrope as transformers generates (Phi3ForCausalLM.prepare_inputs_for_generation and
+           the rotary embedding's longrope update): a forward call whose positions reach past
+           original_max_position_embeddings rotates with the long factors, and the call that first
+           crosses it drops the cache and recomputes every position; so all cached keys share one
+           set of factors, and the cache is recomputed when this call needs the other set */
+        int want = kv->n + n > c->rope_original_max_pos;
+        if (kv->n > 0 && want != kv->long_rope) {
+            int old = kv->n;
+            kv->n = 0; kv->long_rope = want;
+            if (lomo__kv_run(kv, kv->hist, old, logits, 0)) { kv->n = 0; return -1; }
+        }
+        kv->long_rope = want;
+    }
+    memcpy(kv->hist + kv->n, tokens, sizeof(int32_t) * (size_t)n);
+    return lomo__kv_run(kv, tokens, n, logits, all_logits);
+}
+
+/* lomo_kv_eval's forward of n checked tokens after the kv->n cached ones */
+static int lomo__kv_run(lomo_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits) {
+    lomo_model *m = kv->m;
+    const lomo_config *c = &m->cfg;
+    const lomo_backend *be = m->be;
+    int done = 0;
     while (done < n) {
         int nn = n - done < kv->chunk ? n - done : kv->chunk, l, last = done + nn == n;
         lomo__acts a;
@@ -9973,6 +10031,7 @@ LOMODEF int lomo_kv_eval(lomo_kv *kv, const int32_t *tokens, int n, float *logit
         if (be->set_scratch) be->set_scratch(be->ctx, kv->scratch, kv->scratch_bytes, (int)c->dtype);   /* always: this call's */
         be->upload(be->ctx, kv->tok, tokens + done, sizeof(int32_t) * (size_t)nn);
         be->embed_fwd(be->ctx, x, kv->tok, m->embed, nn, c->dim);
+        if (c->gemma) be->scale(be->ctx, x, (float)sqrt((double)c->dim), (size_t)nn * c->dim);   /* as lomo__forward */
         kv->t.T = kv->t.N = nn;
         lomo__acts_carve(&a, kv->acts, c, nn);
         for (l = 0; l < c->n_layers; l++) {
@@ -9981,11 +10040,15 @@ LOMODEF int lomo_kv_eval(lomo_kv *kv, const int32_t *tokens, int n, float *logit
         }
         if (all_logits || last) {   /* the head: every row, or only the last one */
             int r0 = all_logits ? 0 : nn - 1, rows = nn - r0;
-            be->rmsnorm_fwd(be->ctx, kv->lnf, kv->rstdf, x + (size_t)r0 * c->dim, m->final_norm, rows, c->dim, c->norm_eps);
+            float *dst = all_logits ? logits + (size_t)done * c->vocab_size : logits;
+            lomo__norm_fwd(&kv->t, kv->lnf, kv->rstdf, x + (size_t)r0 * c->dim, m->final_norm, rows, c->dim);
             be->matmul_fwd(be->ctx, kv->logits, kv->lnf, m->lm_head, NULL, rows, c->dim, c->vocab_size, 0);
             if (be->check(be->ctx)) return -1;
-            be->download(be->ctx, all_logits ? logits + (size_t)done * c->vocab_size : logits, kv->logits,
-                         sizeof(float) * (size_t)rows * c->vocab_size);
+            be->download(be->ctx, dst, kv->logits, sizeof(float) * (size_t)rows * c->vocab_size);
+            if (c->final_softcap > 0) {   /* Gemma 2's final soft-cap, as the backends' cross_entropy_softcap */
+                size_t i2, nl = (size_t)rows * c->vocab_size;
+                for (i2 = 0; i2 < nl; i2++) dst[i2] = c->final_softcap * tanhf(dst[i2] / c->final_softcap);
+            }
         }
         kv->n += nn;
         done += nn;

@@ -1133,29 +1133,34 @@ static void lomo__cu_set_scratch(void *ctx, void *p, size_t bytes, int act_dtype
 
 /* ---- generation (KV cache): RoPE at a position offset, attention over the cache ---- */
 
-__global__ void lomo__cu_k_rope_at(float *x, const float *inv_freq, int N, int nh, int hd, int pos0) {
-    int half = hd / 2;
+/* the first rot dims of each head (pairs (i, i + rot/2)), times mscale; the others pass through */
+__global__ void lomo__cu_k_rope_at(float *x, const float *inv_freq, int N, int nh, int hd, int rot, float mscale, int pos0) {
+    int half = rot / 2;
     size_t n = (size_t)N * nh * half;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         int d = (int)(i % half);
         size_t row = i / half;                       /* (n, h) */
         float s, c, ang = (float)(pos0 + (int)(row / nh)) * inv_freq[d];
         sincosf(ang, &s, &c);
+        c *= mscale; s *= mscale;
         float *v = x + row * hd;
         float a = v[d], b2 = v[d + half];
         v[d] = a * c - b2 * s;
         v[d + half] = b2 * c + a * s;
     }
 }
-static void lomo__cu_rope_at(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int pos0) {
+static void lomo__cu_rope_at(void *ctx, float *x, const float *inv_freq, int N, int nh, int hd, int rot, float mscale,
+                             int pos0) {
     lomo__cu *c = (lomo__cu *)ctx;
-    lomo__cu_k_rope_at<<<lomo__cu_blocks((size_t)N * nh * (hd / 2), 256), 256, 0, c->stream>>>(x, inv_freq, N, nh, hd, pos0);
+    if (rot <= 0) return;
+    lomo__cu_k_rope_at<<<lomo__cu_blocks((size_t)N * nh * (rot / 2), 256), 256, 0, c->stream>>>(x, inv_freq, N, nh, hd, rot,
+                                                                                                mscale, pos0);
     LOMO__LAUNCHED(c);
 }
 
 /* a warp per (new query, head), online softmax over the cached keys in its window */
 __global__ void lomo__cu_k_attn_kv(float *out, const float *q, const float *kc, const float *vc, int N, int pos0, int nh,
-                                   int nkv, int hd, int window, float scale) {
+                                   int nkv, int hd, int window, float scale, float cap) {
     int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
     if (warp >= N * nh) return;
     int h = warp % nh, t = pos0 + warp / nh, g = h / (nh / nkv);
@@ -1165,7 +1170,7 @@ __global__ void lomo__cu_k_attn_kv(float *out, const float *q, const float *kc, 
     for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
     for (int j = lo; j <= t; j++) {
         size_t kr = ((size_t)j * nkv + g) * hd;
-        float s = lomo__cu_wdot(qt, kc + kr, hd, lane) * scale;
+        float s = lomo__cu_cap(lomo__cu_wdot(qt, kc + kr, hd, lane) * scale, cap);
         float m2 = fmaxf(mx, s), corr = __expf(mx - m2), p = __expf(s - m2);
         l = l * corr + p;
         for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
@@ -1180,12 +1185,12 @@ __global__ void lomo__cu_k_attn_kv(float *out, const float *q, const float *kc, 
     }
 }
 static void lomo__cu_attn_kv(void *ctx, float *out, const float *q, const float *kc, const float *vc, int N, int pos0,
-                             int nh, int nkv, int hd, int window) {
+                             int nh, int nkv, int hd, float scale, float cap, int window) {
     lomo__cu *c = (lomo__cu *)ctx;
     size_t threads = (size_t)N * nh * 32;
     if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
     lomo__cu_k_attn_kv<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, q, kc, vc, N, pos0, nh, nkv, hd,
-                                                                                 window, 1.0f / sqrtf((float)hd));
+                                                                                 window, scale, cap);
     LOMO__LAUNCHED(c);
 }
 

@@ -767,19 +767,27 @@ static void test_generate(void) {
     lomo__rope_inv_freq(&c, inv);
     invd = dev(inv, 40);
     printf("generation ops vs CPU:\n");
-    cpu->rope_at(X, q, inv, N, nh, hd, pos0);
-    gpu->rope_at(G, qd, invd, N, nh, hd, pos0);
+    cpu->rope_at(X, q, inv, N, nh, hd, hd, 1.0f, pos0);
+    gpu->rope_at(G, qd, invd, N, nh, hd, hd, 1.0f, pos0);
     same("rope_at (pos0 37)", qd, q, (size_t)N * nh * hd, 1e-5);
-    for (int w = 0; w <= 7; w += 7) {
-        cpu->attn_kv(X, o, q, kc, vc, N, pos0, nh, nkv, hd, w);
-        gpu->attn_kv(G, od, qd, kd, vd, N, pos0, nh, nkv, hd, w);
-        same(w ? "attn_kv (window 7)" : "attn_kv", od, o, (size_t)N * nh * hd, 1e-4);
-    }
+    cpu->rope_at(X, q, inv, N, nh, hd, 48, 1.19f, pos0);   /* partial rotary, longrope's attention factor */
+    gpu->rope_at(G, qd, invd, N, nh, hd, 48, 1.19f, pos0);
+    same("rope_at (rot 48 of 80, mscale 1.19)", qd, q, (size_t)N * nh * hd, 1e-5);
+    for (int w = 0; w <= 7; w += 7)
+        for (int cp = 0; cp < 2; cp++) {
+            float sc = cp ? 0.21f : 1.0f / sqrtf((float)hd), cap = cp ? 1.5f : 0.0f;
+            char nm[64];
+            cpu->attn_kv(X, o, q, kc, vc, N, pos0, nh, nkv, hd, sc, cap, w);
+            gpu->attn_kv(G, od, qd, kd, vd, N, pos0, nh, nkv, hd, sc, cap, w);
+            snprintf(nm, sizeof nm, "attn_kv (window %d, scale %.2f, cap %.1f)", w, sc, cap);
+            same(nm, od, o, (size_t)N * nh * hd, 1e-4);
+        }
     free(q); free(kc); free(vc); free(o);
     gpu->free(G, qd); gpu->free(G, kd); gpu->free(G, vd); gpu->free(G, od); gpu->free(G, invd);
-    const char *models[] = {"llama_gqa", "llama_bias", "llama3_scaled", "mistral_swa"};
+    const char *models[] = {"llama_gqa", "llama_bias", "llama3_scaled", "mistral_swa", "qwen3_tied", "gemma2", "gemma3",
+                            "phi3", "phi3_partial", "phi3_longrope"};
     lomo_load_opts oc = {LOMO_F32, NULL, NULL}, og = {LOMO_F32, gpu, NULL};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < (int)(sizeof models / sizeof *models); k++) {
         char dir[256];
         snprintf(dir, sizeof dir, "tests/ref/%s", models[k]);
         lomo_model *mc = lomo_load(dir, &oc), *mg = lomo_load(dir, &og);

@@ -2,11 +2,19 @@
    - greedy ids equal transformers' generate(do_sample=False) for 72 new
      tokens (fixtures tests/ref/gen/, made by tests/ref/make_gen_fixtures.py):
      GQA, tied, biases (Llama, Qwen2), Llama 3 rope scaling, Mistral, Mistral
-     with a sliding window of 6 (shorter than the 81-token sequence), and the
-     real stories260K; each step's logits within max|err| / max|ref| <= 1e-4;
+     with a sliding window of 6 (shorter than the 81-token sequence), the
+     real stories260K, and the other families: Qwen3 (qk-norm, tied / biases),
+     Gemma 2 (scaled, soft-capped attention, local layers with window 4, final
+     soft-cap), Gemma 3 (local layers with window 3 and their own RoPE base),
+     Phi-3 (window 5 on every layer; partial rotary; longrope whose original
+     length 8 the generation passes, so transformers switches to the long
+     factors mid-way); each step's logits within max|err| / max|ref| <= 1e-4;
    - the cached forward equals lomo's full forward (the training path, no
      cache) at every position, token by token and in prefill chunks, fp32
-     weights and f16 storage: rel err <= 2e-5;
+     weights and f16 storage: rel err <= 2e-5 (longrope: the rows within
+     its original length against a full forward of that length, the others
+     against the whole one, as transformers drops and recomputes the cache
+     when a call first passes the original length);
    - between training steps: weights, the next step and the memory report of
      the trainer are untouched; the KV cache shows in the report while it
      exists and is freed after;
@@ -133,11 +141,33 @@ static void run_case(const char *name, const char *dir) {
        sequences longer than a sliding window: there transformers is the reference) */
     if (!m->cfg.sliding_window || m->cfg.sliding_window >= T) {
         float *full = full_logits(m, seq, T);
-        int chunks[3] = {1, 5, T}, k;
+        int chunks[3] = {1, 5, T}, k, r0 = 0;
         CHECK(full != NULL, "%s: full forward: %s", name, lomo_error());
+        if (m->cfg.rope_type == 3 && T > m->cfg.rope_original_max_pos) {
+            int To = m->cfg.rope_original_max_pos;
+            float *fo = full_logits(m, seq, To), *ko = kv_logits(m, seq, To, 1);
+            double e = fo && ko ? tu_rel_err(ko, fo, (size_t)To * fx.V) : 1.0;
+            CHECK(e <= TOL_KV, "%s: cached (token by token) vs full forward within the original length %d: %g", name, To, e);
+            if (e > worst_kv) worst_kv = e;
+            {   /* back within the original length after passing it: the cache is recomputed with the short factors */
+                lomo_kv *kv = lomo_kv_new(m, T, 4);
+                float *lg = (float *)malloc(sizeof(float) * (size_t)T * fx.V);
+                int ok = kv && lg && lomo_kv_eval(kv, seq, To + 3, lg, 1) == 0 && lomo_kv_truncate(kv, To - 3) == 0 &&
+                         lomo_kv_eval(kv, seq + To - 3, 2, lg, 1) == 0 && lomo_kv_eval(kv, seq + To - 1, 1, lg + 2 * (size_t)fx.V, 1) == 0;
+                double e2 = ok && fo ? tu_rel_err(lg, fo + (size_t)(To - 3) * fx.V, 3 * (size_t)fx.V) : 1.0;
+                CHECK(ok && e2 <= TOL_KV, "%s: truncated back into the original length: rel err %g %s", name, e2, ok ? "" : lomo_error());
+                if (e2 > worst_kv) worst_kv = e2;
+                lomo_kv_free(kv); free(lg);
+            }
+            free(fo); free(ko);
+            /* past it every cached position is long (the crossing call recomputes the cache), as
+               the full forward; the rows of calls within the original length are short */
+            r0 = To;
+        }
         for (k = 0; full && k < 3; k++) {
             float *kl = kv_logits(m, seq, T, chunks[k]);
-            double e = kl ? tu_rel_err(kl, full, (size_t)T * fx.V) : 1.0;
+            int rr = chunks[k] == T ? 0 : r0;
+            double e = kl ? tu_rel_err(kl + (size_t)rr * fx.V, full + (size_t)rr * fx.V, (size_t)(T - rr) * fx.V) : 1.0;
             CHECK(kl && e <= TOL_KV, "%s: cached (chunk %d) vs full forward: rel err %g %s", name, chunks[k], e,
                   kl ? "" : lomo_error());
             if (e > worst_kv) worst_kv = e;
@@ -537,7 +567,8 @@ static void run_cli(void) {
 int main(void) {
     const char *stories = getenv("LOMO_STORIES260K") ? getenv("LOMO_STORIES260K") : "../shared/models/stories260K";
     static const char *cases[] = {"llama_gqa", "llama_tied", "llama_bias", "qwen2_bias", "llama3_scaled", "mistral",
-                                  "mistral_swa"};
+                                  "mistral_swa", "qwen3_tied", "qwen3_bias", "gemma2", "gemma3", "phi3", "phi3_partial",
+                                  "phi3_longrope"};
     char dir[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         snprintf(dir, sizeof dir, "tests/ref/%s", cases[i]);

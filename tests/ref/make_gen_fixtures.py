@@ -47,6 +47,16 @@ CASES = [  # (name, model dir, prompt length, seed)
     ("mistral", os.path.join(HERE, "mistral"), 5, 2006),
     ("mistral_swa", os.path.join(HERE, "mistral_swa"), 9, 2007),
     ("stories260K", STORIES_DIR, 4, 2008),
+    # the other families lomo trains: qk-norm, Gemma's scaled / soft-capped / local attention
+    # (windows 4 and 3), Phi-3's window of 5 on every layer, partial rotary, longrope
+    # (original_max_position_embeddings 8: generate switches to the long factors mid-way)
+    ("qwen3_tied", os.path.join(HERE, "qwen3_tied"), 5, 2009),
+    ("qwen3_bias", os.path.join(HERE, "qwen3_bias"), 4, 2010),
+    ("gemma2", os.path.join(HERE, "gemma2"), 6, 2011),
+    ("gemma3", os.path.join(HERE, "gemma3"), 5, 2012),
+    ("phi3", os.path.join(HERE, "phi3"), 7, 2013),
+    ("phi3_partial", os.path.join(HERE, "phi3_partial"), 4, 2014),
+    ("phi3_longrope", os.path.join(HERE, "phi3_longrope"), 5, 2015),
 ]
 
 
@@ -92,14 +102,27 @@ def make_case(name, model_dir, plen, seed):
     gen_ids = seq[plen:]
     assert gen_ids.numel() == N_NEW, gen_ids.numel()
     logits = torch.stack([l[0] for l in out.logits]).float()
-    # self-check: one full forward without a cache gives the same logits
+    # self-check: one full forward without a cache gives the same logits. Longrope past
+    # its original length: generate's steps within it use the short factors (checked
+    # against a forward of that length), the later ones the long factors on every
+    # position (Phi3ForCausalLM drops the cache when the sequence first passes it), so
+    # they equal the full forward
+    rp = getattr(model.config, "rope_parameters", None) or getattr(model.config, "rope_scaling", None) or {}
+    omax = rp.get("original_max_position_embeddings") if isinstance(rp, dict) else None
+    mixed = isinstance(rp, dict) and rp.get("rope_type", rp.get("type")) == "longrope" and omax and seq.numel() - 1 > omax
     with torch.no_grad():
         full = model(seq.unsqueeze(0), use_cache=False).logits[0, plen - 1:-1]
-    err = (full - logits).abs().max().item()
+        if mixed:
+            k = omax - plen + 1
+            late = (full[k:] - logits[k:]).abs().max().item()
+            assert late < 1e-4, (name, "past the original length", late)
+            full = model(seq[:omax].unsqueeze(0), use_cache=False).logits[0, plen - 1:]
+            assert full.shape[0] == k
+    err = (full - logits[:full.shape[0]]).abs().max().item()
     assert err < 1e-4, (name, err)
     assert torch.equal(logits.argmax(-1), gen_ids), name
     win = getattr(model.config, "sliding_window", None)
-    if win and win < seq.numel():
+    if win and win < seq.numel() and model.config.model_type == "mistral":
         # the window must matter: without it the logits differ clearly
         model.config.sliding_window = None
         with torch.no_grad():
@@ -237,7 +260,14 @@ def make_text_case():
 
 
 def main():
+    import sys
     torch.set_num_threads(1)
+    only = sys.argv[1:]   # case names: only those (the model directories are not remade then)
+    if only:
+        for c in CASES:
+            if c[0] in only:
+                make_case(*c)
+        return
     make_mistral_swa()
     for c in CASES:
         if c[0] == "stories260K" and not os.path.isdir(c[1]):
