@@ -238,6 +238,24 @@ BACKENDS
    one trainer that another could pick up. check() reports earlier errors;
    the CUDA one synchronises first, so a faulting kernel fails its step.
 
+ERRORS (one rule)
+
+   Every function that can fail, public or internal, returns -1 (or NULL)
+   and leaves a readable reason in lomo_error() (thread-local), naming the
+   file, tensor or field and what was expected and found; 0 (or a value) on
+   success. Nothing else carries an error, with two deferred exceptions that
+   the driver turns into this rule at one place (lomo__phase_check) at the
+   end of each phase (forward, each layer's backward, the backward) and
+   before any tensor is handed to an update rule:
+     - backend ops return void; a failing op leaves a sticky error that the
+       backend's check() returns (-1 with lomo_error() set, then cleared);
+     - a sharded weight is gathered inside kernel arguments (lomo__need),
+       where no return value fits: a failed gather sets lomo_trainer.failed
+       (cleared when a step starts).
+   A step that fails in its update pass has updated some tensors already:
+   the model is then part-way through the step (lomo_error() says where).
+   LOMO_ASSERT is for internal invariants only, never for outside data.
+
 VERSION HISTORY
 
    0.1  fp32 CPU: Llama/Mistral/Qwen2 decoders, layer-streaming LOMO with a
@@ -300,6 +318,10 @@ VERSION HISTORY
         Generation for Qwen3, Gemma 2, Gemma 3 and Phi-3 (partial rotary,
         longrope) too: rope_at takes the rotary dims and an attention factor,
         attn_kv the scale and soft-cap (backend op signatures changed).
+   0.6  One table of a layer's tensors (LOMO__LAYER_TENSORS, beside lomo_layer)
+        for construction, names, backward order, gathers and views;
+        lomo_trainer_new and lomo_step as named steps; one "apply the rule"
+        path for sharded and unsharded tensors; one error rule (ERRORS).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -412,6 +434,57 @@ typedef struct lomo_layer {
     lomo_tensor *w_qkv, *w_gate_up;   /* phi3: the fused tensors (wq, wk, wv, w_gate, w_up are then views:
                                          row blocks of them, not in lomo_model.tensors) */
 } lomo_layer;
+
+/* (private) The one table of a layer's tensors: every list of them in lomo.h (construction and
+   names, the backward / update order, sharded gathers and views, Phi-3's row-block views) is
+   read from it. It has two orders, because two orders are fixed from outside:
+   - row order = Hugging Face's named_parameters() order. lomo_model_new creates the tensors in
+     it, so it is the order of lomo_model.tensors, of the saved model.safetensors and of a
+     sharded stage's gather buffer.
+   - bwd = the position at which a layer's backward completes the tensor's gradient: the chain
+     rule walks the layer from its output down (post-MLP norm, down, up, gate, MLP norm, ...),
+     so this is the order the update hook sees them in, and the layout of one stage's gradients
+     with micro-batches.
+   Two rows may fill one field (mlp_norm is post_attention_layernorm, but Gemma's
+   pre_feedforward_layernorm): `when` keeps them apart. Sizes (rows, cols, view offset) are
+   codes: C hidden, H intermediate, QD q heads x head_dim, KVD kv heads x head_dim, HD head_dim,
+   QKV = QD + 2 KVD, QDKVD = QD + KVD, H2 = 2 H. `when`: ALL, SPLIT (not fused), FUSED (Phi-3),
+   QKVB / OB (q/k/v and o biases), QKN (q/k norms), GEMMA, PLAIN (not Gemma); a fused model has
+   none of QKVB, OB, QKN, GEMMA. A row with a view (view_of, at row view_at) is, in a fused
+   model, a row block of that fused tensor instead of a tensor of its own.
+      field           kind                 name after "model.layers.<l>."    rows cols when  bwd view_of        view_at */
+#define LOMO__LAYER_TENSORS(X) \
+    X(wq,             LOMO_WQ,             "self_attn.q_proj.weight",            QD,   C,   SPLIT, 17, w_qkv,          0) \
+    X(bq,             LOMO_BQ,             "self_attn.q_proj.bias",              QD,   0,   QKVB,  18, bq,             NONE) \
+    X(wk,             LOMO_WK,             "self_attn.k_proj.weight",            KVD,  C,   SPLIT, 15, w_qkv,          QD) \
+    X(bk,             LOMO_BK,             "self_attn.k_proj.bias",              KVD,  0,   QKVB,  16, bk,             NONE) \
+    X(wv,             LOMO_WV,             "self_attn.v_proj.weight",            KVD,  C,   SPLIT, 13, w_qkv,          QDKVD) \
+    X(bv,             LOMO_BV,             "self_attn.v_proj.bias",              KVD,  0,   QKVB,  14, bv,             NONE) \
+    X(wo,             LOMO_WO,             "self_attn.o_proj.weight",            C,    QD,  ALL,    8, wo,             NONE) \
+    X(bo,             LOMO_BO,             "self_attn.o_proj.bias",              C,    0,   OB,     9, bo,             NONE) \
+    X(w_qkv,          LOMO_W_QKV,          "self_attn.qkv_proj.weight",          QKV,  C,   FUSED, 12, w_qkv,          NONE) \
+    X(q_norm,         LOMO_Q_NORM,         "self_attn.q_norm.weight",            HD,   0,   QKN,   11, q_norm,         NONE) \
+    X(k_norm,         LOMO_K_NORM,         "self_attn.k_norm.weight",            HD,   0,   QKN,   10, k_norm,         NONE) \
+    X(w_gate,         LOMO_W_GATE,         "mlp.gate_proj.weight",               H,    C,   SPLIT,  3, w_gate_up,      0) \
+    X(w_up,           LOMO_W_UP,           "mlp.up_proj.weight",                 H,    C,   SPLIT,  2, w_gate_up,      H) \
+    X(w_gate_up,      LOMO_W_GATE_UP,      "mlp.gate_up_proj.weight",            H2,   C,   FUSED,  4, w_gate_up,      NONE) \
+    X(w_down,         LOMO_W_DOWN,         "mlp.down_proj.weight",               C,    H,   ALL,    1, w_down,         NONE) \
+    X(attn_norm,      LOMO_ATTN_NORM,      "input_layernorm.weight",             C,    0,   ALL,   19, attn_norm,      NONE) \
+    X(mlp_norm,       LOMO_MLP_NORM,       "post_attention_layernorm.weight",    C,    0,   PLAIN,  5, mlp_norm,       NONE) \
+    X(post_attn_norm, LOMO_POST_ATTN_NORM, "post_attention_layernorm.weight",    C,    0,   GEMMA,  7, post_attn_norm, NONE) \
+    X(mlp_norm,       LOMO_MLP_NORM,       "pre_feedforward_layernorm.weight",   C,    0,   GEMMA,  6, mlp_norm,       NONE) \
+    X(post_mlp_norm,  LOMO_POST_MLP_NORM,  "post_feedforward_layernorm.weight",  C,    0,   GEMMA,  0, post_mlp_norm,  NONE)
+enum { LOMO__DIM_NONE = -1, LOMO__DIM_0, LOMO__DIM_C, LOMO__DIM_H, LOMO__DIM_QD, LOMO__DIM_KVD, LOMO__DIM_HD,
+       LOMO__DIM_QKV, LOMO__DIM_QDKVD, LOMO__DIM_H2 };
+enum { LOMO__HAS_ALL, LOMO__HAS_SPLIT, LOMO__HAS_FUSED, LOMO__HAS_QKVB, LOMO__HAS_OB, LOMO__HAS_QKN,
+       LOMO__HAS_GEMMA, LOMO__HAS_PLAIN };
+typedef struct lomo__layer_row {   /* one row of LOMO__LAYER_TENSORS */
+    size_t field, view_of;         /* offsetof(lomo_layer, ...) */
+    int kind;                      /* lomo_tensor_kind */
+    const char *suffix;
+    int rows, cols, when, bwd, view_at;
+} lomo__layer_row;
+#define LOMO__LAYER_ROWS 20        /* rows of LOMO__LAYER_TENSORS; bwd runs over 0 .. LOMO__LAYER_ROWS - 1 */
 
 /* ---- memory accounting ---- */
 
@@ -4166,9 +4239,58 @@ static size_t lomo__stored_bytes(const lomo_model *m, const lomo_tensor *t) {
     return (size_t)lomo__shard_cap(m, t) * lomo__dtype_size(t->dtype);
 }
 
+/* LOMO__LAYER_TENSORS (beside lomo_layer) as an array, in row order */
+static const lomo__layer_row *lomo__layer_rows(void) {
+#define LOMO__ROW(f, kind, suffix, rows, cols, when, bwd, vof, vat) \
+    { offsetof(lomo_layer, f), offsetof(lomo_layer, vof), kind, suffix, LOMO__DIM_##rows, LOMO__DIM_##cols, \
+      LOMO__HAS_##when, bwd, LOMO__DIM_##vat },
+    static const lomo__layer_row rows[] = { LOMO__LAYER_TENSORS(LOMO__ROW) };
+#define LOMO__VIEW(f, kind, suffix, rows, cols, when, bwd, vof, vat) + (LOMO__DIM_##vat != LOMO__DIM_NONE)
+    (void)sizeof(char[sizeof rows / sizeof rows[0] == LOMO__LAYER_ROWS ? 1 : -1]);   /* the counts are right: */
+    (void)sizeof(char[(0 LOMO__LAYER_TENSORS(LOMO__VIEW)) == 5 ? 1 : -1]);             /* lomo_model.views */
+#undef LOMO__VIEW
+#undef LOMO__ROW
+    return rows;
+}
+/* a size code of the table for config c */
+static int64_t lomo__layer_dim(const lomo_config *c, int code) {
+    int64_t C = c->dim, H = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim,
+            kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    switch (code) {
+    case LOMO__DIM_C: return C;
+    case LOMO__DIM_H: return H;
+    case LOMO__DIM_QD: return qd;
+    case LOMO__DIM_KVD: return kvd;
+    case LOMO__DIM_HD: return c->head_dim;
+    case LOMO__DIM_QKV: return qd + 2 * kvd;
+    case LOMO__DIM_QDKVD: return qd + kvd;
+    case LOMO__DIM_H2: return 2 * H;
+    default: return 0;
+    }
+}
+/* does a layer of config c have the rows marked `when`? (a fused model has no biases, q/k norms or Gemma norms) */
+static int lomo__layer_has(const lomo_config *c, int when) {
+    int split = !c->fused_proj;
+    switch (when) {
+    case LOMO__HAS_SPLIT: return split;
+    case LOMO__HAS_FUSED: return !split;
+    case LOMO__HAS_QKVB: return split && c->qkv_bias;
+    case LOMO__HAS_OB: return split && c->o_bias;
+    case LOMO__HAS_QKN: return split && c->qk_norm;
+    case LOMO__HAS_GEMMA: return split && c->gemma;
+    case LOMO__HAS_PLAIN: return !(split && c->gemma);
+    default: return 1;
+    }
+}
+/* a row's field of L (field: lomo__layer_row.field or .view_of) */
+static lomo_tensor **lomo__layer_field(lomo_layer *L, size_t field) { return (lomo_tensor **)(void *)((char *)L + field); }
+static lomo_tensor *lomo__layer_get(const lomo_layer *L, size_t field) {
+    return *(lomo_tensor *const *)(const void *)((const char *)L + field);
+}
+
 LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts) {
     lomo_model *m;
-    int l, C, H, qd, kvd;
+    int l, C;
     char nm[96];
     if (lomo__config_check(cfg)) return NULL;
     if (opts && (opts->dtype < LOMO_F32 || opts->dtype > LOMO_F16)) {
@@ -4181,8 +4303,7 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
     m->cfg.dtype = opts ? opts->dtype : LOMO_F32;   /* storage dtype; every tensor has it */
     m->file_dtype = m->cfg.dtype;
     m->be = (opts && opts->backend) ? opts->backend : lomo_cpu_backend();
-    C = cfg->dim; H = cfg->hidden_dim;
-    qd = cfg->n_heads * cfg->head_dim; kvd = cfg->n_kv_heads * cfg->head_dim;
+    C = cfg->dim;
     m->tensors = (lomo_tensor *)calloc((size_t)cfg->n_layers * 17 + 3, sizeof(lomo_tensor));
     if (cfg->fused_proj && opts && opts->comm) {
         lomo__fail("%s: sharding a model with fused projections (phi3) is not supported", cfg->model_type);
@@ -4194,42 +4315,15 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
     if (cfg->fused_proj && !(m->views = (lomo_tensor *)calloc((size_t)cfg->n_layers * 5, sizeof(lomo_tensor)))) {
         lomo__fail("out of host memory"); lomo_model_free(m); return NULL;
     }
-    for (l = 0; l < cfg->n_layers; l++) {
-        lomo_layer *L = &m->layers[l];
-#define LOMO__T(field, kind, suffix, d0, d1) \
-        (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix), \
-         L->field = lomo__add_tensor(m, nm, kind, l, d0, d1))
-        if (cfg->fused_proj) {   /* Phi-3, in its named_parameters() order; the views are wired below */
-            LOMO__T(wo, LOMO_WO, "self_attn.o_proj.weight", C, qd);
-            LOMO__T(w_qkv, LOMO_W_QKV, "self_attn.qkv_proj.weight", qd + 2 * kvd, C);
-            LOMO__T(w_gate_up, LOMO_W_GATE_UP, "mlp.gate_up_proj.weight", 2 * H, C);
-            LOMO__T(w_down, LOMO_W_DOWN, "mlp.down_proj.weight", C, H);
-            LOMO__T(attn_norm, LOMO_ATTN_NORM, "input_layernorm.weight", C, 0);
-            LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
-            continue;
-        }
-        LOMO__T(wq, LOMO_WQ, "self_attn.q_proj.weight", qd, C);
-        if (cfg->qkv_bias) LOMO__T(bq, LOMO_BQ, "self_attn.q_proj.bias", qd, 0);
-        LOMO__T(wk, LOMO_WK, "self_attn.k_proj.weight", kvd, C);
-        if (cfg->qkv_bias) LOMO__T(bk, LOMO_BK, "self_attn.k_proj.bias", kvd, 0);
-        LOMO__T(wv, LOMO_WV, "self_attn.v_proj.weight", kvd, C);
-        if (cfg->qkv_bias) LOMO__T(bv, LOMO_BV, "self_attn.v_proj.bias", kvd, 0);
-        LOMO__T(wo, LOMO_WO, "self_attn.o_proj.weight", C, qd);
-        if (cfg->o_bias) LOMO__T(bo, LOMO_BO, "self_attn.o_proj.bias", C, 0);
-        if (cfg->qk_norm) {
-            LOMO__T(q_norm, LOMO_Q_NORM, "self_attn.q_norm.weight", cfg->head_dim, 0);
-            LOMO__T(k_norm, LOMO_K_NORM, "self_attn.k_norm.weight", cfg->head_dim, 0);
-        }
-        LOMO__T(w_gate, LOMO_W_GATE, "mlp.gate_proj.weight", H, C);
-        LOMO__T(w_up, LOMO_W_UP, "mlp.up_proj.weight", H, C);
-        LOMO__T(w_down, LOMO_W_DOWN, "mlp.down_proj.weight", C, H);
-        LOMO__T(attn_norm, LOMO_ATTN_NORM, "input_layernorm.weight", C, 0);
-        if (cfg->gemma) {   /* post_attention_layernorm is on the attention's output; the MLP's input norm is pre_feedforward */
-            LOMO__T(post_attn_norm, LOMO_POST_ATTN_NORM, "post_attention_layernorm.weight", C, 0);
-            LOMO__T(mlp_norm, LOMO_MLP_NORM, "pre_feedforward_layernorm.weight", C, 0);
-            LOMO__T(post_mlp_norm, LOMO_POST_MLP_NORM, "post_feedforward_layernorm.weight", C, 0);
-        } else LOMO__T(mlp_norm, LOMO_MLP_NORM, "post_attention_layernorm.weight", C, 0);
-#undef LOMO__T
+    for (l = 0; l < cfg->n_layers; l++) {   /* the table's rows this family has, in its (named_parameters()) order */
+        const lomo__layer_row *r = lomo__layer_rows();
+        int k;
+        for (k = 0; k < LOMO__LAYER_ROWS; k++)
+            if (lomo__layer_has(cfg, r[k].when)) {
+                snprintf(nm, sizeof nm, "model.layers.%d.%s", l, r[k].suffix);
+                *lomo__layer_field(&m->layers[l], r[k].field) = lomo__add_tensor(m, nm, r[k].kind, l,
+                    lomo__layer_dim(cfg, r[k].rows), lomo__layer_dim(cfg, r[k].cols));
+            }
     }
     m->final_norm = lomo__add_tensor(m, "model.norm.weight", LOMO_FINAL_NORM, -1, C, 0);
     m->lm_head = cfg->tie_embeddings ? m->embed
@@ -4245,22 +4339,22 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
         if (!t->data) { lomo_model_free(m); return NULL; }
         m->be->zero(m->be->ctx, t->data, lomo__stored_bytes(m, t));   /* the padding stays 0 */
     }
-    for (l = 0; cfg->fused_proj && l < cfg->n_layers; l++) {   /* row blocks of the fused tensors */
+    for (l = 0; cfg->fused_proj && l < cfg->n_layers; l++) {   /* the table's rows with a view: fused row blocks */
+        const lomo__layer_row *r = lomo__layer_rows();
         lomo_layer *L = &m->layers[l];
-        lomo_tensor *v = &m->views[(size_t)l * 5];
-        int64_t rows[5], off[5];
+        lomo_tensor *v = &m->views[(size_t)l * 5];   /* five rows have one (lomo__layer_rows checks) */
         int k;
-        rows[0] = qd; rows[1] = kvd; rows[2] = kvd; rows[3] = H; rows[4] = H;
-        off[0] = 0; off[1] = qd; off[2] = qd + kvd; off[3] = 0; off[4] = H;
-        for (k = 0; k < 5; k++) {
-            const lomo_tensor *f = k < 3 ? L->w_qkv : L->w_gate_up;
-            v[k] = *f;
-            v[k].kind = k == 0 ? LOMO_WQ : k == 1 ? LOMO_WK : k == 2 ? LOMO_WV : k == 3 ? LOMO_W_GATE : LOMO_W_UP;
-            v[k].shape[0] = rows[k]; v[k].numel = rows[k] * C;
-            v[k].data = (char *)f->data + (size_t)(off[k] * C) * lomo__dtype_size(f->dtype);
-            v[k].shard_off = 0; v[k].shard_len = v[k].numel;
+        for (k = 0; k < LOMO__LAYER_ROWS; k++) {
+            const lomo_tensor *f = lomo__layer_get(L, r[k].view_of);
+            int64_t rows = lomo__layer_dim(cfg, r[k].rows), off = lomo__layer_dim(cfg, r[k].view_at);
+            if (r[k].view_at == LOMO__DIM_NONE) continue;
+            *v = *f;
+            v->kind = r[k].kind;
+            v->shape[0] = rows; v->numel = rows * C;
+            v->data = (char *)f->data + (size_t)(off * C) * lomo__dtype_size(f->dtype);
+            v->shard_off = 0; v->shard_len = v->numel;
+            *lomo__layer_field(L, r[k].field) = v++;
         }
-        L->wq = &v[0]; L->wk = &v[1]; L->wv = &v[2]; L->w_gate = &v[3]; L->w_up = &v[4];
     }
     return m;
 }
@@ -8665,7 +8759,7 @@ struct lomo_trainer {
     lomo_tensor *view;          /* per tensor: the gathered whole tensor */
     lomo_layer *lview;          /* per layer, pointing into view */
     float *gshard; size_t gshard_len;   /* this rank's part of a summed gradient */
-    int failed;                 /* a collective failed inside a pass */
+    int failed;                 /* a gather failed inside this step's pass (lomo__need); lomo__phase_check reports it */
     /* loss scaling */
     int scaling;
     float scale;
@@ -8720,18 +8814,12 @@ static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out
         if (!m->cfg.tie_embeddings) out[n++] = m->lm_head;
         out[n++] = m->final_norm;
     } else {
+        const lomo__layer_row *r = lomo__layer_rows();
         const lomo_layer *L = &m->layers[stage];
-        lomo_tensor *order[17];
-        int i;
-        order[0] = L->post_mlp_norm; order[1] = L->w_down; order[2] = L->w_up; order[3] = L->w_gate;
-        order[4] = L->mlp_norm; order[5] = L->post_attn_norm; order[6] = L->wo; order[7] = L->bo;
-        order[8] = L->k_norm; order[9] = L->q_norm; order[10] = L->wv; order[11] = L->bv; order[12] = L->wk;
-        order[13] = L->bk; order[14] = L->wq; order[15] = L->bq; order[16] = L->attn_norm;
-        if (L->w_qkv) {   /* fused: one tensor each, in the order the backward completes them */
-            order[1] = L->w_down; order[2] = L->w_gate_up; order[3] = NULL; order[10] = L->w_qkv;
-            order[12] = order[14] = NULL;
-        }
-        for (i = 0; i < 17; i++) if (order[i]) out[n++] = order[i];
+        int b, k;
+        for (b = 0; b < LOMO__LAYER_ROWS; b++)   /* the table's bwd order, the rows this model has */
+            for (k = 0; k < LOMO__LAYER_ROWS; k++)
+                if (r[k].bwd == b && lomo__layer_has(&m->cfg, r[k].when)) out[n++] = lomo__layer_get(L, r[k].field);
     }
     return n;
 }
@@ -8741,15 +8829,11 @@ static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out
 static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out) {
     int n = 0;
     if (stage >= 0) {
+        const lomo__layer_row *r = lomo__layer_rows();
         const lomo_layer *L = &m->layers[stage];
-        lomo_tensor *all[17];
-        int i;
-        all[0] = L->attn_norm; all[1] = L->wq; all[2] = L->bq; all[3] = L->wk; all[4] = L->bk; all[5] = L->wv;
-        all[6] = L->bv; all[7] = L->wo; all[8] = L->bo; all[9] = L->mlp_norm; all[10] = L->w_gate; all[11] = L->w_up;
-        all[12] = L->w_down; all[13] = L->q_norm; all[14] = L->k_norm; all[15] = L->post_attn_norm;
-        all[16] = L->post_mlp_norm;
-        if (L->w_qkv) { all[1] = L->w_qkv; all[3] = all[5] = NULL; all[10] = L->w_gate_up; all[11] = NULL; }
-        for (i = 0; i < 17; i++) if (all[i]) out[n++] = all[i];
+        int k;
+        for (k = 0; k < LOMO__LAYER_ROWS; k++)   /* the table's row order */
+            if (lomo__layer_has(&m->cfg, r[k].when)) out[n++] = lomo__layer_get(L, r[k].field);
     } else if (stage == LOMO__HEAD) {
         out[n++] = m->final_norm;
         out[n++] = m->lm_head;
@@ -8779,11 +8863,27 @@ static int lomo__gather(lomo_trainer *t, int stage) {
     return 0;
 }
 
-/* a weight as the kernels must see it: whole (gathered when sharded) */
+/* a weight as the kernels must see it: whole (gathered when sharded). It is
+   called inside kernel argument lists, so a failed gather cannot return -1:
+   it sets t->failed, and the phase's lomo__phase_check reports it. */
 static const lomo_tensor *lomo__need(lomo_trainer *t, int stage, const lomo_tensor *p) {
     if (!t->comm) return p;
     lomo__gather(t, stage);
     return &t->view[p->index];
+}
+
+/* The one place where a phase's deferred errors join the rule (see ERRORS at
+   the top): the backend's sticky error (its ops return void; check() names
+   the op) and a gather that failed inside a kernel's arguments (t->failed).
+   Called at the end of the forward, of each layer's backward and of the
+   backward, and before any tensor is handed to a rule. */
+static int lomo__phase_check(lomo_trainer *t, const char *phase) {
+    const lomo_backend *be = t->m->be;
+    char why[sizeof lomo__errbuf];
+    if (be->check(be->ctx)) return -1;
+    if (!t->failed) return 0;
+    snprintf(why, sizeof why, "%s", lomo_error());   /* (lomo__fail writes the buffer it would read) */
+    return lomo__fail("%s: a collective failed: %s", phase, why);
 }
 
 /* every rank must run the same model, batch and rule: compare, or fail clearly */
@@ -8829,208 +8929,257 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_OPTIMIZER, t->opt_mem, sizeof(float) * t->opt_floats);
     lomo__free(m, LOMO_MEM_COMM, t->gbuf, t->gbuf_bytes);
     lomo__free(m, LOMO_MEM_GRADIENTS, t->gshard, sizeof(float) * t->gshard_len);
-    free(t->acts); free(t->tgt_host); free(t->tok_host); free(t->loss_host); free(t->slot); free(t->s1); free(t->s2);
-    free(t->view); free(t->lview);
-    free(t);
+    LOMO_FREE(t->acts); LOMO_FREE(t->tgt_host); LOMO_FREE(t->tok_host); LOMO_FREE(t->loss_host); LOMO_FREE(t->slot);
+    LOMO_FREE(t->s1); LOMO_FREE(t->s2);
+    LOMO_FREE(t->view); LOMO_FREE(t->lview);
+    LOMO_FREE(t);
 }
 
-LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts) {
-    lomo_trainer *t;
+/* lomo_trainer_new in steps: check the request, fill the defaults, plan and allocate the buffers and
+   the gradient buffer, the optimizer state, the RoPE table, the shard views. Each step returns 0, or
+   -1 with lomo_error() set, at its first failure; lomo_trainer_new then frees the partly built
+   trainer (lomo_trainer_free takes one) in its one cleanup. */
+
+/* batch x seq_len in 64 bits, checked before anything is allocated: kernels index tokens (N M) and
+   attention rows (N heads) with int, and on the CPU the activations must fit in host memory */
+static int lomo__trainer_check_size(const lomo_model *m, const lomo_train_opts *opts) {
     const lomo_config *c = &m->cfg;
-    size_t N, C, qd, kvd, H, per, i, off;
-    int n_sets, l, M;
-    lomo_tensor *st[24];
-    if (!opts || opts->batch <= 0 || opts->seq_len <= 0 || opts->micro_batches < 0) {
-        lomo__fail("trainer: batch and seq_len must be positive, micro_batches >= 0"); return NULL;
+    int64_t Bq = opts->batch, Tq = opts->seq_len, Mq = opts->micro_batches > 1 ? opts->micro_batches : 1;
+    int64_t Nq = Bq * Tq, heads = c->n_heads > c->n_kv_heads ? c->n_heads : c->n_kv_heads;
+    size_t tags[LOMO_MEM_NTAGS], need = lomo_memory_formula_model(m, opts, tags) - tags[LOMO_MEM_PARAMS];
+    if (Nq > INT_MAX / Mq || Nq > INT_MAX / (heads > 0 ? heads : 1))
+        return lomo__fail("trainer: batch x seq_len = %d x %d = %lld tokens per micro-batch (x %lld micro-batches, "
+                          "x %lld heads) is more than the %d positions lomo can index, and would need %.0f bytes "
+                          "(%.1f GiB) of activations, gradients and workspace; use a smaller batch or seq_len",
+                          opts->batch, opts->seq_len, (long long)Nq, (long long)Mq, (long long)heads, INT_MAX,
+                          (double)need, need / 1073741824.0);
+    if (!strncmp(m->be->name, "cpu", 3)) {   /* "cpu" or "cpu+cblas": host memory */
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
+        if (phys > 0 && (double)need > phys)
+            return lomo__fail("trainer: batch x seq_len = %d x %d (x %lld micro-batches) would need %.0f bytes "
+                              "(%.1f GiB) of activations, gradients and workspace (%.1f GiB of logits for vocab %d), "
+                              "more than this machine's %.1f GiB of memory", opts->batch, opts->seq_len,
+                              (long long)Mq, (double)need, need / 1073741824.0,
+                              4.0 * (double)Nq * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
     }
-    if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0) {
-        lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0"); return NULL;
-    }
+    return 0;
+}
+
+/* the request: values in range, a batch that fits, a backend with the ops this model family needs */
+static int lomo__trainer_check(const lomo_model *m, const lomo_train_opts *opts) {
+    const lomo_config *c = &m->cfg;
+    const lomo_backend *be = m->be;
+    if (!opts || opts->batch <= 0 || opts->seq_len <= 0 || opts->micro_batches < 0)
+        return lomo__fail("trainer: batch and seq_len must be positive, micro_batches >= 0");
+    if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0)
+        return lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0");
     if (opts->optimizer < LOMO_OPT_LOMO || opts->optimizer > LOMO_OPT_ADAMW || opts->clip_mode < 0 ||
-        opts->clip_mode > LOMO_CLIP_TENSOR) {
-        lomo__fail("trainer: optimizer %d / clip_mode %d unknown", opts->optimizer, opts->clip_mode); return NULL;
-    }
-    if (c->sliding_window > 0 && opts->seq_len > c->sliding_window) {
-        lomo__fail("config: field 'sliding_window': %d is shorter than seq_len=%d, and sliding-window "
-                   "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
-                   c->sliding_window);
-        return NULL;
-    }
-    {   /* sizes from the request, in 64 bits, checked before anything is allocated: kernels index
-           tokens (N M) and attention rows (N heads) with int */
-        int64_t Bq = opts->batch, Tq = opts->seq_len, Mq = opts->micro_batches > 1 ? opts->micro_batches : 1;
-        int64_t Nq = Bq * Tq, heads = c->n_heads > c->n_kv_heads ? c->n_heads : c->n_kv_heads;
-        size_t tags[LOMO_MEM_NTAGS], need = lomo_memory_formula_model(m, opts, tags) - tags[LOMO_MEM_PARAMS];
-        if (Nq > INT_MAX / Mq || Nq > INT_MAX / (heads > 0 ? heads : 1)) {
-            lomo__fail("trainer: batch x seq_len = %d x %d = %lld tokens per micro-batch (x %lld micro-batches, x %lld "
-                       "heads) is more than the %d positions lomo can index, and would need %.0f bytes (%.1f GiB) of "
-                       "activations, gradients and workspace; use a smaller batch or seq_len", opts->batch,
-                       opts->seq_len, (long long)Nq, (long long)Mq, (long long)heads, INT_MAX, (double)need,
-                       need / 1073741824.0);
-            return NULL;
-        }
-        if (!strncmp(m->be->name, "cpu", 3)) {   /* "cpu" or "cpu+cblas": host memory */
-            long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-            double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
-            if (phys > 0 && (double)need > phys) {
-                lomo__fail("trainer: batch x seq_len = %d x %d (x %lld micro-batches) would need %.0f bytes (%.1f GiB) "
-                           "of activations, gradients and workspace (%.1f GiB of logits for vocab %d), more than this "
-                           "machine's %.1f GiB of memory", opts->batch, opts->seq_len, (long long)Mq, (double)need,
-                           need / 1073741824.0, 4.0 * (double)Nq * c->vocab_size / 1073741824.0, c->vocab_size,
-                           phys / 1073741824.0);
-                return NULL;
-            }
-        }
-    }
-    if ((c->gemma && (!m->be->rmsnorm_ex_fwd || !m->be->rmsnorm_ex_bwd || !m->be->scale || !m->be->geglu_fwd ||
-                      !m->be->geglu_bwd || !m->be->attn_ex_fwd || !m->be->attn_ex_bwd)) ||
-        (c->final_softcap > 0 && !m->be->cross_entropy_softcap) || ((c->rotary_dim > 0 || c->rope_type == 3) && !m->be->rope_ex) ||
-        (c->local_window > 0 && (!m->be->attn_ex_fwd || !m->be->attn_ex_bwd))) {
-        lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
-                   "windowed attention, partial rotary)",
-                   m->be->name, c->model_type);
-        return NULL;
-    }
-    t = (lomo_trainer *)calloc(1, sizeof *t);
-    if (!t) { lomo__fail("out of host memory"); return NULL; }
-    t->m = m; t->o = *opts;
-    M = t->M = opts->micro_batches > 1 ? opts->micro_batches : 1;
-    if (M > 1) t->o.checkpointing = 1;   /* layer-major micro-batching recomputes each layer */
-    /* defaults of the rules and the loss scaler (lomo-optim's and torch's) */
-    if (t->o.adalomo_eps1 == 0) t->o.adalomo_eps1 = 1e-30f;
-    if (t->o.adalomo_eps2 == 0) t->o.adalomo_eps2 = 1e-3f;
-    if (t->o.adalomo_clip_threshold == 0) t->o.adalomo_clip_threshold = 1.0f;
-    if (t->o.adalomo_decay_rate == 0) t->o.adalomo_decay_rate = -0.8f;
-    if (t->o.adamw_beta1 == 0) t->o.adamw_beta1 = 0.9f;
-    if (t->o.adamw_beta2 == 0) t->o.adamw_beta2 = 0.999f;
-    if (t->o.adamw_eps == 0) t->o.adamw_eps = 1e-8f;
-    if (t->o.loss_scale_init == 0) t->o.loss_scale_init = 65536.0f;
-    if (t->o.loss_scale_growth == 0) t->o.loss_scale_growth = 2.0f;
-    if (t->o.loss_scale_backoff == 0) t->o.loss_scale_backoff = 0.5f;
-    if (t->o.loss_scale_min == 0) t->o.loss_scale_min = 1.0f;
-    if (t->o.loss_scale_window == 0) t->o.loss_scale_window = 1000;
-    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && c->dtype == LOMO_F16);
-    t->scale = t->scaling ? t->o.loss_scale_init : 1.0f;
+        opts->clip_mode > LOMO_CLIP_TENSOR)
+        return lomo__fail("trainer: optimizer %d / clip_mode %d unknown", opts->optimizer, opts->clip_mode);
+    if (c->sliding_window > 0 && opts->seq_len > c->sliding_window)
+        return lomo__fail("config: field 'sliding_window': %d is shorter than seq_len=%d, and sliding-window "
+                          "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
+                          c->sliding_window);
+    if (lomo__trainer_check_size(m, opts)) return -1;
+    if ((c->gemma && (!be->rmsnorm_ex_fwd || !be->rmsnorm_ex_bwd || !be->scale || !be->geglu_fwd ||
+                      !be->geglu_bwd || !be->attn_ex_fwd || !be->attn_ex_bwd)) ||
+        (c->final_softcap > 0 && !be->cross_entropy_softcap) || ((c->rotary_dim > 0 || c->rope_type == 3) && !be->rope_ex) ||
+        (c->local_window > 0 && (!be->attn_ex_fwd || !be->attn_ex_bwd)))
+        return lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
+                          "windowed attention, partial rotary)", be->name, c->model_type);
+    return 0;
+}
+
+/* the options with every 0 that means "default" filled in (lomo-optim's and torch's defaults), the
+   batch shape, the loss scaler's start */
+static void lomo__trainer_defaults(lomo_trainer *t, lomo_model *m, const lomo_train_opts *opts) {
+    lomo_train_opts *o = &t->o;
+    t->m = m; *o = *opts;
+    t->M = opts->micro_batches > 1 ? opts->micro_batches : 1;
+    if (t->M > 1) o->checkpointing = 1;   /* layer-major micro-batching recomputes each layer */
+    if (o->adalomo_eps1 == 0) o->adalomo_eps1 = 1e-30f;
+    if (o->adalomo_eps2 == 0) o->adalomo_eps2 = 1e-3f;
+    if (o->adalomo_clip_threshold == 0) o->adalomo_clip_threshold = 1.0f;
+    if (o->adalomo_decay_rate == 0) o->adalomo_decay_rate = -0.8f;
+    if (o->adamw_beta1 == 0) o->adamw_beta1 = 0.9f;
+    if (o->adamw_beta2 == 0) o->adamw_beta2 = 0.999f;
+    if (o->adamw_eps == 0) o->adamw_eps = 1e-8f;
+    if (o->loss_scale_init == 0) o->loss_scale_init = 65536.0f;
+    if (o->loss_scale_growth == 0) o->loss_scale_growth = 2.0f;
+    if (o->loss_scale_backoff == 0) o->loss_scale_backoff = 0.5f;
+    if (o->loss_scale_min == 0) o->loss_scale_min = 1.0f;
+    if (o->loss_scale_window == 0) o->loss_scale_window = 1000;
+    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16);
+    t->scale = t->scaling ? o->loss_scale_init : 1.0f;
     t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
-    N = (size_t)t->N; C = (size_t)c->dim; H = (size_t)c->hidden_dim;
-    qd = (size_t)c->n_heads * c->head_dim; kvd = (size_t)c->n_kv_heads * c->head_dim;
-#define LOMO__ALLOC(dst, tag, bytes) \
-    if (!((dst) = (float *)lomo__alloc(m, tag, bytes))) goto fail
-    LOMO__ALLOC(t->xs, LOMO_MEM_ACTIVATIONS, sizeof(float) * (size_t)M * (c->n_layers + 1) * N * C);
-    n_sets = t->o.checkpointing ? 1 : c->n_layers;
-    per = lomo__acts_floats(c, t->N);
+    t->comm = m->comm;
+    t->gstage = LOMO__NONE;
+}
+
+/* n zeroed elements of host memory for the trainer's own bookkeeping (not counted: a few bytes per
+   tensor or token), or NULL with lomo_error() set */
+static void *lomo__trainer_host(size_t n, size_t size) {
+    void *p = n && size <= SIZE_MAX / n ? LOMO_MALLOC(n * size) : NULL;
+    if (!p) { lomo__fail("trainer: out of host memory (%zu x %zu bytes)", n, size); return NULL; }
+    memset(p, 0, n * size);
+    return p;
+}
+
+/* activations, logits, token ids, backward workspace, the backend's scratch, carved as the doc
+   block's MEMORY formula counts them */
+static int lomo__trainer_buffers(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    size_t N = (size_t)t->N, C = (size_t)c->dim, H = (size_t)c->hidden_dim, M = (size_t)t->M;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t per = lomo__acts_floats(c, t->N);
+    int n_sets = t->o.checkpointing ? 1 : c->n_layers, l;
+    if (!(t->xs = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * M * (c->n_layers + 1) * N * C))) return -1;
     t->acts_bytes = sizeof(float) * per * n_sets;
-    LOMO__ALLOC(t->acts_mem, LOMO_MEM_ACTIVATIONS, t->acts_bytes);
-    t->acts = (lomo__acts *)calloc((size_t)n_sets, sizeof(lomo__acts));
-    if (!t->acts) goto fail;
+    if (!(t->acts_mem = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, t->acts_bytes))) return -1;
+    if (!(t->acts = (lomo__acts *)lomo__trainer_host((size_t)n_sets, sizeof(lomo__acts)))) return -1;
     for (l = 0; l < n_sets; l++) lomo__acts_carve(&t->acts[l], t->acts_mem + per * l, c, t->N);
-    LOMO__ALLOC(t->lnf, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1));
+    if (!(t->lnf = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1)))) return -1;
     t->rstdf = t->lnf + N * C;
-    LOMO__ALLOC(t->logits, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * ((size_t)c->vocab_size + 1));
+    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * ((size_t)c->vocab_size + 1))))
+        return -1;
     t->losses = t->logits + N * (size_t)c->vocab_size;
-    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * (size_t)M))) goto fail;
-    t->tgt = t->tok + N * (size_t)M;
-    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, M);
-    LOMO__ALLOC(t->ws, LOMO_MEM_WORKSPACE, t->ws_bytes);
-    t->dx = t->ws; t->dln = t->dx + (size_t)M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
+    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * M))) return -1;
+    t->tgt = t->tok + N * M;
+    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, t->M);
+    if (!(t->ws = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, t->ws_bytes))) return -1;
+    t->dx = t->ws; t->dln = t->dx + M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
     t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
     t->vtmp = M > 1 ? t->du + N * H : NULL;
     t->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
         t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
-    if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) goto fail;
-    /* gradient buffer */
-    t->slot = (size_t *)calloc((size_t)m->n_tensors, sizeof(size_t));
-    if (!t->slot) goto fail;
-    /* sharded, a gradient is reduce-scattered from a buffer padded to ranks x shard capacity */
-#define LOMO__GLEN(p) (m->comm ? (size_t)lomo__shard_cap(m, (p)) * (size_t)m->comm->size : (size_t)(p)->numel)
+    if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) return -1;
+    return 0;
+}
+
+/* the gradient buffer: the largest tensor (M == 1), or the largest stage's tensors side by side, each
+   at its slot (M > 1); sharded, a gradient is reduce-scattered from ranks x shard capacity floats */
+static size_t lomo__grad_len(const lomo_model *m, const lomo_tensor *p) {
+    return m->comm ? (size_t)lomo__shard_cap(m, p) * (size_t)m->comm->size : (size_t)p->numel;
+}
+static int lomo__trainer_grads(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    lomo_tensor *st[24];
+    size_t i, off;
+    int l;
+    if (!(t->slot = (size_t *)lomo__trainer_host((size_t)m->n_tensors, sizeof(size_t)))) return -1;
     for (i = 0; i < (size_t)m->n_tensors; i++)
-        if (LOMO__GLEN(&m->tensors[i]) > t->grad_numel) t->grad_numel = LOMO__GLEN(&m->tensors[i]);
-    if (M > 1) {
-        for (l = -1; l < c->n_layers; l++) {
+        if (lomo__grad_len(m, &m->tensors[i]) > t->grad_numel) t->grad_numel = lomo__grad_len(m, &m->tensors[i]);
+    if (t->M > 1) {
+        for (l = -1; l < m->cfg.n_layers; l++) {
             int n = lomo__stage_tensors(m, l, st), k;
-            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += LOMO__GLEN(st[k]); }
+            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += lomo__grad_len(m, st[k]); }
             if (off > t->grad_numel) t->grad_numel = off;
         }
-        if (c->tie_embeddings) {   /* the final norm's gradient waits above every stage (see lomo__backward) */
+        if (m->cfg.tie_embeddings) {   /* the final norm's gradient waits above every stage (see lomo__backward) */
             t->slot[m->final_norm->index] = t->grad_numel;
-            t->grad_numel += LOMO__GLEN(m->final_norm);
+            t->grad_numel += lomo__grad_len(m, m->final_norm);
         }
     }
-#undef LOMO__GLEN
-    LOMO__ALLOC(t->grad, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
-    /* optimizer state, zeroed */
-    t->s1 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
-    t->s2 = (float **)calloc((size_t)m->n_tensors, sizeof(float *));
-    if (!t->s1 || !t->s2) goto fail;
-    if (!t->o.update && t->o.optimizer != LOMO_OPT_LOMO) {
-        for (i = 0; i < (size_t)m->n_tensors; i++) {   /* AdamW: this rank's elements; AdaLomo: whole rows/cols */
-            const lomo_tensor *p = &m->tensors[i];
-            t->opt_floats += t->o.optimizer == LOMO_OPT_ADAMW ? 2 * (size_t)lomo__shard_cap(m, p)
-                           : p->ndim == 2 ? (size_t)(p->shape[0] + p->shape[1]) : (size_t)p->numel;
-        }
-        LOMO__ALLOC(t->opt_mem, LOMO_MEM_OPTIMIZER, sizeof(float) * t->opt_floats);
-        m->be->zero(m->be->ctx, t->opt_mem, sizeof(float) * t->opt_floats);
-        for (off = 0, i = 0; i < (size_t)m->n_tensors; i++) {
-            const lomo_tensor *p = &m->tensors[i];
-            size_t cap = (size_t)lomo__shard_cap(m, p);
-            size_t a = t->o.optimizer == LOMO_OPT_ADAMW ? cap : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
-            size_t b = t->o.optimizer == LOMO_OPT_ADAMW ? cap : p->ndim == 2 ? (size_t)p->shape[1] : 0;
-            t->s1[i] = t->opt_mem + off; off += a;
-            t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
-        }
+    t->grad = (float *)lomo__alloc(m, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
+    return t->grad ? 0 : -1;
+}
+
+/* the built-in rules' state, zeroed, one block: AdamW m and v for this rank's elements; AdaLomo a
+   row and a column statistic per matrix (whole, also sharded), one per element for vectors */
+static int lomo__trainer_opt_state(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    int adamw = t->o.optimizer == LOMO_OPT_ADAMW;
+    size_t i, off;
+    if (!(t->s1 = (float **)lomo__trainer_host((size_t)m->n_tensors, sizeof(float *)))) return -1;
+    if (!(t->s2 = (float **)lomo__trainer_host((size_t)m->n_tensors, sizeof(float *)))) return -1;
+    if (t->o.update || t->o.optimizer == LOMO_OPT_LOMO) return 0;
+    for (i = 0; i < (size_t)m->n_tensors; i++) {
+        const lomo_tensor *p = &m->tensors[i];
+        t->opt_floats += adamw ? 2 * (size_t)lomo__shard_cap(m, p)
+                       : p->ndim == 2 ? (size_t)(p->shape[0] + p->shape[1]) : (size_t)p->numel;
     }
-    LOMO__ALLOC(t->inv_freq, LOMO_MEM_WORKSPACE, sizeof(float) * (size_t)(c->head_dim / 2) * 2);
-    t->comm = m->comm;
-    t->gstage = LOMO__NONE;
-    if (t->comm) {
-        size_t most = 0, cap = 0;
-        int k;
-        if (lomo__ranks_agree(t)) goto fail;
-        t->view = (lomo_tensor *)calloc((size_t)m->n_tensors, sizeof(lomo_tensor));
-        t->lview = (lomo_layer *)calloc((size_t)c->n_layers, sizeof(lomo_layer));
-        if (!t->view || !t->lview) { lomo__fail("out of host memory"); goto fail; }
-        for (l = LOMO__EMBED; l < c->n_layers; l++) {   /* the largest stage, whole tensors, storage dtype */
-            int n = lomo__gather_stage(m, l, st);
-            size_t sum = 0;
-            for (k = 0; k < n; k++) sum += lomo__stored_bytes(m, st[k]) * (size_t)t->comm->size;
-            if (sum > most) most = sum;
-        }
-        t->gbuf_bytes = most;
-        if (!(t->gbuf = lomo__alloc(m, LOMO_MEM_COMM, most))) goto fail;
-        for (i = 0; i < (size_t)m->n_tensors; i++)
-            if ((size_t)lomo__shard_cap(m, &m->tensors[i]) > cap) cap = (size_t)lomo__shard_cap(m, &m->tensors[i]);
-        t->gshard_len = cap;
-        LOMO__ALLOC(t->gshard, LOMO_MEM_GRADIENTS, sizeof(float) * cap);
-        for (l = 0; l < c->n_layers; l++) {
-            const lomo_layer *L = &m->layers[l];
-            lomo_layer *V = &t->lview[l];
-#define LOMO__V(f) (V->f = L->f ? &t->view[L->f->index] : NULL)
-            LOMO__V(attn_norm); LOMO__V(wq); LOMO__V(bq); LOMO__V(wk); LOMO__V(bk); LOMO__V(wv); LOMO__V(bv);
-            LOMO__V(wo); LOMO__V(bo); LOMO__V(mlp_norm); LOMO__V(w_gate); LOMO__V(w_up); LOMO__V(w_down);
-            LOMO__V(q_norm); LOMO__V(k_norm); LOMO__V(post_attn_norm); LOMO__V(post_mlp_norm);
-#undef LOMO__V
-        }
+    if (!(t->opt_mem = (float *)lomo__alloc(m, LOMO_MEM_OPTIMIZER, sizeof(float) * t->opt_floats))) return -1;
+    m->be->zero(m->be->ctx, t->opt_mem, sizeof(float) * t->opt_floats);
+    for (off = 0, i = 0; i < (size_t)m->n_tensors; i++) {
+        const lomo_tensor *p = &m->tensors[i];
+        size_t cap = (size_t)lomo__shard_cap(m, p);
+        size_t a = adamw ? cap : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
+        size_t b = adamw ? cap : p->ndim == 2 ? (size_t)p->shape[1] : 0;
+        t->s1[i] = t->opt_mem + off; off += a;
+        t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
     }
-#undef LOMO__ALLOC
-    {
-        float *f = (float *)malloc(sizeof(float) * (size_t)(c->head_dim / 2) * 2);
-        lomo_config loc = *c;   /* Gemma 3's local layers: plain RoPE with rope_local_base_freq */
-        if (!f) { lomo__fail("out of host memory"); goto fail; }
-        loc.rope_type = 0;
-        if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
-        lomo__rope_inv_freq_len(c, f, t->T);   /* longrope picks its factors by the sequence length */
-        lomo__rope_inv_freq(&loc, f + c->head_dim / 2);
-        m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * (size_t)(c->head_dim / 2) * 2);
-        free(f);
+    return 0;
+}
+
+/* RoPE inverse frequencies on the backend: the model's, then Gemma 3's local layers' (plain RoPE
+   with rope_local_base_freq) */
+static int lomo__trainer_rope(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    size_t half = (size_t)(c->head_dim / 2);
+    lomo_config loc = *c;
+    float *f;
+    if (!(t->inv_freq = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, sizeof(float) * half * 2))) return -1;
+    if (!(f = (float *)lomo__trainer_host(half * 2, sizeof(float)))) return -1;
+    loc.rope_type = 0;
+    if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
+    lomo__rope_inv_freq_len(c, f, t->T);   /* longrope picks its factors by the sequence length */
+    lomo__rope_inv_freq(&loc, f + half);
+    m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * half * 2);
+    LOMO_FREE(f);
+    return 0;
+}
+
+/* sharded: the ranks agree; a gather buffer for the largest stage (whole tensors, storage dtype);
+   this rank's part of a summed gradient; views of the gathered tensors, per tensor and per layer */
+static int lomo__trainer_shard(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo__layer_row *r = lomo__layer_rows();
+    lomo_tensor *st[24];
+    size_t most = 0, cap = 0, i;
+    int l, k;
+    if (!t->comm) return 0;
+    if (lomo__ranks_agree(t)) return -1;
+    if (!(t->view = (lomo_tensor *)lomo__trainer_host((size_t)m->n_tensors, sizeof(lomo_tensor)))) return -1;
+    if (!(t->lview = (lomo_layer *)lomo__trainer_host((size_t)m->cfg.n_layers, sizeof(lomo_layer)))) return -1;
+    for (l = LOMO__EMBED; l < m->cfg.n_layers; l++) {
+        int n = lomo__gather_stage(m, l, st);
+        size_t sum = 0;
+        for (k = 0; k < n; k++) sum += lomo__stored_bytes(m, st[k]) * (size_t)t->comm->size;
+        if (sum > most) most = sum;
     }
-    t->tgt_host = (int32_t *)malloc(sizeof(int32_t) * N * (size_t)M);
-    t->tok_host = (int32_t *)malloc(sizeof(int32_t) * N * (size_t)M);
-    t->loss_host = (float *)malloc(sizeof(float) * N);
-    if (!t->tgt_host || !t->loss_host || !t->tok_host) { lomo__fail("out of host memory"); goto fail; }
+    t->gbuf_bytes = most;
+    if (!(t->gbuf = lomo__alloc(m, LOMO_MEM_COMM, most))) return -1;
+    for (i = 0; i < (size_t)m->n_tensors; i++)
+        if ((size_t)lomo__shard_cap(m, &m->tensors[i]) > cap) cap = (size_t)lomo__shard_cap(m, &m->tensors[i]);
+    t->gshard_len = cap;
+    if (!(t->gshard = (float *)lomo__alloc(m, LOMO_MEM_GRADIENTS, sizeof(float) * cap))) return -1;
+    for (l = 0; l < m->cfg.n_layers; l++)
+        for (k = 0; k < LOMO__LAYER_ROWS; k++) {   /* every field of the table, pointing into view */
+            const lomo_tensor *p = lomo__layer_get(&m->layers[l], r[k].field);
+            *lomo__layer_field(&t->lview[l], r[k].field) = p ? &t->view[p->index] : NULL;
+        }
+    return 0;
+}
+
+LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts) {
+    lomo_trainer *t;
+    size_t NM;
+    if (lomo__trainer_check(m, opts)) return NULL;
+    if (!(t = (lomo_trainer *)lomo__trainer_host(1, sizeof *t))) return NULL;
+    lomo__trainer_defaults(t, m, opts);
+    NM = (size_t)t->N * (size_t)t->M;
+    if (lomo__trainer_buffers(t) || lomo__trainer_grads(t) || lomo__trainer_opt_state(t) || lomo__trainer_rope(t) ||
+        lomo__trainer_shard(t) ||
+        !(t->tgt_host = (int32_t *)lomo__trainer_host(NM, sizeof(int32_t))) ||
+        !(t->tok_host = (int32_t *)lomo__trainer_host(NM, sizeof(int32_t))) ||
+        !(t->loss_host = (float *)lomo__trainer_host((size_t)t->N, sizeof(float)))) {
+        lomo_trainer_free(t);
+        return NULL;
+    }
     return t;
-fail:
-    lomo_trainer_free(t);
-    return NULL;
 }
 
 LOMODEF const float *lomo_logits(const lomo_trainer *t) { return t->logits; }
@@ -9213,14 +9362,13 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
             lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
         sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
     }
-    if (be->check(be->ctx)) return -1;
+    if (lomo__phase_check(t, "sharded forward")) return -1;
     if (t->comm) {   /* every rank's tokens; the 2^-24 units sum exactly in double below 2^53 */
         double q[3];
         q[0] = sum; q[1] = (double)t->loss_q; q[2] = t->loss_bad;
         if (t->comm->all_reduce_sum(t->comm->ctx, q, 3, 1)) return -1;
         sum = q[0]; t->loss_q = (int64_t)q[1]; t->loss_bad = q[2] != 0;
     }
-    if (t->failed) return lomo__fail("sharded forward: a collective failed: %s", lomo_error());
     *loss = count ? (float)(sum / (double)count) : 0.0f;
     return 0;
 }
@@ -9235,9 +9383,10 @@ static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, 
     a->param_sumsq = -1.0;
 }
 
-static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g) {
+static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g, double param_sumsq) {
     lomo_update_args a;
     lomo__builtin_args(&a, &t->uctx, t->o.optimizer);
+    a.param_sumsq = param_sumsq;   /* -1: the rule measures p (a sharded AdaLomo: the whole tensor's, summed) */
     a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
     a.decay_rate = t->o.adalomo_decay_rate;
     a.beta1 = t->o.adamw_beta1; a.beta2 = t->o.adamw_beta2; a.eps = t->o.adamw_eps;
@@ -9260,33 +9409,46 @@ static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index)
 }
 
 /* A tensor's gradient g is complete: measure it (norm pass) or hand it to
-   the update rule (update pass). */
-static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g);
+   the update rule (update pass). g is the trainer's buffer: sharded, it is
+   padded and summed over the ranks in place. */
+static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g);
 
-static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
-    const lomo_backend *be = t->m->be;
+/* the rule clips each tensor by its own norm (LOMO_CLIP_TENSOR) */
+static int lomo__clip_each(const lomo_trainer *t) { return t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR; }
+
+/* Applies the rule to one tensor, sharded or not: p with its gradient g;
+   grad_sq = the whole tensor's ||g||^2 (read only by lomo__clip_each);
+   param_sq = the whole tensor's ||p||^2 for a sharded AdaLomo, else -1 (the
+   rule measures p itself); fin = what to read back for NaN/Inf afterwards. */
+static int lomo__apply_rule(lomo_trainer *t, lomo_tensor *p, const float *g, double grad_sq, double param_sq,
+                            const lomo_tensor *fin) {
     int rc;
-    if (t->comm) return lomo__grad_ready_sharded(t, p, (float *)g);
-    if (t->pass == LOMO__PASS_NORM) {
-        t->sumsq += be->sumsq(be->ctx, g, (size_t)p->numel);
-        return 0;
-    }
-    if (be->check(be->ctx)) return -1;
     t->uctx.tensor_index = p->index;
-    if (t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR) {   /* grouped: this tensor's own norm */
-        float norm = (float)sqrt(be->sumsq(be->ctx, g, (size_t)p->numel)) * t->uctx.inv_loss_scale;
+    if (lomo__clip_each(t)) {
+        float norm = (float)sqrt(grad_sq) * t->uctx.inv_loss_scale;
         float coef = t->o.clip_norm / (norm + 1e-6f);
         t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
         t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
     }
-    lomo__fin_reset(be);
-    rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g);
+    lomo__fin_reset(t->m->be);
+    rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g, param_sq);
     if (rc) {
         if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
         return -1;
     }
-    lomo__check_finite(t, p, p->index);
+    lomo__check_finite(t, fin, p->index);
     return 0;
+}
+
+static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, float *g) {
+    const lomo_backend *be = t->m->be;
+    if (t->comm) return lomo__grad_ready_sharded(t, p, g);
+    if (t->pass == LOMO__PASS_NORM) {
+        t->sumsq += be->sumsq(be->ctx, g, (size_t)p->numel);
+        return 0;
+    }
+    if (lomo__phase_check(t, "update")) return -1;   /* nothing reaches a rule after a failed kernel */
+    return lomo__apply_rule(t, p, g, lomo__clip_each(t) ? be->sumsq(be->ctx, g, (size_t)p->numel) : 0.0, -1.0, p);
 }
 
 /* Sharded: g holds this rank's whole-tensor gradient (its own micro-batches).
@@ -9295,68 +9457,47 @@ static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, const float *g) {
    column and RMS statistics cover the whole tensor (as lomo-optim's ZeRO-3
    path computes them). The norm pass sums the squares of the shards; the
    caller all-reduces the total. */
-static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *p, float *g) {
+static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g) {
     const lomo_comm *c = t->comm;
-    p = &t->m->tensors[p->index];   /* the rank's shard, not the gathered view the kernels used */
     const lomo_backend *be = t->m->be;
+    lomo_tensor *p = &t->m->tensors[view->index];   /* the rank's shard, not the gathered view the kernels used */
+    lomo_tensor flat = *p;                            /* the shard as a flat tensor */
     size_t cap = (size_t)lomo__shard_cap(t->m, p), n = (size_t)p->numel;
-    int ada = t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_ADALOMO, rc;
-    lomo_tensor v = *p;
-    const float *gv;
+    int ada = t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_ADALOMO;
+    double sq = 0.0, psq;
+    flat.numel = flat.shard_len; flat.ndim = 1; flat.shape[0] = flat.numel; flat.shape[1] = 0;
     if (cap * (size_t)c->size > n) be->zero(be->ctx, g + n, sizeof(float) * (cap * (size_t)c->size - n));
-    if (ada) { if (c->all_reduce_sum(c->ctx, g, n, 0)) { t->failed = 1; return -1; } }
-    else if (c->reduce_scatter_sum(c->ctx, t->gshard, g, cap)) { t->failed = 1; return -1; }
+    if (ada ? c->all_reduce_sum(c->ctx, g, n, 0) : c->reduce_scatter_sum(c->ctx, t->gshard, g, cap)) return -1;
     if (t->pass == LOMO__PASS_NORM) {
         t->sumsq += be->sumsq(be->ctx, t->gshard, (size_t)p->shard_len);
         return 0;
     }
-    if (be->check(be->ctx)) return -1;
-    t->uctx.tensor_index = p->index;
-    if (t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR) {   /* this tensor's whole norm */
-        double sq = be->sumsq(be->ctx, ada ? g : t->gshard, ada ? n : (size_t)p->shard_len);
-        float norm, coef;
-        if (!ada && c->all_reduce_sum(c->ctx, &sq, 1, 1)) { t->failed = 1; return -1; }
-        norm = (float)sqrt(sq) * t->uctx.inv_loss_scale;
-        coef = t->o.clip_norm / (norm + 1e-6f);
-        t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
-        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+    if (lomo__phase_check(t, "sharded backward")) return -1;
+    if (lomo__clip_each(t)) {   /* this tensor's whole norm */
+        sq = be->sumsq(be->ctx, ada ? g : t->gshard, ada ? n : (size_t)p->shard_len);
+        if (!ada && c->all_reduce_sum(c->ctx, &sq, 1, 1)) return -1;
     }
-    if (ada) {   /* the shard of a whole-shaped tensor, the whole gradient and state */
-        lomo_update_args a;
-        lomo_tensor flat = *p;
-        double psq;
-        flat.numel = flat.shard_len; flat.ndim = 1; flat.shape[0] = flat.numel; flat.shape[1] = 0;
-        psq = be->param_sumsq(be->ctx, &flat);
-        if (c->all_reduce_sum(c->ctx, &psq, 1, 1)) { t->failed = 1; return -1; }
-        lomo__builtin_args(&a, &t->uctx, LOMO_OPT_ADALOMO);
-        a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
-        a.decay_rate = t->o.adalomo_decay_rate; a.shard_off = p->shard_off; a.param_sumsq = psq;
-        lomo__fin_reset(be);
-        be->update(be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
-        lomo__check_finite(t, &flat, p->index);
-        return 0;
-    }
-    /* elementwise rules and user hooks see the shard as a flat tensor */
-    v.numel = v.shard_len; v.ndim = 1; v.shape[0] = v.numel; v.shape[1] = 0;
-    gv = t->gshard;
-    lomo__fin_reset(be);
-    rc = t->o.update ? t->o.update(&v, gv, &t->uctx, t->o.update_user) : lomo__builtin_update(t, &v, gv);
-    if (rc) {
-        if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
-        return -1;
-    }
-    lomo__check_finite(t, &v, p->index);
-    return 0;
+    if (!ada) return lomo__apply_rule(t, &flat, t->gshard, sq, -1.0, &flat);   /* elementwise rules, hooks: the flat shard */
+    psq = be->param_sumsq(be->ctx, &flat);   /* AdaLomo: the shard of a whole-shaped tensor, whole gradient and state */
+    if (c->all_reduce_sum(c->ctx, &psq, 1, 1)) return -1;
+    return lomo__apply_rule(t, p, g, sq, psq, &flat);
 }
 
-/* Where a tensor's gradient goes: the one buffer (M == 1), or its slot in
-   the stage's buffer (M > 1, accumulated over micro-batches). Vector
-   gradients of micro-batches after the first go through vtmp, then add. */
-static float *lomo__gdst(lomo_trainer *t, const lomo_tensor *p) { return t->M == 1 ? t->grad : t->grad + t->slot[p->index]; }
-static float *lomo__vdst(lomo_trainer *t, const lomo_tensor *p, int m) { return t->M > 1 && m > 0 ? t->vtmp : lomo__gdst(t, p); }
-static int lomo__vdone(lomo_trainer *t, lomo_tensor *p, int m) {
+/* Micro-batch gradient routing. With M == 1 a gradient is formed in the one
+   buffer and handed on at once; with M > 1 it is summed over the micro-batches
+   in its slot of the stage's buffer and handed on when the stage is done. */
+/* where p's gradient is formed: the one buffer (M == 1), or p's slot (M > 1) */
+static float *lomo__grad_dst(lomo_trainer *t, const lomo_tensor *p) {
+    return t->M == 1 ? t->grad : t->grad + t->slot[p->index];
+}
+/* where a vector's (bias, norm weight) gradient of micro-batch m goes: its kernels overwrite, so
+   micro-batches after the first write into vtmp and lomo__vec_grad_done adds it to the slot */
+static float *lomo__vec_grad_dst(lomo_trainer *t, const lomo_tensor *p, int m) {
+    return t->M > 1 && m > 0 ? t->vtmp : lomo__grad_dst(t, p);
+}
+static int lomo__vec_grad_done(lomo_trainer *t, lomo_tensor *p, int m) {
     if (t->M == 1) return lomo__grad_ready(t, p, t->grad);
-    if (m > 0) t->m->be->add(t->m->be->ctx, lomo__gdst(t, p), t->vtmp, (size_t)p->numel);
+    if (m > 0) t->m->be->add(t->m->be->ctx, lomo__grad_dst(t, p), t->vtmp, (size_t)p->numel);
     return 0;
 }
 
@@ -9371,12 +9512,12 @@ static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, c
         (double)N * (O + K) < (double)O * K) {
         t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
     } else {
-        be->matmul_bwd_w(be->ctx, lomo__gdst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
+        be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
         if (t->M == 1 && lomo__grad_ready(t, w, t->grad)) return -1;
     }
     if (b) {
-        be->bias_bwd(be->ctx, lomo__vdst(t, b, m), dy, N, O);
-        if (lomo__vdone(t, b, m)) return -1;
+        be->bias_bwd(be->ctx, lomo__vec_grad_dst(t, b, m), dy, N, O);
+        if (lomo__vec_grad_done(t, b, m)) return -1;
     }
     return 0;
 }
@@ -9398,8 +9539,8 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     if (t->o.checkpointing) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
     if (c->gemma) {   /* x_out = xmid + norm(mo): dmo into dln */
         be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, t->dln, lomo__vdst(t, w->post_mlp_norm, m), dx, a->mo, w->post_mlp_norm, a->rstdmo, N, C);
-        if (lomo__vdone(t, w->post_mlp_norm, m)) return -1;
+        lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_mlp_norm, m), dx, a->mo, w->post_mlp_norm, a->rstdmo, N, C);
+        if (lomo__vec_grad_done(t, w->post_mlp_norm, m)) return -1;
         dmo = t->dln;
     }
     /* MLP: mo = (act(ln2 Wg^T) * ln2 Wu^T) Wd^T, act = silu (Llama) or gelu_tanh (Gemma) */
@@ -9409,7 +9550,7 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     else be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
     be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
     if (w->w_gate_up) {   /* fused (Phi-3): both dX first, then dW into the row blocks, one hook call */
-        float *g = lomo__gdst(t, w->w_gate_up);
+        float *g = lomo__grad_dst(t, w->w_gate_up);
         be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
         be->matmul_bwd_w(X, g, t->dg, a->ln2, N, C, H, t->M > 1 && m > 0);
         be->matmul_bwd_w(X, g + (size_t)H * C, t->du, a->ln2, N, C, H, t->M > 1 && m > 0);
@@ -9419,12 +9560,13 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
         be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
         if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
     }
-    lomo__norm_bwd(t, dx, lomo__vdst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
-    if (lomo__vdone(t, w->mlp_norm, m)) return -1;
+    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
+    if (lomo__vec_grad_done(t, w->mlp_norm, m)) return -1;
     if (c->gemma) {   /* xmid = x_in + norm(ao): dao into dln */
         be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, t->dln, lomo__vdst(t, w->post_attn_norm, m), dx, a->ao, w->post_attn_norm, a->rstdao, N, C);
-        if (lomo__vdone(t, w->post_attn_norm, m)) return -1;
+        lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_attn_norm, m), dx, a->ao, w->post_attn_norm, a->rstdao,
+                       N, C);
+        if (lomo__vec_grad_done(t, w->post_attn_norm, m)) return -1;
         dao = t->dln;
     }
     /* attention: ao = attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
@@ -9439,17 +9581,19 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     lomo__rope(t, t->dk, ifr, c->n_kv_heads, 1);
     if (c->qk_norm) {   /* through the per-head norms, datt (free now) as the scratch */
         be->zero(X, t->datt, sizeof(float) * (size_t)N * kvd);
-        lomo__norm_bwd(t, t->datt, lomo__vdst(t, w->k_norm, m), t->dk, a->kpre, w->k_norm, a->rstdk, N * c->n_kv_heads, hd);
+        lomo__norm_bwd(t, t->datt, lomo__vec_grad_dst(t, w->k_norm, m), t->dk, a->kpre, w->k_norm, a->rstdk,
+                       N * c->n_kv_heads, hd);
         be->copy(X, t->dk, t->datt, sizeof(float) * (size_t)N * kvd);
-        if (lomo__vdone(t, w->k_norm, m)) return -1;
+        if (lomo__vec_grad_done(t, w->k_norm, m)) return -1;
         be->zero(X, t->datt, sizeof(float) * (size_t)N * qd);
-        lomo__norm_bwd(t, t->datt, lomo__vdst(t, w->q_norm, m), t->dq, a->qpre, w->q_norm, a->rstdq, N * c->n_heads, hd);
+        lomo__norm_bwd(t, t->datt, lomo__vec_grad_dst(t, w->q_norm, m), t->dq, a->qpre, w->q_norm, a->rstdq,
+                       N * c->n_heads, hd);
         be->copy(X, t->dq, t->datt, sizeof(float) * (size_t)N * qd);
-        if (lomo__vdone(t, w->q_norm, m)) return -1;
+        if (lomo__vec_grad_done(t, w->q_norm, m)) return -1;
     }
     be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
     if (w->w_qkv) {   /* fused (Phi-3): every dX first, then dW into the q, k, v row blocks, one hook call */
-        float *g = lomo__gdst(t, w->w_qkv);
+        float *g = lomo__grad_dst(t, w->w_qkv);
         int acc = t->M > 1 && m > 0;
         be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
         be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
@@ -9464,9 +9608,9 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
     if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
     }
-    lomo__norm_bwd(t, dx, lomo__vdst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
-    if (lomo__vdone(t, w->attn_norm, m)) return -1;
-    return be->check(X);
+    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
+    if (lomo__vec_grad_done(t, w->attn_norm, m)) return -1;
+    return lomo__phase_check(t, "sharded backward");
 }
 
 /* after all micro-batches of a stage: each tensor's summed gradient to the rule */
@@ -9474,7 +9618,7 @@ static int lomo__stage_ready(lomo_trainer *t, int stage) {
     lomo_tensor *st[24];
     int n = lomo__stage_tensors(t->m, stage, st), k;
     for (k = 0; k < n; k++)
-        if (lomo__grad_ready(t, st[k], lomo__gdst(t, st[k]))) return -1;
+        if (lomo__grad_ready(t, st[k], lomo__grad_dst(t, st[k]))) return -1;
     return 0;
 }
 
@@ -9497,9 +9641,9 @@ static int lomo__backward(lomo_trainer *t) {
         be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
         if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
         be->zero(X, dx, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, dx, lomo__vdst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
+        lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
                        lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
-        if (lomo__vdone(t, md->final_norm, m)) return -1;
+        if (lomo__vec_grad_done(t, md->final_norm, m)) return -1;
     }
     /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
        through the final norm, which must still hold its old weights then, so
@@ -9526,9 +9670,8 @@ static int lomo__backward(lomo_trainer *t) {
         be->embed_bwd(X, t->grad, t->dx + (size_t)m * N * C, t->tok + (size_t)m * N, N, C);
     }
     if (lomo__grad_ready(t, md->embed, t->grad)) return -1;
-    if (M > 1 && c->tie_embeddings && lomo__grad_ready(t, md->final_norm, lomo__gdst(t, md->final_norm))) return -1;
-    if (t->failed) return lomo__fail("sharded backward: a collective failed: %s", lomo_error());
-    return be->check(X);
+    if (M > 1 && c->tie_embeddings && lomo__grad_ready(t, md->final_norm, lomo__grad_dst(t, md->final_norm))) return -1;
+    return lomo__phase_check(t, "sharded backward");
 }
 
 /* sharded: the counted tokens of every rank (the loss is their mean) */
@@ -9557,6 +9700,74 @@ LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *
     return 0;
 }
 
+/* the update context every rule call of this step sees; the norm pass adds the norm and coefficient */
+static void lomo__update_ctx(lomo_trainer *t, float lr) {
+    lomo_update_ctx *u = &t->uctx;
+    memset(u, 0, sizeof *u);
+    u->step = t->step + 1;
+    u->lr = lr;
+    u->inv_loss_scale = 1.0f / t->scale;
+    u->clip_value = t->o.clip_value;
+    u->weight_decay = t->o.weight_decay;
+    u->n_tensors = t->m->n_tensors;
+    u->backend = t->m->be;
+    u->stream = t->m->be->stream;
+    u->grad_norm = -1.0f;
+    u->clip_coef = 1.0f;
+    u->stochastic_rounding = t->o.stochastic_rounding;
+    u->seed = t->o.seed;
+}
+
+/* pass one: the gradients measured (global norm, overflow), nothing updated */
+static int lomo__norm_pass(lomo_trainer *t, lomo_step_info *si) {
+    t->pass = LOMO__PASS_NORM;
+    t->sumsq = 0.0;
+    if (lomo__backward(t)) return -1;
+    if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &t->sumsq, 1, 1)) return -1;
+    si->grad_norm = (float)(sqrt(t->sumsq) / t->scale);
+    if (!isfinite(si->grad_norm)) si->skipped = 1;
+    else if (t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR) {
+        float coef = t->o.clip_norm / (si->grad_norm + 1e-6f);
+        si->clip_coef = coef < 1.0f ? coef : 1.0f;
+    }
+    t->uctx.grad_norm = si->grad_norm;
+    t->uctx.clip_coef = si->clip_coef;
+    return 0;
+}
+
+/* pass two: each tensor updated as its gradient completes; a NaN/Inf weight
+   left by an update fails the step on every rank, naming what it found */
+static int lomo__update_pass(lomo_trainer *t, float lr) {
+    t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+    t->pass = LOMO__PASS_UPDATE;
+    t->bad_tensor = -1;
+    if (lomo__backward(t)) return -1;
+    if (!t->o.no_finite_check) {
+        double bad = t->bad_tensor >= 0;
+        if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
+        if (bad > 0)
+            return lomo__fail("step %lld: the update (lr %g) left NaN/Inf values in %s: the weights are no "
+                              "longer usable (lower the learning rate, clip by norm); nothing may be saved from "
+                              "them", (long long)t->step + 1, (double)lr,
+                              t->bad_tensor >= 0 ? t->m->tensors[t->bad_tensor].name : "a tensor on another rank");
+    }
+    t->step++;
+    return 0;
+}
+
+/* dynamic loss scale: back off on overflow, grow after a window of clean steps */
+static void lomo__loss_scaler(lomo_trainer *t, const lomo_step_info *si, int64_t count) {
+    if (si->skipped && count > 0) {
+        t->scale = t->scale * t->o.loss_scale_backoff;
+        if (t->scale < t->o.loss_scale_min) t->scale = t->o.loss_scale_min;
+        t->clean_steps = 0;
+    } else if (!si->skipped && ++t->clean_steps >= t->o.loss_scale_window) {
+        t->scale *= t->o.loss_scale_growth;
+        t->clean_steps = 0;
+    }
+}
+
+/* prepare -> forward -> norm pass (global clipping or loss scaling) -> update pass -> loss scaler */
 LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, float lr,
                       lomo_step_info *info) {
     lomo_step_info si;
@@ -9570,61 +9781,11 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
     si.n_tokens = count;
     si.loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
-    memset(&t->uctx, 0, sizeof t->uctx);
-    t->uctx.step = t->step + 1;
-    t->uctx.lr = lr;
-    t->uctx.inv_loss_scale = 1.0f / t->scale;
-    t->uctx.clip_value = t->o.clip_value;
-    t->uctx.weight_decay = t->o.weight_decay;
-    t->uctx.n_tensors = t->m->n_tensors;
-    t->uctx.backend = t->m->be;
-    t->uctx.stream = t->m->be->stream;
-    t->uctx.grad_norm = -1.0f;
-    t->uctx.clip_coef = 1.0f;
-    t->uctx.stochastic_rounding = t->o.stochastic_rounding;
-    t->uctx.seed = t->o.seed;
+    lomo__update_ctx(t, lr);
     if (!isfinite(si.loss) || count == 0) si.skipped = 1;   /* nothing to learn from, or overflow */
-    if (!si.skipped && (global || t->scaling)) {
-        /* pass one: gradients measured (norm, overflow), nothing updated */
-        t->pass = LOMO__PASS_NORM;
-        t->sumsq = 0.0;
-        if (lomo__backward(t)) return -1;
-        if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &t->sumsq, 1, 1)) return -1;
-        si.grad_norm = (float)(sqrt(t->sumsq) / t->scale);
-        if (!isfinite(si.grad_norm)) si.skipped = 1;
-        else if (global) {
-            float coef = t->o.clip_norm / (si.grad_norm + 1e-6f);
-            si.clip_coef = coef < 1.0f ? coef : 1.0f;
-        }
-        t->uctx.grad_norm = si.grad_norm;
-        t->uctx.clip_coef = si.clip_coef;
-    }
-    if (!si.skipped) {
-        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
-        t->pass = LOMO__PASS_UPDATE;
-        t->bad_tensor = -1;
-        if (lomo__backward(t)) return -1;
-        if (!t->o.no_finite_check) {   /* every rank fails together, naming what it found */
-            double bad = t->bad_tensor >= 0;
-            if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
-            if (bad > 0)
-                return lomo__fail("step %lld: the update (lr %g) left NaN/Inf values in %s: the weights are no "
-                                  "longer usable (lower the learning rate, clip by norm); nothing may be saved from "
-                                  "them", (long long)t->step + 1, (double)lr,
-                                  t->bad_tensor >= 0 ? t->m->tensors[t->bad_tensor].name : "a tensor on another rank");
-        }
-        t->step++;
-    }
-    if (t->scaling) {   /* dynamic loss scale: back off on overflow, grow after a window of clean steps */
-        if (si.skipped && count > 0) {
-            t->scale = t->scale * t->o.loss_scale_backoff;
-            if (t->scale < t->o.loss_scale_min) t->scale = t->o.loss_scale_min;
-            t->clean_steps = 0;
-        } else if (!si.skipped && ++t->clean_steps >= t->o.loss_scale_window) {
-            t->scale *= t->o.loss_scale_growth;
-            t->clean_steps = 0;
-        }
-    }
+    if (!si.skipped && (global || t->scaling) && lomo__norm_pass(t, &si)) return -1;
+    if (!si.skipped && lomo__update_pass(t, lr)) return -1;
+    if (t->scaling) lomo__loss_scaler(t, &si, count);
     if (info) *info = si;
     return 0;
 }
