@@ -254,7 +254,6 @@ ERRORS (one rule)
        (cleared when a step starts).
    A step that fails in its update pass has updated some tensors already:
    the model is then part-way through the step (lomo_error() says where).
-   LOMO_ASSERT is for internal invariants only, never for outside data.
 
 VERSION HISTORY
 

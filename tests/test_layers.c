@@ -11,7 +11,20 @@
       against the backward itself; stored activations, checkpointing, and
       M = 2 micro-batches (tied: the final norm last), every family.
    3. Phi-3: wq, wk, wv, w_gate, w_up are the row blocks of qkv_proj and
-      gate_up_proj that Phi3Attention / Phi3MLP split them into. */
+      gate_up_proj that Phi3Attention / Phi3MLP split them into.
+   4. lomo_trainer_new's one cleanup: the k-th allocation (LOMO_MALLOC: host
+      and CPU-backend memory) fails, for every k until construction succeeds
+      (AdamW with micro-batches: every kind of buffer): NULL with a reason,
+      and every counted byte back (the ASan build also checks that no host
+      memory leaks). */
+#include <stdlib.h>
+static long fail_at = -1, n_allocs;   /* fail the fail_at-th allocation while counting (fail_at >= 0) */
+static void *test_malloc(size_t n) {
+    if (fail_at >= 0 && n_allocs++ == fail_at) return NULL;
+    return malloc(n);
+}
+#define LOMO_MALLOC(sz) test_malloc(sz)
+#define LOMO_FREE(p) free(p)
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "test_util.h"
@@ -109,6 +122,33 @@ static void check_views(const char *name, const lomo_model *m) {
     CHECK(ok, "%s: the q/k/v and gate/up views are not the fused tensors' row blocks", name);
 }
 
+/* 4: every allocation of lomo_trainer_new fails once */
+static void check_new_cleanup(const char *name, lomo_model *m) {
+    lomo_train_opts o;
+    lomo_memory before = lomo_memory_report(m), after;
+    long k;
+    int ok = 1, tags_ok = 1, t_idx, built;
+    memset(&o, 0, sizeof o);
+    o.batch = 2; o.seq_len = 4; o.micro_batches = 2; o.optimizer = LOMO_OPT_ADAMW;
+    for (k = 0; k < 10000; k++) {
+        lomo_trainer *t;
+        fail_at = k; n_allocs = 0;
+        lomo__errbuf[0] = 0;
+        t = lomo_trainer_new(m, &o);
+        fail_at = -1;
+        built = t != NULL;
+        lomo_trainer_free(t);   /* (success: all of it back too) */
+        after = lomo_memory_report(m);
+        for (t_idx = 0; t_idx < LOMO_MEM_NTAGS; t_idx++) tags_ok &= after.current[t_idx] == before.current[t_idx];
+        if (built) break;
+        if (!lomo_error()[0]) { ok = 0; printf("  %s: allocation %ld failed without a reason\n", name, k); }
+    }
+    printf("%-13s lomo_trainer_new with each of its %ld allocations failing in turn\n", name, k);
+    CHECK(k > 5 && k < 10000, "%s: lomo_trainer_new made %ld allocations", name, k);
+    CHECK(ok, "%s: a failed lomo_trainer_new left no reason in lomo_error()", name);
+    CHECK(tags_ok, "%s: a failed lomo_trainer_new kept counted memory", name);
+}
+
 int main(void) {
     size_t i;
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -123,6 +163,7 @@ int main(void) {
         check_hook_order(cases[i], m, 1, 1);
         check_hook_order(cases[i], m, 2, 1);
         if (m->cfg.fused_proj) check_views(cases[i], m);
+        if (!strcmp(cases[i], "gemma3") || !strcmp(cases[i], "llama_bias")) check_new_cleanup(cases[i], m);
         printf("%-13s %2d tensors: named_parameters() order, hook order (M=1, checkpointing, M=2)%s\n", cases[i],
                m->n_tensors, m->cfg.fused_proj ? ", row-block views" : "");
         lomo_model_free(m);
