@@ -28,6 +28,7 @@
    macro definitions: there must be none.
 
    Run from the repository root (make test does). Scratch files: build/tmp_alloc/. */
+#define _POSIX_C_SOURCE 200809L   /* clock_gettime, for the timings */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,7 @@ static void ta_free(void *q) {
 #include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -434,6 +436,8 @@ static void sweep(const char *name, int (*fn)(void)) {
     long long live0 = ta_live, c0, total, n, stride, runs = 0, recovered = 0, failed = 0, bad = 0;
     uint64_t ref;
     int rc;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     ta_fail_at = 0; lomo__errbuf[0] = 0; ta_hash = 0x9E3779B97F4A7C15ull;
     c0 = ta_calls;
     rc = fn();
@@ -468,8 +472,10 @@ static void sweep(const char *name, int (*fn)(void)) {
     }
     CHECK(bad == 0, "%s: %lld bad fault runs", name, bad);
     CHECK(failed + recovered > 0, "%s: no fault run failed anything", name);
-    printf("  %-26s %6lld allocations, %4lld fault runs (every %lld%s): %lld errors, %lld recovered\n", name, total, runs,
-           stride, stride > 1 ? ", stride" : "", failed, recovered);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("  %-26s %6lld allocations, %4lld fault runs (every %lld%s): %lld errors, %lld recovered (%.1f s)\n", name, total,
+           runs, stride, stride > 1 ? ", stride" : "", failed, recovered,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
 }
 
 /* ---- no raw call in lomo.h: a scan that skips comments, strings and the default macros ---- */
@@ -584,6 +590,13 @@ static void make_fixtures(void) {
     }
     write_text(tu_path("doc.txt"), "Once upon a time there was a small model.\nIt learned, one tensor at a time.\n"
                                    "CJK \xe4\xbd\xa0\xe5\xa5\xbd and digits 0123456789 and more words to fill a few rows.\n");
+    {   /* the first three conversations of the chat fixture (all of it: 4x the fault runs, no new path) */
+        FILE *in = fopen(REF "chat/conversations.jsonl", "rb");
+        f = fopen(tu_path("chat.jsonl"), "wb");
+        if (!in || !f) { printf("cannot copy %schat/conversations.jsonl\n", REF); exit(2); }
+        for (i = 0; i < 3 && fgets(line, sizeof line, in); i++) fputs(line, f);
+        fclose(in); fclose(f);
+    }
     f = fopen(tu_path("mc.jsonl"), "wb");
     if (!f) exit(2);
     for (i = 0; i < 4; i++)
@@ -656,7 +669,7 @@ static void all_paths(int do_sweep) {
             {"data packed", "packed.bin", NULL, 0},        {"data text jsonl", REF "chat/data_text.jsonl", NULL, 1},
             {"data prompt/completion", REF "chat/data_pc.jsonl", NULL, 1},
             {"data alpaca", REF "chat/data_alpaca.jsonl", NULL, 1},
-            {"data chat messages", REF "chat/conversations.jsonl", "llama3", 1}, {"data txt", "doc.txt", NULL, 1},
+            {"data chat messages", "chat.jsonl", "llama3", 1}, {"data txt", "doc.txt", NULL, 1},
         };
         char path[600];
         for (i = 0; i < sizeof dc / sizeof *dc; i++) {
