@@ -195,8 +195,22 @@ OPTIONS (define before including)
    LOMO_CPU_MIN_WORK     element operations below which a CPU loop runs on one
                          thread (default 32768)
    LOMO_NO_GENERATE      leave out generation (lomo_generate, lomo_kv, lomo_sample)
-   LOMO_MALLOC/LOMO_FREE host allocator (default malloc/free)
-   LOMO_ASSERT           assert macro (default assert)
+   LOMO_MALLOC(n), LOMO_REALLOC(p, n), LOMO_FREE(p)
+                         the host allocator (default malloc, realloc, free):
+                         define all three or none (anything else is an #error).
+                         Every host allocation of lomo.h and lomo_cuda.cuh goes
+                         through them, the CPU backend's tensors and activations
+                         included (device memory goes through lomo_backend.alloc);
+                         LOMO_REALLOC(NULL, n) must act as LOMO_MALLOC(n). What
+                         lomo returns to free (lomo_tokenize's ids, ...) is freed
+                         with LOMO_FREE. tests/test_alloc.c counts them, fails
+                         each one in turn, and refuses a raw malloc in lomo.h.
+   LOMO_ASSERT(x)        checks of the driver's own invariants (weight shapes
+                         against the config, a gradient inside its buffer, the
+                         activation carve, the gathered stage's size); default
+                         assert(x), so -DNDEBUG or `#define LOMO_ASSERT(x)` turns
+                         them off. Never used for what comes from outside (files,
+                         options, tokens): that is always an error return.
 
 GENERATION (see "generation: KV cache, sampling" below)
 
@@ -321,6 +335,12 @@ VERSION HISTORY
         for construction, names, backward order, gathers and views;
         lomo_trainer_new and lomo_step as named steps; one "apply the rule"
         path for sharded and unsharded tensors; one error rule (ERRORS).
+        Host memory only through LOMO_MALLOC / LOMO_REALLOC / LOMO_FREE (all or
+        none), every allocation checked (tests/test_alloc.c counts them over
+        the library's paths and fails each in turn: no leak, an error, no
+        crash); lomo_model_init_random returns 0 / -1; the CPU backend's
+        check() clears the error it reports (one failed op no longer fails
+        every later one); LOMO_ASSERT on the driver's invariants.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -543,7 +563,9 @@ typedef struct lomo_load_opts {
 
 LOMODEF lomo_model  *lomo_load(const char *hf_dir, const lomo_load_opts *opts);
 LOMODEF lomo_model  *lomo_model_new(const lomo_config *cfg, const lomo_load_opts *opts); /* weights uninitialised */
-LOMODEF void         lomo_model_init_random(lomo_model *m, uint64_t seed, float std); /* N(0,std) matrices, norm gains 1, biases 0 */
+/* N(0,std) matrices, norm gains 1, biases 0; 0, or -1 when out of host memory (from the tensor named on,
+   the weights are not initialised) */
+LOMODEF int          lomo_model_init_random(lomo_model *m, uint64_t seed, float std);
 LOMODEF int          lomo_save(const lomo_model *m, const char *dir);                  /* lomo_save_ex, defaults */
 typedef struct lomo_file { const char *name; const void *data; size_t len; } lomo_file;
 enum { LOMO_SAVE_AS_LOADED = 0, LOMO_SAVE_F32, LOMO_SAVE_BF16, LOMO_SAVE_F16 };
@@ -1150,9 +1172,16 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void);
 #include <limits.h>
 #include <sys/stat.h>
 
-#ifndef LOMO_MALLOC
+/* Host memory: every host allocation of lomo.h goes through these three (the
+   backends' device memory through lomo_backend.alloc). Define all or none. */
+#if defined(LOMO_MALLOC) && defined(LOMO_REALLOC) && defined(LOMO_FREE)
+/* the user's */
+#elif !defined(LOMO_MALLOC) && !defined(LOMO_REALLOC) && !defined(LOMO_FREE)
 #define LOMO_MALLOC(sz) malloc(sz)
+#define LOMO_REALLOC(p, sz) realloc(p, sz)
 #define LOMO_FREE(p) free(p)
+#else
+#error "lomo.h: define all of LOMO_MALLOC, LOMO_REALLOC and LOMO_FREE, or none of them"
 #endif
 #ifndef LOMO_ASSERT
 #include <assert.h>
@@ -1177,6 +1206,22 @@ static int lomo__fail(const char *fmt, ...) {
     vsnprintf(lomo__errbuf, sizeof lomo__errbuf, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+/* Host allocations through LOMO_MALLOC that leave "out of host memory" in
+   lomo_error() when they fail (a caller may then name what it was for).
+   lomo__calloc: n * size zeroed bytes, refused if the product overflows.
+   Never 0 bytes (an allocator may answer NULL to that). Free with LOMO_FREE. */
+static void *lomo__malloc(size_t bytes) {
+    void *p = LOMO_MALLOC(bytes ? bytes : 1);
+    if (!p) lomo__fail("out of host memory (%zu bytes)", bytes);
+    return p;
+}
+static void *lomo__calloc(size_t n, size_t size) {
+    void *p;
+    if (size && n > (size_t)-1 / size) { lomo__fail("out of host memory (%zu x %zu bytes)", n, size); return NULL; }
+    if ((p = lomo__malloc(n * size))) memset(p, 0, n * size);
+    return p;
 }
 
 /* ---- I/O: JSON, safetensors, config.json, dtype conversion ---- */
@@ -1256,9 +1301,7 @@ static void lomo__sb_add(lomo__sb *b, const char *s, size_t n) {
         size_t cap = b->cap ? b->cap : 256;
         char *p;
         while (b->n + n + 1 > cap) cap *= 2;
-        if (!(p = (char *)LOMO_MALLOC(cap))) { b->oom = 1; return; }
-        if (b->n) memcpy(p, b->p, b->n);
-        LOMO_FREE(b->p);
+        if (!(p = (char *)LOMO_REALLOC(b->p, cap))) { b->oom = 1; return; }   /* b->p stays the caller's to free */
         b->p = p; b->cap = cap;
     }
     memcpy(b->p + b->n, s, n);
@@ -1332,7 +1375,7 @@ typedef struct lomo__jnode {
     int key;
 } lomo__jnode;
 
-typedef struct lomo__json { lomo__jnode *nodes; int n, cap; } lomo__json;
+typedef struct lomo__json { lomo__jnode *nodes; int n, cap, oom; } lomo__json;   /* oom: a parse failed for memory */
 
 typedef struct lomo__jp { lomo__json *j; const unsigned char *s; size_t n, i; const char *what; } lomo__jp;
 
@@ -1385,10 +1428,8 @@ static int lomo__jp_node(lomo__jp *p, int type, int parent) {
     lomo__jnode *nd;
     if (j->n == j->cap) {
         int cap = j->cap ? j->cap * 2 : 64;
-        lomo__jnode *a = (j->cap < (1 << 28)) ? (lomo__jnode *)LOMO_MALLOC((size_t)cap * sizeof *a) : NULL;
-        if (!a) return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON");
-        if (j->n) memcpy(a, j->nodes, (size_t)j->n * sizeof *a);
-        LOMO_FREE(j->nodes);
+        lomo__jnode *a = (j->cap < (1 << 28)) ? (lomo__jnode *)LOMO_REALLOC(j->nodes, (size_t)cap * sizeof *a) : NULL;
+        if (!a) { j->oom = 1; return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON"); }
         j->nodes = a; j->cap = cap;
     }
     nd = &j->nodes[j->n];
@@ -1466,7 +1507,7 @@ static int lomo__jp_number(lomo__jp *p, int parent) {
     /* grammar checked: convert a NUL-terminated copy with strtod (correctly rounded) */
     len = p->i - start;
     buf = len < sizeof small ? small : (char *)LOMO_MALLOC(len + 1);
-    if (!buf) return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON");
+    if (!buf) { p->j->oom = 1; return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON"); }
     memcpy(buf, p->s + start, len);
     buf[len] = 0;
     v = strtod(buf, &end);
@@ -1679,14 +1720,14 @@ static int lomo__json_dup_key(const lomo__json *j) {
 static int lomo__json_parse_ex(lomo__json *j, const char *s, size_t len, const char *what, int check_dups) {
     lomo__jp p;
     int d;
-    j->nodes = NULL; j->n = j->cap = 0;
+    j->nodes = NULL; j->n = j->cap = j->oom = 0;
     p.j = j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
     if (lomo__jp_value(&p, -1, 0) < 0) { lomo__json_free(j); return -1; }
     lomo__jp_ws(&p);
     if (p.i != p.n) { lomo__json_free(j); return lomo__jp_err(&p, "unexpected trailing characters after the JSON value"); }
     if (check_dups && (d = lomo__json_dup_key(j)) != -1) {
         char show[64];
-        if (d == -2) { lomo__json_free(j); return lomo__fail("%s: out of memory checking keys", what ? what : "JSON"); }
+        if (d == -2) { lomo__json_free(j); j->oom = 1; return lomo__fail("%s: out of memory checking keys", what ? what : "JSON"); }
         size_t k = strlen(lomo__json_show(j, d, show, sizeof show));
         p.i = (size_t)((const unsigned char *)j->nodes[d].s - p.s) - 1;
         lomo__json_free(j);
@@ -2715,7 +2756,8 @@ static int lomo__config_save_keep(const char *path, const lomo_config *cfg, cons
     lomo_dtype odt;
     char v[64];
     const char *dt = cfg->dtype == LOMO_BF16 ? "\"bfloat16\"" : cfg->dtype == LOMO_F16 ? "\"float16\"" : "\"float32\"";
-    if (!orig || lomo__json_parse(&j, orig, olen, path)) return lomo__config_save(path, cfg);
+    if (!orig) return lomo__config_save(path, cfg);
+    if (lomo__json_parse(&j, orig, olen, path)) return j.oom ? -1 : lomo__config_save(path, cfg);   /* not for memory */
     cp.j = &j; cp.path = path; cp.obj = 0;
     if (lomo__config_parse(&cp, &c0)) { lomo__json_free(&j); return lomo__config_save(path, cfg); }
     odt = c0.dtype;
@@ -3076,9 +3118,9 @@ static void lomo__cpu_add(void *ctx, float *y, const float *x, size_t n) {
         for (; lo < hi; lo += 1 << 30) lomo__axpy(y + lo, 1.0f, x + lo, (int)(hi - lo < (1 << 30) ? hi - lo : 1 << 30));
     }
 }
-static int lomo__cpu_check(void *ctx) {
+static int lomo__cpu_check(void *ctx) {   /* reports an earlier op's error once, then clears it */
     lomo__cpu *c = (lomo__cpu *)ctx;
-    if (c && c->err) return lomo__fail("cpu backend: %s", c->msg);
+    if (c && c->err) { c->err = 0; return lomo__fail("cpu backend: %s", c->msg); }
     return 0;
 }
 
@@ -3521,6 +3563,7 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
             const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
             const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
             float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
+            if (!p) continue;
             for (j = 0; j <= t; j++) {
                 p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
                 mx = p[j] > mx ? p[j] : mx;
@@ -3529,6 +3572,11 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
             memset(ot, 0, sizeof(float) * hd);
             for (j = 0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
             lse[row] = mx + logf(sum);
+        }
+        if (!p) {
+            lomo__cpu *c = (lomo__cpu *)ctx;
+            LOMO__OMP(critical(lomo__cpu_err))
+            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory for a row of %d scores", T); }
         }
         LOMO_FREE(p);
     }
@@ -3731,6 +3779,7 @@ static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float
             const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
             const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
             float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
+            if (!p) continue;
             for (j = j0; j <= t; j++) {
                 float s = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
                 p[j] = cap > 0 ? cap * tanhf(s / cap) : s;
@@ -3740,6 +3789,11 @@ static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float
             memset(ot, 0, sizeof(float) * hd);
             for (j = j0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
             lse[row] = mx + logf(sum);
+        }
+        if (!p) {
+            lomo__cpu *c = (lomo__cpu *)ctx;
+            LOMO__OMP(critical(lomo__cpu_err))
+            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory for a row of %d scores", T); }
         }
         LOMO_FREE(p);
     }
@@ -3898,7 +3952,12 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
         int r, c, ch;
         long long off = a->shard_off, len = p->shard_len;   /* the elements p->data holds (all, unsharded) */
         if (p->ndim == 2) {
-            double *colsum = (double *)calloc((size_t)cols, sizeof(double));
+            double *colsum = (double *)lomo__calloc((size_t)cols, sizeof(double));
+            if (!colsum) {   /* nothing stored yet: the step fails at check() with the weights as they were */
+                lomo__cpu *cpu = (lomo__cpu *)ctx;
+                if (cpu) { cpu->err = 1; snprintf(cpu->msg, sizeof cpu->msg, "AdaLomo: out of host memory (%d column sums of %s)", cols, p->name); }
+                return;
+            }
             for (r = 0; r < rows; r++) {        /* column means need every row: serial in rows */
                 const float *gr = g + (size_t)r * cols;
                 double rs = 0.0;
@@ -3909,7 +3968,7 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
                 s1[r] = (float)(beta * s1[r] + (1.0 - beta) * (float)(rs / cols));
             }
             for (c = 0; c < cols; c++) s2[c] = (float)(beta * s2[c] + (1.0 - beta) * (float)(colsum[c] / rows));
-            free(colsum);
+            LOMO_FREE(colsum);
             for (r = 0; r < rows; r++) rmean += s1[r];
             rmean /= rows;
             LOMO__PFOR(8.0 * n)
@@ -4117,7 +4176,11 @@ static void lomo__cpu_attn_kv(void *ctx, float *out, const float *q, const float
             memset(ot, 0, sizeof(float) * hd);
             for (j = lo; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
         }
-        if (!p) { lomo__cpu *c = (lomo__cpu *)ctx; if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory"); } }
+        if (!p) {
+            lomo__cpu *c = (lomo__cpu *)ctx;
+            LOMO__OMP(critical(lomo__cpu_err))
+            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory"); }
+        }
         LOMO_FREE(p);
     }
 }
@@ -4296,22 +4359,22 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
         lomo__fail("storage dtype %d is not LOMO_F32, LOMO_BF16 or LOMO_F16", (int)opts->dtype);
         return NULL;
     }
-    m = (lomo_model *)calloc(1, sizeof *m);
+    m = (lomo_model *)lomo__calloc(1, sizeof *m);
     if (!m) { lomo__fail("out of host memory"); return NULL; }
     m->cfg = *cfg;
     m->cfg.dtype = opts ? opts->dtype : LOMO_F32;   /* storage dtype; every tensor has it */
     m->file_dtype = m->cfg.dtype;
     m->be = (opts && opts->backend) ? opts->backend : lomo_cpu_backend();
     C = cfg->dim;
-    m->tensors = (lomo_tensor *)calloc((size_t)cfg->n_layers * 17 + 3, sizeof(lomo_tensor));
+    m->tensors = (lomo_tensor *)lomo__calloc((size_t)cfg->n_layers * 17 + 3, sizeof(lomo_tensor));
     if (cfg->fused_proj && opts && opts->comm) {
         lomo__fail("%s: sharding a model with fused projections (phi3) is not supported", cfg->model_type);
-        free(m->tensors); free(m); return NULL;
+        LOMO_FREE(m->tensors); LOMO_FREE(m); return NULL;
     }
-    m->layers = (lomo_layer *)calloc((size_t)cfg->n_layers, sizeof(lomo_layer));
+    m->layers = (lomo_layer *)lomo__calloc((size_t)cfg->n_layers, sizeof(lomo_layer));
     if (!m->tensors || !m->layers) { lomo__fail("out of host memory"); lomo_model_free(m); return NULL; }
     m->embed = lomo__add_tensor(m, "model.embed_tokens.weight", LOMO_EMBED, -1, cfg->vocab_size, C);
-    if (cfg->fused_proj && !(m->views = (lomo_tensor *)calloc((size_t)cfg->n_layers * 5, sizeof(lomo_tensor)))) {
+    if (cfg->fused_proj && !(m->views = (lomo_tensor *)lomo__calloc((size_t)cfg->n_layers * 5, sizeof(lomo_tensor)))) {
         lomo__fail("out of host memory"); lomo_model_free(m); return NULL;
     }
     for (l = 0; l < cfg->n_layers; l++) {   /* the table's rows this family has, in its (named_parameters()) order */
@@ -4363,11 +4426,11 @@ LOMODEF void lomo_model_free(lomo_model *m) {
     if (!m) return;
     for (i = 0; m->tensors && i < m->n_tensors; i++)
         lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__stored_bytes(m, &m->tensors[i]));
-    free(m->tensors);
-    free(m->layers);
+    LOMO_FREE(m->tensors);
+    LOMO_FREE(m->layers);
     LOMO_FREE(m->config_json);
-    free(m->views);
-    free(m);
+    LOMO_FREE(m->views);
+    LOMO_FREE(m);
 }
 
 LOMODEF lomo_tensor *lomo_find_tensor(lomo_model *m, const char *name) {
@@ -4411,22 +4474,24 @@ static void lomo__upload_f32(lomo_model *m, lomo_tensor *t, float *h) {
     m->be->upload(m->be->ctx, t->data, h, lomo__stored_bytes(m, t));
 }
 
-LOMODEF void lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
+LOMODEF int lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
     int i;
     for (i = 0; i < m->n_tensors; i++) {
         lomo_tensor *t = &m->tensors[i];
-        float *h = (float *)malloc(sizeof(float) * (size_t)t->numel);
+        float *h = (float *)lomo__malloc(sizeof(float) * (size_t)t->numel);
         int64_t j;
         uint64_t s = seed * 0x100000001B3ull + (uint64_t)i;
-        if (!h) continue;
+        if (!h) return lomo__fail("lomo_model_init_random: out of host memory (%zu bytes for tensor %s)",
+                                  sizeof(float) * (size_t)t->numel, t->name);
         for (j = 0; j < t->numel; j++)
             h[j] = t->ndim == 2 ? (float)(std * lomo__rng_normal(&s))
                  : (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM ||
                     t->kind >= LOMO_Q_NORM) && !m->cfg.gemma ? 1.0f : 0.0f;   /* Gemma's gain is 1 + w */
         if (t->shard_off) memmove(h, h + t->shard_off, sizeof(float) * (size_t)t->shard_len);   /* this rank's part */
         lomo__upload_f32(m, t, h);
-        free(h);
+        LOMO_FREE(h);
     }
+    return 0;
 }
 
 /* lomo_data.inl - training data (JSON Lines or packed tokens) and
@@ -4472,9 +4537,7 @@ static void *lomo__dbuf_reserve(lomo__dbuf *b, size_t len) {
             if (cap > ((size_t)-1) / 2) return NULL;
             cap *= 2;
         }
-        if (!(q = (char *)LOMO_MALLOC(cap))) return NULL;
-        if (b->n) memcpy(q, b->p, b->n);
-        LOMO_FREE(b->p);
+        if (!(q = (char *)LOMO_REALLOC(b->p, cap))) return NULL;   /* b->p stays valid */
         b->p = q; b->cap = cap;
     }
     return b->p + b->n;
@@ -5527,7 +5590,7 @@ typedef struct lomo__ckpt {
 static void lomo__ckpt_close(lomo__ckpt *c) {
     int i;
     for (i = 0; i < c->n; i++) lomo__st_close(&c->f[i]);
-    free(c->f);
+    LOMO_FREE(c->f);
     if (c->idx_txt) { lomo__json_free(&c->idx); LOMO_FREE(c->idx_txt); }
     memset(c, 0, sizeof *c);
 }
@@ -5539,9 +5602,9 @@ static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
     memset(c, 0, sizeof *c);
     if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return -1;
     if (lomo__exists(path) || errno != ENOENT) {   /* a symlink loop, EACCES...: st_open says which */
-        c->f = (lomo__st_file *)calloc(1, sizeof *c->f);
+        c->f = (lomo__st_file *)lomo__calloc(1, sizeof *c->f);
         if (!c->f) return lomo__fail("%s: out of host memory (%zu bytes for the file table)", path, sizeof *c->f);
-        if (lomo__st_open(&c->f[0], path)) { free(c->f); c->f = NULL; return -1; }
+        if (lomo__st_open(&c->f[0], path)) { LOMO_FREE(c->f); c->f = NULL; return -1; }
         c->n = 1;
         return 0;
     }
@@ -5555,7 +5618,7 @@ static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
         lomo__fail("%s: field 'weight_map': expected an object of tensor name -> file", c->idx_path);
         goto fail;
     }
-    c->f = (lomo__st_file *)calloc((size_t)c->idx.nodes[c->weight_map].count + 1, sizeof *c->f);
+    c->f = (lomo__st_file *)lomo__calloc((size_t)c->idx.nodes[c->weight_map].count + 1, sizeof *c->f);
     if (!c->f) {
         lomo__fail("%s: out of host memory (%zu bytes for a table of %d shard files)", c->idx_path,
                    ((size_t)c->idx.nodes[c->weight_map].count + 1) * sizeof *c->f, c->idx.nodes[c->weight_map].count);
@@ -5683,7 +5746,7 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
         } else if (m->be->host_memory && lomo__st_of_dtype[t->dtype] == s->dtype && !m->comm) {
             memcpy(t->data, s->data, lomo__tensor_bytes(t));   /* bf16 -> bf16, f16 -> f16 */
         } else {   /* this rank's part, one tensor at a time through a host buffer: never a second full copy */
-            stage = (float *)malloc(sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4);
+            stage = (float *)lomo__malloc(sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4);
             if (!stage) {
                 lomo__fail("%s: out of host memory (%zu bytes staging tensor '%s')", file,
                            sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4, t->name);
@@ -5691,14 +5754,14 @@ LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
             }
             if (lomo__st_read_f32_range(s, stage, t->shard_off, t->shard_len)) goto fail;
             lomo__upload_f32(m, t, stage);
-            free(stage); stage = NULL;
+            LOMO_FREE(stage); stage = NULL;
         }
     }
     lomo__ckpt_close(&ck);
     if (m->be->check(m->be->ctx)) { lomo_model_free(m); return NULL; }
     return m;
 fail:
-    free(stage);
+    LOMO_FREE(stage);
     lomo__ckpt_close(&ck);
     lomo_model_free(m);
     return NULL;
@@ -5866,7 +5929,7 @@ static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dty
         lomo_model *mm = (lomo_model *)m;   /* accounting only */
         void *full = lomo__alloc(mm, LOMO_MEM_COMM, all);
         if (!full) return NULL;
-        if (m->comm->all_gather(m->comm->ctx, full, t->data, part) || !(raw = malloc(all))) {
+        if (m->comm->all_gather(m->comm->ctx, full, t->data, part) || !(raw = lomo__malloc(all))) {
             lomo__free(mm, LOMO_MEM_COMM, full, all);
             return NULL;
         }
@@ -5874,12 +5937,12 @@ static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dty
         lomo__free(mm, LOMO_MEM_COMM, full, all);
         *owned = 1;
     } else if (!m->be->host_memory) {
-        if (!(raw = malloc(lomo__tensor_bytes(t)))) return NULL;
+        if (!(raw = lomo__malloc(lomo__tensor_bytes(t)))) return NULL;
         m->be->download(m->be->ctx, raw, t->data, lomo__tensor_bytes(t));
         *owned = 1;
     }
     if (dt == t->dtype) return raw;
-    out = malloc(n * lomo__dtype_size(dt) + 1);
+    out = lomo__malloc(n * lomo__dtype_size(dt) + 1);
     if (out) {
         lomo_tensor v = *t;
         v.data = raw;
@@ -5889,7 +5952,7 @@ static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dty
             else ((uint16_t *)out)[i] = dt == LOMO_BF16 ? lomo_f32_to_bf16(x) : lomo_f32_to_f16(x);
         }
     }
-    if (*owned) free(raw);
+    if (*owned) LOMO_FREE(raw);
     *owned = out != NULL;
     return out;
 }
@@ -5936,10 +5999,10 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     }
     if (lomo__agree(m, &rc)) return -1;   /* sharded: every rank learns rank 0's outcome */
     /* tied weights are stored once (m->tensors has no lm_head then); shards in tensor order */
-    shard_of = (int *)calloc((size_t)m->n_tensors, sizeof(int));
-    outs = (lomo__st_out *)calloc((size_t)m->n_tensors, sizeof *outs);
-    bufs = (void **)calloc((size_t)m->n_tensors, sizeof(void *));
-    owned = (int *)calloc((size_t)m->n_tensors, sizeof(int));
+    shard_of = (int *)lomo__calloc((size_t)m->n_tensors, sizeof(int));
+    outs = (lomo__st_out *)lomo__calloc((size_t)m->n_tensors, sizeof *outs);
+    bufs = (void **)lomo__calloc((size_t)m->n_tensors, sizeof(void *));
+    owned = (int *)lomo__calloc((size_t)m->n_tensors, sizeof(int));
     rc = -1;
     if (!shard_of || !outs || !bufs || !owned) {
         lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", dir,
@@ -5970,7 +6033,7 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
         else snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
         snprintf(path, sizeof path, "%s/%s", tmp, shard);
         if (writer && lomo__st_save(path, outs, n, meta)) goto done;
-        for (i = 0; i < m->n_tensors; i++) { if (owned[i]) free(bufs[i]); bufs[i] = NULL; owned[i] = 0; }
+        for (i = 0; i < m->n_tensors; i++) { if (owned[i]) LOMO_FREE(bufs[i]); bufs[i] = NULL; owned[i] = 0; }
     }
     if (o.trainer) {   /* collective when sharded (the optimizer state is gathered) */
         snprintf(path, sizeof path, "%s/trainer.safetensors", tmp);
@@ -6015,8 +6078,8 @@ LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_o
     rc = 0;
 done:
     if (rc && writer) lomo__rmtree(tmp);
-    for (i = 0; bufs && i < m->n_tensors; i++) if (owned[i]) free(bufs[i]);
-    free(bufs); free(owned); free(outs); free(shard_of);
+    for (i = 0; bufs && owned && i < m->n_tensors; i++) if (owned[i]) LOMO_FREE(bufs[i]);
+    LOMO_FREE(bufs); LOMO_FREE(owned); LOMO_FREE(outs); LOMO_FREE(shard_of);
     return lomo__agree(m, &rc) ? -1 : rc;
 }
 
@@ -7466,7 +7529,7 @@ static int lomo__pre_map(const lomo_tokenizer *tk, const lomo__tkop *op, lomo__n
     lomo__ns out;
     memset(&out, 0, sizeof out);
     size_t k, i;
-    if (lomo__ns_reserve(&out, s->n * 2 + g->n * 4 + 1)) return -1;
+    if (lomo__ns_reserve(&out, s->n * 2 + g->n * 4 + 1)) { lomo__ns_free(&out); return -1; }
     for (k = 0; k < g->n; k++) {
         size_t st = g->sb[2 * k], en = g->sb[2 * k + 1], nst = out.n;
         if (g->sid[k] < 0) {
@@ -7667,7 +7730,7 @@ static int lomo__model(const lomo_tokenizer *tk, lomo__bpe_ws *ws, const lomo__n
                 mt->ckey = (char *)LOMO_MALLOC(mt->ckey_cap); mt->cval = (int32_t *)LOMO_MALLOC(mt->cval_cap * 4);
                 if (!mt->cache || !mt->ckey || !mt->cval) {  /* no cache then */
                     LOMO_FREE(mt->cache); LOMO_FREE(mt->ckey); LOMO_FREE(mt->cval);
-                    mt->cache = NULL; mt->ckey = NULL; mt->cval = NULL; mt->cache_mask = 0;
+                    mt->cache = NULL; mt->ckey = NULL; mt->cval = NULL;   /* (its size stays: tried again later) */
                 }
                 else memset(mt->cache, 0, (mt->cache_mask + 1) * sizeof *mt->cache);
             }
@@ -7771,7 +7834,7 @@ static int lomo__encode_piece(const lomo_tokenizer *tk, lomo__bpe_ws *ws, const 
     memset(&g, 0, sizeof g);
     size_t i, k;
     int rc = -1;
-    if (lomo__ns_reserve(&s, en - st)) return -1;
+    if (lomo__ns_reserve(&s, en - st)) goto done;   /* s may hold a part of its arrays */
     for (i = st; i < en;) {
         uint32_t c;
         int kk = lomo__u8((const unsigned char *)text + i, &c), m;
@@ -7917,7 +7980,7 @@ static int lomo__dec_apply(const lomo_tokenizer *tk, const lomo__tkop *op, lomo_
         lomo__sb_add(&raw, "", 0);
         if (op->type == LOMO__D_FUSE) b = raw;
         else { lomo__sb_add(&b, "", 0); lomo__sb_lossy(&b, (const unsigned char *)raw.p, raw.n); LOMO_FREE(raw.p); }
-        if (b.oom) { LOMO_FREE(b.p); return lomo__fail("lomo_detokenize: out of memory"); }
+        if (b.oom || raw.oom) { LOMO_FREE(b.p); return lomo__fail("lomo_detokenize: out of memory"); }
         lomo__strs_free(l);
         if (lomo__grow((void **)&l->v, &l->cap, 1, sizeof *l->v)) { LOMO_FREE(b.p); return -1; }
         l->v[0] = b; l->n = 1;
@@ -7944,6 +8007,7 @@ static int lomo__dec_apply(const lomo_tokenizer *tk, const lomo__tkop *op, lomo_
             if (nb) {
                 size_t q = 0;
                 int ok = 1;
+                if (bytes.oom) { lomo__fail("lomo_detokenize: out of memory"); goto fail; }
                 while (q < bytes.n) { int k = lomo__utf8_len((const unsigned char *)bytes.p + q, bytes.n - q); if (!k) { ok = 0; break; } q += (size_t)k; }
                 if (ok) { if (lomo__strs_add(&out, bytes.p, bytes.n)) goto fail; }
                 else for (q = 0; q < nb; q++) if (lomo__strs_add(&out, "\xef\xbf\xbd", 3)) goto fail;
@@ -8660,10 +8724,10 @@ static int lomo__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root) {
 }
 
 LOMODEF lomo_comm *lomo_mpi_comm(MPI_Comm comm) {
-    lomo_comm *c = (lomo_comm *)calloc(1, sizeof *c);
-    lomo__mpi *x = (lomo__mpi *)calloc(1, sizeof *x);
+    lomo_comm *c = (lomo_comm *)lomo__calloc(1, sizeof *c);
+    lomo__mpi *x = (lomo__mpi *)lomo__calloc(1, sizeof *x);
     const char *env = getenv("LOMO_COMM_TIMEOUT");
-    if (!c || !x) { free(c); free(x); lomo__fail("out of host memory"); return NULL; }
+    if (!c || !x) { LOMO_FREE(c); LOMO_FREE(x); lomo__fail("out of host memory"); return NULL; }
     x->comm = comm;
     x->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
     MPI_Comm_rank(comm, &c->rank);
@@ -8679,8 +8743,8 @@ LOMODEF lomo_comm *lomo_mpi_comm(MPI_Comm comm) {
 
 LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
     if (!c) return;
-    free(c->ctx);
-    free(c);
+    LOMO_FREE(c->ctx);
+    LOMO_FREE(c);
 }
 #endif /* LOMO_MPI */
 
@@ -8795,6 +8859,7 @@ static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int 
         LOMO__CARVE(qpre, qd); LOMO__CARVE(kpre, kvd); LOMO__CARVE(rstdq, c->n_heads); LOMO__CARVE(rstdk, c->n_kv_heads);
     }
     if (c->gemma) { LOMO__CARVE(ao, C); LOMO__CARVE(rstdao, 1); LOMO__CARVE(mo, C); LOMO__CARVE(rstdmo, 1); }
+    LOMO_ASSERT(p == a->ln1 + lomo__acts_floats(c, N));   /* the carve and the size agree */
 #undef LOMO__CARVE
 }
 
@@ -8852,6 +8917,7 @@ static int lomo__gather(lomo_trainer *t, int stage) {
     for (k = 0; k < n; k++) {
         size_t part = lomo__stored_bytes(m, st[k]);
         lomo_tensor *v = &t->view[st[k]->index];
+        LOMO_ASSERT(off + part * (size_t)t->comm->size <= t->gbuf_bytes);   /* gbuf holds the largest stage */
         *v = *st[k];
         v->data = (char *)t->gbuf + off;
         v->shard_off = 0; v->shard_len = v->numel;
@@ -8896,9 +8962,9 @@ static int lomo__ranks_agree(lomo_trainer *t) {
     mine[0] = t->comm->size; mine[1] = c->dim; mine[2] = c->hidden_dim; mine[3] = c->n_layers; mine[4] = c->n_heads;
     mine[5] = c->n_kv_heads; mine[6] = c->vocab_size; mine[7] = (int)c->dtype; mine[8] = t->B; mine[9] = t->T;
     mine[10] = t->M; mine[11] = t->o.optimizer; mine[12] = t->o.clip_mode; mine[13] = t->o.checkpointing;
-    all = (int *)malloc(sizeof mine * (size_t)t->comm->size);
+    all = (int *)lomo__malloc(sizeof mine * (size_t)t->comm->size);
     if (!all) return lomo__fail("out of host memory");
-    if (t->comm->all_gather(t->comm->ctx, all, mine, sizeof mine)) { free(all); return -1; }
+    if (t->comm->all_gather(t->comm->ctx, all, mine, sizeof mine)) { LOMO_FREE(all); return -1; }
     for (r = 0; r < t->comm->size && !rc; r++)
         for (f = 0; f < NF; f++)
             if (all[r * NF + f] != mine[f]) {
@@ -8907,7 +8973,7 @@ static int lomo__ranks_agree(lomo_trainer *t) {
                                 t->comm->rank, mine[f]);
                 break;
             }
-    free(all);
+    LOMO_FREE(all);
     return rc;
 }
 
@@ -9244,6 +9310,10 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
     void *X = be->ctx;
     int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    /* the weights have the shapes the kernels are told (the model was built from c; views included) */
+    LOMO_ASSERT(w->wq->shape[0] == qd && w->wq->shape[1] == C && w->wk->shape[0] == kvd && w->wv->shape[0] == kvd &&
+                w->wo->shape[0] == C && w->wo->shape[1] == qd && w->w_gate->shape[0] == H && w->w_up->shape[0] == H &&
+                w->w_up->shape[1] == C && w->w_down->shape[0] == C && w->w_down->shape[1] == H && w->attn_norm->numel == C);
     lomo__norm_fwd(t, a->ln1, a->rstd1, x_in, w->attn_norm, N, C);
     be->matmul_fwd(X, c->qk_norm ? a->qpre : a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
     be->matmul_fwd(X, c->qk_norm ? a->kpre : a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
@@ -9382,8 +9452,20 @@ static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, 
     a->param_sumsq = -1.0;
 }
 
+/* g, n floats, lies inside the buffer b of cap floats (for LOMO_ASSERT) */
+static inline int lomo__inside(const float *g, size_t n, const float *b, size_t cap) {
+    uintptr_t x = (uintptr_t)g, lo = (uintptr_t)b;
+    return b && x >= lo && (x - lo) / sizeof(float) + n <= cap;
+}
+
 static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g, double param_sumsq) {
     lomo_update_args a;
+    /* g is the trainer's: in the one gradient buffer (a tensor's slot of it with micro-batches) or
+       this rank's reduce-scattered shard; the rule's state exists */
+    LOMO_ASSERT(p->index >= 0 && p->index < t->m->n_tensors);
+    LOMO_ASSERT(lomo__inside(g, (size_t)p->numel, t->grad, t->grad_numel) ||
+                (g == t->gshard && (size_t)p->numel <= t->gshard_len));
+    LOMO_ASSERT(t->o.optimizer == LOMO_OPT_LOMO || t->s1[p->index]);
     lomo__builtin_args(&a, &t->uctx, t->o.optimizer);
     a.param_sumsq = param_sumsq;   /* -1: the rule measures p (a sharded AdaLomo: the whole tensor's, summed) */
     a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
@@ -9808,9 +9890,9 @@ static const char *lomo__opt_name(int o) {
 static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer) {
     const lomo_model *m = t->m;
     int n = 0, i, k, rc = 0, sharded = t->comm && t->o.optimizer == LOMO_OPT_ADAMW;
-    lomo__st_out *outs = (lomo__st_out *)calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
-    char (*names)[112] = (char (*)[112])calloc((size_t)m->n_tensors * 2 + 1, 112);
-    float **host = (float **)calloc((size_t)m->n_tensors * 2 + 1, sizeof(float *));
+    lomo__st_out *outs = (lomo__st_out *)lomo__calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
+    char (*names)[112] = (char (*)[112])lomo__calloc((size_t)m->n_tensors * 2 + 1, 112);
+    float **host = (float **)lomo__calloc((size_t)m->n_tensors * 2 + 1, sizeof(float *));
     char step[32], scale[32], clean[32], opt[16], seed[32];
     const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
                           "optimizer", opt, "seed", seed, NULL};
@@ -9828,7 +9910,7 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writ
             if (!s) continue;
             len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
             cap = sharded ? (size_t)lomo__shard_cap(m, p) : (size_t)len;
-            if (!(host[n] = (float *)malloc(sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4))) {
+            if (!(host[n] = (float *)lomo__malloc(sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4))) {
                 rc = lomo__fail("%s: out of host memory (%zu bytes for the optimizer state of '%s')", path,
                                 sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4, p->name);
                 break;
@@ -9853,8 +9935,8 @@ static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writ
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o.seed);
     if (!rc && writer) rc = lomo__st_save(path, outs, n, meta);
 done:
-    for (i = 0; host && i < n; i++) free(host[i]);
-    free(host); free(outs); free(names);
+    for (i = 0; host && i < n; i++) LOMO_FREE(host[i]);
+    LOMO_FREE(host); LOMO_FREE(outs); LOMO_FREE(names);
     return rc;
 }
 
@@ -9921,7 +10003,7 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
 #undef LOMO__META
     }
     if (t->opt_floats) {
-        if (!(host = (float *)malloc(sizeof(float) * t->opt_floats))) {
+        if (!(host = (float *)lomo__malloc(sizeof(float) * t->opt_floats))) {
             lomo__fail("%s: out of host memory (%zu bytes staging the optimizer state)", path, sizeof(float) * t->opt_floats);
             goto fail;
         }
@@ -9961,12 +10043,12 @@ LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
         m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
     }
     t->step = step; t->scale = (float)scale; t->clean_steps = (int)clean;
-    free(host);
+    LOMO_FREE(host);
     lomo__json_free(&j);
     lomo__st_close(&f);
     return 0;
 fail:
-    free(host);
+    LOMO_FREE(host);
     lomo__json_free(&j);
     lomo__st_close(&f);
     return -1;

@@ -1411,10 +1411,10 @@ static int lomo__nccl_broadcast(void *ctx, void *buf, size_t bytes, int root) {
 }
 
 static lomo_comm *lomo__nccl_make(ncclComm_t comm, const lomo_backend *cuda, int own) {
-    lomo_comm *lc = (lomo_comm *)calloc(1, sizeof *lc);
-    lomo__nccl *c = (lomo__nccl *)calloc(1, sizeof *c);
+    lomo_comm *lc = (lomo_comm *)lomo__calloc(1, sizeof *lc);
+    lomo__nccl *c = (lomo__nccl *)lomo__calloc(1, sizeof *c);
     const char *env = getenv("LOMO_COMM_TIMEOUT");
-    if (!lc || !c || !cuda || !cuda->stream) { free(lc); free(c); lomo__fail("NCCL: needs the CUDA backend"); return NULL; }
+    if (!lc || !c || !cuda || !cuda->stream) { if (lc && c) lomo__fail("NCCL: needs the CUDA backend"); LOMO_FREE(lc); LOMO_FREE(c); return NULL; }
     c->comm = comm; c->stream = (cudaStream_t)cuda->stream; c->own = own; c->device = ((lomo__cu *)cuda->ctx)->device;
     c->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
     ncclCommUserRank(comm, &lc->rank);
@@ -1448,8 +1448,8 @@ extern "C" void lomo_nccl_comm_free(lomo_comm *lc) {
     cudaSetDevice(c->device);
     if (c->stage) cudaFree(c->stage);
     if (c->own && !c->aborted) ncclCommDestroy(c->comm);   /* an aborted one is already gone */
-    free(c);
-    free(lc);
+    LOMO_FREE(c);
+    LOMO_FREE(lc);
 }
 #endif /* LOMO_NCCL */
 
