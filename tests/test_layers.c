@@ -25,6 +25,7 @@ static void *test_malloc(size_t n) {
 }
 #define LOMO_MALLOC(sz) test_malloc(sz)
 #define LOMO_FREE(p) free(p)
+#define LOMO_REALLOC(p, n) realloc((p), (n))
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "test_util.h"
