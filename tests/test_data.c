@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int verbose;
 #define tpath tu_path
 static const char *write_bytes(const char *name, const void *p, size_t n) {
     const char *path = tpath(name);
@@ -41,32 +40,18 @@ static lomo_data_opts opts(int T, int V, int shuffle, uint64_t seed, int32_t pad
     return o;
 }
 
-/* failed: the call returned its failure value; every word must be in lomo_error(). */
-static void expect_err(int failed, const char *w1, const char *w2, int line) {
-    const char *e = lomo_error();
-    if (failed && strstr(e, w1) && (!w2 || strstr(e, w2))) {
-        tu_pass++;
-        if (verbose) printf("  ok  %s\n", e);
-        return;
-    }
-    tu_fail++;
-    printf("FAIL %s:%d: expected an error with '%s'%s%s%s, got %s: %s\n", __FILE__, line, w1, w2 ? " and '" : "",
-           w2 ? w2 : "", w2 ? "'" : "", failed ? "failure" : "success", e);
-}
-#define EXPECT_ERR(failed, w1, w2) expect_err((failed), (w1), (w2), __LINE__)
-
 /* Opening `content` as file `name` must fail with both words in the message. */
 static void data_err(const char *name, const char *content, int V, const char *w1, const char *w2, int line) {
     lomo_data_opts o = opts(4, V, 0, 0, 0);
     lomo_data *d = lomo_data_open(write_text(name, content), &o);
-    expect_err(d == NULL, w1, w2, line);
+    tu_expect_err(d == NULL, w1, w2, __FILE__, line);
     lomo_data_free(d);
 }
 #define DATA_ERR(name, content, V, w1, w2) data_err((name), (content), (V), (w1), (w2), __LINE__)
 
 static void mc_err(const char *content, const char *w1, const char *w2, int line) {
     lomo_mc *m = lomo_mc_open(write_text("mc_bad.jsonl", content), 32000);
-    expect_err(m == NULL, w1, w2, line);
+    tu_expect_err(m == NULL, w1, w2, __FILE__, line);
     lomo_mc_free(m);
 }
 #define MC_ERR(content, w1, w2) mc_err((content), (w1), (w2), __LINE__)
@@ -477,12 +462,8 @@ static void test_mc(void) {
 }
 
 int main(int argc, char **argv) {
-    verbose = argc > 1 && !strcmp(argv[1], "-v");
-    snprintf(tu_dir, sizeof tu_dir, "build/tmp_data");
-    if ((mkdir("build", 0755) && errno != EEXIST) || (mkdir(tu_dir, 0755) && errno != EEXIST)) {
-        printf("cannot create %s (run from the repository root)\n", tu_dir);
-        return 2;
-    }
+    tu_verbose = argc > 1 && !strcmp(argv[1], "-v");
+    if (tu_scratch("build/tmp_data")) return 2;
     test_jsonl();
     test_batches();
     test_shuffle();
