@@ -136,6 +136,9 @@ SHARDING (ZeRO-3 style; lomo_load_opts.comm, LOMO_MPI / LOMO_NCCL)
      for the rank's tokens)  +  4 max(tensor numel) (1 + 1/N)  +  optimizer
      state (AdamW: 8 P / N; AdaLomo: its small row/col state, whole)
 
+   Data: every rank reads the whole step and trains on its own rows of it
+   (lomo_data_next_rank, or lomo_batch_slice on a step read otherwise).
+
    bench/sharding_memory.py prints worked figures (README).
 
 TOKENIZER (lomo_tokenizer_load, lomo_tokenize, lomo_detokenize; LOMO_NO_TOKENIZER leaves it out)
@@ -300,6 +303,9 @@ VERSION HISTORY
         Generation for Qwen3, Gemma 2, Gemma 3 and Phi-3 (partial rotary,
         longrope) too: rope_at takes the rotary dims and an attention factor,
         attn_kv the scale and soft-cap (backend op signatures changed).
+   0.6  lomo_batch_slice and lomo_data_next_rank: a rank's rows of a
+        data-parallel step come from the data API (llama_ft.c no longer
+        slices batches by hand).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -661,6 +667,33 @@ LOMODEF int           lomo_data_seek(lomo_data *d, lomo_data_pos p);
 /* Example i in file order as one padded row (labels may be NULL); returns its
    real length (after truncation), or -1. */
 LOMODEF int           lomo_data_get(const lomo_data *d, int64_t i, int32_t *tokens, int32_t *labels);
+
+/* Data parallelism: `world` ranks (rank in [0, world)), each training `batch`
+   rows per micro-batch and `micro_batches` (M) micro-batches per step. All
+   ranks together train one step of M x world x batch rows, as a single
+   process with that many would. The step as lomo_data_next reads it (B = M x
+   world x batch) is laid out micro-batch by micro-batch and, inside one, rank
+   by rank: row (j world + r) batch + b is row b of rank r's micro-batch j.
+   lomo_batch_slice moves rank r's rows to the front of tokens (and labels,
+   unless NULL), in place and in order: then rows [j batch, (j + 1) batch)
+   are rank r's micro-batch j, the M x batch rows it passes to lomo_step; the
+   rows after them are left unspecified. So the slices of ranks 0..world-1,
+   taken micro-batch by micro-batch, concatenate to the unsliced step, and
+   with world = 1 the call changes nothing. Every rank reads the whole step,
+   so all ranks keep the same data position (lomo_data_tell). At the end of
+   an epoch the step's last rows are padding (labels -100, see above): a
+   rank's slice may then be padding only; lomo_step's loss is the mean over
+   the counted tokens of every rank, so that is still the step one process
+   would take. Returns 0, or -1 (rank outside [0, world), batch, M or world
+   below 1, M x world x batch rows above INT_MAX, seq_len below 1).
+   lomo_data_next_rank reads the step into tokens / labels (each M x world x
+   batch x seq_len int32, seq_len the data's) and slices it: it returns the
+   number of real rows of the whole step, as lomo_data_next, or -1 (the
+   arguments are checked before anything is read). */
+LOMODEF int           lomo_batch_slice(int32_t *tokens, int32_t *labels, int seq_len, int batch, int micro_batches,
+                                       int rank, int world);
+LOMODEF int           lomo_data_next_rank(lomo_data *d, int batch, int micro_batches, int rank, int world,
+                                          int32_t *tokens, int32_t *labels);
 
 /* ---- multiple-choice items ---- */
 
@@ -5252,6 +5285,44 @@ LOMODEF int lomo_data_get(const lomo_data *d, int64_t i, int32_t *tokens, int32_
     if (i < 0 || i >= d->n)
         return lomo__fail("lomo_data_get: example %lld is outside [0, %lld)", (long long)i, (long long)d->n);
     return lomo__data_row(d, i, tokens, labels);
+}
+
+/* Data parallelism: rank r's rows of a step of M x world x batch rows (see the declaration). */
+static int lomo__slice_check(const char *fn, int seq_len, int batch, int micro_batches, int rank, int world) {
+    if (world < 1 || rank < 0 || rank >= world)
+        return lomo__fail("%s: rank %d of world %d: expected world >= 1 and rank in [0, world)", fn, rank, world);
+    if (batch < 1 || micro_batches < 1 || seq_len < 1)
+        return lomo__fail("%s: batch %d, micro_batches %d, seq_len %d: each must be >= 1", fn, batch, micro_batches,
+                          seq_len);
+    if ((int64_t)micro_batches * world * batch > 0x7fffffff)
+        return lomo__fail("%s: %d micro-batches x %d ranks x %d rows = %lld rows per step: more than an int holds", fn,
+                          micro_batches, world, batch, (long long)micro_batches * world * batch);
+    return 0;
+}
+
+LOMODEF int lomo_batch_slice(int32_t *tokens, int32_t *labels, int seq_len, int batch, int micro_batches, int rank,
+                             int world) {
+    size_t row = (size_t)seq_len, n;
+    int j;
+    if (lomo__slice_check("lomo_batch_slice", seq_len, batch, micro_batches, rank, world)) return -1;
+    if (!tokens) return lomo__fail("lomo_batch_slice: tokens are required");
+    n = (size_t)batch * row;   /* one rank's micro-batch, in ints (the whole step fits memory the caller has) */
+    for (j = 0; j < micro_batches; j++) {   /* destination rows j B never pass the source rows (j world + r) B */
+        size_t src = ((size_t)j * (size_t)world + (size_t)rank) * n, dst = (size_t)j * n;
+        if (src == dst) continue;
+        memmove(tokens + dst, tokens + src, n * sizeof(int32_t));
+        if (labels) memmove(labels + dst, labels + src, n * sizeof(int32_t));
+    }
+    return 0;
+}
+
+LOMODEF int lomo_data_next_rank(lomo_data *d, int batch, int micro_batches, int rank, int world, int32_t *tokens,
+                                int32_t *labels) {
+    int rows;
+    if (!d || !tokens) return lomo__fail("lomo_data_next_rank: data and tokens are required");
+    if (lomo__slice_check("lomo_data_next_rank", d->o.seq_len, batch, micro_batches, rank, world)) return -1;
+    if ((rows = lomo_data_next(d, micro_batches * world * batch, tokens, labels)) < 0) return -1;
+    return lomo_batch_slice(tokens, labels, d->o.seq_len, batch, micro_batches, rank, world) ? -1 : rows;
 }
 
 /* ======================================================================== */

@@ -1282,19 +1282,8 @@ int main(int argc, char **argv) {
     for (int64_t step = start_step + 1; step <= total; step++) {
         lomo_step_info info;
         float lr = lr_at(&a, (int)step, total);
-        lomo_data_next(d, all_rows, tok, lab);
-        if (rank)   /* this rank's slice of each micro-batch: rows [j N B + r B, + B) */
-            for (int j = 0; j < mb; j++) {
-                size_t src = ((size_t)j * nranks * a.batch + (size_t)rank * a.batch) * a.seq_len, dst = (size_t)j * a.batch * a.seq_len;
-                memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-                memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-            }
-        else
-            for (int j = 1; j < mb; j++) {
-                size_t src = (size_t)j * nranks * a.batch * a.seq_len, dst = (size_t)j * a.batch * a.seq_len;
-                memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-                memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-            }
+        /* the step's all_rows rows, of which this rank keeps its mb x --batch (with one process: all) */
+        if (lomo_data_next_rank(d, a.batch, mb, rank, nranks, tok, lab) < 0) { die("--data"); goto done; }
         if (lomo_step(t, tok, lab, lr, &info)) {   /* e.g. non-finite weights: nothing more is saved */
             fprintf(stderr, "llama_ft: training stopped at step %lld: %s\n", (long long)step, lomo_error());
             if (saved_at) fprintf(stderr, "llama_ft: the last checkpoint, %s, is from step %lld and was not touched\n",
