@@ -136,6 +136,9 @@ SHARDING (ZeRO-3 style; lomo_load_opts.comm, LOMO_MPI / LOMO_NCCL)
      for the rank's tokens)  +  4 max(tensor numel) (1 + 1/N)  +  optimizer
      state (AdamW: 8 P / N; AdaLomo: its small row/col state, whole)
 
+   Data: every rank reads the whole step and trains on its own rows of it
+   (lomo_data_next_rank, or lomo_batch_slice on a step read otherwise).
+
    bench/sharding_memory.py prints worked figures (README).
 
 TOKENIZER (lomo_tokenizer_load, lomo_tokenize, lomo_detokenize; LOMO_NO_TOKENIZER leaves it out)
@@ -341,6 +344,10 @@ VERSION HISTORY
         crash); lomo_model_init_random returns 0 / -1; the CPU backend's
         check() clears the error it reports (one failed op no longer fails
         every later one); LOMO_ASSERT on the driver's invariants.
+        lomo_batch_slice and lomo_data_next_rank: a rank's rows of a
+        data-parallel step come from the data API (llama_ft.c no longer
+        slices batches by hand). The JSON reader is public (lomo_json_parse
+        and lomo_json_* accessors): llama_ft.c's own JSON readers now use it.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -756,6 +763,33 @@ LOMODEF int           lomo_data_seek(lomo_data *d, lomo_data_pos p);
    real length (after truncation), or -1. */
 LOMODEF int           lomo_data_get(const lomo_data *d, int64_t i, int32_t *tokens, int32_t *labels);
 
+/* Data parallelism: `world` ranks (rank in [0, world)), each training `batch`
+   rows per micro-batch and `micro_batches` (M) micro-batches per step. All
+   ranks together train one step of M x world x batch rows, as a single
+   process with that many would. The step as lomo_data_next reads it (B = M x
+   world x batch) is laid out micro-batch by micro-batch and, inside one, rank
+   by rank: row (j world + r) batch + b is row b of rank r's micro-batch j.
+   lomo_batch_slice moves rank r's rows to the front of tokens (and labels,
+   unless NULL), in place and in order: then rows [j batch, (j + 1) batch)
+   are rank r's micro-batch j, the M x batch rows it passes to lomo_step; the
+   rows after them are left unspecified. So the slices of ranks 0..world-1,
+   taken micro-batch by micro-batch, concatenate to the unsliced step, and
+   with world = 1 the call changes nothing. Every rank reads the whole step,
+   so all ranks keep the same data position (lomo_data_tell). At the end of
+   an epoch the step's last rows are padding (labels -100, see above): a
+   rank's slice may then be padding only; lomo_step's loss is the mean over
+   the counted tokens of every rank, so that is still the step one process
+   would take. Returns 0, or -1 (rank outside [0, world), batch, M or world
+   below 1, M x world x batch rows above INT_MAX, seq_len below 1).
+   lomo_data_next_rank reads the step into tokens / labels (each M x world x
+   batch x seq_len int32, seq_len the data's) and slices it: it returns the
+   number of real rows of the whole step, as lomo_data_next, or -1 (the
+   arguments are checked before anything is read). */
+LOMODEF int           lomo_batch_slice(int32_t *tokens, int32_t *labels, int seq_len, int batch, int micro_batches,
+                                       int rank, int world);
+LOMODEF int           lomo_data_next_rank(lomo_data *d, int batch, int micro_batches, int rank, int world,
+                                          int32_t *tokens, int32_t *labels);
+
 /* ---- multiple-choice items ---- */
 
 /* The paper's SuperGLUE-style protocol: JSON Lines, one item per line,
@@ -996,6 +1030,41 @@ LOMODEF size_t      lomo_memory_formula_model(const lomo_model *m, const lomo_tr
 LOMODEF size_t      lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o,
                                         size_t per_tag[LOMO_MEM_NTAGS]);
 LOMODEF const char *lomo_mem_tag_name(int tag);
+
+/* ---- JSON reader: the one lomo's own readers use, for a program's own JSON ----
+
+   Strict RFC 8259: UTF-8 only, \u escapes with paired surrogates, at most 64
+   nested containers, no object naming a key twice (keys compare by their
+   decoded bytes). lomo_json_parse parses s[0, len): with end NULL only
+   whitespace may follow the value; with end given, parsing stops after the
+   value and *end is the byte after it (after a syntax error: the byte where
+   it was found), so the caller decides what may follow. NULL on error, with
+   "<what>: invalid JSON at byte N: reason" in lomo_error(). The tree
+   keeps pointers into s: s must outlive it.
+   Nodes are ints; the root is node 0. An array's elements and an object's
+   member values are chained in document order: lomo_json_first, then
+   lomo_json_next until -1; lomo_json_key gives a member value's key (a
+   string node). Calls on a node that is not there (-1, or another type)
+   return -1 / NULL / 0 and do not crash. */
+enum { LOMO_JSON_OBJECT, LOMO_JSON_ARRAY, LOMO_JSON_STRING, LOMO_JSON_NUMBER, LOMO_JSON_TRUE, LOMO_JSON_FALSE,
+       LOMO_JSON_NULL };
+typedef struct lomo_json lomo_json;
+LOMODEF lomo_json *lomo_json_parse(const char *s, size_t len, size_t *end, const char *what);
+LOMODEF void       lomo_json_free(lomo_json *j);
+LOMODEF int        lomo_json_type(const lomo_json *j, int node);    /* LOMO_JSON_*, or -1 */
+LOMODEF int        lomo_json_count(const lomo_json *j, int node);   /* elements / members; 0 for scalars; -1 */
+LOMODEF int        lomo_json_first(const lomo_json *j, int node);   /* first element / member value, or -1 */
+LOMODEF int        lomo_json_next(const lomo_json *j, int node);    /* the next one in the same container, or -1 */
+LOMODEF int        lomo_json_key(const lomo_json *j, int node);     /* a member value's key node, or -1 */
+LOMODEF int        lomo_json_get(const lomo_json *j, int obj, const char *key);   /* member value, or -1 */
+/* an integer literal (no fraction, no exponent): 0 and *v; -1 not a number or
+   not an integer literal; -2 an integer literal beyond +-2^53 */
+LOMODEF int        lomo_json_int(const lomo_json *j, int node, int64_t *v);
+LOMODEF int        lomo_json_number(const lomo_json *j, int node, double *v);   /* any number: 0 and *v, or -1 */
+/* A string node decoded: LOMO_MALLOC'd, NUL-terminated, *len bytes (len may
+   be NULL; a \u0000 decodes to a NUL byte inside); free with LOMO_FREE. NULL
+   (lomo_error() set) when node is not a string or memory ran out. */
+LOMODEF char      *lomo_json_string(const lomo_json *j, int node, size_t *len);
 
 /* ---- errors ---- */
 
@@ -1738,6 +1807,98 @@ static int lomo__json_parse_ex(lomo__json *j, const char *s, size_t len, const c
 }
 static int lomo__json_parse(lomo__json *j, const char *s, size_t len, const char *what) {
     return lomo__json_parse_ex(j, s, len, what, 1);
+}
+
+/* ---- the public face of the reader (lomo_json_*, declared with the API) ---- */
+struct lomo_json { lomo__json j; };
+
+LOMODEF lomo_json *lomo_json_parse(const char *s, size_t len, size_t *end, const char *what) {
+    lomo_json *r;
+    if (end) *end = 0;
+    if (!s && len) { lomo__fail("%s: no text to parse", what ? what : "JSON"); return NULL; }
+    if (!(r = (lomo_json *)LOMO_MALLOC(sizeof *r))) { lomo__fail("%s: out of memory", what ? what : "JSON"); return NULL; }
+    if (end) {   /* one value from the start; then the whole check (keys) on exactly that span */
+        lomo__jp p;
+        r->j.nodes = NULL; r->j.n = r->j.cap = 0;
+        p.j = &r->j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
+        len = lomo__jp_value(&p, -1, 0) < 0 ? 0 : p.i;
+        *end = p.i;
+        lomo__json_free(&r->j);
+        if (!len) { LOMO_FREE(r); return NULL; }
+    }
+    if (lomo__json_parse(&r->j, s ? s : "", len, what)) { LOMO_FREE(r); return NULL; }
+    return r;
+}
+
+LOMODEF void lomo_json_free(lomo_json *j) {
+    if (!j) return;
+    lomo__json_free(&j->j);
+    LOMO_FREE(j);
+}
+
+static const lomo__jnode *lomo__json_node(const lomo_json *j, int node) {
+    return j && node >= 0 && node < j->j.n ? &j->j.nodes[node] : NULL;
+}
+
+LOMODEF int lomo_json_type(const lomo_json *j, int node) {
+    static const int pub[] = {LOMO_JSON_OBJECT, LOMO_JSON_ARRAY, LOMO_JSON_STRING, LOMO_JSON_NUMBER,
+                              LOMO_JSON_TRUE, LOMO_JSON_FALSE, LOMO_JSON_NULL};
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? pub[nd->type] : -1;
+}
+
+LOMODEF int lomo_json_count(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? nd->count : -1;
+}
+
+LOMODEF int lomo_json_first(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd && (nd->type == LOMO__J_OBJ || nd->type == LOMO__J_ARR) ? nd->first : -1;
+}
+
+LOMODEF int lomo_json_next(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? nd->next : -1;
+}
+
+LOMODEF int lomo_json_key(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? nd->key : -1;
+}
+
+LOMODEF int lomo_json_get(const lomo_json *j, int obj, const char *key) {
+    return j && key ? lomo__json_get(&j->j, obj, key) : -1;
+}
+
+LOMODEF int lomo_json_int(const lomo_json *j, int node, int64_t *v) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    if (!nd || nd->type != LOMO__J_NUM || memchr(nd->s, '.', nd->len) || memchr(nd->s, 'e', nd->len) ||
+        memchr(nd->s, 'E', nd->len)) return -1;
+    return lomo__json_int(&j->j, node, v) ? -2 : 0;
+}
+
+LOMODEF int lomo_json_number(const lomo_json *j, int node, double *v) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    if (!nd || nd->type != LOMO__J_NUM) return -1;
+    *v = nd->num;
+    return 0;
+}
+
+LOMODEF char *lomo_json_string(const lomo_json *j, int node, size_t *len) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    size_t i = 0, o = 0;
+    char *out;
+    if (len) *len = 0;
+    if (!nd || nd->type != LOMO__J_STR) { lomo__fail("lomo_json_string: node %d is not a string", node); return NULL; }
+    if (!(out = (char *)LOMO_MALLOC(nd->len + 1))) {   /* decoding never lengthens a string */
+        lomo__fail("lomo_json_string: out of memory for %zu bytes", nd->len + 1);
+        return NULL;
+    }
+    while (i < nd->len) o += (size_t)lomo__jdec(nd->s, &i, out + o);
+    out[o] = 0;
+    if (len) *len = o;
+    return out;
 }
 
 /* ======================================================================== */
@@ -5408,6 +5569,44 @@ LOMODEF int lomo_data_get(const lomo_data *d, int64_t i, int32_t *tokens, int32_
     if (i < 0 || i >= d->n)
         return lomo__fail("lomo_data_get: example %lld is outside [0, %lld)", (long long)i, (long long)d->n);
     return lomo__data_row(d, i, tokens, labels);
+}
+
+/* Data parallelism: rank r's rows of a step of M x world x batch rows (see the declaration). */
+static int lomo__slice_check(const char *fn, int seq_len, int batch, int micro_batches, int rank, int world) {
+    if (world < 1 || rank < 0 || rank >= world)
+        return lomo__fail("%s: rank %d of world %d: expected world >= 1 and rank in [0, world)", fn, rank, world);
+    if (batch < 1 || micro_batches < 1 || seq_len < 1)
+        return lomo__fail("%s: batch %d, micro_batches %d, seq_len %d: each must be >= 1", fn, batch, micro_batches,
+                          seq_len);
+    if ((int64_t)micro_batches * world * batch > 0x7fffffff)
+        return lomo__fail("%s: %d micro-batches x %d ranks x %d rows = %lld rows per step: more than an int holds", fn,
+                          micro_batches, world, batch, (long long)micro_batches * world * batch);
+    return 0;
+}
+
+LOMODEF int lomo_batch_slice(int32_t *tokens, int32_t *labels, int seq_len, int batch, int micro_batches, int rank,
+                             int world) {
+    size_t row = (size_t)seq_len, n;
+    int j;
+    if (lomo__slice_check("lomo_batch_slice", seq_len, batch, micro_batches, rank, world)) return -1;
+    if (!tokens) return lomo__fail("lomo_batch_slice: tokens are required");
+    n = (size_t)batch * row;   /* one rank's micro-batch, in ints (the whole step fits memory the caller has) */
+    for (j = 0; j < micro_batches; j++) {   /* destination rows j B never pass the source rows (j world + r) B */
+        size_t src = ((size_t)j * (size_t)world + (size_t)rank) * n, dst = (size_t)j * n;
+        if (src == dst) continue;
+        memmove(tokens + dst, tokens + src, n * sizeof(int32_t));
+        if (labels) memmove(labels + dst, labels + src, n * sizeof(int32_t));
+    }
+    return 0;
+}
+
+LOMODEF int lomo_data_next_rank(lomo_data *d, int batch, int micro_batches, int rank, int world, int32_t *tokens,
+                                int32_t *labels) {
+    int rows;
+    if (!d || !tokens) return lomo__fail("lomo_data_next_rank: data and tokens are required");
+    if (lomo__slice_check("lomo_data_next_rank", d->o.seq_len, batch, micro_batches, rank, world)) return -1;
+    if ((rows = lomo_data_next(d, micro_batches * world * batch, tokens, labels)) < 0) return -1;
+    return lomo_batch_slice(tokens, labels, d->o.seq_len, batch, micro_batches, rank, world) ? -1 : rows;
 }
 
 /* ======================================================================== */

@@ -504,6 +504,39 @@ static int save_checkpoint(const lomo_model *m, const lomo_trainer *t, const cha
     return lomo_save_ex(m, dir, &so);
 }
 
+/* ---- JSON arrays of token ids in (--detokenize, --prompt-ids, --sample-prompt), through lomo.h's JSON reader ---- */
+
+static const char *skip_ws(const char *p) { while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++; return p; }
+
+/* what parse_ids found wrong, for each caller's own message */
+enum { IDS_OK, IDS_NOT_ARRAY, IDS_SYNTAX, IDS_NOT_NUMBER, IDS_FRACTION, IDS_RANGE, IDS_TRAILING, IDS_NO_MEMORY };
+
+/* The JSON array of ids at s, then only whitespace: IDS_OK with *ids (malloc'd; NULL when empty) and *n, or
+   what is wrong; after IDS_SYNTAX *at is the byte of s where the JSON reader stopped. */
+static int parse_ids(const char *s, int vocab, int32_t **ids, int64_t *n, size_t *at) {
+    lomo_json *j;
+    int e, count, kind = IDS_OK;
+    int64_t k = 0;
+    *ids = NULL; *n = 0; *at = 0;
+    if (*skip_ws(s) != '[') return IDS_NOT_ARRAY;
+    if (!(j = lomo_json_parse(s, strlen(s), at, "ids"))) return IDS_SYNTAX;
+    if ((count = lomo_json_count(j, 0)) > 0 && !(*ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)count)))
+        kind = IDS_NO_MEMORY;
+    for (e = lomo_json_first(j, 0); e >= 0 && kind == IDS_OK; e = lomo_json_next(j, e)) {
+        int64_t v = -1;
+        int r = lomo_json_int(j, e, &v);
+        if (lomo_json_type(j, e) != LOMO_JSON_NUMBER) kind = IDS_NOT_NUMBER;
+        else if (r == -1) kind = IDS_FRACTION;
+        else if (r || v < 0 || v >= vocab) kind = IDS_RANGE;
+        else (*ids)[k++] = (int32_t)v;
+    }
+    lomo_json_free(j);
+    if (kind == IDS_OK && *skip_ws(s + *at)) kind = IDS_TRAILING;
+    if (kind != IDS_OK) { free(*ids); *ids = NULL; return kind; }
+    *n = k;
+    return IDS_OK;
+}
+
 /* ---- text mode: --tokenize / --detokenize through the model's tokenizer.json ---- */
 
 #ifndef LOMO_NO_TOKENIZER
@@ -532,114 +565,19 @@ static char *slurp(const char *path, size_t *len) {
     return buf;
 }
 
-static const char *skip_ws(const char *p) { while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++; return p; }
-
-static int hex4(const char *p, unsigned *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int c = p[i], d = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
-        if (d < 0) return -1;
-        *v = *v * 16 + (unsigned)d;
-    }
-    return 0;
-}
-
-/* A JSON string at p (on its quote) decoded into *out (malloc'd, *n bytes); returns the end, or NULL. */
-static const char *json_string(const char *p, char **out, size_t *n) {
-    size_t cap = 64, o = 0;
-    char *b = out ? (char *)malloc(cap) : NULL;
-    if (*p++ != '"') { free(b); return NULL; }
-    while (*p != '"') {
-        char tmp[4];
-        int k = 1;
-        unsigned c = (unsigned char)*p;
-        if (!c || c < 0x20) { free(b); return NULL; }
-        if (c == '\\') {
-            unsigned u, lo;
-            p++;
-            switch (*p) {
-            case '"': tmp[0] = '"'; break;  case '\\': tmp[0] = '\\'; break; case '/': tmp[0] = '/'; break;
-            case 'b': tmp[0] = '\b'; break; case 'f': tmp[0] = '\f'; break; case 'n': tmp[0] = '\n'; break;
-            case 'r': tmp[0] = '\r'; break; case 't': tmp[0] = '\t'; break;
-            case 'u':
-                if (hex4(p + 1, &u)) { free(b); return NULL; }
-                p += 4;
-                if (u >= 0xdc00 && u <= 0xdfff) { free(b); return NULL; }
-                if (u >= 0xd800 && u <= 0xdbff) {
-                    if (p[1] != '\\' || p[2] != 'u' || hex4(p + 3, &lo) || lo < 0xdc00 || lo > 0xdfff) { free(b); return NULL; }
-                    u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
-                    p += 6;
-                }
-                if (u < 0x80) tmp[0] = (char)u;
-                else if (u < 0x800) { tmp[0] = (char)(0xc0 | (u >> 6)); tmp[1] = (char)(0x80 | (u & 0x3f)); k = 2; }
-                else if (u < 0x10000) { tmp[0] = (char)(0xe0 | (u >> 12)); tmp[1] = (char)(0x80 | ((u >> 6) & 0x3f)); tmp[2] = (char)(0x80 | (u & 0x3f)); k = 3; }
-                else { tmp[0] = (char)(0xf0 | (u >> 18)); tmp[1] = (char)(0x80 | ((u >> 12) & 0x3f)); tmp[2] = (char)(0x80 | ((u >> 6) & 0x3f)); tmp[3] = (char)(0x80 | (u & 0x3f)); k = 4; }
-                break;
-            default: free(b); return NULL;
-            }
-            p++;
-        } else { tmp[0] = *p++; }
-        if (b) {
-            if (o + 4 >= cap) { char *nb = (char *)realloc(b, cap *= 2); if (!nb) { free(b); return NULL; } b = nb; }
-            memcpy(b + o, tmp, (size_t)k); o += (size_t)k;
-        }
-    }
-    if (b) { b[o] = 0; *out = b; *n = o; }
-    return p + 1;
-}
-
-/* Skips any JSON value (validated loosely: the tokenizer sees only the strings it is given). */
-static const char *json_skip(const char *p, int depth) {
-    p = skip_ws(p);
-    if (depth > 64) return NULL;
-    if (*p == '"') return json_string(p, NULL, NULL);
-    if (*p == '{' || *p == '[') {
-        char close = *p == '{' ? '}' : ']';
-        p = skip_ws(p + 1);
-        if (*p == close) return p + 1;
-        for (;;) {
-            if (close == '}') { if (!(p = json_string(skip_ws(p), NULL, NULL))) return NULL; p = skip_ws(p); if (*p++ != ':') return NULL; }
-            if (!(p = json_skip(p, depth + 1))) return NULL;
-            p = skip_ws(p);
-            if (*p == ',') { p++; continue; }
-            return *p == close ? p + 1 : NULL;
-        }
-    }
-    if (*p == '-' || (*p >= '0' && *p <= '9')) { char *e; strtod(p, &e); return e > p ? e : NULL; }
-    if (!strncmp(p, "true", 4)) return p + 4;
-    if (!strncmp(p, "false", 5)) return p + 5;
-    if (!strncmp(p, "null", 4)) return p + 4;
-    return NULL;
-}
-
-/* The "text" member of a one-line JSON object: 0, or -1 with *why set. */
+/* The "text" member of a one-line JSON object (lomo.h's JSON reader): 0 and *text (LOMO_MALLOC'd, *n bytes),
+   or -1 with *why set. */
 static int line_text(const char *p, char **text, size_t *n, const char **why) {
+    lomo_json *j;
+    int v;
     *text = NULL;
-    p = skip_ws(p);
-    if (*p++ != '{') { *why = "expected a JSON object {\"text\": ...}"; return -1; }
-    p = skip_ws(p);
-    if (*p == '}') p = NULL;
-    while (p) {
-        char *key = NULL;
-        size_t kn;
-        if (!(p = json_string(skip_ws(p), &key, &kn))) break;
-        p = skip_ws(p);
-        if (*p++ != ':') { free(key); p = NULL; break; }
-        p = skip_ws(p);
-        if (!strcmp(key, "text")) {
-            free(key);
-            if (*p != '"') { *why = "\"text\" is not a string"; free(*text); *text = NULL; return -1; }
-            free(*text);
-            if (!(p = json_string(p, text, n))) break;
-        } else { free(key); if (!(p = json_skip(p, 0))) break; }
-        p = skip_ws(p);
-        if (*p == ',') { p++; continue; }
-        if (*p == '}' && !*skip_ws(p + 1)) break;
-        p = NULL;
-    }
-    if (!p) { *why = "invalid JSON"; free(*text); *text = NULL; return -1; }
-    if (!*text) { *why = "missing \"text\""; return -1; }
-    return 0;
+    if (*skip_ws(p) != '{') { *why = "expected a JSON object {\"text\": ...}"; return -1; }
+    if (!(j = lomo_json_parse(p, strlen(p), NULL, "line"))) { *why = "invalid JSON"; return -1; }
+    if ((v = lomo_json_get(j, 0, "text")) < 0) *why = "missing \"text\"";
+    else if (lomo_json_type(j, v) != LOMO_JSON_STRING) *why = "\"text\" is not a string";
+    else if (!(*text = lomo_json_string(j, v, n))) *why = "out of memory";
+    lomo_json_free(j);
+    return *text ? 0 : -1;
 }
 
 /* JSON string of n bytes; NUL, controls and the characters some line readers
@@ -686,32 +624,32 @@ static int text_mode(const args *a) {
             int64_t k, cnt;
             if (line_text(line, &text, &n, &why)) { rc = 1; break; }
             cnt = lomo_tokenize(tk, text, n, a->add_special, &ids, NULL);
-            free(text);
+            LOMO_FREE(text);
             if (cnt < 0) { why = lomo_error(); rc = 1; break; }
             putchar('[');
             for (k = 0; k < cnt; k++) printf(k ? ", %d" : "%d", (int)ids[k]);
             fputs("]\n", stdout);
             LOMO_FREE(ids);
         } else {
-            const char *p = skip_ws(line);
             int32_t *ids = NULL;
-            int64_t cnt = 0, cap = 0;
-            size_t tlen = 0;
+            int64_t cnt = 0;
+            size_t tlen = 0, at;
             char *txt;
-            if (*p++ != '[') { why = "expected a JSON array of token ids"; rc = 1; break; }
-            p = skip_ws(p);
-            while (*p && *p != ']') {
-                char *e;
-                long long v = strtoll(p, &e, 10);
-                if (e == p || v < 0 || v >= lomo_tokenizer_vocab_size(tk) || (*e == '.' || *e == 'e' || *e == 'E')) { why = "expected integer ids in [0, vocab size)"; rc = 1; break; }
-                if (cnt == cap) { int32_t *ni = (int32_t *)realloc(ids, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *ids); if (!ni) { why = "out of memory"; rc = 1; break; } ids = ni; }
-                ids[cnt++] = (int32_t)v;
-                p = skip_ws(e);
-                if (*p == ',') { p = skip_ws(p + 1); if (*p == ']') { why = "trailing comma"; rc = 1; break; } }
-                else if (*p != ']') { why = "expected ',' or ']'"; rc = 1; break; }
+            switch (parse_ids(line, lomo_tokenizer_vocab_size(tk), &ids, &cnt, &at)) {
+            case IDS_OK: break;
+            case IDS_NOT_ARRAY: why = "expected a JSON array of token ids"; rc = 1; break;
+            case IDS_SYNTAX:   /* the reader's reason (lomo_error()) in this mode's words */
+                why = strstr(lomo_error(), "expected ',' or ']'") ? "expected ',' or ']'"
+                    : strstr(lomo_error(), "end of input") ? "expected one JSON array per line"
+                    : strstr(lomo_error(), "unexpected character ']'") ? "trailing comma"
+                    : "expected integer ids in [0, vocab size)";
+                rc = 1;
+                break;
+            case IDS_TRAILING: why = "expected one JSON array per line"; rc = 1; break;
+            case IDS_NO_MEMORY: why = "out of memory"; rc = 1; break;
+            default: why = "expected integer ids in [0, vocab size)"; rc = 1; break;
             }
-            if (!rc && (*p != ']' || *skip_ws(p + 1))) { why = "expected one JSON array per line"; rc = 1; }
-            if (rc) { free(ids); break; }
+            if (rc) break;
             txt = lomo_detokenize_len(tk, ids, cnt, 0, &tlen);
             free(ids);
             if (!txt) { why = lomo_error(); rc = 1; break; }
@@ -766,38 +704,16 @@ static int gen_flag(args *a, const char *k, const char *v) {
 
 /* one JSON array of ids, e.g. "[1, 22, 333]": 0 and *n ids (malloc'd), or -1 with *err set */
 static int gen_parse_ids(const char *s, int vocab, int32_t **ids, int *n, const char **err) {
-    int cap = 16, k = 0;
-    int32_t *p = (int32_t *)malloc(sizeof(int32_t) * (size_t)cap);
-    *ids = NULL; *n = 0; *err = "expected a JSON array of integers";
-    if (!p) { *err = "out of memory"; return -1; }
-    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
-    if (*s++ != '[') { free(p); return -1; }
-    for (;;) {
-        char *end;
-        long long v;
-        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
-        if (*s == ']' && k == 0) { s++; break; }
-        if (!(*s == '-' || (*s >= '0' && *s <= '9'))) { free(p); return -1; }
-        v = strtoll(s, &end, 10);
-        if (*end == '.' || *end == 'e' || *end == 'E') { free(p); *err = "ids must be integers"; return -1; }
-        if (v < 0 || v >= vocab) { free(p); *err = "an id is outside the vocabulary"; return -1; }
-        s = end;
-        if (k == cap) {
-            int32_t *q = (int32_t *)realloc(p, sizeof(int32_t) * (size_t)(cap *= 2));
-            if (!q) { free(p); *err = "out of memory"; return -1; }
-            p = q;
-        }
-        p[k++] = (int32_t)v;
-        while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
-        if (*s == ',') { s++; continue; }
-        if (*s == ']') { s++; break; }
-        free(p);
-        return -1;
-    }
-    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
-    if (*s) { free(p); *err = "text after the array"; return -1; }
-    if (!k) { free(p); *err = "the prompt is empty"; return -1; }
-    *ids = p; *n = k;
+    int64_t k = 0;
+    size_t at;
+    int kind = parse_ids(s, vocab, ids, &k, &at);
+    *n = 0;
+    *err = kind == IDS_FRACTION ? "ids must be integers" : kind == IDS_RANGE ? "an id is outside the vocabulary"
+         : kind == IDS_TRAILING ? "text after the array" : kind == IDS_NO_MEMORY ? "out of memory"
+         : kind != IDS_OK ? "expected a JSON array of integers"
+         : !k ? "the prompt is empty" : NULL;
+    if (*err) { free(*ids); *ids = NULL; return -1; }
+    *n = (int)k;
     return 0;
 }
 
@@ -1282,19 +1198,8 @@ int main(int argc, char **argv) {
     for (int64_t step = start_step + 1; step <= total; step++) {
         lomo_step_info info;
         float lr = lr_at(&a, (int)step, total);
-        lomo_data_next(d, all_rows, tok, lab);
-        if (rank)   /* this rank's slice of each micro-batch: rows [j N B + r B, + B) */
-            for (int j = 0; j < mb; j++) {
-                size_t src = ((size_t)j * nranks * a.batch + (size_t)rank * a.batch) * a.seq_len, dst = (size_t)j * a.batch * a.seq_len;
-                memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-                memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-            }
-        else
-            for (int j = 1; j < mb; j++) {
-                size_t src = (size_t)j * nranks * a.batch * a.seq_len, dst = (size_t)j * a.batch * a.seq_len;
-                memmove(tok + dst, tok + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-                memmove(lab + dst, lab + src, sizeof(int32_t) * (size_t)a.batch * a.seq_len);
-            }
+        /* the step's all_rows rows, of which this rank keeps its mb x --batch (with one process: all) */
+        if (lomo_data_next_rank(d, a.batch, mb, rank, nranks, tok, lab) < 0) { die("--data"); goto done; }
         if (lomo_step(t, tok, lab, lr, &info)) {   /* e.g. non-finite weights: nothing more is saved */
             fprintf(stderr, "llama_ft: training stopped at step %lld: %s\n", (long long)step, lomo_error());
             if (saved_at) fprintf(stderr, "llama_ft: the last checkpoint, %s, is from step %lld and was not touched\n",

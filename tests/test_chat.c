@@ -16,24 +16,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int verbose;
 #define REF "tests/ref/chat/"
 #define NT 5
 static const char *const names[NT] = {"llama3", "chatml", "qwen2", "mistral", "mistral-v1"};
 static const int wrong[NT] = {1, 3, 3, 0, 0};   /* a template whose tokens the tokenizer of names[t] lacks */
-
-static void expect_err(int failed, const char *w1, const char *w2, int line) {
-    const char *e = lomo_error();
-    if (failed && strstr(e, w1) && (!w2 || strstr(e, w2))) {
-        tu_pass++;
-        if (verbose) printf("  ok  %s\n", e);
-        return;
-    }
-    tu_fail++;
-    printf("FAIL %s:%d: expected an error with '%s'%s%s%s, got %s: %s\n", __FILE__, line, w1, w2 ? " and '" : "",
-           w2 ? w2 : "", w2 ? "'" : "", failed ? "failure" : "success", e);
-}
-#define EXPECT_ERR(failed, w1, w2) expect_err((failed), (w1), (w2), __LINE__)
 
 static const char *write_text(const char *name, const char *s) {
     const char *path = tu_path(name);
@@ -114,7 +100,7 @@ static void test_render(void) {
             if (lomo__json_get(&R.j[i], 0, "error") >= 0) {
                 CHECK(k < 0 && strstr(lomo_error(), "messages["), "%s conversation %d: expected a refusal, got %d (%s)",
                       names[t], i, k, k < 0 ? lomo_error() : text);
-                if (verbose && k < 0) printf("  ok  %s\n", lomo_error());
+                if (tu_verbose && k < 0) printf("  ok  %s\n", lomo_error());
             } else {
                 int64_t ns, *ws;
                 int32_t *w32;
@@ -524,7 +510,7 @@ static void test_cli(void) {
         CHECK(got && after < 0.8 * before, "training on chat data: loss %g -> %g\n%s", before, after, out ? out : "");
         CHECK(q && strstr(out, "chat template llama3") && !strstr(out, "data: 0 examples cut"),
               "the run reports the examples cut and the template:\n%s", out ? out : "");
-        if (verbose && out) printf("%s", out);
+        if (tu_verbose && out) printf("%s", out);
     }
     LOMO_FREE(out);
     /* refusals: no template to be found; a mixed file */
@@ -549,12 +535,8 @@ static void test_cli(void) {
 #endif
 
 int main(int argc, char **argv) {
-    verbose = argc > 1 && !strcmp(argv[1], "-v");
-    snprintf(tu_dir, sizeof tu_dir, "build/tmp_chat");
-    if ((mkdir("build", 0755) && errno != EEXIST) || (mkdir(tu_dir, 0755) && errno != EEXIST)) {
-        printf("cannot create %s (run from the repository root)\n", tu_dir);
-        return 2;
-    }
+    tu_verbose = argc > 1 && !strcmp(argv[1], "-v");
+    if (tu_scratch("build/tmp_chat")) return 2;
     test_render();
     test_detect();
 #ifndef LOMO_NO_TOKENIZER

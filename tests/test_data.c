@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int verbose;
 #define tpath tu_path
 static const char *write_bytes(const char *name, const void *p, size_t n) {
     const char *path = tpath(name);
@@ -41,32 +40,18 @@ static lomo_data_opts opts(int T, int V, int shuffle, uint64_t seed, int32_t pad
     return o;
 }
 
-/* failed: the call returned its failure value; every word must be in lomo_error(). */
-static void expect_err(int failed, const char *w1, const char *w2, int line) {
-    const char *e = lomo_error();
-    if (failed && strstr(e, w1) && (!w2 || strstr(e, w2))) {
-        tu_pass++;
-        if (verbose) printf("  ok  %s\n", e);
-        return;
-    }
-    tu_fail++;
-    printf("FAIL %s:%d: expected an error with '%s'%s%s%s, got %s: %s\n", __FILE__, line, w1, w2 ? " and '" : "",
-           w2 ? w2 : "", w2 ? "'" : "", failed ? "failure" : "success", e);
-}
-#define EXPECT_ERR(failed, w1, w2) expect_err((failed), (w1), (w2), __LINE__)
-
 /* Opening `content` as file `name` must fail with both words in the message. */
 static void data_err(const char *name, const char *content, int V, const char *w1, const char *w2, int line) {
     lomo_data_opts o = opts(4, V, 0, 0, 0);
     lomo_data *d = lomo_data_open(write_text(name, content), &o);
-    expect_err(d == NULL, w1, w2, line);
+    tu_expect_err(d == NULL, w1, w2, __FILE__, line);
     lomo_data_free(d);
 }
 #define DATA_ERR(name, content, V, w1, w2) data_err((name), (content), (V), (w1), (w2), __LINE__)
 
 static void mc_err(const char *content, const char *w1, const char *w2, int line) {
     lomo_mc *m = lomo_mc_open(write_text("mc_bad.jsonl", content), 32000);
-    expect_err(m == NULL, w1, w2, line);
+    tu_expect_err(m == NULL, w1, w2, __FILE__, line);
     lomo_mc_free(m);
 }
 #define MC_ERR(content, w1, w2) mc_err((content), (w1), (w2), __LINE__)
@@ -476,13 +461,85 @@ static void test_mc(void) {
     EXPECT_ERR(lomo_mc_open(tpath("mc.jsonl"), 0) == NULL, "vocab_size must be >= 1", NULL);
 }
 
-int main(int argc, char **argv) {
-    verbose = argc > 1 && !strcmp(argv[1], "-v");
-    snprintf(tu_dir, sizeof tu_dir, "build/tmp_data");
-    if ((mkdir("build", 0755) && errno != EEXIST) || (mkdir(tu_dir, 0755) && errno != EEXIST)) {
-        printf("cannot create %s (run from the repository root)\n", tu_dir);
-        return 2;
+/* Data parallelism: the slices every rank keeps (lomo_data_next_rank) concatenate, micro-batch by micro-batch and
+   rank by rank, to the step one process reads (lomo_data_next of M x world x batch rows), for random examples of
+   random lengths with labels partly masked, shuffled, over epoch ends (padding rows); bad arguments are refused
+   before any data is consumed. */
+static void test_rank_slices(void) {
+    static const int cases[][3] = {{1, 1, 3}, {2, 1, 2}, {3, 2, 2}, {4, 3, 1}, {2, 2, 3}, {5, 1, 1}};   /* world, M, B */
+    const int T = 6, V = 50, N = 23;
+    char *text = (char *)malloc(64 * 24 * 2 * 6), *w = text;
+    lomo_data_opts o = opts(T, V, 1, 77, 3);
+    int i, c;
+    for (i = 0; i < N; i++) {   /* 1..8 ids (some rows cut to T, some padded), the first label masked now and then */
+        int n = 1 + tu_randint(8), k;
+        w += sprintf(w, "{\"input_ids\": [");
+        for (k = 0; k < n; k++) w += sprintf(w, "%s%d", k ? ", " : "", tu_randint(V));
+        w += sprintf(w, "], \"labels\": [");
+        for (k = 0; k < n; k++) w += sprintf(w, "%s%d", k ? ", " : "", k == 0 && i % 3 == 0 ? -100 : tu_randint(V));
+        w += sprintf(w, "]}\n");
     }
+    write_text("ranks.jsonl", text);
+    free(text);
+    for (c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
+        int W = cases[c][0], M = cases[c][1], B = cases[c][2], rows = W * M * B, step, r, ok = 1, real_ok = 1, short_seen = 0;
+        size_t cells = (size_t)rows * T;
+        int32_t *rt = (int32_t *)malloc(cells * 4), *rl = (int32_t *)malloc(cells * 4);
+        int32_t *ct = (int32_t *)malloc(cells * 4), *cl = (int32_t *)malloc(cells * 4);
+        int32_t *st = (int32_t *)malloc(cells * 4), *sl = (int32_t *)malloc(cells * 4);
+        lomo_data *ref = lomo_data_open(tu_path("ranks.jsonl"), &o), *d[5];
+        for (r = 0; r < W; r++) d[r] = lomo_data_open(tu_path("ranks.jsonl"), &o);
+        for (step = 0; step < 2 * N / rows + 3 && ref; step++) {   /* past two epoch ends */
+            int want = lomo_data_next(ref, rows, rt, rl);
+            short_seen |= want < rows;   /* an epoch's last step: padding rows, some rank's slice may be all padding */
+            memset(ct, 0x55, cells * 4); memset(cl, 0x55, cells * 4);
+            for (r = 0; r < W; r++) {
+                int j, got;
+                memset(st, 0x7f, cells * 4); memset(sl, 0x7f, cells * 4);
+                got = lomo_data_next_rank(d[r], B, M, r, W, st, sl);
+                real_ok &= got == want && lomo_data_tell(d[r]).index == lomo_data_tell(ref).index &&
+                           lomo_data_tell(d[r]).epoch == lomo_data_tell(ref).epoch;
+                for (j = 0; j < M; j++) {   /* rank r's micro-batch j goes to rows (j W + r) B of the step */
+                    memcpy(ct + ((size_t)j * W + r) * B * T, st + (size_t)j * B * T, sizeof(int32_t) * B * T);
+                    memcpy(cl + ((size_t)j * W + r) * B * T, sl + (size_t)j * B * T, sizeof(int32_t) * B * T);
+                }
+            }
+            ok &= !memcmp(ct, rt, cells * 4) && !memcmp(cl, rl, cells * 4);
+        }
+        CHECK(ref && ok && short_seen, "world %d, %d micro-batches of %d: the ranks' slices do not concatenate to the step"
+              " (or no epoch end was read)", W, M, B);
+        CHECK(ref && real_ok, "world %d, %d micro-batches of %d: real rows or data position differ from the step's", W,
+              M, B);
+        if (W == 1) {   /* one rank: the step as read, untouched */
+            memcpy(st, rt, cells * 4);
+            CHECK(lomo_batch_slice(st, NULL, T, B, M, 0, 1) == 0 && !memcmp(st, rt, cells * 4), "world 1 changed rows");
+        }
+        lomo_data_free(ref);
+        for (r = 0; r < W; r++) lomo_data_free(d[r]);
+        free(rt); free(rl); free(ct); free(cl); free(st); free(sl);
+    }
+    {   /* refusals, before anything is read */
+        lomo_data *d = lomo_data_open(tu_path("ranks.jsonl"), &o);
+        int32_t tok[6 * 8], lab[6 * 8];
+        lomo_data_pos p0 = lomo_data_tell(d);
+        EXPECT_ERR(lomo_data_next_rank(d, 2, 1, 3, 3, tok, lab) == -1, "rank 3 of world 3", "rank in [0, world)");
+        EXPECT_ERR(lomo_data_next_rank(d, 2, 1, -1, 3, tok, lab) == -1, "rank -1 of world 3", NULL);
+        EXPECT_ERR(lomo_data_next_rank(d, 2, 1, 0, 0, tok, lab) == -1, "world >= 1", NULL);
+        EXPECT_ERR(lomo_data_next_rank(d, 0, 1, 0, 2, tok, lab) == -1, "batch 0, micro_batches 1", ">= 1");
+        EXPECT_ERR(lomo_data_next_rank(d, 2, 0, 0, 2, tok, lab) == -1, "micro_batches 0", ">= 1");
+        EXPECT_ERR(lomo_data_next_rank(d, 65536, 2, 1, 16384, tok, lab) == -1, "2147483648 rows per step",
+                   "more than an int");
+        EXPECT_ERR(lomo_data_next_rank(d, 2, 1, 0, 1, NULL, lab) == -1, "data and tokens are required", NULL);
+        EXPECT_ERR(lomo_batch_slice(tok, lab, 0, 2, 1, 0, 2) == -1, "seq_len 0", NULL);
+        CHECK(d && lomo_data_tell(d).epoch == p0.epoch && lomo_data_tell(d).index == p0.index,
+              "a refused call moved the data position");
+        lomo_data_free(d);
+    }
+}
+
+int main(int argc, char **argv) {
+    tu_verbose = argc > 1 && !strcmp(argv[1], "-v");
+    if (tu_scratch("build/tmp_data")) return 2;
     test_jsonl();
     test_batches();
     test_shuffle();
@@ -490,5 +547,6 @@ int main(int argc, char **argv) {
     test_packed();
     test_data_errors();
     test_mc();
+    test_rank_slices();
     return tu_done("test_data");
 }

@@ -15,7 +15,9 @@
 #    eval does not depend on the batch size and matches the in-training eval,
 #    --save-every saves the last step, SIGTERM leaves a resumable checkpoint,
 #    a resumed CSV log has no duplicate rows, and non-finite weights or a run
-#    of skipped steps stop training without touching the last checkpoint.
+#    of skipped steps stop training without touching the last checkpoint;
+#  - malformed JSON lines for --tokenize, --detokenize and --prompt-ids are
+#    refused with file:line and their reason.
 BIN=${LLAMA_FT:-build/llama_ft}
 ASAN=${LLAMA_FT_ASAN:-build/llama_ft_asan}
 T=build/tmp_example
@@ -215,6 +217,50 @@ check "[ $rc -ne 0 ] && grep -q '5 consecutive steps skipped' $T/sk.log && [ ! -
       "consecutive skipped steps must stop the run (rc $rc): $(tail -n 2 $T/sk.log)"
 $BIN --model $MODEL --data $T/train.jsonl --seq-len 16 --batch 4 --steps 40 --lr 1e38 --clip-norm 0 --max-skipped 2 --out $T/sk > $T/sk2.log 2>&1
 check "[ \$? -ne 0 ] && grep -q 'step 3: 2 consecutive steps skipped' $T/sk2.log" "--max-skipped 2: $(tail -n 1 $T/sk2.log)"
+
+# ---- JSON lines in --tokenize / --detokenize / --prompt-ids (read with lomo.h's JSON reader) ----
+# each malformed line is refused with file:line and its reason, exit 1; a good line still works; no sanitizer report
+TOK=tests/ref/tok/llama3.json
+jl() {   # jl FLAG MODEL LINE WANT [extra flags]: WANT empty = the line must be accepted
+    printf '%s\n' "$3" > $T/line.in
+    for b in $BIN $ASAN; do
+        $b --model $2 $1 $T/line.in $5 > $T/line.out 2> $T/line.err
+        rc=$?
+        if [ -z "$4" ]; then
+            if [ $rc -eq 0 ] && grep -q . $T/line.out && ! grep -q Sanitizer $T/line.err; then ok
+            else bad "$b $1 '$3' must be accepted (exit $rc): $(head -n 2 $T/line.err)"; fi
+        elif [ $rc -eq 1 ] && grep -qF -- "line.in:1: $4" $T/line.err && ! grep -q Sanitizer $T/line.err; then ok
+        else bad "$b $1 '$3': expected 'line.in:1: $4' (exit $rc): $(head -n 2 $T/line.err)"; fi
+    done
+}
+jl --tokenize $TOK '[1]' 'expected a JSON object {"text": ...}'
+jl --tokenize $TOK '{"txt": 1}' 'missing "text"'
+jl --tokenize $TOK '{"text": 1}' '"text" is not a string'
+jl --tokenize $TOK '{"text": "a",}' 'invalid JSON'
+jl --tokenize $TOK '{"text": "a\ud800"}' 'invalid JSON'
+jl --tokenize $TOK '{"a": [1, {"b": null}], "text": "hi \u00e9\n"}' ''
+printf '{"text": "hi \\u00e9\\n"}\n' > $T/tok1.in
+$BIN --model $TOK --tokenize $T/tok1.in > $T/tok1.out 2>&1
+check "cmp -s $T/line.out $T/tok1.out" "the other members of a {\"text\"} line changed its ids: $(cat $T/line.out) vs $(cat $T/tok1.out)"
+jl --detokenize $TOK '{"x": [1]}' 'expected a JSON array of token ids'
+jl --detokenize $TOK '[1,]' 'trailing comma'
+jl --detokenize $TOK '[1 2]' "expected ',' or ']'"
+jl --detokenize $TOK '[1, 2' "expected ',' or ']'"
+jl --detokenize $TOK '[1,' 'expected one JSON array per line'
+jl --detokenize $TOK '[1] 2' 'expected one JSON array per line'
+jl --detokenize $TOK '[1, x]' 'expected integer ids in [0, vocab size)'
+jl --detokenize $TOK '[1.5]' 'expected integer ids in [0, vocab size)'
+jl --detokenize $TOK '[99999999]' 'expected integer ids in [0, vocab size)'
+jl --detokenize $TOK '[-1]' 'expected integer ids in [0, vocab size)'
+jl --detokenize $TOK ' [ 40 , 41 ] ' ''
+jl --prompt-ids $MODEL '[1.5]' 'ids must be integers' '--max-new-tokens 2'
+jl --prompt-ids $MODEL '[3, 61]' 'an id is outside the vocabulary' '--max-new-tokens 2'
+jl --prompt-ids $MODEL '[1] x' 'text after the array' '--max-new-tokens 2'
+jl --prompt-ids $MODEL '[]' 'the prompt is empty' '--max-new-tokens 2'
+jl --prompt-ids $MODEL '{"ids": [1]}' 'expected a JSON array of integers' '--max-new-tokens 2'
+jl --prompt-ids $MODEL '[1, "2"]' 'expected a JSON array of integers' '--max-new-tokens 2'
+jl --prompt-ids $MODEL '[1, 2, 3]' '' '--max-new-tokens 2'
+check "grep -Eqx '\[[0-9]+, [0-9]+\]' $T/line.out" "--prompt-ids --max-new-tokens 2: $(cat $T/line.out)"
 
 echo "test_example: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -24,6 +24,7 @@ static void expect_err(int rc, const char *word, const char *what, int line) {
     nfail++;
     printf("FAIL line %d (%s): rc=%d, expected error with '%s', got: %s\n", line, what, rc, word, lomo_error());
 }
+#undef EXPECT_ERR /* and its own refusal check (test_util.h's takes a failure flag and two words) */
 #define EXPECT_ERR(rc, word, what) expect_err((rc), (word), (what), __LINE__)
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -679,6 +680,54 @@ static void test_hardening(void) {
     alarm(0);
 }
 
+/* The public face of the JSON reader (lomo_json_*): types, document order, integers vs other numbers, decoded
+   strings with their length, stopping after one value (end), and refusals. */
+static void test_json_public(void) {
+    const char *doc = " {\"a\": [7, -2, 3.5, 1e3, 9007199254740993, \"z\"], \"s\": \"x\\u00e9\\u0000y\\n\", "
+                      "\"t\": true, \"n\": null, \"o\": {}} ";
+    lomo_json *j = lomo_json_parse(doc, strlen(doc), NULL, "doc");
+    int a, e, k, types[8], nt = 0, rc[6];
+    int64_t v[6] = {0};
+    double x = 0;
+    size_t len = 0, end = 99;
+    char *str;
+    CHECK(j != NULL);
+    if (!j) return;
+    CHECK(lomo_json_type(j, 0) == LOMO_JSON_OBJECT && lomo_json_count(j, 0) == 5);
+    for (e = lomo_json_first(j, 0); e >= 0 && nt < 8; e = lomo_json_next(j, e)) types[nt++] = lomo_json_type(j, e);
+    CHECK(nt == 5 && types[0] == LOMO_JSON_ARRAY && types[1] == LOMO_JSON_STRING && types[2] == LOMO_JSON_TRUE &&
+          types[3] == LOMO_JSON_NULL && types[4] == LOMO_JSON_OBJECT);
+    a = lomo_json_get(j, 0, "a");
+    str = lomo_json_string(j, lomo_json_key(j, a), &len);
+    CHECK(str && len == 1 && !strcmp(str, "a"));
+    LOMO_FREE(str);
+    CHECK(lomo_json_count(j, a) == 6 && lomo_json_get(j, 0, "missing") == -1 && lomo_json_get(j, a, "a") == -1);
+    for (k = 0, e = lomo_json_first(j, a); e >= 0 && k < 6; e = lomo_json_next(j, e), k++) rc[k] = lomo_json_int(j, e, &v[k]);
+    CHECK(k == 6 && rc[0] == 0 && v[0] == 7 && rc[1] == 0 && v[1] == -2 && rc[2] == -1 && rc[3] == -1 && rc[4] == -2 &&
+          rc[5] == -1);
+    e = lomo_json_next(j, lomo_json_next(j, lomo_json_first(j, a)));
+    CHECK(lomo_json_number(j, e, &x) == 0 && x == 3.5 && lomo_json_number(j, a, &x) == -1);
+    str = lomo_json_string(j, lomo_json_get(j, 0, "s"), &len);
+    CHECK(str && len == 6 && !memcmp(str, "x\xc3\xa9\0y\n", 7));
+    LOMO_FREE(str);
+    CHECK(lomo_json_string(j, a, &len) == NULL && len == 0 && strstr(lomo_error(), "is not a string"));
+    CHECK(lomo_json_type(j, -1) == -1 && lomo_json_type(j, 1000) == -1 && lomo_json_first(j, lomo_json_get(j, 0, "t")) == -1 &&
+          lomo_json_count(j, lomo_json_get(j, 0, "o")) == 0 && lomo_json_first(j, lomo_json_get(j, 0, "o")) == -1 &&
+          lomo_json_type(NULL, 0) == -1 && lomo_json_get(NULL, 0, "a") == -1);
+    lomo_json_free(j);
+    lomo_json_free(NULL);
+    /* end: one value, then anything; without it only whitespace may follow */
+    j = lomo_json_parse("[1, 2] tail", 11, &end, "t.json");
+    CHECK(j && end == 6 && lomo_json_count(j, 0) == 2);
+    lomo_json_free(j);
+    CHECK(lomo_json_parse("[1, 2] tail", 11, NULL, "t.json") == NULL && strstr(lomo_error(), "t.json: invalid JSON at byte 7"));
+    CHECK(lomo_json_parse("[1, 2,, 3]", 10, &end, "t.json") == NULL && end == 6 &&
+          strstr(lomo_error(), "t.json: invalid JSON at byte 6"));
+    CHECK(lomo_json_parse("{\"k\": 1, \"k\": 2} x", 18, &end, "t.json") == NULL && strstr(lomo_error(), "duplicate field 'k'"));
+    CHECK(lomo_json_parse("\"\xff\"", 3, NULL, "t.json") == NULL && strstr(lomo_error(), "invalid UTF-8"));
+    CHECK(lomo_json_parse("", 0, &end, "t.json") == NULL && strstr(lomo_error(), "unexpected end of input"));
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && !strcmp(argv[1], "-v");
     snprintf(dir, sizeof dir, "/tmp/lomo_test_io.%ld", (long)getpid());
@@ -688,6 +737,7 @@ int main(int argc, char **argv) {
     test_safetensors();
     test_config();
     test_hardening();
+    test_json_public();
     if (rmdir(dir)) { printf("FAIL: files left in %s\n", dir); nfail++; }
     printf("test_io: %d passed, %d failed\n", npass, nfail);
     return nfail != 0;

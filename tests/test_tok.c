@@ -412,8 +412,7 @@ static void test_regressions(void) {
 }
 
 int main(void) {
-    snprintf(tu_dir, sizeof tu_dir, "build/test_tok_tmp");
-    mkdir("build", 0755); mkdir(tu_dir, 0755);
+    if (tu_scratch("build/test_tok_tmp")) return 2;
     test_fixtures();
     test_variants();
     test_full();

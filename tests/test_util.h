@@ -3,10 +3,13 @@
    nonzero when F > 0. */
 #ifndef TEST_UTIL_H
 #define TEST_UTIL_H
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static int tu_pass, tu_fail;
 
@@ -29,6 +32,25 @@ static double tu_normal(void) { return sqrt(-2.0 * log(tu_uniform())) * cos(6.28
 static inline void tu_fill(float *x, size_t n, double std) { for (size_t i = 0; i < n; i++) x[i] = (float)(std * tu_normal()); }
 static inline int tu_randint(int n) { return (int)(tu_uniform() * n) % n; }
 
+/* Tests of lomo.h's refusals: `failed` says the call returned its failure value, and each
+   word (w2 may be NULL) must be in lomo_error(). EXPECT_ERR names the caller's line; with
+   tu_verbose (a test's -v) every message that passed is printed. */
+#ifdef LOMO_H
+static int tu_verbose;
+static inline void tu_expect_err(int failed, const char *w1, const char *w2, const char *file, int line) {
+    const char *e = lomo_error();
+    if (failed && strstr(e, w1) && (!w2 || strstr(e, w2))) {
+        tu_pass++;
+        if (tu_verbose) printf("  ok  %s\n", e);
+        return;
+    }
+    tu_fail++;
+    printf("FAIL %s:%d: expected an error with '%s'%s%s%s, got %s: %s\n", file, line, w1, w2 ? " and '" : "",
+           w2 ? w2 : "", w2 ? "'" : "", failed ? "failure" : "success", e);
+}
+#define EXPECT_ERR(failed, w1, w2) tu_expect_err((failed), (w1), (w2), __FILE__, __LINE__)
+#endif
+
 /* files under a test's scratch directory: tu_path("x") -> "<tu_dir>/x" (4 live results) */
 static char tu_dir[256];
 static inline const char *tu_path(const char *name) {
@@ -37,6 +59,15 @@ static inline const char *tu_path(const char *name) {
     k = (k + 1) % 4;
     snprintf(buf[k], sizeof buf[k], "%s/%s", tu_dir, name);
     return buf[k];
+}
+/* tu_dir = path, made if missing, with build/ above it (run from the repository root): 0, or -1 after saying why */
+static inline int tu_scratch(const char *path) {
+    snprintf(tu_dir, sizeof tu_dir, "%s", path);
+    if ((mkdir("build", 0755) && errno != EEXIST) || (mkdir(tu_dir, 0755) && errno != EEXIST)) {
+        printf("cannot create %s (run from the repository root)\n", tu_dir);
+        return -1;
+    }
+    return 0;
 }
 static inline void tu_write(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
