@@ -182,6 +182,9 @@ OPTIONS (define before including)
    LOMO_STATIC           make every public function static
    LOMO_MPI              parameter sharding over MPI ranks (lomo_mpi_comm; build with mpicc)
    LOMO_NCCL             (lomo_cuda.cuh) sharding over GPUs with NCCL (lomo_nccl_comm)
+   LOMO_CUDA             lomo_backend_open("cuda:N") opens lomo_cuda.cuh's backend (define it in
+                         the program and in the .cu file nvcc compiles with the implementation,
+                         e.g. examples/cuda_impl.cu); without it CUDA specs are refused
    LOMO_CBLAS            CPU matmuls through CBLAS (OpenBLAS: link -lopenblas);
                          otherwise plain OpenMP loops. With OpenBLAS, lomo
                          sets OpenBLAS to one thread and splits each matmul
@@ -348,6 +351,9 @@ VERSION HISTORY
         data-parallel step come from the data API (llama_ft.c no longer
         slices batches by hand). The JSON reader is public (lomo_json_parse
         and lomo_json_* accessors): llama_ft.c's own JSON readers now use it.
+        lomo_backend_open("cpu" | "cuda" | "cuda:N"): the backend by name, one
+        call for every program (without LOMO_CUDA, CUDA specs are refused
+        naming the define); llama_ft.c's main in one screen.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -1220,6 +1226,16 @@ struct lomo_backend {
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
+/* The backend named by spec: "cpu" (lomo_cpu_backend), "cuda" (device 0) or "cuda:N"
+   (device N; needs LOMO_CUDA defined, in this file and in the object that holds
+   lomo_cuda.cuh's implementation, e.g. examples/cuda_impl.cu built by nvcc).
+   NULL with lomo_error() for a spec of another form, a build without LOMO_CUDA
+   (naming the define), or a device CUDA cannot start. The table is the library's:
+   pass it to lomo_load_opts.backend, copy it to change an op, never free it. */
+LOMODEF lomo_backend *lomo_backend_open(const char *spec);
+#ifdef LOMO_CUDA
+const lomo_backend *lomo_cuda_backend(int device);   /* lomo_cuda.cuh */
+#endif
 
 #ifdef __cplusplus
 }
@@ -4382,6 +4398,31 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
 #endif
     }
     return &be;
+}
+
+LOMODEF lomo_backend *lomo_backend_open(const char *spec) {
+    long device = 0;
+    const char *p;
+    if (spec && !strcmp(spec, "cpu")) return (lomo_backend *)lomo_cpu_backend();
+    if (!spec || strncmp(spec, "cuda", 4) || (spec[4] && (spec[4] != ':' || !spec[5]))) goto bad;
+    for (p = spec[4] ? spec + 5 : spec + 4; *p; p++) {   /* "cuda:N": N decimal digits, at most INT_MAX */
+        if (*p < '0' || *p > '9') goto bad;
+        device = device * 10 + (*p - '0');
+        if (device > INT_MAX) goto bad;
+    }
+#ifdef LOMO_CUDA
+    return (lomo_backend *)lomo_cuda_backend((int)device);
+#else
+    lomo__fail("backend \"%.64s\": the CUDA backend is not compiled in: define LOMO_CUDA (e.g. -DLOMO_CUDA) "
+               "and link lomo_cuda.cuh's implementation, an object nvcc compiles from a .cu file that defines "
+               "LOMO_IMPLEMENTATION and LOMO_CUDA and includes lomo.h and lomo_cuda.cuh (examples/cuda_impl.cu; "
+               "make cuda)", spec);
+    return NULL;
+#endif
+bad:
+    lomo__fail("backend \"%.64s\": expected \"cpu\", \"cuda\" or \"cuda:N\" (N a device number, 0 to %d)",
+               spec ? spec : "(null)", INT_MAX);
+    return NULL;
 }
 
 /* ======================================================================== */
