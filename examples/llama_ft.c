@@ -1,5 +1,30 @@
 /* llama_ft.c - fine-tune every parameter of a Llama-family model with LOMO.
-   The program to copy and adapt: read it top to bottom.
+   The program to copy and adapt: start at main (the last function, one
+   screen), then read the section of the step you want to change.
+
+   MAP (in file order)
+     options      usage, struct args, parse_args: every flag, checked whole
+     text data    the model's tokenizer.json and chat template; --render-chat
+     helpers      signals, --out probe, CSV log, the LR schedule
+     eval         --eval, --mc, the demo's data and accuracy
+     checkpoints  trainer_state.json (read_state) and save_checkpoint
+     text modes   --tokenize / --detokenize
+     generation   --prompt-ids, --generate, --sample-every
+     platform     the backend (lomo_backend_open) and the MPI / NCCL ranks:
+                  every #if of the program is in this one section
+     the run      load_model, prepare, eval_modes, open_train_data, train (the
+                  loop: lomo_data_next_rank -> lomo_step -> log / eval / save),
+                  finish (final eval, memory report, lomo_save_ex), main
+   A user adapting it usually touches: options (a new flag), the run (the
+   loop, or what is saved), lr_at (the schedule), and for other data, the
+   lomo_data_opts given to open_data.
+
+   BUILD outside this repository (lomo.h, and for CUDA lomo_cuda.cuh, beside it):
+     cc -std=c11 -O3 -fopenmp llama_ft.c -o llama_ft -lm       (add -DLOMO_CBLAS ... -lopenblas)
+     mpicc ... -DLOMO_MPI llama_ft.c                            (--shard under mpirun)
+     nvcc -c cuda_impl.cu (LOMO_CUDA + LOMO_IMPLEMENTATION + both headers, as
+     examples/cuda_impl.cu), then cc -DLOMO_CUDA llama_ft.c cuda_impl.o -lcudart
+     -lcublas -lstdc++ -lgomp -lm (--device cuda); the Makefile's llama_ft* rules.
 
    Train:   llama_ft --model HF_DIR --data train.jsonl --out OUT_DIR [options]
    Eval:    llama_ft --model HF_DIR --eval eval.jsonl         (mean loss, no training)
@@ -40,7 +65,7 @@
    result equals one process with N x --batch. Rank 0 prints and saves. */
 /* Built alone (cc llama_ft.c) it carries lomo's implementation and runs on
    the CPU. Built with -DLOMO_CUDA it is linked against the implementation
-   object compiled by nvcc (tests/cuda_impl.cu, see lomo_cuda.cuh) and
+   object compiled by nvcc (examples/cuda_impl.cu, see lomo_cuda.cuh) and
    --device cuda trains on the GPU. */
 #ifndef LOMO_CUDA
 #define LOMO_IMPLEMENTATION
@@ -62,6 +87,8 @@
 #define LOMO_FREE(p) free(p)
 #endif
 
+
+/* ---- options: usage, struct args, parse_args (every flag), check_choices ---- */
 
 #define EVAL_SEQ_CAP 2048   /* --eval / --mc without --seq-len: the model's context, at most this */
 
@@ -106,7 +133,134 @@ typedef struct args {
     const char *prompt_ids, *generate, *sample_prompt, *stop;   /* generation (gen_* functions) */
     int max_new_tokens, top_k, sample_every, gen_bad;
     float temperature, top_p, repetition_penalty;
+    int seq_len_in_argv;                        /* "--seq-len" anywhere in argv (--render-chat) */
+    int optimizer_id, clip_mode_id;             /* check_choices: --optimizer, --clip-mode as LOMO_OPT_*, LOMO_CLIP_* */
+    lomo_dtype dtype_id;                        /* ... and --dtype */
 } args;
+
+/* strict numbers: the whole value, in range, or an error naming the flag */
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
+    char *end;
+    long x;
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || x < lo || x > hi) {
+        fprintf(stderr, "llama_ft: %s %s: expected an integer in [%ld, %ld]\n", flag, v, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *v, double lo, double hi, int lo_open, float *out) {
+    char *end;
+    double x;
+    errno = 0;
+    x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x) || fabs(x) > 3.4e38 || x < lo || x > hi || (lo_open && x == lo)) {
+        fprintf(stderr, "llama_ft: %s %s: expected a finite number %s %g%s\n", flag, v, lo_open ? ">" : ">=", lo,
+                hi < 1e38 ? " and <= the upper limit" : "");
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+static int parse_u64(const char *flag, const char *v, uint64_t *out) {
+    char *end;
+    unsigned long long x;
+    errno = 0;
+    x = strtoull(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || v[0] == '-') {
+        fprintf(stderr, "llama_ft: %s %s: expected an unsigned integer below 2^64\n", flag, v);
+        return -1;
+    }
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static int gen_flag(args *a, const char *k, const char *v);   /* the generation flags (generation section) */
+
+#define GO_ON (-1)   /* a step of main that did not end the program */
+
+/* Fills a from argv: the defaults, then every flag. GO_ON, or the exit code (0 after --help, 2 for a bad flag). */
+static int parse_args(int argc, char **argv, args *a) {
+    memset(a, 0, sizeof *a);
+    a->out = "llama_ft_out"; a->schedule = "constant"; a->optimizer = "lomo"; a->dtype = "f32"; a->clip_mode = "global";
+    a->device = "cpu";
+    a->seq_len = 256; a->batch = 8; a->lr = 1e-3f; a->clip_norm = 1.0f; a->shuffle = 1; a->seed = 42; a->log_every = 1;
+    a->max_skipped = 5;
+    a->temperature = -1.0f; a->top_k = -1; a->max_new_tokens = -1;   /* -1: not given */
+    for (int i = 1; i < argc; i++) a->seq_len_in_argv |= !strcmp(argv[i], "--seq-len");
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--checkpointing")) { a->checkpointing = 1; continue; }
+        if (!strcmp(k, "--no-shuffle")) { a->shuffle = 0; continue; }
+        if (!strcmp(k, "--stochastic-rounding")) { a->stochastic_rounding = 1; continue; }
+        if (!strcmp(k, "--shard")) { a->shard = 1; continue; }
+        if (!strcmp(k, "--add-special")) { a->add_special = 1; continue; }
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(); return 0; }
+        if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", k); usage(); return 2; }
+        i++;
+        if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--data")) a->data = v;
+        else if (!strcmp(k, "--eval-data")) a->eval_data = v;
+        else if (!strcmp(k, "--eval")) a->eval_only = v;
+        else if (!strcmp(k, "--mc")) a->mc = v;
+        else if (!strcmp(k, "--tokenize")) a->tokenize = v;
+        else if (!strcmp(k, "--detokenize")) a->detokenize = v;
+        else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--resume")) a->resume = v;
+        else if (!strcmp(k, "--seq-len")) { if (parse_int(k, v, 2, INT_MAX, &a->seq_len)) return 2; a->seq_len_given = 1; }
+        else if (!strcmp(k, "--batch")) { if (parse_int(k, v, 1, INT_MAX, &a->batch)) return 2; }
+        else if (!strcmp(k, "--steps")) { if (parse_int(k, v, 1, INT_MAX, &a->steps)) return 2; }
+        else if (!strcmp(k, "--epochs")) { if (parse_int(k, v, 1, INT_MAX, &a->epochs)) return 2; }
+        else if (!strcmp(k, "--lr")) { if (parse_float(k, v, 0, 1e38, 0, &a->lr)) return 2; }
+        else if (!strcmp(k, "--schedule")) a->schedule = v;
+        else if (!strcmp(k, "--warmup")) { if (parse_float(k, v, 0, 1e38, 0, &a->warmup)) return 2; }
+        else if (!strcmp(k, "--optimizer")) a->optimizer = v;
+        else if (!strcmp(k, "--clip-norm")) { if (parse_float(k, v, 0, 1e38, 0, &a->clip_norm)) return 2; }
+        else if (!strcmp(k, "--clip-value")) { if (parse_float(k, v, 0, 1e38, 0, &a->clip_value)) return 2; }
+        else if (!strcmp(k, "--weight-decay")) { if (parse_float(k, v, 0, 1e38, 0, &a->weight_decay)) return 2; }
+        else if (!strcmp(k, "--dtype")) a->dtype = v;
+        else if (!strcmp(k, "--seed")) { if (parse_u64(k, v, &a->seed)) return 2; }
+        else if (!strcmp(k, "--save-every")) { if (parse_int(k, v, 0, INT_MAX, &a->save_every)) return 2; }
+        else if (!strcmp(k, "--eval-every")) { if (parse_int(k, v, 0, INT_MAX, &a->eval_every)) return 2; }
+        else if (!strcmp(k, "--stop-after")) { if (parse_int(k, v, 1, INT_MAX, &a->stop_after)) return 2; }
+        else if (!strcmp(k, "--log-every")) { if (parse_int(k, v, 1, INT_MAX, &a->log_every)) return 2; }
+        else if (!strcmp(k, "--micro-batches")) { if (parse_int(k, v, 1, INT_MAX, &a->micro_batches)) return 2; }
+        else if (!strcmp(k, "--clip-mode")) a->clip_mode = v;
+        else if (!strcmp(k, "--device")) a->device = v;
+        else if (!strcmp(k, "--loss-scale")) { if (parse_float(k, v, 0, 1e38, 1, &a->loss_scale)) return 2; }
+        else if (!strcmp(k, "--loss-scale-window")) { if (parse_int(k, v, 1, INT_MAX, &a->loss_scale_window)) return 2; }
+        else if (!strcmp(k, "--max-skipped")) { if (parse_int(k, v, 0, INT_MAX, &a->max_skipped)) return 2; }
+        else if (!strcmp(k, "--chat-template")) a->chat_template = v;
+        else if (!strcmp(k, "--render-chat")) a->render_chat = v;
+        else if (gen_flag(a, k, v)) { if (a->gen_bad) return 2; }
+        else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
+    }
+    return GO_ON;
+}
+
+/* The named choices (--schedule, --optimizer, --clip-mode, --dtype) as lomo's enums; checked after the
+   tokenizer-only modes, which ignore them. GO_ON or 2. */
+static int check_choices(args *a) {
+    if (strcmp(a->schedule, "constant") && strcmp(a->schedule, "linear") && strcmp(a->schedule, "cosine")) {
+        fprintf(stderr, "llama_ft: --schedule %s: expected constant, linear or cosine\n", a->schedule);
+        return 2;
+    }
+    a->optimizer_id = !strcmp(a->optimizer, "lomo") ? LOMO_OPT_LOMO : !strcmp(a->optimizer, "adalomo") ? LOMO_OPT_ADALOMO
+                    : !strcmp(a->optimizer, "adamw") ? LOMO_OPT_ADAMW : -1;
+    a->clip_mode_id = !strcmp(a->clip_mode, "global") ? LOMO_CLIP_GLOBAL : !strcmp(a->clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM
+                    : !strcmp(a->clip_mode, "tensor") ? LOMO_CLIP_TENSOR : -1;
+    a->dtype_id = LOMO_F32;
+    if (a->optimizer_id < 0) { fprintf(stderr, "llama_ft: --optimizer %s: expected lomo, adalomo or adamw\n", a->optimizer); return 2; }
+    if (a->clip_mode_id < 0) { fprintf(stderr, "llama_ft: --clip-mode %s: expected global, gram or tensor\n", a->clip_mode); return 2; }
+    if (!strcmp(a->dtype, "bf16")) a->dtype_id = LOMO_BF16;
+    else if (!strcmp(a->dtype, "f16")) a->dtype_id = LOMO_F16;
+    else if (strcmp(a->dtype, "f32")) { fprintf(stderr, "llama_ft: --dtype %s: expected f32, bf16 or f16\n", a->dtype); return 2; }
+    return GO_ON;
+}
 
 /* ---- text data: the model directory's tokenizer.json and chat template, loaded once ---- */
 #ifndef LOMO_NO_TOKENIZER
@@ -195,47 +349,6 @@ static double now(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);   /* C11 */
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* strict numbers: the whole value, in range, or an error naming the flag */
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
-    char *end;
-    long x;
-    errno = 0;
-    x = strtol(v, &end, 10);
-    if (end == v || *end || errno == ERANGE || x < lo || x > hi) {
-        fprintf(stderr, "llama_ft: %s %s: expected an integer in [%ld, %ld]\n", flag, v, lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int parse_float(const char *flag, const char *v, double lo, double hi, int lo_open, float *out) {
-    char *end;
-    double x;
-    errno = 0;
-    x = strtod(v, &end);
-    if (end == v || *end || !isfinite(x) || fabs(x) > 3.4e38 || x < lo || x > hi || (lo_open && x == lo)) {
-        fprintf(stderr, "llama_ft: %s %s: expected a finite number %s %g%s\n", flag, v, lo_open ? ">" : ">=", lo,
-                hi < 1e38 ? " and <= the upper limit" : "");
-        return -1;
-    }
-    *out = (float)x;
-    return 0;
-}
-
-static int parse_u64(const char *flag, const char *v, uint64_t *out) {
-    char *end;
-    unsigned long long x;
-    errno = 0;
-    x = strtoull(v, &end, 10);
-    if (end == v || *end || errno == ERANGE || v[0] == '-') {
-        fprintf(stderr, "llama_ft: %s %s: expected an unsigned integer below 2^64\n", flag, v);
-        return -1;
-    }
-    *out = (uint64_t)x;
-    return 0;
 }
 
 /* SIGINT / SIGTERM: finish the step, save a resumable checkpoint, exit 128 + signal */
@@ -958,344 +1071,378 @@ static int gen_sample(lomo_model *m, const args *a, int64_t step) {
     return fclose(f);
 }
 
-int main(int argc, char **argv) {
-    args a;
-    lomo_model *m = NULL;
-    lomo_trainer *t = NULL;
-    lomo_data *d = NULL;
-    int32_t *tok = NULL, *lab = NULL;
-    FILE *log = NULL;
-    int rc = 1;
-    memset(&a, 0, sizeof a);
-    a.out = "llama_ft_out"; a.schedule = "constant"; a.optimizer = "lomo"; a.dtype = "f32"; a.clip_mode = "global";
-    a.device = "cpu";
-    a.seq_len = 256; a.batch = 8; a.lr = 1e-3f; a.clip_norm = 1.0f; a.shuffle = 1; a.seed = 42; a.log_every = 1;
-    a.max_skipped = 5;
-    setvbuf(stdout, NULL, _IOLBF, 0);   /* a redirected log is written line by line, never left empty */
-    a.temperature = -1.0f; a.top_k = -1; a.max_new_tokens = -1;   /* -1: not given */
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--checkpointing")) { a.checkpointing = 1; continue; }
-        if (!strcmp(k, "--no-shuffle")) { a.shuffle = 0; continue; }
-        if (!strcmp(k, "--stochastic-rounding")) { a.stochastic_rounding = 1; continue; }
-        if (!strcmp(k, "--shard")) { a.shard = 1; continue; }
-        if (!strcmp(k, "--add-special")) { a.add_special = 1; continue; }
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(); return 0; }
-        if (!v) { fprintf(stderr, "llama_ft: %s needs a value\n", k); usage(); return 2; }
-        i++;
-        if (!strcmp(k, "--model")) a.model = v;
-        else if (!strcmp(k, "--data")) a.data = v;
-        else if (!strcmp(k, "--eval-data")) a.eval_data = v;
-        else if (!strcmp(k, "--eval")) a.eval_only = v;
-        else if (!strcmp(k, "--mc")) a.mc = v;
-        else if (!strcmp(k, "--tokenize")) a.tokenize = v;
-        else if (!strcmp(k, "--detokenize")) a.detokenize = v;
-        else if (!strcmp(k, "--out")) a.out = v;
-        else if (!strcmp(k, "--resume")) a.resume = v;
-        else if (!strcmp(k, "--seq-len")) { if (parse_int(k, v, 2, INT_MAX, &a.seq_len)) return 2; a.seq_len_given = 1; }
-        else if (!strcmp(k, "--batch")) { if (parse_int(k, v, 1, INT_MAX, &a.batch)) return 2; }
-        else if (!strcmp(k, "--steps")) { if (parse_int(k, v, 1, INT_MAX, &a.steps)) return 2; }
-        else if (!strcmp(k, "--epochs")) { if (parse_int(k, v, 1, INT_MAX, &a.epochs)) return 2; }
-        else if (!strcmp(k, "--lr")) { if (parse_float(k, v, 0, 1e38, 0, &a.lr)) return 2; }
-        else if (!strcmp(k, "--schedule")) a.schedule = v;
-        else if (!strcmp(k, "--warmup")) { if (parse_float(k, v, 0, 1e38, 0, &a.warmup)) return 2; }
-        else if (!strcmp(k, "--optimizer")) a.optimizer = v;
-        else if (!strcmp(k, "--clip-norm")) { if (parse_float(k, v, 0, 1e38, 0, &a.clip_norm)) return 2; }
-        else if (!strcmp(k, "--clip-value")) { if (parse_float(k, v, 0, 1e38, 0, &a.clip_value)) return 2; }
-        else if (!strcmp(k, "--weight-decay")) { if (parse_float(k, v, 0, 1e38, 0, &a.weight_decay)) return 2; }
-        else if (!strcmp(k, "--dtype")) a.dtype = v;
-        else if (!strcmp(k, "--seed")) { if (parse_u64(k, v, &a.seed)) return 2; }
-        else if (!strcmp(k, "--save-every")) { if (parse_int(k, v, 0, INT_MAX, &a.save_every)) return 2; }
-        else if (!strcmp(k, "--eval-every")) { if (parse_int(k, v, 0, INT_MAX, &a.eval_every)) return 2; }
-        else if (!strcmp(k, "--stop-after")) { if (parse_int(k, v, 1, INT_MAX, &a.stop_after)) return 2; }
-        else if (!strcmp(k, "--log-every")) { if (parse_int(k, v, 1, INT_MAX, &a.log_every)) return 2; }
-        else if (!strcmp(k, "--micro-batches")) { if (parse_int(k, v, 1, INT_MAX, &a.micro_batches)) return 2; }
-        else if (!strcmp(k, "--clip-mode")) a.clip_mode = v;
-        else if (!strcmp(k, "--device")) a.device = v;
-        else if (!strcmp(k, "--loss-scale")) { if (parse_float(k, v, 0, 1e38, 1, &a.loss_scale)) return 2; }
-        else if (!strcmp(k, "--loss-scale-window")) { if (parse_int(k, v, 1, INT_MAX, &a.loss_scale_window)) return 2; }
-        else if (!strcmp(k, "--max-skipped")) { if (parse_int(k, v, 0, INT_MAX, &a.max_skipped)) return 2; }
-        else if (!strcmp(k, "--chat-template")) a.chat_template = v;
-        else if (!strcmp(k, "--render-chat")) a.render_chat = v;
-        else if (gen_flag(&a, k, v)) { if (a.gen_bad) return 2; }
-        else { fprintf(stderr, "llama_ft: unknown flag %s\n", k); usage(); return 2; }
-    }
-    if (a.tokenize || a.detokenize) return text_mode(&a);   /* tokenizer only: no weights needed */
-    if (a.render_chat) {   /* an early mode: no model weights needed */
-        int given = 0;
-        for (int i = 1; i < argc; i++) given |= !strcmp(argv[i], "--seq-len");
-        rc = render_chat(&a, given);
-        text_free();
-        return rc;
-    }
-    if (strcmp(a.schedule, "constant") && strcmp(a.schedule, "linear") && strcmp(a.schedule, "cosine")) {
-        fprintf(stderr, "llama_ft: --schedule %s: expected constant, linear or cosine\n", a.schedule);
-        return 2;
-    }
-    int optimizer = !strcmp(a.optimizer, "lomo") ? LOMO_OPT_LOMO : !strcmp(a.optimizer, "adalomo") ? LOMO_OPT_ADALOMO
-                  : !strcmp(a.optimizer, "adamw") ? LOMO_OPT_ADAMW : -1;
-    int clip_mode = !strcmp(a.clip_mode, "global") ? LOMO_CLIP_GLOBAL : !strcmp(a.clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM
-                  : !strcmp(a.clip_mode, "tensor") ? LOMO_CLIP_TENSOR : -1;
-    lomo_load_opts lo = {LOMO_F32, NULL, NULL};
-    if (optimizer < 0) { fprintf(stderr, "llama_ft: --optimizer %s: expected lomo, adalomo or adamw\n", a.optimizer); return 2; }
-    if (clip_mode < 0) { fprintf(stderr, "llama_ft: --clip-mode %s: expected global, gram or tensor\n", a.clip_mode); return 2; }
-    if (!strcmp(a.dtype, "bf16")) lo.dtype = LOMO_BF16;
-    else if (!strcmp(a.dtype, "f16")) lo.dtype = LOMO_F16;
-    else if (strcmp(a.dtype, "f32")) { fprintf(stderr, "llama_ft: --dtype %s: expected f32, bf16 or f16\n", a.dtype); return 2; }
-    int rank = 0, nranks = 1;
-    if (a.shard) {
-#ifdef LOMO_MPI
-        lomo_comm *comm;
-        MPI_Init(&argc, &argv);
-#if defined(LOMO_CUDA) && defined(LOMO_NCCL)
-        if (!strcmp(a.device, "cuda")) {   /* GPUs: NCCL, bootstrapped over MPI; one GPU per rank */
-            int local = 0;
-            MPI_Comm node;
-            MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-            MPI_Comm_rank(node, &local);
-            if (!(lo.backend = lomo_cuda_backend(local)) || !(comm = lomo_nccl_comm_from_mpi(MPI_COMM_WORLD, lo.backend)))
-                return die("--shard --device cuda");
-        } else
-#endif
-        if (!(comm = lomo_mpi_comm(MPI_COMM_WORLD))) return die("--shard");
-        lo.comm = comm;
-        rank = comm->rank; nranks = comm->size;
-        if (rank) (void)!freopen("/dev/null", "w", stdout);   /* rank 0 reports */
-#else
-        fprintf(stderr, "llama_ft: --shard needs a build with -DLOMO_MPI (make builds build/llama_ft_mpi)\n");
-        return 2;
-#endif
-    }
-    if (!strcmp(a.device, "cuda")) {
+/* ---- platform: the backend and the MPI / NCCL ranks (every #if of the program is in this section) ---- */
 #ifdef LOMO_CUDA
-        if (!lo.backend && !(lo.backend = lomo_cuda_backend(0))) return die("--device cuda");
+#define HAVE_CUDA 1
 #else
+#define HAVE_CUDA 0
+#endif
+
+/* --shard: MPI and the communicator (NCCL for --device cuda in a LOMO_NCCL build, each rank on its node's
+   GPU, whose backend is opened here); rank 0 reports. GO_ON or the exit code. */
+static int ranks_open(const args *a, lomo_load_opts *lo, int *rank, int *nranks, int *argc, char ***argv) {
+    if (!a->shard) return GO_ON;
+#ifdef LOMO_MPI
+    lomo_comm *comm;
+    MPI_Init(argc, argv);
+#if defined(LOMO_CUDA) && defined(LOMO_NCCL)
+    if (!strcmp(a->device, "cuda")) {   /* GPUs: NCCL, bootstrapped over MPI; one GPU per rank */
+        int local = 0;
+        char spec[32];
+        MPI_Comm node;
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+        MPI_Comm_rank(node, &local);
+        snprintf(spec, sizeof spec, "cuda:%d", local);
+        if (!(lo->backend = lomo_backend_open(spec)) || !(comm = lomo_nccl_comm_from_mpi(MPI_COMM_WORLD, lo->backend)))
+            return die("--shard --device cuda");
+    } else
+#endif
+    if (!(comm = lomo_mpi_comm(MPI_COMM_WORLD))) return die("--shard");
+    lo->comm = comm;
+    *rank = comm->rank; *nranks = comm->size;
+    if (*rank) (void)!freopen("/dev/null", "w", stdout);   /* rank 0 reports */
+    return GO_ON;
+#else
+    (void)lo; (void)rank; (void)nranks; (void)argc; (void)argv;
+    fprintf(stderr, "llama_ft: --shard needs a build with -DLOMO_MPI (make builds build/llama_ft_mpi)\n");
+    return 2;
+#endif
+}
+
+/* --device cpu|cuda: the one place the backend is chosen (lomo_backend_open; a sharded NCCL run has its
+   rank's GPU already). GO_ON or the exit code. */
+static int backend_open(const args *a, lomo_load_opts *lo) {
+    if (strcmp(a->device, "cpu") && strcmp(a->device, "cuda")) {
+        fprintf(stderr, "llama_ft: --device %s: expected cpu or cuda\n", a->device);
+        return 2;
+    }
+    if (!strcmp(a->device, "cuda") && !HAVE_CUDA) {
         fprintf(stderr, "llama_ft: --device cuda needs a build with -DLOMO_CUDA (make cuda)\n");
         return 2;
-#endif
-    } else if (strcmp(a.device, "cpu")) { fprintf(stderr, "llama_ft: --device %s: expected cpu or cuda\n", a.device); return 2; }
+    }
+    if (!lo->backend && !(lo->backend = lomo_backend_open(a->device))) return die("--device cuda");
+    return GO_ON;
+}
 
-    /* ---- the model: a Hugging Face directory, a resume checkpoint, or the demo's ---- */
-    int demo = !a.model && !a.resume;
-    char demo_train[1100], demo_eval[1100];
-    int64_t start_step = 0;
-    lomo_data_pos pos = {0, 0};
-    if (a.resume) {
+static void ranks_barrier(const args *a) {
+#ifdef LOMO_MPI
+    if (a->shard) MPI_Barrier(MPI_COMM_WORLD);
+#else
+    (void)a;
+#endif
+}
+
+static int ranks_max(const args *a, int x) {   /* the largest x over the ranks */
+#ifdef LOMO_MPI
+    if (a->shard) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+#else
+    (void)a;
+#endif
+    return x;
+}
+
+/* the end of a sharded run: the communicator freed; a failure (rc != 0) on any rank ends the job, not a hang */
+static void ranks_close(const args *a, const lomo_load_opts *lo, int rc) {
+#ifdef LOMO_MPI
+    if (a->shard) {
+#if defined(LOMO_CUDA) && defined(LOMO_NCCL)
+        if (!strcmp(a->device, "cuda")) lomo_nccl_comm_free((lomo_comm *)lo->comm);
+        else
+#endif
+        lomo_mpi_comm_free((lomo_comm *)lo->comm);
+        if (rc) MPI_Abort(MPI_COMM_WORLD, rc);
+        MPI_Finalize();
+    }
+#else
+    (void)a; (void)lo; (void)rc;
+#endif
+}
+
+/* ---- the run: load_model -> prepare -> (eval_modes) -> open_train_data -> eval_before -> train -> finish ---- */
+typedef struct ft_run {
+    args a;
+    lomo_load_opts lo;
+    int rank, nranks, demo;
+    char demo_train[1100], demo_eval[1100], log_path[1100], ckpt[1100];
+    int64_t start_step;        /* the step a --resume checkpoint was saved at (0: a fresh run) */
+    lomo_data_pos pos;         /* ... and its data position */
+    lomo_model *m;
+    lomo_trainer *t;
+    lomo_data *d;
+    int mb, all_rows, total;   /* micro-batches, sequences per step over all ranks, steps of the run */
+    double loss0, acc0;        /* eval before training (the demo's next-token accuracy) */
+    int32_t *tok, *lab;
+    FILE *log;
+} ft_run;
+
+/* the model: a --resume checkpoint, a Hugging Face directory (--model), or the demo's (with its data) */
+static int load_model(ft_run *r) {
+    args *a = &r->a;
+    r->demo = !a->model && !a->resume;
+    if (a->resume) {
         int fdt;
-        if (read_state(a.resume, &start_step, &pos, &fdt)) goto done;   /* it said why */
-        if (!(m = lomo_load(a.resume, &lo))) { die("--resume"); goto done; }
-        m->file_dtype = (lomo_dtype)fdt;   /* export in the original dtype at the end */
-        printf("resuming from %s at step %lld (data epoch %lld, example %lld)\n", a.resume, (long long)start_step,
-               (long long)pos.epoch, (long long)pos.index);
-    } else if (a.model) {
-        if (!(m = lomo_load(a.model, &lo))) { die("--model"); goto done; }
+        if (read_state(a->resume, &r->start_step, &r->pos, &fdt)) return 1;   /* it said why */
+        if (!(r->m = lomo_load(a->resume, &r->lo))) return die("--resume");
+        r->m->file_dtype = (lomo_dtype)fdt;   /* export in the original dtype at the end */
+        printf("resuming from %s at step %lld (data epoch %lld, example %lld)\n", a->resume, (long long)r->start_step,
+               (long long)r->pos.epoch, (long long)r->pos.index);
+    } else if (a->model) {
+        if (!(r->m = lomo_load(a->model, &r->lo))) return die("--model");
     } else {
         lomo_config c;   /* the demo model: 4 layers, GQA, tied embeddings */
         lomo_config_default(&c, 96, 256, 4, 6, 2, 64);
         c.tie_embeddings = 1;
         c.max_seq_len = 64;
-        if (!(m = lomo_model_new(&c, &lo))) { die("demo model"); goto done; }
-        lomo_model_init_random(m, a.seed, 0.05f);
-        if (!a.data) {
-            a.seq_len = 32; a.batch = 8; a.lr = 0.1f; a.warmup = 0.1f;
-            if (!a.steps && !a.epochs) a.steps = 400;
-            if (a.log_every == 1) a.log_every = 20;
-            snprintf(demo_train, sizeof demo_train, "%s.data.train.jsonl", a.out);
-            snprintf(demo_eval, sizeof demo_eval, "%s.data.eval.jsonl", a.out);
-            if (!rank && (write_demo_data(demo_train, 4000, a.seq_len, c.vocab_size, a.seed + 1) ||
-                          write_demo_data(demo_eval, 256, a.seq_len, c.vocab_size, a.seed + 2))) goto done;
-#ifdef LOMO_MPI
-            if (a.shard) MPI_Barrier(MPI_COMM_WORLD);   /* the files exist before anyone reads them */
-#endif
-            a.data = demo_train;
-            if (!a.eval_data) a.eval_data = demo_eval;
+        if (!(r->m = lomo_model_new(&c, &r->lo))) return die("demo model");
+        lomo_model_init_random(r->m, a->seed, 0.05f);
+        if (!a->data) {
+            a->seq_len = 32; a->batch = 8; a->lr = 0.1f; a->warmup = 0.1f;
+            if (!a->steps && !a->epochs) a->steps = 400;
+            if (a->log_every == 1) a->log_every = 20;
+            snprintf(r->demo_train, sizeof r->demo_train, "%s.data.train.jsonl", a->out);
+            snprintf(r->demo_eval, sizeof r->demo_eval, "%s.data.eval.jsonl", a->out);
+            if (!r->rank && (write_demo_data(r->demo_train, 4000, a->seq_len, c.vocab_size, a->seed + 1) ||
+                             write_demo_data(r->demo_eval, 256, a->seq_len, c.vocab_size, a->seed + 2))) return 1;
+            ranks_barrier(a);   /* the files exist before anyone reads them */
+            a->data = r->demo_train;
+            if (!a->eval_data) a->eval_data = r->demo_eval;
         }
     }
-    if (a.prompt_ids || a.generate) { rc = gen_mode(m, &a); goto done; }   /* stdout: the generated ids only */
+    return 0;
+}
+
+/* the model line, the sequence length, --out checked, the trainer (and its --resume state) */
+static int prepare(ft_run *r) {
+    args *a = &r->a;
+    lomo_model *m = r->m;
+    lomo_train_opts to;
     printf("model: %.2fM parameters, %d layers, dim %d, %d/%d heads, vocab %d%s, %s; backend %s\n",
            lomo_n_params(m) / 1e6, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads,
            m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->cfg.model_type, m->be->name);
-
-    if ((a.eval_only || a.mc) && !a.seq_len_given && !demo) {   /* the model's context, up to a cap */
-        a.seq_len = m->cfg.max_seq_len < EVAL_SEQ_CAP ? m->cfg.max_seq_len : EVAL_SEQ_CAP;
-        if (a.seq_len < 2) a.seq_len = 2;
+    if ((a->eval_only || a->mc) && !a->seq_len_given && !r->demo) {   /* the model's context, up to a cap */
+        a->seq_len = m->cfg.max_seq_len < EVAL_SEQ_CAP ? m->cfg.max_seq_len : EVAL_SEQ_CAP;
+        if (a->seq_len < 2) a->seq_len = 2;
     }
-    if (a.seq_len > m->cfg.max_seq_len)
+    if (a->seq_len > m->cfg.max_seq_len)
         fprintf(stderr, "llama_ft: warning: --seq-len %d is longer than the model's max_position_embeddings %d: "
-                "positions beyond %d were not seen in pretraining (context extension)\n", a.seq_len,
+                "positions beyond %d were not seen in pretraining (context extension)\n", a->seq_len,
                 m->cfg.max_seq_len, m->cfg.max_seq_len);
-    if (!a.eval_only && !a.mc && a.data && !rank && check_writable(a.out)) goto done;
+    if (!a->eval_only && !a->mc && a->data && !r->rank && check_writable(a->out)) return 1;
 
-    lomo_train_opts to;
     memset(&to, 0, sizeof to);
-    to.batch = a.batch; to.seq_len = a.seq_len; to.checkpointing = a.checkpointing;
-    to.clip_norm = a.clip_norm; to.clip_value = a.clip_value; to.weight_decay = a.weight_decay;
-    to.micro_batches = a.micro_batches; to.clip_mode = clip_mode; to.optimizer = optimizer;
-    to.stochastic_rounding = a.stochastic_rounding; to.seed = a.seed;
-    if (a.loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a.loss_scale; }
-    to.loss_scale_window = a.loss_scale_window;
-    if (!(t = lomo_trainer_new(m, &to))) { die("cannot set up training"); goto done; }
-    if (a.resume && lomo_trainer_resume(t, a.resume)) { die("--resume trainer state"); goto done; }
+    to.batch = a->batch; to.seq_len = a->seq_len; to.checkpointing = a->checkpointing;
+    to.clip_norm = a->clip_norm; to.clip_value = a->clip_value; to.weight_decay = a->weight_decay;
+    to.micro_batches = a->micro_batches; to.clip_mode = a->clip_mode_id; to.optimizer = a->optimizer_id;
+    to.stochastic_rounding = a->stochastic_rounding; to.seed = a->seed;
+    if (a->loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a->loss_scale; }
+    to.loss_scale_window = a->loss_scale_window;
+    if (!(r->t = lomo_trainer_new(m, &to))) return die("cannot set up training");
+    if (a->resume && lomo_trainer_resume(r->t, a->resume)) return die("--resume trainer state");
+    return 0;
+}
 
-    /* ---- evaluation-only modes ---- */
-    if (a.eval_only || a.mc) {
-        double loss;
-        int64_t n;
-        printf("eval: seq-len %d%s, batch %d\n", a.seq_len, a.seq_len_given ? "" : " (the model's context, capped)", a.batch);
-        if (a.eval_only) {
-            if (evaluate(t, a.eval_only, &a, m->cfg.vocab_size, &loss, &n)) goto done;   /* it said why */
-            printf("eval_loss=%.6f tokens=%lld\n", loss, (long long)n);
-        }
-        if (a.mc && multiple_choice(t, m, a.mc, &a)) goto done;   /* it said why */
-        rc = 0;
-        goto done;
+/* --eval FILE (mean loss) and/or --mc FILE (multiple-choice accuracy), then exit */
+static int eval_modes(ft_run *r) {
+    const args *a = &r->a;
+    double loss;
+    int64_t n;
+    printf("eval: seq-len %d%s, batch %d\n", a->seq_len, a->seq_len_given ? "" : " (the model's context, capped)", a->batch);
+    if (a->eval_only) {
+        if (evaluate(r->t, a->eval_only, a, r->m->cfg.vocab_size, &loss, &n)) return 1;   /* it said why */
+        printf("eval_loss=%.6f tokens=%lld\n", loss, (long long)n);
     }
-    if (!a.data) { fprintf(stderr, "llama_ft: --data is needed to train (or --eval / --mc)\n"); rc = 2; goto done; }
+    if (a->mc && multiple_choice(r->t, r->m, a->mc, a)) return 1;   /* it said why */
+    return 0;
+}
 
-    /* ---- data ---- */
-    lomo_data_opts dop = {a.seq_len, m->cfg.vocab_size, a.shuffle, a.seed, 0, NULL, NULL};
-    if (!(d = open_data(a.data, &a, &dop))) { die("--data"); goto done; }
-    int mb = a.micro_batches > 1 ? a.micro_batches : 1, rows = a.batch * mb;   /* sequences per step, per rank */
-    int all_rows = rows * nranks;                                              /* ... and over all ranks */
-    int steps_per_epoch = (int)((lomo_data_count(d) + all_rows - 1) / all_rows);
-    int total = a.steps ? a.steps : (a.epochs ? a.epochs : 1) * steps_per_epoch;
-    if (lomo_data_seek(d, pos)) { die("--resume data position"); goto done; }
-    printf("data: %lld examples of up to %d tokens, %d steps of %d x %d%s (%.2f epochs)\n", (long long)lomo_data_count(d),
-           a.seq_len, total, mb, a.batch, nranks > 1 ? " per rank" : "", (double)total / steps_per_epoch);
-    printf("data: %lld examples cut to --seq-len %d (their start kept)%s%s\n", (long long)lomo_data_truncated(d),
-           a.seq_len, dop.chat_template ? "; chat template " : "", dop.chat_template ? dop.chat_template : "");
+/* --data opened (tokenized if text), the step count, the --resume position */
+static int open_train_data(ft_run *r) {
+    const args *a = &r->a;
+    lomo_data_opts dop = {a->seq_len, r->m->cfg.vocab_size, a->shuffle, a->seed, 0, NULL, NULL};
+    if (!(r->d = open_data(a->data, a, &dop))) return die("--data");
+    r->mb = a->micro_batches > 1 ? a->micro_batches : 1;
+    r->all_rows = a->batch * r->mb * r->nranks;   /* sequences per step: mb x --batch per rank, over all ranks */
+    int steps_per_epoch = (int)((lomo_data_count(r->d) + r->all_rows - 1) / r->all_rows);
+    r->total = a->steps ? a->steps : (a->epochs ? a->epochs : 1) * steps_per_epoch;
+    if (lomo_data_seek(r->d, r->pos)) return die("--resume data position");
+    printf("data: %lld examples of up to %d tokens, %d steps of %d x %d%s (%.2f epochs)\n", (long long)lomo_data_count(r->d),
+           a->seq_len, r->total, r->mb, a->batch, r->nranks > 1 ? " per rank" : "", (double)r->total / steps_per_epoch);
+    printf("data: %lld examples cut to --seq-len %d (their start kept)%s%s\n", (long long)lomo_data_truncated(r->d),
+           a->seq_len, dop.chat_template ? "; chat template " : "", dop.chat_template ? dop.chat_template : "");
+    return 0;
+}
 
-    double loss0 = 0, acc0 = 0;
+static int eval_before(ft_run *r) {
+    const args *a = &r->a;
     int64_t ntok;
-    if (a.eval_data) {
-        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss0, &ntok)) goto done;
-        if (a.resume) printf("eval at step %lld (resumed): loss %.4f over %lld tokens", (long long)start_step, loss0, (long long)ntok);
-        else printf("eval before training: loss %.4f over %lld tokens", loss0, (long long)ntok);
-        if (demo) { acc0 = demo_accuracy(t, m, a.eval_data, &a); printf(", next-token accuracy %.1f%%", 100 * acc0); }
-        printf("\n");
-    }
+    if (!a->eval_data) return 0;
+    if (evaluate(r->t, a->eval_data, a, r->m->cfg.vocab_size, &r->loss0, &ntok)) return 1;
+    if (a->resume) printf("eval at step %lld (resumed): loss %.4f over %lld tokens", (long long)r->start_step, r->loss0, (long long)ntok);
+    else printf("eval before training: loss %.4f over %lld tokens", r->loss0, (long long)ntok);
+    if (r->demo) { r->acc0 = demo_accuracy(r->t, r->m, a->eval_data, a); printf(", next-token accuracy %.1f%%", 100 * r->acc0); }
+    printf("\n");
+    return 0;
+}
 
-    /* ---- the training loop ---- */
-    char log_path[1100], ckpt[1100];
-    snprintf(log_path, sizeof log_path, "%s.log.csv", a.out);
-    snprintf(ckpt, sizeof ckpt, "%s.checkpoint", a.out);
-    if (!(log = rank ? fopen("/dev/null", "w") : open_log(log_path, a.resume != NULL, start_step))) {
-        fprintf(stderr, "llama_ft: cannot write %s: %s\n", log_path, strerror(errno));
-        goto done;
+/* The training loop: each step this rank's rows (lomo_data_next_rank) -> lomo_step -> CSV log and progress ->
+   --eval-every, --sample-every -> --save-every / --stop-after / a signal. GO_ON when all steps ran, else the exit
+   code (1 on an error, 0 after --stop-after, 128 + signal). */
+static int train(ft_run *r) {
+    const args *a = &r->a;
+    lomo_model *m = r->m;
+    int64_t ntok;
+    snprintf(r->log_path, sizeof r->log_path, "%s.log.csv", a->out);
+    snprintf(r->ckpt, sizeof r->ckpt, "%s.checkpoint", a->out);
+    if (!(r->log = r->rank ? fopen("/dev/null", "w") : open_log(r->log_path, a->resume != NULL, r->start_step))) {
+        fprintf(stderr, "llama_ft: cannot write %s: %s\n", r->log_path, strerror(errno));
+        return 1;
     }
-    tok = (int32_t *)calloc((size_t)all_rows * a.seq_len, sizeof(int32_t));
-    lab = (int32_t *)calloc((size_t)all_rows * a.seq_len, sizeof(int32_t));
-    if (!tok || !lab) {
-        fprintf(stderr, "llama_ft: out of host memory for the %d x %d token batch\n", all_rows, a.seq_len);
-        goto done;
+    r->tok = (int32_t *)calloc((size_t)r->all_rows * a->seq_len, sizeof(int32_t));
+    r->lab = (int32_t *)calloc((size_t)r->all_rows * a->seq_len, sizeof(int32_t));
+    if (!r->tok || !r->lab) {
+        fprintf(stderr, "llama_ft: out of host memory for the %d x %d token batch\n", r->all_rows, a->seq_len);
+        return 1;
     }
     signal(SIGINT, on_signal);    /* ISO C: the step in flight finishes, then the loop saves and stops */
     signal(SIGTERM, on_signal);
     double t0 = now();
-    int64_t tokens_seen = 0;
-    int skipped_run = 0;   /* consecutive skipped steps */
+    int64_t tokens_seen = 0, start_step = r->start_step;
+    int skipped_run = 0, total = r->total;   /* consecutive skipped steps */
     int64_t saved_at = 0;  /* step of the last resumable checkpoint this run wrote */
     for (int64_t step = start_step + 1; step <= total; step++) {
         lomo_step_info info;
-        float lr = lr_at(&a, (int)step, total);
+        float lr = lr_at(a, (int)step, total);
         /* the step's all_rows rows, of which this rank keeps its mb x --batch (with one process: all) */
-        if (lomo_data_next_rank(d, a.batch, mb, rank, nranks, tok, lab) < 0) { die("--data"); goto done; }
-        if (lomo_step(t, tok, lab, lr, &info)) {   /* e.g. non-finite weights: nothing more is saved */
+        if (lomo_data_next_rank(r->d, a->batch, r->mb, r->rank, r->nranks, r->tok, r->lab) < 0) return die("--data");
+        if (lomo_step(r->t, r->tok, r->lab, lr, &info)) {   /* e.g. non-finite weights: nothing more is saved */
             fprintf(stderr, "llama_ft: training stopped at step %lld: %s\n", (long long)step, lomo_error());
             if (saved_at) fprintf(stderr, "llama_ft: the last checkpoint, %s, is from step %lld and was not touched\n",
-                                  ckpt, (long long)saved_at);
+                                  r->ckpt, (long long)saved_at);
             else fprintf(stderr, "llama_ft: no checkpoint was written\n");
-            goto done;
+            return 1;
         }
-        tokens_seen += (int64_t)all_rows * a.seq_len;
+        tokens_seen += (int64_t)r->all_rows * a->seq_len;
         double el = now() - t0, tps = tokens_seen / el;
         double peak = lomo_memory_report(m).total_peak / 1048576.0;
-        fprintf(log, "%lld,%.6f,%.6g,%.6f,%lld,%d,%.1f,%.2f\n", (long long)step, info.loss, lr, info.grad_norm,
+        fprintf(r->log, "%lld,%.6f,%.6g,%.6f,%lld,%d,%.1f,%.2f\n", (long long)step, info.loss, lr, info.grad_norm,
                 (long long)info.n_tokens, info.skipped, tps, peak);
-        fflush(log);
-        if (step % a.log_every == 0 || step == start_step + 1 || step == total || info.skipped)
+        fflush(r->log);
+        if (step % a->log_every == 0 || step == start_step + 1 || step == total || info.skipped)
             printf("step %lld/%d  loss %.4f  lr %.3g  grad norm %.3f  %.0f tok/s  peak %.1f MiB  ETA %.0fs%s\n",
                    (long long)step, total, info.loss, lr, info.grad_norm, tps, peak,
                    el / (step - start_step) * (total - step), info.skipped ? "  (skipped)" : "");
-        if (a.eval_data && a.eval_every && step % a.eval_every == 0 && step < total) {
+        if (a->eval_data && a->eval_every && step % a->eval_every == 0 && step < total) {
             double l;
-            if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &l, &ntok)) goto done;
+            if (evaluate(r->t, a->eval_data, a, m->cfg.vocab_size, &l, &ntok)) return 1;
             printf("eval_loss=%.6f tokens=%lld\n", l, (long long)ntok);
         }
         /* a skip that backed the loss scale off is the scaler working; the others count */
         if (!info.skipped) skipped_run = 0;
-        else if (!(lomo_trainer_loss_scale(t) < info.loss_scale)) skipped_run++;
-        if (a.max_skipped && skipped_run >= a.max_skipped) {
+        else if (!(lomo_trainer_loss_scale(r->t) < info.loss_scale)) skipped_run++;
+        if (a->max_skipped && skipped_run >= a->max_skipped) {
             fprintf(stderr, "llama_ft: step %lld: %d consecutive steps skipped (non-finite loss or gradients, or no "
                     "counted token): stopping (--max-skipped %d); nothing more is saved\n", (long long)step,
-                    skipped_run, a.max_skipped);
-            goto done;
+                    skipped_run, a->max_skipped);
+            return 1;
         }
-        if (a.sample_every && (step % a.sample_every == 0 || step == total) && gen_sample(m, &a, step)) {
-            die("--sample-every"); goto done;
-        }
-        int sig = stop_signal;
-#ifdef LOMO_MPI
-        if (a.shard) MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);   /* all ranks stop together */
-#endif
-        int stop = (a.stop_after && step == start_step + a.stop_after && step < total) || (sig && step < total);
+        if (a->sample_every && (step % a->sample_every == 0 || step == total) && gen_sample(m, a, step))
+            return die("--sample-every");
+        int sig = ranks_max(a, stop_signal);   /* all ranks stop together */
+        int stop = (a->stop_after && step == start_step + a->stop_after && step < total) || (sig && step < total);
         /* while steps are being skipped (not loss-scale back-offs) the last checkpoint stays */
-        if (((a.save_every && (step % a.save_every == 0 || step == total)) && !skipped_run) || stop) {
-            if (save_checkpoint(m, t, ckpt, step, lomo_data_tell(d), &a)) { die("--save-every"); goto done; }
-            printf("saved resumable checkpoint %s (step %lld)\n", ckpt, (long long)step);
+        if (((a->save_every && (step % a->save_every == 0 || step == total)) && !skipped_run) || stop) {
+            if (save_checkpoint(m, r->t, r->ckpt, step, lomo_data_tell(r->d), a)) return die("--save-every");
+            printf("saved resumable checkpoint %s (step %lld)\n", r->ckpt, (long long)step);
             saved_at = step;
-        } else if (a.save_every && (step % a.save_every == 0 || step == total))
+        } else if (a->save_every && (step % a->save_every == 0 || step == total))
             printf("not saving a checkpoint at step %lld: %d consecutive steps skipped\n", (long long)step, skipped_run);
         if (sig && step < total) {
             fprintf(stderr, "llama_ft: %s at step %lld: stopped with a resumable checkpoint; continue with --resume %s\n",
-                    sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)step, ckpt);
-            rc = 128 + sig;
-            goto done;
+                    sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)step, r->ckpt);
+            return 128 + sig;
         }
         if (stop) {
-            printf("stopping after %d steps of this run (--stop-after); continue with --resume %s\n", a.stop_after, ckpt);
-            rc = 0;
-            goto done;
+            printf("stopping after %d steps of this run (--stop-after); continue with --resume %s\n", a->stop_after, r->ckpt);
+            return 0;
         }
     }
-    fclose(log);
-    log = NULL;
+    fclose(r->log);
+    r->log = NULL;
+    return GO_ON;
+}
 
-    if (a.eval_data) {
+/* after the last step: the final eval, the memory report, the Hugging Face checkpoint in --out */
+static int finish(ft_run *r) {
+    const args *a = &r->a;
+    lomo_model *m = r->m;
+    lomo_save_opts so;
+    if (a->eval_data) {
         double loss1;
-        if (evaluate(t, a.eval_data, &a, m->cfg.vocab_size, &loss1, &ntok)) goto done;
-        printf("eval after %d steps: loss %.4f (was %.4f)", total, loss1, loss0);
-        if (demo) printf(", next-token accuracy %.1f%% (was %.1f%%)", 100 * demo_accuracy(t, m, a.eval_data, &a), 100 * acc0);
+        int64_t ntok;
+        if (evaluate(r->t, a->eval_data, a, m->cfg.vocab_size, &loss1, &ntok)) return 1;
+        printf("eval after %d steps: loss %.4f (was %.4f)", r->total, loss1, r->loss0);
+        if (r->demo) printf(", next-token accuracy %.1f%% (was %.1f%%)", 100 * demo_accuracy(r->t, m, a->eval_data, a), 100 * r->acc0);
         printf("\neval_loss=%.6f tokens=%lld\n", loss1, (long long)ntok);
     }
     printf("\nmemory, measured by lomo's accounting for this model and batch:\n");
-    lomo_memory r = lomo_memory_report(m);
-    lomo_memory_print_compare(stdout, &r, lomo_n_params(m));
+    lomo_memory mr = lomo_memory_report(m);
+    lomo_memory_print_compare(stdout, &mr, lomo_n_params(m));
 
-    lomo_save_opts so;
     memset(&so, 0, sizeof so);
-    so.copy_from = a.model ? a.model : a.resume;
-    if (lomo_save_ex(m, a.out, &so)) { die("save"); goto done; }
-    printf("saved a Hugging Face checkpoint to %s/ (log: %s)\n", a.out, log_path);
-    rc = 0;
-done:
-    if (log) fclose(log);
-    free(tok); free(lab);
-    lomo_data_free(d);
+    so.copy_from = a->model ? a->model : a->resume;
+    if (lomo_save_ex(m, a->out, &so)) return die("save");
+    printf("saved a Hugging Face checkpoint to %s/ (log: %s)\n", a->out, r->log_path);
+    return 0;
+}
+
+static void run_free(ft_run *r) {
+    if (r->log) fclose(r->log);
+    free(r->tok); free(r->lab);
+    lomo_data_free(r->d);
     lomo_data_free(eval_cache);
     text_free();
-    lomo_trainer_free(t);
-    lomo_model_free(m);
-#ifdef LOMO_MPI
-    if (a.shard) {
-#if defined(LOMO_CUDA) && defined(LOMO_NCCL)
-        if (!strcmp(a.device, "cuda")) lomo_nccl_comm_free((lomo_comm *)lo.comm);
-        else
-#endif
-        lomo_mpi_comm_free((lomo_comm *)lo.comm);
-        if (rc) MPI_Abort(MPI_COMM_WORLD, rc);   /* one rank's failure ends the job, not a hang */
-        MPI_Finalize();
+    lomo_trainer_free(r->t);
+    lomo_model_free(r->m);
+}
+
+/* parse options -> (tokenizer-only modes) -> ranks and backend -> model -> (one-shot modes) -> data -> train -> save */
+int main(int argc, char **argv) {
+    ft_run r;
+    args *a = &r.a;
+    int rc;
+    memset(&r, 0, sizeof r);
+    r.nranks = 1;
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* a redirected log is written line by line, never left empty */
+    if ((rc = parse_args(argc, argv, a)) != GO_ON) return rc;
+
+    /* modes that need no weights: the tokenizer only */
+    if (a->tokenize || a->detokenize) return text_mode(a);
+    if (a->render_chat) {
+        rc = render_chat(a, a->seq_len_in_argv);
+        text_free();
+        return rc;
     }
-#endif
+
+    /* the backend (and the ranks of a sharded run), then the model */
+    if ((rc = check_choices(a)) != GO_ON) return rc;
+    r.lo.dtype = a->dtype_id;
+    if ((rc = ranks_open(a, &r.lo, &r.rank, &r.nranks, &argc, &argv)) != GO_ON) return rc;
+    if ((rc = backend_open(a, &r.lo)) != GO_ON) return rc;
+    rc = 1;   /* from here every failure has said why */
+    if (load_model(&r)) goto done;
+
+    /* one-shot modes on the model */
+    if (a->prompt_ids || a->generate) { rc = gen_mode(r.m, a); goto done; }   /* stdout: the generated ids only */
+    if (prepare(&r)) goto done;
+    if (a->eval_only || a->mc) { rc = eval_modes(&r); goto done; }
+
+    /* training */
+    if (!a->data) { fprintf(stderr, "llama_ft: --data is needed to train (or --eval / --mc)\n"); rc = 2; goto done; }
+    if (open_train_data(&r) || eval_before(&r)) goto done;
+    if ((rc = train(&r)) != GO_ON) goto done;
+    rc = finish(&r);
+done:
+    run_free(&r);
+    ranks_close(a, &r.lo, rc);
     return rc;
 }
