@@ -2,29 +2,32 @@
    The program to copy and adapt: start at main (the last function, one
    screen), then read the section of the step you want to change.
 
-   MAP (in file order)
-     options      usage, struct args, parse_args: every flag, checked whole
-     text data    the model's tokenizer.json and chat template; --render-chat
-     helpers      signals, --out probe, CSV log, the LR schedule
-     eval         --eval, --mc, the demo's data and accuracy
-     checkpoints  trainer_state.json (read_state) and save_checkpoint
-     text modes   --tokenize / --detokenize
+   MAP (in file order; each section opens with a "---- name" banner)
+     options      usage, struct args, parse_args (every flag, checked whole), check_choices
+     text data    the model's tokenizer.json and chat template, open_data; --render-chat
+     helpers      clock, signals, the --out probe, the CSV log, die
+     schedule     lr_at: warmup, then constant / linear / cosine
+     evaluation   --eval (mean loss), multiple choice (--mc), the demo task and its accuracy
+     state        trainer_state.json (read_state) and save_checkpoint (--save-every, --resume)
+     token ids    JSON arrays of ids in; text mode (--tokenize / --detokenize)
      generation   --prompt-ids, --generate, --sample-every
-     platform     the backend (lomo_backend_open) and the MPI / NCCL ranks:
-                  every #if of the program is in this one section
-     the run      load_model, prepare, eval_modes, open_train_data, train (the
-                  loop: lomo_data_next_rank -> lomo_step -> log / eval / save),
-                  finish (final eval, memory report, lomo_save_ex), main
+     platform     the backend (lomo_backend_open) and the MPI / NCCL ranks: every
+                  CUDA / NCCL / MPI #if after the includes is in this one section
+     the run      load_model, prepare, eval_modes, open_train_data, eval_before, train
+                  (the loop: lomo_data_next_rank -> lomo_step -> log / eval / save),
+                  finish (final eval, memory report, lomo_save_ex), run_free, main
    A user adapting it usually touches: options (a new flag), the run (the
    loop, or what is saved), lr_at (the schedule), and for other data, the
    lomo_data_opts given to open_data.
 
-   BUILD outside this repository (lomo.h, and for CUDA lomo_cuda.cuh, beside it):
-     cc -std=c11 -O3 -fopenmp llama_ft.c -o llama_ft -lm       (add -DLOMO_CBLAS ... -lopenblas)
-     mpicc ... -DLOMO_MPI llama_ft.c                            (--shard under mpirun)
-     nvcc -c cuda_impl.cu (LOMO_CUDA + LOMO_IMPLEMENTATION + both headers, as
-     examples/cuda_impl.cu), then cc -DLOMO_CUDA llama_ft.c cuda_impl.o -lcudart
-     -lcublas -lstdc++ -lgomp -lm (--device cuda); the Makefile's llama_ft* rules.
+   BUILD outside this repository: the file includes "../lomo.h" (and, for CUDA,
+   "../lomo_cuda.cuh"): keep those one directory up or change the two #includes.
+     cc -std=c11 -O3 -fopenmp llama_ft.c -o llama_ft -lm   (+ -DLOMO_CBLAS ... -lopenblas)
+     mpicc ... -DLOMO_MPI llama_ft.c -o llama_ft_mpi        (--shard under mpirun)
+     CUDA: nvcc -c a copy of examples/cuda_impl.cu (it defines LOMO_CUDA and
+     LOMO_IMPLEMENTATION, then includes both headers), then cc -DLOMO_CUDA
+     llama_ft.c cuda_impl.o -L$CUDA/lib64 -lcudart -lcublas -lstdc++ -lgomp -lm
+     (--device cuda). The Makefile's llama_ft* rules have the exact flags.
 
    Train:   llama_ft --model HF_DIR --data train.jsonl --out OUT_DIR [options]
    Eval:    llama_ft --model HF_DIR --eval eval.jsonl         (mean loss, no training)
@@ -345,6 +348,7 @@ static int render_chat(const args *a, int seq_len_given) {
 #define text_free() ((void)0)
 #endif
 
+/* ---- helpers: clock, signals, the --out probe, the CSV log, die ---- */
 static double now(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);   /* C11 */
@@ -1071,7 +1075,7 @@ static int gen_sample(lomo_model *m, const args *a, int64_t step) {
     return fclose(f);
 }
 
-/* ---- platform: the backend and the MPI / NCCL ranks (every #if of the program is in this section) ---- */
+/* ---- platform: the backend and the MPI / NCCL ranks (every CUDA / NCCL / MPI #if after the includes) ---- */
 #ifdef LOMO_CUDA
 #define HAVE_CUDA 1
 #else
