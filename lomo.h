@@ -246,6 +246,10 @@ BACKENDS
    scratch and activation dtype (set_scratch), so backends keep no state of
    one trainer that another could pick up. check() reports earlier errors;
    the CUDA one synchronises first, so a faulting kernel fails its step.
+   0.6: scratch_bytes_rows sizes the scratch for a head in chunks; linear_update
+   fuses the built-in LOMO rule (no clip_value, M = 1, unsharded, not per-tensor
+   clipping) with a linear weight's dW (NULL on the CPU: the rule runs on the
+   formed gradient, as before).
 
 VERSION HISTORY
 
@@ -312,6 +316,10 @@ VERSION HISTORY
    0.6  The LM head and cross-entropy in chunks of tokens (lomo_train_opts.head_chunk,
         LOMO_HEAD_CHUNK_BYTES): the (N, V) fp32 logits are never held whole past
         128 MiB; the backward recomputes each chunk; lomo_logits is NULL then.
+        Backend ops at the end of the table: scratch_bytes_rows (the scratch for a
+        head in chunks) and linear_update (the built-in LOMO rule, no clip_value,
+        fused with a linear weight's dW GEMM; CUDA sets it, the CPU keeps the hook
+        path and has the reference implementation). Not yet run on a GPU.
 */
 #ifndef LOMO_H
 #define LOMO_H

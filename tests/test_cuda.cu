@@ -13,12 +13,16 @@
 //    writes), against the CPU on identical inputs: weights (16-bit: at most 1 ulp apart
 //    and at most 2% of elements differing, since both use the same rounding hash) and the
 //    rule's state (AdaLomo's factored moments, AdamW's m and v) to 1e-5;
+//  - the fused LOMO update (linear_update) against the GPU's and the CPU's hook path on
+//    identical inputs (fp32 1e-5 of the change; 16-bit as the rules, bitwise in one block);
+//    the scratch of a head in chunks (scratch_bytes_rows);
 //  - one tensor above 2^31 elements (4.3 GB bf16 + 8.6 GB fp32 gradient): embedding fwd and
 //    bwd at the last rows, sumsq, param_sumsq and a LOMO update of the tail, exact or 1e-6;
 //  - whole steps (tests/step_compare.h's cases: fp32, bf16, f16, tied and untied, q/k/v and
 //    o_proj biases, checkpointing, micro-batches, clipping by global norm, Gram norm and per
 //    tensor, loss scaling, stochastic rounding, AdaLomo, AdamW, head_dim 128 multi-head and
-//    256 GQA, the unclipped single pass) against the CPU driver over 3 steps, compared by
+//    256 GQA, the unclipped single pass, the LM head in chunks of 13 and 16 tokens) against
+//    the CPU driver over 3 steps, compared by
 //    what the steps changed, with the bound derived there (fp32 2e-3; a skipped update
 //    gives 1), losses to 1e-4 (fp32) and 2e-2 (16-bit); checkpointing on and off on the GPU
 //    agree to 1e-6;
