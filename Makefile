@@ -30,6 +30,8 @@ TESTS += test_gen
 TESTS += test_chat
 TESTS += test_layers
 TESTS += test_alloc
+TESTS += test_head
+TESTS += test_fused
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the

@@ -72,6 +72,10 @@ THE UPDATE HOOK
    Tied embeddings: the hook sees the sum of both contributions, once, at the
    end. This costs no memory: the lm_head's dlogits stay in the logits buffer
    (an activation the forward allocates anyway) until the embedding's turn.
+   When the head runs in chunks of tokens (the logits of large vocabularies,
+   lomo_train_opts.head_chunk) each chunk's logits are recomputed in the
+   backward instead (one more head GEMM per backward pass, two when tied),
+   and the chunks' lm_head gradients are summed before the hook sees them.
 
 MEMORY (every allocation is tagged and counted, see lomo_memory_report;
    lomo_memory_formula computes this formula from a config, whose dtype is
@@ -84,10 +88,13 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
    or M > 1, L otherwise.
 
      parameters       w P
-     activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
+     activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C ]  +  4 R V
                       (+ S (q + k) with q/k norms, + S 2C for Gemma's post-norms)
                       (each layer's input per micro-batch; S layer working
-                      sets; final norm output; logits, which also hold dlogits)
+                      sets; final norm output; logits, which also hold dlogits,
+                      for R of the N tokens at a time: R = N when 4 N V fits
+                      LOMO_HEAD_CHUNK_BYTES (128 MiB), else the most rows
+                      that do (a multiple of 64), or lomo_train_opts.head_chunk)
      gradient buffer  4 max(tensor numel)           (M = 1; = 4 V C in most models)
                       4 max(one layer's tensors, V C) (M > 1: a layer's
                       gradients are summed over the micro-batches before its
@@ -214,6 +221,8 @@ OPTIONS (define before including)
                          assert(x), so -DNDEBUG or `#define LOMO_ASSERT(x)` turns
                          them off. Never used for what comes from outside (files,
                          options, tokens): that is always an error return.
+   LOMO_HEAD_CHUNK_BYTES the most bytes of fp32 logits the LM head holds at once
+                         by default (128 MiB; lomo_train_opts.head_chunk)
 
 GENERATION (see "generation: KV cache, sampling" below)
 
@@ -254,6 +263,10 @@ BACKENDS
    scratch and activation dtype (set_scratch), so backends keep no state of
    one trainer that another could pick up. check() reports earlier errors;
    the CUDA one synchronises first, so a faulting kernel fails its step.
+   0.6: scratch_bytes_rows sizes the scratch for a head in chunks; linear_update
+   fuses the built-in LOMO rule (no clip_value, M = 1, unsharded, not per-tensor
+   clipping) with a linear weight's dW (NULL on the CPU: the rule runs on the
+   formed gradient, as before).
 
 ERRORS (one rule)
 
@@ -348,6 +361,13 @@ VERSION HISTORY
         data-parallel step come from the data API (llama_ft.c no longer
         slices batches by hand). The JSON reader is public (lomo_json_parse
         and lomo_json_* accessors): llama_ft.c's own JSON readers now use it.
+        The LM head and cross-entropy in chunks of tokens (lomo_train_opts.head_chunk,
+        LOMO_HEAD_CHUNK_BYTES): the (N, V) fp32 logits are never held whole past
+        128 MiB; the backward recomputes each chunk; lomo_logits is NULL then.
+        Backend ops at the end of the table: scratch_bytes_rows (the scratch for a
+        head in chunks) and linear_update (the built-in LOMO rule, no clip_value,
+        fused with a linear weight's dW GEMM; CUDA sets it, the CPU keeps the hook
+        path and has the reference implementation). Not yet run on a GPU.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -668,6 +688,10 @@ typedef struct lomo_train_opts {
     void *update_user;
     int no_finite_check;    /* 1: skip reading each tensor back after its update to catch NaN/Inf weights
                                (on by default: lomo_step then fails naming the step and the tensor) */
+    int head_chunk;         /* 0.6: tokens per LM-head chunk: the (N, V) fp32 logits are held head_chunk
+                               rows at a time (memory 4 head_chunk V). 0: the whole N when its logits fit
+                               in LOMO_HEAD_CHUNK_BYTES, else the most rows that do; < 0: always the whole
+                               N (lomo_logits needs that: it is NULL while the head runs in chunks) */
 } lomo_train_opts;
 
 typedef struct lomo_step_info {
@@ -691,7 +715,8 @@ LOMODEF int           lomo_step(lomo_trainer *t, const int32_t *tokens, const in
 /* Forward only: loss (info->loss) and logits (lomo_logits); no weight changes. */
 LOMODEF int           lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels,
                                    lomo_step_info *info);
-LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory */
+LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory;
+                                                              NULL when the head runs in chunks (head_chunk) */
 LOMODEF int64_t       lomo_trainer_step(const lomo_trainer *t);   /* steps taken (skipped ones excluded) */
 LOMODEF float         lomo_trainer_loss_scale(const lomo_trainer *t);
 /* The trainer's state for resuming: optimizer state (AdaLomo's factored
@@ -1217,6 +1242,18 @@ struct lomo_backend {
        Phi-3's and Gemma's local layers' sliding window, as transformers masks it) -> out (N,nh,hd) */
     void (*attn_kv)(void *ctx, float *out, const float *q, const float *kc, const float *vc,
                     int N, int pos0, int nh, int nkv, int hd, float scale, float cap, int window);
+    /* 0.6: scratch_bytes when the LM head runs head_rows (<= N) tokens at a time
+       (lomo_train_opts.head_chunk); NULL: scratch_bytes (it does not depend on them) */
+    size_t (*scratch_bytes_rows)(void *ctx, const lomo_model *m, int N, int head_rows, int gram);
+    /* 0.6: the built-in LOMO rule fused with a linear weight's gradient, for a step
+       where the rule needs nothing of the gradient but itself (LOMO, no clip_value,
+       the clip coefficient known): w (O,K) = w (1 - lr weight_decay) -
+       lr clip_coef inv_loss_scale dy^T x, dy (N,O), x (N,K), in blocks of the rows
+       whose gradient fits gbuf (gbuf_floats >= K; none needed for fp32 w on CUDA,
+       where the GEMM writes into w), 16-bit w rounded as update rounds it (the
+       same hash of shard_off + element). NULL: the driver forms dW and calls the rule. */
+    void (*linear_update)(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
+                          float *gbuf, size_t gbuf_floats, const lomo_update_args *a);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -4206,6 +4243,47 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
     return s;
 }
 
+/* 0.6: the LOMO rule fused with a linear weight's gradient (the backend op
+   linear_update): rows r0..r0+R-1 of dW = dy^T x into gbuf (R = the rows that
+   fit), then update's LOMO kernel on those rows of w, with shard_off moved by
+   r0 K so that each element's rounding hash is the one of the whole-tensor
+   update. The CPU table leaves linear_update NULL (the hook path, bitwise as
+   before); this is the reference that tests install in a copy of the table. */
+static void lomo__cpu_linear_update(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
+                                    float *gbuf, size_t gbuf_floats, const lomo_update_args *a) {
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    size_t es = w->dtype == LOMO_F32 ? 4 : 2;
+    int R = gbuf_floats / (size_t)K < (size_t)O ? (int)(gbuf_floats / (size_t)K) : O, r0, ok = 1;
+    if (R < 1) {
+        if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "linear_update: %zu floats of gradient buffer hold no row of %s (%d)",
+                                      gbuf_floats, w->name, K); }
+        return;
+    }
+    for (r0 = 0; r0 < O; r0 += R) {
+        int nr = O - r0 < R ? O - r0 : R;
+        lomo_tensor v = *w;
+        lomo_update_args b = *a;
+#ifdef LOMO_CBLAS
+        lomo__sgemm_split(CblasTrans, CblasNoTrans, nr, K, N, dy + r0, O, x, K, 0, gbuf, K);
+#else
+        int o;
+        LOMO__PFOR(2.0 * N * nr * K)
+        for (o = 0; o < nr; o++) {   /* the order of matmul_bwd_w's loops: the same sums */
+            float *dwo = gbuf + (size_t)o * K;
+            int n;
+            memset(dwo, 0, sizeof(float) * K);
+            for (n = 0; n < N; n++) lomo__axpy(dwo, dy[(size_t)n * O + r0 + o], x + (size_t)n * K, K);
+        }
+#endif
+        v.data = (char *)w->data + (size_t)r0 * K * es;
+        v.ndim = 2; v.shape[0] = nr; v.shape[1] = K; v.numel = v.shard_len = (int64_t)nr * K;
+        b.shard_off = a->shard_off + (int64_t)r0 * K;
+        lomo__cpu_update(ctx, &v, gbuf, NULL, NULL, &b);
+        if (c) ok &= c->fin_ok;
+    }
+    if (c) { c->fin_data = w->data; c->fin_n = (long long)w->numel; c->fin_ok = ok; }   /* what all_finite asks next */
+}
+
 /* a weight is NaN/Inf iff its exponent bits are all ones: one pass over the raw bits */
 static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
     long long i, n = (long long)p->numel;
@@ -4375,6 +4453,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.attn_ex_fwd = lomo__cpu_attn_ex_fwd; be.attn_ex_bwd = lomo__cpu_attn_ex_bwd;
         be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
         be.rope_at = lomo__cpu_rope_at; be.attn_kv = lomo__cpu_attn_kv;
+        (void)lomo__cpu_linear_update;   /* linear_update stays NULL here: see there */
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -9038,6 +9117,7 @@ struct lomo_trainer {
     lomo_update_ctx uctx;
     int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
     lomo_kv *kv;                /* generation only (a lomo_kv's own forward context): attention through the KV cache */
+    int hc;                     /* rows of the logits buffer (lomo__head_rows): N, or a chunk of the head */
 };
 
 static size_t lomo__acts_floats(const lomo_config *c, int N) {
@@ -9060,6 +9140,22 @@ static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int 
     if (c->gemma) { LOMO__CARVE(ao, C); LOMO__CARVE(rstdao, 1); LOMO__CARVE(mo, C); LOMO__CARVE(rstdmo, 1); }
     LOMO_ASSERT(p == a->ln1 + lomo__acts_floats(c, N));   /* the carve and the size agree */
 #undef LOMO__CARVE
+}
+
+/* Rows of the LM head's logits buffer (see lomo_train_opts.head_chunk): the head and the
+   cross-entropy run over the N tokens in chunks of this many; 64-bit, from the request. */
+#ifndef LOMO_HEAD_CHUNK_BYTES
+#define LOMO_HEAD_CHUNK_BYTES ((uint64_t)128 << 20)
+#endif
+static int64_t lomo__head_rows(const lomo_config *c, const lomo_train_opts *o) {
+    int64_t N = (int64_t)o->batch * o->seq_len, r;
+    uint64_t V = c->vocab_size > 0 ? (uint64_t)c->vocab_size : 1;
+    if (o->head_chunk < 0 || N <= 0) return N;
+    if (o->head_chunk > 0) return o->head_chunk < N ? o->head_chunk : N;
+    if ((uint64_t)N * V * 4 <= LOMO_HEAD_CHUNK_BYTES) return N;
+    r = (int64_t)(LOMO_HEAD_CHUNK_BYTES / (4 * V));
+    if (r >= 64) r -= r % 64;   /* whole GEMM tiles */
+    return r > 0 ? r : 1;
 }
 
 /* backward scratch: dx for each micro-batch, then dln, dq, datt, dk, dv, dg, du, vtmp */
@@ -9184,7 +9280,7 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (size_t)t->M * (m->cfg.n_layers + 1) * N * C);
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->acts_mem, t->acts_bytes);
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->lnf, sizeof(float) * N * (C + 1));
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * N * ((size_t)m->cfg.vocab_size + 1));
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * ((size_t)t->hc * m->cfg.vocab_size + N));
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
@@ -9225,7 +9321,7 @@ static int lomo__trainer_check_size(const lomo_model *m, const lomo_train_opts *
                               "(%.1f GiB) of activations, gradients and workspace (%.1f GiB of logits for vocab %d), "
                               "more than this machine's %.1f GiB of memory", opts->batch, opts->seq_len,
                               (long long)Mq, (double)need, need / 1073741824.0,
-                              4.0 * (double)Nq * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
+                              4.0 * (double)lomo__head_rows(c, opts) * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
     }
     return 0;
 }
@@ -9306,9 +9402,10 @@ static int lomo__trainer_buffers(lomo_trainer *t) {
     for (l = 0; l < n_sets; l++) lomo__acts_carve(&t->acts[l], t->acts_mem + per * l, c, t->N);
     if (!(t->lnf = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1)))) return -1;
     t->rstdf = t->lnf + N * C;
-    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * ((size_t)c->vocab_size + 1))))
+    t->hc = (int)lomo__head_rows(c, &t->o);   /* <= N, which fits an int (checked above) */
+    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * ((size_t)t->hc * c->vocab_size + N))))
         return -1;
-    t->losses = t->logits + N * (size_t)c->vocab_size;
+    t->losses = t->logits + (size_t)t->hc * c->vocab_size;
     if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * M))) return -1;
     t->tgt = t->tok + N * M;
     t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, t->M);
@@ -9316,7 +9413,8 @@ static int lomo__trainer_buffers(lomo_trainer *t) {
     t->dx = t->ws; t->dln = t->dx + M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
     t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
     t->vtmp = M > 1 ? t->du + N * H : NULL;
-    t->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
+    t->scratch_bytes = m->be->scratch_bytes_rows ? m->be->scratch_bytes_rows(m->be->ctx, m, t->N, t->hc,
+        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
         t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
     if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) return -1;
     return 0;
@@ -9446,7 +9544,14 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     return t;
 }
 
-LOMODEF const float *lomo_logits(const lomo_trainer *t) { return t->logits; }
+LOMODEF const float *lomo_logits(const lomo_trainer *t) {
+    if (t->hc < t->N) {
+        lomo__fail("lomo_logits: the LM head runs in chunks of %d of the %d tokens (lomo_train_opts.head_chunk %d): "
+                   "no whole logits are held; set head_chunk = -1 for them", t->hc, t->N, t->o.head_chunk);
+        return NULL;
+    }
+    return t->logits;
+}
 LOMODEF int64_t lomo_trainer_step(const lomo_trainer *t) { return t->step; }
 LOMODEF float lomo_trainer_loss_scale(const lomo_trainer *t) { return t->scale; }
 
@@ -9584,8 +9689,26 @@ static float *lomo__xs(lomo_trainer *t, int m, int l) {
     return t->xs + ((size_t)m * (t->m->cfg.n_layers + 1) + l) * t->N * t->m->cfg.dim;
 }
 
-/* final norm, logits, cross-entropy of micro-batch m (dlogits into the logits
-   buffer when dscale != 0); returns the sum of its token losses */
+/* logits and cross-entropy of the rows r0..r0+nr-1 (nr <= t->hc) of micro-batch m's
+   final norm output: logits (dlogits in place with with_grad) in the logits buffer,
+   their losses in losses[r0..] */
+static void lomo__head_chunk(lomo_trainer *t, int m, int r0, int nr, float dscale, int with_grad) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    const int32_t *tgt = t->tgt + (size_t)m * t->N + r0;
+    be->matmul_fwd(be->ctx, t->logits, t->lnf + (size_t)r0 * c->dim, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, nr,
+                   c->dim, c->vocab_size, 0);
+    if (c->final_softcap > 0)
+        be->cross_entropy_softcap(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr,
+                                  c->vocab_size, dscale, c->final_softcap);
+    else be->cross_entropy(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr, c->vocab_size,
+                           dscale);
+}
+
+/* final norm, logits, cross-entropy of micro-batch m, in chunks of t->hc tokens
+   (dlogits into the logits buffer with with_grad: the whole micro-batch's when
+   t->hc == N, else only the last chunk's); returns the sum of its token losses */
 static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad) {
     lomo_model *md = t->m;
     const lomo_config *c = &md->cfg;
@@ -9594,12 +9717,7 @@ static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad
     int i;
     lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
                    t->N, c->dim);
-    be->matmul_fwd(be->ctx, t->logits, t->lnf, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, t->N, c->dim, c->vocab_size, 0);
-    if (c->final_softcap > 0)
-        be->cross_entropy_softcap(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N,
-                                  t->N, c->vocab_size, dscale, c->final_softcap);
-    else be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
-                           c->vocab_size, dscale);
+    for (i = 0; i < t->N; i += t->hc) lomo__head_chunk(t, m, i, t->N - i < t->hc ? t->N - i : t->hc, dscale, with_grad);
     be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
     for (i = 0; i < t->N; i++) {
         double l = t->loss_host[i];
@@ -9791,6 +9909,18 @@ static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, c
     if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && !t->comm && be->wgrad_sqnorm &&
         (double)N * (O + K) < (double)O * K) {
         t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
+    } else if (be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
+               t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
+               !(t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR)) {
+        /* 0.6: the built-in LOMO rule needs only dW itself: fused (the coefficient is known in this pass) */
+        lomo_update_args a;
+        if (be->check(be->ctx)) return -1;
+        t->uctx.tensor_index = w->index;
+        lomo__builtin_args(&a, &t->uctx, LOMO_OPT_LOMO);
+        a.shard_off = w->shard_off;
+        lomo__fin_reset(be);
+        be->linear_update(be->ctx, w, dy, x, N, K, O, t->grad, t->grad_numel, &a);
+        lomo__check_finite(t, w, w->index);
     } else {
         be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
         if (t->M == 1 && lomo__grad_ready(t, w, t->grad)) return -1;
@@ -9902,11 +10032,44 @@ static int lomo__stage_ready(lomo_trainer *t, int stage) {
     return 0;
 }
 
+/* The head's backward for micro-batch m when it runs in chunks (t->hc < N):
+   each chunk's logits and dlogits are recomputed from the final norm output
+   (recomputed too when M > 1: with M == 1 the forward's is kept, and the
+   final norm's weights may be new by the embedding's turn), then dln's rows
+   (emb 0) and the lm_head gradient (summed over the chunks, then handed on).
+   Tied, it runs twice: for dln (emb 0), and at the embedding's turn (emb 1)
+   for the head's part of its gradient, added to t->grad (the embedding's
+   weights are still the old ones then). The Gram norm pass would need the
+   whole dlogits: here dW is formed instead. */
+static int lomo__head_bwd_chunks(lomo_trainer *t, int m, float dscale, int emb) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    int N = t->N, C = c->dim, V = c->vocab_size, r0;
+    if (t->M > 1)
+        lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm), N, C);
+    for (r0 = 0; r0 < N; r0 += t->hc) {
+        int nr = N - r0 < t->hc ? N - r0 : t->hc;
+        lomo__head_chunk(t, m, r0, nr, dscale, 1);
+        if (emb)
+            be->matmul_bwd_w(be->ctx, t->grad, t->logits, t->lnf + (size_t)r0 * C, nr, C, V, 1);
+        else {
+            be->matmul_bwd_x(be->ctx, t->dln + (size_t)r0 * C, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), nr, C, V, 0);
+            if (!c->tie_embeddings)
+                be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, md->lm_head), t->logits, t->lnf + (size_t)r0 * C, nr, C, V,
+                                 r0 > 0 || (t->M > 1 && m > 0));
+        }
+    }
+    if (!emb && !c->tie_embeddings && t->M == 1 && lomo__grad_ready(t, md->lm_head, t->grad)) return -1;
+    return 0;
+}
+
 /* One backward pass from the loss down: lm_head, final norm, layers L-1..0,
    embedding; with M > 1 each stage runs every micro-batch before its tensors
    are handed on. With M == 1 dlogits stay in the logits buffer for the whole
    pass, so a tied embedding's gradient is formed once, at the end, as the
-   sum of both uses; with M > 1 the head is recomputed there instead. */
+   sum of both uses; with M > 1, or a head in chunks (lomo__head_bwd_chunks),
+   the head is recomputed there instead. */
 static int lomo__backward(lomo_trainer *t) {
     lomo_model *md = t->m;
     const lomo_config *c = &md->cfg;
@@ -9917,9 +10080,12 @@ static int lomo__backward(lomo_trainer *t) {
     t->gstage = LOMO__NONE;
     for (m = 0; m < M; m++) {
         float *dx = t->dx + (size_t)m * N * C;
+        if (t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 0)) return -1; }
+        else {
         if (M > 1) lomo__head_fwd(t, m, dscale, 1);
         be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
         if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
+        }
         be->zero(X, dx, sizeof(float) * (size_t)N * C);
         lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
                        lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
@@ -9936,7 +10102,8 @@ static int lomo__backward(lomo_trainer *t) {
     }
     be->zero(X, t->grad, sizeof(float) * (size_t)md->embed->numel);
     for (m = 0; m < M; m++) {
-        if (c->tie_embeddings) {
+        if (c->tie_embeddings && t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 1)) return -1; }
+        else if (c->tie_embeddings) {
             if (M > 1) lomo__head_fwd(t, m, dscale, 1);
             be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 1);
         }
@@ -10276,7 +10443,7 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     if (c->fused_proj && 2 * H * C > biggest) biggest = 2 * H * C;                    /* gate_up_proj */
     if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
     t[LOMO_MEM_PARAMS] = bytes * P;
-    t[LOMO_MEM_ACTIVATIONS] = 4 * N * (M * (L + 1) * C + S * layer + C + V);
+    t[LOMO_MEM_ACTIVATIONS] = 4 * (N * (M * (L + 1) * C + S * layer + C) + (size_t)lomo__head_rows(c, o) * V);
     t[LOMO_MEM_GRADIENTS] = 4 * biggest;
     t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
     if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */

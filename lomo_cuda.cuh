@@ -1045,6 +1045,40 @@ __global__ void lomo__cu_k_ada_apply(void *p, int dt, const float *g, const floa
     }
 }
 
+/* 0.6: LOMO fused with a linear weight's gradient (see linear_update in lomo.h).
+   fp32 w: one GEMM straight into w, beta = 1 - lr wd, alpha = -lr coef inv_scale
+   (no gradient buffer). 16-bit w: dy and x cast once; per block of R rows of w
+   (R = what fits gbuf), dW rows into gbuf by a GEMM on the block's columns of dy
+   (ld O), then the LOMO kernel on those rows with shard_off moved by r0 K: the
+   rounding hash of each element is the whole-tensor update's. */
+static void lomo__cu_linear_update(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
+                                   float *gbuf, size_t gbuf_floats, const lomo_update_args *a) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    if (w->dtype == LOMO_F32) {   /* column-major w^T (K,O) = beta w^T + alpha x^T dy */
+        float alpha = -a->lr * a->clip_coef * a->inv_loss_scale, beta = 1.0f - a->lr * a->weight_decay;
+        LOMO__CUBLAS(c, cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, K, O, N, &alpha, x, CUDA_R_32F, K, dy, CUDA_R_32F, O,
+                                     &beta, w->data, CUDA_R_32F, K, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    size_t used = 0, es = c->act_dtype == LOMO_F32 ? 4 : 2;
+    const void *xo = lomo__cu_operand(c, x, (size_t)N * K, c->act_dtype, &used);
+    const void *dyo = lomo__cu_operand(c, dy, (size_t)N * O, c->act_dtype, &used);
+    int R = gbuf_floats / (size_t)K < (size_t)O ? (int)(gbuf_floats / (size_t)K) : O;
+    if (!xo || !dyo) return;
+    if (R < 1) { lomo__cu_fail(c, "linear_update", "gradient buffer holds no row", __FILE__, __LINE__); return; }
+    for (int r0 = 0; r0 < O; r0 += R) {
+        int nr = O - r0 < R ? O - r0 : R;
+        lomo_update_args b = *a;
+        b.shard_off = a->shard_off + (int64_t)r0 * K;
+        lomo__cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, K, nr, N, xo, K, (const char *)dyo + (size_t)r0 * es, O, c->act_dtype,
+                      gbuf, K, 0);
+        size_t n = (size_t)nr * K;
+        lomo__cu_k_lomo<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>((char *)w->data + (size_t)r0 * K * 2, w->dtype,
+                                                                         gbuf, n, b);
+        LOMO__LAUNCHED(c);
+    }
+}
+
 static void lomo__cu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
     lomo__cu *c = lomo__cu_on(ctx);
     size_t n = (size_t)p->numel;
@@ -1109,17 +1143,23 @@ static double lomo__cu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, 
 }
 
 /* scratch: the 16-bit casts of a matmul's activation operands (N rows of the
-   widest layer input or output), or the two Gram matrices */
-static size_t lomo__cu_scratch_bytes(void *ctx, const lomo_model *m, int N, int gram) {
+   widest layer input or output; the LM head's head_rows rows of the vocab-wide
+   (d)logits and of its input), or the two Gram matrices */
+static size_t lomo__cu_scratch_bytes_rows(void *ctx, const lomo_model *m, int N, int head_rows, int gram) {
     const lomo_config *c = &m->cfg;
-    size_t w = (size_t)c->dim, cast, g;
+    size_t w = (size_t)c->dim, wh = (size_t)c->dim, cast, g;
     if ((size_t)c->hidden_dim > w) w = (size_t)c->hidden_dim;
     if ((size_t)c->n_heads * c->head_dim > w) w = (size_t)c->n_heads * c->head_dim;
-    if ((size_t)c->vocab_size > w) w = (size_t)c->vocab_size;
+    if ((size_t)c->vocab_size > wh) wh = (size_t)c->vocab_size;
     (void)ctx;
-    cast = c->dtype == LOMO_F32 ? 0 : 2 * 2 * (size_t)N * w;   /* two operands of 2 bytes */
+    if (head_rows > N) head_rows = N;
+    w = (size_t)N * w > (size_t)head_rows * wh ? (size_t)N * w : (size_t)head_rows * wh;
+    cast = c->dtype == LOMO_F32 ? 0 : 2 * 2 * w;   /* two operands of 2 bytes */
     g = gram ? 2 * (size_t)N * N * sizeof(float) : 0;
     return cast > g ? cast : g;
+}
+static size_t lomo__cu_scratch_bytes(void *ctx, const lomo_model *m, int N, int gram) {
+    return lomo__cu_scratch_bytes_rows(ctx, m, N, N, gram);
 }
 /* the trainer about to run: its scratch (NULL, 0 when it needs none) and the
    dtype its dW GEMMs take their activation operands in, both replaced on
@@ -1231,6 +1271,7 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->cross_entropy = lomo__cu_cross_entropy; b->sumsq = lomo__cu_sumsq;
     b->update = lomo__cu_update; b->wgrad_sqnorm = lomo__cu_wgrad_sqnorm; b->param_sumsq = lomo__cu_param_sumsq;
     b->scratch_bytes = lomo__cu_scratch_bytes; b->set_scratch = lomo__cu_set_scratch;
+    b->scratch_bytes_rows = lomo__cu_scratch_bytes_rows; b->linear_update = lomo__cu_linear_update;
     b->rmsnorm_ex_fwd = lomo__cu_rmsnorm_ex_fwd; b->rmsnorm_ex_bwd = lomo__cu_rmsnorm_ex_bwd; b->scale = lomo__cu_scale;
     b->geglu_fwd = lomo__cu_geglu_fwd; b->geglu_bwd = lomo__cu_geglu_bwd;
     b->attn_ex_fwd = lomo__cu_attn_ex_fwd; b->attn_ex_bwd = lomo__cu_attn_ex_bwd;

@@ -1134,6 +1134,7 @@ int main(int argc, char **argv) {
     to.stochastic_rounding = a.stochastic_rounding; to.seed = a.seed;
     if (a.loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a.loss_scale; }
     to.loss_scale_window = a.loss_scale_window;
+    if (a.mc || demo) to.head_chunk = -1;   /* they read the whole logits (lomo_logits) */
     if (!(t = lomo_trainer_new(m, &to))) { die("cannot set up training"); goto done; }
     if (a.resume && lomo_trainer_resume(t, a.resume)) { die("--resume trainer state"); goto done; }
 

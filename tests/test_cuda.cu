@@ -13,12 +13,16 @@
 //    writes), against the CPU on identical inputs: weights (16-bit: at most 1 ulp apart
 //    and at most 2% of elements differing, since both use the same rounding hash) and the
 //    rule's state (AdaLomo's factored moments, AdamW's m and v) to 1e-5;
+//  - the fused LOMO update (linear_update) against the GPU's and the CPU's hook path on
+//    identical inputs (fp32 1e-5 of the change; 16-bit as the rules, bitwise in one block);
+//    the scratch of a head in chunks (scratch_bytes_rows);
 //  - one tensor above 2^31 elements (4.3 GB bf16 + 8.6 GB fp32 gradient): embedding fwd and
 //    bwd at the last rows, sumsq, param_sumsq and a LOMO update of the tail, exact or 1e-6;
 //  - whole steps (tests/step_compare.h's cases: fp32, bf16, f16, tied and untied, q/k/v and
 //    o_proj biases, checkpointing, micro-batches, clipping by global norm, Gram norm and per
 //    tensor, loss scaling, stochastic rounding, AdaLomo, AdamW, head_dim 128 multi-head and
-//    256 GQA, the unclipped single pass) against the CPU driver over 3 steps, compared by
+//    256 GQA, the unclipped single pass, the LM head in chunks of 13 and 16 tokens) against
+//    the CPU driver over 3 steps, compared by
 //    what the steps changed, with the bound derived there (fp32 2e-3; a skipped update
 //    gives 1), losses to 1e-4 (fp32) and 2e-2 (16-bit); checkpointing on and off on the GPU
 //    agree to 1e-6;
@@ -345,6 +349,82 @@ static void test_rules_kernels(void) {
     group_done("update rules");
 }
 
+/* 0.6: linear_update (the LOMO rule fused with dW) on the GPU against the GPU's own hook
+   path (matmul_bwd_w into a whole gradient, then update) on identical inputs, and
+   against the CPU's hook path. fp32: the GEMM writes into w (beta = 1 - lr wd, alpha =
+   -lr coef / scale): only fp32 rounding apart, 1e-5 of the change. 16-bit: the same dW
+   GEMM and the same rounding hash per element: in one block bitwise equal to the GPU
+   hook path; in blocks of 5 rows (37 = 7 x 5 + 2, cuBLAS may sum a narrower GEMM in
+   another order) at most 2% of the weights differ; against the CPU as the update rules (at most 1
+   ulp, at most 2% of the weights, from the GEMM's 16-bit operands: bounds of
+   test_matmuls and rule_case). */
+static void fused_case(lomo_dtype dt, int sr, int rows) {
+    static const char *dn[] = {"fp32", "bf16", "f16"};
+    const int N = 29, K = 24, O = 37;
+    void *X = cpu->ctx, *G = gpu->ctx;
+    size_t n = (size_t)O * K, es = dt == LOMO_F32 ? 4 : 2;
+    float *pf = randv(n, 0.5), *dy = randv((size_t)N * O, 1), *x = randv((size_t)N * K, 1), *g = (float *)malloc(4 * n);
+    void *pc = malloc(n * 4), *p0 = malloc(n * 4), *pa = malloc(n * 4), *pb = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == LOMO_F32) ((float *)pc)[i] = pf[i];
+        else ((uint16_t *)pc)[i] = to16(dt, pf[i]);
+    }
+    memcpy(p0, pc, n * es);
+    void *wa = gpu->alloc(G, n * es), *wb = gpu->alloc(G, n * es);
+    gpu->upload(G, wa, pc, n * es); gpu->upload(G, wb, pc, n * es);
+    float *dyd = dev(dy, (size_t)N * O), *xd = dev(x, (size_t)N * K), *gd = dev(NULL, n);
+    size_t sb = 4 * (size_t)N * (K + O);
+    void *scratch = gpu->alloc(G, sb);
+    gpu->set_scratch(G, scratch, sb, dt);
+    float *cs = (float *)malloc(sb);
+    cpu->set_scratch(X, cs, sb, dt);
+    lomo_tensor Ta = wrap(wa, dt, O, K), Tb = wrap(wb, dt, O, K), Tc = wrap(pc, dt, O, K);
+    lomo_update_args a;
+    memset(&a, 0, sizeof a);
+    a.rule = LOMO_OPT_LOMO; a.lr = 0.05f; a.inv_loss_scale = 0.5f; a.clip_coef = 0.8f; a.weight_decay = 0.1f; a.step = 2;
+    a.stochastic = sr; a.seed = 0x5EEDull; a.stream = 777; a.param_sumsq = -1.0;
+    char nm[96];
+    snprintf(nm, sizeof nm, "linear_update %s%s, %d-row blocks", dn[dt], sr ? " SR" : "", rows);
+    if (!gpu->linear_update) { printf("  %s: the backend has no linear_update\n", nm); }
+    else {
+        gpu->linear_update(G, &Ta, dyd, xd, N, K, O, gd, (size_t)rows * K + 3, &a);   /* fused */
+        gpu->matmul_bwd_w(G, gd, dyd, xd, N, K, O, 0);                              /* hook path */
+        gpu->update(G, &Tb, gd, NULL, NULL, &a);
+        cpu->matmul_bwd_w(X, g, dy, x, N, K, O, 0);
+        cpu->update(X, &Tc, g, NULL, NULL, &a);
+        gpu->download(G, pa, wa, n * es); gpu->download(G, pb, wb, n * es);
+        lomo_tensor like = wrap(pc, dt, O, K);
+        double num = 0, den = 0, cnum = 0, worst_ulps = 0;
+        size_t bitdiff = 0, cdiff = 0, moved = 0;
+        for (size_t i = 0; i < n; i++) {
+            double x0 = sc_at(&like, p0, i), xa = sc_at(&like, pa, i), xb = sc_at(&like, pb, i), xc = sc_at(&like, pc, i);
+            num += (xa - xb) * (xa - xb); den += (xb - x0) * (xb - x0); cnum += (xa - xc) * (xa - xc);
+            bitdiff += memcmp((char *)pa + i * es, (char *)pb + i * es, es) != 0;
+            cdiff += xa != xc; moved += xb != x0;
+            if (dt != LOMO_F32 && xa != xc) worst_ulps = fmax(worst_ulps, fabs(xa - xc) / sc_ulp(dt, fmax(fabs(xa), fabs(xc)) * 0.999));
+        }
+        double err = den > 0 ? sqrt(num / den) : 1.0, cerr = den > 0 ? sqrt(cnum / den) : 1.0;
+        CHECK(gpu->check(G) == 0, "%s: %s", nm, lomo_error());
+        CHECK(moved >= n / 2, "%s: the update moved only %zu of %zu weights", nm, moved, n);
+        if (dt == LOMO_F32) CHECK(err <= 1e-5 && cerr <= 1e-5, "%s: change err vs GPU hook %.3g, vs CPU %.3g", nm, err, cerr);
+        else CHECK((rows < O ? bitdiff <= n / 50 : bitdiff == 0) && worst_ulps <= 1.0 && cdiff <= n / 50,
+                   "%s: %zu differ from the GPU hook path; vs CPU %zu differ, worst %.1f ulp", nm, bitdiff, cdiff, worst_ulps);
+        printf("  %-36s vs GPU hook path: change err %.2e, %zu bits differ; vs CPU %.2e\n", nm, err, bitdiff, cerr);
+    }
+    gpu->set_scratch(G, NULL, 0, LOMO_F32); cpu->set_scratch(X, NULL, 0, LOMO_F32);
+    gpu->free(G, scratch); gpu->free(G, wa); gpu->free(G, wb); gpu->free(G, dyd); gpu->free(G, xd); gpu->free(G, gd);
+    free(pf); free(dy); free(x); free(g); free(pc); free(p0); free(pa); free(pb); free(cs);
+}
+static void test_fused_update(void) {
+    printf("fused LOMO update (linear_update) vs the hook path:\n");
+    fused_case(LOMO_F32, 0, 37);
+    fused_case(LOMO_BF16, 0, 5);
+    fused_case(LOMO_BF16, 1, 5);
+    fused_case(LOMO_BF16, 1, 37);
+    fused_case(LOMO_F16, 1, 5);
+    group_done("fused update");
+}
+
 /* one tensor above 2^31 elements: 64-bit indexing in the elementwise kernels and sums */
 static void test_big(void) {
     const int64_t V = 1048577, C = 2049, n = V * C;   /* 2,148,534,273 > 2^31 */
@@ -601,6 +681,25 @@ static void test_steps(void) {
     lomo_model_free(ckpt_pair[0]); lomo_model_free(ckpt_pair[1]);
 }
 
+/* 0.6: the scratch for a head in chunks holds the vocab-wide casts of head_rows rows
+   only (the step cases above run such heads: a scratch too small fails them) */
+static void test_head_scratch(void) {
+    int nk;
+    const sc_case *k = &sc_cases(&nk)[2];   /* bf16: the casts need scratch */
+    lomo_model *m = sc_model(k, gpu, NULL);
+    CHECK(m != NULL, "head scratch: model: %s", lomo_error());
+    if (!m) return;
+    if (gpu->scratch_bytes_rows) {
+        size_t whole = gpu->scratch_bytes(gpu->ctx, m, 66, 0), same_rows = gpu->scratch_bytes_rows(gpu->ctx, m, 66, 66, 0);
+        size_t part = gpu->scratch_bytes_rows(gpu->ctx, m, 66, 16, 0), V = (size_t)m->cfg.vocab_size;
+        printf("head scratch (bf16, 66 tokens, V %zu): whole %zu B, 16 rows %zu B\n", V, whole, part);
+        CHECK(whole == same_rows, "scratch_bytes_rows(N, N) %zu != scratch_bytes(N) %zu", same_rows, whole);
+        CHECK(part < whole && part >= 2 * 2 * 16 * V, "16 rows: %zu B (whole %zu, the head's casts %zu)", part, whole, 2 * 2 * 16 * V);
+    } else printf("head scratch: the backend's scratch does not depend on the head's rows\n");
+    lomo_model_free(m);
+    group_done("head scratch");
+}
+
 static void test_trajectories(void) {
     const char *rules[] = {"lomo", "adalomo", "adamw"}, *models[] = {"llama_gqa", "llama_tied"};
     lomo_load_opts og = {LOMO_F32, gpu, NULL};
@@ -845,6 +944,7 @@ int main(int argc, char **argv) {
     test_pointwise();
     test_attention();
     test_rules_kernels();
+    test_fused_update();
     test_family_ops();
     group_done("Qwen3 / Gemma / Phi-3 ops");
     if (!quick) test_big();
@@ -852,6 +952,7 @@ int main(int argc, char **argv) {
     test_errors(quick);      /* CUDA's error paths: nothing to pose as */
 #endif
     test_steps();
+    test_head_scratch();
     test_two_trainers();
     test_trajectories();
     test_stories();
