@@ -368,6 +368,10 @@ VERSION HISTORY
         head in chunks) and linear_update (the built-in LOMO rule, no clip_value,
         fused with a linear weight's dW GEMM; CUDA sets it, the CPU keeps the hook
         path and has the reference implementation). Not yet run on a GPU.
+        CPU speed: one attention implementation for every family (attn and
+        attn_ex: scale, soft-cap and window on the same BLAS tiles), lomo__expf
+        inlined and branch-free so that its loops vectorise (same bits), 16-bit
+        weights widened by vectorised loops (same bits).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -3287,6 +3291,19 @@ static void lomo__store(lomo_tensor *t, size_t i, float v, const lomo_update_arg
         a && a->stochastic ? lomo__hash_uniform(a->seed, a->stream, (uint64_t)a->shard_off + i) : 0.0f);
 }
 
+/* lomo_f16_to_f32 without branches, so that a loop over it vectorises: the
+   15 low bits moved into place and the exponent rebiased (15 -> 127); inf and
+   NaN (exponent 31) get exponent 255, payload kept; subnormals and zero
+   (exponent 0) as m 2^-24, exactly, by subtracting 2^-14 from 2^-14 (1 + m/1024).
+   test_precision checks it against lomo_f16_to_f32 on all 65536 values. */
+static float lomo__f16_widen(uint16_t h) {
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, e = o & 0x0f800000u;
+    o += 112u << 23;
+    if (e == 0x0f800000u) o += 112u << 23;
+    if (e == 0) o = lomo__f32_bits(lomo__bits_f32(o + (1u << 23)) - lomo__bits_f32(113u << 23));
+    return lomo__bits_f32(o | (uint32_t)(h & 0x8000u) << 16);
+}
+
 /* A weight as fp32: itself, or widened into the backend's scratch (the CPU
    kernels and BLAS compute in fp32; storage may be 16-bit). */
 static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
@@ -3297,8 +3314,17 @@ static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
         if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "no scratch to widen 16-bit tensor %s", w->name); }
         return NULL;
     }
-    LOMO__PFOR(n)
-    for (i = 0; i < n; i++) c->scratch[i] = lomo__elem(w, (size_t)i);
+    {   /* one loop per dtype, so that it vectorises (lomo__elem's switch per element did not) */
+        const uint16_t *s = (const uint16_t *)w->data;
+        float *d = c->scratch;
+        if (w->dtype == LOMO_BF16) {
+            LOMO__PFOR(n)
+            for (i = 0; i < n; i++) d[i] = lomo__bits_f32((uint32_t)s[i] << 16);
+        } else {
+            LOMO__PFOR(n)
+            for (i = 0; i < n; i++) d[i] = lomo__f16_widen(s[i]);
+        }
+    }
     return c->scratch;
 }
 
@@ -3342,11 +3368,26 @@ static void lomo__axpy(float *y, float a, const float *x, int n) {
    e^r = 1 + r + r^2 P(r) with Cephes' degree-5 minimax P, times 2^n
    through the exponent bits. Max error 2 ulp against expf on [-87.3, 88.7]
    (test_ops measures it); below -87.33 it returns 0 (expf: subnormals or 0),
-   above 88.72 inf, NaN stays NaN. */
-static float lomo__expf(float x) {
+   above 88.72 inf, NaN stays NaN. Always inlined and branch-free: as a call
+   (GCC's choice with this many callers), and with branches, no loop over it
+   vectorised, and it took 16% of a long-sequence step. The same IEEE
+   operations as the 0.5 version (-std=c11 contracts no FMAs): the same bits. */
+#if defined(__GNUC__)
+#define LOMO__ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define LOMO__ALWAYS_INLINE inline
+#endif
+static LOMO__ALWAYS_INLINE float lomo__expf(float x) {
     const float lo = -87.33654f, hi = 88.72283f, magic = 12582912.0f;
-    float xc = x < lo ? lo : (x > hi ? hi : x), t, nf, r, p, sc;
-    uint32_t bits, mbits;
+    float xc, t, nf, r, p, sc, two;
+    uint32_t bits, mbits, xb, lb, hb, mlo, mhi;
+    /* no branches and no product inside ?: (GCC keeps a loop scalar when one
+       "could trap"): the clamps and the results for x < lo (0) and x > hi
+       (inf) as bit masks, every product unconditional */
+    memcpy(&xb, &x, 4); memcpy(&lb, &lo, 4); memcpy(&hb, &hi, 4);
+    mlo = 0u - (uint32_t)(x < lo); mhi = 0u - (uint32_t)(x > hi);
+    xb = (xb & ~(mlo | mhi)) | (lb & mlo) | (hb & mhi);
+    memcpy(&xc, &xb, 4);
     t = xc * 1.44269504f + magic;
     nf = t - magic;
     r = xc - nf * 0.693359375f;          /* ln2 = 0.693359375 (exact times n) */
@@ -3355,10 +3396,15 @@ static float lomo__expf(float x) {
           + r * (0.00139819995f + r * 0.000198756915f)))));
     memcpy(&bits, &t, 4);
     memcpy(&mbits, &magic, 4);
-    bits = (bits - mbits + 127u) << 23;   /* 2^n, n in [-126, 128] */
+    bits = bits - mbits + 127u;          /* n + 127, n in [-126, 128] */
+    two = bits > 254u ? 2.0f : 1.0f;     /* n = 128: 2^127 * 2 (both scalings exact, one rounding) */
+    bits = (bits > 254u ? 254u : bits) << 23;
     memcpy(&sc, &bits, 4);
-    p = nf > 127.5f ? p * 2.0f * 1.70141183e38f : p * sc;   /* n = 128: 2^127 * 2 */
-    return x < lo ? 0.0f : (x > hi ? INFINITY : p);
+    p = p * sc * two;
+    memcpy(&bits, &p, 4);
+    bits = (bits & ~(mlo | mhi)) | (0x7f800000u & mhi);
+    memcpy(&p, &bits, 4);
+    return p;
 }
 
 /* x (N,C) = wte[tok[n]] */
@@ -3626,19 +3672,27 @@ static void lomo__cpu_rope(void *ctx, float *x, const float *inv_freq, int B, in
     }
 }
 
+/* first key query t sees: 0, or t - window + 1 with a sliding window */
+static int lomo__attn_first(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
+
+/* One causal attention for every family: scores s = scale q.k, soft-capped to
+   cap tanh(s / cap) when cap > 0, query t seeing keys lomo__attn_first(t,
+   window) .. t; query head h reads kv head h / (nh/nkv). lse (log-sum-exp of
+   the final scores) is kept for the backward. attn_fwd / attn_bwd are this
+   with scale 1/sqrt(hd), no cap, no window (the same arithmetic, bit for bit,
+   as the plain kernels these replaced). */
 #ifdef LOMO_CBLAS
-/* Causal attention in tiles of LOMO__TQ queries on the BLAS kernel: for a
-   tile of query rows t0..t1-1 of one head, S = scale Q K^T against keys
-   0..t1-1 (one sgemm), an exact softmax per row over the keys it may see,
-   O = P V (one sgemm). The only buffer is the tile's LOMO__TQ x T scores per
-   thread; lse (log-sum-exp of the scaled scores) is kept for the backward.
-   Query head h reads kv head h / (nh/nkv). Each tile is computed the same
-   way whichever thread takes it. */
+/* In tiles of LOMO__TQ queries on the BLAS kernel: for a tile of query rows
+   t0..t1-1 of one head, S = scale Q K^T against the keys the tile may see,
+   k0 = lomo__attn_first(t0) .. t1-1 (one sgemm), an exact softmax per row
+   over its own keys, O = P V (one sgemm). The only buffer is the tile's
+   LOMO__TQ x T scores per thread. Each tile is computed the same way
+   whichever thread takes it. */
 #define LOMO__TQ 64
-static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                               const float *v, int B, int T, int nh, int nkv, int hd) {
+static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                                  const float *v, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv, ntile = (T + LOMO__TQ - 1) / LOMO__TQ;
-    float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
     LOMO__PAR(2.0 * B * nh * T * T * hd)
     {
@@ -3649,26 +3703,31 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
             /* the biggest tiles (the last query rows) first */
             int tile = ntile - 1 - task / (B * nh), bh = task % (B * nh), b = bh / nh, h = bh % nh, i, j;
             int t0 = tile * LOMO__TQ, t1 = t0 + LOMO__TQ < T ? t0 + LOMO__TQ : T, nq = t1 - t0;
+            int k0 = lomo__attn_first(t0, window), nk = t1 - k0;   /* the tile's keys k0..t1-1 */
             size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
             const float *qt = q + ((size_t)b * T + t0) * qs + (size_t)h * hd;
-            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * hd;
-            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * hd;
+            const float *kb = k + ((size_t)b * T + k0) * ks + (size_t)(h / rep) * hd;
+            const float *vb = v + ((size_t)b * T + k0) * ks + (size_t)(h / rep) * hd;
             if (!S) continue;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, scale, qt, (int)qs, kb, (int)ks,
-                        0.0f, S, t1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qt, (int)qs, kb, (int)ks,
+                        0.0f, S, nk);
             for (i = 0; i < nq; i++) {
-                float *sr = S + (size_t)i * t1, mx = -INFINITY, sum = 0.0f, inv;
-                int n = t0 + i + 1;   /* keys this row may see */
-                for (j = 0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
-                LOMO__OMP(simd reduction(+:sum))
-                for (j = 0; j < n; j++) { sr[j] = lomo__expf(sr[j] - mx); sum += sr[j]; }
+                float *sr = S + (size_t)i * nk, mx = -INFINITY, sum = 0.0f, inv;
+                int j0 = lomo__attn_first(t0 + i, window) - k0, n = t0 + i + 1 - k0;   /* keys this row may see */
+                if (cap > 0)
+                    for (j = j0; j < n; j++) sr[j] = cap * tanhf(sr[j] / cap);
+                for (j = j0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+                LOMO__OMP(simd)
+                for (j = j0; j < n; j++) sr[j] = lomo__expf(sr[j] - mx);
+                for (j = j0; j < n; j++) sum += sr[j];   /* in order, as 0.5 summed it */
                 inv = 1.0f / sum;
                 LOMO__OMP(simd)
-                for (j = 0; j < n; j++) sr[j] *= inv;
-                for (j = n; j < t1; j++) sr[j] = 0.0f;
+                for (j = j0; j < n; j++) sr[j] *= inv;
+                for (j = 0; j < j0; j++) sr[j] = 0.0f;
+                for (j = n; j < nk; j++) sr[j] = 0.0f;
                 lse[((size_t)b * T + t0 + i) * nh + h] = mx + logf(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, t1, 1.0f, S, t1, vb, (int)ks,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, (int)ks,
                         0.0f, out + ((size_t)b * T + t0) * qs + (size_t)h * hd, (int)qs);
         }
         if (!S) {
@@ -3681,14 +3740,15 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
 }
 
 /* The same tiles backward, P = exp(S - lse) recomputed: dV += P^T dO,
-   dP = dO V^T, dS = P * (dP - rowsum(dO * O)) * scale, dQ = dS K,
-   dK += dS^T Q, each a sgemm. Parallel over (batch, kv head): each task owns
-   its dK and dV rows and walks its query heads and tiles in a fixed order. */
-static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+   dP = dO V^T, dS = P * (dP - rowsum(dO * O)) * scale (times 1 - (c/cap)^2
+   with capping, c the capped score), dQ = dS K, dK += dS^T Q, each a sgemm.
+   Parallel over (batch, kv head): each task owns its dK and dV rows and walks
+   its query heads and tiles in a fixed order. */
+static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                  const float *q, const float *k, const float *v, const float *out,
+                                  const float *lse, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv, ntile = (T + LOMO__TQ - 1) / LOMO__TQ;
-    float scale = 1.0f / sqrtf((float)hd);
     LOMO__PAR(4.0 * B * nh * T * T * hd)
     {
         float *P = (float *)LOMO_MALLOC(sizeof(float) * (size_t)LOMO__TQ * T * 2), *dS = P ? P + (size_t)LOMO__TQ * T : NULL;
@@ -3705,30 +3765,40 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
             for (h = g * rep; h < (g + 1) * rep; h++)
                 for (tile = 0; tile < ntile; tile++) {
                     int t0 = tile * LOMO__TQ, t1 = t0 + LOMO__TQ < T ? t0 + LOMO__TQ : T, nq = t1 - t0;
-                    size_t r0 = ((size_t)b * T + t0) * qs + (size_t)h * hd;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, scale, q + r0, (int)qs,
-                                k + kbase, (int)ks, 0.0f, P, t1);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, 1.0f, dout + r0, (int)qs,
-                                v + kbase, (int)ks, 0.0f, dS, t1);
+                    int k0 = lomo__attn_first(t0, window), nk = t1 - k0;
+                    size_t r0 = ((size_t)b * T + t0) * qs + (size_t)h * hd, kb = kbase + (size_t)k0 * ks;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + r0, (int)qs,
+                                k + kb, (int)ks, 0.0f, P, nk);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, dout + r0, (int)qs,
+                                v + kb, (int)ks, 0.0f, dS, nk);
                     for (i = 0; i < nq; i++) {
                         size_t row = ((size_t)b * T + t0 + i) * nh + h;
-                        float *pr = P + (size_t)i * t1, *dr = dS + (size_t)i * t1;
+                        float *pr = P + (size_t)i * nk, *dr = dS + (size_t)i * nk;
                         float L = lse[row], D = lomo__dot(dout + row * hd, out + row * hd, hd);
-                        int n = t0 + i + 1;
-                        LOMO__OMP(simd)
-                        for (j = 0; j < n; j++) {
-                            float p = lomo__expf(pr[j] - L);
-                            pr[j] = p;
-                            dr[j] = p * (dr[j] - D) * scale;
+                        int j0 = lomo__attn_first(t0 + i, window) - k0, n = t0 + i + 1 - k0;
+                        if (cap > 0)
+                            for (j = j0; j < n; j++) {
+                                float c = cap * tanhf(pr[j] / cap), p = lomo__expf(c - L);
+                                pr[j] = p;
+                                dr[j] = p * (dr[j] - D) * scale * (1.0f - (c / cap) * (c / cap));
+                            }
+                        else {
+                            LOMO__OMP(simd)
+                            for (j = j0; j < n; j++) {
+                                float p = lomo__expf(pr[j] - L);
+                                pr[j] = p;
+                                dr[j] = p * (dr[j] - D) * scale;
+                            }
                         }
-                        for (j = n; j < t1; j++) pr[j] = dr[j] = 0.0f;
+                        for (j = 0; j < j0; j++) pr[j] = dr[j] = 0.0f;
+                        for (j = n; j < nk; j++) pr[j] = dr[j] = 0.0f;
                     }
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, nq, 1.0f, P, t1, dout + r0, (int)qs,
-                                1.0f, dv + kbase, (int)ks);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, t1, 1.0f, dS, t1, k + kbase, (int)ks,
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, dout + r0, (int)qs,
+                                1.0f, dv + kb, (int)ks);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, dS, nk, k + kb, (int)ks,
                                 0.0f, dq + r0, (int)qs);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, nq, 1.0f, dS, t1, q + r0, (int)qs,
-                                1.0f, dk + kbase, (int)ks);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, dS, nk, q + r0, (int)qs,
+                                1.0f, dk + kb, (int)ks);
                 }
         }
         if (!P) {
@@ -3740,35 +3810,33 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
     }
 }
 #else
-/* Causal attention, one query row at a time: scores into a per-thread row of
-   T floats, exact softmax, weighted sum of v. Nothing of size T x T is stored;
-   lse (log-sum-exp of the scaled scores) is kept for the backward.
-   Query head h reads kv head h / (nh/nkv). */
-static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                               const float *v, int B, int T, int nh, int nkv, int hd) {
+/* One query row at a time: scores into a per-thread row of T floats, exact
+   softmax, weighted sum of v. Nothing of size T x T is stored. */
+static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                                  const float *v, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    (void)ctx;
     LOMO__PAR(2.0 * B * nh * T * T * hd)
     {
         float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
         int idx;
         LOMO__OMP(for)
         for (idx = 0; idx < B * T * nh; idx++) {
-            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j;
+            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, j0 = lomo__attn_first(t, window);
             size_t row = (size_t)(b * T + t) * nh + h;
             const float *qt = q + row * hd;
             const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
             const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
             float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
             if (!p) continue;
-            for (j = 0; j <= t; j++) {
-                p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+            for (j = j0; j <= t; j++) {
+                float s = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                p[j] = cap > 0 ? cap * tanhf(s / cap) : s;
                 mx = p[j] > mx ? p[j] : mx;
             }
-            for (j = 0; j <= t; j++) { p[j] = lomo__expf(p[j] - mx); sum += p[j]; }
+            for (j = j0; j <= t; j++) { p[j] = lomo__expf(p[j] - mx); sum += p[j]; }
             memset(ot, 0, sizeof(float) * hd);
-            for (j = 0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+            for (j = j0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
             lse[row] = mx + logf(sum);
         }
         if (!p) {
@@ -3781,13 +3849,14 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
 }
 
 /* With P = softmax(S) recomputed from lse: dV = P^T dO, dP = dO V^T,
-   dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q.
-   Parallel over (batch, kv head): each thread owns its dk/dv rows. */
-static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+   dS = P * (dP - rowsum(dO * O)) (times 1 - (c/cap)^2 with capping),
+   dQ = scale dS K, dK = scale dS^T Q. Parallel over (batch, kv head): each
+   thread owns its dk/dv rows. */
+static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                  const float *q, const float *k, const float *v, const float *out,
+                                  const float *lse, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv, bg;
-    float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
     LOMO__PFOR(2.0 * B * nh * T * T * hd)
     for (bg = 0; bg < B * nkv; bg++) {
@@ -3803,10 +3872,12 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
                 const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
                 float *dqt = dq + row * hd, D = lomo__dot(dot, ot, hd), L = lse[row];
                 memset(dqt, 0, sizeof(float) * hd);
-                for (j = 0; j <= t; j++) {
+                for (j = lomo__attn_first(t, window); j <= t; j++) {
                     size_t kr = kbase + j * kstride;
-                    float p = lomo__expf(lomo__dot(qt, k + kr, hd) * scale - L);
+                    float s = lomo__dot(qt, k + kr, hd) * scale, c = cap > 0 ? cap * tanhf(s / cap) : s;
+                    float p = lomo__expf(c - L);
                     float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
+                    if (cap > 0) ds *= 1.0f - (c / cap) * (c / cap);
                     lomo__axpy(dqt, ds, k + kr, hd);
                     lomo__axpy(dk + kr, ds, qt, hd);
                     lomo__axpy(dv + kr, p, dot, hd);
@@ -3815,8 +3886,18 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
         }
     }
 }
-
 #endif
+
+/* plain causal attention: scale 1/sqrt(hd), no cap, no window */
+static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, int B, int T, int nh, int nkv, int hd) {
+    lomo__cpu_attn_ex_fwd(ctx, out, lse, q, k, v, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+}
+static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+    lomo__cpu_attn_ex_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+}
 
 static float lomo__sigmoid(float x) { return 1.0f / (1.0f + lomo__expf(-x)); }
 
@@ -3861,15 +3942,15 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
         lt = ln[tgt];   /* dlogits may overwrite the logits in place */
         if (dn) {   /* one exp per logit, kept in dn; summed in double */
             float inv;
-            LOMO__OMP(simd reduction(+:sum))
-            for (i = 0; i < V; i++) { dn[i] = lomo__expf(ln[i] - mx); sum += dn[i]; }
+            LOMO__OMP(simd)
+            for (i = 0; i < V; i++) dn[i] = lomo__expf(ln[i] - mx);
+            for (i = 0; i < V; i++) sum += dn[i];   /* in order, as 0.5 summed it */
             inv = (float)(1.0 / sum) * dscale;
             LOMO__OMP(simd)
             for (i = 0; i < V; i++) dn[i] *= inv;
             dn[tgt] -= dscale;
         } else {
-            LOMO__OMP(simd reduction(+:sum))
-            for (i = 0; i < V; i++) sum += lomo__expf(ln[i] - mx);
+            for (i = 0; i < V; i++) sum += lomo__expf(ln[i] - mx);   /* in order, as 0.5 summed it */
         }
         losses[n] = (float)(log(sum) + mx - lt);
     }
@@ -3952,84 +4033,6 @@ static void lomo__cpu_geglu_bwd(void *ctx, float *dg, float *du, const float *dh
         float d = dh[i];
         du[i] = d * lomo__gelu_tanh(g[i]);
         dg[i] = d * u[i] * lomo__gelu_tanh_grad(g[i]);
-    }
-}
-
-/* first key query t sees: 0, or t - window + 1 with a sliding window */
-static int lomo__attn_first(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
-
-/* lomo__cpu_attn_fwd with a given score scale, soft-capping (cap > 0) and a
-   sliding window (window > 0) */
-static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                                  const float *v, int B, int T, int nh, int nkv, int hd,
-                                  float scale, float cap, int window) {
-    int rep = nh / nkv;
-    (void)ctx;
-    LOMO__OMP(parallel)
-    {
-        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
-        int idx;
-        LOMO__OMP(for)
-        for (idx = 0; idx < B * T * nh; idx++) {
-            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, j0 = lomo__attn_first(t, window);
-            size_t row = (size_t)(b * T + t) * nh + h;
-            const float *qt = q + row * hd;
-            const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
-            const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
-            float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
-            if (!p) continue;
-            for (j = j0; j <= t; j++) {
-                float s = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
-                p[j] = cap > 0 ? cap * tanhf(s / cap) : s;
-                mx = p[j] > mx ? p[j] : mx;
-            }
-            for (j = j0; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-            memset(ot, 0, sizeof(float) * hd);
-            for (j = j0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
-            lse[row] = mx + logf(sum);
-        }
-        if (!p) {
-            lomo__cpu *c = (lomo__cpu *)ctx;
-            LOMO__OMP(critical(lomo__cpu_err))
-            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory for a row of %d scores", T); }
-        }
-        LOMO_FREE(p);
-    }
-}
-
-/* as lomo__cpu_attn_bwd; with capping c = cap tanh(s / cap), dS = dC (1 - (c / cap)^2) */
-static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                                  const float *q, const float *k, const float *v, const float *out,
-                                  const float *lse, int B, int T, int nh, int nkv, int hd,
-                                  float scale, float cap, int window) {
-    int rep = nh / nkv, bg;
-    (void)ctx;
-    LOMO__OMP(parallel for)
-    for (bg = 0; bg < B * nkv; bg++) {
-        int b = bg / nkv, g = bg % nkv, h, t, j;
-        size_t kstride = (size_t)nkv * hd, kbase = ((size_t)b * T * nkv + g) * hd;
-        for (t = 0; t < T; t++) {
-            memset(dk + kbase + t * kstride, 0, sizeof(float) * hd);
-            memset(dv + kbase + t * kstride, 0, sizeof(float) * hd);
-        }
-        for (h = g * rep; h < (g + 1) * rep; h++) {
-            for (t = 0; t < T; t++) {
-                size_t row = (size_t)(b * T + t) * nh + h;
-                const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
-                float *dqt = dq + row * hd, D = lomo__dot(dot, ot, hd), L = lse[row];
-                memset(dqt, 0, sizeof(float) * hd);
-                for (j = lomo__attn_first(t, window); j <= t; j++) {
-                    size_t kr = kbase + j * kstride;
-                    float s = lomo__dot(qt, k + kr, hd) * scale, c = cap > 0 ? cap * tanhf(s / cap) : s;
-                    float p = expf(c - L);
-                    float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
-                    if (cap > 0) ds *= 1.0f - (c / cap) * (c / cap);
-                    lomo__axpy(dqt, ds, k + kr, hd);
-                    lomo__axpy(dk + kr, ds, qt, hd);
-                    lomo__axpy(dv + kr, p, dot, hd);
-                }
-            }
-        }
     }
 }
 
