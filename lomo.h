@@ -300,6 +300,11 @@ VERSION HISTORY
         Generation for Qwen3, Gemma 2, Gemma 3 and Phi-3 (partial rotary,
         longrope) too: rope_at takes the rotary dims and an attention factor,
         attn_kv the scale and soft-cap (backend op signatures changed).
+   0.6  CUDA: flash attention on tensor cores (mma.sync bf16, sm_80+, head_dim
+        64/80/96/128, for 16-bit models; the fp32 kernels with
+        LOMO_CUDA_ATTN=ref), tiled column reductions, the Gram norm pass on
+        tensor cores; a CPU model of the tiling (tests/flash_model.h). Not yet
+        run on a GPU.
 */
 #ifndef LOMO_H
 #define LOMO_H
