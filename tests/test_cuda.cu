@@ -764,7 +764,10 @@ static void test_family_ops(void) {
 
 static void test_steps(void) {
     int nk;
-    const sc_case *cases = sc_cases(&nk);
+    const sc_case *list = sc_cases(&nk);
+    sc_case cases[64];
+    memcpy(cases, list, sizeof *list * (size_t)nk);
+    cases[nk++] = *sc_flash_case();   /* head_dim 64 bf16: the steps run flash attention on the GPU */
     lomo_model *ckpt_pair[2] = {NULL, NULL};
     printf("whole steps, GPU vs CPU driver (3 steps, compared by the weight changes):\n");
     for (int i = 0; i < nk; i++) {
