@@ -372,6 +372,11 @@ VERSION HISTORY
         attn_ex: scale, soft-cap and window on the same BLAS tiles), lomo__expf
         inlined and branch-free so that its loops vectorise (same bits), 16-bit
         weights widened by vectorised loops (same bits).
+        CUDA: flash attention on tensor cores (mma.sync bf16, sm_80+, head_dim
+        64/80/96/128, for 16-bit models; the fp32 kernels with
+        LOMO_CUDA_ATTN=ref), tiled column reductions, the Gram norm pass on
+        tensor cores; a CPU model of the tiling (tests/flash_model.h). Not yet
+        run on a GPU.
 */
 #ifndef LOMO_H
 #define LOMO_H

@@ -229,5 +229,13 @@ static const sc_case *sc_cases(int *n) {
     *n = (int)(sizeof k / sizeof *k);
     return k;
 }
+/* a 16-bit case at a head_dim the CUDA backend's flash attention serves (64, GQA 4/2), kept out
+   of sc_cases' list: test_cuda runs it on the GPU (real flash kernels), test_cuda_tol with the
+   CPU model of them */
+static inline const sc_case *sc_flash_case(void) {
+    static const sc_case k = {"bf16 head_dim 64, GQA 4/2, flash attention", LOMO_BF16, 1, 1, 0, 1, 0, LOMO_CLIP_GLOBAL,
+                              LOMO_OPT_LOMO, 0, 64, 96, 4, 2, 64, 1.0f, 0.1f, 0.01f, 0.5f};
+    return &k;
+}
 
 #endif

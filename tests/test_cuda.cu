@@ -5,9 +5,16 @@
 //    accumulate, fp32 (1e-4: pure fp32, no TF32), bf16 (2e-2) and f16 (5e-3) weights (the
 //    activations are cast to 8 / 11 significant bits for the GEMM), bias grads, the Gram
 //    weight-gradient norm, RMSNorm, RoPE forward and inverse, attention fwd/bwd at
-//    head_dim 64, 80, 128, 256 with GQA (6/2) and plain multi-head (4/4), SwiGLU,
+//    head_dim 64, 80, 128, 256 with GQA (6/2) and plain multi-head (4/4) on the fp32 kernels
+//    (LOMO_CUDA_ATTN=ref), SwiGLU,
 //    cross-entropy with ignored labels (with and without dlogits), embedding fwd (fp32 and
 //    bf16 tables) and bwd, sumsq and param_sumsq (fp32, bf16, f16);
+//  - tensor-core flash attention: one m16n8k16 tile through each fragment helper against a
+//    host product (1e-5; the P-fragment chain 2e-3), then flash at head_dim 64/80/96/128, T 77,
+//    131, 99, 5, GQA 6/2 and 4/1, MHA, windows 40 and 33, soft-cap 2: against the CPU backend
+//    and against tests/flash_model.h (out 2e-2, lse 5e-3, dq/dk/dv 3e-2), the fp32 kernels on
+//    the same data against the CPU (1e-4) and against flash (the bf16 bounds), two backwards
+//    bit-identical; the Gram norm for bf16/f16 models on tensor cores (the matmul bounds);
 //  - the three rules (LOMO, AdaLomo 2-D and 1-D, AdamW) on one tensor in fp32, bf16 and
 //    f16, round-to-nearest and stochastic rounding, shard_len set (the elements the update
 //    writes), against the CPU on identical inputs: weights (16-bit: at most 1 ulp apart
@@ -44,6 +51,7 @@
 #endif
 #include "test_util.h"
 #include "step_compare.h"
+#include "flash_model.h"
 
 static const lomo_backend *cpu, *gpu;
 static const char *self = "build/test_cuda";
@@ -130,12 +138,15 @@ static void test_matmuls(void) {
         cpu->bias_bwd(X, b, dy, N, O);
         gpu->bias_bwd(G, (float *)Bg.data, dyd, N, O);
         same("bias grad", (float *)Bg.data, b, O, 1e-4);
-        if (dt == LOMO_F32) {   /* ||dy^T x||^2 from the Gram matrices (fp32 on both) */
+        {   /* ||dy^T x||^2 from the Gram matrices: fp32 on both (1e-5); 16-bit models: the GPU's Gram
+               GEMMs on tensor cores with the dW GEMM's operand rounding (the matmul bounds) */
             float *cs = (float *)malloc(sizeof(float) * 2 * (size_t)N * N);
+            double gt = dt == LOMO_F32 ? 1e-5 : tol;
             cpu->set_scratch(X, cs, sizeof(float) * 2 * (size_t)N * N, LOMO_F32);
             double gc = cpu->wgrad_sqnorm(X, dy, x, N, C, O), gg = gpu->wgrad_sqnorm(G, dyd, xd, N, C, O);
-            CHECK(fabs(gg - gc) <= 1e-5 * gc, "wgrad_sqnorm %.10g vs CPU %.10g", gg, gc);
-            printf("  %-36s rel err %.2e\n", "Gram weight-gradient norm", fabs(gg - gc) / gc);
+            CHECK(fabs(gg - gc) <= gt * gc, "wgrad_sqnorm (%s) %.10g vs CPU %.10g", dn[dt], gg, gc);
+            snprintf(nm, sizeof nm, "Gram weight-gradient norm (%s)", dn[dt]);
+            printf("  %-36s rel err %.2e\n", nm, fabs(gg - gc) / gc);
             cpu->set_scratch(X, NULL, 0, LOMO_F32);
             free(cs);
         }
@@ -239,10 +250,12 @@ static void test_pointwise(void) {
     group_done("sums");
 }
 
+static int attn_mode(int m);
 static void test_attention(void) {
     const int B = 2, T = 67, N = B * T;
     void *X = cpu->ctx, *G = gpu->ctx;
     static const int heads[][2] = {{6, 2}, {4, 4}}, hds[] = {64, 80, 128, 256};
+    int am = attn_mode(1);   /* the fp32 kernels: flash has its own test (test_flash) */
     printf("RoPE and attention vs CPU:\n");
     for (int hi = 0; hi < 4; hi++)
         for (int gi = 0; gi < 2; gi++) {
@@ -281,6 +294,190 @@ static void test_attention(void) {
             free(q); free(k); free(v); free(dout); free(q0); free(o); free(lse); free(dq); free(dk); free(dv);
             group_done(tag);
         }
+    attn_mode(am);
+}
+
+/* ---- tensor-core flash attention (lomo_cuda.cuh) ----
+   attn_mode: the backend's attention path (what LOMO_CUDA_ATTN sets): 1 the fp32 reference
+   kernels, 2 flash wherever it can run; returns the previous one. The 1e-4 attention tests
+   above and in test_family_ops hold the reference kernels (a bf16 test trainer may have left
+   act_dtype 16-bit, which would pick flash). */
+static int attn_mode(int m) {
+#ifdef LOMO_CUDA_DRY
+    (void)m;
+    return 0;
+#else
+    lomo__cu *c = (lomo__cu *)gpu->ctx;
+    int old = c->attn_mode;
+    c->attn_mode = m;
+    return old;
+#endif
+}
+
+#ifndef LOMO_CUDA_DRY
+/* one m16n8k16 tile through the fragment helpers, so a layout mistake shows in one line:
+   kind 0: C = A B with A from lomo__cu_frag_a, B from lomo__cu_frag_bt (shared holds B^T);
+   kind 1: the same with B from lomo__cu_frag_b (shared holds B);
+   kind 2: S = A B^T over two n-tiles (16 x 16), then E = S' V with S' taken from the
+           accumulators by lomo__cu_frag_c2a (16 x 8): the P V step of the forward.
+   a (16 x 16), b (16 x 16, the first 8 rows or columns used as B), c (16 x 8), all fp32;
+   every element of c written from the C-fragment mapping. */
+__global__ void test_k_mma_tile(float *c, const float *a, const float *b, int kind) {
+    __shared__ __align__(16) __nv_bfloat16 sa[16 * 24], sb[16 * 24];
+    int lane = threadIdx.x, gq = lane >> 2, tq = lane & 3;
+    for (int i = lane; i < 256; i += 32) {
+        sa[(i / 16) * 24 + i % 16] = __float2bfloat16_rn(a[i]);
+        sb[(i / 16) * 24 + i % 16] = __float2bfloat16_rn(b[i]);
+    }
+    __syncwarp();
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint32_t fa[4], fb[2];
+    lomo__cu_frag_a(fa, sa, 24, 0, 0);
+    if (kind == 0) { lomo__cu_frag_bt(fb, sb, 24, 0, 0); lomo__cu_mma(d, fa, fb); }
+    else if (kind == 1) { lomo__cu_frag_b(fb, sb, 24, 0, 0); lomo__cu_mma(d, fa, fb); }
+    else {
+        float s0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        lomo__cu_frag_bt(fb, sb, 24, 0, 0); lomo__cu_mma(s0, fa, fb);   /* S columns 0-7: rows 0-7 of b */
+        lomo__cu_frag_bt(fb, sb, 24, 8, 0); lomo__cu_mma(s1, fa, fb);   /* S columns 8-15: rows 8-15 */
+        uint32_t fs[4];
+        lomo__cu_frag_c2a(fs, s0, s1);
+        lomo__cu_frag_b(fb, sb, 24, 0, 0);                              /* V = b (16 x first 8 columns) */
+        lomo__cu_mma(d, fs, fb);
+    }
+    c[gq * 8 + 2 * tq] = d[0];
+    c[gq * 8 + 2 * tq + 1] = d[1];
+    c[(gq + 8) * 8 + 2 * tq] = d[2];
+    c[(gq + 8) * 8 + 2 * tq + 1] = d[3];
+}
+static double bf(float x) { return (double)lomo_bf16_to_f32(lomo_f32_to_bf16(x)); }
+static void test_mma_tile(void) {
+    static const char *what[] = {"mma tile: frag_a x frag_bt (B^T in shared)", "mma tile: frag_a x frag_b (B in shared)",
+                                 "mma tile: frag_c2a chain (S = A B^T, then S V)"};
+    float a[256], b[256];
+    printf("tensor-core fragments (one m16n8k16 tile vs a host product):\n");
+    for (int kind = 0; kind < 3; kind++) {
+        double ref[128], mx = 0.0, err = 0.0;
+        tu_fill(a, 256, 1.0);
+        tu_fill(b, 256, 1.0);
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                double s = 0.0;
+                if (kind == 2) {
+                    for (int n = 0; n < 16; n++) {
+                        double sv = 0.0;
+                        for (int k = 0; k < 16; k++) sv += bf(a[i * 16 + k]) * bf(b[n * 16 + k]);
+                        s += bf((float)sv) * bf(b[n * 16 + j]);
+                    }
+                } else
+                    for (int k = 0; k < 16; k++) s += bf(a[i * 16 + k]) * (kind == 0 ? bf(b[j * 16 + k]) : bf(b[k * 16 + j]));
+                ref[i * 8 + j] = s;
+                if (fabs(s) > mx) mx = fabs(s);
+            }
+        float *ad = dev(a, 256), *bd = dev(b, 256), *cd = dev(NULL, 128);
+        test_k_mma_tile<<<1, 32, 0, (cudaStream_t)gpu->stream>>>(cd, ad, bd, kind);
+        float *h = host(cd, 128);
+        int worst = 0;
+        for (int i = 0; i < 128; i++)
+            if (fabs(h[i] - ref[i]) > err || h[i] != h[i]) { err = fabs(h[i] - ref[i]); worst = i; }
+        err /= mx;
+        /* products of bf16 are exact in fp32; 16-term fp32 sums: 1e-5 (kind 2 also rounds S to bf16 on both sides,
+           and a tie of rounding can flip one S element by an ulp: 2e-3) */
+        double tol = kind == 2 ? 2e-3 : 1e-5;
+        CHECK(err <= tol, "%s: rel err %.3g at row %d col %d (got %g, want %g): the fragment mapping is wrong", what[kind],
+              err, worst / 8, worst % 8, h[worst], ref[worst]);
+        printf("  %-48s rel err %.2e\n", what[kind], err);
+        free(h);
+        gpu->free(gpu->ctx, ad); gpu->free(gpu->ctx, bd); gpu->free(gpu->ctx, cd);
+    }
+    group_done("mma tile");
+}
+#endif
+
+/* flash vs the CPU backend (exact attention) and vs the fp32 reference kernels, at each
+   head_dim flash serves, with GQA, windows, soft-cap and T off the tiles; bounds as the
+   CPU model's bf16 bounds (tests/test_flash_model.c): out 2e-2, lse 5e-3, dq/dk/dv 3e-2;
+   flash vs tests/flash_model.h (the same tiling and rounding on the CPU) to the same
+   bounds, printed so the distance shows; the reference kernels vs the CPU 1e-4; two
+   flash backwards bit-identical (no atomics). */
+static void test_flash(void) {
+    static const struct { int B, T, nh, nkv; double smul; float cap; int window; } cs[] = {
+        {2, 77, 6, 2, 1.0, 0.0f, 0}, {1, 131, 4, 4, 1.0, 0.0f, 40}, {1, 99, 4, 1, 0.8, 2.0f, 33}, {3, 5, 2, 1, 1.0, 0.0f, 0},
+    };
+    static const int hds[] = {64, 80, 96, 128};
+    void *X = cpu->ctx, *G = gpu->ctx;
+    int am = attn_mode(2);
+#ifndef LOMO_CUDA_DRY
+    if (((lomo__cu *)G)->cc_major < 8) {
+        printf("flash attention: compute capability %d < 8: not served here (the reference kernels run)\n",
+               ((lomo__cu *)G)->cc_major);
+        attn_mode(am);
+        return;
+    }
+#endif
+    printf("flash attention (bf16 tensor cores) vs CPU, vs the fp32 kernels, vs the CPU model:\n");
+    for (int hi = 0; hi < 4; hi++)
+        for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+            int hd = hds[hi], B = cs[ci].B, T = cs[ci].T, nh = cs[ci].nh, nkv = cs[ci].nkv, window = cs[ci].window;
+            float scale = (float)(cs[ci].smul / sqrt((double)hd)), cap = cs[ci].cap;
+            int plain = cap == 0.0f && window == 0;
+            size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nr = (size_t)B * T * nh;
+            char tag[96], nm[160];
+            snprintf(tag, sizeof tag, "hd %d T %d %d/%d%s cap %.0f win %d", hd, T, nh, nkv, plain ? " plain" : "", (double)cap, window);
+            float *q = randv(nq, 1.5), *k = randv(nk, 1.5), *v = randv(nk, 1), *dout = randv(nq, 1);
+            float *o = randv(nq, 1), *lse = randv(nr, 1), *dq = randv(nq, 1), *dk = randv(nk, 1), *dv = randv(nk, 1);
+            float *mo = randv(nq, 1), *ml = randv(nr, 1), *mdq = randv(nq, 1), *mdk = randv(nk, 1), *mdv = randv(nk, 1);
+            float *qd = dev(q, nq), *kd = dev(k, nk), *vd = dev(v, nk), *dod = dev(dout, nq);
+            float *od = dev(NULL, nq), *ld = dev(NULL, nr), *dqd = dev(NULL, nq), *dkd = dev(NULL, nk), *dvd = dev(NULL, nk);
+            float *od2 = dev(NULL, nq), *ld2 = dev(NULL, nr), *dqd2 = dev(NULL, nq), *dkd2 = dev(NULL, nk), *dvd2 = dev(NULL, nk);
+            cpu->attn_ex_fwd(X, o, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+            cpu->attn_ex_bwd(X, dq, dk, dv, dout, q, k, v, o, lse, B, T, nh, nkv, hd, scale, cap, window);
+            fm_round = 1;
+            fm_fwd(mo, ml, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+            fm_bwd(mdq, mdk, mdv, dout, q, k, v, mo, ml, B, T, nh, nkv, hd, scale, cap, window);
+            attn_mode(2);
+            if (plain) {
+                gpu->attn_fwd(G, od, ld, qd, kd, vd, B, T, nh, nkv, hd);
+                gpu->attn_bwd(G, dqd, dkd, dvd, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd);
+            } else {
+                gpu->attn_ex_fwd(G, od, ld, qd, kd, vd, B, T, nh, nkv, hd, scale, cap, window);
+                gpu->attn_ex_bwd(G, dqd, dkd, dvd, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd, scale, cap, window);
+            }
+            const float *fl[5] = {od, ld, dqd, dkd, dvd}, *cref[5] = {o, lse, dq, dk, dv}, *mref[5] = {mo, ml, mdq, mdk, mdv};
+            static const char *nmv[5] = {"out", "lse", "dq", "dk", "dv"};
+            size_t cnt[5] = {nq, nr, nq, nk, nk};
+            double tol[5] = {2e-2, 5e-3, 3e-2, 3e-2, 3e-2};
+            for (int i = 0; i < 5; i++) {
+                snprintf(nm, sizeof nm, "flash %s (%s)", nmv[i], tag); same(nm, fl[i], cref[i], cnt[i], tol[i]);
+                snprintf(nm, sizeof nm, "flash %s vs CPU model", nmv[i]); same(nm, fl[i], mref[i], cnt[i], tol[i]);
+            }
+            /* deterministic: the same backward again, bit for bit */
+            if (plain) gpu->attn_bwd(G, dqd2, dkd2, dvd2, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd);
+            else gpu->attn_ex_bwd(G, dqd2, dkd2, dvd2, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd, scale, cap, window);
+            {
+                float *a1 = host(dqd, nq), *a2 = host(dqd2, nq), *b1 = host(dkd, nk), *b2 = host(dkd2, nk), *c1 = host(dvd, nk), *c2 = host(dvd2, nk);
+                CHECK(!memcmp(a1, a2, nq * 4) && !memcmp(b1, b2, nk * 4) && !memcmp(c1, c2, nk * 4),
+                      "flash backward (%s) not bit-identical between two runs", tag);
+                free(a1); free(a2); free(b1); free(b2); free(c1); free(c2);
+            }
+            /* the reference kernels on the same data (LOMO_CUDA_ATTN=ref) */
+            attn_mode(1);
+            gpu->attn_ex_fwd(G, od2, ld2, qd, kd, vd, B, T, nh, nkv, hd, scale, cap, window);
+            gpu->attn_ex_bwd(G, dqd2, dkd2, dvd2, dod, qd, kd, vd, od2, ld2, B, T, nh, nkv, hd, scale, cap, window);
+            const float *rf[5] = {od2, ld2, dqd2, dkd2, dvd2};
+            for (int i = 0; i < 5; i++) {
+                snprintf(nm, sizeof nm, "fp32 kernels %s", nmv[i]); same(nm, rf[i], cref[i], cnt[i], 1e-4);
+                float *fh = host(fl[i], cnt[i]), *rh = host(rf[i], cnt[i]);
+                double e = tu_rel_err(fh, rh, cnt[i]);
+                CHECK(e <= tol[i], "flash vs fp32 kernels %s (%s): rel err %.3g > %.1g", nmv[i], tag, e, tol[i]);
+                free(fh); free(rh);
+            }
+            float *bufs[] = {qd, kd, vd, dod, od, ld, dqd, dkd, dvd, od2, ld2, dqd2, dkd2, dvd2};
+            for (int i = 0; i < 14; i++) gpu->free(G, bufs[i]);
+            float *hb[] = {q, k, v, dout, o, lse, dq, dk, dv, mo, ml, mdq, mdk, mdv};
+            for (int i = 0; i < 14; i++) free(hb[i]);
+            group_done(tag);
+        }
+    attn_mode(am);
 }
 
 /* one rule on one tensor, CPU vs GPU on identical inputs */
@@ -590,6 +787,7 @@ static void test_family_ops(void) {
         free(g); free(u); free(dh); free(h); free(du);
         gpu->free(G, dG); gpu->free(G, dU); gpu->free(G, dH); gpu->free(G, dDG); gpu->free(G, dDU);
     }
+    int am = attn_mode(1);   /* the fp32 kernels at 1e-4 (flash: test_flash) */
     for (int variant = 0; variant < 2; variant++) {   /* attention: soft-capped; capped + window 9 < T */
         size_t nq = (size_t)N * nh * hd, nk = (size_t)N * nkv * hd;
         float scale = 0.07f, cap = variant ? 3.0f : 1.5f;
@@ -641,11 +839,15 @@ static void test_family_ops(void) {
         free(lg); free(cl); free(loss); free(tg);
         gpu->free(G, dLG); gpu->free(G, dLS); gpu->free(G, dT);
     }
+    attn_mode(am);
 }
 
 static void test_steps(void) {
     int nk;
-    const sc_case *cases = sc_cases(&nk);
+    const sc_case *list = sc_cases(&nk);
+    sc_case cases[64];
+    memcpy(cases, list, sizeof *list * (size_t)nk);
+    cases[nk++] = *sc_flash_case();   /* head_dim 64 bf16: the steps run flash attention on the GPU */
     lomo_model *ckpt_pair[2] = {NULL, NULL};
     printf("whole steps, GPU vs CPU driver (3 steps, compared by the weight changes):\n");
     for (int i = 0; i < nk; i++) {
@@ -943,6 +1145,10 @@ int main(int argc, char **argv) {
     test_matmuls();
     test_pointwise();
     test_attention();
+#ifndef LOMO_CUDA_DRY
+    test_mma_tile();         /* the fragment mapping, one tile: first, so a layout mistake shows alone */
+#endif
+    test_flash();
     test_rules_kernels();
     test_fused_update();
     test_family_ops();
