@@ -234,7 +234,7 @@ static const sc_case *sc_cases(int *n) {
    CPU model of them */
 static inline const sc_case *sc_flash_case(void) {
     static const sc_case k = {"bf16 head_dim 64, GQA 4/2, flash attention", LOMO_BF16, 1, 1, 0, 1, 0, LOMO_CLIP_GLOBAL,
-                              LOMO_OPT_LOMO, 0, 64, 96, 4, 2, 64, 1.0f, 0.1f, 0.01f, 0.5f};
+                              LOMO_OPT_LOMO, 0, 64, 96, 4, 2, 64, 1.0f, 0.1f, 0.01f, 0.5f, 0};
     return &k;
 }
 
