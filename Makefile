@@ -28,6 +28,7 @@ TESTS += test_tok
 TESTS += test_threads
 TESTS += test_gen
 TESTS += test_chat
+TESTS += test_decode
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the
