@@ -247,6 +247,15 @@ GENERATION (see "generation: KV cache, sampling" below)
    call recomputes the cached positions with them, as transformers' Phi-3
    generate drops its cache there).
 
+   A CPU decode step (one token) is bound by memory bandwidth: it reads every
+   weight once. Its matmuls are GEMVs that stream the stored rows (fp32, or
+   bf16 at 2 bytes a weight) four at a time with wide SIMD, without packing
+   or BLAS; Q/K/V and gate/up run as one pass each (matmul_fwd_n), the LM head
+   as one GEMV over the vocabulary's rows; attention at one query works in
+   tiles of keys on the stack; a decode step allocates nothing. Results do
+   not depend on the thread count. bench/run_gen.sh prints the GB/s reached
+   next to the machine's own read bandwidth.
+
 BACKENDS
 
    The driver calls a table of operations (struct lomo_backend): memory,
@@ -257,7 +266,8 @@ BACKENDS
    and partial RoPE (NULL in a backend: those models are refused); for
    generation RoPE at a position offset, partial and scaled as rope_ex
    (rope_at), and attention of new queries over a KV cache with attn_ex's
-   scale, soft-cap and sliding window (attn_kv). The CPU
+   scale, soft-cap and sliding window (attn_kv), and matmuls of weights that
+   share their input (matmul_fwd_n: Q/K/V, gate/up; optional). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
    Before each forward or step the driver hands the backend that trainer's
    scratch and activation dtype (set_scratch), so backends keep no state of
@@ -377,6 +387,14 @@ VERSION HISTORY
         LOMO_CUDA_ATTN=ref), tiled column reductions, the Gram norm pass on
         tensor cores; a CPU model of the tiling (tests/flash_model.h). Not yet
         run on a GPU.
+        CPU decode at memory bandwidth: one-token matmuls as GEMVs that stream
+        fp32 / bf16 rows four at a time (no BLAS, no packing, no widening of
+        bf16), Q/K/V and gate/up in one pass (new backend op matmul_fwd_n, at
+        the end of the table; CUDA: one cuBLAS call per weight), parallel
+        regions of the decode ops sized by the free cores, attention over the
+        cache in stack tiles with a running softmax (no allocation per
+        token); bench/run_gen.sh measures the machine's read bandwidth and
+        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -1263,6 +1281,11 @@ struct lomo_backend {
        same hash of shard_off + element). NULL: the driver forms dW and calls the rule. */
     void (*linear_update)(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
                           float *gbuf, size_t gbuf_floats, const lomo_update_args *a);
+    /* 0.6, generation: y_j (N,O_j) = x (N,K) W_j^T + b_j (b_j may be NULL) for j < n, the
+       weights that share x (Q/K/V, gate/up), as n matmul_fwd calls would compute them; the
+       CPU streams the rows of all n in one pass when N = 1. NULL: the driver makes the calls */
+    void (*matmul_fwd_n)(void *ctx, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                         const lomo_tensor *const *b, int N, int K, const int *O);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -3524,49 +3547,81 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
 }
 #endif
 
-/* y (O) (+)= W (O,K) x + b: one token (generation's decode step), split over
-   fixed blocks of 256 rows of W, so the result does not depend on the thread
-   count; with BLAS, sgemv (OpenBLAS's M = 1 sgemm is 2x slower) */
-static void lomo__cpu_gemv(float *y, const float *x, const float *w, const lomo_tensor *bt, int K, int O, int accumulate) {
-    int blk, nb = (O + 255) / 256;
-    LOMO__OMP(parallel for schedule(dynamic, 1))
-    for (blk = 0; blk < nb; blk++) {
-        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o;
-#ifdef LOMO_CBLAS
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, w + (size_t)lo * K, K, x, 1,
-                    accumulate ? 1.0f : 0.0f, y + lo, 1);
-        if (bt) for (o = lo; o < hi; o++) y[o] += lomo__elem(bt, (size_t)o);
+/* ---- one-token matmuls (generation's decode step) ----
+   At batch 1 a matmul is a GEMV bound by memory bandwidth: each weight is
+   read once per token. Rows go four at a time (x read once for four rows,
+   four independent accumulator chains of eight lanes), straight
+   from the stored rows: fp32, or bf16 widened in registers (2 bytes read per
+   weight); no packing, no scratch, no BLAS call (OpenBLAS's M = 1 sgemm packs
+   and is 2x slower). A row's value depends only on the row (a short last
+   group repeats its last row, whose extra results are dropped), so the split
+   over threads changes no result. lomo__cpu_gemv_n runs the rows of up to 4
+   weights that share x (Q/K/V, gate/up) in one parallel region: one
+   contiguous range of row groups per thread, one fork and join. */
+static float lomo__bf16f(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+/* s + a b, fused where the target has FMA (-std=c11 turns off contraction; without FMA
+   hardware fmaf would be a library call, so a multiply and an add) */
+#ifdef __FMA__
+#define LOMO__MADD(s, a, b) fmaf(a, b, s)
 #else
-        for (o = lo; o < hi; o++) {
-            float s = lomo__dot(x, w + (size_t)o * K, K) + (bt ? lomo__elem(bt, (size_t)o) : 0.0f);
-            y[o] = accumulate ? y[o] + s : s;
-        }
+#define LOMO__MADD(s, a, b) ((s) + (a) * (b))
 #endif
-    }
-}
 
-/* the same with bf16 weights, the dot products straight from the 16-bit rows
-   (a decode step reads 2 bytes per weight instead of widening it to 4) */
-static void lomo__cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, const lomo_tensor *bt, int K, int O,
-                                int accumulate) {
-    int blk, nb = (O + 255) / 256;
-    LOMO__OMP(parallel for schedule(dynamic, 1))
-    for (blk = 0; blk < nb; blk++) {
-        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o, k, j;
-        for (o = lo; o < hi; o++) {
-            const uint16_t *r = w + (size_t)o * K;
-            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
-            for (k = 0; k + 8 <= K; k += 8)
-                for (j = 0; j < 8; j++) {
-                    uint32_t u = (uint32_t)r[k + j] << 16;
-                    float f;
-                    memcpy(&f, &u, 4);
-                    part[j] += f * x[k + j];
-                }
-            s = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-            for (; k < K; k++) s += lomo_bf16_to_f32(r[k]) * x[k];
-            if (bt) s += lomo__elem(bt, (size_t)o);
-            y[o] = accumulate ? y[o] + s : s;
+/* s[i] = row r0 + min(i, nr - 1) of w (fp32 or bf16) . x, i < 4. Eight explicit lanes per
+   row (one 256-bit register each with AVX, two with SSE: the same sums either way), the
+   lanes then added in a fixed tree, the last K % 8 products on their own */
+#define LOMO__GEMV4_BODY(LD)                                                                   \
+    for (l = 0; l < 8; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0.0f;                             \
+    for (k = 0; k + 8 <= K; k += 8)                                                            \
+        for (l = 0; l < 8; l++) {                                                              \
+            float xk = x[k + l];                                                               \
+            a0[l] = LOMO__MADD(a0[l], LD(w0[k + l]), xk); a1[l] = LOMO__MADD(a1[l], LD(w1[k + l]), xk); \
+            a2[l] = LOMO__MADD(a2[l], LD(w2[k + l]), xk); a3[l] = LOMO__MADD(a3[l], LD(w3[k + l]), xk); \
+        }                                                                                      \
+    for (; k < K; k++) {                                                                       \
+        float xk = x[k];                                                                       \
+        t0 = LOMO__MADD(t0, LD(w0[k]), xk); t1 = LOMO__MADD(t1, LD(w1[k]), xk);                \
+        t2 = LOMO__MADD(t2, LD(w2[k]), xk); t3 = LOMO__MADD(t3, LD(w3[k]), xk);                \
+    }
+#define LOMO__ID(v) (v)
+static void lomo__gemv4(float *s, const float *x, const lomo_tensor *w, int r0, int nr, int K) {
+    size_t k0 = (size_t)r0 * K, k1 = k0 + (size_t)(nr > 1) * K, k2 = k0 + (size_t)(nr > 2 ? 2 : nr - 1) * K,
+           k3 = k0 + (size_t)(nr - 1) * K;
+    float a0[8], a1[8], a2[8], a3[8], t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
+    int k, l;
+    if (w->dtype == LOMO_BF16) {
+        const uint16_t *b = (const uint16_t *)w->data, *w0 = b + k0, *w1 = b + k1, *w2 = b + k2, *w3 = b + k3;
+        LOMO__GEMV4_BODY(lomo__bf16f)
+    } else {
+        const float *f = (const float *)w->data, *w0 = f + k0, *w1 = f + k1, *w2 = f + k2, *w3 = f + k3;
+        LOMO__GEMV4_BODY(LOMO__ID)
+    }
+    for (l = 0; l < 4; l++) { a0[l] += a0[l + 4]; a1[l] += a1[l + 4]; a2[l] += a2[l + 4]; a3[l] += a3[l + 4]; }
+    s[0] = ((a0[0] + a0[2]) + (a0[1] + a0[3])) + t0; s[1] = ((a1[0] + a1[2]) + (a1[1] + a1[3])) + t1;
+    s[2] = ((a2[0] + a2[2]) + (a2[1] + a2[3])) + t2; s[3] = ((a3[0] + a3[2]) + (a3[1] + a3[3])) + t3;
+}
+#undef LOMO__GEMV4_BODY
+#undef LOMO__ID
+
+/* y_j (O_j) (+)= W_j (O_j,K) x + b_j for j < n <= 4; W_j fp32 or bf16 */
+static void lomo__cpu_gemv_n(int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                             const lomo_tensor *const *b, const int *O, int K, int accumulate) {
+    long long start[5], u;
+    double work = 0.0;
+    int j;
+    start[0] = 0;
+    for (j = 0; j < n; j++) { start[j + 1] = start[j] + (O[j] + 3) / 4; work += 2.0 * O[j] * K; }
+    LOMO__PFOR(work)
+    for (u = 0; u < start[n]; u++) {
+        int g = 0, r0, nr, o;
+        float s[4];
+        while (u >= start[g + 1]) g++;
+        r0 = (int)(u - start[g]) * 4;
+        nr = O[g] - r0 < 4 ? O[g] - r0 : 4;
+        lomo__gemv4(s, x, w[g], r0, nr, K);
+        for (o = 0; o < nr; o++) {
+            float v = s[o] + (b[g] ? lomo__elem(b[g], (size_t)(r0 + o)) : 0.0f);
+            y[g][r0 + o] = accumulate ? y[g][r0 + o] + v : v;
         }
     }
 }
@@ -3576,12 +3631,18 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
                                  const lomo_tensor *bt, int N, int K, int O, int accumulate) {
     const float *w;
     int n;
-    if (N == 1 && wt->dtype == LOMO_BF16) {
-        lomo__cpu_gemv_bf16(y, x, (const uint16_t *)wt->data, bt, K, O, accumulate);
+    if (N == 1 && wt->dtype != LOMO_F16) {
+        lomo__cpu_gemv_n(1, &y, x, &wt, &bt, &O, K, accumulate);
         return;
     }
     if (!(w = lomo__f32(ctx, wt))) return;
-    if (N == 1) { lomo__cpu_gemv(y, x, w, bt, K, O, accumulate); return; }
+    if (N == 1) {   /* f16: widened into the scratch, then the fp32 rows */
+        lomo_tensor wf = *wt;
+        const lomo_tensor *wp = &wf;
+        wf.dtype = LOMO_F32; wf.data = (void *)w;
+        lomo__cpu_gemv_n(1, &y, x, &wp, &bt, &O, K, accumulate);
+        return;
+    }
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
     if (bt) {
@@ -3600,6 +3661,16 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
         }
     }
 #endif
+}
+
+/* y_j (N,O_j) = x (N,K) W_j^T + b_j for j < n: one token's rows of all n weights in one
+   pass (fp32 / bf16 storage, n <= 4), else one matmul_fwd each */
+static void lomo__cpu_matmul_fwd_n(void *ctx, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                                   const lomo_tensor *const *b, int N, int K, const int *O) {
+    int j, one = N == 1 && n <= 4;
+    for (j = 0; j < n; j++) one = one && w[j]->dtype != LOMO_F16;
+    if (one) { lomo__cpu_gemv_n(n, y, x, w, b, O, K, 0); return; }
+    for (j = 0; j < n; j++) lomo__cpu_matmul_fwd(ctx, y[j], x, w[j], b[j], N, K, O[j], 0);
 }
 
 /* dx (N,K) (+)= dy (N,O) W (O,K) */
@@ -4378,7 +4449,7 @@ static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N,
                               int pos0) {
     int half = rot / 2, n;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(8.0 * N * nh * half)
     for (n = 0; n < N; n++) {
         int h, i;
         for (i = 0; i < half; i++) {
@@ -4394,41 +4465,54 @@ static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N,
     }
 }
 
-/* Attention of N new queries over the cache, the arithmetic of
-   lomo__cpu_attn_fwd / lomo__cpu_attn_ex_fwd (scores, soft-cap, exact softmax,
-   weighted sum of v) so that a cached pass equals the full forward. Keys j in
-   [lo, p] for the query at absolute position p, lo = 0, or p - window + 1 with a
-   sliding window. */
+/* Attention of N new queries over the cache: scores as lomo__cpu_attn_fwd /
+   lomo__cpu_attn_ex_fwd compute them (scale, soft-cap), an exact softmax, the
+   weighted sum of v, so that a cached pass equals the full forward to fp32
+   rounding. Keys j in [lo, p] for the query at absolute position p, lo = 0,
+   or p - window + 1 with a sliding window. Keys go in tiles of LOMO__KV_TILE
+   scores on the stack (no allocation): the running maximum, sum and output
+   are rescaled when a tile raises the maximum (one tile up to LOMO__KV_TILE
+   keys: the plain two-pass softmax). One (query, head) per iteration, its
+   dot products and updates vectorised over head_dim. */
+#define LOMO__KV_TILE 512
 static void lomo__cpu_attn_kv(void *ctx, float *out, const float *q, const float *kc, const float *vc,
                               int N, int pos0, int nh, int nkv, int hd, float scale, float cap, int window) {
-    int rep = nh / nkv;
+    int rep = nh / nkv, idx;
+    size_t ld = (size_t)nkv * hd;
     (void)ctx;
-    LOMO__OMP(parallel)
-    {
-        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)(pos0 + N));
-        int idx;
-        LOMO__OMP(for)
-        for (idx = 0; idx < N * nh; idx++) {
-            int h = idx % nh, t = pos0 + idx / nh, j, lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
-            const float *qt = q + (size_t)idx * hd;
-            const float *kb = kc + (size_t)(h / rep) * hd, *vb = vc + (size_t)(h / rep) * hd;
-            float *ot = out + (size_t)idx * hd, mx = -INFINITY, sum = 0.0f;
-            if (!p) continue;
-            for (j = lo; j <= t; j++) {
-                float sc = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+    LOMO__PFOR(4.0 * N * nh * (double)(pos0 + N) * hd)
+    for (idx = 0; idx < N * nh; idx++) {
+        int h = idx % nh, t = pos0 + idx / nh, j0, i, lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+        const float *qt = q + (size_t)idx * hd;
+        const float *kb = kc + (size_t)(h / rep) * hd, *vb = vc + (size_t)(h / rep) * hd;
+        float *ot = out + (size_t)idx * hd, mx = -INFINITY, sum = 0.0f;
+        float p[LOMO__KV_TILE];
+        memset(ot, 0, sizeof(float) * (size_t)hd);
+        for (j0 = lo; j0 <= t; j0 += LOMO__KV_TILE) {
+            int nj = t + 1 - j0 < LOMO__KV_TILE ? t + 1 - j0 : LOMO__KV_TILE, j;
+            float tmx = -INFINITY;
+            for (j = 0; j < nj; j++) {
+                float sc = lomo__dot(qt, kb + (size_t)(j0 + j) * ld, hd) * scale;
                 p[j] = cap > 0 ? cap * tanhf(sc / cap) : sc;
-                mx = p[j] > mx ? p[j] : mx;
+                tmx = p[j] > tmx ? p[j] : tmx;
             }
-            for (j = lo; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-            memset(ot, 0, sizeof(float) * hd);
-            for (j = lo; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+            if (tmx > mx) {   /* rescale what the earlier tiles summed */
+                float r = expf(mx - tmx);
+                if (sum > 0.0f) {
+                    sum *= r;
+                    LOMO__OMP(simd)
+                    for (i = 0; i < hd; i++) ot[i] *= r;
+                }
+                mx = tmx;
+            }
+            for (j = 0; j < nj; j++) {
+                float e = expf(p[j] - mx);
+                sum += e;
+                lomo__axpy(ot, e, vb + (size_t)(j0 + j) * ld, hd);
+            }
         }
-        if (!p) {
-            lomo__cpu *c = (lomo__cpu *)ctx;
-            LOMO__OMP(critical(lomo__cpu_err))
-            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory"); }
-        }
-        LOMO_FREE(p);
+        LOMO__OMP(simd)
+        for (i = 0; i < hd; i++) ot[i] /= sum;
     }
 }
 
@@ -4462,6 +4546,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
         be.rope_at = lomo__cpu_rope_at; be.attn_kv = lomo__cpu_attn_kv;
         (void)lomo__cpu_linear_update;   /* linear_update stays NULL here: see there */
+        be.matmul_fwd_n = lomo__cpu_matmul_fwd_n;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -9608,6 +9693,17 @@ static float lomo__attn_scale(const lomo_config *c) {
     return (float)(1.0 / sqrt(c->query_pre_attn_scalar > 0 ? (double)c->query_pre_attn_scalar : (double)c->head_dim));
 }
 
+/* y_j = x W_j^T + b_j for n weights that share x (Q/K/V, gate/up): in generation one
+   matmul_fwd_n (the CPU reads a decode step's rows of all of them in one pass), in
+   training (and where the backend has none) one matmul_fwd each, as before */
+static void lomo__proj_n(lomo_trainer *t, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                         const lomo_tensor *const *b, int K, const int *O) {
+    const lomo_backend *be = t->m->be;
+    int j;
+    if (t->kv && be->matmul_fwd_n) { be->matmul_fwd_n(be->ctx, n, y, x, w, b, t->N, K, O); return; }
+    for (j = 0; j < n; j++) be->matmul_fwd(be->ctx, y[j], x, w[j], b[j], t->N, K, O[j], 0);
+}
+
 /* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
    x_out may be NULL (recompute inside backward needs everything but the output).
    Llama:  xmid = x_in + attn(norm(x_in)),        x_out = xmid + mlp(norm(xmid))
@@ -9627,9 +9723,15 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
                 w->wo->shape[0] == C && w->wo->shape[1] == qd && w->w_gate->shape[0] == H && w->w_up->shape[0] == H &&
                 w->w_up->shape[1] == C && w->w_down->shape[0] == C && w->w_down->shape[1] == H && w->attn_norm->numel == C);
     lomo__norm_fwd(t, a->ln1, a->rstd1, x_in, w->attn_norm, N, C);
-    be->matmul_fwd(X, c->qk_norm ? a->qpre : a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
-    be->matmul_fwd(X, c->qk_norm ? a->kpre : a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
-    be->matmul_fwd(X, a->v, a->ln1, w->wv, w->bv, N, C, kvd, 0);
+    {
+        float *y[3];
+        const lomo_tensor *ws[3], *bs[3];
+        int O[3];
+        y[0] = c->qk_norm ? a->qpre : a->q; ws[0] = w->wq; bs[0] = w->bq; O[0] = qd;
+        y[1] = c->qk_norm ? a->kpre : a->k; ws[1] = w->wk; bs[1] = w->bk; O[1] = kvd;
+        y[2] = a->v; ws[2] = w->wv; bs[2] = w->bv; O[2] = kvd;
+        lomo__proj_n(t, 3, y, a->ln1, ws, bs, C, O);
+    }
     if (c->qk_norm) {
         lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
         lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
@@ -9652,8 +9754,14 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
         be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
     }
     lomo__norm_fwd(t, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C);
-    be->matmul_fwd(X, a->g, a->ln2, w->w_gate, NULL, N, C, H, 0);
-    be->matmul_fwd(X, a->u, a->ln2, w->w_up, NULL, N, C, H, 0);
+    {
+        float *y[2];
+        const lomo_tensor *ws[2], *bs[2];
+        int O[2];
+        y[0] = a->g; ws[0] = w->w_gate; y[1] = a->u; ws[1] = w->w_up;
+        bs[0] = bs[1] = NULL; O[0] = O[1] = H;
+        lomo__proj_n(t, 2, y, a->ln2, ws, bs, C, O);
+    }
     if (c->gemma) be->geglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
     else be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
     if (c->gemma) {   /* the backward needs mo and its norm statistics, so they are recomputed too */

@@ -1603,6 +1603,12 @@ static void lomo__cu_attn_kv(void *ctx, float *out, const float *q, const float 
     LOMO__LAUNCHED(c);
 }
 
+/* y_j = x W_j^T + b_j for j < n weights that share x: one cuBLAS matmul each (a GEMV for N = 1) */
+static void lomo__cu_matmul_fwd_n(void *ctx, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                                  const lomo_tensor *const *b, int N, int K, const int *O) {
+    for (int j = 0; j < n; j++) lomo__cu_matmul_fwd(ctx, y[j], x, w[j], b[j], N, K, O[j], 0);
+}
+
 extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     static lomo_backend be[16];
     static lomo__cu ctx[16];
@@ -1654,6 +1660,7 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->attn_ex_fwd = lomo__cu_attn_ex_fwd; b->attn_ex_bwd = lomo__cu_attn_ex_bwd;
     b->cross_entropy_softcap = lomo__cu_cross_entropy_softcap; b->rope_ex = lomo__cu_rope_ex;
     b->rope_at = lomo__cu_rope_at; b->attn_kv = lomo__cu_attn_kv;
+    b->matmul_fwd_n = lomo__cu_matmul_fwd_n;
     b->name = "cuda";
     return b;
 }

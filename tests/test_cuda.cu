@@ -1085,6 +1085,40 @@ static void test_generate(void) {
         }
     free(q); free(kc); free(vc); free(o);
     gpu->free(G, qd); gpu->free(G, kd); gpu->free(G, vd); gpu->free(G, od); gpu->free(G, invd);
+    for (int dt = LOMO_F32; dt <= LOMO_BF16; dt++)   /* Q/K/V in one call (N = 1: the CPU's one-pass GEMV) */
+        for (int nn = 1; nn <= 3; nn += 2) {
+            const int K = 96, O[3] = {130, 64, 63};
+            float *x = randv((size_t)nn * K, 1), *yc[3], *ydv[3];
+            void *wh[3], *wdv[3];
+            lomo_tensor Wc[3], Wg[3], Bc = wrap(randv(130, 1), LOMO_F32, 130, 0), Bg = wrap(dev((float *)Bc.data, 130), LOMO_F32, 130, 0);
+            const lomo_tensor *wc[3], *wg[3], *bc[3] = {&Bc, NULL, NULL}, *bg[3] = {&Bg, NULL, NULL};
+            float *xd = dev(x, (size_t)nn * K);
+            char nm[64];
+            for (int j = 0; j < 3; j++) {
+                float *w = randv((size_t)O[j] * K, 0.3);
+                uint16_t *w16 = (uint16_t *)malloc((size_t)O[j] * K * 2);
+                for (int i = 0; i < O[j] * K; i++) w16[i] = to16(LOMO_BF16, w[i]);
+                wh[j] = dt ? (void *)w16 : (void *)w;
+                if (dt) free(w); else free(w16);
+                wdv[j] = gpu->alloc(G, (size_t)O[j] * K * 4);
+                gpu->upload(G, wdv[j], wh[j], (size_t)O[j] * K * (dt ? 2 : 4));
+                Wc[j] = wrap(wh[j], (lomo_dtype)dt, O[j], K); Wg[j] = wrap(wdv[j], (lomo_dtype)dt, O[j], K);
+                wc[j] = &Wc[j]; wg[j] = &Wg[j];
+                yc[j] = (float *)malloc(sizeof(float) * nn * O[j]); ydv[j] = dev(NULL, (size_t)nn * O[j]);
+            }
+            size_t sb = 4 * (size_t)130 * K * 2;
+            void *cs = malloc(sb), *gs = gpu->alloc(G, sb);
+            cpu->set_scratch(X, cs, sb, dt); gpu->set_scratch(G, gs, sb, dt);
+            cpu->matmul_fwd_n(X, 3, yc, x, wc, bc, nn, K, O);
+            gpu->matmul_fwd_n(G, 3, ydv, xd, wg, bg, nn, K, O);
+            for (int j = 0; j < 3; j++) {
+                snprintf(nm, sizeof nm, "matmul_fwd_n (%s, N %d, weight %d)", dt ? "bf16" : "fp32", nn, j);
+                same(nm, ydv[j], yc[j], (size_t)nn * O[j], dt ? 2e-2 : 1e-4);
+                free(yc[j]); free(wh[j]); gpu->free(G, ydv[j]); gpu->free(G, wdv[j]);
+            }
+            cpu->set_scratch(X, NULL, 0, 0); gpu->set_scratch(G, NULL, 0, 0);
+            free(cs); gpu->free(G, gs); free(x); gpu->free(G, xd); free(Bc.data); gpu->free(G, Bg.data);
+        }
     const char *models[] = {"llama_gqa", "llama_bias", "llama3_scaled", "mistral_swa", "qwen3_tied", "gemma2", "gemma3",
                             "phi3", "phi3_partial", "phi3_longrope"};
     lomo_load_opts oc = {LOMO_F32, NULL, NULL}, og = {LOMO_F32, gpu, NULL};
