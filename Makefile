@@ -31,6 +31,11 @@ TESTS += test_chat
 TESTS += test_layers
 TESTS += test_alloc
 TESTS += test_backend
+TESTS += test_head
+TESTS += test_fused
+TESTS += test_flash_model
+$(BUILD)/test_flash_model_loops $(BUILD)/test_flash_model_cblas $(BUILD)/test_flash_model_asan: tests/flash_model.h
+TESTS += test_decode
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the

@@ -72,6 +72,10 @@ THE UPDATE HOOK
    Tied embeddings: the hook sees the sum of both contributions, once, at the
    end. This costs no memory: the lm_head's dlogits stay in the logits buffer
    (an activation the forward allocates anyway) until the embedding's turn.
+   When the head runs in chunks of tokens (the logits of large vocabularies,
+   lomo_train_opts.head_chunk) each chunk's logits are recomputed in the
+   backward instead (one more head GEMM per backward pass, two when tied),
+   and the chunks' lm_head gradients are summed before the hook sees them.
 
 MEMORY (every allocation is tagged and counted, see lomo_memory_report;
    lomo_memory_formula computes this formula from a config, whose dtype is
@@ -84,10 +88,13 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
    or M > 1, L otherwise.
 
      parameters       w P
-     activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C + V ]
+     activations      4 N [ M (L+1) C  +  S (3C + 2q + 2k + 3H)  +  C ]  +  4 R V
                       (+ S (q + k) with q/k norms, + S 2C for Gemma's post-norms)
                       (each layer's input per micro-batch; S layer working
-                      sets; final norm output; logits, which also hold dlogits)
+                      sets; final norm output; logits, which also hold dlogits,
+                      for R of the N tokens at a time: R = N when 4 N V fits
+                      LOMO_HEAD_CHUNK_BYTES (128 MiB), else the most rows
+                      that do (a multiple of 64), or lomo_train_opts.head_chunk)
      gradient buffer  4 max(tensor numel)           (M = 1; = 4 V C in most models)
                       4 max(one layer's tensors, V C) (M > 1: a layer's
                       gradients are summed over the micro-batches before its
@@ -217,6 +224,8 @@ OPTIONS (define before including)
                          assert(x), so -DNDEBUG or `#define LOMO_ASSERT(x)` turns
                          them off. Never used for what comes from outside (files,
                          options, tokens): that is always an error return.
+   LOMO_HEAD_CHUNK_BYTES the most bytes of fp32 logits the LM head holds at once
+                         by default (128 MiB; lomo_train_opts.head_chunk)
 
 GENERATION (see "generation: KV cache, sampling" below)
 
@@ -241,6 +250,15 @@ GENERATION (see "generation: KV cache, sampling" below)
    call recomputes the cached positions with them, as transformers' Phi-3
    generate drops its cache there).
 
+   A CPU decode step (one token) is bound by memory bandwidth: it reads every
+   weight once. Its matmuls are GEMVs that stream the stored rows (fp32, or
+   bf16 at 2 bytes a weight) four at a time with wide SIMD, without packing
+   or BLAS; Q/K/V and gate/up run as one pass each (matmul_fwd_n), the LM head
+   as one GEMV over the vocabulary's rows; attention at one query works in
+   tiles of keys on the stack; a decode step allocates nothing. Results do
+   not depend on the thread count. bench/run_gen.sh prints the GB/s reached
+   next to the machine's own read bandwidth.
+
 BACKENDS
 
    The driver calls a table of operations (struct lomo_backend): memory,
@@ -251,12 +269,17 @@ BACKENDS
    and partial RoPE (NULL in a backend: those models are refused); for
    generation RoPE at a position offset, partial and scaled as rope_ex
    (rope_at), and attention of new queries over a KV cache with attn_ex's
-   scale, soft-cap and sliding window (attn_kv). The CPU
+   scale, soft-cap and sliding window (attn_kv), and matmuls of weights that
+   share their input (matmul_fwd_n: Q/K/V, gate/up; optional). The CPU
    table is in this file (lomo_cpu_backend); activations are fp32 row-major.
    Before each forward or step the driver hands the backend that trainer's
    scratch and activation dtype (set_scratch), so backends keep no state of
    one trainer that another could pick up. check() reports earlier errors;
    the CUDA one synchronises first, so a faulting kernel fails its step.
+   0.6: scratch_bytes_rows sizes the scratch for a head in chunks; linear_update
+   fuses the built-in LOMO rule (no clip_value, M = 1, unsharded, not per-tensor
+   clipping) with a linear weight's dW (NULL on the CPU: the rule runs on the
+   formed gradient, as before).
 
 ERRORS (one rule)
 
@@ -354,6 +377,30 @@ VERSION HISTORY
         lomo_backend_open("cpu" | "cuda" | "cuda:N"): the backend by name, one
         call for every program (without LOMO_CUDA, CUDA specs are refused
         naming the define); llama_ft.c's main in one screen.
+        The LM head and cross-entropy in chunks of tokens (lomo_train_opts.head_chunk,
+        LOMO_HEAD_CHUNK_BYTES): the (N, V) fp32 logits are never held whole past
+        128 MiB; the backward recomputes each chunk; lomo_logits is NULL then.
+        Backend ops at the end of the table: scratch_bytes_rows (the scratch for a
+        head in chunks) and linear_update (the built-in LOMO rule, no clip_value,
+        fused with a linear weight's dW GEMM; CUDA sets it, the CPU keeps the hook
+        path and has the reference implementation). Not yet run on a GPU.
+        CPU speed: one attention implementation for every family (attn and
+        attn_ex: scale, soft-cap and window on the same BLAS tiles), lomo__expf
+        inlined and branch-free so that its loops vectorise (same bits), 16-bit
+        weights widened by vectorised loops (same bits).
+        CUDA: flash attention on tensor cores (mma.sync bf16, sm_80+, head_dim
+        64/80/96/128, for 16-bit models; the fp32 kernels with
+        LOMO_CUDA_ATTN=ref), tiled column reductions, the Gram norm pass on
+        tensor cores; a CPU model of the tiling (tests/flash_model.h). Not yet
+        run on a GPU.
+        CPU decode at memory bandwidth: one-token matmuls as GEMVs that stream
+        fp32 / bf16 rows four at a time (no BLAS, no packing, no widening of
+        bf16), Q/K/V and gate/up in one pass (new backend op matmul_fwd_n, at
+        the end of the table; CUDA: one cuBLAS call per weight), parallel
+        regions of the decode ops sized by the free cores, attention over the
+        cache in stack tiles with a running softmax (no allocation per
+        token); bench/run_gen.sh measures the machine's read bandwidth and
+        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16).
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -674,6 +721,10 @@ typedef struct lomo_train_opts {
     void *update_user;
     int no_finite_check;    /* 1: skip reading each tensor back after its update to catch NaN/Inf weights
                                (on by default: lomo_step then fails naming the step and the tensor) */
+    int head_chunk;         /* 0.6: tokens per LM-head chunk: the (N, V) fp32 logits are held head_chunk
+                               rows at a time (memory 4 head_chunk V). 0: the whole N when its logits fit
+                               in LOMO_HEAD_CHUNK_BYTES, else the most rows that do; < 0: always the whole
+                               N (lomo_logits needs that: it is NULL while the head runs in chunks) */
 } lomo_train_opts;
 
 typedef struct lomo_step_info {
@@ -697,7 +748,8 @@ LOMODEF int           lomo_step(lomo_trainer *t, const int32_t *tokens, const in
 /* Forward only: loss (info->loss) and logits (lomo_logits); no weight changes. */
 LOMODEF int           lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels,
                                    lomo_step_info *info);
-LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory */
+LOMODEF const float  *lomo_logits(const lomo_trainer *t);  /* (B,T,V) after lomo_forward, backend memory;
+                                                              NULL when the head runs in chunks (head_chunk) */
 LOMODEF int64_t       lomo_trainer_step(const lomo_trainer *t);   /* steps taken (skipped ones excluded) */
 LOMODEF float         lomo_trainer_loss_scale(const lomo_trainer *t);
 /* The trainer's state for resuming: optimizer state (AdaLomo's factored
@@ -1223,6 +1275,23 @@ struct lomo_backend {
        Phi-3's and Gemma's local layers' sliding window, as transformers masks it) -> out (N,nh,hd) */
     void (*attn_kv)(void *ctx, float *out, const float *q, const float *kc, const float *vc,
                     int N, int pos0, int nh, int nkv, int hd, float scale, float cap, int window);
+    /* 0.6: scratch_bytes when the LM head runs head_rows (<= N) tokens at a time
+       (lomo_train_opts.head_chunk); NULL: scratch_bytes (it does not depend on them) */
+    size_t (*scratch_bytes_rows)(void *ctx, const lomo_model *m, int N, int head_rows, int gram);
+    /* 0.6: the built-in LOMO rule fused with a linear weight's gradient, for a step
+       where the rule needs nothing of the gradient but itself (LOMO, no clip_value,
+       the clip coefficient known): w (O,K) = w (1 - lr weight_decay) -
+       lr clip_coef inv_loss_scale dy^T x, dy (N,O), x (N,K), in blocks of the rows
+       whose gradient fits gbuf (gbuf_floats >= K; none needed for fp32 w on CUDA,
+       where the GEMM writes into w), 16-bit w rounded as update rounds it (the
+       same hash of shard_off + element). NULL: the driver forms dW and calls the rule. */
+    void (*linear_update)(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
+                          float *gbuf, size_t gbuf_floats, const lomo_update_args *a);
+    /* 0.6, generation: y_j (N,O_j) = x (N,K) W_j^T + b_j (b_j may be NULL) for j < n, the
+       weights that share x (Q/K/V, gate/up), as n matmul_fwd calls would compute them; the
+       CPU streams the rows of all n in one pass when N = 1. NULL: the driver makes the calls */
+    void (*matmul_fwd_n)(void *ctx, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                         const lomo_tensor *const *b, int N, int K, const int *O);
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
@@ -3266,6 +3335,19 @@ static void lomo__store(lomo_tensor *t, size_t i, float v, const lomo_update_arg
         a && a->stochastic ? lomo__hash_uniform(a->seed, a->stream, (uint64_t)a->shard_off + i) : 0.0f);
 }
 
+/* lomo_f16_to_f32 without branches, so that a loop over it vectorises: the
+   15 low bits moved into place and the exponent rebiased (15 -> 127); inf and
+   NaN (exponent 31) get exponent 255, payload kept; subnormals and zero
+   (exponent 0) as m 2^-24, exactly, by subtracting 2^-14 from 2^-14 (1 + m/1024).
+   test_precision checks it against lomo_f16_to_f32 on all 65536 values. */
+static float lomo__f16_widen(uint16_t h) {
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, e = o & 0x0f800000u;
+    o += 112u << 23;
+    if (e == 0x0f800000u) o += 112u << 23;
+    if (e == 0) o = lomo__f32_bits(lomo__bits_f32(o + (1u << 23)) - lomo__bits_f32(113u << 23));
+    return lomo__bits_f32(o | (uint32_t)(h & 0x8000u) << 16);
+}
+
 /* A weight as fp32: itself, or widened into the backend's scratch (the CPU
    kernels and BLAS compute in fp32; storage may be 16-bit). */
 static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
@@ -3276,8 +3358,17 @@ static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
         if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "no scratch to widen 16-bit tensor %s", w->name); }
         return NULL;
     }
-    LOMO__PFOR(n)
-    for (i = 0; i < n; i++) c->scratch[i] = lomo__elem(w, (size_t)i);
+    {   /* one loop per dtype, so that it vectorises (lomo__elem's switch per element did not) */
+        const uint16_t *s = (const uint16_t *)w->data;
+        float *d = c->scratch;
+        if (w->dtype == LOMO_BF16) {
+            LOMO__PFOR(n)
+            for (i = 0; i < n; i++) d[i] = lomo__bits_f32((uint32_t)s[i] << 16);
+        } else {
+            LOMO__PFOR(n)
+            for (i = 0; i < n; i++) d[i] = lomo__f16_widen(s[i]);
+        }
+    }
     return c->scratch;
 }
 
@@ -3321,11 +3412,26 @@ static void lomo__axpy(float *y, float a, const float *x, int n) {
    e^r = 1 + r + r^2 P(r) with Cephes' degree-5 minimax P, times 2^n
    through the exponent bits. Max error 2 ulp against expf on [-87.3, 88.7]
    (test_ops measures it); below -87.33 it returns 0 (expf: subnormals or 0),
-   above 88.72 inf, NaN stays NaN. */
-static float lomo__expf(float x) {
+   above 88.72 inf, NaN stays NaN. Always inlined and branch-free: as a call
+   (GCC's choice with this many callers), and with branches, no loop over it
+   vectorised, and it took 16% of a long-sequence step. The same IEEE
+   operations as the 0.5 version (-std=c11 contracts no FMAs): the same bits. */
+#if defined(__GNUC__)
+#define LOMO__ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define LOMO__ALWAYS_INLINE inline
+#endif
+static LOMO__ALWAYS_INLINE float lomo__expf(float x) {
     const float lo = -87.33654f, hi = 88.72283f, magic = 12582912.0f;
-    float xc = x < lo ? lo : (x > hi ? hi : x), t, nf, r, p, sc;
-    uint32_t bits, mbits;
+    float xc, t, nf, r, p, sc, two;
+    uint32_t bits, mbits, xb, lb, hb, mlo, mhi;
+    /* no branches and no product inside ?: (GCC keeps a loop scalar when one
+       "could trap"): the clamps and the results for x < lo (0) and x > hi
+       (inf) as bit masks, every product unconditional */
+    memcpy(&xb, &x, 4); memcpy(&lb, &lo, 4); memcpy(&hb, &hi, 4);
+    mlo = 0u - (uint32_t)(x < lo); mhi = 0u - (uint32_t)(x > hi);
+    xb = (xb & ~(mlo | mhi)) | (lb & mlo) | (hb & mhi);
+    memcpy(&xc, &xb, 4);
     t = xc * 1.44269504f + magic;
     nf = t - magic;
     r = xc - nf * 0.693359375f;          /* ln2 = 0.693359375 (exact times n) */
@@ -3334,10 +3440,15 @@ static float lomo__expf(float x) {
           + r * (0.00139819995f + r * 0.000198756915f)))));
     memcpy(&bits, &t, 4);
     memcpy(&mbits, &magic, 4);
-    bits = (bits - mbits + 127u) << 23;   /* 2^n, n in [-126, 128] */
+    bits = bits - mbits + 127u;          /* n + 127, n in [-126, 128] */
+    two = bits > 254u ? 2.0f : 1.0f;     /* n = 128: 2^127 * 2 (both scalings exact, one rounding) */
+    bits = (bits > 254u ? 254u : bits) << 23;
     memcpy(&sc, &bits, 4);
-    p = nf > 127.5f ? p * 2.0f * 1.70141183e38f : p * sc;   /* n = 128: 2^127 * 2 */
-    return x < lo ? 0.0f : (x > hi ? INFINITY : p);
+    p = p * sc * two;
+    memcpy(&bits, &p, 4);
+    bits = (bits & ~(mlo | mhi)) | (0x7f800000u & mhi);
+    memcpy(&p, &bits, 4);
+    return p;
 }
 
 /* x (N,C) = wte[tok[n]] */
@@ -3452,49 +3563,81 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
 }
 #endif
 
-/* y (O) (+)= W (O,K) x + b: one token (generation's decode step), split over
-   fixed blocks of 256 rows of W, so the result does not depend on the thread
-   count; with BLAS, sgemv (OpenBLAS's M = 1 sgemm is 2x slower) */
-static void lomo__cpu_gemv(float *y, const float *x, const float *w, const lomo_tensor *bt, int K, int O, int accumulate) {
-    int blk, nb = (O + 255) / 256;
-    LOMO__OMP(parallel for schedule(dynamic, 1))
-    for (blk = 0; blk < nb; blk++) {
-        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o;
-#ifdef LOMO_CBLAS
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, w + (size_t)lo * K, K, x, 1,
-                    accumulate ? 1.0f : 0.0f, y + lo, 1);
-        if (bt) for (o = lo; o < hi; o++) y[o] += lomo__elem(bt, (size_t)o);
+/* ---- one-token matmuls (generation's decode step) ----
+   At batch 1 a matmul is a GEMV bound by memory bandwidth: each weight is
+   read once per token. Rows go four at a time (x read once for four rows,
+   four independent accumulator chains of eight lanes), straight
+   from the stored rows: fp32, or bf16 widened in registers (2 bytes read per
+   weight); no packing, no scratch, no BLAS call (OpenBLAS's M = 1 sgemm packs
+   and is 2x slower). A row's value depends only on the row (a short last
+   group repeats its last row, whose extra results are dropped), so the split
+   over threads changes no result. lomo__cpu_gemv_n runs the rows of up to 4
+   weights that share x (Q/K/V, gate/up) in one parallel region: one
+   contiguous range of row groups per thread, one fork and join. */
+static float lomo__bf16f(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+/* s + a b, fused where the target has FMA (-std=c11 turns off contraction; without FMA
+   hardware fmaf would be a library call, so a multiply and an add) */
+#ifdef __FMA__
+#define LOMO__MADD(s, a, b) fmaf(a, b, s)
 #else
-        for (o = lo; o < hi; o++) {
-            float s = lomo__dot(x, w + (size_t)o * K, K) + (bt ? lomo__elem(bt, (size_t)o) : 0.0f);
-            y[o] = accumulate ? y[o] + s : s;
-        }
+#define LOMO__MADD(s, a, b) ((s) + (a) * (b))
 #endif
-    }
-}
 
-/* the same with bf16 weights, the dot products straight from the 16-bit rows
-   (a decode step reads 2 bytes per weight instead of widening it to 4) */
-static void lomo__cpu_gemv_bf16(float *y, const float *x, const uint16_t *w, const lomo_tensor *bt, int K, int O,
-                                int accumulate) {
-    int blk, nb = (O + 255) / 256;
-    LOMO__OMP(parallel for schedule(dynamic, 1))
-    for (blk = 0; blk < nb; blk++) {
-        int lo = blk * 256, hi = lo + 256 < O ? lo + 256 : O, o, k, j;
-        for (o = lo; o < hi; o++) {
-            const uint16_t *r = w + (size_t)o * K;
-            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
-            for (k = 0; k + 8 <= K; k += 8)
-                for (j = 0; j < 8; j++) {
-                    uint32_t u = (uint32_t)r[k + j] << 16;
-                    float f;
-                    memcpy(&f, &u, 4);
-                    part[j] += f * x[k + j];
-                }
-            s = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-            for (; k < K; k++) s += lomo_bf16_to_f32(r[k]) * x[k];
-            if (bt) s += lomo__elem(bt, (size_t)o);
-            y[o] = accumulate ? y[o] + s : s;
+/* s[i] = row r0 + min(i, nr - 1) of w (fp32 or bf16) . x, i < 4. Eight explicit lanes per
+   row (one 256-bit register each with AVX, two with SSE: the same sums either way), the
+   lanes then added in a fixed tree, the last K % 8 products on their own */
+#define LOMO__GEMV4_BODY(LD)                                                                   \
+    for (l = 0; l < 8; l++) a0[l] = a1[l] = a2[l] = a3[l] = 0.0f;                             \
+    for (k = 0; k + 8 <= K; k += 8)                                                            \
+        for (l = 0; l < 8; l++) {                                                              \
+            float xk = x[k + l];                                                               \
+            a0[l] = LOMO__MADD(a0[l], LD(w0[k + l]), xk); a1[l] = LOMO__MADD(a1[l], LD(w1[k + l]), xk); \
+            a2[l] = LOMO__MADD(a2[l], LD(w2[k + l]), xk); a3[l] = LOMO__MADD(a3[l], LD(w3[k + l]), xk); \
+        }                                                                                      \
+    for (; k < K; k++) {                                                                       \
+        float xk = x[k];                                                                       \
+        t0 = LOMO__MADD(t0, LD(w0[k]), xk); t1 = LOMO__MADD(t1, LD(w1[k]), xk);                \
+        t2 = LOMO__MADD(t2, LD(w2[k]), xk); t3 = LOMO__MADD(t3, LD(w3[k]), xk);                \
+    }
+#define LOMO__ID(v) (v)
+static void lomo__gemv4(float *s, const float *x, const lomo_tensor *w, int r0, int nr, int K) {
+    size_t k0 = (size_t)r0 * K, k1 = k0 + (size_t)(nr > 1) * K, k2 = k0 + (size_t)(nr > 2 ? 2 : nr - 1) * K,
+           k3 = k0 + (size_t)(nr - 1) * K;
+    float a0[8], a1[8], a2[8], a3[8], t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
+    int k, l;
+    if (w->dtype == LOMO_BF16) {
+        const uint16_t *b = (const uint16_t *)w->data, *w0 = b + k0, *w1 = b + k1, *w2 = b + k2, *w3 = b + k3;
+        LOMO__GEMV4_BODY(lomo__bf16f)
+    } else {
+        const float *f = (const float *)w->data, *w0 = f + k0, *w1 = f + k1, *w2 = f + k2, *w3 = f + k3;
+        LOMO__GEMV4_BODY(LOMO__ID)
+    }
+    for (l = 0; l < 4; l++) { a0[l] += a0[l + 4]; a1[l] += a1[l + 4]; a2[l] += a2[l + 4]; a3[l] += a3[l + 4]; }
+    s[0] = ((a0[0] + a0[2]) + (a0[1] + a0[3])) + t0; s[1] = ((a1[0] + a1[2]) + (a1[1] + a1[3])) + t1;
+    s[2] = ((a2[0] + a2[2]) + (a2[1] + a2[3])) + t2; s[3] = ((a3[0] + a3[2]) + (a3[1] + a3[3])) + t3;
+}
+#undef LOMO__GEMV4_BODY
+#undef LOMO__ID
+
+/* y_j (O_j) (+)= W_j (O_j,K) x + b_j for j < n <= 4; W_j fp32 or bf16 */
+static void lomo__cpu_gemv_n(int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                             const lomo_tensor *const *b, const int *O, int K, int accumulate) {
+    long long start[5], u;
+    double work = 0.0;
+    int j;
+    start[0] = 0;
+    for (j = 0; j < n; j++) { start[j + 1] = start[j] + (O[j] + 3) / 4; work += 2.0 * O[j] * K; }
+    LOMO__PFOR(work)
+    for (u = 0; u < start[n]; u++) {
+        int g = 0, r0, nr, o;
+        float s[4];
+        while (u >= start[g + 1]) g++;
+        r0 = (int)(u - start[g]) * 4;
+        nr = O[g] - r0 < 4 ? O[g] - r0 : 4;
+        lomo__gemv4(s, x, w[g], r0, nr, K);
+        for (o = 0; o < nr; o++) {
+            float v = s[o] + (b[g] ? lomo__elem(b[g], (size_t)(r0 + o)) : 0.0f);
+            y[g][r0 + o] = accumulate ? y[g][r0 + o] + v : v;
         }
     }
 }
@@ -3504,12 +3647,18 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
                                  const lomo_tensor *bt, int N, int K, int O, int accumulate) {
     const float *w;
     int n;
-    if (N == 1 && wt->dtype == LOMO_BF16) {
-        lomo__cpu_gemv_bf16(y, x, (const uint16_t *)wt->data, bt, K, O, accumulate);
+    if (N == 1 && wt->dtype != LOMO_F16) {
+        lomo__cpu_gemv_n(1, &y, x, &wt, &bt, &O, K, accumulate);
         return;
     }
     if (!(w = lomo__f32(ctx, wt))) return;
-    if (N == 1) { lomo__cpu_gemv(y, x, w, bt, K, O, accumulate); return; }
+    if (N == 1) {   /* f16: widened into the scratch, then the fp32 rows */
+        lomo_tensor wf = *wt;
+        const lomo_tensor *wp = &wf;
+        wf.dtype = LOMO_F32; wf.data = (void *)w;
+        lomo__cpu_gemv_n(1, &y, x, &wp, &bt, &O, K, accumulate);
+        return;
+    }
 #ifdef LOMO_CBLAS
     lomo__sgemm_split(CblasNoTrans, CblasTrans, N, O, K, x, K, w, K, accumulate, y, O);
     if (bt) {
@@ -3528,6 +3677,16 @@ static void lomo__cpu_matmul_fwd(void *ctx, float *y, const float *x, const lomo
         }
     }
 #endif
+}
+
+/* y_j (N,O_j) = x (N,K) W_j^T + b_j for j < n: one token's rows of all n weights in one
+   pass (fp32 / bf16 storage, n <= 4), else one matmul_fwd each */
+static void lomo__cpu_matmul_fwd_n(void *ctx, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                                   const lomo_tensor *const *b, int N, int K, const int *O) {
+    int j, one = N == 1 && n <= 4;
+    for (j = 0; j < n; j++) one = one && w[j]->dtype != LOMO_F16;
+    if (one) { lomo__cpu_gemv_n(n, y, x, w, b, O, K, 0); return; }
+    for (j = 0; j < n; j++) lomo__cpu_matmul_fwd(ctx, y[j], x, w[j], b[j], N, K, O[j], 0);
 }
 
 /* dx (N,K) (+)= dy (N,O) W (O,K) */
@@ -3605,19 +3764,27 @@ static void lomo__cpu_rope(void *ctx, float *x, const float *inv_freq, int B, in
     }
 }
 
+/* first key query t sees: 0, or t - window + 1 with a sliding window */
+static int lomo__attn_first(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
+
+/* One causal attention for every family: scores s = scale q.k, soft-capped to
+   cap tanh(s / cap) when cap > 0, query t seeing keys lomo__attn_first(t,
+   window) .. t; query head h reads kv head h / (nh/nkv). lse (log-sum-exp of
+   the final scores) is kept for the backward. attn_fwd / attn_bwd are this
+   with scale 1/sqrt(hd), no cap, no window (the same arithmetic, bit for bit,
+   as the plain kernels these replaced). */
 #ifdef LOMO_CBLAS
-/* Causal attention in tiles of LOMO__TQ queries on the BLAS kernel: for a
-   tile of query rows t0..t1-1 of one head, S = scale Q K^T against keys
-   0..t1-1 (one sgemm), an exact softmax per row over the keys it may see,
-   O = P V (one sgemm). The only buffer is the tile's LOMO__TQ x T scores per
-   thread; lse (log-sum-exp of the scaled scores) is kept for the backward.
-   Query head h reads kv head h / (nh/nkv). Each tile is computed the same
-   way whichever thread takes it. */
+/* In tiles of LOMO__TQ queries on the BLAS kernel: for a tile of query rows
+   t0..t1-1 of one head, S = scale Q K^T against the keys the tile may see,
+   k0 = lomo__attn_first(t0) .. t1-1 (one sgemm), an exact softmax per row
+   over its own keys, O = P V (one sgemm). The only buffer is the tile's
+   LOMO__TQ x T scores per thread. Each tile is computed the same way
+   whichever thread takes it. */
 #define LOMO__TQ 64
-static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                               const float *v, int B, int T, int nh, int nkv, int hd) {
+static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                                  const float *v, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv, ntile = (T + LOMO__TQ - 1) / LOMO__TQ;
-    float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
     LOMO__PAR(2.0 * B * nh * T * T * hd)
     {
@@ -3628,26 +3795,31 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
             /* the biggest tiles (the last query rows) first */
             int tile = ntile - 1 - task / (B * nh), bh = task % (B * nh), b = bh / nh, h = bh % nh, i, j;
             int t0 = tile * LOMO__TQ, t1 = t0 + LOMO__TQ < T ? t0 + LOMO__TQ : T, nq = t1 - t0;
+            int k0 = lomo__attn_first(t0, window), nk = t1 - k0;   /* the tile's keys k0..t1-1 */
             size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
             const float *qt = q + ((size_t)b * T + t0) * qs + (size_t)h * hd;
-            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * hd;
-            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * hd;
+            const float *kb = k + ((size_t)b * T + k0) * ks + (size_t)(h / rep) * hd;
+            const float *vb = v + ((size_t)b * T + k0) * ks + (size_t)(h / rep) * hd;
             if (!S) continue;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, scale, qt, (int)qs, kb, (int)ks,
-                        0.0f, S, t1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qt, (int)qs, kb, (int)ks,
+                        0.0f, S, nk);
             for (i = 0; i < nq; i++) {
-                float *sr = S + (size_t)i * t1, mx = -INFINITY, sum = 0.0f, inv;
-                int n = t0 + i + 1;   /* keys this row may see */
-                for (j = 0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
-                LOMO__OMP(simd reduction(+:sum))
-                for (j = 0; j < n; j++) { sr[j] = lomo__expf(sr[j] - mx); sum += sr[j]; }
+                float *sr = S + (size_t)i * nk, mx = -INFINITY, sum = 0.0f, inv;
+                int j0 = lomo__attn_first(t0 + i, window) - k0, n = t0 + i + 1 - k0;   /* keys this row may see */
+                if (cap > 0)
+                    for (j = j0; j < n; j++) sr[j] = cap * tanhf(sr[j] / cap);
+                for (j = j0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+                LOMO__OMP(simd)
+                for (j = j0; j < n; j++) sr[j] = lomo__expf(sr[j] - mx);
+                for (j = j0; j < n; j++) sum += sr[j];   /* in order, as 0.5 summed it */
                 inv = 1.0f / sum;
                 LOMO__OMP(simd)
-                for (j = 0; j < n; j++) sr[j] *= inv;
-                for (j = n; j < t1; j++) sr[j] = 0.0f;
+                for (j = j0; j < n; j++) sr[j] *= inv;
+                for (j = 0; j < j0; j++) sr[j] = 0.0f;
+                for (j = n; j < nk; j++) sr[j] = 0.0f;
                 lse[((size_t)b * T + t0 + i) * nh + h] = mx + logf(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, t1, 1.0f, S, t1, vb, (int)ks,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, (int)ks,
                         0.0f, out + ((size_t)b * T + t0) * qs + (size_t)h * hd, (int)qs);
         }
         if (!S) {
@@ -3660,14 +3832,15 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
 }
 
 /* The same tiles backward, P = exp(S - lse) recomputed: dV += P^T dO,
-   dP = dO V^T, dS = P * (dP - rowsum(dO * O)) * scale, dQ = dS K,
-   dK += dS^T Q, each a sgemm. Parallel over (batch, kv head): each task owns
-   its dK and dV rows and walks its query heads and tiles in a fixed order. */
-static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+   dP = dO V^T, dS = P * (dP - rowsum(dO * O)) * scale (times 1 - (c/cap)^2
+   with capping, c the capped score), dQ = dS K, dK += dS^T Q, each a sgemm.
+   Parallel over (batch, kv head): each task owns its dK and dV rows and walks
+   its query heads and tiles in a fixed order. */
+static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                  const float *q, const float *k, const float *v, const float *out,
+                                  const float *lse, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv, ntile = (T + LOMO__TQ - 1) / LOMO__TQ;
-    float scale = 1.0f / sqrtf((float)hd);
     LOMO__PAR(4.0 * B * nh * T * T * hd)
     {
         float *P = (float *)LOMO_MALLOC(sizeof(float) * (size_t)LOMO__TQ * T * 2), *dS = P ? P + (size_t)LOMO__TQ * T : NULL;
@@ -3684,30 +3857,40 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
             for (h = g * rep; h < (g + 1) * rep; h++)
                 for (tile = 0; tile < ntile; tile++) {
                     int t0 = tile * LOMO__TQ, t1 = t0 + LOMO__TQ < T ? t0 + LOMO__TQ : T, nq = t1 - t0;
-                    size_t r0 = ((size_t)b * T + t0) * qs + (size_t)h * hd;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, scale, q + r0, (int)qs,
-                                k + kbase, (int)ks, 0.0f, P, t1);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, hd, 1.0f, dout + r0, (int)qs,
-                                v + kbase, (int)ks, 0.0f, dS, t1);
+                    int k0 = lomo__attn_first(t0, window), nk = t1 - k0;
+                    size_t r0 = ((size_t)b * T + t0) * qs + (size_t)h * hd, kb = kbase + (size_t)k0 * ks;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + r0, (int)qs,
+                                k + kb, (int)ks, 0.0f, P, nk);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, dout + r0, (int)qs,
+                                v + kb, (int)ks, 0.0f, dS, nk);
                     for (i = 0; i < nq; i++) {
                         size_t row = ((size_t)b * T + t0 + i) * nh + h;
-                        float *pr = P + (size_t)i * t1, *dr = dS + (size_t)i * t1;
+                        float *pr = P + (size_t)i * nk, *dr = dS + (size_t)i * nk;
                         float L = lse[row], D = lomo__dot(dout + row * hd, out + row * hd, hd);
-                        int n = t0 + i + 1;
-                        LOMO__OMP(simd)
-                        for (j = 0; j < n; j++) {
-                            float p = lomo__expf(pr[j] - L);
-                            pr[j] = p;
-                            dr[j] = p * (dr[j] - D) * scale;
+                        int j0 = lomo__attn_first(t0 + i, window) - k0, n = t0 + i + 1 - k0;
+                        if (cap > 0)
+                            for (j = j0; j < n; j++) {
+                                float c = cap * tanhf(pr[j] / cap), p = lomo__expf(c - L);
+                                pr[j] = p;
+                                dr[j] = p * (dr[j] - D) * scale * (1.0f - (c / cap) * (c / cap));
+                            }
+                        else {
+                            LOMO__OMP(simd)
+                            for (j = j0; j < n; j++) {
+                                float p = lomo__expf(pr[j] - L);
+                                pr[j] = p;
+                                dr[j] = p * (dr[j] - D) * scale;
+                            }
                         }
-                        for (j = n; j < t1; j++) pr[j] = dr[j] = 0.0f;
+                        for (j = 0; j < j0; j++) pr[j] = dr[j] = 0.0f;
+                        for (j = n; j < nk; j++) pr[j] = dr[j] = 0.0f;
                     }
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, nq, 1.0f, P, t1, dout + r0, (int)qs,
-                                1.0f, dv + kbase, (int)ks);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, t1, 1.0f, dS, t1, k + kbase, (int)ks,
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, dout + r0, (int)qs,
+                                1.0f, dv + kb, (int)ks);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, dS, nk, k + kb, (int)ks,
                                 0.0f, dq + r0, (int)qs);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, nq, 1.0f, dS, t1, q + r0, (int)qs,
-                                1.0f, dk + kbase, (int)ks);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, dS, nk, q + r0, (int)qs,
+                                1.0f, dk + kb, (int)ks);
                 }
         }
         if (!P) {
@@ -3719,35 +3902,33 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
     }
 }
 #else
-/* Causal attention, one query row at a time: scores into a per-thread row of
-   T floats, exact softmax, weighted sum of v. Nothing of size T x T is stored;
-   lse (log-sum-exp of the scaled scores) is kept for the backward.
-   Query head h reads kv head h / (nh/nkv). */
-static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                               const float *v, int B, int T, int nh, int nkv, int hd) {
+/* One query row at a time: scores into a per-thread row of T floats, exact
+   softmax, weighted sum of v. Nothing of size T x T is stored. */
+static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                                  const float *v, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    (void)ctx;
     LOMO__PAR(2.0 * B * nh * T * T * hd)
     {
         float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
         int idx;
         LOMO__OMP(for)
         for (idx = 0; idx < B * T * nh; idx++) {
-            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j;
+            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, j0 = lomo__attn_first(t, window);
             size_t row = (size_t)(b * T + t) * nh + h;
             const float *qt = q + row * hd;
             const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
             const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
             float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
             if (!p) continue;
-            for (j = 0; j <= t; j++) {
-                p[j] = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+            for (j = j0; j <= t; j++) {
+                float s = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+                p[j] = cap > 0 ? cap * tanhf(s / cap) : s;
                 mx = p[j] > mx ? p[j] : mx;
             }
-            for (j = 0; j <= t; j++) { p[j] = lomo__expf(p[j] - mx); sum += p[j]; }
+            for (j = j0; j <= t; j++) { p[j] = lomo__expf(p[j] - mx); sum += p[j]; }
             memset(ot, 0, sizeof(float) * hd);
-            for (j = 0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+            for (j = j0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
             lse[row] = mx + logf(sum);
         }
         if (!p) {
@@ -3760,13 +3941,14 @@ static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q
 }
 
 /* With P = softmax(S) recomputed from lse: dV = P^T dO, dP = dO V^T,
-   dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q.
-   Parallel over (batch, kv head): each thread owns its dk/dv rows. */
-static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+   dS = P * (dP - rowsum(dO * O)) (times 1 - (c/cap)^2 with capping),
+   dQ = scale dS K, dK = scale dS^T Q. Parallel over (batch, kv head): each
+   thread owns its dk/dv rows. */
+static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                                  const float *q, const float *k, const float *v, const float *out,
+                                  const float *lse, int B, int T, int nh, int nkv, int hd,
+                                  float scale, float cap, int window) {
     int rep = nh / nkv, bg;
-    float scale = 1.0f / sqrtf((float)hd);
     (void)ctx;
     LOMO__PFOR(2.0 * B * nh * T * T * hd)
     for (bg = 0; bg < B * nkv; bg++) {
@@ -3782,10 +3964,12 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
                 const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
                 float *dqt = dq + row * hd, D = lomo__dot(dot, ot, hd), L = lse[row];
                 memset(dqt, 0, sizeof(float) * hd);
-                for (j = 0; j <= t; j++) {
+                for (j = lomo__attn_first(t, window); j <= t; j++) {
                     size_t kr = kbase + j * kstride;
-                    float p = lomo__expf(lomo__dot(qt, k + kr, hd) * scale - L);
+                    float s = lomo__dot(qt, k + kr, hd) * scale, c = cap > 0 ? cap * tanhf(s / cap) : s;
+                    float p = lomo__expf(c - L);
                     float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
+                    if (cap > 0) ds *= 1.0f - (c / cap) * (c / cap);
                     lomo__axpy(dqt, ds, k + kr, hd);
                     lomo__axpy(dk + kr, ds, qt, hd);
                     lomo__axpy(dv + kr, p, dot, hd);
@@ -3794,8 +3978,18 @@ static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const
         }
     }
 }
-
 #endif
+
+/* plain causal attention: scale 1/sqrt(hd), no cap, no window */
+static void lomo__cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, int B, int T, int nh, int nkv, int hd) {
+    lomo__cpu_attn_ex_fwd(ctx, out, lse, q, k, v, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+}
+static void lomo__cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int T, int nh, int nkv, int hd) {
+    lomo__cpu_attn_ex_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+}
 
 static float lomo__sigmoid(float x) { return 1.0f / (1.0f + lomo__expf(-x)); }
 
@@ -3840,15 +4034,15 @@ static void lomo__cpu_cross_entropy(void *ctx, float *losses, float *dlogits, co
         lt = ln[tgt];   /* dlogits may overwrite the logits in place */
         if (dn) {   /* one exp per logit, kept in dn; summed in double */
             float inv;
-            LOMO__OMP(simd reduction(+:sum))
-            for (i = 0; i < V; i++) { dn[i] = lomo__expf(ln[i] - mx); sum += dn[i]; }
+            LOMO__OMP(simd)
+            for (i = 0; i < V; i++) dn[i] = lomo__expf(ln[i] - mx);
+            for (i = 0; i < V; i++) sum += dn[i];   /* in order, as 0.5 summed it */
             inv = (float)(1.0 / sum) * dscale;
             LOMO__OMP(simd)
             for (i = 0; i < V; i++) dn[i] *= inv;
             dn[tgt] -= dscale;
         } else {
-            LOMO__OMP(simd reduction(+:sum))
-            for (i = 0; i < V; i++) sum += lomo__expf(ln[i] - mx);
+            for (i = 0; i < V; i++) sum += lomo__expf(ln[i] - mx);   /* in order, as 0.5 summed it */
         }
         losses[n] = (float)(log(sum) + mx - lt);
     }
@@ -3931,84 +4125,6 @@ static void lomo__cpu_geglu_bwd(void *ctx, float *dg, float *du, const float *dh
         float d = dh[i];
         du[i] = d * lomo__gelu_tanh(g[i]);
         dg[i] = d * u[i] * lomo__gelu_tanh_grad(g[i]);
-    }
-}
-
-/* first key query t sees: 0, or t - window + 1 with a sliding window */
-static int lomo__attn_first(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
-
-/* lomo__cpu_attn_fwd with a given score scale, soft-capping (cap > 0) and a
-   sliding window (window > 0) */
-static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                                  const float *v, int B, int T, int nh, int nkv, int hd,
-                                  float scale, float cap, int window) {
-    int rep = nh / nkv;
-    (void)ctx;
-    LOMO__OMP(parallel)
-    {
-        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)T);
-        int idx;
-        LOMO__OMP(for)
-        for (idx = 0; idx < B * T * nh; idx++) {
-            int h = idx % nh, t = (idx / nh) % T, b = idx / (nh * T), j, j0 = lomo__attn_first(t, window);
-            size_t row = (size_t)(b * T + t) * nh + h;
-            const float *qt = q + row * hd;
-            const float *kb = k + ((size_t)b * T * nkv + h / rep) * hd;
-            const float *vb = v + ((size_t)b * T * nkv + h / rep) * hd;
-            float *ot = out + row * hd, mx = -INFINITY, sum = 0.0f;
-            if (!p) continue;
-            for (j = j0; j <= t; j++) {
-                float s = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
-                p[j] = cap > 0 ? cap * tanhf(s / cap) : s;
-                mx = p[j] > mx ? p[j] : mx;
-            }
-            for (j = j0; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-            memset(ot, 0, sizeof(float) * hd);
-            for (j = j0; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
-            lse[row] = mx + logf(sum);
-        }
-        if (!p) {
-            lomo__cpu *c = (lomo__cpu *)ctx;
-            LOMO__OMP(critical(lomo__cpu_err))
-            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory for a row of %d scores", T); }
-        }
-        LOMO_FREE(p);
-    }
-}
-
-/* as lomo__cpu_attn_bwd; with capping c = cap tanh(s / cap), dS = dC (1 - (c / cap)^2) */
-static void lomo__cpu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
-                                  const float *q, const float *k, const float *v, const float *out,
-                                  const float *lse, int B, int T, int nh, int nkv, int hd,
-                                  float scale, float cap, int window) {
-    int rep = nh / nkv, bg;
-    (void)ctx;
-    LOMO__OMP(parallel for)
-    for (bg = 0; bg < B * nkv; bg++) {
-        int b = bg / nkv, g = bg % nkv, h, t, j;
-        size_t kstride = (size_t)nkv * hd, kbase = ((size_t)b * T * nkv + g) * hd;
-        for (t = 0; t < T; t++) {
-            memset(dk + kbase + t * kstride, 0, sizeof(float) * hd);
-            memset(dv + kbase + t * kstride, 0, sizeof(float) * hd);
-        }
-        for (h = g * rep; h < (g + 1) * rep; h++) {
-            for (t = 0; t < T; t++) {
-                size_t row = (size_t)(b * T + t) * nh + h;
-                const float *qt = q + row * hd, *dot = dout + row * hd, *ot = out + row * hd;
-                float *dqt = dq + row * hd, D = lomo__dot(dot, ot, hd), L = lse[row];
-                memset(dqt, 0, sizeof(float) * hd);
-                for (j = lomo__attn_first(t, window); j <= t; j++) {
-                    size_t kr = kbase + j * kstride;
-                    float s = lomo__dot(qt, k + kr, hd) * scale, c = cap > 0 ? cap * tanhf(s / cap) : s;
-                    float p = expf(c - L);
-                    float ds = p * (lomo__dot(dot, v + kr, hd) - D) * scale;
-                    if (cap > 0) ds *= 1.0f - (c / cap) * (c / cap);
-                    lomo__axpy(dqt, ds, k + kr, hd);
-                    lomo__axpy(dk + kr, ds, qt, hd);
-                    lomo__axpy(dv + kr, p, dot, hd);
-                }
-            }
-        }
     }
 }
 
@@ -4222,6 +4338,47 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
     return s;
 }
 
+/* 0.6: the LOMO rule fused with a linear weight's gradient (the backend op
+   linear_update): rows r0..r0+R-1 of dW = dy^T x into gbuf (R = the rows that
+   fit), then update's LOMO kernel on those rows of w, with shard_off moved by
+   r0 K so that each element's rounding hash is the one of the whole-tensor
+   update. The CPU table leaves linear_update NULL (the hook path, bitwise as
+   before); this is the reference that tests install in a copy of the table. */
+static void lomo__cpu_linear_update(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
+                                    float *gbuf, size_t gbuf_floats, const lomo_update_args *a) {
+    lomo__cpu *c = (lomo__cpu *)ctx;
+    size_t es = w->dtype == LOMO_F32 ? 4 : 2;
+    int R = gbuf_floats / (size_t)K < (size_t)O ? (int)(gbuf_floats / (size_t)K) : O, r0, ok = 1;
+    if (R < 1) {
+        if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "linear_update: %zu floats of gradient buffer hold no row of %s (%d)",
+                                      gbuf_floats, w->name, K); }
+        return;
+    }
+    for (r0 = 0; r0 < O; r0 += R) {
+        int nr = O - r0 < R ? O - r0 : R;
+        lomo_tensor v = *w;
+        lomo_update_args b = *a;
+#ifdef LOMO_CBLAS
+        lomo__sgemm_split(CblasTrans, CblasNoTrans, nr, K, N, dy + r0, O, x, K, 0, gbuf, K);
+#else
+        int o;
+        LOMO__PFOR(2.0 * N * nr * K)
+        for (o = 0; o < nr; o++) {   /* the order of matmul_bwd_w's loops: the same sums */
+            float *dwo = gbuf + (size_t)o * K;
+            int n;
+            memset(dwo, 0, sizeof(float) * K);
+            for (n = 0; n < N; n++) lomo__axpy(dwo, dy[(size_t)n * O + r0 + o], x + (size_t)n * K, K);
+        }
+#endif
+        v.data = (char *)w->data + (size_t)r0 * K * es;
+        v.ndim = 2; v.shape[0] = nr; v.shape[1] = K; v.numel = v.shard_len = (int64_t)nr * K;
+        b.shard_off = a->shard_off + (int64_t)r0 * K;
+        lomo__cpu_update(ctx, &v, gbuf, NULL, NULL, &b);
+        if (c) ok &= c->fin_ok;
+    }
+    if (c) { c->fin_data = w->data; c->fin_n = (long long)w->numel; c->fin_ok = ok; }   /* what all_finite asks next */
+}
+
 /* a weight is NaN/Inf iff its exponent bits are all ones: one pass over the raw bits */
 static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
     long long i, n = (long long)p->numel;
@@ -4308,7 +4465,7 @@ static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N,
                               int pos0) {
     int half = rot / 2, n;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(8.0 * N * nh * half)
     for (n = 0; n < N; n++) {
         int h, i;
         for (i = 0; i < half; i++) {
@@ -4324,41 +4481,54 @@ static void lomo__cpu_rope_at(void *ctx, float *x, const float *inv_freq, int N,
     }
 }
 
-/* Attention of N new queries over the cache, the arithmetic of
-   lomo__cpu_attn_fwd / lomo__cpu_attn_ex_fwd (scores, soft-cap, exact softmax,
-   weighted sum of v) so that a cached pass equals the full forward. Keys j in
-   [lo, p] for the query at absolute position p, lo = 0, or p - window + 1 with a
-   sliding window. */
+/* Attention of N new queries over the cache: scores as lomo__cpu_attn_fwd /
+   lomo__cpu_attn_ex_fwd compute them (scale, soft-cap), an exact softmax, the
+   weighted sum of v, so that a cached pass equals the full forward to fp32
+   rounding. Keys j in [lo, p] for the query at absolute position p, lo = 0,
+   or p - window + 1 with a sliding window. Keys go in tiles of LOMO__KV_TILE
+   scores on the stack (no allocation): the running maximum, sum and output
+   are rescaled when a tile raises the maximum (one tile up to LOMO__KV_TILE
+   keys: the plain two-pass softmax). One (query, head) per iteration, its
+   dot products and updates vectorised over head_dim. */
+#define LOMO__KV_TILE 512
 static void lomo__cpu_attn_kv(void *ctx, float *out, const float *q, const float *kc, const float *vc,
                               int N, int pos0, int nh, int nkv, int hd, float scale, float cap, int window) {
-    int rep = nh / nkv;
+    int rep = nh / nkv, idx;
+    size_t ld = (size_t)nkv * hd;
     (void)ctx;
-    LOMO__OMP(parallel)
-    {
-        float *p = (float *)LOMO_MALLOC(sizeof(float) * (size_t)(pos0 + N));
-        int idx;
-        LOMO__OMP(for)
-        for (idx = 0; idx < N * nh; idx++) {
-            int h = idx % nh, t = pos0 + idx / nh, j, lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
-            const float *qt = q + (size_t)idx * hd;
-            const float *kb = kc + (size_t)(h / rep) * hd, *vb = vc + (size_t)(h / rep) * hd;
-            float *ot = out + (size_t)idx * hd, mx = -INFINITY, sum = 0.0f;
-            if (!p) continue;
-            for (j = lo; j <= t; j++) {
-                float sc = lomo__dot(qt, kb + (size_t)j * nkv * hd, hd) * scale;
+    LOMO__PFOR(4.0 * N * nh * (double)(pos0 + N) * hd)
+    for (idx = 0; idx < N * nh; idx++) {
+        int h = idx % nh, t = pos0 + idx / nh, j0, i, lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+        const float *qt = q + (size_t)idx * hd;
+        const float *kb = kc + (size_t)(h / rep) * hd, *vb = vc + (size_t)(h / rep) * hd;
+        float *ot = out + (size_t)idx * hd, mx = -INFINITY, sum = 0.0f;
+        float p[LOMO__KV_TILE];
+        memset(ot, 0, sizeof(float) * (size_t)hd);
+        for (j0 = lo; j0 <= t; j0 += LOMO__KV_TILE) {
+            int nj = t + 1 - j0 < LOMO__KV_TILE ? t + 1 - j0 : LOMO__KV_TILE, j;
+            float tmx = -INFINITY;
+            for (j = 0; j < nj; j++) {
+                float sc = lomo__dot(qt, kb + (size_t)(j0 + j) * ld, hd) * scale;
                 p[j] = cap > 0 ? cap * tanhf(sc / cap) : sc;
-                mx = p[j] > mx ? p[j] : mx;
+                tmx = p[j] > tmx ? p[j] : tmx;
             }
-            for (j = lo; j <= t; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-            memset(ot, 0, sizeof(float) * hd);
-            for (j = lo; j <= t; j++) lomo__axpy(ot, p[j] / sum, vb + (size_t)j * nkv * hd, hd);
+            if (tmx > mx) {   /* rescale what the earlier tiles summed */
+                float r = expf(mx - tmx);
+                if (sum > 0.0f) {
+                    sum *= r;
+                    LOMO__OMP(simd)
+                    for (i = 0; i < hd; i++) ot[i] *= r;
+                }
+                mx = tmx;
+            }
+            for (j = 0; j < nj; j++) {
+                float e = expf(p[j] - mx);
+                sum += e;
+                lomo__axpy(ot, e, vb + (size_t)(j0 + j) * ld, hd);
+            }
         }
-        if (!p) {
-            lomo__cpu *c = (lomo__cpu *)ctx;
-            LOMO__OMP(critical(lomo__cpu_err))
-            if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "attention: out of host memory"); }
-        }
-        LOMO_FREE(p);
+        LOMO__OMP(simd)
+        for (i = 0; i < hd; i++) ot[i] /= sum;
     }
 }
 
@@ -4391,6 +4561,8 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.attn_ex_fwd = lomo__cpu_attn_ex_fwd; be.attn_ex_bwd = lomo__cpu_attn_ex_bwd;
         be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
         be.rope_at = lomo__cpu_rope_at; be.attn_kv = lomo__cpu_attn_kv;
+        (void)lomo__cpu_linear_update;   /* linear_update stays NULL here: see there */
+        be.matmul_fwd_n = lomo__cpu_matmul_fwd_n;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
 #else
@@ -9079,6 +9251,7 @@ struct lomo_trainer {
     lomo_update_ctx uctx;
     int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
     lomo_kv *kv;                /* generation only (a lomo_kv's own forward context): attention through the KV cache */
+    int hc;                     /* rows of the logits buffer (lomo__head_rows): N, or a chunk of the head */
 };
 
 static size_t lomo__acts_floats(const lomo_config *c, int N) {
@@ -9101,6 +9274,22 @@ static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int 
     if (c->gemma) { LOMO__CARVE(ao, C); LOMO__CARVE(rstdao, 1); LOMO__CARVE(mo, C); LOMO__CARVE(rstdmo, 1); }
     LOMO_ASSERT(p == a->ln1 + lomo__acts_floats(c, N));   /* the carve and the size agree */
 #undef LOMO__CARVE
+}
+
+/* Rows of the LM head's logits buffer (see lomo_train_opts.head_chunk): the head and the
+   cross-entropy run over the N tokens in chunks of this many; 64-bit, from the request. */
+#ifndef LOMO_HEAD_CHUNK_BYTES
+#define LOMO_HEAD_CHUNK_BYTES ((uint64_t)128 << 20)
+#endif
+static int64_t lomo__head_rows(const lomo_config *c, const lomo_train_opts *o) {
+    int64_t N = (int64_t)o->batch * o->seq_len, r;
+    uint64_t V = c->vocab_size > 0 ? (uint64_t)c->vocab_size : 1;
+    if (o->head_chunk < 0 || N <= 0) return N;
+    if (o->head_chunk > 0) return o->head_chunk < N ? o->head_chunk : N;
+    if ((uint64_t)N * V * 4 <= LOMO_HEAD_CHUNK_BYTES) return N;
+    r = (int64_t)(LOMO_HEAD_CHUNK_BYTES / (4 * V));
+    if (r >= 64) r -= r % 64;   /* whole GEMM tiles */
+    return r > 0 ? r : 1;
 }
 
 /* backward scratch: dx for each micro-batch, then dln, dq, datt, dk, dv, dg, du, vtmp */
@@ -9225,7 +9414,7 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (size_t)t->M * (m->cfg.n_layers + 1) * N * C);
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->acts_mem, t->acts_bytes);
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->lnf, sizeof(float) * N * (C + 1));
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * N * ((size_t)m->cfg.vocab_size + 1));
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * ((size_t)t->hc * m->cfg.vocab_size + N));
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
@@ -9266,7 +9455,7 @@ static int lomo__trainer_check_size(const lomo_model *m, const lomo_train_opts *
                               "(%.1f GiB) of activations, gradients and workspace (%.1f GiB of logits for vocab %d), "
                               "more than this machine's %.1f GiB of memory", opts->batch, opts->seq_len,
                               (long long)Mq, (double)need, need / 1073741824.0,
-                              4.0 * (double)Nq * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
+                              4.0 * (double)lomo__head_rows(c, opts) * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
     }
     return 0;
 }
@@ -9347,9 +9536,10 @@ static int lomo__trainer_buffers(lomo_trainer *t) {
     for (l = 0; l < n_sets; l++) lomo__acts_carve(&t->acts[l], t->acts_mem + per * l, c, t->N);
     if (!(t->lnf = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1)))) return -1;
     t->rstdf = t->lnf + N * C;
-    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * ((size_t)c->vocab_size + 1))))
+    t->hc = (int)lomo__head_rows(c, &t->o);   /* <= N, which fits an int (checked above) */
+    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * ((size_t)t->hc * c->vocab_size + N))))
         return -1;
-    t->losses = t->logits + N * (size_t)c->vocab_size;
+    t->losses = t->logits + (size_t)t->hc * c->vocab_size;
     if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * M))) return -1;
     t->tgt = t->tok + N * M;
     t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, t->M);
@@ -9357,7 +9547,8 @@ static int lomo__trainer_buffers(lomo_trainer *t) {
     t->dx = t->ws; t->dln = t->dx + M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
     t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
     t->vtmp = M > 1 ? t->du + N * H : NULL;
-    t->scratch_bytes = m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
+    t->scratch_bytes = m->be->scratch_bytes_rows ? m->be->scratch_bytes_rows(m->be->ctx, m, t->N, t->hc,
+        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
         t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
     if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) return -1;
     return 0;
@@ -9487,7 +9678,14 @@ LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opt
     return t;
 }
 
-LOMODEF const float *lomo_logits(const lomo_trainer *t) { return t->logits; }
+LOMODEF const float *lomo_logits(const lomo_trainer *t) {
+    if (t->hc < t->N) {
+        lomo__fail("lomo_logits: the LM head runs in chunks of %d of the %d tokens (lomo_train_opts.head_chunk %d): "
+                   "no whole logits are held; set head_chunk = -1 for them", t->hc, t->N, t->o.head_chunk);
+        return NULL;
+    }
+    return t->logits;
+}
 LOMODEF int64_t lomo_trainer_step(const lomo_trainer *t) { return t->step; }
 LOMODEF float lomo_trainer_loss_scale(const lomo_trainer *t) { return t->scale; }
 
@@ -9536,6 +9734,17 @@ static float lomo__attn_scale(const lomo_config *c) {
     return (float)(1.0 / sqrt(c->query_pre_attn_scalar > 0 ? (double)c->query_pre_attn_scalar : (double)c->head_dim));
 }
 
+/* y_j = x W_j^T + b_j for n weights that share x (Q/K/V, gate/up): in generation one
+   matmul_fwd_n (the CPU reads a decode step's rows of all of them in one pass), in
+   training (and where the backend has none) one matmul_fwd each, as before */
+static void lomo__proj_n(lomo_trainer *t, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                         const lomo_tensor *const *b, int K, const int *O) {
+    const lomo_backend *be = t->m->be;
+    int j;
+    if (t->kv && be->matmul_fwd_n) { be->matmul_fwd_n(be->ctx, n, y, x, w, b, t->N, K, O); return; }
+    for (j = 0; j < n; j++) be->matmul_fwd(be->ctx, y[j], x, w[j], b[j], t->N, K, O[j], 0);
+}
+
 /* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
    x_out may be NULL (recompute inside backward needs everything but the output).
    Llama:  xmid = x_in + attn(norm(x_in)),        x_out = xmid + mlp(norm(xmid))
@@ -9555,9 +9764,15 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
                 w->wo->shape[0] == C && w->wo->shape[1] == qd && w->w_gate->shape[0] == H && w->w_up->shape[0] == H &&
                 w->w_up->shape[1] == C && w->w_down->shape[0] == C && w->w_down->shape[1] == H && w->attn_norm->numel == C);
     lomo__norm_fwd(t, a->ln1, a->rstd1, x_in, w->attn_norm, N, C);
-    be->matmul_fwd(X, c->qk_norm ? a->qpre : a->q, a->ln1, w->wq, w->bq, N, C, qd, 0);
-    be->matmul_fwd(X, c->qk_norm ? a->kpre : a->k, a->ln1, w->wk, w->bk, N, C, kvd, 0);
-    be->matmul_fwd(X, a->v, a->ln1, w->wv, w->bv, N, C, kvd, 0);
+    {
+        float *y[3];
+        const lomo_tensor *ws[3], *bs[3];
+        int O[3];
+        y[0] = c->qk_norm ? a->qpre : a->q; ws[0] = w->wq; bs[0] = w->bq; O[0] = qd;
+        y[1] = c->qk_norm ? a->kpre : a->k; ws[1] = w->wk; bs[1] = w->bk; O[1] = kvd;
+        y[2] = a->v; ws[2] = w->wv; bs[2] = w->bv; O[2] = kvd;
+        lomo__proj_n(t, 3, y, a->ln1, ws, bs, C, O);
+    }
     if (c->qk_norm) {
         lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
         lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
@@ -9580,8 +9795,14 @@ static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__act
         be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
     }
     lomo__norm_fwd(t, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C);
-    be->matmul_fwd(X, a->g, a->ln2, w->w_gate, NULL, N, C, H, 0);
-    be->matmul_fwd(X, a->u, a->ln2, w->w_up, NULL, N, C, H, 0);
+    {
+        float *y[2];
+        const lomo_tensor *ws[2], *bs[2];
+        int O[2];
+        y[0] = a->g; ws[0] = w->w_gate; y[1] = a->u; ws[1] = w->w_up;
+        bs[0] = bs[1] = NULL; O[0] = O[1] = H;
+        lomo__proj_n(t, 2, y, a->ln2, ws, bs, C, O);
+    }
     if (c->gemma) be->geglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
     else be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
     if (c->gemma) {   /* the backward needs mo and its norm statistics, so they are recomputed too */
@@ -9625,8 +9846,26 @@ static float *lomo__xs(lomo_trainer *t, int m, int l) {
     return t->xs + ((size_t)m * (t->m->cfg.n_layers + 1) + l) * t->N * t->m->cfg.dim;
 }
 
-/* final norm, logits, cross-entropy of micro-batch m (dlogits into the logits
-   buffer when dscale != 0); returns the sum of its token losses */
+/* logits and cross-entropy of the rows r0..r0+nr-1 (nr <= t->hc) of micro-batch m's
+   final norm output: logits (dlogits in place with with_grad) in the logits buffer,
+   their losses in losses[r0..] */
+static void lomo__head_chunk(lomo_trainer *t, int m, int r0, int nr, float dscale, int with_grad) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    const int32_t *tgt = t->tgt + (size_t)m * t->N + r0;
+    be->matmul_fwd(be->ctx, t->logits, t->lnf + (size_t)r0 * c->dim, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, nr,
+                   c->dim, c->vocab_size, 0);
+    if (c->final_softcap > 0)
+        be->cross_entropy_softcap(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr,
+                                  c->vocab_size, dscale, c->final_softcap);
+    else be->cross_entropy(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr, c->vocab_size,
+                           dscale);
+}
+
+/* final norm, logits, cross-entropy of micro-batch m, in chunks of t->hc tokens
+   (dlogits into the logits buffer with with_grad: the whole micro-batch's when
+   t->hc == N, else only the last chunk's); returns the sum of its token losses */
 static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad) {
     lomo_model *md = t->m;
     const lomo_config *c = &md->cfg;
@@ -9635,12 +9874,7 @@ static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad
     int i;
     lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
                    t->N, c->dim);
-    be->matmul_fwd(be->ctx, t->logits, t->lnf, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, t->N, c->dim, c->vocab_size, 0);
-    if (c->final_softcap > 0)
-        be->cross_entropy_softcap(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N,
-                                  t->N, c->vocab_size, dscale, c->final_softcap);
-    else be->cross_entropy(be->ctx, t->losses, with_grad ? t->logits : NULL, t->logits, t->tgt + (size_t)m * t->N, t->N,
-                           c->vocab_size, dscale);
+    for (i = 0; i < t->N; i += t->hc) lomo__head_chunk(t, m, i, t->N - i < t->hc ? t->N - i : t->hc, dscale, with_grad);
     be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
     for (i = 0; i < t->N; i++) {
         double l = t->loss_host[i];
@@ -9832,6 +10066,18 @@ static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, c
     if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && !t->comm && be->wgrad_sqnorm &&
         (double)N * (O + K) < (double)O * K) {
         t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
+    } else if (be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
+               t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
+               !(t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR)) {
+        /* 0.6: the built-in LOMO rule needs only dW itself: fused (the coefficient is known in this pass) */
+        lomo_update_args a;
+        if (be->check(be->ctx)) return -1;
+        t->uctx.tensor_index = w->index;
+        lomo__builtin_args(&a, &t->uctx, LOMO_OPT_LOMO);
+        a.shard_off = w->shard_off;
+        lomo__fin_reset(be);
+        be->linear_update(be->ctx, w, dy, x, N, K, O, t->grad, t->grad_numel, &a);
+        lomo__check_finite(t, w, w->index);
     } else {
         be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
         if (t->M == 1 && lomo__grad_ready(t, w, t->grad)) return -1;
@@ -9943,11 +10189,44 @@ static int lomo__stage_ready(lomo_trainer *t, int stage) {
     return 0;
 }
 
+/* The head's backward for micro-batch m when it runs in chunks (t->hc < N):
+   each chunk's logits and dlogits are recomputed from the final norm output
+   (recomputed too when M > 1: with M == 1 the forward's is kept, and the
+   final norm's weights may be new by the embedding's turn), then dln's rows
+   (emb 0) and the lm_head gradient (summed over the chunks, then handed on).
+   Tied, it runs twice: for dln (emb 0), and at the embedding's turn (emb 1)
+   for the head's part of its gradient, added to t->grad (the embedding's
+   weights are still the old ones then). The Gram norm pass would need the
+   whole dlogits: here dW is formed instead. */
+static int lomo__head_bwd_chunks(lomo_trainer *t, int m, float dscale, int emb) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    int N = t->N, C = c->dim, V = c->vocab_size, r0;
+    if (t->M > 1)
+        lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm), N, C);
+    for (r0 = 0; r0 < N; r0 += t->hc) {
+        int nr = N - r0 < t->hc ? N - r0 : t->hc;
+        lomo__head_chunk(t, m, r0, nr, dscale, 1);
+        if (emb)
+            be->matmul_bwd_w(be->ctx, t->grad, t->logits, t->lnf + (size_t)r0 * C, nr, C, V, 1);
+        else {
+            be->matmul_bwd_x(be->ctx, t->dln + (size_t)r0 * C, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), nr, C, V, 0);
+            if (!c->tie_embeddings)
+                be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, md->lm_head), t->logits, t->lnf + (size_t)r0 * C, nr, C, V,
+                                 r0 > 0 || (t->M > 1 && m > 0));
+        }
+    }
+    if (!emb && !c->tie_embeddings && t->M == 1 && lomo__grad_ready(t, md->lm_head, t->grad)) return -1;
+    return 0;
+}
+
 /* One backward pass from the loss down: lm_head, final norm, layers L-1..0,
    embedding; with M > 1 each stage runs every micro-batch before its tensors
    are handed on. With M == 1 dlogits stay in the logits buffer for the whole
    pass, so a tied embedding's gradient is formed once, at the end, as the
-   sum of both uses; with M > 1 the head is recomputed there instead. */
+   sum of both uses; with M > 1, or a head in chunks (lomo__head_bwd_chunks),
+   the head is recomputed there instead. */
 static int lomo__backward(lomo_trainer *t) {
     lomo_model *md = t->m;
     const lomo_config *c = &md->cfg;
@@ -9958,9 +10237,12 @@ static int lomo__backward(lomo_trainer *t) {
     t->gstage = LOMO__NONE;
     for (m = 0; m < M; m++) {
         float *dx = t->dx + (size_t)m * N * C;
+        if (t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 0)) return -1; }
+        else {
         if (M > 1) lomo__head_fwd(t, m, dscale, 1);
         be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
         if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
+        }
         be->zero(X, dx, sizeof(float) * (size_t)N * C);
         lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
                        lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
@@ -9977,7 +10259,8 @@ static int lomo__backward(lomo_trainer *t) {
     }
     be->zero(X, t->grad, sizeof(float) * (size_t)md->embed->numel);
     for (m = 0; m < M; m++) {
-        if (c->tie_embeddings) {
+        if (c->tie_embeddings && t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 1)) return -1; }
+        else if (c->tie_embeddings) {
             if (M > 1) lomo__head_fwd(t, m, dscale, 1);
             be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 1);
         }
@@ -10317,7 +10600,7 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     if (c->fused_proj && 2 * H * C > biggest) biggest = 2 * H * C;                    /* gate_up_proj */
     if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
     t[LOMO_MEM_PARAMS] = bytes * P;
-    t[LOMO_MEM_ACTIVATIONS] = 4 * N * (M * (L + 1) * C + S * layer + C + V);
+    t[LOMO_MEM_ACTIVATIONS] = 4 * (N * (M * (L + 1) * C + S * layer + C) + (size_t)lomo__head_rows(c, o) * V);
     t[LOMO_MEM_GRADIENTS] = 4 * biggest;
     t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
     if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */

@@ -26,10 +26,17 @@
      weight gradients are written in fp32 straight into the gradient buffer.
      RMSNorm statistics, RoPE, softmax, the loss and the updates are fp32;
      reductions that feed decisions (norms, sums) are deterministic two-stage
-     sums in double. Attention never stores a T x T matrix: a warp per query
-     row with an online softmax forward, and a backward in two kernels (dq per
-     query row, dk/dv per key row) with no atomics. The embedding backward
-     uses atomicAdd (its summation order may vary between runs).
+     sums in double; column sums (bias, RMSNorm weight, AdaLomo) are tiled
+     fixed-order block sums. Attention never stores a T x T matrix. With
+     bf16/f16 weights on sm_80+ and head_dim 64/80/96/128 it is flash
+     attention on tensor cores (bf16 operands, fp32 softmax and accumulators,
+     lse saved, D = rowsum(dO O) once, dK/dV and dQ in separate kernels with
+     no atomics: see "flash attention on tensor cores"); otherwise, or with
+     LOMO_CUDA_ATTN=ref in the environment, the fp32 reference kernels: a warp
+     per query row with an online softmax forward, and a backward in two
+     kernels (dq per query row, dk/dv per key row) with no atomics
+     (LOMO_CUDA_ATTN=flash uses flash for fp32 models too). The embedding
+     backward uses atomicAdd (its summation order may vary between runs).
 
    ERRORS: every op records failures with file:line and its name; check()
      (after each tensor's update and each layer, and at the end of a step)
@@ -50,8 +57,11 @@
    SHARDING: with LOMO_NCCL, lomo_nccl_comm / lomo_nccl_comm_from_mpi give a
    communicator for lomo_load_opts.comm (collectives on the backend stream).
 
-   NOT YET (planned): tensor-core flash attention with shared-memory tiles,
-   fused bf16 activations, overlapping the layer gathers with compute on a
+   NOT YET RUN ON A GPU: the flash attention kernels and the tiled reductions
+   are compiled (sm_80, sm_90) and their algorithm is checked on the CPU by
+   tests/test_flash_model.c; test_cuda checks them on a device.
+   NOT YET (planned): wgmma (sm_90) and ldmatrix / cp.async pipelining for
+   flash attention, fused bf16 activations, overlapping the layer gathers with compute on a
    second stream (the collectives now run in order on the compute stream). */
 #ifndef LOMO_CUDA_CUH
 #define LOMO_CUDA_CUH
@@ -128,6 +138,8 @@ typedef struct lomo__cu {
     double *part;                /* LOMO_CU__PARTS partial sums */
     double *host;                /* pinned: the final sum */
     float *scal;                 /* device scalars for AdaLomo (rmean, denom, lr_t) */
+    int attn_mode;               /* LOMO_CUDA_ATTN: 0 unset (flash for 16-bit models), 1 ref (fp32 kernels), 2 flash */
+    int cc_major;                /* compute capability: flash attention needs 8 (mma.sync bf16) */
 } lomo__cu;
 
 /* ---- errors ----
@@ -366,6 +378,30 @@ static void lomo__cu_embed_bwd(void *ctx, float *dw, const float *dx, const int3
     LOMO__LAUNCHED(c);
 }
 
+/* ---- tiled column reductions (bias grads, the RMSNorm weight grad, AdaLomo's column
+   sums): out[c] = sum_r f(r, c) over rows r of a (rows, cols) row-major array. A block per
+   32 columns (a warp reads 32 consecutive floats of a row: coalesced) with 16 row lanes:
+   lane y sums rows y, y + 16, ... in order, the 16 lane sums go to shared memory and lane
+   0 adds them in lane order. Each column is one fixed-order sum (no atomics: the same bits
+   every run), and 16x the threads of a thread per column over all rows. ---- */
+#define LOMO_CU__CT_X 32
+#define LOMO_CU__CT_Y 16
+template <typename Acc, typename F> __device__ __forceinline__ int lomo__cu_colsum_tile(Acc *sh, F f, int rows, int cols,
+                                                                                       Acc *out) {
+    int x = threadIdx.x, y = threadIdx.y, col = blockIdx.x * LOMO_CU__CT_X + x;
+    Acc s = 0;
+    if (col < cols)
+        for (int r = y; r < rows; r += LOMO_CU__CT_Y) s += f(r, col);
+    sh[y * (LOMO_CU__CT_X + 1) + x] = s;
+    __syncthreads();
+    if (y != 0 || col >= cols) return 0;
+    for (int i = 1; i < LOMO_CU__CT_Y; i++) s += sh[i * (LOMO_CU__CT_X + 1) + x];
+    *out = s;
+    return 1;
+}
+static dim3 lomo__cu_colsum_grid(int cols) { return dim3((unsigned)((cols + LOMO_CU__CT_X - 1) / LOMO_CU__CT_X)); }
+static dim3 lomo__cu_colsum_block(void) { return dim3(LOMO_CU__CT_X, LOMO_CU__CT_Y); }
+
 /* ---- RMSNorm: a block per row ---- */
 
 __global__ void lomo__cu_k_rms_fwd(float *y, float *rstd, const float *x, const void *w, int dt, int C, float eps) {
@@ -388,13 +424,12 @@ __global__ void lomo__cu_k_rms_bwd_x(float *dx, const float *dy, const float *x,
     float k = dot * r * r * r / C;
     for (int i = threadIdx.x; i < C; i += blockDim.x) dx[o + i] += r * lomo__cu_ld(w, dt, i) * dy[o + i] - k * x[o + i];
 }
-/* dw: a thread per column, rows in order (coalesced across the warp) */
+/* dw = column sums of dy x rstd: tiled (lomo__cu_colsum_tile) */
 __global__ void lomo__cu_k_rms_bwd_w(float *dw, const float *dy, const float *x, const float *rstd, int N, int C) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= C) return;
-    float s = 0.0f;
-    for (int n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
-    dw[i] = s;
+    __shared__ float sh[LOMO_CU__CT_Y * (LOMO_CU__CT_X + 1)];
+    float s;
+    auto f = [=](int n, int i) { return dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n]; };
+    if (lomo__cu_colsum_tile(sh, f, N, C, &s)) dw[blockIdx.x * LOMO_CU__CT_X + threadIdx.x] = s;
 }
 static void lomo__cu_rmsnorm_fwd(void *ctx, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C,
                                  float eps) {
@@ -407,7 +442,7 @@ static void lomo__cu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *d
     lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_rms_bwd_x<<<N, 256, 0, c->stream>>>(dx, dy, x, w->data, w->dtype, rstd, C);
     LOMO__LAUNCHED(c);
-    lomo__cu_k_rms_bwd_w<<<(C + 255) / 256, 256, 0, c->stream>>>(dw, dy, x, rstd, N, C);
+    lomo__cu_k_rms_bwd_w<<<lomo__cu_colsum_grid(C), lomo__cu_colsum_block(), 0, c->stream>>>(dw, dy, x, rstd, N, C);
     LOMO__LAUNCHED(c);
 }
 
@@ -480,16 +515,15 @@ static void lomo__cu_matmul_bwd_w(void *ctx, float *dw, const float *dy, const f
     lomo__cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, K, O, N, xo, K, dyo, O, c->act_dtype, dw, K, accumulate);
 }
 /* db (O) = column sums of dy (N,O) */
-__global__ void lomo__cu_k_colsum(float *db, const float *dy, int N, int O) {
-    int o = blockIdx.x * blockDim.x + threadIdx.x;
-    if (o >= O) return;
-    float s = 0.0f;
-    for (int n = 0; n < N; n++) s += dy[(size_t)n * O + o];
-    db[o] = s;
+__global__ void lomo__cu_k_colsum(float *db, const float *dy, int N, int O) {   /* tiled: lomo__cu_colsum_tile */
+    __shared__ float sh[LOMO_CU__CT_Y * (LOMO_CU__CT_X + 1)];
+    float s;
+    auto f = [=](int n, int o) { return dy[(size_t)n * O + o]; };
+    if (lomo__cu_colsum_tile(sh, f, N, O, &s)) db[blockIdx.x * LOMO_CU__CT_X + threadIdx.x] = s;
 }
 static void lomo__cu_bias_bwd(void *ctx, float *db, const float *dy, int N, int O) {
     lomo__cu *c = lomo__cu_on(ctx);
-    lomo__cu_k_colsum<<<(O + 255) / 256, 256, 0, c->stream>>>(db, dy, N, O);
+    lomo__cu_k_colsum<<<lomo__cu_colsum_grid(O), lomo__cu_colsum_block(), 0, c->stream>>>(db, dy, N, O);
     LOMO__LAUNCHED(c);
 }
 
@@ -528,110 +562,8 @@ __device__ __forceinline__ float lomo__cu_wdot(const float *a, const float *b, i
     return lomo__cu_warp_sum(s);
 }
 
-__global__ void lomo__cu_k_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                                    int nh, int nkv, int hd, float scale) {
-    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-    if (warp >= B * T * nh) return;
-    int h = warp % nh, t = (warp / nh) % T, b = warp / (nh * T), g = h / (nh / nkv);
-    size_t row = (size_t)(b * T + t) * nh + h;
-    const float *qt = q + row * hd;
-    float acc[LOMO_CU__PER_LANE], mx = -INFINITY, l = 0.0f;
-    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
-    for (int j = 0; j <= t; j++) {
-        size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
-        float s = lomo__cu_wdot(qt, k + kr, hd, lane) * scale;
-        float m2 = fmaxf(mx, s), corr = __expf(mx - m2), p = __expf(s - m2);
-        l = l * corr + p;
-        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
-            int d = lane + 32 * i;
-            if (d < hd) acc[i] = acc[i] * corr + p * v[kr + d];
-        }
-        mx = m2;
-    }
-    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
-        int d = lane + 32 * i;
-        if (d < hd) out[row * hd + d] = acc[i] / l;
-    }
-    if (lane == 0) lse[row] = mx + __logf(l);
-}
-
-/* dq per query row: dq_t = scale sum_j p_tj (dp_tj - D_t) k_j */
-__global__ void lomo__cu_k_attn_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
-                                   const float *out, const float *lse, int B, int T, int nh, int nkv, int hd,
-                                   float scale) {
-    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-    if (warp >= B * T * nh) return;
-    int h = warp % nh, t = (warp / nh) % T, b = warp / (nh * T), g = h / (nh / nkv);
-    size_t row = (size_t)(b * T + t) * nh + h;
-    const float *qt = q + row * hd, *dot = dout + row * hd;
-    float D = lomo__cu_wdot(dot, out + row * hd, hd, lane), L = lse[row], acc[LOMO_CU__PER_LANE];
-    for (int i = 0; i < LOMO_CU__PER_LANE; i++) acc[i] = 0.0f;
-    for (int j = 0; j <= t; j++) {
-        size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
-        float p = __expf(lomo__cu_wdot(qt, k + kr, hd, lane) * scale - L);
-        float ds = p * (lomo__cu_wdot(dot, v + kr, hd, lane) - D) * scale;
-        for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
-            int d = lane + 32 * i;
-            if (d < hd) acc[i] += ds * k[kr + d];
-        }
-    }
-    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
-        int d = lane + 32 * i;
-        if (d < hd) dq[row * hd + d] = acc[i];
-    }
-}
-
-/* dk, dv per key row, over the query heads sharing it: no atomics */
-__global__ void lomo__cu_k_attn_dkv(float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                    const float *v, const float *out, const float *lse, int B, int T, int nh, int nkv,
-                                    int hd, float scale) {
-    int warp = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-    if (warp >= B * T * nkv) return;
-    int g = warp % nkv, j = (warp / nkv) % T, b = warp / (nkv * T), rep = nh / nkv;
-    size_t kr = ((size_t)(b * T + j) * nkv + g) * hd;
-    float ak[LOMO_CU__PER_LANE], av[LOMO_CU__PER_LANE];
-    for (int i = 0; i < LOMO_CU__PER_LANE; i++) ak[i] = av[i] = 0.0f;
-    for (int h = g * rep; h < (g + 1) * rep; h++)
-        for (int t = j; t < T; t++) {
-            size_t row = (size_t)(b * T + t) * nh + h;
-            const float *qt = q + row * hd, *dot = dout + row * hd;
-            float D = lomo__cu_wdot(dot, out + row * hd, hd, lane);
-            float p = __expf(lomo__cu_wdot(qt, k + kr, hd, lane) * scale - lse[row]);
-            float ds = p * (lomo__cu_wdot(dot, v + kr, hd, lane) - D) * scale;
-            for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
-                int d = lane + 32 * i;
-                if (d < hd) { ak[i] += ds * qt[d]; av[i] += p * dot[d]; }
-            }
-        }
-    for (int i = 0; i < LOMO_CU__PER_LANE; i++) {
-        int d = lane + 32 * i;
-        if (d < hd) { dk[kr + d] = ak[i]; dv[kr + d] = av[i]; }
-    }
-}
-
-static void lomo__cu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                              int T, int nh, int nkv, int hd) {
-    lomo__cu *c = lomo__cu_on(ctx);
-    size_t threads = (size_t)B * T * nh * 32;
-    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
-    lomo__cu_k_attn_fwd<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, lse, q, k, v, B, T, nh, nkv, hd,
-                                                                                  1.0f / sqrtf((float)hd));
-    LOMO__LAUNCHED(c);
-}
-static void lomo__cu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                              const float *k, const float *v, const float *out, const float *lse, int B, int T, int nh,
-                              int nkv, int hd) {
-    lomo__cu *c = lomo__cu_on(ctx);
-    float scale = 1.0f / sqrtf((float)hd);
-    size_t tq = (size_t)B * T * nh * 32, tk = (size_t)B * T * nkv * 32;
-    if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
-    lomo__cu_k_attn_dq<<<(unsigned)((tq + 255) / 256), 256, 0, c->stream>>>(dq, dout, q, k, v, out, lse, B, T, nh, nkv,
-                                                                            hd, scale);
-    LOMO__LAUNCHED(c);
-    lomo__cu_k_attn_dkv<<<(unsigned)((tk + 255) / 256), 256, 0, c->stream>>>(dk, dv, dout, q, k, v, out, lse, B, T, nh,
-                                                                             nkv, hd, scale);
-    LOMO__LAUNCHED(c);
-}
+/* the plain op (scale 1/sqrt(hd), no cap, no window) is the "ex" one: lomo__cu_attn_fwd/bwd
+   after lomo__cu_attn_ex_fwd/bwd below, over the same kernels (fp32 reference or flash) */
 
 /* ---- SwiGLU ---- */
 
@@ -727,7 +659,7 @@ static void lomo__cu_rmsnorm_ex_bwd(void *ctx, float *dx, float *dw, const float
     lomo__cu *c = lomo__cu_on(ctx);
     lomo__cu_k_rmsx_bwd_x<<<N, 256, 0, c->stream>>>(dx, dy, x, w->data, w->dtype, rstd, C, off);
     LOMO__LAUNCHED(c);
-    lomo__cu_k_rms_bwd_w<<<(C + 255) / 256, 256, 0, c->stream>>>(dw, dy, x, rstd, N, C);   /* same as without offset */
+    lomo__cu_k_rms_bwd_w<<<lomo__cu_colsum_grid(C), lomo__cu_colsum_block(), 0, c->stream>>>(dw, dy, x, rstd, N, C);   /* same as without offset */
     LOMO__LAUNCHED(c);
 }
 
@@ -855,10 +787,413 @@ __global__ void lomo__cu_k_attnx_dkv(float *dk, float *dv, const float *dout, co
         if (d < hd) { dk[kr + d] = ak[i]; dv[kr + d] = av[i]; }
     }
 }
+/* ---- flash attention on tensor cores (sm_80+: mma.sync m16n8k16, bf16 operands, fp32 accumulate) ----
+   Serves attn_fwd/attn_bwd and attn_ex_fwd/attn_ex_bwd (the plain op is the ex one with scale
+   1/sqrt(hd), no cap, no window) at head_dim 64, 80, 96 and 128; other head_dims, devices
+   before sm_80 and LOMO_CUDA_ATTN=ref use the fp32 kernels above (the reference). Layout as
+   there: q, out (B, T, nh, hd), k, v (B, T, nkv, hd), GQA by head mapping g = h / (nh / nkv),
+   nothing copied. Operands are rounded to bf16 once, when a tile is staged into shared
+   memory (q, k, v, dout) and when P or dS become an mma operand; scores, softmax, lse, D and
+   every accumulator are fp32.
+     forward   a block per (64 queries, b, h), a warp per 16 of them; key tiles of 32 in
+               order, online softmax (running max m, sum l, O rescaled by exp(m_old - m_new));
+               writes O / l and lse = m + log l.
+     D         D = rowsum(dout * out), once per query row, its own kernel (lomo__cu_k_fa_d).
+     dK, dV    a block per (64 keys, b, kv group), a warp per 16 keys; loops over the group's
+               heads in order, and for each over the query tiles of 16 that can see the keys,
+               in order: S^T = K Q^T, P^T = exp(S^T - lse), dP^T = V dO^T,
+               dS^T = P^T (dP^T - D) scale (1 - tanh^2 with a cap), dV += P^T dO, dK += dS^T Q.
+     dQ        a block per (64 queries, b, h), a warp per 16; key tiles of 16 in order:
+               dQ += dS K with S, P, dS recomputed the same way.
+   Deterministic: every output element is written by one warp of one block, summed in a
+   fixed order (no atomics), so two runs give identical bits. The CPU model of exactly
+   this tiling, loop by loop, is tests/flash_model.h (tested by tests/test_flash_model.c
+   against the CPU backend); the fragment mapping is tested by test_cuda's one-tile mma. */
+
+#define LOMO_CU__FA_FWD_BR 64   /* queries per forward / dQ block (4 warps x 16) */
+#define LOMO_CU__FA_FWD_BC 32   /* keys per forward tile */
+#define LOMO_CU__FA_DKV_BC 64   /* keys per dK/dV block (4 warps x 16) */
+#define LOMO_CU__FA_DKV_BR 16   /* queries per dK/dV tile */
+#define LOMO_CU__FA_DQ_BC 16    /* keys per dQ tile */
+#define LOMO_CU__FA_PAD 8       /* bf16 of padding per shared row (bank spread; keeps rows 16-byte aligned) */
+
+/* Fragments of mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, from the PTX ISA,
+   "Warp Level Matrix Multiply-Accumulate Instructions" > "Matrix Fragments for mma.m16n8k16
+   with floating point type" (section 9.7.14.5.8 in PTX ISA 8.x). With groupID = lane >> 2
+   and tig = lane % 4, and two bf16 per .b32 register, the lower-indexed element in the
+   lower 16 bits:
+     A (16 x 16, row-major): reg 0 (groupID,   2tig..2tig+1)   reg 1 (groupID+8, 2tig..)
+                             reg 2 (groupID,   2tig+8..+9)     reg 3 (groupID+8, 2tig+8..)
+     B (16 x 8, "col": element (k, n)): reg 0 (k = 2tig..2tig+1, n = groupID)
+                                        reg 1 (k = 2tig+8..+9,  n = groupID)
+     C, D (16 x 8 fp32): c0, c1 (groupID, 2tig..2tig+1), c2, c3 (groupID+8, 2tig..2tig+1).
+   So the accumulators of two adjacent 16 x 8 tiles (columns 0-7 and 8-15) hold exactly the
+   elements of one 16 x 16 A fragment (lomo__cu_frag_c2a), the step that feeds P and dS to
+   the next product without shared memory. Shared tiles are bf16, row-major, ld elements a row
+   (ld even, so a pair at an even column is one aligned 32-bit word). */
+__device__ __forceinline__ uint32_t lomo__cu_pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);   /* .x (lo) in the low half */
+    uint32_t r;
+    memcpy(&r, &v, 4);
+    return r;
+}
+__device__ __forceinline__ uint32_t lomo__cu_pair2(const __nv_bfloat16 *p) {   /* p[0] low, p[1] high; p 4-byte aligned */
+    return *reinterpret_cast<const uint32_t *>(p);
+}
+__device__ __forceinline__ uint32_t lomo__cu_pack2(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+    return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
+}
+/* A = s[r0 .. r0+15][c0 .. c0+15] */
+__device__ __forceinline__ void lomo__cu_frag_a(uint32_t a[4], const __nv_bfloat16 *s, int ld, int r0, int c0) {
+    int gq = (threadIdx.x & 31) >> 2, tq = threadIdx.x & 3;
+    const __nv_bfloat16 *p = s + (size_t)(r0 + gq) * ld + c0 + 2 * tq;
+    a[0] = lomo__cu_pair2(p);
+    a[1] = lomo__cu_pair2(p + 8 * ld);
+    a[2] = lomo__cu_pair2(p + 8);
+    a[3] = lomo__cu_pair2(p + 8 * ld + 8);
+}
+/* B (k, n) = s[n0 + n][k0 + k]: shared holds B transposed (K[key][d] for S = Q K^T) */
+__device__ __forceinline__ void lomo__cu_frag_bt(uint32_t b[2], const __nv_bfloat16 *s, int ld, int n0, int k0) {
+    int gq = (threadIdx.x & 31) >> 2, tq = threadIdx.x & 3;
+    const __nv_bfloat16 *p = s + (size_t)(n0 + gq) * ld + k0 + 2 * tq;
+    b[0] = lomo__cu_pair2(p);
+    b[1] = lomo__cu_pair2(p + 8);
+}
+/* B (k, n) = s[k0 + k][n0 + n]: shared holds B as is (V[key][d] for O = P V) */
+__device__ __forceinline__ void lomo__cu_frag_b(uint32_t b[2], const __nv_bfloat16 *s, int ld, int k0, int n0) {
+    int gq = (threadIdx.x & 31) >> 2, tq = threadIdx.x & 3;
+    const __nv_bfloat16 *p = s + (size_t)(k0 + 2 * tq) * ld + n0 + gq;
+    b[0] = lomo__cu_pack2(p[0], p[ld]);
+    b[1] = lomo__cu_pack2(p[8 * ld], p[9 * ld]);
+}
+/* the A fragment (16 x 16, bf16) of two accumulator tiles: c0 columns 0-7, c1 columns 8-15 */
+__device__ __forceinline__ void lomo__cu_frag_c2a(uint32_t a[4], const float c0[4], const float c1[4]) {
+    a[0] = lomo__cu_pack_bf16(c0[0], c0[1]);
+    a[1] = lomo__cu_pack_bf16(c0[2], c0[3]);
+    a[2] = lomo__cu_pack_bf16(c1[0], c1[1]);
+    a[3] = lomo__cu_pack_bf16(c1[2], c1[3]);
+}
+/* d += a b (16 x 8 x 16) */
+__device__ __forceinline__ void lomo__cu_mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    (void)d; (void)a; (void)b;
+    __trap();   /* never launched there: lomo__cu_flash_ok asks for compute capability 8.0 */
+#endif
+}
+
+/* rows t0 .. t0+R-1 of head h of x (B, T, nheads, HD), fp32, into s (R x ld, bf16); zeros past T */
+template <int HD, int R> __device__ __forceinline__ void lomo__cu_fa_stage(__nv_bfloat16 *s, const float *x, int b,
+                                                                          int t0, int T, int nheads, int h) {
+    for (int i = threadIdx.x; i < R * HD; i += blockDim.x) {
+        int r = i / HD, d = i - r * HD, t = t0 + r;
+        float v = t < T ? x[((size_t)((size_t)b * T + t) * nheads + h) * HD + d] : 0.0f;
+        s[r * (HD + LOMO_CU__FA_PAD) + d] = __float2bfloat16_rn(v);
+    }
+}
+/* the score of query t and key j from the raw product: scaled, capped, -inf when masked
+   (causal, past T, outside the window t - window < j <= t) */
+__device__ __forceinline__ float lomo__cu_fa_score(float qk, int t, int j, int T, float scale, float cap, int window) {
+    if (j > t || j >= T || t >= T || (window > 0 && j <= t - window)) return -INFINITY;
+    float x = qk * scale;
+    return cap > 0.0f ? cap * tanhf(x / cap) : x;
+}
+/* the dS factor of a score c (capped) once P is known: p (dp - D) scale (1 - (c / cap)^2) */
+__device__ __forceinline__ float lomo__cu_fa_ds(float p, float dp, float D, float c, float scale, float cap) {
+    float ds = p * (dp - D) * scale;
+    if (cap > 0.0f) ds *= 1.0f - (c / cap) * (c / cap);
+    return ds;
+}
+
+/* forward: grid (ceil(T / 64), B * nh), 128 threads. Model: lomo_fm_fwd in tests/flash_model.h */
+template <int HD> __global__ void __launch_bounds__(128)
+lomo__cu_k_fa_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int T, int nh, int nkv,
+                  float scale, float cap, int window) {
+    const int LD = HD + LOMO_CU__FA_PAD, BR = LOMO_CU__FA_FWD_BR, BC = LOMO_CU__FA_FWD_BC;
+    __shared__ __align__(16) __nv_bfloat16 sq[BR * LD], sk[BC * LD], sv[BC * LD];
+    int b = blockIdx.y / nh, h = blockIdx.y % nh, g = h / (nh / nkv), t0 = blockIdx.x * BR;
+    int w = threadIdx.x >> 5, gq = (threadIdx.x & 31) >> 2, tq = threadIdx.x & 3;
+    lomo__cu_fa_stage<HD, BR>(sq, q, b, t0, T, nh, h);
+    float o[HD / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    #pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    int jbeg = window > 0 && t0 - window + 1 > 0 ? t0 - window + 1 : 0, jend = t0 + BR < T ? t0 + BR : T;
+    for (int j0 = jbeg; j0 < jend; j0 += BC) {
+        __syncthreads();                                  /* the previous tile is consumed */
+        lomo__cu_fa_stage<HD, BC>(sk, k, b, j0, T, nkv, g);
+        lomo__cu_fa_stage<HD, BC>(sv, v, b, j0, T, nkv, g);
+        __syncthreads();
+        float s[BC / 8][4];                               /* S = Q K^T: 16 queries x 32 keys a warp */
+        #pragma unroll
+        for (int n = 0; n < BC / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        #pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t a[4], bb[2];
+            lomo__cu_frag_a(a, sq, LD, 16 * w, 16 * kk);
+            #pragma unroll
+            for (int n = 0; n < BC / 8; n++) { lomo__cu_frag_bt(bb, sk, LD, 8 * n, 16 * kk); lomo__cu_mma(s[n], a, bb); }
+        }
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {                     /* the thread's rows: gq and gq + 8 */
+            int t = t0 + 16 * w + gq + 8 * r;
+            float mx = -INFINITY;
+            #pragma unroll
+            for (int n = 0; n < BC / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float x = lomo__cu_fa_score(s[n][2 * r + e], t, j0 + 8 * n + 2 * tq + e, T, scale, cap, window);
+                    s[n][2 * r + e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));   /* the 4 lanes of a row */
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[r], mx), corr = mn == -INFINITY ? 1.0f : __expf(m[r] - mn), sum = 0.0f;
+            #pragma unroll
+            for (int n = 0; n < BC / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float p = mn == -INFINITY ? 0.0f : __expf(s[n][2 * r + e] - mn);
+                    s[n][2 * r + e] = p;
+                    sum += p;
+                }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            l[r] = l[r] * corr + sum;
+            m[r] = mn;
+            #pragma unroll
+            for (int n = 0; n < HD / 8; n++) { o[n][2 * r] *= corr; o[n][2 * r + 1] *= corr; }
+        }
+        #pragma unroll
+        for (int ks = 0; ks < BC / 16; ks++) {            /* O += P V, P rounded to bf16 */
+            uint32_t a[4], bb[2];
+            lomo__cu_frag_c2a(a, s[2 * ks], s[2 * ks + 1]);
+            #pragma unroll
+            for (int n = 0; n < HD / 8; n++) { lomo__cu_frag_b(bb, sv, LD, 16 * ks, 8 * n); lomo__cu_mma(o[n], a, bb); }
+        }
+    }
+    #pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int t = t0 + 16 * w + gq + 8 * r;
+        if (t >= T) continue;
+        size_t row = (size_t)((size_t)b * T + t) * nh + h;
+        float inv = 1.0f / l[r];
+        #pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            out[row * HD + 8 * n + 2 * tq] = o[n][2 * r] * inv;
+            out[row * HD + 8 * n + 2 * tq + 1] = o[n][2 * r + 1] * inv;
+        }
+        if (tq == 0) lse[row] = m[r] + __logf(l[r]);
+    }
+}
+
+/* D = rowsum(dout * out): a warp per (b, t, h) row, fp32. Model: lomo_fm_d */
+__global__ void lomo__cu_k_fa_d(float *D, const float *dout, const float *out, size_t rows, int hd) {
+    size_t r = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    float s = lomo__cu_wdot(dout + r * hd, out + r * hd, hd, lane);
+    if (lane == 0) D[r] = s;
+}
+
+/* dK, dV: grid (ceil(T / 64), B * nkv), 128 threads. Model: lomo_fm_dkv */
+template <int HD> __global__ void __launch_bounds__(128)
+lomo__cu_k_fa_dkv(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                  const float *lse, const float *D, int T, int nh, int nkv, float scale, float cap, int window) {
+    const int LD = HD + LOMO_CU__FA_PAD, BC = LOMO_CU__FA_DKV_BC, BR = LOMO_CU__FA_DKV_BR;
+    __shared__ __align__(16) __nv_bfloat16 sk[BC * LD], sv[BC * LD], sq[BR * LD], sdo[BR * LD];
+    __shared__ float sl[BR], sd[BR];
+    int b = blockIdx.y / nkv, g = blockIdx.y % nkv, rep = nh / nkv, j0 = blockIdx.x * BC;
+    int w = threadIdx.x >> 5, gq = (threadIdx.x & 31) >> 2, tq = threadIdx.x & 3;
+    lomo__cu_fa_stage<HD, BC>(sk, k, b, j0, T, nkv, g);
+    lomo__cu_fa_stage<HD, BC>(sv, v, b, j0, T, nkv, g);
+    float ak[HD / 8][4], av[HD / 8][4];
+    #pragma unroll
+    for (int n = 0; n < HD / 8; n++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) ak[n][e] = av[n][e] = 0.0f;
+    /* queries that see a key of the block: j0 <= t < j0 + BC - 1 + window (T without a window) */
+    int tend = window > 0 && j0 + BC - 1 + window < T ? j0 + BC - 1 + window : T;
+    for (int h = g * rep; h < (g + 1) * rep; h++)
+        for (int t0 = j0; t0 < tend; t0 += BR) {
+            __syncthreads();
+            lomo__cu_fa_stage<HD, BR>(sq, q, b, t0, T, nh, h);
+            lomo__cu_fa_stage<HD, BR>(sdo, dout, b, t0, T, nh, h);
+            if (threadIdx.x < BR) {
+                int t = t0 + threadIdx.x;
+                size_t row = (size_t)((size_t)b * T + (t < T ? t : 0)) * nh + h;
+                sl[threadIdx.x] = t < T ? lse[row] : 0.0f;
+                sd[threadIdx.x] = t < T ? D[row] : 0.0f;
+            }
+            __syncthreads();
+            float st[BR / 8][4], dpt[BR / 8][4];          /* S^T = K Q^T, dP^T = V dO^T: 16 keys x 16 queries */
+            #pragma unroll
+            for (int n = 0; n < BR / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) st[n][e] = dpt[n][e] = 0.0f;
+            #pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t a[4], a2[4], bb[2];
+                lomo__cu_frag_a(a, sk, LD, 16 * w, 16 * kk);
+                lomo__cu_frag_a(a2, sv, LD, 16 * w, 16 * kk);
+                #pragma unroll
+                for (int n = 0; n < BR / 8; n++) {
+                    lomo__cu_frag_bt(bb, sq, LD, 8 * n, 16 * kk); lomo__cu_mma(st[n], a, bb);
+                    lomo__cu_frag_bt(bb, sdo, LD, 8 * n, 16 * kk); lomo__cu_mma(dpt[n], a2, bb);
+                }
+            }
+            #pragma unroll
+            for (int n = 0; n < BR / 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int j = j0 + 16 * w + gq + 8 * (e >> 1), qi = 8 * n + 2 * tq + (e & 1), t = t0 + qi;
+                    float c = lomo__cu_fa_score(st[n][e], t, j, T, scale, cap, window);
+                    float p = c == -INFINITY ? 0.0f : __expf(c - sl[qi]);
+                    st[n][e] = p;
+                    dpt[n][e] = p == 0.0f ? 0.0f : lomo__cu_fa_ds(p, dpt[n][e], sd[qi], c, scale, cap);
+                }
+            uint32_t ap[4], ads[4], bb[2];                /* dV += P^T dO, dK += dS^T Q (bf16 P, dS) */
+            lomo__cu_frag_c2a(ap, st[0], st[1]);
+            lomo__cu_frag_c2a(ads, dpt[0], dpt[1]);
+            #pragma unroll
+            for (int n = 0; n < HD / 8; n++) {
+                lomo__cu_frag_b(bb, sdo, LD, 0, 8 * n); lomo__cu_mma(av[n], ap, bb);
+                lomo__cu_frag_b(bb, sq, LD, 0, 8 * n); lomo__cu_mma(ak[n], ads, bb);
+            }
+        }
+    #pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int j = j0 + 16 * w + gq + 8 * r;
+        if (j >= T) continue;
+        size_t kr = ((size_t)((size_t)b * T + j) * nkv + g) * HD;
+        #pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 2; e++) {
+                dk[kr + 8 * n + 2 * tq + e] = ak[n][2 * r + e];
+                dv[kr + 8 * n + 2 * tq + e] = av[n][2 * r + e];
+            }
+    }
+}
+
+/* dQ: grid (ceil(T / 64), B * nh), 128 threads. Model: lomo_fm_dq */
+template <int HD> __global__ void __launch_bounds__(128)
+lomo__cu_k_fa_dq(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse,
+                 const float *D, int T, int nh, int nkv, float scale, float cap, int window) {
+    const int LD = HD + LOMO_CU__FA_PAD, BR = LOMO_CU__FA_FWD_BR, BC = LOMO_CU__FA_DQ_BC;
+    __shared__ __align__(16) __nv_bfloat16 sq[BR * LD], sdo[BR * LD], sk[BC * LD], sv[BC * LD];
+    int b = blockIdx.y / nh, h = blockIdx.y % nh, g = h / (nh / nkv), t0 = blockIdx.x * BR;
+    int w = threadIdx.x >> 5, gq = (threadIdx.x & 31) >> 2, tq = threadIdx.x & 3;
+    lomo__cu_fa_stage<HD, BR>(sq, q, b, t0, T, nh, h);
+    lomo__cu_fa_stage<HD, BR>(sdo, dout, b, t0, T, nh, h);
+    float L[2], Dr[2], acc[HD / 8][4];
+    #pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int t = t0 + 16 * w + gq + 8 * r;
+        size_t row = (size_t)((size_t)b * T + (t < T ? t : 0)) * nh + h;
+        L[r] = t < T ? lse[row] : 0.0f;
+        Dr[r] = t < T ? D[row] : 0.0f;
+    }
+    #pragma unroll
+    for (int n = 0; n < HD / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    int jbeg = window > 0 && t0 - window + 1 > 0 ? t0 - window + 1 : 0, jend = t0 + BR < T ? t0 + BR : T;
+    for (int j0 = jbeg; j0 < jend; j0 += BC) {
+        __syncthreads();
+        lomo__cu_fa_stage<HD, BC>(sk, k, b, j0, T, nkv, g);
+        lomo__cu_fa_stage<HD, BC>(sv, v, b, j0, T, nkv, g);
+        __syncthreads();
+        float s[BC / 8][4], dp[BC / 8][4];                /* S = Q K^T, dP = dO V^T: 16 queries x 16 keys */
+        #pragma unroll
+        for (int n = 0; n < BC / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+        #pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t a[4], a2[4], bb[2];
+            lomo__cu_frag_a(a, sq, LD, 16 * w, 16 * kk);
+            lomo__cu_frag_a(a2, sdo, LD, 16 * w, 16 * kk);
+            #pragma unroll
+            for (int n = 0; n < BC / 8; n++) {
+                lomo__cu_frag_bt(bb, sk, LD, 8 * n, 16 * kk); lomo__cu_mma(s[n], a, bb);
+                lomo__cu_frag_bt(bb, sv, LD, 8 * n, 16 * kk); lomo__cu_mma(dp[n], a2, bb);
+            }
+        }
+        #pragma unroll
+        for (int n = 0; n < BC / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = e >> 1, t = t0 + 16 * w + gq + 8 * r, j = j0 + 8 * n + 2 * tq + (e & 1);
+                float c = lomo__cu_fa_score(s[n][e], t, j, T, scale, cap, window);
+                float p = c == -INFINITY ? 0.0f : __expf(c - L[r]);
+                s[n][e] = p == 0.0f ? 0.0f : lomo__cu_fa_ds(p, dp[n][e], Dr[r], c, scale, cap);
+            }
+        uint32_t a[4], bb[2];                             /* dQ += dS K (bf16 dS) */
+        lomo__cu_frag_c2a(a, s[0], s[1]);
+        #pragma unroll
+        for (int n = 0; n < HD / 8; n++) { lomo__cu_frag_b(bb, sk, LD, 0, 8 * n); lomo__cu_mma(acc[n], a, bb); }
+    }
+    #pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int t = t0 + 16 * w + gq + 8 * r;
+        if (t >= T) continue;
+        size_t row = (size_t)((size_t)b * T + t) * nh + h;
+        #pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 2; e++) dq[row * HD + 8 * n + 2 * tq + e] = acc[n][2 * r + e];
+    }
+}
+
+/* flash or the fp32 reference: LOMO_CUDA_ATTN=ref (c->attn_mode 1) always the reference,
+   =flash (2) flash wherever it can run, unset (0) flash where the GEMM operands are 16-bit
+   already (bf16/f16 weights: the trainer set act_dtype), so fp32 models keep fp32 attention */
+static int lomo__cu_flash_ok(lomo__cu *c, int hd) {
+    if (c->attn_mode == 1 || c->cc_major < 8) return 0;
+    if (hd != 64 && hd != 80 && hd != 96 && hd != 128) return 0;
+    return c->attn_mode == 2 || c->act_dtype != LOMO_F32;
+}
+#define LOMO_CU__FA_HD(hd, launch) do { switch (hd) { \
+    case 64: launch(64); break; case 80: launch(80); break; \
+    case 96: launch(96); break; default: launch(128); break; } } while (0)
+
+static void lomo__cu_fa_fwd(lomo__cu *c, float *out, float *lse, const float *q, const float *k, const float *v,
+                            int B, int T, int nh, int nkv, int hd, float scale, float cap, int window) {
+    dim3 grid((unsigned)((T + LOMO_CU__FA_FWD_BR - 1) / LOMO_CU__FA_FWD_BR), (unsigned)(B * nh));
+#define LOMO_CU__FA_L(H) lomo__cu_k_fa_fwd<H><<<grid, 128, 0, c->stream>>>(out, lse, q, k, v, T, nh, nkv, scale, cap, window)
+    LOMO_CU__FA_HD(hd, LOMO_CU__FA_L);
+#undef LOMO_CU__FA_L
+    LOMO__LAUNCHED(c);
+}
+static void lomo__cu_fa_bwd(lomo__cu *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                            const float *k, const float *v, const float *out, const float *lse, int B, int T, int nh,
+                            int nkv, int hd, float scale, float cap, int window) {
+    size_t rows = (size_t)B * T * nh;
+    float *D = NULL;
+    cudaError_t e = cudaMallocAsync((void **)&D, rows * sizeof(float), c->stream);   /* B T nh floats, stream-ordered */
+    if (e != cudaSuccess) { lomo__cu_fail(c, "attention backward (D)", cudaGetErrorString(e), __FILE__, __LINE__); return; }
+    lomo__cu_k_fa_d<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, c->stream>>>(D, dout, out, rows, hd);
+    LOMO__LAUNCHED(c);
+    dim3 gk((unsigned)((T + LOMO_CU__FA_DKV_BC - 1) / LOMO_CU__FA_DKV_BC), (unsigned)(B * nkv));
+    dim3 gq((unsigned)((T + LOMO_CU__FA_FWD_BR - 1) / LOMO_CU__FA_FWD_BR), (unsigned)(B * nh));
+#define LOMO_CU__FA_L(H) lomo__cu_k_fa_dkv<H><<<gk, 128, 0, c->stream>>>(dk, dv, dout, q, k, v, lse, D, T, nh, nkv, scale, cap, window)
+    LOMO_CU__FA_HD(hd, LOMO_CU__FA_L);
+#undef LOMO_CU__FA_L
+    LOMO__LAUNCHED(c);
+#define LOMO_CU__FA_L(H) lomo__cu_k_fa_dq<H><<<gq, 128, 0, c->stream>>>(dq, dout, q, k, v, lse, D, T, nh, nkv, scale, cap, window)
+    LOMO_CU__FA_HD(hd, LOMO_CU__FA_L);
+#undef LOMO_CU__FA_L
+    LOMO__LAUNCHED(c);
+    LOMO__CU(c, cudaFreeAsync(D, c->stream));
+}
+
 static void lomo__cu_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v,
                                  int B, int T, int nh, int nkv, int hd, float scale, float cap, int window) {
     lomo__cu *c = lomo__cu_on(ctx);
     size_t threads = (size_t)B * T * nh * 32;
+    if (lomo__cu_flash_ok(c, hd)) { lomo__cu_fa_fwd(c, out, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window); return; }
     if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
     lomo__cu_k_attnx_fwd<<<(unsigned)((threads + 255) / 256), 256, 0, c->stream>>>(out, lse, q, k, v, B, T, nh, nkv,
                                                                                    hd, scale, cap, window);
@@ -869,6 +1204,10 @@ static void lomo__cu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, con
                                  int nh, int nkv, int hd, float scale, float cap, int window) {
     lomo__cu *c = lomo__cu_on(ctx);
     size_t tq = (size_t)B * T * nh * 32, tk = (size_t)B * T * nkv * 32;
+    if (lomo__cu_flash_ok(c, hd)) {
+        lomo__cu_fa_bwd(c, dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, scale, cap, window);
+        return;
+    }
     if (hd > LOMO_CU__MAX_HD) { lomo__cu_fail(c, "attention", "head_dim > 256", __FILE__, __LINE__); return; }
     lomo__cu_k_attnx_dq<<<(unsigned)((tq + 255) / 256), 256, 0, c->stream>>>(dq, dout, q, k, v, out, lse, B, T, nh,
                                                                              nkv, hd, scale, cap, window);
@@ -876,6 +1215,15 @@ static void lomo__cu_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, con
     lomo__cu_k_attnx_dkv<<<(unsigned)((tk + 255) / 256), 256, 0, c->stream>>>(dk, dv, dout, q, k, v, out, lse, B, T,
                                                                               nh, nkv, hd, scale, cap, window);
     LOMO__LAUNCHED(c);
+}
+static void lomo__cu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                              int T, int nh, int nkv, int hd) {
+    lomo__cu_attn_ex_fwd(ctx, out, lse, q, k, v, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+}
+static void lomo__cu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const float *out, const float *lse, int B, int T, int nh,
+                              int nkv, int hd) {
+    lomo__cu_attn_ex_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
 }
 
 /* cross-entropy of soft-capped logits: a block per row, in place; without
@@ -977,12 +1325,13 @@ __global__ void lomo__cu_k_ada_rows(float *row, const float *g, int cols, lomo_u
     s = lomo__cu_block_sum_d(s, sh);
     if (threadIdx.x == 0) row[blockIdx.x] = (float)(beta * row[blockIdx.x] + (1.0 - beta) * (float)(s / cols));
 }
+/* column means of g^2 + eps1, tiled (lomo__cu_colsum_tile), in double */
 __global__ void lomo__cu_k_ada_cols(float *col, const float *g, int rows, int cols, lomo_update_args a, float beta) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    double s = 0.0;
-    for (int r = 0; r < rows; r++) { float gi = lomo__cu_clipped(g, (size_t)r * cols + c, a); s += gi * gi + a.eps1; }
-    col[c] = (float)(beta * col[c] + (1.0 - beta) * (float)(s / rows));
+    __shared__ double sh[LOMO_CU__CT_Y * (LOMO_CU__CT_X + 1)];
+    double s;
+    auto f = [=](int r, int c) { float gi = lomo__cu_clipped(g, (size_t)r * cols + c, a); return (double)(gi * gi + a.eps1); };
+    int c = blockIdx.x * LOMO_CU__CT_X + threadIdx.x;
+    if (lomo__cu_colsum_tile(sh, f, rows, cols, &s)) col[c] = (float)(beta * col[c] + (1.0 - beta) * (float)(s / rows));
 }
 __global__ void lomo__cu_k_ada_vec(float *vec, const float *g, size_t n, lomo_update_args a, float beta) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -1045,6 +1394,40 @@ __global__ void lomo__cu_k_ada_apply(void *p, int dt, const float *g, const floa
     }
 }
 
+/* 0.6: LOMO fused with a linear weight's gradient (see linear_update in lomo.h).
+   fp32 w: one GEMM straight into w, beta = 1 - lr wd, alpha = -lr coef inv_scale
+   (no gradient buffer). 16-bit w: dy and x cast once; per block of R rows of w
+   (R = what fits gbuf), dW rows into gbuf by a GEMM on the block's columns of dy
+   (ld O), then the LOMO kernel on those rows with shard_off moved by r0 K: the
+   rounding hash of each element is the whole-tensor update's. */
+static void lomo__cu_linear_update(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
+                                   float *gbuf, size_t gbuf_floats, const lomo_update_args *a) {
+    lomo__cu *c = lomo__cu_on(ctx);
+    if (w->dtype == LOMO_F32) {   /* column-major w^T (K,O) = beta w^T + alpha x^T dy */
+        float alpha = -a->lr * a->clip_coef * a->inv_loss_scale, beta = 1.0f - a->lr * a->weight_decay;
+        LOMO__CUBLAS(c, cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, K, O, N, &alpha, x, CUDA_R_32F, K, dy, CUDA_R_32F, O,
+                                     &beta, w->data, CUDA_R_32F, K, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    size_t used = 0, es = c->act_dtype == LOMO_F32 ? 4 : 2;
+    const void *xo = lomo__cu_operand(c, x, (size_t)N * K, c->act_dtype, &used);
+    const void *dyo = lomo__cu_operand(c, dy, (size_t)N * O, c->act_dtype, &used);
+    int R = gbuf_floats / (size_t)K < (size_t)O ? (int)(gbuf_floats / (size_t)K) : O;
+    if (!xo || !dyo) return;
+    if (R < 1) { lomo__cu_fail(c, "linear_update", "gradient buffer holds no row", __FILE__, __LINE__); return; }
+    for (int r0 = 0; r0 < O; r0 += R) {
+        int nr = O - r0 < R ? O - r0 : R;
+        lomo_update_args b = *a;
+        b.shard_off = a->shard_off + (int64_t)r0 * K;
+        lomo__cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, K, nr, N, xo, K, (const char *)dyo + (size_t)r0 * es, O, c->act_dtype,
+                      gbuf, K, 0);
+        size_t n = (size_t)nr * K;
+        lomo__cu_k_lomo<<<lomo__cu_blocks(n, 256), 256, 0, c->stream>>>((char *)w->data + (size_t)r0 * K * 2, w->dtype,
+                                                                         gbuf, n, b);
+        LOMO__LAUNCHED(c);
+    }
+}
+
 static void lomo__cu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
     lomo__cu *c = lomo__cu_on(ctx);
     size_t n = (size_t)p->numel;
@@ -1059,7 +1442,7 @@ static void lomo__cu_update(void *ctx, lomo_tensor *p, const float *g, float *s1
         int rows = p->ndim == 2 ? (int)p->shape[0] : 1, cols = p->ndim == 2 ? (int)p->shape[1] : (int)n;
         if (p->ndim == 2) {
             lomo__cu_k_ada_rows<<<rows, 256, 0, c->stream>>>(s1, g, cols, *a, beta);
-            lomo__cu_k_ada_cols<<<(cols + 255) / 256, 256, 0, c->stream>>>(s2, g, rows, cols, *a, beta);
+            lomo__cu_k_ada_cols<<<lomo__cu_colsum_grid(cols), lomo__cu_colsum_block(), 0, c->stream>>>(s2, g, rows, cols, *a, beta);
             lomo__cu_k_ada_rmean<<<1, 1024, 0, c->stream>>>(c->scal, s1, rows);
         } else {
             lomo__cu_k_ada_vec<<<blocks, 256, 0, c->stream>>>(s1, g, n, *a, beta);
@@ -1092,34 +1475,60 @@ static double lomo__cu_param_sumsq(void *ctx, const lomo_tensor *p) {
     return lomo__cu_reduce_to_host(c);
 }
 
-/* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F from two N x N Gram matrices (cuBLAS, fp32) */
+/* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F from two N x N Gram matrices (cuBLAS).
+   On tensor cores where the model is 16-bit: the fp32 operands are rounded to the dW
+   GEMM's operand dtype inside cuBLAS (CUBLAS_COMPUTE_32F_FAST_16BF / _16F: no cast buffer,
+   fp32 accumulate), so the norm is that of the dW the bf16 GEMM would have formed, at the
+   same precision; fp32 models stay pure fp32 (no TF32) on both paths.
+   Crossover, on the GPU: the Gram pass costs 2 N^2 (O + K) FLOPs and moves about
+   4 N (O + K) bytes of operands + 16 N^2 of Gram matrices (written, read by the dot); the
+   dW it replaces costs 2 N O K FLOPs and moves 4 N (O + K) + 8 O K bytes (dW written, then
+   read by the norm). With both on the same tensor cores both are compute-bound at the
+   shapes where the choice matters (arithmetic intensity about N / 2 FLOP/byte for the
+   Gram, at most N / 4 for dW, against ~ 300 for an H100's bf16 peak / HBM: memory only
+   dominates below N of a few hundred, where the Gram pass moves fewer bytes too), so
+   the rule is the FLOP ratio: Gram when N (O + K) < O K, which is the driver's rule
+   (lomo__linear_grads) unchanged; at LLaMA-7B 1 x 1024 it takes 0.5x (attention/MLP
+   input widths 4096) and 0.34x (11008) the dW FLOPs, at 8 x 512 (N = 4096) it is off.
+   Before, the Gram GEMMs ran fp32 on CUDA cores against bf16 dW on tensor cores: ~6x
+   slower per FLOP, so the FLOP rule chose it where it lost. */
 static double lomo__cu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
     lomo__cu *c = lomo__cu_on(ctx);
     size_t nn = (size_t)N * N;
-    float *gy = (float *)c->scratch, *gx = gy + nn;
+    float *gy = (float *)c->scratch, *gx = gy + nn, one = 1.0f, zero = 0.0f;
+    cublasComputeType_t ct = c->act_dtype == LOMO_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                             : c->act_dtype == LOMO_F16 ? CUBLAS_COMPUTE_32F_FAST_16F : CUBLAS_COMPUTE_32F;
     if (2 * nn * sizeof(float) > c->scratch_bytes) {
         lomo__cu_fail(c, "Gram norm", "scratch too small", __FILE__, __LINE__);
         return NAN;
     }
-    lomo__cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, N, N, O, dy, O, dy, O, LOMO_F32, gy, N, 0);
-    lomo__cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, N, N, K, x, K, x, K, LOMO_F32, gx, N, 0);
+    LOMO__CUBLAS(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, N, O, &one, dy, CUDA_R_32F, O, dy, CUDA_R_32F, O,
+                                 &zero, gy, CUDA_R_32F, N, ct, CUBLAS_GEMM_DEFAULT));
+    LOMO__CUBLAS(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, N, K, &one, x, CUDA_R_32F, K, x, CUDA_R_32F, K,
+                                 &zero, gx, CUDA_R_32F, N, ct, CUBLAS_GEMM_DEFAULT));
     lomo__cu_k_dot<<<LOMO_CU__PARTS, 256, 0, c->stream>>>(c->part, gy, gx, nn);
     LOMO__LAUNCHED(c);
     return lomo__cu_reduce_to_host(c);
 }
 
 /* scratch: the 16-bit casts of a matmul's activation operands (N rows of the
-   widest layer input or output), or the two Gram matrices */
-static size_t lomo__cu_scratch_bytes(void *ctx, const lomo_model *m, int N, int gram) {
+   widest layer input or output; the LM head's head_rows rows of the vocab-wide
+   (d)logits and of its input), or the two Gram matrices */
+static size_t lomo__cu_scratch_bytes_rows(void *ctx, const lomo_model *m, int N, int head_rows, int gram) {
     const lomo_config *c = &m->cfg;
-    size_t w = (size_t)c->dim, cast, g;
+    size_t w = (size_t)c->dim, wh = (size_t)c->dim, cast, g;
     if ((size_t)c->hidden_dim > w) w = (size_t)c->hidden_dim;
     if ((size_t)c->n_heads * c->head_dim > w) w = (size_t)c->n_heads * c->head_dim;
-    if ((size_t)c->vocab_size > w) w = (size_t)c->vocab_size;
+    if ((size_t)c->vocab_size > wh) wh = (size_t)c->vocab_size;
     (void)ctx;
-    cast = c->dtype == LOMO_F32 ? 0 : 2 * 2 * (size_t)N * w;   /* two operands of 2 bytes */
+    if (head_rows > N) head_rows = N;
+    w = (size_t)N * w > (size_t)head_rows * wh ? (size_t)N * w : (size_t)head_rows * wh;
+    cast = c->dtype == LOMO_F32 ? 0 : 2 * 2 * w;   /* two operands of 2 bytes */
     g = gram ? 2 * (size_t)N * N * sizeof(float) : 0;
     return cast > g ? cast : g;
+}
+static size_t lomo__cu_scratch_bytes(void *ctx, const lomo_model *m, int N, int gram) {
+    return lomo__cu_scratch_bytes_rows(ctx, m, N, N, gram);
 }
 /* the trainer about to run: its scratch (NULL, 0 when it needs none) and the
    dtype its dW GEMMs take their activation operands in, both replaced on
@@ -1194,6 +1603,12 @@ static void lomo__cu_attn_kv(void *ctx, float *out, const float *q, const float 
     LOMO__LAUNCHED(c);
 }
 
+/* y_j = x W_j^T + b_j for j < n weights that share x: one cuBLAS matmul each (a GEMV for N = 1) */
+static void lomo__cu_matmul_fwd_n(void *ctx, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                                  const lomo_tensor *const *b, int N, int K, const int *O) {
+    for (int j = 0; j < n; j++) lomo__cu_matmul_fwd(ctx, y[j], x, w[j], b[j], N, K, O[j], 0);
+}
+
 extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     static lomo_backend be[16];
     static lomo__cu ctx[16];
@@ -1205,11 +1620,19 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     memset(c, 0, sizeof *c);
     c->device = device;
     c->sync_each = getenv("LOMO_CUDA_SYNC") && atoi(getenv("LOMO_CUDA_SYNC")) > 0;
+    {
+        const char *am = getenv("LOMO_CUDA_ATTN");
+        c->attn_mode = am && !strcmp(am, "ref") ? 1 : am && !strcmp(am, "flash") ? 2 : 0;
+    }
     if ((e = cudaSetDevice(device)) != cudaSuccess) { lomo__fail("cuda: cudaSetDevice(%d): %s", device, cudaGetErrorString(e)); return NULL; }
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc(&c->part, sizeof(double) * (2 * LOMO_CU__PARTS + 1))) != cudaSuccess ||
         (e = cudaMalloc(&c->scal, sizeof(float) * 4)) != cudaSuccess ||
         (e = cudaMallocHost(&c->host, sizeof(double))) != cudaSuccess) {
+        lomo__fail("cuda: device %d: %s", device, cudaGetErrorString(e));
+        return NULL;
+    }
+    if ((e = cudaDeviceGetAttribute(&c->cc_major, cudaDevAttrComputeCapabilityMajor, device)) != cudaSuccess) {
         lomo__fail("cuda: device %d: %s", device, cudaGetErrorString(e));
         return NULL;
     }
@@ -1231,11 +1654,13 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
     b->cross_entropy = lomo__cu_cross_entropy; b->sumsq = lomo__cu_sumsq;
     b->update = lomo__cu_update; b->wgrad_sqnorm = lomo__cu_wgrad_sqnorm; b->param_sumsq = lomo__cu_param_sumsq;
     b->scratch_bytes = lomo__cu_scratch_bytes; b->set_scratch = lomo__cu_set_scratch;
+    b->scratch_bytes_rows = lomo__cu_scratch_bytes_rows; b->linear_update = lomo__cu_linear_update;
     b->rmsnorm_ex_fwd = lomo__cu_rmsnorm_ex_fwd; b->rmsnorm_ex_bwd = lomo__cu_rmsnorm_ex_bwd; b->scale = lomo__cu_scale;
     b->geglu_fwd = lomo__cu_geglu_fwd; b->geglu_bwd = lomo__cu_geglu_bwd;
     b->attn_ex_fwd = lomo__cu_attn_ex_fwd; b->attn_ex_bwd = lomo__cu_attn_ex_bwd;
     b->cross_entropy_softcap = lomo__cu_cross_entropy_softcap; b->rope_ex = lomo__cu_rope_ex;
     b->rope_at = lomo__cu_rope_at; b->attn_kv = lomo__cu_attn_kv;
+    b->matmul_fwd_n = lomo__cu_matmul_fwd_n;
     b->name = "cuda";
     return b;
 }

@@ -13,6 +13,7 @@ ap.add_argument("--model", required=True)
 ap.add_argument("--prompt", type=int, default=128)
 ap.add_argument("--new", type=int, default=128)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 ap.add_argument("--ids-out")
 a = ap.parse_args()
 
@@ -21,7 +22,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor
 
 torch.set_num_threads(a.threads)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-m = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+m = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32 if a.dtype == "f32" else torch.bfloat16)
 m.eval()
 V = m.config.vocab_size
 prompt = torch.tensor([[(i * 7919 + 13) % V for i in range(a.prompt)]])
@@ -52,7 +53,7 @@ run(8)   # warm-up
 ids, pre, dec = run(a.new)
 if a.ids_out:
     json.dump(ids, open(a.ids_out, "w"))
-print(json.dumps({"impl": "transformers", "torch": torch.__version__, "threads": a.threads, "prompt": a.prompt,
+print(json.dumps({"impl": "transformers", "torch": torch.__version__, "dtype": a.dtype, "threads": a.threads, "prompt": a.prompt,
                   "new": len(ids), "prefill_s": pre, "prefill_tok_s": a.prompt / pre,
                   "decode_tok_s": (len(ids) - 1) / dec,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

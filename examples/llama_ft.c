@@ -1240,6 +1240,7 @@ static int prepare(ft_run *r) {
     to.stochastic_rounding = a->stochastic_rounding; to.seed = a->seed;
     if (a->loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a->loss_scale; }
     to.loss_scale_window = a->loss_scale_window;
+    if (a->mc || r->demo) to.head_chunk = -1;   /* they read the whole logits (lomo_logits) */
     if (!(r->t = lomo_trainer_new(m, &to))) return die("cannot set up training");
     if (a->resume && lomo_trainer_resume(r->t, a->resume)) return die("--resume trainer state");
     return 0;

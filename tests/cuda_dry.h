@@ -14,6 +14,7 @@ static lomo_backend lomo__dry_be;
 static const lomo_backend *lomo_cuda_backend(int) {
     lomo__dry_be = *lomo_cpu_backend();
     lomo__dry_be.host_memory = 0;
+    lomo__dry_be.linear_update = lomo__cpu_linear_update;   /* 0.6: the fused-update path, as CUDA takes it */
     return &lomo__dry_be;
 }
 static int lomo_cuda_mem_info(const lomo_backend *, size_t *f, size_t *t) { *f = 0; *t = 0; return -1; }   /* no 2^31 tensor */

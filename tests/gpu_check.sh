@@ -10,7 +10,7 @@
 #   memcheck    compute-sanitizer memcheck on a small bf16 training run (llama_ft_cuda)
 #   racecheck   compute-sanitizer racecheck on one step
 #   nccl        NCCL at world size 1 against the unsharded GPU run (test_cuda_nccl --nccl)
-#   mutation    tests/mutate_cuda.sh: 7 one-line faults must each fail test_cuda
+#   mutation    tests/mutate_cuda.sh: 9 one-line faults must each fail test_cuda
 #   bench       7B, bf16, 8 x 512 and 1 x 1024, lomo vs PyTorch + lomo-optim (bench/run_cuda.sh)
 # Without a GPU (CI) it runs preflight, build, cpu, cpu_dry and the compile-only mutation check,
 # and marks every GPU part SKIPPED. Results: results.md (a table) and one log per part

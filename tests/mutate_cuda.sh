@@ -29,18 +29,20 @@ sum0=$(cksum < lomo_cuda.cuh)
 cat > "$D/list" <<'EOF'
 rms_bwd_sign|1|- k * x[o + i];|+ k * x[o + i];
 skip_wide_update|1|if (a->rule == LOMO_OPT_LOMO) {|if (a->rule == LOMO_OPT_LOMO && p->shape[0] >= p->shape[1]) {
-dq_causal_off_by_one|2|for (int j = 0; j <= t; j++) {|for (int j = 0; j < t; j++) {
-dkv_causal_off_by_one|1|for (int t = j; t < T; t++) {|for (int t = j + 1; t < T; t++) {
+dq_causal_off_by_one|2|for (int j = j0; j <= t; j++) {|for (int j = j0; j < t; j++) {
+dkv_causal_off_by_one|1|for (int t = j; t < t1; t++) {|for (int t = j + 1; t < t1; t++) {
 gqa_head_map|1|g = h / (nh / nkv);|g = h % nkv;
 sr_hash_index|1|lomo__cu_uniform(seed, stream, hash_i) * 65536.0f|lomo__cu_uniform(seed, stream, hash_i + 1) * 65536.0f
 embed_bwd_race|1|atomicAdd(dw + (size_t)tok[i / C] * C + i % C, dx[i]);|dw[(size_t)tok[i / C] * C + i % C] += dx[i];
+flash_c2a_mapping|1|a[1] = lomo__cu_pack_bf16(c0[2], c0[3]);|a[1] = lomo__cu_pack_bf16(c1[0], c1[1]);
+flash_no_rescale|1|o[n][2 * r] *= corr;|o[n][2 * r] *= 1.0f;
 EOF
 
 # make one tree: $1 name, then (occurrence, text, replacement) or nothing for the control
 mktree() {
     t=$D/$1
     mkdir -p "$t/tests"
-    cp lomo.h "$t/"; cp tests/test_cuda.cu tests/test_util.h tests/step_compare.h "$t/tests/"
+    cp lomo.h "$t/"; cp tests/test_cuda.cu tests/test_util.h tests/step_compare.h tests/flash_model.h "$t/tests/"
     if [ $# -eq 1 ]; then cp lomo_cuda.cuh "$t/"; return 0; fi
     awk -v occ="$2" -v from="$3" -v to="$4" '
         { line = $0; out = "";

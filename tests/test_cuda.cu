@@ -5,20 +5,31 @@
 //    accumulate, fp32 (1e-4: pure fp32, no TF32), bf16 (2e-2) and f16 (5e-3) weights (the
 //    activations are cast to 8 / 11 significant bits for the GEMM), bias grads, the Gram
 //    weight-gradient norm, RMSNorm, RoPE forward and inverse, attention fwd/bwd at
-//    head_dim 64, 80, 128, 256 with GQA (6/2) and plain multi-head (4/4), SwiGLU,
+//    head_dim 64, 80, 128, 256 with GQA (6/2) and plain multi-head (4/4) on the fp32 kernels
+//    (LOMO_CUDA_ATTN=ref), SwiGLU,
 //    cross-entropy with ignored labels (with and without dlogits), embedding fwd (fp32 and
 //    bf16 tables) and bwd, sumsq and param_sumsq (fp32, bf16, f16);
+//  - tensor-core flash attention: one m16n8k16 tile through each fragment helper against a
+//    host product (1e-5; the P-fragment chain 2e-3), then flash at head_dim 64/80/96/128, T 77,
+//    131, 99, 5, GQA 6/2 and 4/1, MHA, windows 40 and 33, soft-cap 2: against the CPU backend
+//    and against tests/flash_model.h (out 2e-2, lse 5e-3, dq/dk/dv 3e-2), the fp32 kernels on
+//    the same data against the CPU (1e-4) and against flash (the bf16 bounds), two backwards
+//    bit-identical; the Gram norm for bf16/f16 models on tensor cores (the matmul bounds);
 //  - the three rules (LOMO, AdaLomo 2-D and 1-D, AdamW) on one tensor in fp32, bf16 and
 //    f16, round-to-nearest and stochastic rounding, shard_len set (the elements the update
 //    writes), against the CPU on identical inputs: weights (16-bit: at most 1 ulp apart
 //    and at most 2% of elements differing, since both use the same rounding hash) and the
 //    rule's state (AdaLomo's factored moments, AdamW's m and v) to 1e-5;
+//  - the fused LOMO update (linear_update) against the GPU's and the CPU's hook path on
+//    identical inputs (fp32 1e-5 of the change; 16-bit as the rules, bitwise in one block);
+//    the scratch of a head in chunks (scratch_bytes_rows);
 //  - one tensor above 2^31 elements (4.3 GB bf16 + 8.6 GB fp32 gradient): embedding fwd and
 //    bwd at the last rows, sumsq, param_sumsq and a LOMO update of the tail, exact or 1e-6;
 //  - whole steps (tests/step_compare.h's cases: fp32, bf16, f16, tied and untied, q/k/v and
 //    o_proj biases, checkpointing, micro-batches, clipping by global norm, Gram norm and per
 //    tensor, loss scaling, stochastic rounding, AdaLomo, AdamW, head_dim 128 multi-head and
-//    256 GQA, the unclipped single pass) against the CPU driver over 3 steps, compared by
+//    256 GQA, the unclipped single pass, the LM head in chunks of 13 and 16 tokens) against
+//    the CPU driver over 3 steps, compared by
 //    what the steps changed, with the bound derived there (fp32 2e-3; a skipped update
 //    gives 1), losses to 1e-4 (fp32) and 2e-2 (16-bit); checkpointing on and off on the GPU
 //    agree to 1e-6;
@@ -40,6 +51,7 @@
 #endif
 #include "test_util.h"
 #include "step_compare.h"
+#include "flash_model.h"
 
 static const lomo_backend *cpu, *gpu;
 static const char *self = "build/test_cuda";
@@ -126,12 +138,15 @@ static void test_matmuls(void) {
         cpu->bias_bwd(X, b, dy, N, O);
         gpu->bias_bwd(G, (float *)Bg.data, dyd, N, O);
         same("bias grad", (float *)Bg.data, b, O, 1e-4);
-        if (dt == LOMO_F32) {   /* ||dy^T x||^2 from the Gram matrices (fp32 on both) */
+        {   /* ||dy^T x||^2 from the Gram matrices: fp32 on both (1e-5); 16-bit models: the GPU's Gram
+               GEMMs on tensor cores with the dW GEMM's operand rounding (the matmul bounds) */
             float *cs = (float *)malloc(sizeof(float) * 2 * (size_t)N * N);
+            double gt = dt == LOMO_F32 ? 1e-5 : tol;
             cpu->set_scratch(X, cs, sizeof(float) * 2 * (size_t)N * N, LOMO_F32);
             double gc = cpu->wgrad_sqnorm(X, dy, x, N, C, O), gg = gpu->wgrad_sqnorm(G, dyd, xd, N, C, O);
-            CHECK(fabs(gg - gc) <= 1e-5 * gc, "wgrad_sqnorm %.10g vs CPU %.10g", gg, gc);
-            printf("  %-36s rel err %.2e\n", "Gram weight-gradient norm", fabs(gg - gc) / gc);
+            CHECK(fabs(gg - gc) <= gt * gc, "wgrad_sqnorm (%s) %.10g vs CPU %.10g", dn[dt], gg, gc);
+            snprintf(nm, sizeof nm, "Gram weight-gradient norm (%s)", dn[dt]);
+            printf("  %-36s rel err %.2e\n", nm, fabs(gg - gc) / gc);
             cpu->set_scratch(X, NULL, 0, LOMO_F32);
             free(cs);
         }
@@ -235,10 +250,12 @@ static void test_pointwise(void) {
     group_done("sums");
 }
 
+static int attn_mode(int m);
 static void test_attention(void) {
     const int B = 2, T = 67, N = B * T;
     void *X = cpu->ctx, *G = gpu->ctx;
     static const int heads[][2] = {{6, 2}, {4, 4}}, hds[] = {64, 80, 128, 256};
+    int am = attn_mode(1);   /* the fp32 kernels: flash has its own test (test_flash) */
     printf("RoPE and attention vs CPU:\n");
     for (int hi = 0; hi < 4; hi++)
         for (int gi = 0; gi < 2; gi++) {
@@ -277,6 +294,190 @@ static void test_attention(void) {
             free(q); free(k); free(v); free(dout); free(q0); free(o); free(lse); free(dq); free(dk); free(dv);
             group_done(tag);
         }
+    attn_mode(am);
+}
+
+/* ---- tensor-core flash attention (lomo_cuda.cuh) ----
+   attn_mode: the backend's attention path (what LOMO_CUDA_ATTN sets): 1 the fp32 reference
+   kernels, 2 flash wherever it can run; returns the previous one. The 1e-4 attention tests
+   above and in test_family_ops hold the reference kernels (a bf16 test trainer may have left
+   act_dtype 16-bit, which would pick flash). */
+static int attn_mode(int m) {
+#ifdef LOMO_CUDA_DRY
+    (void)m;
+    return 0;
+#else
+    lomo__cu *c = (lomo__cu *)gpu->ctx;
+    int old = c->attn_mode;
+    c->attn_mode = m;
+    return old;
+#endif
+}
+
+#ifndef LOMO_CUDA_DRY
+/* one m16n8k16 tile through the fragment helpers, so a layout mistake shows in one line:
+   kind 0: C = A B with A from lomo__cu_frag_a, B from lomo__cu_frag_bt (shared holds B^T);
+   kind 1: the same with B from lomo__cu_frag_b (shared holds B);
+   kind 2: S = A B^T over two n-tiles (16 x 16), then E = S' V with S' taken from the
+           accumulators by lomo__cu_frag_c2a (16 x 8): the P V step of the forward.
+   a (16 x 16), b (16 x 16, the first 8 rows or columns used as B), c (16 x 8), all fp32;
+   every element of c written from the C-fragment mapping. */
+__global__ void test_k_mma_tile(float *c, const float *a, const float *b, int kind) {
+    __shared__ __align__(16) __nv_bfloat16 sa[16 * 24], sb[16 * 24];
+    int lane = threadIdx.x, gq = lane >> 2, tq = lane & 3;
+    for (int i = lane; i < 256; i += 32) {
+        sa[(i / 16) * 24 + i % 16] = __float2bfloat16_rn(a[i]);
+        sb[(i / 16) * 24 + i % 16] = __float2bfloat16_rn(b[i]);
+    }
+    __syncwarp();
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint32_t fa[4], fb[2];
+    lomo__cu_frag_a(fa, sa, 24, 0, 0);
+    if (kind == 0) { lomo__cu_frag_bt(fb, sb, 24, 0, 0); lomo__cu_mma(d, fa, fb); }
+    else if (kind == 1) { lomo__cu_frag_b(fb, sb, 24, 0, 0); lomo__cu_mma(d, fa, fb); }
+    else {
+        float s0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        lomo__cu_frag_bt(fb, sb, 24, 0, 0); lomo__cu_mma(s0, fa, fb);   /* S columns 0-7: rows 0-7 of b */
+        lomo__cu_frag_bt(fb, sb, 24, 8, 0); lomo__cu_mma(s1, fa, fb);   /* S columns 8-15: rows 8-15 */
+        uint32_t fs[4];
+        lomo__cu_frag_c2a(fs, s0, s1);
+        lomo__cu_frag_b(fb, sb, 24, 0, 0);                              /* V = b (16 x first 8 columns) */
+        lomo__cu_mma(d, fs, fb);
+    }
+    c[gq * 8 + 2 * tq] = d[0];
+    c[gq * 8 + 2 * tq + 1] = d[1];
+    c[(gq + 8) * 8 + 2 * tq] = d[2];
+    c[(gq + 8) * 8 + 2 * tq + 1] = d[3];
+}
+static double bf(float x) { return (double)lomo_bf16_to_f32(lomo_f32_to_bf16(x)); }
+static void test_mma_tile(void) {
+    static const char *what[] = {"mma tile: frag_a x frag_bt (B^T in shared)", "mma tile: frag_a x frag_b (B in shared)",
+                                 "mma tile: frag_c2a chain (S = A B^T, then S V)"};
+    float a[256], b[256];
+    printf("tensor-core fragments (one m16n8k16 tile vs a host product):\n");
+    for (int kind = 0; kind < 3; kind++) {
+        double ref[128], mx = 0.0, err = 0.0;
+        tu_fill(a, 256, 1.0);
+        tu_fill(b, 256, 1.0);
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                double s = 0.0;
+                if (kind == 2) {
+                    for (int n = 0; n < 16; n++) {
+                        double sv = 0.0;
+                        for (int k = 0; k < 16; k++) sv += bf(a[i * 16 + k]) * bf(b[n * 16 + k]);
+                        s += bf((float)sv) * bf(b[n * 16 + j]);
+                    }
+                } else
+                    for (int k = 0; k < 16; k++) s += bf(a[i * 16 + k]) * (kind == 0 ? bf(b[j * 16 + k]) : bf(b[k * 16 + j]));
+                ref[i * 8 + j] = s;
+                if (fabs(s) > mx) mx = fabs(s);
+            }
+        float *ad = dev(a, 256), *bd = dev(b, 256), *cd = dev(NULL, 128);
+        test_k_mma_tile<<<1, 32, 0, (cudaStream_t)gpu->stream>>>(cd, ad, bd, kind);
+        float *h = host(cd, 128);
+        int worst = 0;
+        for (int i = 0; i < 128; i++)
+            if (fabs(h[i] - ref[i]) > err || h[i] != h[i]) { err = fabs(h[i] - ref[i]); worst = i; }
+        err /= mx;
+        /* products of bf16 are exact in fp32; 16-term fp32 sums: 1e-5 (kind 2 also rounds S to bf16 on both sides,
+           and a tie of rounding can flip one S element by an ulp: 2e-3) */
+        double tol = kind == 2 ? 2e-3 : 1e-5;
+        CHECK(err <= tol, "%s: rel err %.3g at row %d col %d (got %g, want %g): the fragment mapping is wrong", what[kind],
+              err, worst / 8, worst % 8, h[worst], ref[worst]);
+        printf("  %-48s rel err %.2e\n", what[kind], err);
+        free(h);
+        gpu->free(gpu->ctx, ad); gpu->free(gpu->ctx, bd); gpu->free(gpu->ctx, cd);
+    }
+    group_done("mma tile");
+}
+#endif
+
+/* flash vs the CPU backend (exact attention) and vs the fp32 reference kernels, at each
+   head_dim flash serves, with GQA, windows, soft-cap and T off the tiles; bounds as the
+   CPU model's bf16 bounds (tests/test_flash_model.c): out 2e-2, lse 5e-3, dq/dk/dv 3e-2;
+   flash vs tests/flash_model.h (the same tiling and rounding on the CPU) to the same
+   bounds, printed so the distance shows; the reference kernels vs the CPU 1e-4; two
+   flash backwards bit-identical (no atomics). */
+static void test_flash(void) {
+    static const struct { int B, T, nh, nkv; double smul; float cap; int window; } cs[] = {
+        {2, 77, 6, 2, 1.0, 0.0f, 0}, {1, 131, 4, 4, 1.0, 0.0f, 40}, {1, 99, 4, 1, 0.8, 2.0f, 33}, {3, 5, 2, 1, 1.0, 0.0f, 0},
+    };
+    static const int hds[] = {64, 80, 96, 128};
+    void *X = cpu->ctx, *G = gpu->ctx;
+    int am = attn_mode(2);
+#ifndef LOMO_CUDA_DRY
+    if (((lomo__cu *)G)->cc_major < 8) {
+        printf("flash attention: compute capability %d < 8: not served here (the reference kernels run)\n",
+               ((lomo__cu *)G)->cc_major);
+        attn_mode(am);
+        return;
+    }
+#endif
+    printf("flash attention (bf16 tensor cores) vs CPU, vs the fp32 kernels, vs the CPU model:\n");
+    for (int hi = 0; hi < 4; hi++)
+        for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+            int hd = hds[hi], B = cs[ci].B, T = cs[ci].T, nh = cs[ci].nh, nkv = cs[ci].nkv, window = cs[ci].window;
+            float scale = (float)(cs[ci].smul / sqrt((double)hd)), cap = cs[ci].cap;
+            int plain = cap == 0.0f && window == 0;
+            size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nr = (size_t)B * T * nh;
+            char tag[96], nm[160];
+            snprintf(tag, sizeof tag, "hd %d T %d %d/%d%s cap %.0f win %d", hd, T, nh, nkv, plain ? " plain" : "", (double)cap, window);
+            float *q = randv(nq, 1.5), *k = randv(nk, 1.5), *v = randv(nk, 1), *dout = randv(nq, 1);
+            float *o = randv(nq, 1), *lse = randv(nr, 1), *dq = randv(nq, 1), *dk = randv(nk, 1), *dv = randv(nk, 1);
+            float *mo = randv(nq, 1), *ml = randv(nr, 1), *mdq = randv(nq, 1), *mdk = randv(nk, 1), *mdv = randv(nk, 1);
+            float *qd = dev(q, nq), *kd = dev(k, nk), *vd = dev(v, nk), *dod = dev(dout, nq);
+            float *od = dev(NULL, nq), *ld = dev(NULL, nr), *dqd = dev(NULL, nq), *dkd = dev(NULL, nk), *dvd = dev(NULL, nk);
+            float *od2 = dev(NULL, nq), *ld2 = dev(NULL, nr), *dqd2 = dev(NULL, nq), *dkd2 = dev(NULL, nk), *dvd2 = dev(NULL, nk);
+            cpu->attn_ex_fwd(X, o, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+            cpu->attn_ex_bwd(X, dq, dk, dv, dout, q, k, v, o, lse, B, T, nh, nkv, hd, scale, cap, window);
+            fm_round = 1;
+            fm_fwd(mo, ml, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+            fm_bwd(mdq, mdk, mdv, dout, q, k, v, mo, ml, B, T, nh, nkv, hd, scale, cap, window);
+            attn_mode(2);
+            if (plain) {
+                gpu->attn_fwd(G, od, ld, qd, kd, vd, B, T, nh, nkv, hd);
+                gpu->attn_bwd(G, dqd, dkd, dvd, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd);
+            } else {
+                gpu->attn_ex_fwd(G, od, ld, qd, kd, vd, B, T, nh, nkv, hd, scale, cap, window);
+                gpu->attn_ex_bwd(G, dqd, dkd, dvd, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd, scale, cap, window);
+            }
+            const float *fl[5] = {od, ld, dqd, dkd, dvd}, *cref[5] = {o, lse, dq, dk, dv}, *mref[5] = {mo, ml, mdq, mdk, mdv};
+            static const char *nmv[5] = {"out", "lse", "dq", "dk", "dv"};
+            size_t cnt[5] = {nq, nr, nq, nk, nk};
+            double tol[5] = {2e-2, 5e-3, 3e-2, 3e-2, 3e-2};
+            for (int i = 0; i < 5; i++) {
+                snprintf(nm, sizeof nm, "flash %s (%s)", nmv[i], tag); same(nm, fl[i], cref[i], cnt[i], tol[i]);
+                snprintf(nm, sizeof nm, "flash %s vs CPU model", nmv[i]); same(nm, fl[i], mref[i], cnt[i], tol[i]);
+            }
+            /* deterministic: the same backward again, bit for bit */
+            if (plain) gpu->attn_bwd(G, dqd2, dkd2, dvd2, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd);
+            else gpu->attn_ex_bwd(G, dqd2, dkd2, dvd2, dod, qd, kd, vd, od, ld, B, T, nh, nkv, hd, scale, cap, window);
+            {
+                float *a1 = host(dqd, nq), *a2 = host(dqd2, nq), *b1 = host(dkd, nk), *b2 = host(dkd2, nk), *c1 = host(dvd, nk), *c2 = host(dvd2, nk);
+                CHECK(!memcmp(a1, a2, nq * 4) && !memcmp(b1, b2, nk * 4) && !memcmp(c1, c2, nk * 4),
+                      "flash backward (%s) not bit-identical between two runs", tag);
+                free(a1); free(a2); free(b1); free(b2); free(c1); free(c2);
+            }
+            /* the reference kernels on the same data (LOMO_CUDA_ATTN=ref) */
+            attn_mode(1);
+            gpu->attn_ex_fwd(G, od2, ld2, qd, kd, vd, B, T, nh, nkv, hd, scale, cap, window);
+            gpu->attn_ex_bwd(G, dqd2, dkd2, dvd2, dod, qd, kd, vd, od2, ld2, B, T, nh, nkv, hd, scale, cap, window);
+            const float *rf[5] = {od2, ld2, dqd2, dkd2, dvd2};
+            for (int i = 0; i < 5; i++) {
+                snprintf(nm, sizeof nm, "fp32 kernels %s", nmv[i]); same(nm, rf[i], cref[i], cnt[i], 1e-4);
+                float *fh = host(fl[i], cnt[i]), *rh = host(rf[i], cnt[i]);
+                double e = tu_rel_err(fh, rh, cnt[i]);
+                CHECK(e <= tol[i], "flash vs fp32 kernels %s (%s): rel err %.3g > %.1g", nmv[i], tag, e, tol[i]);
+                free(fh); free(rh);
+            }
+            float *bufs[] = {qd, kd, vd, dod, od, ld, dqd, dkd, dvd, od2, ld2, dqd2, dkd2, dvd2};
+            for (int i = 0; i < 14; i++) gpu->free(G, bufs[i]);
+            float *hb[] = {q, k, v, dout, o, lse, dq, dk, dv, mo, ml, mdq, mdk, mdv};
+            for (int i = 0; i < 14; i++) free(hb[i]);
+            group_done(tag);
+        }
+    attn_mode(am);
 }
 
 /* one rule on one tensor, CPU vs GPU on identical inputs */
@@ -343,6 +544,82 @@ static void test_rules_kernels(void) {
                 if (rule == LOMO_OPT_ADALOMO) rule_case(rule, (lomo_dtype)dt, sr, 53, 0);
             }
     group_done("update rules");
+}
+
+/* 0.6: linear_update (the LOMO rule fused with dW) on the GPU against the GPU's own hook
+   path (matmul_bwd_w into a whole gradient, then update) on identical inputs, and
+   against the CPU's hook path. fp32: the GEMM writes into w (beta = 1 - lr wd, alpha =
+   -lr coef / scale): only fp32 rounding apart, 1e-5 of the change. 16-bit: the same dW
+   GEMM and the same rounding hash per element: in one block bitwise equal to the GPU
+   hook path; in blocks of 5 rows (37 = 7 x 5 + 2, cuBLAS may sum a narrower GEMM in
+   another order) at most 2% of the weights differ; against the CPU as the update rules (at most 1
+   ulp, at most 2% of the weights, from the GEMM's 16-bit operands: bounds of
+   test_matmuls and rule_case). */
+static void fused_case(lomo_dtype dt, int sr, int rows) {
+    static const char *dn[] = {"fp32", "bf16", "f16"};
+    const int N = 29, K = 24, O = 37;
+    void *X = cpu->ctx, *G = gpu->ctx;
+    size_t n = (size_t)O * K, es = dt == LOMO_F32 ? 4 : 2;
+    float *pf = randv(n, 0.5), *dy = randv((size_t)N * O, 1), *x = randv((size_t)N * K, 1), *g = (float *)malloc(4 * n);
+    void *pc = malloc(n * 4), *p0 = malloc(n * 4), *pa = malloc(n * 4), *pb = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == LOMO_F32) ((float *)pc)[i] = pf[i];
+        else ((uint16_t *)pc)[i] = to16(dt, pf[i]);
+    }
+    memcpy(p0, pc, n * es);
+    void *wa = gpu->alloc(G, n * es), *wb = gpu->alloc(G, n * es);
+    gpu->upload(G, wa, pc, n * es); gpu->upload(G, wb, pc, n * es);
+    float *dyd = dev(dy, (size_t)N * O), *xd = dev(x, (size_t)N * K), *gd = dev(NULL, n);
+    size_t sb = 4 * (size_t)N * (K + O);
+    void *scratch = gpu->alloc(G, sb);
+    gpu->set_scratch(G, scratch, sb, dt);
+    float *cs = (float *)malloc(sb);
+    cpu->set_scratch(X, cs, sb, dt);
+    lomo_tensor Ta = wrap(wa, dt, O, K), Tb = wrap(wb, dt, O, K), Tc = wrap(pc, dt, O, K);
+    lomo_update_args a;
+    memset(&a, 0, sizeof a);
+    a.rule = LOMO_OPT_LOMO; a.lr = 0.05f; a.inv_loss_scale = 0.5f; a.clip_coef = 0.8f; a.weight_decay = 0.1f; a.step = 2;
+    a.stochastic = sr; a.seed = 0x5EEDull; a.stream = 777; a.param_sumsq = -1.0;
+    char nm[96];
+    snprintf(nm, sizeof nm, "linear_update %s%s, %d-row blocks", dn[dt], sr ? " SR" : "", rows);
+    if (!gpu->linear_update) { printf("  %s: the backend has no linear_update\n", nm); }
+    else {
+        gpu->linear_update(G, &Ta, dyd, xd, N, K, O, gd, (size_t)rows * K + 3, &a);   /* fused */
+        gpu->matmul_bwd_w(G, gd, dyd, xd, N, K, O, 0);                              /* hook path */
+        gpu->update(G, &Tb, gd, NULL, NULL, &a);
+        cpu->matmul_bwd_w(X, g, dy, x, N, K, O, 0);
+        cpu->update(X, &Tc, g, NULL, NULL, &a);
+        gpu->download(G, pa, wa, n * es); gpu->download(G, pb, wb, n * es);
+        lomo_tensor like = wrap(pc, dt, O, K);
+        double num = 0, den = 0, cnum = 0, worst_ulps = 0;
+        size_t bitdiff = 0, cdiff = 0, moved = 0;
+        for (size_t i = 0; i < n; i++) {
+            double x0 = sc_at(&like, p0, i), xa = sc_at(&like, pa, i), xb = sc_at(&like, pb, i), xc = sc_at(&like, pc, i);
+            num += (xa - xb) * (xa - xb); den += (xb - x0) * (xb - x0); cnum += (xa - xc) * (xa - xc);
+            bitdiff += memcmp((char *)pa + i * es, (char *)pb + i * es, es) != 0;
+            cdiff += xa != xc; moved += xb != x0;
+            if (dt != LOMO_F32 && xa != xc) worst_ulps = fmax(worst_ulps, fabs(xa - xc) / sc_ulp(dt, fmax(fabs(xa), fabs(xc)) * 0.999));
+        }
+        double err = den > 0 ? sqrt(num / den) : 1.0, cerr = den > 0 ? sqrt(cnum / den) : 1.0;
+        CHECK(gpu->check(G) == 0, "%s: %s", nm, lomo_error());
+        CHECK(moved >= n / 2, "%s: the update moved only %zu of %zu weights", nm, moved, n);
+        if (dt == LOMO_F32) CHECK(err <= 1e-5 && cerr <= 1e-5, "%s: change err vs GPU hook %.3g, vs CPU %.3g", nm, err, cerr);
+        else CHECK((rows < O ? bitdiff <= n / 50 : bitdiff == 0) && worst_ulps <= 1.0 && cdiff <= n / 50,
+                   "%s: %zu differ from the GPU hook path; vs CPU %zu differ, worst %.1f ulp", nm, bitdiff, cdiff, worst_ulps);
+        printf("  %-36s vs GPU hook path: change err %.2e, %zu bits differ; vs CPU %.2e\n", nm, err, bitdiff, cerr);
+    }
+    gpu->set_scratch(G, NULL, 0, LOMO_F32); cpu->set_scratch(X, NULL, 0, LOMO_F32);
+    gpu->free(G, scratch); gpu->free(G, wa); gpu->free(G, wb); gpu->free(G, dyd); gpu->free(G, xd); gpu->free(G, gd);
+    free(pf); free(dy); free(x); free(g); free(pc); free(p0); free(pa); free(pb); free(cs);
+}
+static void test_fused_update(void) {
+    printf("fused LOMO update (linear_update) vs the hook path:\n");
+    fused_case(LOMO_F32, 0, 37);
+    fused_case(LOMO_BF16, 0, 5);
+    fused_case(LOMO_BF16, 1, 5);
+    fused_case(LOMO_BF16, 1, 37);
+    fused_case(LOMO_F16, 1, 5);
+    group_done("fused update");
 }
 
 /* one tensor above 2^31 elements: 64-bit indexing in the elementwise kernels and sums */
@@ -510,6 +787,7 @@ static void test_family_ops(void) {
         free(g); free(u); free(dh); free(h); free(du);
         gpu->free(G, dG); gpu->free(G, dU); gpu->free(G, dH); gpu->free(G, dDG); gpu->free(G, dDU);
     }
+    int am = attn_mode(1);   /* the fp32 kernels at 1e-4 (flash: test_flash) */
     for (int variant = 0; variant < 2; variant++) {   /* attention: soft-capped; capped + window 9 < T */
         size_t nq = (size_t)N * nh * hd, nk = (size_t)N * nkv * hd;
         float scale = 0.07f, cap = variant ? 3.0f : 1.5f;
@@ -561,11 +839,15 @@ static void test_family_ops(void) {
         free(lg); free(cl); free(loss); free(tg);
         gpu->free(G, dLG); gpu->free(G, dLS); gpu->free(G, dT);
     }
+    attn_mode(am);
 }
 
 static void test_steps(void) {
     int nk;
-    const sc_case *cases = sc_cases(&nk);
+    const sc_case *list = sc_cases(&nk);
+    sc_case cases[64];
+    memcpy(cases, list, sizeof *list * (size_t)nk);
+    cases[nk++] = *sc_flash_case();   /* head_dim 64 bf16: the steps run flash attention on the GPU */
     lomo_model *ckpt_pair[2] = {NULL, NULL};
     printf("whole steps, GPU vs CPU driver (3 steps, compared by the weight changes):\n");
     for (int i = 0; i < nk; i++) {
@@ -599,6 +881,25 @@ static void test_steps(void) {
         sc_snapshot_free(w, ckpt_pair[0]->n_tensors);
     }
     lomo_model_free(ckpt_pair[0]); lomo_model_free(ckpt_pair[1]);
+}
+
+/* 0.6: the scratch for a head in chunks holds the vocab-wide casts of head_rows rows
+   only (the step cases above run such heads: a scratch too small fails them) */
+static void test_head_scratch(void) {
+    int nk;
+    const sc_case *k = &sc_cases(&nk)[2];   /* bf16: the casts need scratch */
+    lomo_model *m = sc_model(k, gpu, NULL);
+    CHECK(m != NULL, "head scratch: model: %s", lomo_error());
+    if (!m) return;
+    if (gpu->scratch_bytes_rows) {
+        size_t whole = gpu->scratch_bytes(gpu->ctx, m, 66, 0), same_rows = gpu->scratch_bytes_rows(gpu->ctx, m, 66, 66, 0);
+        size_t part = gpu->scratch_bytes_rows(gpu->ctx, m, 66, 16, 0), V = (size_t)m->cfg.vocab_size;
+        printf("head scratch (bf16, 66 tokens, V %zu): whole %zu B, 16 rows %zu B\n", V, whole, part);
+        CHECK(whole == same_rows, "scratch_bytes_rows(N, N) %zu != scratch_bytes(N) %zu", same_rows, whole);
+        CHECK(part < whole && part >= 2 * 2 * 16 * V, "16 rows: %zu B (whole %zu, the head's casts %zu)", part, whole, 2 * 2 * 16 * V);
+    } else printf("head scratch: the backend's scratch does not depend on the head's rows\n");
+    lomo_model_free(m);
+    group_done("head scratch");
 }
 
 static void test_trajectories(void) {
@@ -784,6 +1085,40 @@ static void test_generate(void) {
         }
     free(q); free(kc); free(vc); free(o);
     gpu->free(G, qd); gpu->free(G, kd); gpu->free(G, vd); gpu->free(G, od); gpu->free(G, invd);
+    for (int dt = LOMO_F32; dt <= LOMO_BF16; dt++)   /* Q/K/V in one call (N = 1: the CPU's one-pass GEMV) */
+        for (int nn = 1; nn <= 3; nn += 2) {
+            const int K = 96, O[3] = {130, 64, 63};
+            float *x = randv((size_t)nn * K, 1), *yc[3], *ydv[3];
+            void *wh[3], *wdv[3];
+            lomo_tensor Wc[3], Wg[3], Bc = wrap(randv(130, 1), LOMO_F32, 130, 0), Bg = wrap(dev((float *)Bc.data, 130), LOMO_F32, 130, 0);
+            const lomo_tensor *wc[3], *wg[3], *bc[3] = {&Bc, NULL, NULL}, *bg[3] = {&Bg, NULL, NULL};
+            float *xd = dev(x, (size_t)nn * K);
+            char nm[64];
+            for (int j = 0; j < 3; j++) {
+                float *w = randv((size_t)O[j] * K, 0.3);
+                uint16_t *w16 = (uint16_t *)malloc((size_t)O[j] * K * 2);
+                for (int i = 0; i < O[j] * K; i++) w16[i] = to16(LOMO_BF16, w[i]);
+                wh[j] = dt ? (void *)w16 : (void *)w;
+                if (dt) free(w); else free(w16);
+                wdv[j] = gpu->alloc(G, (size_t)O[j] * K * 4);
+                gpu->upload(G, wdv[j], wh[j], (size_t)O[j] * K * (dt ? 2 : 4));
+                Wc[j] = wrap(wh[j], (lomo_dtype)dt, O[j], K); Wg[j] = wrap(wdv[j], (lomo_dtype)dt, O[j], K);
+                wc[j] = &Wc[j]; wg[j] = &Wg[j];
+                yc[j] = (float *)malloc(sizeof(float) * nn * O[j]); ydv[j] = dev(NULL, (size_t)nn * O[j]);
+            }
+            size_t sb = 4 * (size_t)130 * K * 2;
+            void *cs = malloc(sb), *gs = gpu->alloc(G, sb);
+            cpu->set_scratch(X, cs, sb, dt); gpu->set_scratch(G, gs, sb, dt);
+            cpu->matmul_fwd_n(X, 3, yc, x, wc, bc, nn, K, O);
+            gpu->matmul_fwd_n(G, 3, ydv, xd, wg, bg, nn, K, O);
+            for (int j = 0; j < 3; j++) {
+                snprintf(nm, sizeof nm, "matmul_fwd_n (%s, N %d, weight %d)", dt ? "bf16" : "fp32", nn, j);
+                same(nm, ydv[j], yc[j], (size_t)nn * O[j], dt ? 2e-2 : 1e-4);
+                free(yc[j]); free(wh[j]); gpu->free(G, ydv[j]); gpu->free(G, wdv[j]);
+            }
+            cpu->set_scratch(X, NULL, 0, 0); gpu->set_scratch(G, NULL, 0, 0);
+            free(cs); gpu->free(G, gs); free(x); gpu->free(G, xd); free(Bc.data); gpu->free(G, Bg.data);
+        }
     const char *models[] = {"llama_gqa", "llama_bias", "llama3_scaled", "mistral_swa", "qwen3_tied", "gemma2", "gemma3",
                             "phi3", "phi3_partial", "phi3_longrope"};
     lomo_load_opts oc = {LOMO_F32, NULL, NULL}, og = {LOMO_F32, gpu, NULL};
@@ -844,7 +1179,12 @@ int main(int argc, char **argv) {
     test_matmuls();
     test_pointwise();
     test_attention();
+#ifndef LOMO_CUDA_DRY
+    test_mma_tile();         /* the fragment mapping, one tile: first, so a layout mistake shows alone */
+#endif
+    test_flash();
     test_rules_kernels();
+    test_fused_update();
     test_family_ops();
     group_done("Qwen3 / Gemma / Phi-3 ops");
     if (!quick) test_big();
@@ -852,6 +1192,7 @@ int main(int argc, char **argv) {
     test_errors(quick);      /* CUDA's error paths: nothing to pose as */
 #endif
     test_steps();
+    test_head_scratch();
     test_two_trainers();
     test_trajectories();
     test_stories();

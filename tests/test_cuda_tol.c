@@ -6,6 +6,9 @@
      dX, both x and dy in dW) is rounded to the storage dtype first, as
      lomo_cuda.cuh casts them for cublasGemmEx. Its steps must pass
      sc_compare against the plain CPU backend (and do differ from it).
+     At head_dim 64/80/96/128 gpu-like also computes attention as the GPU's
+     flash kernels do (tests/flash_model.h: bf16 operands, P and dS), shown
+     by one more case (sc_flash_case) at head_dim 64.
    - mutants: gpu-like with the updates of one kind of tensor skipped
      (w_down, w_up, wo, mlp_norm: the four that the old 3e-2 weight check let
      through). Each must fail sc_compare. The old measure is printed beside. */
@@ -13,6 +16,7 @@
 #include "../lomo.h"
 #include "test_util.h"
 #include "step_compare.h"
+#include "flash_model.h"
 
 static lomo_backend like;          /* the CPU table with rounding GEMM operands */
 static const char *skip_name;      /* mutant: tensors whose name contains this are never updated */
@@ -41,6 +45,30 @@ static void like_bwd_w(void *ctx, float *dw, const float *dy, const float *x, in
     const float *rd = rounded(dy, (size_t)N * O, &bd), *rx = rounded(x, (size_t)N * K, &bx);
     lomo_cpu_backend()->matmul_bwd_w(ctx, dw, rd, rx, N, K, O, acc);
     free(bd); free(bx);
+}
+/* attention as the GPU's flash kernels compute it (tests/flash_model.h, bf16 operands), at the
+   head_dims flash serves; the CPU's exact attention elsewhere, as on the GPU */
+static int fm_served(int hd) { return hd == 64 || hd == 80 || hd == 96 || hd == 128; }
+static void like_attn_ex_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                             int T, int nh, int nkv, int hd, float scale, float cap, int window) {
+    if (fm_served(hd)) fm_fwd(out, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+    else lomo_cpu_backend()->attn_ex_fwd(ctx, out, lse, q, k, v, B, T, nh, nkv, hd, scale, cap, window);
+}
+static void like_attn_ex_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                             const float *k, const float *v, const float *out, const float *lse, int B, int T, int nh,
+                             int nkv, int hd, float scale, float cap, int window) {
+    if (fm_served(hd)) fm_bwd(dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, scale, cap, window);
+    else lomo_cpu_backend()->attn_ex_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, scale, cap, window);
+}
+static void like_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                          int T, int nh, int nkv, int hd) {
+    if (fm_served(hd)) fm_fwd(out, lse, q, k, v, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+    else lomo_cpu_backend()->attn_fwd(ctx, out, lse, q, k, v, B, T, nh, nkv, hd);
+}
+static void like_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, const float *out, const float *lse, int B, int T, int nh, int nkv, int hd) {
+    if (fm_served(hd)) fm_bwd(dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd, 1.0f / sqrtf((float)hd), 0.0f, 0);
+    else lomo_cpu_backend()->attn_bwd(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, T, nh, nkv, hd);
 }
 static void like_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
     if (skip_name && strstr(p->name, skip_name)) return;
@@ -86,11 +114,14 @@ int main(void) {
     like.name = "cpu-gpu-like";
     like.matmul_fwd = like_fwd; like.matmul_bwd_x = like_bwd_x; like.matmul_bwd_w = like_bwd_w;
     like.update = like_update;
+    like.attn_fwd = like_attn_fwd; like.attn_bwd = like_attn_bwd;
+    like.attn_ex_fwd = like_attn_ex_fwd; like.attn_ex_bwd = like_attn_ex_bwd;
     {
         int n, i, first = 1;
         const sc_case *k = sc_cases(&n);
         for (i = 0; i < n; i++)
             if (k[i].dt != LOMO_F32) { run_case(&k[i], first); first = 0; }   /* mutants on the first (bf16) case */
     }
+    run_case(sc_flash_case(), 0);   /* a head_dim flash serves: its bf16 attention inside the bound too */
     return tu_done("test_cuda_tol");
 }

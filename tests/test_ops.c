@@ -532,6 +532,8 @@ int main(void) {
     test_attention_ex(2, 7, 4, 2, 6, 0.3f, 1.5f, 0);   /* soft-capped, GQA */
     test_attention_ex(1, 9, 2, 1, 4, 0.5f, 0.0f, 3);   /* window 3 < T, MQA */
     test_attention_ex(2, 8, 3, 3, 8, 0.25f, 2.0f, 4);  /* both */
+    test_attention_ex(1, 100, 2, 1, 4, 0.5f, 0.0f, 30);   /* window across the 64-query tiles (BLAS: tile keys from the window start) */
+    test_attention_ex(1, 90, 2, 2, 4, 0.3f, 1.5f, 70);    /* cap and a window wider than a tile */
     test_cross_entropy_softcap(9, 13, 2.0f);
     test_rope_ex(2, 7, 3, 8, 6, 10000.0f, 1.0f, 1.0f);   /* Phi-4-mini style 0.75 */
     test_rope_ex(1, 9, 2, 10, 4, 300.0f, 1.0f, 1.19f);   /* with a longrope attention factor */

@@ -187,8 +187,36 @@ static void test_scale_exact(void) {
     lomo_model_free(a); lomo_model_free(b);
 }
 
+/* the CPU backend widens a 16-bit weight for BLAS with its own vectorisable
+   loops: they must give lomo_bf16_to_f32 / lomo_f16_to_f32 bit for bit, on
+   every one of the 65536 bit patterns (zeros, subnormals, inf, NaN payloads) */
+static void test_widen_exact(void) {
+    for (int d = 0; d < 2; d++) {
+        lomo_dtype dt = d ? LOMO_F16 : LOMO_BF16;
+        static uint16_t raw[65536];
+        static float buf[65536];
+        lomo__cpu cpu;
+        lomo_tensor w;
+        const float *f;
+        int bad = 0, first = -1;
+        memset(&cpu, 0, sizeof cpu);
+        cpu.scratch = buf; cpu.scratch_bytes = sizeof buf;
+        memset(&w, 0, sizeof w);
+        for (int i = 0; i < 65536; i++) raw[i] = (uint16_t)i;
+        w.data = raw; w.dtype = dt; w.ndim = 1; w.shape[0] = w.numel = 65536;
+        f = lomo__f32(&cpu, &w);
+        for (int i = 0; f && i < 65536; i++) {
+            float r = dt == LOMO_BF16 ? lomo_bf16_to_f32((uint16_t)i) : lomo_f16_to_f32((uint16_t)i);
+            if (memcmp(&r, f + i, 4)) { bad++; if (first < 0) first = i; }
+        }
+        CHECK(f && bad == 0, "%s widening: %d of 65536 bit patterns differ from the scalar conversion (first 0x%04x)",
+              d ? "f16" : "bf16", bad, first);
+    }
+}
+
 int main(void) {
     uint64_t s = 5;
+    test_widen_exact();
     for (int i = 0; i < 24; i++) tok[i] = (int32_t)(lomo__rng_next(&s) % 53);
     test_vs_fp32(LOMO_BF16, 1.0 / 128, 3e-2);
     test_vs_fp32(LOMO_F16, 1.0 / 512, 2e-3);
