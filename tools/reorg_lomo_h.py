@@ -116,7 +116,8 @@ CONTENTS_HEAD = [
     "",
     "   Each section starts with a banner that repeats its line here (search for",
     "   \"6. driver\" to jump). Section 1 is the header; 2-14 are the implementation",
-    "   (LOMO_IMPLEMENTATION), spine first: 3-7 are all a training step runs.",
+    "   (LOMO_IMPLEMENTATION), spine first: 3-7 are what a training step runs,",
+    "   8-9 build, load and save the model it trains.",
     "",
 ]
 CONTENTS_TAIL = [
