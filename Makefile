@@ -36,6 +36,8 @@ TESTS += test_fused
 TESTS += test_flash_model
 $(BUILD)/test_flash_model_loops $(BUILD)/test_flash_model_cblas $(BUILD)/test_flash_model_asan: tests/flash_model.h
 TESTS += test_decode
+# shell tests run by tests/run.sh after the programs (one line each)
+TEST_SCRIPTS += tests/test_options.sh
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h
 
 # CUDA: compiled whenever nvcc is found (CI has the toolkit and no GPU, so the
@@ -126,7 +128,7 @@ test: $(TEST_BINS) $(BUILD)/cxx_check.o $(BUILD)/llama_ft $(BUILD)/llama_ft_asan
 	@echo "CUDA side: $(if $(NVCC),compiled with $(NVCC) for sm_80 and sm_90 (run on a GPU: make test-cuda),not built (no nvcc))$(if $(NCCL_BINS), + NCCL sharding (build/llama_ft_nccl))"
 	@echo "matmuls: $(if $(BLAS_FLAGS),CBLAS (OpenBLAS) and plain loops,plain loops only (no OpenBLAS found))"
 	@echo "MPI sharding: $(if $(MPICC),tested under mpirun -np 2 and 3,not built (no mpicc: apt-get install openmpi-bin libopenmpi-dev))"
-	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh $(if $(MPICC),tests/test_mpi.sh)
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} sh tests/run.sh $(TEST_BINS) tests/test_example.sh $(TEST_SCRIPTS) $(if $(MPICC),tests/test_mpi.sh)
 
 # OpenBLAS is optional: the one program whose build depends on it (llama_ft, which
 # tests/test_example.sh drives) built without it into $(BUILD)/noblas and tested

@@ -8,6 +8,36 @@
    next tensor. No optimizer state, no full set of gradients: memory is
    parameters + activations + the largest single gradient.
 
+CONTENTS
+
+   Each section starts with a banner that repeats its line here (search for
+   "6. driver" to jump). Section 1 is the header; 2-14 are the implementation
+   (LOMO_IMPLEMENTATION), spine first: 3-7 are what a training step runs,
+   8-9 build, load and save the model it trains.
+
+    1. public API: types, training, data, tokenizer, generation, backends
+    2. implementation: includes, errors, allocation, internal declarations
+    3. dtype conversion: bf16 / fp16 <-> fp32, round to nearest even
+    4. memory accounting: tagged allocations, lomo_memory_formula
+    5. CPU backend: the backend table's kernels, OpenMP, CBLAS optional
+    6. driver: trainer, forward, layer-streaming backward, update hook calls
+    7. update rules: the built-in rules behind the hook (kernels in 5)
+    8. model: construction, tensors, random initialisation
+    9. checkpoints and I/O: JSON, files, safetensors, config.json, load/save
+   10. data: packed / JSONL / text / chat datasets (LOMO_NO_DATA)
+   11. multiple choice: JSONL items (LOMO_NO_MC)
+   12. tokenizer: tokenizer.json, encode / decode (LOMO_NO_TOKENIZER)
+   13. generation: KV cache, sampling (LOMO_NO_GENERATE)
+   14. sharding: the MPI communicator (only with LOMO_MPI)
+
+   What the LOMO_NO_* defines leave out (declarations and implementation):
+     LOMO_NO_DATA       section 10: lomo_data_*, the chat templates (lomo_chat_*)
+     LOMO_NO_MC         section 11: lomo_mc_*
+     LOMO_NO_TOKENIZER  section 12, and the text formats of section 10 (token
+                        ids in JSONL and packed files still load); lomo_chat_encode
+     LOMO_NO_GENERATE   section 13: lomo_generate, lomo_kv_*, lomo_sample, lomo_eos_ids
+   Section 14 is compiled only with LOMO_MPI. Sections 2-9 are the core.
+
 QUICK START
 
    In exactly one C or C++ file:
@@ -198,6 +228,8 @@ OPTIONS (define before including)
                          over its own OpenMP threads (one thread pool), in
                          blocks fixed by the shape and omp_get_max_threads().
    LOMO_NO_TOKENIZER     leave out the tokenizer.json reader (lomo_tokenizer_*, lomo_tokenize, lomo_detokenize)
+   LOMO_NO_DATA          leave out datasets and chat templates (lomo_data_*, lomo_chat_*; section 10)
+   LOMO_NO_MC            leave out multiple choice (lomo_mc_*; section 11)
    LOMO_CPU_FIXED_THREADS  every CPU parallel region uses omp_get_max_threads()
                          threads; by default (Linux) a region uses only the cores
                          that other runnable threads leave free (/proc/loadavg,
@@ -401,6 +433,10 @@ VERSION HISTORY
         cache in stack tiles with a running softmax (no allocation per
         token); bench/run_gen.sh measures the machine's read bandwidth and
         the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16).
+        lomo.h reorganised: CONTENTS and numbered section banners, the spine
+        (backend, driver, rules) first, one internal declarations block,
+        LOMO_NO_DATA and LOMO_NO_MC; LOMO_NO_GENERATE also hides the
+        declarations. CONTRIBUTING.md.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -426,7 +462,7 @@ extern "C" {
 #endif
 
 /* ======================================================================== */
-/* types                                                                    */
+/* 1. public API: types, training, data, tokenizer, generation, backends    */
 /* ======================================================================== */
 
 typedef enum lomo_dtype { LOMO_F32 = 0, LOMO_BF16 = 1, LOMO_F16 = 2 } lomo_dtype;
@@ -758,6 +794,8 @@ LOMODEF float         lomo_trainer_loss_scale(const lomo_trainer *t);
    checkpoint as trainer.safetensors; lomo_trainer_resume reads it back. */
 LOMODEF int           lomo_trainer_resume(lomo_trainer *t, const char *checkpoint_dir);
 
+#ifndef LOMO_NO_DATA   /* section 10 */
+
 /* ---- training data ---- */
 
 /* Training examples in the convention of transformers: every row is T token
@@ -848,62 +886,6 @@ LOMODEF int           lomo_batch_slice(int32_t *tokens, int32_t *labels, int seq
 LOMODEF int           lomo_data_next_rank(lomo_data *d, int batch, int micro_batches, int rank, int world,
                                           int32_t *tokens, int32_t *labels);
 
-/* ---- multiple-choice items ---- */
-
-/* The paper's SuperGLUE-style protocol: JSON Lines, one item per line,
-       {"prompt": [ints], "candidates": [[ints], [ints], ...], "answer": i}
-   prompt non-empty, at least 2 candidates, each non-empty, every id in
-   [0, vocab_size), answer an index into candidates; other keys ignored,
-   blank lines skipped. Pointers stay valid until lomo_mc_free. */
-typedef struct lomo_mc_item {
-    const int32_t *prompt;
-    int prompt_len;
-    int n_cand;
-    const int32_t *const *cand;  /* n_cand candidates... */
-    const int *cand_len;         /* ...and their lengths */
-    int answer;                  /* index of the correct candidate */
-} lomo_mc_item;
-
-typedef struct lomo_mc lomo_mc;
-
-LOMODEF lomo_mc            *lomo_mc_open(const char *path, int vocab_size);
-LOMODEF int64_t             lomo_mc_count(const lomo_mc *m);
-LOMODEF const lomo_mc_item *lomo_mc_get(const lomo_mc *m, int64_t i);   /* NULL if i is out of range */
-LOMODEF void                lomo_mc_free(lomo_mc *m);
-#ifndef LOMO_NO_TOKENIZER
-/* ---- tokenizer (LOMO_NO_TOKENIZER) ---- */
-
-/* A Hugging Face tokenizer.json, encoded and decoded exactly as the
-   `tokenizers` library does (BPE: byte-level with the GPT-2 / Llama 3 / Qwen2
-   split patterns, or SentencePiece-style with byte fallback; added tokens;
-   TemplateProcessing; the usual decoders). Whatever the file uses that lomo
-   does not implement is refused by name at load. A tokenizer may be used
-   from several threads at once. */
-typedef struct lomo_tokenizer lomo_tokenizer;
-/* path: a model directory holding tokenizer.json, or a tokenizer.json file */
-LOMODEF lomo_tokenizer *lomo_tokenizer_load(const char *path);
-LOMODEF void            lomo_tokenizer_free(lomo_tokenizer *tk);
-/* Encode len bytes of UTF-8 as tokenizers' Tokenizer.encode(text, add_special_tokens=add_special).
-   *ids gets the ids (LOMO_MALLOC'd; free with LOMO_FREE). If spans != NULL, *spans gets 2 int64 per
-   id: the byte range [start, end) of text the token came from, as the library's offsets (special
-   tokens added by the post-processor get an empty range). Returns the count, or -1 + lomo_error(). */
-LOMODEF int64_t         lomo_tokenize(const lomo_tokenizer *tk, const char *text, size_t len,
-                                      int add_special, int32_t **ids, int64_t **spans);
-/* decode(ids, skip_special_tokens=skip_special): a NUL-terminated UTF-8 string (LOMO_MALLOC'd), or NULL */
-LOMODEF char           *lomo_detokenize(const lomo_tokenizer *tk, const int32_t *ids, int64_t n,
-                                        int skip_special);
-/* the same, with the length in *len (the text may hold NUL bytes, e.g. from a <0x00> token) */
-LOMODEF char           *lomo_detokenize_len(const lomo_tokenizer *tk, const int32_t *ids, int64_t n,
-                                            int skip_special, size_t *len);
-LOMODEF int32_t         lomo_token_id(const lomo_tokenizer *tk, const char *token);  /* vocab or added token; -1 if none */
-LOMODEF const char     *lomo_token_str(const lomo_tokenizer *tk, int32_t id);        /* its string in the vocab/added tokens, or NULL */
-LOMODEF int32_t         lomo_tokenizer_vocab_size(const lomo_tokenizer *tk);        /* 1 + the largest id */
-LOMODEF int             lomo_token_is_special(const lomo_tokenizer *tk, int32_t id);
-#endif
-
-/* splitmix64: a reproducible stream of 64-bit values from *state (any seed) */
-LOMODEF uint64_t lomo_rand_u64(uint64_t *state);
-
 /* ---- text datasets and chat templates ----
 
    With lomo_data_opts.tokenizer set, lomo_data_open also reads text. A
@@ -990,6 +972,71 @@ LOMODEF int64_t     lomo_chat_encode(const struct lomo_tokenizer *tk, const char
                                      int n, int32_t **ids, int32_t **labels);
 #endif
 
+#endif /* LOMO_NO_DATA: section 10 */
+
+#ifndef LOMO_NO_MC   /* section 11 */
+
+/* ---- multiple-choice items ---- */
+
+/* The paper's SuperGLUE-style protocol: JSON Lines, one item per line,
+       {"prompt": [ints], "candidates": [[ints], [ints], ...], "answer": i}
+   prompt non-empty, at least 2 candidates, each non-empty, every id in
+   [0, vocab_size), answer an index into candidates; other keys ignored,
+   blank lines skipped. Pointers stay valid until lomo_mc_free. */
+typedef struct lomo_mc_item {
+    const int32_t *prompt;
+    int prompt_len;
+    int n_cand;
+    const int32_t *const *cand;  /* n_cand candidates... */
+    const int *cand_len;         /* ...and their lengths */
+    int answer;                  /* index of the correct candidate */
+} lomo_mc_item;
+
+typedef struct lomo_mc lomo_mc;
+
+LOMODEF lomo_mc            *lomo_mc_open(const char *path, int vocab_size);
+LOMODEF int64_t             lomo_mc_count(const lomo_mc *m);
+LOMODEF const lomo_mc_item *lomo_mc_get(const lomo_mc *m, int64_t i);   /* NULL if i is out of range */
+LOMODEF void                lomo_mc_free(lomo_mc *m);
+
+#endif /* LOMO_NO_MC: section 11 */
+
+#ifndef LOMO_NO_TOKENIZER
+/* ---- tokenizer (LOMO_NO_TOKENIZER) ---- */
+
+/* A Hugging Face tokenizer.json, encoded and decoded exactly as the
+   `tokenizers` library does (BPE: byte-level with the GPT-2 / Llama 3 / Qwen2
+   split patterns, or SentencePiece-style with byte fallback; added tokens;
+   TemplateProcessing; the usual decoders). Whatever the file uses that lomo
+   does not implement is refused by name at load. A tokenizer may be used
+   from several threads at once. */
+typedef struct lomo_tokenizer lomo_tokenizer;
+/* path: a model directory holding tokenizer.json, or a tokenizer.json file */
+LOMODEF lomo_tokenizer *lomo_tokenizer_load(const char *path);
+LOMODEF void            lomo_tokenizer_free(lomo_tokenizer *tk);
+/* Encode len bytes of UTF-8 as tokenizers' Tokenizer.encode(text, add_special_tokens=add_special).
+   *ids gets the ids (LOMO_MALLOC'd; free with LOMO_FREE). If spans != NULL, *spans gets 2 int64 per
+   id: the byte range [start, end) of text the token came from, as the library's offsets (special
+   tokens added by the post-processor get an empty range). Returns the count, or -1 + lomo_error(). */
+LOMODEF int64_t         lomo_tokenize(const lomo_tokenizer *tk, const char *text, size_t len,
+                                      int add_special, int32_t **ids, int64_t **spans);
+/* decode(ids, skip_special_tokens=skip_special): a NUL-terminated UTF-8 string (LOMO_MALLOC'd), or NULL */
+LOMODEF char           *lomo_detokenize(const lomo_tokenizer *tk, const int32_t *ids, int64_t n,
+                                        int skip_special);
+/* the same, with the length in *len (the text may hold NUL bytes, e.g. from a <0x00> token) */
+LOMODEF char           *lomo_detokenize_len(const lomo_tokenizer *tk, const int32_t *ids, int64_t n,
+                                            int skip_special, size_t *len);
+LOMODEF int32_t         lomo_token_id(const lomo_tokenizer *tk, const char *token);  /* vocab or added token; -1 if none */
+LOMODEF const char     *lomo_token_str(const lomo_tokenizer *tk, int32_t id);        /* its string in the vocab/added tokens, or NULL */
+LOMODEF int32_t         lomo_tokenizer_vocab_size(const lomo_tokenizer *tk);        /* 1 + the largest id */
+LOMODEF int             lomo_token_is_special(const lomo_tokenizer *tk, int32_t id);
+#endif
+
+/* splitmix64: a reproducible stream of 64-bit values from *state (any seed) */
+LOMODEF uint64_t lomo_rand_u64(uint64_t *state);
+
+#ifndef LOMO_NO_GENERATE   /* section 13 */
+
 /* ---- generation: KV cache, sampling (LOMO_NO_GENERATE) ----
    lomo_generate: prefill the prompt, then decode one token at a time with a
    per-layer KV cache (fp32, sized for prompt + max_new_tokens, tagged
@@ -1052,6 +1099,10 @@ LOMODEF int      lomo_kv_len(const lomo_kv *kv);
 LOMODEF int      lomo_kv_truncate(lomo_kv *kv, int n);   /* forget positions >= n (0 <= n <= len) */
 LOMODEF size_t   lomo_kv_bytes(const lomo_kv *kv);
 LOMODEF void     lomo_kv_free(lomo_kv *kv);
+
+#else   /* LOMO_NO_GENERATE: section 13 */
+typedef struct lomo_kv lomo_kv;   /* still named by the driver's forward context */
+#endif /* LOMO_NO_GENERATE: section 13 */
 
 /* ---- mixed precision ---- */
 
@@ -1128,11 +1179,11 @@ LOMODEF char      *lomo_json_string(const lomo_json *j, int node, size_t *len);
 
 LOMODEF const char *lomo_error(void);   /* why the last call failed (this thread) */
 
-/* ======================================================================== */
-/* backend interface (for backend authors: the CPU table below, CUDA in    */
-/* lomo_cuda.cuh). Activations are fp32, (rows, cols) row-major; N = B*T.  */
-/* Weights are lomo_tensor so a backend can dispatch on the storage dtype. */
-/* ======================================================================== */
+/* ---- backend interface (for backend authors: the CPU table is section 5,
+   CUDA is in lomo_cuda.cuh). Activations are fp32, (rows, cols) row-major;
+   N = B*T. Weights are lomo_tensor so a backend can dispatch on the storage
+   dtype. ---- */
+
 /* Everything a built-in rule needs for one tensor. */
 typedef struct lomo_update_args {
     int rule;                 /* LOMO_OPT_* */
@@ -1312,8 +1363,9 @@ const lomo_backend *lomo_cuda_backend(int device);   /* lomo_cuda.cuh */
 #endif /* LOMO_H */
 
 /* ======================================================================== */
-/* implementation                                                           */
+/* 2. implementation: includes, errors, allocation, internal declarations   */
 /* ======================================================================== */
+
 #ifdef LOMO_IMPLEMENTATION
 #ifndef LOMO__IMPLEMENTED
 #define LOMO__IMPLEMENTED
@@ -1378,12 +1430,6 @@ static void *lomo__calloc(size_t n, size_t size) {
     return p;
 }
 
-/* ---- I/O: JSON, safetensors, config.json, dtype conversion ---- */
-/* lomo_io.inl - I/O for lomo.h: dtype conversion, a strict JSON reader,
-   safetensors read/write, config.json. Included by lomo.h inside its
-   implementation section (after lomo__fail); every symbol here is static.
-   Needs POSIX (open/mmap/fsync/rename). Assumes a little-endian host, as
-   safetensors stores little-endian data and F32/F64 are copied as is. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1393,8 +1439,22 @@ static void *lomo__calloc(size_t n, size_t size) {
 #include <sys/types.h>
 #include <unistd.h>
 
+/* ---- internal declarations: the static functions used before their definition ---- */
+typedef struct lomo__layer_row lomo__layer_row;
+static int64_t lomo__head_rows(const lomo_config *c, const lomo_train_opts *o);
+static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, int rule);
+static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g, double param_sumsq);
+static int64_t lomo__shard_cap(const lomo_model *m, const lomo_tensor *t);
+static size_t lomo__stored_bytes(const lomo_model *m, const lomo_tensor *t);
+static const lomo__layer_row *lomo__layer_rows(void);
+static int lomo__layer_has(const lomo_config *c, int when);
+static lomo_tensor **lomo__layer_field(lomo_layer *L, size_t field);
+static lomo_tensor *lomo__layer_get(const lomo_layer *L, size_t field);
+static int lomo__layer_local(const lomo_config *c, int l);
+/* ---- end of internal declarations ---- */
+
 /* ======================================================================== */
-/* dtype conversion: bf16 / fp16 <-> fp32, round to nearest even            */
+/* 3. dtype conversion: bf16 / fp16 <-> fp32, round to nearest even         */
 /* ======================================================================== */
 
 static uint32_t lomo__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -1444,1663 +1504,7 @@ LOMODEF uint16_t lomo_f32_to_f16(float f) {
 }
 
 /* ======================================================================== */
-/* string builder (for JSON output)                                         */
-/* ======================================================================== */
-
-typedef struct lomo__sb { char *p; size_t n, cap; int oom; } lomo__sb;
-
-static void lomo__sb_add(lomo__sb *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (b->n + n + 1 > cap) cap *= 2;
-        if (!(p = (char *)LOMO_REALLOC(b->p, cap))) { b->oom = 1; return; }   /* b->p stays the caller's to free */
-        b->p = p; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void lomo__sb_printf(lomo__sb *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    int k;
-    va_start(ap, fmt);
-    k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0 || k >= (int)sizeof tmp) { b->oom = 1; return; } /* only used for short items */
-    lomo__sb_add(b, tmp, (size_t)k);
-}
-
-/* Appends s as a quoted JSON string (UTF-8 passed through). */
-static void lomo__sb_jstr(lomo__sb *b, const char *s) {
-    lomo__sb_add(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') { char e[2] = { '\\', (char)c }; lomo__sb_add(b, e, 2); }
-        else if (c < 0x20) lomo__sb_printf(b, "\\u%04x", c);
-        else lomo__sb_add(b, s, 1);
-    }
-    lomo__sb_add(b, "\"", 1);
-}
-
-/* Shortest of %.6g..%.9g that reads back as the same float, always with '.'. */
-static void lomo__fmt_float(char *buf, size_t cap, float v) {
-    const char *dp = localeconv()->decimal_point;
-    char *q;
-    int prec;
-    for (prec = 6; prec <= 9; prec++) {
-        snprintf(buf, cap, "%.*g", prec, (double)v);
-        if ((float)strtod(buf, NULL) == v) break;
-    }
-    if (dp && dp[0] && dp[0] != '.' && (q = strchr(buf, dp[0])) != NULL) *q = '.';
-}
-
-/* ======================================================================== */
-/* JSON reader                                                              */
-/* ======================================================================== */
-/* Strict RFC 8259 parser into a flat node array; the root is node 0.
-     lomo__json_parse(j, s, len, what)  0, or -1 with "<what>: invalid JSON at
-                                        byte N: reason" in lomo_error()
-     lomo__json_free(j)
-     lomo__json_get(j, obj, key)        value node of member key, -1 if absent
-     lomo__json_str(j, node, buf, cap)  decoded UTF-8, NUL-terminated: length,
-                                        or -1 (not a STR, too long, has \u0000)
-     lomo__json_streq(j, node, lit)     1 if the STR node decodes to lit
-     lomo__json_int(j, node, &v)        0 if node is an integer literal, |v| < 2^53
-   Children of OBJ/ARR are chained by first/next in document order (count of
-   them). For objects the chain links the *value* nodes; each value's `key` is
-   the index of its key STR node, which sits outside the chain. s/len is the raw
-   span: for STR between the quotes (escapes not decoded), for OBJ/ARR from
-   bracket to bracket. Rules: UTF-8 only (no BOM, no overlong forms, no
-   surrogates), \u escapes with paired surrogates, at most 64 nested containers,
-   only whitespace after the root value, no object naming a key twice (keys
-   compare by their decoded bytes: "a" == "\u0061", "a\u0000" != "a"). */
-
-enum { LOMO__J_OBJ, LOMO__J_ARR, LOMO__J_STR, LOMO__J_NUM, LOMO__J_TRUE, LOMO__J_FALSE, LOMO__J_NULL };
-#define LOMO__JSON_MAX_DEPTH 64
-
-typedef struct lomo__jnode {
-    int type, parent, first, next, count;
-    const char *s; size_t len;
-    double num;
-    int key;
-} lomo__jnode;
-
-typedef struct lomo__json { lomo__jnode *nodes; int n, cap, oom; } lomo__json;   /* oom: a parse failed for memory */
-
-typedef struct lomo__jp { lomo__json *j; const unsigned char *s; size_t n, i; const char *what; } lomo__jp;
-
-static int lomo__jp_err(const lomo__jp *p, const char *msg) {
-    return lomo__fail("%s: invalid JSON at byte %zu: %s", p->what ? p->what : "JSON", p->i, msg);
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid/overlong/surrogate/> U+10FFFF. */
-static int lomo__utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0], lo = 0x80, hi = 0xbf;
-    int k, i;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) k = 2;
-    else if (c >= 0xe0 && c <= 0xef) { k = 3; if (c == 0xe0) lo = 0xa0; if (c == 0xed) hi = 0x9f; }
-    else if (c >= 0xf0 && c <= 0xf4) { k = 4; if (c == 0xf0) lo = 0x90; if (c == 0xf4) hi = 0x8f; }
-    else return 0;
-    if (n < (size_t)k || s[1] < lo || s[1] > hi) return 0;
-    for (i = 2; i < k; i++) if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-    return k;
-}
-
-static int lomo__utf8_valid(const char *s) {
-    size_t n = strlen(s), i = 0;
-    int k;
-    while (i < n && (k = lomo__utf8_len((const unsigned char *)s + i, n - i)) > 0) i += (size_t)k;
-    return i == n;
-}
-
-static int lomo__hex4(const unsigned char *s, size_t n, unsigned *out) {
-    size_t i;
-    *out = 0;
-    if (n < 4) return -1;
-    for (i = 0; i < 4; i++) {
-        unsigned c = s[i], d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-        else return -1;
-        *out = *out * 16 + d;
-    }
-    return 0;
-}
-
-static void lomo__jp_ws(lomo__jp *p) {
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
-}
-
-static int lomo__jp_node(lomo__jp *p, int type, int parent) {
-    lomo__json *j = p->j;
-    lomo__jnode *nd;
-    if (j->n == j->cap) {
-        int cap = j->cap ? j->cap * 2 : 64;
-        lomo__jnode *a = (j->cap < (1 << 28)) ? (lomo__jnode *)LOMO_REALLOC(j->nodes, (size_t)cap * sizeof *a) : NULL;
-        if (!a) { j->oom = 1; return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON"); }
-        j->nodes = a; j->cap = cap;
-    }
-    nd = &j->nodes[j->n];
-    memset(nd, 0, sizeof *nd);
-    nd->type = type; nd->parent = parent; nd->first = nd->next = nd->key = -1;
-    nd->s = (const char *)p->s + p->i;
-    return j->n++;
-}
-
-/* Parses the string at p->i (an opening quote), validating escapes and UTF-8. */
-static int lomo__jp_string(lomo__jp *p, int parent) {
-    int id = lomo__jp_node(p, LOMO__J_STR, parent);
-    size_t start;
-    unsigned u, u2;
-    if (id < 0) return -1;
-    start = ++p->i;
-    for (;;) {
-        unsigned c;
-        if (p->i >= p->n) return lomo__jp_err(p, "unterminated string");
-        c = p->s[p->i];
-        if (c == '"') break;
-        if (c < 0x20) return lomo__jp_err(p, "control character in string (must be escaped)");
-        if (c >= 0x80) {
-            int k = lomo__utf8_len(p->s + p->i, p->n - p->i);
-            if (!k) return lomo__jp_err(p, "invalid UTF-8 in string");
-            p->i += (size_t)k;
-            continue;
-        }
-        p->i++;
-        if (c != '\\') continue;
-        if (p->i >= p->n) return lomo__jp_err(p, "unterminated string");
-        c = p->s[p->i];
-        if (c && strchr("\"\\/bfnrt", (int)c)) { p->i++; continue; }
-        if (c != 'u') return lomo__jp_err(p, "invalid escape sequence");
-        if (lomo__hex4(p->s + p->i + 1, p->n - p->i - 1, &u)) return lomo__jp_err(p, "\\u needs 4 hex digits");
-        if (u >= 0xdc00 && u <= 0xdfff) return lomo__jp_err(p, "unpaired low surrogate in \\u escape");
-        p->i += 5;
-        if (u >= 0xd800 && u <= 0xdbff) {
-            if (p->i + 1 >= p->n || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' ||
-                lomo__hex4(p->s + p->i + 2, p->n - p->i - 2, &u2) || u2 < 0xdc00 || u2 > 0xdfff)
-                return lomo__jp_err(p, "unpaired high surrogate in \\u escape");
-            p->i += 6;
-        }
-    }
-    p->j->nodes[id].s = (const char *)p->s + start;
-    p->j->nodes[id].len = p->i - start;
-    p->i++;
-    return id;
-}
-
-static int lomo__jp_number(lomo__jp *p, int parent) {
-    int id = lomo__jp_node(p, LOMO__J_NUM, parent);
-    size_t start = p->i, len;
-    char small[64], *buf, *end;
-    const char *dp;
-    double v;
-    if (id < 0) return -1;
-#define LOMO__DIGIT() (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
-    if (p->s[p->i] == '-') p->i++;
-    if (!LOMO__DIGIT()) return lomo__jp_err(p, "invalid number");
-    if (p->s[p->i] == '0') { p->i++; if (LOMO__DIGIT()) return lomo__jp_err(p, "leading zeros are not allowed"); }
-    else while (LOMO__DIGIT()) p->i++;
-    if (p->i < p->n && p->s[p->i] == '.') {
-        p->i++;
-        if (!LOMO__DIGIT()) return lomo__jp_err(p, "digit expected after '.'");
-        while (LOMO__DIGIT()) p->i++;
-    }
-    if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
-        p->i++;
-        if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
-        if (!LOMO__DIGIT()) return lomo__jp_err(p, "digit expected in exponent");
-        while (LOMO__DIGIT()) p->i++;
-    }
-#undef LOMO__DIGIT
-    /* grammar checked: convert a NUL-terminated copy with strtod (correctly rounded) */
-    len = p->i - start;
-    buf = len < sizeof small ? small : (char *)LOMO_MALLOC(len + 1);
-    if (!buf) { p->j->oom = 1; return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON"); }
-    memcpy(buf, p->s + start, len);
-    buf[len] = 0;
-    v = strtod(buf, &end);
-    dp = localeconv()->decimal_point; /* a non-"C" LC_NUMERIC wants its own decimal point */
-    if (end != buf + len && dp && dp[0] && (end = strchr(buf, '.')) != NULL) { *end = dp[0]; v = strtod(buf, NULL); }
-    if (buf != small) LOMO_FREE(buf);
-    p->j->nodes[id].num = v;
-    p->j->nodes[id].len = len;
-    return id;
-}
-
-static int lomo__jp_value(lomo__jp *p, int parent, int depth) {
-    int id, last = -1, type;
-    unsigned c;
-    lomo__jp_ws(p);
-    if (p->i >= p->n) return lomo__jp_err(p, "unexpected end of input");
-    c = p->s[p->i];
-    if (c == '"') return lomo__jp_string(p, parent);
-    if (c == '-' || (c >= '0' && c <= '9')) return lomo__jp_number(p, parent);
-    if (c == 't' || c == 'f' || c == 'n') {
-        const char *lit = c == 't' ? "true" : c == 'f' ? "false" : "null";
-        size_t k = strlen(lit);
-        if (p->n - p->i < k || memcmp(p->s + p->i, lit, k)) return lomo__jp_err(p, "invalid literal");
-        type = c == 't' ? LOMO__J_TRUE : c == 'f' ? LOMO__J_FALSE : LOMO__J_NULL;
-        if ((id = lomo__jp_node(p, type, parent)) < 0) return -1;
-        p->j->nodes[id].len = k;
-        p->i += k;
-        return id;
-    }
-    if (c != '{' && c != '[') {
-        char msg[64];
-        snprintf(msg, sizeof msg, (c >= 0x20 && c < 0x7f) ? "unexpected character '%c'" : "unexpected byte 0x%02x", c);
-        return lomo__jp_err(p, msg);
-    }
-    if (depth >= LOMO__JSON_MAX_DEPTH) return lomo__jp_err(p, "nesting deeper than 64 levels");
-    if ((id = lomo__jp_node(p, c == '{' ? LOMO__J_OBJ : LOMO__J_ARR, parent)) < 0) return -1;
-    p->i++;
-    lomo__jp_ws(p);
-    if (p->i < p->n && p->s[p->i] == (c == '{' ? '}' : ']')) { p->i++; goto done; }
-    for (;;) {
-        int key = -1, v;
-        if (c == '{') {
-            lomo__jp_ws(p);
-            if (p->i >= p->n || p->s[p->i] != '"') return lomo__jp_err(p, "expected a string key");
-            if ((key = lomo__jp_string(p, id)) < 0) return -1;
-            lomo__jp_ws(p);
-            if (p->i >= p->n || p->s[p->i] != ':') return lomo__jp_err(p, "expected ':' after key");
-            p->i++;
-        }
-        if ((v = lomo__jp_value(p, id, depth + 1)) < 0) return -1;
-        p->j->nodes[v].key = key;
-        if (last < 0) p->j->nodes[id].first = v; else p->j->nodes[last].next = v;
-        last = v;
-        p->j->nodes[id].count++;
-        lomo__jp_ws(p);
-        if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
-        if (p->i < p->n && p->s[p->i] == (c == '{' ? '}' : ']')) { p->i++; break; }
-        return lomo__jp_err(p, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-done:
-    p->j->nodes[id].len = (size_t)((const char *)p->s + p->i - p->j->nodes[id].s);
-    return id;
-}
-
-static void lomo__json_free(lomo__json *j) {
-    LOMO_FREE(j->nodes);
-    j->nodes = NULL; j->n = j->cap = 0;
-}
-
-
-/* Decodes the next character of a validated STR span at *i into out; returns its byte count. */
-static int lomo__jdec(const char *s, size_t *i, char out[4]) {
-    const unsigned char *u = (const unsigned char *)s;
-    unsigned cp, lo;
-    if (u[*i] != '\\') { out[0] = s[(*i)++]; return 1; }
-    switch (u[*i + 1]) {
-    case 'b': out[0] = '\b'; break;
-    case 'f': out[0] = '\f'; break;
-    case 'n': out[0] = '\n'; break;
-    case 'r': out[0] = '\r'; break;
-    case 't': out[0] = '\t'; break;
-    case 'u': break;
-    default: out[0] = s[*i + 1]; break; /* " \ / */
-    }
-    if (u[*i + 1] != 'u') { *i += 2; return 1; }
-    lomo__hex4(u + *i + 2, 4, &cp);
-    *i += 6;
-    if (cp >= 0xd800 && cp <= 0xdbff) { lomo__hex4(u + *i + 2, 4, &lo); *i += 6; cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00); }
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) { out[0] = (char)(0xc0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-static int lomo__json_is(const lomo__json *j, int node, int type) {
-    return j && node >= 0 && node < j->n && j->nodes[node].type == type;
-}
-
-static int lomo__json_str(const lomo__json *j, int node, char *buf, size_t cap) {
-    size_t i = 0, o = 0;
-    if (!cap) return -1;
-    buf[0] = 0;
-    if (!lomo__json_is(j, node, LOMO__J_STR)) return -1;
-    while (i < j->nodes[node].len) {
-        char c[4];
-        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
-        if (o + (size_t)k >= cap || (k == 1 && c[0] == 0)) { buf[0] = 0; return -1; }
-        for (m = 0; m < k; m++) buf[o++] = c[m];
-    }
-    buf[o] = 0;
-    return o > 0x7fffffff ? -1 : (int)o;
-}
-
-static int lomo__json_streq(const lomo__json *j, int node, const char *lit) {
-    size_t i = 0, o = 0;
-    if (!lomo__json_is(j, node, LOMO__J_STR)) return 0;
-    while (i < j->nodes[node].len) {
-        char c[4];
-        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
-        for (m = 0; m < k; m++, o++) if (!lit[o] || lit[o] != c[m]) return 0; /* a decoded NUL never matches */
-    }
-    return lit[o] == 0;
-}
-
-static int lomo__json_get(const lomo__json *j, int obj, const char *key) {
-    int c;
-    if (!lomo__json_is(j, obj, LOMO__J_OBJ)) return -1;
-    for (c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next)
-        if (lomo__json_streq(j, j->nodes[c].key, key)) return c;
-    return -1;
-}
-
-static int lomo__json_int(const lomo__json *j, int node, int64_t *v) {
-    const lomo__jnode *nd;
-    if (!lomo__json_is(j, node, LOMO__J_NUM)) return -1;
-    nd = &j->nodes[node];
-    if (memchr(nd->s, '.', nd->len) || memchr(nd->s, 'e', nd->len) || memchr(nd->s, 'E', nd->len)) return -1;
-    if (nd->num >= 9007199254740992.0 || nd->num <= -9007199254740992.0) return -1;
-    *v = (int64_t)nd->num;
-    return 0;
-}
-
-/* A short printable rendering of a node for error messages ("found ..."). */
-static const char *lomo__json_show(const lomo__json *j, int node, char *buf, size_t cap) {
-    const lomo__jnode *nd;
-    size_t k, i;
-    if (node < 0 || node >= j->n) { snprintf(buf, cap, "nothing"); return buf; }
-    nd = &j->nodes[node];
-    k = nd->len < 40 ? nd->len : 40;
-    while (k < nd->len && ((unsigned char)nd->s[k] & 0xc0) == 0x80) k--; /* cut at a character boundary */
-    snprintf(buf, cap, nd->type == LOMO__J_STR ? "\"%.*s%s\"" : "%.*s%s", (int)k, nd->s, k < nd->len ? "..." : "");
-    for (i = 0; buf[i]; i++) if ((unsigned char)buf[i] < 0x20) buf[i] = ' ';
-    return buf;
-}
-
-/* Byte-wise comparison of two validated STR spans by their decoded bytes
-   (a \u0000 is a byte like any other): <0, 0, >0. */
-static int lomo__json_keycmp(const lomo__json *j, int a, int b) {
-    size_t ia = 0, ib = 0;
-    char ca[4], cb[4];
-    int na = 0, nb = 0, ka = 0, kb = 0;
-    for (;;) {
-        if (ka == na) { if (ia >= j->nodes[a].len) { na = 0; } else { na = lomo__jdec(j->nodes[a].s, &ia, ca); } ka = 0; }
-        if (kb == nb) { if (ib >= j->nodes[b].len) { nb = 0; } else { nb = lomo__jdec(j->nodes[b].s, &ib, cb); } kb = 0; }
-        if (!na || !nb) return na ? 1 : nb ? -1 : 0;
-        if (ca[ka] != cb[kb]) return (unsigned char)ca[ka] < (unsigned char)cb[kb] ? -1 : 1;
-        ka++; kb++;
-    }
-}
-
-/* The key node of the first duplicate key in any object (the second of the
-   pair, in document order), or -1. Python keeps the last, serde the first:
-   lomo refuses. Sorts each object's keys (merge sort, n log n). */
-static int lomo__json_dup_key(const lomo__json *j) {
-    int o, *keys = NULL, *tmp = NULL, cap = 0, found = -1;
-    for (o = 0; o < j->n && found < 0; o++) {
-        int n = 0, c, w, i, lo;
-        if (j->nodes[o].type != LOMO__J_OBJ || j->nodes[o].count < 2) continue;
-        if (j->nodes[o].count > cap) {
-            LOMO_FREE(keys); LOMO_FREE(tmp);
-            cap = j->nodes[o].count;
-            keys = (int *)LOMO_MALLOC((size_t)cap * sizeof *keys);
-            tmp = (int *)LOMO_MALLOC((size_t)cap * sizeof *tmp);
-            if (!keys || !tmp) { LOMO_FREE(keys); LOMO_FREE(tmp); return -2; }
-        }
-        for (c = j->nodes[o].first; c >= 0; c = j->nodes[c].next) keys[n++] = j->nodes[c].key;
-        for (w = 1; w < n; w *= 2) {   /* bottom-up merge sort, stable: ties keep document order */
-            for (lo = 0; lo < n; lo += 2 * w) {
-                int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, x = lo, y = mid, k = lo;
-                while (x < mid && y < hi) tmp[k++] = lomo__json_keycmp(j, keys[y], keys[x]) < 0 ? keys[y++] : keys[x++];
-                while (x < mid) tmp[k++] = keys[x++];
-                while (y < hi) tmp[k++] = keys[y++];
-            }
-            memcpy(keys, tmp, (size_t)n * sizeof *keys);
-        }
-        for (i = 1; i < n; i++)
-            if (!lomo__json_keycmp(j, keys[i - 1], keys[i]) && (found < 0 || keys[i] < found)) found = keys[i];
-    }
-    LOMO_FREE(keys); LOMO_FREE(tmp);
-    return found;
-}
-
-/* check_dups: refuse an object that names a key twice (every reader but the
-   safetensors header, which reports a duplicate tensor name itself first). */
-static int lomo__json_parse_ex(lomo__json *j, const char *s, size_t len, const char *what, int check_dups) {
-    lomo__jp p;
-    int d;
-    j->nodes = NULL; j->n = j->cap = j->oom = 0;
-    p.j = j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
-    if (lomo__jp_value(&p, -1, 0) < 0) { lomo__json_free(j); return -1; }
-    lomo__jp_ws(&p);
-    if (p.i != p.n) { lomo__json_free(j); return lomo__jp_err(&p, "unexpected trailing characters after the JSON value"); }
-    if (check_dups && (d = lomo__json_dup_key(j)) != -1) {
-        char show[64];
-        if (d == -2) { lomo__json_free(j); j->oom = 1; return lomo__fail("%s: out of memory checking keys", what ? what : "JSON"); }
-        size_t k = strlen(lomo__json_show(j, d, show, sizeof show));
-        p.i = (size_t)((const unsigned char *)j->nodes[d].s - p.s) - 1;
-        lomo__json_free(j);
-        return lomo__fail("%s: duplicate field '%.*s' at byte %zu (JSON readers disagree on which one counts)",
-                          what ? what : "JSON", (int)(k >= 2 ? k - 2 : 0), show + 1, p.i);
-    }
-    return 0;
-}
-static int lomo__json_parse(lomo__json *j, const char *s, size_t len, const char *what) {
-    return lomo__json_parse_ex(j, s, len, what, 1);
-}
-
-/* ---- the public face of the reader (lomo_json_*, declared with the API) ---- */
-struct lomo_json { lomo__json j; };
-
-LOMODEF lomo_json *lomo_json_parse(const char *s, size_t len, size_t *end, const char *what) {
-    lomo_json *r;
-    if (end) *end = 0;
-    if (!s && len) { lomo__fail("%s: no text to parse", what ? what : "JSON"); return NULL; }
-    if (!(r = (lomo_json *)LOMO_MALLOC(sizeof *r))) { lomo__fail("%s: out of memory", what ? what : "JSON"); return NULL; }
-    if (end) {   /* one value from the start; then the whole check (keys) on exactly that span */
-        lomo__jp p;
-        r->j.nodes = NULL; r->j.n = r->j.cap = 0;
-        p.j = &r->j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
-        len = lomo__jp_value(&p, -1, 0) < 0 ? 0 : p.i;
-        *end = p.i;
-        lomo__json_free(&r->j);
-        if (!len) { LOMO_FREE(r); return NULL; }
-    }
-    if (lomo__json_parse(&r->j, s ? s : "", len, what)) { LOMO_FREE(r); return NULL; }
-    return r;
-}
-
-LOMODEF void lomo_json_free(lomo_json *j) {
-    if (!j) return;
-    lomo__json_free(&j->j);
-    LOMO_FREE(j);
-}
-
-static const lomo__jnode *lomo__json_node(const lomo_json *j, int node) {
-    return j && node >= 0 && node < j->j.n ? &j->j.nodes[node] : NULL;
-}
-
-LOMODEF int lomo_json_type(const lomo_json *j, int node) {
-    static const int pub[] = {LOMO_JSON_OBJECT, LOMO_JSON_ARRAY, LOMO_JSON_STRING, LOMO_JSON_NUMBER,
-                              LOMO_JSON_TRUE, LOMO_JSON_FALSE, LOMO_JSON_NULL};
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    return nd ? pub[nd->type] : -1;
-}
-
-LOMODEF int lomo_json_count(const lomo_json *j, int node) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    return nd ? nd->count : -1;
-}
-
-LOMODEF int lomo_json_first(const lomo_json *j, int node) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    return nd && (nd->type == LOMO__J_OBJ || nd->type == LOMO__J_ARR) ? nd->first : -1;
-}
-
-LOMODEF int lomo_json_next(const lomo_json *j, int node) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    return nd ? nd->next : -1;
-}
-
-LOMODEF int lomo_json_key(const lomo_json *j, int node) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    return nd ? nd->key : -1;
-}
-
-LOMODEF int lomo_json_get(const lomo_json *j, int obj, const char *key) {
-    return j && key ? lomo__json_get(&j->j, obj, key) : -1;
-}
-
-LOMODEF int lomo_json_int(const lomo_json *j, int node, int64_t *v) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    if (!nd || nd->type != LOMO__J_NUM || memchr(nd->s, '.', nd->len) || memchr(nd->s, 'e', nd->len) ||
-        memchr(nd->s, 'E', nd->len)) return -1;
-    return lomo__json_int(&j->j, node, v) ? -2 : 0;
-}
-
-LOMODEF int lomo_json_number(const lomo_json *j, int node, double *v) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    if (!nd || nd->type != LOMO__J_NUM) return -1;
-    *v = nd->num;
-    return 0;
-}
-
-LOMODEF char *lomo_json_string(const lomo_json *j, int node, size_t *len) {
-    const lomo__jnode *nd = lomo__json_node(j, node);
-    size_t i = 0, o = 0;
-    char *out;
-    if (len) *len = 0;
-    if (!nd || nd->type != LOMO__J_STR) { lomo__fail("lomo_json_string: node %d is not a string", node); return NULL; }
-    if (!(out = (char *)LOMO_MALLOC(nd->len + 1))) {   /* decoding never lengthens a string */
-        lomo__fail("lomo_json_string: out of memory for %zu bytes", nd->len + 1);
-        return NULL;
-    }
-    while (i < nd->len) o += (size_t)lomo__jdec(nd->s, &i, out + o);
-    out[o] = 0;
-    if (len) *len = o;
-    return out;
-}
-
-/* ======================================================================== */
-/* files: whole-file read, atomic write                                     */
-/* ======================================================================== */
-
-/* Test hook: when >= 0, atomic writers fail with ENOSPC once this many bytes of
-   the file have been written (the hook stays armed until set back to -1). */
-static int lomo__io_fail_after = -1;
-/* Test hook: when >= 0, the process ends abruptly (_Exit, no clean-up, as if
-   killed) once this many bytes have been written by all saves together. */
-static long long lomo__io_crash_after = -1;
-static long long lomo__io_total_written = 0;
-/* Test hook: when >= 0, disk full (ENOSPC) once all saves together wrote this many bytes. */
-static long long lomo__io_fail_total_after = -1;
-
-/* Opens path for reading without blocking on a FIFO or device (O_NONBLOCK),
-   then refuses anything that is not a regular file. */
-static int lomo__open_regular(const char *path, struct stat *st) {
-    int flags = O_RDONLY, fd;
-#ifdef O_NONBLOCK
-    flags |= O_NONBLOCK;
-#endif
-#ifdef O_NOCTTY
-    flags |= O_NOCTTY;
-#endif
-#ifdef O_CLOEXEC
-    flags |= O_CLOEXEC;
-#endif
-    if ((fd = open(path, flags)) < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, st)) { int e = errno; close(fd); return lomo__fail("%s: cannot stat: %s", path, strerror(e)); }
-    if (!S_ISREG(st->st_mode)) {
-        close(fd);
-        return lomo__fail("%s: not a regular file (%s)", path, S_ISDIR(st->st_mode) ? "a directory" :
-                          S_ISFIFO(st->st_mode) ? "a FIFO" : S_ISCHR(st->st_mode) ? "a character device" :
-                          S_ISBLK(st->st_mode) ? "a block device" : "a socket or other special file");
-    }
-#ifdef O_NONBLOCK
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-#endif
-    return fd;
-}
-
-static int lomo__read_file(const char *path, char **buf, size_t *len) {
-    struct stat st;
-    size_t n = 0;
-    char *p;
-    int fd = lomo__open_regular(path, &st);
-    *buf = NULL; *len = 0;
-    if (fd < 0) return -1;
-    if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX / 2 || !(p = (char *)LOMO_MALLOC((size_t)st.st_size + 1))) {
-        close(fd);
-        return lomo__fail("%s: out of host memory reading the file (%lld bytes)", path, (long long)st.st_size);
-    }
-    while (n < (size_t)st.st_size) {
-        ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) { int e = errno; close(fd); LOMO_FREE(p); return lomo__fail("%s: read failed: %s", path, strerror(e)); }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
-    p[n] = 0;
-    *buf = p; *len = n;
-    return 0;
-}
-
-/* Atomic writer: everything goes to "<path>.tmp.<pid>", which is fsynced, closed
-   and renamed over path, then the directory is fsynced. Any failure removes the
-   temporary file and leaves whatever was at path untouched. */
-typedef struct lomo__aw { int fd; uint64_t written; const char *path; char tmp[1100]; } lomo__aw;
-
-static int lomo__aw_abort(lomo__aw *w, int err, const char *what) {
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
-    unlink(w->tmp);
-    return lomo__fail("%s: %s failed: %s (nothing was replaced)", w->path, what, strerror(err));
-}
-
-static int lomo__aw_open(lomo__aw *w, const char *path) {
-    int flags = O_WRONLY | O_CREAT | O_TRUNC;
-#ifdef O_CLOEXEC
-    flags |= O_CLOEXEC;
-#endif
-    w->fd = -1; w->written = 0; w->path = path;
-    if (strlen(path) > 1000) return lomo__fail("%s: path too long", path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
-    if ((w->fd = open(w->tmp, flags, 0644)) < 0)
-        return lomo__fail("%s: cannot create temporary file %s: %s", path, w->tmp, strerror(errno));
-    return 0;
-}
-
-static int lomo__aw_write(lomo__aw *w, const void *data, size_t len) {
-    const char *p = (const char *)data;
-    while (len) {
-        size_t chunk = len < ((size_t)1 << 30) ? len : ((size_t)1 << 30);
-        ssize_t r;
-        if (lomo__io_fail_after >= 0) { /* simulated disk full */
-            uint64_t lim = (uint64_t)lomo__io_fail_after;
-            if (w->written >= lim) return lomo__aw_abort(w, ENOSPC, "write");
-            if (chunk > lim - w->written) chunk = (size_t)(lim - w->written);
-        }
-        if (lomo__io_fail_total_after >= 0) {
-            if (lomo__io_total_written >= lomo__io_fail_total_after) return lomo__aw_abort(w, ENOSPC, "write");
-            if ((long long)chunk > lomo__io_fail_total_after - lomo__io_total_written)
-                chunk = (size_t)(lomo__io_fail_total_after - lomo__io_total_written);
-        }
-        if (lomo__io_crash_after >= 0 && lomo__io_total_written + (long long)chunk > lomo__io_crash_after) {
-            if (lomo__io_crash_after > lomo__io_total_written)
-                chunk = (size_t)(lomo__io_crash_after - lomo__io_total_written);
-            else _Exit(137);
-        }
-        r = write(w->fd, p, chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return lomo__aw_abort(w, r < 0 ? errno : EIO, "write");
-        p += r; len -= (size_t)r; w->written += (uint64_t)r; lomo__io_total_written += r;
-    }
-    return 0;
-}
-
-static int lomo__aw_commit(lomo__aw *w) {
-    char dir[1100];
-    char *slash;
-    int dfd, fd = w->fd;
-    if (fsync(fd)) return lomo__aw_abort(w, errno, "fsync");
-    w->fd = -1;
-    if (close(fd)) return lomo__aw_abort(w, errno, "close");
-    if (rename(w->tmp, w->path)) return lomo__aw_abort(w, errno, "rename");
-    /* make the rename itself durable: fsync the containing directory */
-    snprintf(dir, sizeof dir, "%s", w->path);
-    slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
-    if ((dfd = open(dir, O_RDONLY)) < 0)
-        return lomo__fail("%s: saved, but cannot open directory %s to fsync it: %s", w->path, dir, strerror(errno));
-    if (fsync(dfd) && errno != EINVAL) { /* EINVAL: the file system cannot fsync directories */
-        int e = errno;
-        close(dfd);
-        return lomo__fail("%s: saved, but fsync of directory %s failed: %s", w->path, dir, strerror(e));
-    }
-    close(dfd);
-    return 0;
-}
-
-static int lomo__write_file_atomic(const char *path, const void *data, size_t len) {
-    lomo__aw w;
-    if (lomo__aw_open(&w, path) || lomo__aw_write(&w, data, len)) return -1;
-    return lomo__aw_commit(&w);
-}
-
-/* ======================================================================== */
-/* safetensors                                                              */
-/* ======================================================================== */
-/* Layout: u64 little-endian N | N bytes of UTF-8 JSON header | data buffer.
-   The header is an object: tensor name -> {"dtype": "F32", "shape": [..],
-   "data_offsets": [begin, end]} (offsets relative to the data buffer), plus an
-   optional "__metadata__": {string: string}. It may be padded with trailing
-   spaces. Rules checked here (as the reference implementation does): N <= 100
-   MB and within the file; known dtype; shape of non-negative integers;
-   end - begin == numel * dtype size; tensors unique by name and covering the
-   data buffer exactly, without overlap or hole. */
-
-enum { LOMO__ST_F64, LOMO__ST_F32, LOMO__ST_F16, LOMO__ST_BF16, LOMO__ST_I64, LOMO__ST_I32,
-       LOMO__ST_I16, LOMO__ST_I8, LOMO__ST_U8, LOMO__ST_BOOL, LOMO__ST_NDTYPE };
-static const char *const lomo__st_dtype_name[LOMO__ST_NDTYPE] = { "F64", "F32", "F16", "BF16", "I64", "I32",
-                                                                  "I16", "I8", "U8", "BOOL" };
-static const int lomo__st_dtype_size[LOMO__ST_NDTYPE] = { 8, 4, 2, 2, 8, 4, 2, 1, 1, 1 };
-#define LOMO__ST_MAX_HEADER (100u << 20)
-#define LOMO__ST_MAX_DIMS 8
-
-typedef struct lomo__st_tensor {
-    char name[128];
-    int dtype, ndim;
-    int64_t shape[LOMO__ST_MAX_DIMS], numel;
-    uint64_t begin, end; /* offsets in the data buffer */
-    const void *data;    /* into the mapping; not necessarily aligned */
-} lomo__st_tensor;
-
-typedef struct lomo__st_file {
-    char path[1024];
-    void *map; size_t size;
-    int n; lomo__st_tensor *t; /* sorted by offset (file order) */
-} lomo__st_file;
-
-typedef struct lomo__st_out {
-    const char *name;
-    int dtype, ndim;
-    int64_t shape[LOMO__ST_MAX_DIMS];
-    const void *data;
-} lomo__st_out;
-
-static void lomo__st_close(lomo__st_file *f) {
-    if (f->map) munmap(f->map, f->size);
-    LOMO_FREE(f->t);
-    f->map = NULL; f->t = NULL; f->n = 0; f->size = 0;
-}
-
-static int lomo__st_cmp_name(const void *a, const void *b) {
-    return strcmp(((const lomo__st_tensor *)a)->name, ((const lomo__st_tensor *)b)->name);
-}
-static int lomo__st_cmp_off(const void *a, const void *b) {
-    const lomo__st_tensor *x = (const lomo__st_tensor *)a, *y = (const lomo__st_tensor *)b;
-    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
-    return x->end < y->end ? -1 : x->end > y->end;
-}
-
-/* Fills one tensor entry from its header value node v. */
-static int lomo__st_entry(const lomo__st_file *f, const lomo__json *j, int v, lomo__st_tensor *t,
-                          const unsigned char *data, uint64_t dsize) {
-    int d = lomo__json_get(j, v, "dtype"), sh = lomo__json_get(j, v, "shape"), off = lomo__json_get(j, v, "data_offsets");
-    int c, k;
-    int64_t b, e;
-    char show[64];
-    uint64_t bytes;
-    if (!lomo__json_is(j, v, LOMO__J_OBJ)) return lomo__fail("%s: tensor '%s': entry is not a JSON object", f->path, t->name);
-    if (d < 0) return lomo__fail("%s: tensor '%s': missing dtype", f->path, t->name);
-    for (t->dtype = 0; t->dtype < LOMO__ST_NDTYPE; t->dtype++)
-        if (lomo__json_streq(j, d, lomo__st_dtype_name[t->dtype])) break;
-    if (t->dtype == LOMO__ST_NDTYPE)
-        return lomo__fail("%s: tensor '%s': unknown dtype %s (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)",
-                          f->path, t->name, lomo__json_show(j, d, show, sizeof show));
-    if (!lomo__json_is(j, sh, LOMO__J_ARR) || j->nodes[sh].count > LOMO__ST_MAX_DIMS)
-        return lomo__fail("%s: tensor '%s': shape must be an array of at most %d integers, found %s",
-                          f->path, t->name, LOMO__ST_MAX_DIMS, lomo__json_show(j, sh, show, sizeof show));
-    t->ndim = 0; t->numel = 1;
-    for (c = j->nodes[sh].first; c >= 0; c = j->nodes[c].next) {
-        if (lomo__json_int(j, c, &b) || b < 0)
-            return lomo__fail("%s: tensor '%s': shape entries must be non-negative integers, found %s",
-                              f->path, t->name, lomo__json_show(j, c, show, sizeof show));
-        if (b && t->numel > INT64_MAX / b) return lomo__fail("%s: tensor '%s': shape overflows", f->path, t->name);
-        t->shape[t->ndim++] = b;
-        t->numel *= b;
-    }
-    if (!lomo__json_is(j, off, LOMO__J_ARR) || j->nodes[off].count != 2 ||
-        lomo__json_int(j, j->nodes[off].first, &b) || b < 0 ||
-        lomo__json_int(j, j->nodes[j->nodes[off].first].next, &e) || e < 0)
-        return lomo__fail("%s: tensor '%s': data_offsets must be 2 non-negative integers, found %s",
-                          f->path, t->name, lomo__json_show(j, off, show, sizeof show));
-    t->begin = (uint64_t)b; t->end = (uint64_t)e;
-    if (t->end < t->begin)
-        return lomo__fail("%s: tensor '%s': data_offsets end %llu < begin %llu", f->path, t->name,
-                          (unsigned long long)t->end, (unsigned long long)t->begin);
-    if (t->end > dsize)
-        return lomo__fail("%s: tensor '%s': data_offsets end %llu is beyond the end of the file (data buffer: %llu bytes)",
-                          f->path, t->name, (unsigned long long)t->end, (unsigned long long)dsize);
-    bytes = t->end - t->begin;
-    k = lomo__st_dtype_size[t->dtype];
-    if (bytes % (uint64_t)k || bytes / (uint64_t)k != (uint64_t)t->numel) {
-        char need[48];
-        if ((uint64_t)t->numel > UINT64_MAX / (uint64_t)k) snprintf(need, sizeof need, "2^64 bytes or more");
-        else snprintf(need, sizeof need, "%llu bytes", (unsigned long long)t->numel * (unsigned long long)k);
-        return lomo__fail("%s: tensor '%s': data_offsets span %llu bytes, which does not match the shape "
-                          "(%lld elements of %s = %s)", f->path, t->name, (unsigned long long)bytes,
-                          (long long)t->numel, lomo__st_dtype_name[t->dtype], need);
-    }
-    t->data = data + t->begin;
-    return 0;
-}
-
-/* Checks header rules on the parsed JSON and fills f->t. */
-static int lomo__st_index(lomo__st_file *f, const lomo__json *j, const unsigned char *data, uint64_t dsize) {
-    int c, i, meta = 0;
-    uint64_t pos = 0;
-    char show[64], show2[64];
-    if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: safetensors header is not a JSON object", f->path);
-    f->t = (lomo__st_tensor *)LOMO_MALLOC(((size_t)j->nodes[0].count + 1) * sizeof *f->t);
-    if (!f->t) return lomo__fail("%s: out of host memory (%zu bytes for the index of %d tensors)", f->path,
-                                 ((size_t)j->nodes[0].count + 1) * sizeof *f->t, j->nodes[0].count);
-    for (c = j->nodes[0].first; c >= 0; c = j->nodes[c].next) {
-        int key = j->nodes[c].key, m;
-        lomo__st_tensor *t = &f->t[f->n];
-        if (lomo__json_streq(j, key, "__metadata__")) {
-            if (meta++) return lomo__fail("%s: duplicate __metadata__ entry", f->path);
-            if (!lomo__json_is(j, c, LOMO__J_OBJ)) return lomo__fail("%s: __metadata__ is not a JSON object", f->path);
-            for (m = j->nodes[c].first; m >= 0; m = j->nodes[m].next)
-                if (!lomo__json_is(j, m, LOMO__J_STR))
-                    return lomo__fail("%s: __metadata__ value for key %s is not a string, found %s", f->path,
-                                      lomo__json_show(j, j->nodes[m].key, show, sizeof show),
-                                      lomo__json_show(j, m, show2, sizeof show2));
-            continue;
-        }
-        memset(t, 0, sizeof *t);
-        if (lomo__json_str(j, key, t->name, sizeof t->name) <= 0)
-            return lomo__fail("%s: tensor name %s is empty, longer than 127 bytes or contains \\u0000", f->path,
-                              lomo__json_show(j, key, show, sizeof show));
-        if (lomo__st_entry(f, j, c, t, data, dsize)) return -1;
-        f->n++;
-    }
-    if (f->n > 1) {
-        qsort(f->t, (size_t)f->n, sizeof *f->t, lomo__st_cmp_name);
-        for (i = 1; i < f->n; i++)
-            if (!strcmp(f->t[i - 1].name, f->t[i].name)) return lomo__fail("%s: duplicate tensor name '%s'", f->path, f->t[i].name);
-        qsort(f->t, (size_t)f->n, sizeof *f->t, lomo__st_cmp_off);
-    }
-    for (i = 0; i < f->n; i++) { /* sorted by offset: each must start where the previous ended */
-        if (f->t[i].begin < pos)
-            return lomo__fail("%s: tensor '%s' overlaps tensor '%s' (data_offsets [%llu, %llu])", f->path, f->t[i].name,
-                              f->t[i - 1].name, (unsigned long long)f->t[i].begin, (unsigned long long)f->t[i].end);
-        if (f->t[i].begin > pos)
-            return lomo__fail("%s: hole in the data buffer: bytes [%llu, %llu) before tensor '%s' belong to no tensor",
-                              f->path, (unsigned long long)pos, (unsigned long long)f->t[i].begin, f->t[i].name);
-        pos = f->t[i].end;
-    }
-    if (pos != dsize)
-        return lomo__fail("%s: hole in the data buffer: bytes [%llu, %llu) at the end belong to no tensor", f->path,
-                          (unsigned long long)pos, (unsigned long long)dsize);
-    return 0;
-}
-
-/* The header rules on f->map / f->size (>= 8 bytes, mapped; f->path set). */
-static int lomo__st_parse_map(lomo__st_file *f) {
-    const unsigned char *m = (const unsigned char *)f->map;
-    const char *path = f->path;
-    uint64_t hlen = 0;
-    lomo__json j;
-    char what[1100];
-    int i, rc;
-    for (i = 7; i >= 0; i--) hlen = hlen << 8 | m[i];
-    if (hlen > f->size - 8) {
-        rc = lomo__fail("%s: header length %llu runs past the end of the file (%zu bytes): truncated or not a safetensors file",
-                        path, (unsigned long long)hlen, f->size);
-        lomo__st_close(f);
-        return rc;
-    }
-    if (hlen > LOMO__ST_MAX_HEADER) {
-        rc = lomo__fail("%s: header length %llu exceeds the 100 MB limit", path, (unsigned long long)hlen);
-        lomo__st_close(f);
-        return rc;
-    }
-    snprintf(what, sizeof what, "%s: safetensors header", path);
-    if (lomo__json_parse_ex(&j, (const char *)m + 8, (size_t)hlen, what, 0)) { lomo__st_close(f); return -1; }
-    rc = lomo__st_index(f, &j, m + 8 + hlen, f->size - 8 - hlen);
-    if (!rc && (i = lomo__json_dup_key(&j)) != -1) {   /* a key twice inside an entry or __metadata__ */
-        char show[64];
-        rc = i == -2 ? lomo__fail("%s: out of memory checking keys", what)
-                     : lomo__fail("%s: duplicate field %s", what, lomo__json_show(&j, i, show, sizeof show));
-    }
-    lomo__json_free(&j);
-    if (rc) lomo__st_close(f);
-    return rc;
-}
-
-static int lomo__st_open(lomo__st_file *f, const char *path) {
-    struct stat st;
-    int fd;
-    memset(f, 0, sizeof *f);
-    snprintf(f->path, sizeof f->path, "%s", path);
-    if ((fd = lomo__open_regular(path, &st)) < 0) return -1;
-    if (st.st_size < 8) { close(fd); return lomo__fail("%s: file too small (%lld bytes) for the 8-byte header length", path, (long long)st.st_size); }
-    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) { close(fd); return lomo__fail("%s: file too large to map (%lld bytes)", path, (long long)st.st_size); }
-    f->size = (size_t)st.st_size;
-    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) { f->map = NULL; return lomo__fail("%s: mmap failed (%zu bytes): %s", path, f->size, strerror(errno)); }
-    return lomo__st_parse_map(f);
-}
-
-static const lomo__st_tensor *lomo__st_find(const lomo__st_file *f, const char *name) {
-    int i;
-    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) return &f->t[i];
-    return NULL;
-}
-
-/* dst gets numel floats; F32, F16, BF16, F64 are accepted. */
-static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst);
-/* elements [off, off + n) of t as floats */
-static int lomo__st_read_f32_range(const lomo__st_tensor *t, float *dst, int64_t off, int64_t n) {
-    lomo__st_tensor v = *t;
-    int sz = v.dtype >= 0 && v.dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_size[v.dtype] : 0;
-    if (off < 0 || n < 0 || off + n > t->numel) return lomo__fail("tensor '%s': range out of bounds", t->name);
-    v.data = (const unsigned char *)t->data + (size_t)off * sz;
-    v.numel = n;
-    return lomo__st_read_f32(&v, dst);
-}
-
-static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst) {
-    const unsigned char *p = (const unsigned char *)t->data;
-    int64_t i;
-    switch (t->dtype) {
-    case LOMO__ST_F32: if (t->numel) memcpy(dst, p, (size_t)t->numel * 4); return 0;
-    case LOMO__ST_F16: for (i = 0; i < t->numel; i++) dst[i] = lomo_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)); return 0;
-    case LOMO__ST_BF16: for (i = 0; i < t->numel; i++) dst[i] = lomo_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)); return 0;
-    case LOMO__ST_F64: for (i = 0; i < t->numel; i++) { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; } return 0;
-    default: return lomo__fail("tensor '%s': dtype %s cannot be read as float", t->name,
-                               t->dtype >= 0 && t->dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_name[t->dtype] : "?");
-    }
-}
-
-/* Index of the first NaN/Inf element of a float tensor (int range), -1 if all
-   are finite, -2 for an F64 value that is finite but overflows float32. */
-static int64_t lomo__st_nonfinite_at(const lomo__st_tensor *t) {
-    const unsigned char *p = (const unsigned char *)t->data;
-    int64_t i;
-    for (i = 0; i < t->numel; i++) {
-        switch (t->dtype) {
-        case LOMO__ST_F32: { uint32_t u; memcpy(&u, p + 4 * i, 4); if ((u & 0x7f800000u) == 0x7f800000u) return i; break; }
-        case LOMO__ST_BF16: if ((p[2 * i + 1] & 0x7f) == 0x7f && (p[2 * i] & 0x80)) return i; break;
-        case LOMO__ST_F16: if ((p[2 * i + 1] & 0x7c) == 0x7c) return i; break;
-        case LOMO__ST_F64: { double d; memcpy(&d, p + 8 * i, 8); if (!(d == d) || d - d != 0) return i; if (fabs(d) > 3.4028234663852886e38) return -2; break; }
-        default: return -1;
-        }
-    }
-    return -1;
-}
-static int lomo__st_nonfinite(const lomo__st_tensor *t) {
-    int64_t i = lomo__st_nonfinite_at(t);
-    return i > 0x7fffffff ? 0x7fffffff : (int)i;
-}
-
-/* Writes n tensors (in the given order) and optional metadata atomically. */
-static int lomo__st_save(const char *path, const lomo__st_out *t, int n, const char *const *meta_kv) {
-    lomo__sb h = { NULL, 0, 0, 0 };
-    uint64_t off = 0, numel;
-    unsigned char len8[8];
-    lomo__aw w;
-    int i, k;
-    for (i = 0; i < n; i++) { /* validate first: never write a file we would refuse to read */
-        if (!t[i].name || !t[i].name[0] || strlen(t[i].name) > 127 || !lomo__utf8_valid(t[i].name) || !strcmp(t[i].name, "__metadata__"))
-            return lomo__fail("%s: tensor %d: name must be 1..127 bytes of UTF-8 and not __metadata__", path, i);
-        if (t[i].dtype < 0 || t[i].dtype >= LOMO__ST_NDTYPE || t[i].ndim < 0 || t[i].ndim > LOMO__ST_MAX_DIMS)
-            return lomo__fail("%s: tensor '%s': bad dtype %d or ndim %d", path, t[i].name, t[i].dtype, t[i].ndim);
-        for (numel = 1, k = 0; k < t[i].ndim; k++) {
-            if (t[i].shape[k] < 0 || (t[i].shape[k] && numel > (uint64_t)INT64_MAX / 8 / (uint64_t)t[i].shape[k]))
-                return lomo__fail("%s: tensor '%s': negative or overflowing shape", path, t[i].name);
-            numel *= (uint64_t)t[i].shape[k];
-        }
-        if (numel && !t[i].data) return lomo__fail("%s: tensor '%s': no data", path, t[i].name);
-        for (k = 0; k < i; k++)
-            if (!strcmp(t[k].name, t[i].name)) return lomo__fail("%s: duplicate tensor name '%s'", path, t[i].name);
-    }
-    lomo__sb_add(&h, "{", 1);
-    if (meta_kv && meta_kv[0]) {
-        lomo__sb_add(&h, "\"__metadata__\":{", 16);
-        for (i = 0; meta_kv[i]; i += 2) {
-            if (!meta_kv[i + 1] || !lomo__utf8_valid(meta_kv[i]) || !lomo__utf8_valid(meta_kv[i + 1])) {
-                LOMO_FREE(h.p);
-                return lomo__fail("%s: metadata key '%s': value missing or not UTF-8", path, meta_kv[i]);
-            }
-            if (i) lomo__sb_add(&h, ",", 1);
-            lomo__sb_jstr(&h, meta_kv[i]);
-            lomo__sb_add(&h, ":", 1);
-            lomo__sb_jstr(&h, meta_kv[i + 1]);
-        }
-        lomo__sb_add(&h, n ? "}," : "}", n ? 2 : 1);
-    }
-    for (i = 0; i < n; i++) {
-        for (numel = 1, k = 0; k < t[i].ndim; k++) numel *= (uint64_t)t[i].shape[k];
-        if (i) lomo__sb_add(&h, ",", 1);
-        lomo__sb_jstr(&h, t[i].name);
-        lomo__sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", lomo__st_dtype_name[t[i].dtype]);
-        for (k = 0; k < t[i].ndim; k++) lomo__sb_printf(&h, k ? ",%lld" : "%lld", (long long)t[i].shape[k]);
-        lomo__sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                        (unsigned long long)(off + numel * (uint64_t)lomo__st_dtype_size[t[i].dtype]));
-        off += numel * (uint64_t)lomo__st_dtype_size[t[i].dtype];
-    }
-    lomo__sb_add(&h, "}", 1);
-    while (!h.oom && h.n % 8) lomo__sb_add(&h, " ", 1); /* pad: data buffer starts 8-aligned */
-    if (h.oom) { LOMO_FREE(h.p); return lomo__fail("%s: out of memory building the header", path); }
-    for (i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
-    if (lomo__aw_open(&w, path) || lomo__aw_write(&w, len8, 8) || lomo__aw_write(&w, h.p, h.n)) { LOMO_FREE(h.p); return -1; }
-    LOMO_FREE(h.p);
-    for (i = 0; i < n; i++) {
-        for (numel = 1, k = 0; k < t[i].ndim; k++) numel *= (uint64_t)t[i].shape[k];
-        if (numel && lomo__aw_write(&w, t[i].data, (size_t)(numel * (uint64_t)lomo__st_dtype_size[t[i].dtype]))) return -1;
-    }
-    return lomo__aw_commit(&w);
-}
-
-/* ======================================================================== */
-/* config.json                                                              */
-/* ======================================================================== */
-/* HF config of a llama / mistral / qwen2 / qwen3 / gemma2 / gemma3_text / phi3 model. Anything the kernels do not
-   implement (other activations, rope_scaling, MLP bias, Qwen2 sliding window)
-   is refused rather than silently ignored. */
-
-typedef struct lomo__cfgp { const lomo__json *j; const char *path; int obj; /* object the fields are read from */ } lomo__cfgp;
-
-static int lomo__cfg_bad(const lomo__cfgp *c, const char *key, const char *expected, int node) {
-    char show[64];
-    if (node < 0) return lomo__fail("%s: field '%s': missing required field (%s)", c->path, key, expected);
-    return lomo__fail("%s: field '%s': expected %s, found %s", c->path, key, expected, lomo__json_show(c->j, node, show, sizeof show));
-}
-
-/* Positive integer field; absent or null gives def, or an error when def < 0 (required). */
-static int lomo__cfg_int(const lomo__cfgp *c, const char *key, int def, int *out) {
-    int node = lomo__json_get(c->j, c->obj, key);
-    int64_t v;
-    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) {
-        if (def < 0) return lomo__cfg_bad(c, key, "a positive integer", -1);
-        *out = def;
-        return 0;
-    }
-    if (lomo__json_int(c->j, node, &v) || v <= 0 || v > 0x7fffffff) return lomo__cfg_bad(c, key, "a positive integer", node);
-    *out = (int)v;
-    return 0;
-}
-
-static int lomo__cfg_float(const lomo__cfgp *c, const char *key, double def, float *out) {
-    int node = lomo__json_get(c->j, c->obj, key);
-    double v = def;
-    if ((node < 0 || c->j->nodes[node].type == LOMO__J_NULL) && def < 0) /* required */
-        return lomo__cfg_bad(c, key, "a positive number", -1);
-    if (node >= 0 && c->j->nodes[node].type != LOMO__J_NULL) {
-        if (!lomo__json_is(c->j, node, LOMO__J_NUM) || !(c->j->nodes[node].num > 0) || c->j->nodes[node].num > 3.4e38)
-            return lomo__cfg_bad(c, key, "a positive number", node);
-        v = c->j->nodes[node].num;
-    }
-    *out = (float)v;
-    /* the value as the kernels see it: 1e-50 becomes 0.0f, 1e39 inf; below
-       FLT_MIN (subnormal) precision is lost: refuse those too */
-    if (!(*out >= 1.17549435e-38f) || !(*out <= 3.40282347e38f))
-        return lomo__cfg_bad(c, key, "a positive number representable as a normal float32 (1.2e-38 .. 3.4e38)", node);
-    return 0;
-}
-
-static int lomo__cfg_bool(const lomo__cfgp *c, const char *key, int def, int *out) {
-    int node = lomo__json_get(c->j, c->obj, key);
-    *out = def;
-    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
-    if (c->j->nodes[node].type == LOMO__J_TRUE) *out = 1;
-    else if (c->j->nodes[node].type == LOMO__J_FALSE) *out = 0;
-    else return lomo__cfg_bad(c, key, "true or false", node);
-    return 0;
-}
-
-/* rope_scaling (transformers < 5) / rope_parameters (>= 5): absent, null,
-   type "default" (plain RoPE) or "llama3" (Llama 3.x frequency scaling). */
-static int lomo__cfg_rope_obj(const lomo__cfgp *c, const char *key, int node, lomo_config *cfg) {
-    int ty;
-    char buf[64];
-    lomo__cfgp r = *c;
-    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
-    if (c->j->nodes[node].type != LOMO__J_OBJ) return lomo__cfg_bad(c, key, "null or an object", node);
-    if ((ty = lomo__json_get(c->j, node, "rope_type")) < 0) ty = lomo__json_get(c->j, node, "type");
-    if (ty < 0 && !strncmp(key, "rope_parameters", 15)) return 0; /* just rope_theta */
-    if (lomo__json_streq(c->j, ty, "default")) return 0;
-    if (lomo__json_streq(c->j, ty, "llama3")) {
-        r.obj = node;
-        cfg->rope_type = 1;
-        if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor) ||
-            lomo__cfg_float(&r, "low_freq_factor", -1, &cfg->rope_low_freq_factor) ||
-            lomo__cfg_float(&r, "high_freq_factor", -1, &cfg->rope_high_freq_factor) ||
-            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos))
-            return -1;
-        if (!(cfg->rope_factor > 0) || !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
-            return lomo__fail("%s: field '%s': llama3 needs factor > 0 and high_freq_factor > low_freq_factor "
-                              "(found factor %g, low %g, high %g)", c->path, key, cfg->rope_factor,
-                              cfg->rope_low_freq_factor, cfg->rope_high_freq_factor);
-        return 0;
-    }
-    if (lomo__json_streq(c->j, ty, "longrope") || lomo__json_streq(c->j, ty, "su")) {
-        int lists[2], k;
-        r.obj = node;
-        cfg->rope_type = 3;
-        lists[0] = lomo__json_get(c->j, node, "long_factor"); lists[1] = lomo__json_get(c->j, node, "short_factor");
-        for (k = 0; k < 2; k++) {
-            int e, n = 0;
-            float *dst = k ? cfg->rope_short_factor : cfg->rope_long_factor;
-            if (lists[k] < 0 || c->j->nodes[lists[k]].type != LOMO__J_ARR)
-                return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "an array of positive numbers", lists[k]);
-            for (e = c->j->nodes[lists[k]].first; e >= 0; e = c->j->nodes[e].next, n++) {
-                if (n >= 128) return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "at most 128 factors", lists[k]);
-                if (!lomo__json_is(c->j, e, LOMO__J_NUM) || !(c->j->nodes[e].num > 0) || c->j->nodes[e].num > 3.4e38)
-                    return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "positive numbers", e);
-                dst[n] = (float)c->j->nodes[e].num;
-            }
-            if (k && n != cfg->rope_n_factors)
-                return lomo__fail("%s: field '%s': short_factor has %d entries, long_factor %d", c->path, key, n,
-                                  cfg->rope_n_factors);
-            cfg->rope_n_factors = n;
-        }
-        if (lomo__json_get(c->j, node, "factor") >= 0) {
-            if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor)) return -1;
-            cfg->rope_explicit |= 1;
-        }
-        if (lomo__json_get(c->j, node, "attention_factor") >= 0) {
-            if (lomo__cfg_float(&r, "attention_factor", -1, &cfg->rope_attn_factor)) return -1;
-            cfg->rope_explicit |= 2;
-        }
-        if (lomo__json_get(c->j, node, "original_max_position_embeddings") >= 0 &&
-            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos)) return -1;
-        return 0;
-    }
-    if (lomo__json_streq(c->j, ty, "linear")) {   /* positions divided by factor */
-        r.obj = node;
-        cfg->rope_type = 2;
-        return lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor);
-    }
-    if (lomo__json_str(c->j, ty, buf, sizeof buf) < 0) lomo__json_show(c->j, ty >= 0 ? ty : node, buf, sizeof buf);
-    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, linear, llama3, longrope)", c->path, key, buf);
-}
-
-static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg) {
-    return lomo__cfg_rope_obj(c, key, lomo__json_get(c->j, 0, key), cfg);
-}
-
-/* a soft-capping field: absent gives def, null none (0), else a positive number */
-static int lomo__cfg_cap(const lomo__cfgp *c, const char *key, float def, float *out) {
-    int node = lomo__json_get(c->j, c->obj, key);
-    *out = def;
-    if (node < 0) return 0;   /* absent: the family's default (0 = no capping) */
-    if (c->j->nodes[node].type == LOMO__J_NULL) { *out = 0; return 0; }
-    return lomo__cfg_float(c, key, def, out);
-}
-
-/* Gemma 2 / Gemma 3 text: scaling, soft-capping, local layers, rope bases.
-   Defaults are those of transformers' Gemma2Config / Gemma3TextConfig. */
-static int lomo__config_gemma(const lomo__cfgp *c, lomo_config *cfg) {
-    const lomo__json *j = c->j;
-    int g3 = cfg->gemma == 3, node, bidir = 0, pattern = g3 ? 6 : 2, l;
-    if (lomo__cfg_float(c, "query_pre_attn_scalar", 256.0, &cfg->query_pre_attn_scalar) ||
-        lomo__cfg_cap(c, "attn_logit_softcapping", g3 ? 0.0f : 50.0f, &cfg->attn_softcap) ||
-        lomo__cfg_cap(c, "final_logit_softcapping", g3 ? 0.0f : 30.0f, &cfg->final_softcap) ||
-        lomo__cfg_int(c, "sliding_window", 4096, &cfg->local_window) ||
-        lomo__cfg_bool(c, "use_bidirectional_attention", 0, &bidir))
-        return -1;
-    if (bidir) return lomo__cfg_bad(c, "use_bidirectional_attention", "false (only causal attention is supported)",
-                                    lomo__json_get(j, 0, "use_bidirectional_attention"));
-    if (g3) {
-        if (lomo__cfg_int(c, "sliding_window_pattern", pattern, &pattern) ||
-            lomo__cfg_int(c, "_sliding_window_pattern", pattern, &pattern) ||
-            lomo__cfg_float(c, "rope_local_base_freq", 10000.0, &cfg->rope_local_theta))
-            return -1;
-        /* transformers >= 5: rope_parameters {"full_attention": {...}, "sliding_attention": {...}} */
-        node = lomo__json_get(j, 0, "rope_parameters");
-        if (lomo__json_get(j, node, "full_attention") >= 0 || lomo__json_get(j, node, "sliding_attention") >= 0) {
-            lomo__cfgp r = *c;
-            lomo_config loc = *cfg;
-            int full = lomo__json_get(j, node, "full_attention"), sl = lomo__json_get(j, node, "sliding_attention");
-            if (full < 0 || sl < 0 || j->nodes[full].type != LOMO__J_OBJ || j->nodes[sl].type != LOMO__J_OBJ)
-                return lomo__cfg_bad(c, "rope_parameters", "objects for both full_attention and sliding_attention", node);
-            r.obj = full;
-            if (lomo__cfg_rope_obj(&r, "rope_parameters.full_attention", full, cfg) ||
-                lomo__cfg_float(&r, "rope_theta", 1000000.0, &cfg->rope_theta)) return -1;
-            r.obj = sl;
-            loc.rope_type = 0;
-            if (lomo__cfg_rope_obj(&r, "rope_parameters.sliding_attention", sl, &loc) ||
-                lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_local_theta)) return -1;
-            if (loc.rope_type) return lomo__cfg_bad(c, "rope_parameters.sliding_attention", "rope type default", sl);
-        }
-    }
-    /* which layers are local: layer_types, else the pattern */
-    cfg->local_pattern = pattern;
-    node = lomo__json_get(j, 0, "layer_types");
-    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
-        int e, n = 0, first_full = -1;
-        if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
-        for (e = j->nodes[node].first; e >= 0; e = j->nodes[e].next, n++) {
-            if (!lomo__json_streq(j, e, "full_attention") && !lomo__json_streq(j, e, "sliding_attention"))
-                return lomo__cfg_bad(c, "layer_types", "\"full_attention\" or \"sliding_attention\" entries", e);
-            if (first_full < 0 && lomo__json_streq(j, e, "full_attention")) first_full = n;
-        }
-        if (n != cfg->n_layers) {
-            char want[64];
-            snprintf(want, sizeof want, "an array of num_hidden_layers=%d entries", cfg->n_layers);
-            return lomo__cfg_bad(c, "layer_types", want, node);
-        }
-        cfg->local_pattern = first_full < 0 ? cfg->n_layers + 1 : first_full + 1;
-        for (l = 0, e = j->nodes[node].first; e >= 0; e = j->nodes[e].next, l++)
-            if (lomo__json_streq(j, e, "sliding_attention") != ((l + 1) % cfg->local_pattern != 0))
-                return lomo__cfg_bad(c, "layer_types", "local and global layers in a repeating pattern "
-                                     "(k-1 sliding_attention, then one full_attention)", node);
-    }
-    return 0;
-}
-
-/* Phi-3 / Phi-3.5 / Phi-4-mini (model_type phi3): fused projections, partial
-   rotary, one sliding window on every layer. longrope is refused (by the rope
-   parser, by name). */
-static int lomo__config_phi3(const lomo__cfgp *c, lomo_config *cfg) {
-    const lomo__json *j = c->j;
-    int node = lomo__json_get(j, 0, "rope_parameters");
-    float f = 1.0f;
-    lomo__cfgp r = *c;
-    cfg->fused_proj = 1;
-    if (lomo__json_get(j, node, "partial_rotary_factor") >= 0) r.obj = node;
-    if (lomo__cfg_float(&r, "partial_rotary_factor", 1.0, &f)) return -1;
-    cfg->rotary_dim = (int)(cfg->head_dim * (double)f);
-    if (f > 1.0f || cfg->rotary_dim < 2 || cfg->rotary_dim % 2)
-        return lomo__fail("%s: field 'partial_rotary_factor': %g gives %d rotary dims of head_dim=%d "
-                          "(expected a factor in (0, 1] giving an even number >= 2)", c->path, f, cfg->rotary_dim,
-                          cfg->head_dim);
-    if (cfg->rotary_dim == cfg->head_dim) cfg->rotary_dim = 0;
-    node = lomo__json_get(j, 0, "sliding_window");
-    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
-        if (lomo__cfg_int(c, "sliding_window", 0, &cfg->local_window)) return -1;
-        cfg->local_pattern = cfg->n_layers + 1;   /* every layer */
-    }
-    return 0;
-}
-
-static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
-    const lomo__json *j = c->j;
-    int node, bias = 0, mlp_bias = 0, swa = 0, qwen;
-    char buf[64];
-    memset(cfg, 0, sizeof *cfg);
-    if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: config is not a JSON object", c->path);
-    for (node = j->nodes[0].first; node >= 0; node = j->nodes[node].next) { /* Python keeps the last, we refuse */
-        int other;
-        for (other = j->nodes[node].next; other >= 0; other = j->nodes[other].next)
-            if (lomo__json_str(j, j->nodes[node].key, buf, sizeof buf) >= 0 && lomo__json_streq(j, j->nodes[other].key, buf))
-                return lomo__fail("%s: duplicate field '%s'", c->path, buf);
-    }
-    node = lomo__json_get(j, 0, "model_type");
-    if (lomo__json_streq(j, node, "gemma3"))
-        return lomo__fail("%s: field 'model_type': \"gemma3\" is Gemma 3's multimodal model (Gemma3ForConditionalGeneration), "
-                          "which is not supported; the text-only \"gemma3_text\" (Gemma3ForCausalLM) is", c->path);
-    if (lomo__json_streq(j, node, "qwen3_moe") || lomo__json_streq(j, node, "qwen2_moe") || lomo__json_streq(j, node, "mixtral"))
-        return lomo__cfg_bad(c, "model_type", "a dense model (mixture-of-experts models are not supported)", node);
-    if (!lomo__json_streq(j, node, "llama") && !lomo__json_streq(j, node, "mistral") && !lomo__json_streq(j, node, "qwen2") &&
-        !lomo__json_streq(j, node, "qwen3") && !lomo__json_streq(j, node, "gemma2") && !lomo__json_streq(j, node, "gemma3_text") &&
-        !lomo__json_streq(j, node, "phi3"))
-        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\" "
-                             "or \"phi3\"", node);
-    lomo__json_str(j, node, cfg->model_type, sizeof cfg->model_type);
-    qwen = !strcmp(cfg->model_type, "qwen2");
-    cfg->gemma = !strcmp(cfg->model_type, "gemma2") ? 2 : !strcmp(cfg->model_type, "gemma3_text") ? 3 : 0;
-    cfg->qk_norm = !strcmp(cfg->model_type, "qwen3") || cfg->gemma == 3;
-    if (lomo__cfg_int(c, "hidden_size", -1, &cfg->dim) || lomo__cfg_int(c, "intermediate_size", -1, &cfg->hidden_dim) ||
-        lomo__cfg_int(c, "num_hidden_layers", -1, &cfg->n_layers) || lomo__cfg_int(c, "num_attention_heads", -1, &cfg->n_heads) ||
-        lomo__cfg_int(c, "num_key_value_heads", cfg->n_heads, &cfg->n_kv_heads) ||
-        lomo__cfg_int(c, "vocab_size", -1, &cfg->vocab_size) ||
-        lomo__cfg_int(c, "max_position_embeddings", 2048, &cfg->max_seq_len) ||
-        lomo__cfg_float(c, "rms_norm_eps", 1e-6, &cfg->norm_eps) || lomo__cfg_float(c, "rope_theta", 10000.0, &cfg->rope_theta) ||
-        lomo__cfg_bool(c, "tie_word_embeddings", cfg->gemma ? 1 : 0, &cfg->tie_embeddings) ||
-        lomo__cfg_bool(c, "attention_bias", 0, &bias) || lomo__cfg_bool(c, "mlp_bias", 0, &mlp_bias) ||
-        lomo__cfg_bool(c, "use_sliding_window", 0, &swa))
-        return -1;
-    if (cfg->n_heads % cfg->n_kv_heads) {
-        snprintf(buf, sizeof buf, "a positive integer dividing num_attention_heads=%d", cfg->n_heads);
-        return lomo__cfg_bad(c, "num_key_value_heads", buf, lomo__json_get(j, 0, "num_key_value_heads"));
-    }
-    node = lomo__json_get(j, 0, "head_dim");
-    if (cfg->dim % cfg->n_heads && (node < 0 || j->nodes[node].type == LOMO__J_NULL))
-        return lomo__fail("%s: field 'head_dim': missing, and hidden_size=%d is not divisible by num_attention_heads=%d",
-                          c->path, cfg->dim, cfg->n_heads);
-    if (lomo__cfg_int(c, "head_dim", cfg->dim / cfg->n_heads, &cfg->head_dim)) return -1;
-    {   /* tensor sizes the kernels index with int: every dimension and product must fit */
-        int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, big = 0x7fffffff;
-        if (qd > big)
-            return lomo__fail("%s: num_attention_heads=%d x head_dim=%d = %lld does not fit in 32 bits (limit %lld)",
-                              c->path, cfg->n_heads, cfg->head_dim, (long long)qd, (long long)big);
-        if ((int64_t)cfg->vocab_size * cfg->dim > ((int64_t)1 << 50) || qd * cfg->dim > ((int64_t)1 << 50) ||
-            (int64_t)cfg->hidden_dim * cfg->dim > ((int64_t)1 << 50))
-            return lomo__fail("%s: a weight matrix has more than 2^50 elements (hidden_size=%d, intermediate_size=%d, "
-                              "vocab_size=%d, num_attention_heads x head_dim=%lld)", c->path, cfg->dim, cfg->hidden_dim,
-                              cfg->vocab_size, (long long)qd);
-    }
-    /* dtype: "torch_dtype" (newer transformers write "dtype") */
-    if ((node = lomo__json_get(j, 0, "torch_dtype")) < 0) node = lomo__json_get(j, 0, "dtype");
-    if (node < 0 || j->nodes[node].type == LOMO__J_NULL || lomo__json_streq(j, node, "float32")) cfg->dtype = LOMO_F32;
-    else if (lomo__json_streq(j, node, "bfloat16")) cfg->dtype = LOMO_BF16;
-    else if (lomo__json_streq(j, node, "float16")) cfg->dtype = LOMO_F16;
-    else return lomo__cfg_bad(c, "torch_dtype", "\"float32\", \"bfloat16\" or \"float16\"", node);
-    /* unsupported features */
-    if (cfg->gemma) {   /* Gemma reads hidden_activation (older configs also carry hidden_act) */
-        const char *key = lomo__json_get(j, 0, "hidden_activation") >= 0 ? "hidden_activation" : "hidden_act";
-        node = lomo__json_get(j, 0, key);
-        if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && !lomo__json_streq(j, node, "gelu_pytorch_tanh"))
-            return lomo__cfg_bad(c, key, "\"gelu_pytorch_tanh\"", node);
-    } else {
-        node = lomo__json_get(j, 0, "hidden_act");
-        if (node >= 0 && !lomo__json_streq(j, node, "silu")) return lomo__cfg_bad(c, "hidden_act", "\"silu\"", node);
-    }
-    /* RoPE: transformers < 5 writes rope_theta + rope_scaling, >= 5 rope_parameters {rope_type, rope_theta} */
-    if (lomo__cfg_rope(c, "rope_scaling", cfg) || lomo__cfg_rope(c, "rope_parameters", cfg)) return -1;
-    node = lomo__json_get(j, 0, "rope_parameters");
-    if (lomo__json_get(j, node, "rope_theta") >= 0) {
-        lomo__cfgp r = *c;
-        r.obj = node;
-        if (lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_theta)) return -1;
-    }
-    if (cfg->gemma && lomo__config_gemma(c, cfg)) return -1;
-    if (!strcmp(cfg->model_type, "phi3") && lomo__config_phi3(c, cfg)) return -1;
-    node = lomo__json_get(j, 0, "pad_token_id");
-    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
-        int64_t v;
-        if (lomo__json_int(j, node, &v) || v < 0 || v >= cfg->vocab_size) {
-            snprintf(buf, sizeof buf, "null or a token id in [0, vocab_size=%d)", cfg->vocab_size);
-            return lomo__cfg_bad(c, "pad_token_id", buf, node);
-        }
-        cfg->has_pad = 1; cfg->pad_token_id = (int)v;
-    }
-    /* sliding-window attention: qwen2's use_sliding_window, or per-layer layer_types */
-    node = lomo__json_get(j, 0, "layer_types");
-    if (!cfg->gemma && node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
-        int l;
-        if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
-        for (l = j->nodes[node].first; l >= 0; l = j->nodes[l].next)
-            if (!lomo__json_streq(j, l, "full_attention"))
-                return lomo__cfg_bad(c, "layer_types", "only \"full_attention\" (sliding-window attention is not supported)", l);
-    }
-    if (mlp_bias) return lomo__cfg_bad(c, "mlp_bias", "false (MLP biases are not supported)", lomo__json_get(j, 0, "mlp_bias"));
-    if (!strcmp(cfg->model_type, "mistral")) {   /* sliding_window: an integer, or null for none */
-        node = lomo__json_get(j, 0, "sliding_window");
-        if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && lomo__cfg_int(c, "sliding_window", 0, &cfg->sliding_window))
-            return -1;
-    }
-    if ((qwen || !strcmp(cfg->model_type, "qwen3")) && swa)
-        return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
-                             lomo__json_get(j, 0, "use_sliding_window"));
-    if (cfg->fused_proj) bias = 0;   /* Phi3Attention's projections have no bias, whatever attention_bias says */
-    if (cfg->rope_type == 3) {   /* longrope: the sizes it needs are known now */
-        int rd = cfg->rotary_dim ? cfg->rotary_dim : cfg->head_dim;
-        double factor;
-        if (!cfg->rope_original_max_pos && lomo__cfg_int(c, "original_max_position_embeddings",
-                                                         cfg->fused_proj ? 4096 : -1, &cfg->rope_original_max_pos))
-            return -1;   /* Phi3Config's default is 4096 */
-        if (cfg->rope_n_factors != rd / 2)
-            return lomo__fail("%s: field 'rope_scaling': longrope has %d factors, the %d rotary dims need %d", c->path,
-                              cfg->rope_n_factors, rd, rd / 2);
-        factor = cfg->rope_explicit & 1 ? cfg->rope_factor : (double)cfg->max_seq_len / cfg->rope_original_max_pos;
-        if (!(cfg->rope_explicit & 1)) cfg->rope_factor = (float)factor;
-        if (!(cfg->rope_explicit & 2))
-            cfg->rope_attn_factor = factor <= 1.0 ? 1.0f
-                                  : (float)sqrt(1.0 + log(factor) / log((double)cfg->rope_original_max_pos));
-    }
-    cfg->qkv_bias = qwen ? 1 : bias;
-    cfg->o_bias = qwen ? 0 : bias;
-    return 0;
-}
-
-/* keep: non-NULL receives the file's text (the caller frees it with LOMO_FREE) */
-static int lomo__config_load_keep(const char *path, lomo_config *cfg, char **keep, size_t *keep_len) {
-    char *txt;
-    size_t n;
-    lomo__json j;
-    lomo__cfgp c;
-    int rc;
-    if (lomo__read_file(path, &txt, &n)) return -1;
-    if (lomo__json_parse(&j, txt, n, path)) { LOMO_FREE(txt); return -1; }
-    c.j = &j; c.path = path; c.obj = 0;
-    rc = lomo__config_parse(&c, cfg);
-    lomo__json_free(&j);
-    if (!rc && keep) { *keep = txt; *keep_len = n; }
-    else LOMO_FREE(txt);
-    return rc;
-}
-#define lomo__config_load(path, cfg) lomo__config_load_keep((path), (cfg), NULL, NULL)
-
-/* a float that reads back as a JSON float ("2.0", not "2": transformers' typed configs insist) */
-static void lomo__fmt_floatf(char *buf, size_t cap, float v) {
-    lomo__fmt_float(buf, cap, v);
-    if (!strpbrk(buf, ".eEn") && strlen(buf) + 3 <= cap) strcat(buf, ".0");
-}
-
-/* 1: layer l attends within cfg->local_window (a Gemma local layer) */
-static int lomo__layer_local(const lomo_config *c, int l) {
-    return c->local_window > 0 && c->local_pattern > 0 && (l + 1) % c->local_pattern != 0;
-}
-
-static int lomo__config_text(const char *path, const lomo_config *cfg, lomo__sb *out) {
-    lomo__sb b = { NULL, 0, 0, 0 };
-    const char *arch, *dt = cfg->dtype == LOMO_BF16 ? "bfloat16" : cfg->dtype == LOMO_F16 ? "float16" : "float32";
-    int qwen = !strcmp(cfg->model_type, "qwen2"), rc;
-    char eps[32], theta[32];
-    if (!strcmp(cfg->model_type, "llama")) arch = "LlamaForCausalLM";
-    else if (!strcmp(cfg->model_type, "mistral")) arch = "MistralForCausalLM";
-    else if (qwen) arch = "Qwen2ForCausalLM";
-    else if (!strcmp(cfg->model_type, "qwen3")) arch = "Qwen3ForCausalLM";
-    else if (!strcmp(cfg->model_type, "gemma2")) arch = "Gemma2ForCausalLM";
-    else if (!strcmp(cfg->model_type, "gemma3_text")) arch = "Gemma3ForCausalLM";
-    else if (!strcmp(cfg->model_type, "phi3")) arch = "Phi3ForCausalLM";
-    else return lomo__fail("%s: model_type '%s' is not one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text",
-                           path, cfg->model_type);
-    if (cfg->dim <= 0 || cfg->hidden_dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
-        cfg->head_dim <= 0 || cfg->vocab_size <= 0 || cfg->max_seq_len <= 0 || cfg->n_heads % cfg->n_kv_heads ||
-        !(cfg->norm_eps > 0) || !(cfg->rope_theta > 0))
-        return lomo__fail("%s: config has non-positive sizes or n_heads %% n_kv_heads != 0", path);
-    if (qwen ? (!cfg->qkv_bias || cfg->o_bias) : (!cfg->qkv_bias != !cfg->o_bias))
-        return lomo__fail("%s: qkv_bias=%d o_bias=%d cannot be expressed in a %s config", path, cfg->qkv_bias, cfg->o_bias, cfg->model_type);
-    lomo__fmt_float(eps, sizeof eps, cfg->norm_eps);
-    lomo__fmt_float(theta, sizeof theta, cfg->rope_theta);
-    lomo__sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch, cfg->model_type);
-    lomo__sb_printf(&b, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", cfg->dim, cfg->hidden_dim);
-    lomo__sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", cfg->n_layers, cfg->n_heads);
-    lomo__sb_printf(&b, "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n", cfg->n_kv_heads, cfg->head_dim);
-    lomo__sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", cfg->vocab_size, cfg->max_seq_len);
-    lomo__sb_printf(&b, "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n", eps, theta);
-    if (cfg->rope_type == 1) {
-        char f[32], lo[32], hi[32];
-        lomo__fmt_float(f, sizeof f, cfg->rope_factor);
-        lomo__fmt_float(lo, sizeof lo, cfg->rope_low_freq_factor);
-        lomo__fmt_float(hi, sizeof hi, cfg->rope_high_freq_factor);
-        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
-                        "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d},\n",
-                        f, lo, hi, cfg->rope_original_max_pos);
-    } else if (cfg->rope_type == 3) {
-        char f[32];
-        int k, i;
-        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"longrope\"");
-        for (k = 0; k < 2; k++) {
-            lomo__sb_printf(&b, ", \"%s\": [", k ? "short_factor" : "long_factor");
-            for (i = 0; i < cfg->rope_n_factors; i++) {
-                lomo__fmt_floatf(f, sizeof f, k ? cfg->rope_short_factor[i] : cfg->rope_long_factor[i]);
-                lomo__sb_printf(&b, "%s%s", i ? ", " : "", f);
-            }
-            lomo__sb_printf(&b, "]");
-        }
-        if (cfg->rope_explicit & 1) { lomo__fmt_floatf(f, sizeof f, cfg->rope_factor); lomo__sb_printf(&b, ", \"factor\": %s", f); }
-        if (cfg->rope_explicit & 2) {
-            lomo__fmt_floatf(f, sizeof f, cfg->rope_attn_factor);
-            lomo__sb_printf(&b, ", \"attention_factor\": %s", f);
-        }
-        lomo__sb_printf(&b, "},\n  \"original_max_position_embeddings\": %d,\n", cfg->rope_original_max_pos);
-    } else if (cfg->rope_type == 2) {
-        char f[32];
-        lomo__fmt_floatf(f, sizeof f, cfg->rope_factor);
-        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": %s},\n", f);
-    } else lomo__sb_printf(&b, "  \"rope_scaling\": null,\n");
-    if (cfg->gemma) {
-        char qs[32], ac[32], fc[32], lt[32];
-        int l;
-        lomo__fmt_float(qs, sizeof qs, cfg->query_pre_attn_scalar);
-        if (cfg->attn_softcap > 0) lomo__fmt_floatf(ac, sizeof ac, cfg->attn_softcap); else strcpy(ac, "null");
-        if (cfg->final_softcap > 0) lomo__fmt_floatf(fc, sizeof fc, cfg->final_softcap); else strcpy(fc, "null");
-        lomo__sb_printf(&b, "  \"query_pre_attn_scalar\": %s,\n  \"attn_logit_softcapping\": %s,\n"
-                        "  \"final_logit_softcapping\": %s,\n  \"sliding_window\": %d,\n  \"layer_types\": [",
-                        qs, ac, fc, cfg->local_window);
-        for (l = 0; l < cfg->n_layers; l++)
-            lomo__sb_printf(&b, "%s\"%s\"", l ? ", " : "", lomo__layer_local(cfg, l) ? "sliding_attention" : "full_attention");
-        lomo__sb_printf(&b, "],\n");
-        if (cfg->gemma == 3) {
-            lomo__fmt_floatf(lt, sizeof lt, cfg->rope_local_theta > 0 ? cfg->rope_local_theta : cfg->rope_theta);
-            lomo__sb_printf(&b, "  \"rope_local_base_freq\": %s,\n  \"sliding_window_pattern\": %d,\n", lt,
-                            cfg->local_pattern);
-        }
-    }
-    if (cfg->fused_proj) {
-        char pf[32];
-        lomo__fmt_floatf(pf, sizeof pf, cfg->rotary_dim ? (float)cfg->rotary_dim / (float)cfg->head_dim : 1.0f);
-        lomo__sb_printf(&b, "  \"partial_rotary_factor\": %s,\n", pf);
-        if (cfg->local_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->local_window);
-        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
-    }
-    if (!strcmp(cfg->model_type, "mistral")) {
-        if (cfg->sliding_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->sliding_window);
-        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
-    }
-    lomo__sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", cfg->tie_embeddings ? "true" : "false");
-    if (cfg->has_pad) lomo__sb_printf(&b, "  \"pad_token_id\": %d,\n", cfg->pad_token_id);
-    else lomo__sb_printf(&b, "  \"pad_token_id\": null,\n");   /* not the class default (Gemma 0, Phi-3 32000) */
-    if (qwen || !strcmp(cfg->model_type, "qwen3")) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
-    if (!qwen && !cfg->fused_proj)
-        lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
-    if (cfg->gemma) lomo__sb_printf(&b, "  \"hidden_activation\": \"gelu_pytorch_tanh\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
-    else lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
-    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
-    *out = b;
-    (void)rc;
-    return 0;
-}
-
-static int lomo__config_save(const char *path, const lomo_config *cfg) {
-    lomo__sb b = { NULL, 0, 0, 0 };
-    int rc;
-    if (lomo__config_text(path, cfg, &b)) return -1;
-    rc = lomo__write_file_atomic(path, b.p, b.n);
-    LOMO_FREE(b.p);
-    return rc;
-}
-
-static int lomo__config_same(const lomo_config *a, const lomo_config *b) {
-    return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers && a->n_heads == b->n_heads &&
-           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->vocab_size == b->vocab_size &&
-           a->max_seq_len == b->max_seq_len && a->norm_eps == b->norm_eps && a->rope_theta == b->rope_theta &&
-           !a->tie_embeddings == !b->tie_embeddings && a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias &&
-           a->rope_type == b->rope_type && (a->rope_type != 1 || (a->rope_factor == b->rope_factor &&
-           a->rope_low_freq_factor == b->rope_low_freq_factor && a->rope_high_freq_factor == b->rope_high_freq_factor &&
-           a->rope_original_max_pos == b->rope_original_max_pos)) && a->sliding_window == b->sliding_window &&
-           a->dtype == b->dtype && !strcmp(a->model_type, b->model_type);
-}
-
-/* Raw extent of a value node (a string's span excludes its quotes). */
-static void lomo__json_extent(const lomo__json *j, int v, size_t *beg, size_t *end, const char *base) {
-    size_t b = (size_t)(j->nodes[v].s - base), q = j->nodes[v].type == LOMO__J_STR;
-    *beg = b - q; *end = b + j->nodes[v].len + q;
-}
-
-typedef struct lomo__cedit { size_t at, end; char text[96]; } lomo__cedit;
-
-/* Sets key of object obj to the JSON text val: replaces the value where the
-   key is present, else inserts "key": val after the object's last member. */
-static void lomo__cedit_set(lomo__cedit *e, int *n, const lomo__json *j, const char *base, int obj, const char *key,
-                            const char *val) {
-    int v = lomo__json_get(j, obj, key), c, last = -1;
-    size_t b, en;
-    if (v >= 0) {
-        lomo__json_extent(j, v, &b, &en, base);
-        e[*n].at = b; e[*n].end = en;
-        snprintf(e[*n].text, sizeof e[*n].text, "%s", val);
-    } else {
-        for (c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next) last = c;
-        if (last >= 0) lomo__json_extent(j, last, &b, &en, base);
-        else en = (size_t)(j->nodes[obj].s - base) + 1;   /* just after '{' */
-        e[*n].at = e[*n].end = en;
-        snprintf(e[*n].text, sizeof e[*n].text, "%s\"%s\": %s", last >= 0 ? (obj == 0 ? ",\n  " : ", ") : "", key, val);
-    }
-    (*n)++;
-}
-
-/* config.json for cfg, keeping the text of the config the model was loaded
-   from (orig) byte for byte except for the values lomo changed: every key
-   lomo does not use (bos/eos/pad ids, layer_types, custom fields) survives.
-   When a change cannot be written as a value edit (model type, biases, rope
-   scaling), lomo's own config is written with the original's other top-level
-   members appended. The result is re-read and must give cfg back. */
-static int lomo__config_save_keep(const char *path, const lomo_config *cfg, const char *orig, size_t olen) {
-    lomo__json j, g;
-    lomo__cfgp cp;
-    lomo_config c0, back;
-    lomo__sb b = { NULL, 0, 0, 0 };
-    lomo__cedit e[16];
-    int n = 0, i, rc, node;
-    lomo_dtype odt;
-    char v[64];
-    const char *dt = cfg->dtype == LOMO_BF16 ? "\"bfloat16\"" : cfg->dtype == LOMO_F16 ? "\"float16\"" : "\"float32\"";
-    if (!orig) return lomo__config_save(path, cfg);
-    if (lomo__json_parse(&j, orig, olen, path)) return j.oom ? -1 : lomo__config_save(path, cfg);   /* not for memory */
-    cp.j = &j; cp.path = path; cp.obj = 0;
-    if (lomo__config_parse(&cp, &c0)) { lomo__json_free(&j); return lomo__config_save(path, cfg); }
-    odt = c0.dtype;
-    c0.dtype = cfg->dtype;   /* edited separately, below */
-    if (c0.rope_type != cfg->rope_type || strcmp(c0.model_type, cfg->model_type) || c0.qkv_bias != cfg->qkv_bias ||
-        c0.o_bias != cfg->o_bias || c0.sliding_window != cfg->sliding_window ||
-        (cfg->rope_type == 1 && (c0.rope_factor != cfg->rope_factor || c0.rope_low_freq_factor != cfg->rope_low_freq_factor ||
-                                 c0.rope_high_freq_factor != cfg->rope_high_freq_factor ||
-                                 c0.rope_original_max_pos != cfg->rope_original_max_pos)))
-        goto regenerate;
-#define LOMO__CINT(field, key) if (c0.field != cfg->field) { snprintf(v, sizeof v, "%d", cfg->field); lomo__cedit_set(e, &n, &j, orig, 0, key, v); }
-    LOMO__CINT(dim, "hidden_size") LOMO__CINT(hidden_dim, "intermediate_size") LOMO__CINT(n_layers, "num_hidden_layers")
-    LOMO__CINT(n_heads, "num_attention_heads") LOMO__CINT(n_kv_heads, "num_key_value_heads") LOMO__CINT(head_dim, "head_dim")
-    LOMO__CINT(vocab_size, "vocab_size") LOMO__CINT(max_seq_len, "max_position_embeddings")
-#undef LOMO__CINT
-    if (c0.norm_eps != cfg->norm_eps) { lomo__fmt_float(v, sizeof v, cfg->norm_eps); lomo__cedit_set(e, &n, &j, orig, 0, "rms_norm_eps", v); }
-    if (c0.rope_theta != cfg->rope_theta) {   /* where it was read from: rope_parameters wins over the top level */
-        node = lomo__json_get(&j, 0, "rope_parameters");
-        lomo__fmt_float(v, sizeof v, cfg->rope_theta);
-        lomo__cedit_set(e, &n, &j, orig, lomo__json_get(&j, node, "rope_theta") >= 0 ? node : 0, "rope_theta", v);
-    }
-    if (!c0.tie_embeddings != !cfg->tie_embeddings)
-        lomo__cedit_set(e, &n, &j, orig, 0, "tie_word_embeddings", cfg->tie_embeddings ? "true" : "false");
-    {   /* the dtype: torch_dtype and/or dtype (transformers >= 5), whichever the file has */
-        int td = lomo__json_get(&j, 0, "torch_dtype"), nd = lomo__json_get(&j, 0, "dtype");
-        char dn[16];
-        snprintf(dn, sizeof dn, "%.*s", (int)strlen(dt) - 2, dt + 1);
-        if (odt != cfg->dtype && (td >= 0 || nd < 0)) lomo__cedit_set(e, &n, &j, orig, 0, "torch_dtype", dt);
-        if (nd >= 0 && !lomo__json_streq(&j, nd, dn)) lomo__cedit_set(e, &n, &j, orig, 0, "dtype", dt);
-    }
-    for (i = 1; i < n; i++) {   /* apply in file order */
-        lomo__cedit x = e[i];
-        int k = i;
-        while (k > 0 && e[k - 1].at > x.at) { e[k] = e[k - 1]; k--; }
-        e[k] = x;
-    }
-    {
-        size_t pos = 0;
-        for (i = 0; i < n; i++) {
-            if (e[i].at < pos) break;   /* overlapping edits cannot happen; be safe */
-            lomo__sb_add(&b, orig + pos, e[i].at - pos);
-            lomo__sb_add(&b, e[i].text, strlen(e[i].text));
-            pos = e[i].end;
-        }
-        if (i < n) { LOMO_FREE(b.p); goto regenerate; }
-        lomo__sb_add(&b, orig + pos, olen - pos);
-    }
-    goto check;
-regenerate:
-    if (lomo__config_text(path, cfg, &b)) { lomo__json_free(&j); return -1; }
-    if (lomo__json_parse(&g, b.p, b.n, path)) { lomo__json_free(&j); LOMO_FREE(b.p); return -1; }
-    {   /* lomo's config, then the original's members it does not have, as they were */
-        lomo__sb m = { NULL, 0, 0, 0 };
-        size_t close_at = b.n;
-        while (close_at > 0 && b.p[close_at - 1] != '}') close_at--;
-        lomo__sb_add(&m, b.p, close_at ? close_at - 1 : 0);
-        while (m.n > 0 && (m.p[m.n - 1] == '\n' || m.p[m.n - 1] == ' ')) m.n--;
-        for (node = j.nodes[0].first; node >= 0; node = j.nodes[node].next) {
-            size_t kb, ke, vb, ve;
-            int key = j.nodes[node].key, o;
-            for (o = g.nodes[0].first; o >= 0; o = g.nodes[o].next) {
-                char kbuf[128];
-                if (lomo__json_str(&g, g.nodes[o].key, kbuf, sizeof kbuf) >= 0 && lomo__json_streq(&j, key, kbuf)) break;
-            }
-            if (o >= 0) continue;
-            if (lomo__json_streq(&j, key, "rope_scaling") || lomo__json_streq(&j, key, "rope_parameters") ||
-                lomo__json_streq(&j, key, "dtype")) continue;   /* lomo wrote its own */
-            lomo__json_extent(&j, key, &kb, &ke, orig);
-            lomo__json_extent(&j, node, &vb, &ve, orig);
-            lomo__sb_add(&m, ",\n  ", 4);
-            lomo__sb_add(&m, orig + kb, ke - kb);
-            lomo__sb_add(&m, ": ", 2);
-            lomo__sb_add(&m, orig + vb, ve - vb);
-        }
-        lomo__sb_add(&m, "\n}\n", 3);
-        lomo__json_free(&g);
-        LOMO_FREE(b.p);
-        b = m;
-    }
-check:
-    lomo__json_free(&j);
-    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
-    if (lomo__json_parse(&g, b.p, b.n, path)) { LOMO_FREE(b.p); return -1; }
-    cp.j = &g; cp.obj = 0;
-    rc = lomo__config_parse(&cp, &back);
-    lomo__json_free(&g);
-    if (rc || !lomo__config_same(&back, cfg)) {   /* the input's other keys contradict lomo's: lomo's own config */
-        LOMO_FREE(b.p);
-        return lomo__config_save(path, cfg);
-    }
-    rc = lomo__write_file_atomic(path, b.p, b.n);
-    LOMO_FREE(b.p);
-    return rc;
-}
-
-/* ======================================================================== */
-/* memory accounting: every backend allocation goes through here           */
+/* 4. memory accounting: tagged allocations, lomo_memory_formula            */
 /* ======================================================================== */
 
 LOMODEF const char *lomo_mem_tag_name(int tag) {
@@ -3159,8 +1563,46 @@ LOMODEF void lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_
             (p + 3 * full + a + w) / MiB);
 }
 
+LOMODEF size_t lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
+    return lomo_memory_formula(&m->cfg, o, per_tag);   /* m->cfg.dtype is the storage dtype */
+}
+
+/* The doc block's formula: see "Memory" at the top of this file. */
+LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
+    size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
+           V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim, M = o->micro_batches > 1 ? (size_t)o->micro_batches : 1;
+    size_t hd = c->head_dim, extra_v = (c->qk_norm ? 2 * hd : 0) + (c->gemma ? 2 * C : 0);   /* 0.5's vectors */
+    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H + extra_v;
+    size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C + L * layer_p;
+    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H       /* one layer's working set per token */
+                 + (c->qk_norm ? qd + kvd : 0) + (c->gemma ? 2 * C : 0);
+    size_t biggest = V * C > H * C ? V * C : H * C;       /* the largest single tensor */
+    size_t S = (o->checkpointing || M > 1) ? 1 : L, bytes = c->dtype == LOMO_F32 ? 4 : 2;
+    size_t t[LOMO_MEM_NTAGS] = {0}, total = 0;
+    int i;
+    if (qd * C > biggest) biggest = qd * C;
+    if (c->fused_proj && (qd + 2 * kvd) * C > biggest) biggest = (qd + 2 * kvd) * C;   /* qkv_proj */
+    if (c->fused_proj && 2 * H * C > biggest) biggest = 2 * H * C;                    /* gate_up_proj */
+    if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
+    t[LOMO_MEM_PARAMS] = bytes * P;
+    t[LOMO_MEM_ACTIVATIONS] = 4 * (N * (M * (L + 1) * C + S * layer + C) + (size_t)lomo__head_rows(c, o) * V);
+    t[LOMO_MEM_GRADIENTS] = 4 * biggest;
+    t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
+    if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */
+    if (!o->update && o->optimizer == LOMO_OPT_ADAMW) t[LOMO_MEM_OPTIMIZER] = 8 * P;
+    if (!o->update && o->optimizer == LOMO_OPT_ADALOMO)   /* rows + cols per matrix, numel per vector */
+        t[LOMO_MEM_OPTIMIZER] = 4 * ((V + C) * (c->tie_embeddings ? 1 : 2) + C +
+                                     L * (2 * C + (qd + C) * 2 + (kvd + C) * 2 + 3 * (H + C) +
+                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0) + extra_v
+                                          /* fused: one rows + cols for qkv and for gate_up */
+                                          - (c->fused_proj ? 2 * C + C : 0)));
+    for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
+    return total;
+}
+
 /* ======================================================================== */
-/* CPU backend: forward/backward kernels in pairs, OpenMP, CBLAS optional  */
+/* 5. CPU backend: the backend table's kernels, OpenMP, CBLAS optional      */
 /* ======================================================================== */
 
 #define LOMO__PRAGMA(x) _Pragma(#x)
@@ -4598,7 +3040,1254 @@ bad:
 }
 
 /* ======================================================================== */
-/* model: construction, load, save                                         */
+/* 6. driver: trainer, forward, layer-streaming backward, update hook calls */
+/* ======================================================================== */
+
+/* RoPE inverse frequencies (hd/2 floats), in fp32 as transformers computes
+   them: theta^(-2i/hd), and for rope type llama3 the Llama 3 rescaling
+   (low frequencies divided by factor, high ones kept, a smooth blend between). */
+static void lomo__rope_inv_freq_len(const lomo_config *c, float *out, int seq_len) {
+    int i, rd = c->rotary_dim > 0 ? c->rotary_dim : c->head_dim, half = rd / 2;
+    for (i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)rd);
+        if (c->rope_type == 3 && i < c->rope_n_factors)   /* longrope: as transformers, 1 / (ext * theta^(2i/rd)) */
+            f = 1.0f / ((seq_len > c->rope_original_max_pos ? c->rope_long_factor[i] : c->rope_short_factor[i]) *
+                        powf(c->rope_theta, (float)(2 * i) / (float)rd));
+        if (c->rope_type == 2) f /= c->rope_factor;   /* linear: positions / factor */
+        if (c->rope_type == 1) {
+            float old_ctx = (float)c->rope_original_max_pos;
+            float low_wl = old_ctx / c->rope_low_freq_factor, high_wl = old_ctx / c->rope_high_freq_factor;
+            float wl = 6.283185307179586f / f;
+            float scaled = wl > low_wl ? f / c->rope_factor : f;
+            if (!(wl < high_wl) && !(wl > low_wl)) {
+                float sm = (old_ctx / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                scaled = (1.0f - sm) * scaled / c->rope_factor + sm * scaled;
+            }
+            f = scaled;
+        }
+        out[i] = f;
+    }
+}
+/* at seq_len <= original_max_position_embeddings (longrope: the short factors) */
+static void lomo__rope_inv_freq(const lomo_config *c, float *out) { lomo__rope_inv_freq_len(c, out, 0); }
+
+/* One layer's working set: what its backward reads. With checkpointing one
+   set is shared by all layers (recomputed from the layer's input); without,
+   every layer has its own. */
+typedef struct lomo__acts {
+    float *ln1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *ln2, *rstd2, *g, *u, *h;
+    float *qpre, *kpre, *rstdq, *rstdk;   /* qk_norm: q, k before their per-head norm; NULL otherwise */
+    float *ao, *rstdao, *mo, *rstdmo;     /* gemma: attention / MLP outputs before their post-norms */
+} lomo__acts;
+
+enum { LOMO__PASS_NORM = 0, LOMO__PASS_UPDATE = 1 };
+enum { LOMO__NONE = -3, LOMO__EMBED = -2, LOMO__HEAD = -1 };   /* gather stages besides the layers */
+
+struct lomo_trainer {
+    lomo_model *m;
+    lomo_train_opts o;
+    int B, T, N, M;             /* micro-batch of B x T = N tokens; M micro-batches per step */
+    int64_t step;
+    /* activations */
+    float *xs;                  /* (M, L+1, N, C): each layer's input per micro-batch; [L] = final hidden */
+    lomo__acts *acts;           /* L sets, or 1 with checkpointing (always when M > 1) */
+    float *acts_mem; size_t acts_bytes;
+    float *lnf, *rstdf, *logits, *losses;
+    int32_t *tok, *tgt;         /* backend copies, M * N each */
+    float *inv_freq;            /* RoPE inverse frequencies, head_dim/2; then head_dim/2 more for Gemma 3's local layers */
+    /* workspace for the backward */
+    float *ws; size_t ws_bytes;
+    float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du, *vtmp;   /* dx: M * N * C */
+    void *scratch; size_t scratch_bytes;                      /* the backend's (16-bit widening, Gram) */
+    /* gradients: M == 1: one buffer the size of the largest tensor; M > 1: one
+       stage's (layer's, or lm_head + final norm's) tensors side by side */
+    float *grad; size_t grad_numel;
+    size_t *slot;               /* per tensor: offset of its gradient in grad (M > 1) */
+    /* optimizer state (AdaLomo: row/col or vector; AdamW: m, v) */
+    float *opt_mem; size_t opt_floats;
+    float **s1, **s2;           /* per tensor */
+    /* sharding: gathered copies of one stage's tensors (a layer, the head, the embedding) */
+    const lomo_comm *comm;
+    void *gbuf; size_t gbuf_bytes;
+    int gstage;                 /* stage in gbuf: l >= 0, LOMO__HEAD, LOMO__EMBED, or LOMO__NONE */
+    lomo_tensor *view;          /* per tensor: the gathered whole tensor */
+    lomo_layer *lview;          /* per layer, pointing into view */
+    float *gshard; size_t gshard_len;   /* this rank's part of a summed gradient */
+    int failed;                 /* a gather failed inside this step's pass (lomo__need); lomo__phase_check reports it */
+    /* loss scaling */
+    int scaling;
+    float scale;
+    int clean_steps;
+    /* host scratch */
+    int32_t *tgt_host; float *loss_host;
+    /* this step */
+    int pass;
+    double sumsq;
+    int64_t count;
+    int64_t loss_q;             /* sum of per-token losses in units of 2^-24 (exact, order-free) */
+    int loss_bad;               /* a per-token loss was not finite (or absurdly large) */
+    int bad_tensor;             /* first tensor whose update left a NaN/Inf weight this step, or -1 */
+    lomo_update_ctx uctx;
+    int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
+    lomo_kv *kv;                /* generation only (a lomo_kv's own forward context): attention through the KV cache */
+    int hc;                     /* rows of the logits buffer (lomo__head_rows): N, or a chunk of the head */
+};
+
+static size_t lomo__acts_floats(const lomo_config *c, int N) {
+    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim;
+    return (size_t)N * (3 * C + 2 + 2 * qd + 2 * kvd + c->n_heads + 3 * H
+                        + (c->qk_norm ? qd + kvd + c->n_heads + c->n_kv_heads : 0) + (c->gemma ? 2 * C + 2 : 0));
+}
+
+static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int N) {
+    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim;
+#define LOMO__CARVE(f, n) (a->f = p, p += (size_t)N * (n))
+    LOMO__CARVE(ln1, C); LOMO__CARVE(rstd1, 1); LOMO__CARVE(q, qd); LOMO__CARVE(k, kvd);
+    LOMO__CARVE(v, kvd); LOMO__CARVE(att, qd); LOMO__CARVE(lse, c->n_heads); LOMO__CARVE(xmid, C);
+    LOMO__CARVE(ln2, C); LOMO__CARVE(rstd2, 1); LOMO__CARVE(g, H); LOMO__CARVE(u, H); LOMO__CARVE(h, H);
+    if (c->qk_norm) {
+        LOMO__CARVE(qpre, qd); LOMO__CARVE(kpre, kvd); LOMO__CARVE(rstdq, c->n_heads); LOMO__CARVE(rstdk, c->n_kv_heads);
+    }
+    if (c->gemma) { LOMO__CARVE(ao, C); LOMO__CARVE(rstdao, 1); LOMO__CARVE(mo, C); LOMO__CARVE(rstdmo, 1); }
+    LOMO_ASSERT(p == a->ln1 + lomo__acts_floats(c, N));   /* the carve and the size agree */
+#undef LOMO__CARVE
+}
+
+/* Rows of the LM head's logits buffer (see lomo_train_opts.head_chunk): the head and the
+   cross-entropy run over the N tokens in chunks of this many; 64-bit, from the request. */
+#ifndef LOMO_HEAD_CHUNK_BYTES
+#define LOMO_HEAD_CHUNK_BYTES ((uint64_t)128 << 20)
+#endif
+static int64_t lomo__head_rows(const lomo_config *c, const lomo_train_opts *o) {
+    int64_t N = (int64_t)o->batch * o->seq_len, r;
+    uint64_t V = c->vocab_size > 0 ? (uint64_t)c->vocab_size : 1;
+    if (o->head_chunk < 0 || N <= 0) return N;
+    if (o->head_chunk > 0) return o->head_chunk < N ? o->head_chunk : N;
+    if ((uint64_t)N * V * 4 <= LOMO_HEAD_CHUNK_BYTES) return N;
+    r = (int64_t)(LOMO_HEAD_CHUNK_BYTES / (4 * V));
+    if (r >= 64) r -= r % 64;   /* whole GEMM tiles */
+    return r > 0 ? r : 1;
+}
+
+/* backward scratch: dx for each micro-batch, then dln, dq, datt, dk, dv, dg, du, vtmp */
+static size_t lomo__ws_floats(const lomo_config *c, int N, int M) {
+    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
+           kvd = (size_t)c->n_kv_heads * c->head_dim, big = C > qd ? C : qd;
+    return (size_t)N * ((size_t)M * C + C + 2 * qd + 2 * kvd + 2 * H) + (M > 1 ? big : 0);
+}
+
+/* The tensors of one backward stage, in the order their gradients complete:
+   stage -1 = lm_head (untied) + final norm, stage l = layer l. */
+static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out) {
+    int n = 0;
+    if (stage < 0) {
+        if (!m->cfg.tie_embeddings) out[n++] = m->lm_head;
+        out[n++] = m->final_norm;
+    } else {
+        const lomo__layer_row *r = lomo__layer_rows();
+        const lomo_layer *L = &m->layers[stage];
+        int b, k;
+        for (b = 0; b < LOMO__LAYER_ROWS; b++)   /* the table's bwd order, the rows this model has */
+            for (k = 0; k < LOMO__LAYER_ROWS; k++)
+                if (r[k].bwd == b && lomo__layer_has(&m->cfg, r[k].when)) out[n++] = lomo__layer_get(L, r[k].field);
+    }
+    return n;
+}
+
+/* the tensors a gather stage brings in: a layer, the head (final norm +
+   lm_head, which is the embedding when tied), or the embedding */
+static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out) {
+    int n = 0;
+    if (stage >= 0) {
+        const lomo__layer_row *r = lomo__layer_rows();
+        const lomo_layer *L = &m->layers[stage];
+        int k;
+        for (k = 0; k < LOMO__LAYER_ROWS; k++)   /* the table's row order */
+            if (lomo__layer_has(&m->cfg, r[k].when)) out[n++] = lomo__layer_get(L, r[k].field);
+    } else if (stage == LOMO__HEAD) {
+        out[n++] = m->final_norm;
+        out[n++] = m->lm_head;
+    } else out[n++] = m->embed;
+    return n;
+}
+
+/* all-gathers a stage's tensors into gbuf (whole, in the storage dtype) and
+   points their views there; cached until the next pass starts */
+static int lomo__gather(lomo_trainer *t, int stage) {
+    const lomo_model *m = t->m;
+    lomo_tensor *st[24];
+    size_t off = 0;
+    int n, k;
+    if (!t->comm || t->gstage == stage) return 0;
+    n = lomo__gather_stage(m, stage, st);
+    for (k = 0; k < n; k++) {
+        size_t part = lomo__stored_bytes(m, st[k]);
+        lomo_tensor *v = &t->view[st[k]->index];
+        LOMO_ASSERT(off + part * (size_t)t->comm->size <= t->gbuf_bytes);   /* gbuf holds the largest stage */
+        *v = *st[k];
+        v->data = (char *)t->gbuf + off;
+        v->shard_off = 0; v->shard_len = v->numel;
+        if (t->comm->all_gather(t->comm->ctx, v->data, st[k]->data, part)) { t->failed = 1; t->gstage = LOMO__NONE; return -1; }
+        off += part * (size_t)t->comm->size;
+    }
+    t->gstage = stage;
+    return 0;
+}
+
+/* a weight as the kernels must see it: whole (gathered when sharded). It is
+   called inside kernel argument lists, so a failed gather cannot return -1:
+   it sets t->failed, and the phase's lomo__phase_check reports it. */
+static const lomo_tensor *lomo__need(lomo_trainer *t, int stage, const lomo_tensor *p) {
+    if (!t->comm) return p;
+    lomo__gather(t, stage);
+    return &t->view[p->index];
+}
+
+/* The one place where a phase's deferred errors join the rule (see ERRORS at
+   the top): the backend's sticky error (its ops return void; check() names
+   the op) and a gather that failed inside a kernel's arguments (t->failed).
+   Called at the end of the forward, of each layer's backward and of the
+   backward, and before any tensor is handed to a rule. */
+static int lomo__phase_check(lomo_trainer *t, const char *phase) {
+    const lomo_backend *be = t->m->be;
+    char why[sizeof lomo__errbuf];
+    if (be->check(be->ctx)) return -1;
+    if (!t->failed) return 0;
+    snprintf(why, sizeof why, "%s", lomo_error());   /* (lomo__fail writes the buffer it would read) */
+    return lomo__fail("%s: a collective failed: %s", phase, why);
+}
+
+/* every rank must run the same model, batch and rule: compare, or fail clearly */
+static int lomo__ranks_agree(lomo_trainer *t) {
+    const lomo_config *c = &t->m->cfg;
+    static const char *names[] = {"world size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "vocab_size", "storage dtype", "batch", "seq_len",
+        "micro_batches", "optimizer", "clip_mode", "checkpointing"};
+    enum { NF = 14 };
+    int mine[NF], *all, r, f, rc = 0;
+    mine[0] = t->comm->size; mine[1] = c->dim; mine[2] = c->hidden_dim; mine[3] = c->n_layers; mine[4] = c->n_heads;
+    mine[5] = c->n_kv_heads; mine[6] = c->vocab_size; mine[7] = (int)c->dtype; mine[8] = t->B; mine[9] = t->T;
+    mine[10] = t->M; mine[11] = t->o.optimizer; mine[12] = t->o.clip_mode; mine[13] = t->o.checkpointing;
+    all = (int *)lomo__malloc(sizeof mine * (size_t)t->comm->size);
+    if (!all) return lomo__fail("out of host memory");
+    if (t->comm->all_gather(t->comm->ctx, all, mine, sizeof mine)) { LOMO_FREE(all); return -1; }
+    for (r = 0; r < t->comm->size && !rc; r++)
+        for (f = 0; f < NF; f++)
+            if (all[r * NF + f] != mine[f]) {
+                rc = lomo__fail("sharded trainer: rank %d has %s = %d but rank %d has %d: every rank must "
+                                "run the same model, batch and options", r, names[f], all[r * NF + f],
+                                t->comm->rank, mine[f]);
+                break;
+            }
+    LOMO_FREE(all);
+    return rc;
+}
+
+LOMODEF void lomo_trainer_free(lomo_trainer *t) {
+    lomo_model *m;
+    size_t N, C;
+    if (!t) return;
+    m = t->m; N = (size_t)t->N; C = (size_t)m->cfg.dim;
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (size_t)t->M * (m->cfg.n_layers + 1) * N * C);
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->acts_mem, t->acts_bytes);
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->lnf, sizeof(float) * N * (C + 1));
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * ((size_t)t->hc * m->cfg.vocab_size + N));
+    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2) * 2);
+    lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
+    lomo__free(m, LOMO_MEM_OPTIMIZER, t->opt_mem, sizeof(float) * t->opt_floats);
+    lomo__free(m, LOMO_MEM_COMM, t->gbuf, t->gbuf_bytes);
+    lomo__free(m, LOMO_MEM_GRADIENTS, t->gshard, sizeof(float) * t->gshard_len);
+    LOMO_FREE(t->acts); LOMO_FREE(t->tgt_host); LOMO_FREE(t->tok_host); LOMO_FREE(t->loss_host); LOMO_FREE(t->slot);
+    LOMO_FREE(t->s1); LOMO_FREE(t->s2);
+    LOMO_FREE(t->view); LOMO_FREE(t->lview);
+    LOMO_FREE(t);
+}
+
+/* lomo_trainer_new in steps: check the request, fill the defaults, plan and allocate the buffers and
+   the gradient buffer, the optimizer state, the RoPE table, the shard views. Each step returns 0, or
+   -1 with lomo_error() set, at its first failure; lomo_trainer_new then frees the partly built
+   trainer (lomo_trainer_free takes one) in its one cleanup. */
+
+/* batch x seq_len in 64 bits, checked before anything is allocated: kernels index tokens (N M) and
+   attention rows (N heads) with int, and on the CPU the activations must fit in host memory */
+static int lomo__trainer_check_size(const lomo_model *m, const lomo_train_opts *opts) {
+    const lomo_config *c = &m->cfg;
+    int64_t Bq = opts->batch, Tq = opts->seq_len, Mq = opts->micro_batches > 1 ? opts->micro_batches : 1;
+    int64_t Nq = Bq * Tq, heads = c->n_heads > c->n_kv_heads ? c->n_heads : c->n_kv_heads;
+    size_t tags[LOMO_MEM_NTAGS], need = lomo_memory_formula_model(m, opts, tags) - tags[LOMO_MEM_PARAMS];
+    if (Nq > INT_MAX / Mq || Nq > INT_MAX / (heads > 0 ? heads : 1))
+        return lomo__fail("trainer: batch x seq_len = %d x %d = %lld tokens per micro-batch (x %lld micro-batches, "
+                          "x %lld heads) is more than the %d positions lomo can index, and would need %.0f bytes "
+                          "(%.1f GiB) of activations, gradients and workspace; use a smaller batch or seq_len",
+                          opts->batch, opts->seq_len, (long long)Nq, (long long)Mq, (long long)heads, INT_MAX,
+                          (double)need, need / 1073741824.0);
+    if (!strncmp(m->be->name, "cpu", 3)) {   /* "cpu" or "cpu+cblas": host memory */
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
+        if (phys > 0 && (double)need > phys)
+            return lomo__fail("trainer: batch x seq_len = %d x %d (x %lld micro-batches) would need %.0f bytes "
+                              "(%.1f GiB) of activations, gradients and workspace (%.1f GiB of logits for vocab %d), "
+                              "more than this machine's %.1f GiB of memory", opts->batch, opts->seq_len,
+                              (long long)Mq, (double)need, need / 1073741824.0,
+                              4.0 * (double)lomo__head_rows(c, opts) * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
+    }
+    return 0;
+}
+
+/* the request: values in range, a batch that fits, a backend with the ops this model family needs */
+static int lomo__trainer_check(const lomo_model *m, const lomo_train_opts *opts) {
+    const lomo_config *c = &m->cfg;
+    const lomo_backend *be = m->be;
+    if (!opts || opts->batch <= 0 || opts->seq_len <= 0 || opts->micro_batches < 0)
+        return lomo__fail("trainer: batch and seq_len must be positive, micro_batches >= 0");
+    if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0)
+        return lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0");
+    if (opts->optimizer < LOMO_OPT_LOMO || opts->optimizer > LOMO_OPT_ADAMW || opts->clip_mode < 0 ||
+        opts->clip_mode > LOMO_CLIP_TENSOR)
+        return lomo__fail("trainer: optimizer %d / clip_mode %d unknown", opts->optimizer, opts->clip_mode);
+    if (c->sliding_window > 0 && opts->seq_len > c->sliding_window)
+        return lomo__fail("config: field 'sliding_window': %d is shorter than seq_len=%d, and sliding-window "
+                          "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
+                          c->sliding_window);
+    if (lomo__trainer_check_size(m, opts)) return -1;
+    if ((c->gemma && (!be->rmsnorm_ex_fwd || !be->rmsnorm_ex_bwd || !be->scale || !be->geglu_fwd ||
+                      !be->geglu_bwd || !be->attn_ex_fwd || !be->attn_ex_bwd)) ||
+        (c->final_softcap > 0 && !be->cross_entropy_softcap) || ((c->rotary_dim > 0 || c->rope_type == 3) && !be->rope_ex) ||
+        (c->local_window > 0 && (!be->attn_ex_fwd || !be->attn_ex_bwd)))
+        return lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
+                          "windowed attention, partial rotary)", be->name, c->model_type);
+    return 0;
+}
+
+/* the options with every 0 that means "default" filled in (lomo-optim's and torch's defaults), the
+   batch shape, the loss scaler's start */
+static void lomo__trainer_defaults(lomo_trainer *t, lomo_model *m, const lomo_train_opts *opts) {
+    lomo_train_opts *o = &t->o;
+    t->m = m; *o = *opts;
+    t->M = opts->micro_batches > 1 ? opts->micro_batches : 1;
+    if (t->M > 1) o->checkpointing = 1;   /* layer-major micro-batching recomputes each layer */
+    if (o->adalomo_eps1 == 0) o->adalomo_eps1 = 1e-30f;
+    if (o->adalomo_eps2 == 0) o->adalomo_eps2 = 1e-3f;
+    if (o->adalomo_clip_threshold == 0) o->adalomo_clip_threshold = 1.0f;
+    if (o->adalomo_decay_rate == 0) o->adalomo_decay_rate = -0.8f;
+    if (o->adamw_beta1 == 0) o->adamw_beta1 = 0.9f;
+    if (o->adamw_beta2 == 0) o->adamw_beta2 = 0.999f;
+    if (o->adamw_eps == 0) o->adamw_eps = 1e-8f;
+    if (o->loss_scale_init == 0) o->loss_scale_init = 65536.0f;
+    if (o->loss_scale_growth == 0) o->loss_scale_growth = 2.0f;
+    if (o->loss_scale_backoff == 0) o->loss_scale_backoff = 0.5f;
+    if (o->loss_scale_min == 0) o->loss_scale_min = 1.0f;
+    if (o->loss_scale_window == 0) o->loss_scale_window = 1000;
+    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16);
+    t->scale = t->scaling ? o->loss_scale_init : 1.0f;
+    t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
+    t->comm = m->comm;
+    t->gstage = LOMO__NONE;
+}
+
+/* n zeroed elements of host memory for the trainer's own bookkeeping (not counted: a few bytes per
+   tensor or token), or NULL with lomo_error() set */
+static void *lomo__trainer_host(size_t n, size_t size) {
+    void *p = n && size <= SIZE_MAX / n ? LOMO_MALLOC(n * size) : NULL;
+    if (!p) { lomo__fail("trainer: out of host memory (%zu x %zu bytes)", n, size); return NULL; }
+    memset(p, 0, n * size);
+    return p;
+}
+
+/* activations, logits, token ids, backward workspace, the backend's scratch, carved as the doc
+   block's MEMORY formula counts them */
+static int lomo__trainer_buffers(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    size_t N = (size_t)t->N, C = (size_t)c->dim, H = (size_t)c->hidden_dim, M = (size_t)t->M;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t per = lomo__acts_floats(c, t->N);
+    int n_sets = t->o.checkpointing ? 1 : c->n_layers, l;
+    if (!(t->xs = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * M * (c->n_layers + 1) * N * C))) return -1;
+    t->acts_bytes = sizeof(float) * per * n_sets;
+    if (!(t->acts_mem = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, t->acts_bytes))) return -1;
+    if (!(t->acts = (lomo__acts *)lomo__trainer_host((size_t)n_sets, sizeof(lomo__acts)))) return -1;
+    for (l = 0; l < n_sets; l++) lomo__acts_carve(&t->acts[l], t->acts_mem + per * l, c, t->N);
+    if (!(t->lnf = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1)))) return -1;
+    t->rstdf = t->lnf + N * C;
+    t->hc = (int)lomo__head_rows(c, &t->o);   /* <= N, which fits an int (checked above) */
+    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * ((size_t)t->hc * c->vocab_size + N))))
+        return -1;
+    t->losses = t->logits + (size_t)t->hc * c->vocab_size;
+    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * M))) return -1;
+    t->tgt = t->tok + N * M;
+    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, t->M);
+    if (!(t->ws = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, t->ws_bytes))) return -1;
+    t->dx = t->ws; t->dln = t->dx + M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
+    t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
+    t->vtmp = M > 1 ? t->du + N * H : NULL;
+    t->scratch_bytes = m->be->scratch_bytes_rows ? m->be->scratch_bytes_rows(m->be->ctx, m, t->N, t->hc,
+        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
+        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
+    if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) return -1;
+    return 0;
+}
+
+/* the gradient buffer: the largest tensor (M == 1), or the largest stage's tensors side by side, each
+   at its slot (M > 1); sharded, a gradient is reduce-scattered from ranks x shard capacity floats */
+static size_t lomo__grad_len(const lomo_model *m, const lomo_tensor *p) {
+    return m->comm ? (size_t)lomo__shard_cap(m, p) * (size_t)m->comm->size : (size_t)p->numel;
+}
+static int lomo__trainer_grads(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    lomo_tensor *st[24];
+    size_t i, off;
+    int l;
+    if (!(t->slot = (size_t *)lomo__trainer_host((size_t)m->n_tensors, sizeof(size_t)))) return -1;
+    for (i = 0; i < (size_t)m->n_tensors; i++)
+        if (lomo__grad_len(m, &m->tensors[i]) > t->grad_numel) t->grad_numel = lomo__grad_len(m, &m->tensors[i]);
+    if (t->M > 1) {
+        for (l = -1; l < m->cfg.n_layers; l++) {
+            int n = lomo__stage_tensors(m, l, st), k;
+            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += lomo__grad_len(m, st[k]); }
+            if (off > t->grad_numel) t->grad_numel = off;
+        }
+        if (m->cfg.tie_embeddings) {   /* the final norm's gradient waits above every stage (see lomo__backward) */
+            t->slot[m->final_norm->index] = t->grad_numel;
+            t->grad_numel += lomo__grad_len(m, m->final_norm);
+        }
+    }
+    t->grad = (float *)lomo__alloc(m, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
+    return t->grad ? 0 : -1;
+}
+
+/* the built-in rules' state, zeroed, one block: AdamW m and v for this rank's elements; AdaLomo a
+   row and a column statistic per matrix (whole, also sharded), one per element for vectors */
+static int lomo__trainer_opt_state(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    int adamw = t->o.optimizer == LOMO_OPT_ADAMW;
+    size_t i, off;
+    if (!(t->s1 = (float **)lomo__trainer_host((size_t)m->n_tensors, sizeof(float *)))) return -1;
+    if (!(t->s2 = (float **)lomo__trainer_host((size_t)m->n_tensors, sizeof(float *)))) return -1;
+    if (t->o.update || t->o.optimizer == LOMO_OPT_LOMO) return 0;
+    for (i = 0; i < (size_t)m->n_tensors; i++) {
+        const lomo_tensor *p = &m->tensors[i];
+        t->opt_floats += adamw ? 2 * (size_t)lomo__shard_cap(m, p)
+                       : p->ndim == 2 ? (size_t)(p->shape[0] + p->shape[1]) : (size_t)p->numel;
+    }
+    if (!(t->opt_mem = (float *)lomo__alloc(m, LOMO_MEM_OPTIMIZER, sizeof(float) * t->opt_floats))) return -1;
+    m->be->zero(m->be->ctx, t->opt_mem, sizeof(float) * t->opt_floats);
+    for (off = 0, i = 0; i < (size_t)m->n_tensors; i++) {
+        const lomo_tensor *p = &m->tensors[i];
+        size_t cap = (size_t)lomo__shard_cap(m, p);
+        size_t a = adamw ? cap : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
+        size_t b = adamw ? cap : p->ndim == 2 ? (size_t)p->shape[1] : 0;
+        t->s1[i] = t->opt_mem + off; off += a;
+        t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
+    }
+    return 0;
+}
+
+/* RoPE inverse frequencies on the backend: the model's, then Gemma 3's local layers' (plain RoPE
+   with rope_local_base_freq) */
+static int lomo__trainer_rope(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo_config *c = &m->cfg;
+    size_t half = (size_t)(c->head_dim / 2);
+    lomo_config loc = *c;
+    float *f;
+    if (!(t->inv_freq = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, sizeof(float) * half * 2))) return -1;
+    if (!(f = (float *)lomo__trainer_host(half * 2, sizeof(float)))) return -1;
+    loc.rope_type = 0;
+    if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
+    lomo__rope_inv_freq_len(c, f, t->T);   /* longrope picks its factors by the sequence length */
+    lomo__rope_inv_freq(&loc, f + half);
+    m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * half * 2);
+    LOMO_FREE(f);
+    return 0;
+}
+
+/* sharded: the ranks agree; a gather buffer for the largest stage (whole tensors, storage dtype);
+   this rank's part of a summed gradient; views of the gathered tensors, per tensor and per layer */
+static int lomo__trainer_shard(lomo_trainer *t) {
+    lomo_model *m = t->m;
+    const lomo__layer_row *r = lomo__layer_rows();
+    lomo_tensor *st[24];
+    size_t most = 0, cap = 0, i;
+    int l, k;
+    if (!t->comm) return 0;
+    if (lomo__ranks_agree(t)) return -1;
+    if (!(t->view = (lomo_tensor *)lomo__trainer_host((size_t)m->n_tensors, sizeof(lomo_tensor)))) return -1;
+    if (!(t->lview = (lomo_layer *)lomo__trainer_host((size_t)m->cfg.n_layers, sizeof(lomo_layer)))) return -1;
+    for (l = LOMO__EMBED; l < m->cfg.n_layers; l++) {
+        int n = lomo__gather_stage(m, l, st);
+        size_t sum = 0;
+        for (k = 0; k < n; k++) sum += lomo__stored_bytes(m, st[k]) * (size_t)t->comm->size;
+        if (sum > most) most = sum;
+    }
+    t->gbuf_bytes = most;
+    if (!(t->gbuf = lomo__alloc(m, LOMO_MEM_COMM, most))) return -1;
+    for (i = 0; i < (size_t)m->n_tensors; i++)
+        if ((size_t)lomo__shard_cap(m, &m->tensors[i]) > cap) cap = (size_t)lomo__shard_cap(m, &m->tensors[i]);
+    t->gshard_len = cap;
+    if (!(t->gshard = (float *)lomo__alloc(m, LOMO_MEM_GRADIENTS, sizeof(float) * cap))) return -1;
+    for (l = 0; l < m->cfg.n_layers; l++)
+        for (k = 0; k < LOMO__LAYER_ROWS; k++) {   /* every field of the table, pointing into view */
+            const lomo_tensor *p = lomo__layer_get(&m->layers[l], r[k].field);
+            *lomo__layer_field(&t->lview[l], r[k].field) = p ? &t->view[p->index] : NULL;
+        }
+    return 0;
+}
+
+LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts) {
+    lomo_trainer *t;
+    size_t NM;
+    if (lomo__trainer_check(m, opts)) return NULL;
+    if (!(t = (lomo_trainer *)lomo__trainer_host(1, sizeof *t))) return NULL;
+    lomo__trainer_defaults(t, m, opts);
+    NM = (size_t)t->N * (size_t)t->M;
+    if (lomo__trainer_buffers(t) || lomo__trainer_grads(t) || lomo__trainer_opt_state(t) || lomo__trainer_rope(t) ||
+        lomo__trainer_shard(t) ||
+        !(t->tgt_host = (int32_t *)lomo__trainer_host(NM, sizeof(int32_t))) ||
+        !(t->tok_host = (int32_t *)lomo__trainer_host(NM, sizeof(int32_t))) ||
+        !(t->loss_host = (float *)lomo__trainer_host((size_t)t->N, sizeof(float)))) {
+        lomo_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+LOMODEF const float *lomo_logits(const lomo_trainer *t) {
+    if (t->hc < t->N) {
+        lomo__fail("lomo_logits: the LM head runs in chunks of %d of the %d tokens (lomo_train_opts.head_chunk %d): "
+                   "no whole logits are held; set head_chunk = -1 for them", t->hc, t->N, t->o.head_chunk);
+        return NULL;
+    }
+    return t->logits;
+}
+LOMODEF int64_t lomo_trainer_step(const lomo_trainer *t) { return t->step; }
+LOMODEF float lomo_trainer_loss_scale(const lomo_trainer *t) { return t->scale; }
+
+/* The seam for parameter sharding: a layer's weights as the kernels see them.
+   Unsharded, the model's own tensors; sharded, the gathered copy. */
+static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) {
+    if (!t->comm) return &t->m->layers[l];
+    lomo__gather(t, l);
+    return &t->lview[l];
+}
+
+/* generation: RoPE at the cache position, cache write, attention over the cache */
+static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a);
+
+/* RMSNorm of the model's family: Gemma scales by (1 + w) */
+static void lomo__norm_fwd(lomo_trainer *t, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C) {
+    const lomo_backend *be = t->m->be;
+    const lomo_config *c = &t->m->cfg;
+    if (c->gemma) be->rmsnorm_ex_fwd(be->ctx, y, rstd, x, w, N, C, c->norm_eps, 1.0f);
+    else be->rmsnorm_fwd(be->ctx, y, rstd, x, w, N, C, c->norm_eps);
+}
+static void lomo__norm_bwd(lomo_trainer *t, float *dx, float *dw, const float *dy, const float *x,
+                           const lomo_tensor *w, const float *rstd, int N, int C) {
+    const lomo_backend *be = t->m->be;
+    if (t->m->cfg.gemma) be->rmsnorm_ex_bwd(be->ctx, dx, dw, dy, x, w, rstd, N, C, 1.0f);
+    else be->rmsnorm_bwd(be->ctx, dx, dw, dy, x, w, rstd, N, C);
+}
+/* layer l's RoPE frequencies (Gemma 3's local layers have their own base) */
+static const float *lomo__layer_inv_freq(lomo_trainer *t, int l) {
+    const lomo_config *c = &t->m->cfg;
+    return t->inv_freq + (c->gemma == 3 && lomo__layer_local(c, l) ? c->head_dim / 2 : 0);
+}
+/* attention soft-capping as transformers applies it: Gemma 2 only (Gemma3Attention
+   reads attn_logit_softcapping but never passes it on; it is kept for saving) */
+static float lomo__attn_cap(const lomo_config *c) { return c->gemma == 2 ? c->attn_softcap : 0.0f; }
+/* RoPE over a whole head, or its first rotary_dim dims */
+static void lomo__rope(lomo_trainer *t, float *x, const float *ifr, int nh, int inverse) {
+    const lomo_backend *be = t->m->be;
+    const lomo_config *c = &t->m->cfg;
+    if ((c->rotary_dim > 0 && c->rotary_dim < c->head_dim) || c->rope_type == 3)
+        be->rope_ex(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, c->rotary_dim > 0 ? c->rotary_dim : c->head_dim,
+                    c->rope_type == 3 ? c->rope_attn_factor : 1.0f, inverse);
+    else be->rope(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, inverse);
+}
+static float lomo__attn_scale(const lomo_config *c) {
+    return (float)(1.0 / sqrt(c->query_pre_attn_scalar > 0 ? (double)c->query_pre_attn_scalar : (double)c->head_dim));
+}
+
+/* y_j = x W_j^T + b_j for n weights that share x (Q/K/V, gate/up): in generation one
+   matmul_fwd_n (the CPU reads a decode step's rows of all of them in one pass), in
+   training (and where the backend has none) one matmul_fwd each, as before */
+static void lomo__proj_n(lomo_trainer *t, int n, float *const *y, const float *x, const lomo_tensor *const *w,
+                         const lomo_tensor *const *b, int K, const int *O) {
+    const lomo_backend *be = t->m->be;
+    int j;
+    if (t->kv && be->matmul_fwd_n) { be->matmul_fwd_n(be->ctx, n, y, x, w, b, t->N, K, O); return; }
+    for (j = 0; j < n; j++) be->matmul_fwd(be->ctx, y[j], x, w[j], b[j], t->N, K, O[j], 0);
+}
+
+/* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
+   x_out may be NULL (recompute inside backward needs everything but the output).
+   Llama:  xmid = x_in + attn(norm(x_in)),        x_out = xmid + mlp(norm(xmid))
+   Gemma:  xmid = x_in + norm(attn(norm(x_in))),  x_out = xmid + norm(mlp(norm(xmid)))
+   qk_norm (Qwen3, Gemma 3): q and k normalised per head before RoPE.
+   Generation runs this same function with t->kv set (one sequence of N new tokens). */
+static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__acts *a, float *x_out) {
+    const lomo_config *c = &t->m->cfg;
+    const lomo_backend *be = t->m->be;
+    const lomo_layer *w = lomo__layer_weights(t, l);
+    const float *ifr = lomo__layer_inv_freq(t, l);
+    void *X = be->ctx;
+    int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    /* the weights have the shapes the kernels are told (the model was built from c; views included) */
+    LOMO_ASSERT(w->wq->shape[0] == qd && w->wq->shape[1] == C && w->wk->shape[0] == kvd && w->wv->shape[0] == kvd &&
+                w->wo->shape[0] == C && w->wo->shape[1] == qd && w->w_gate->shape[0] == H && w->w_up->shape[0] == H &&
+                w->w_up->shape[1] == C && w->w_down->shape[0] == C && w->w_down->shape[1] == H && w->attn_norm->numel == C);
+    lomo__norm_fwd(t, a->ln1, a->rstd1, x_in, w->attn_norm, N, C);
+    {
+        float *y[3];
+        const lomo_tensor *ws[3], *bs[3];
+        int O[3];
+        y[0] = c->qk_norm ? a->qpre : a->q; ws[0] = w->wq; bs[0] = w->bq; O[0] = qd;
+        y[1] = c->qk_norm ? a->kpre : a->k; ws[1] = w->wk; bs[1] = w->bk; O[1] = kvd;
+        y[2] = a->v; ws[2] = w->wv; bs[2] = w->bv; O[2] = kvd;
+        lomo__proj_n(t, 3, y, a->ln1, ws, bs, C, O);
+    }
+    if (c->qk_norm) {
+        lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
+        lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
+    }
+    if (t->kv) lomo__kv_attn(t, l, a);
+    else {
+        lomo__rope(t, a->q, ifr, c->n_heads, 0);
+        lomo__rope(t, a->k, ifr, c->n_kv_heads, 0);
+        if (c->gemma || c->local_window > 0)
+            be->attn_ex_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd,
+                            lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
+        else be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    }
+    if (c->gemma) {
+        be->matmul_fwd(X, a->ao, a->att, w->wo, w->bo, N, qd, C, 0);
+        lomo__norm_fwd(t, a->xmid, a->rstdao, a->ao, w->post_attn_norm, N, C);
+        be->add(X, a->xmid, x_in, (size_t)N * C);
+    } else {
+        be->copy(X, a->xmid, x_in, sizeof(float) * (size_t)N * C);
+        be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
+    }
+    lomo__norm_fwd(t, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C);
+    {
+        float *y[2];
+        const lomo_tensor *ws[2], *bs[2];
+        int O[2];
+        y[0] = a->g; ws[0] = w->w_gate; y[1] = a->u; ws[1] = w->w_up;
+        bs[0] = bs[1] = NULL; O[0] = O[1] = H;
+        lomo__proj_n(t, 2, y, a->ln2, ws, bs, C, O);
+    }
+    if (c->gemma) be->geglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
+    else be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
+    if (c->gemma) {   /* the backward needs mo and its norm statistics, so they are recomputed too */
+        be->matmul_fwd(X, a->mo, a->h, w->w_down, NULL, N, H, C, 0);
+        lomo__norm_fwd(t, x_out ? x_out : t->dln, a->rstdmo, a->mo, w->post_mlp_norm, N, C);
+        if (x_out) be->add(X, x_out, a->xmid, (size_t)N * C);
+    } else if (x_out) {
+        be->copy(X, x_out, a->xmid, sizeof(float) * (size_t)N * C);
+        be->matmul_fwd(X, x_out, a->h, w->w_down, NULL, N, H, C, 1);
+    }
+}
+
+/* Shifts labels (transformers convention) into per-position targets, checks
+   ids, uploads; returns the number of counted positions over all M
+   micro-batches, or -1. */
+static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, int M) {
+    const lomo_backend *be = t->m->be;
+    int V = t->m->cfg.vocab_size, b, i, n = t->N * M;
+    int64_t count = 0;
+    if (!labels) labels = tokens;
+    for (i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return lomo__fail("tokens[%d] = %d is outside the vocabulary [0, %d)", i, tokens[i], V);
+        if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= V))
+            return lomo__fail("labels[%d] = %d is neither -100 nor inside the vocabulary [0, %d)", i, labels[i], V);
+    }
+    for (b = 0; b < t->B * M; b++)
+        for (i = 0; i < t->T; i++) {
+            int32_t y = i + 1 < t->T ? labels[b * t->T + i + 1] : -100;
+            t->tgt_host[b * t->T + i] = y;
+            count += y >= 0;
+        }
+    be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * (size_t)n);
+    memcpy(t->tok_host, tokens, sizeof(int32_t) * (size_t)n);
+    be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * (size_t)n);
+    if (be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes, (int)t->m->cfg.dtype);   /* always: this trainer's */
+    return count;
+}
+
+static float *lomo__xs(lomo_trainer *t, int m, int l) {
+    return t->xs + ((size_t)m * (t->m->cfg.n_layers + 1) + l) * t->N * t->m->cfg.dim;
+}
+
+/* logits and cross-entropy of the rows r0..r0+nr-1 (nr <= t->hc) of micro-batch m's
+   final norm output: logits (dlogits in place with with_grad) in the logits buffer,
+   their losses in losses[r0..] */
+static void lomo__head_chunk(lomo_trainer *t, int m, int r0, int nr, float dscale, int with_grad) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    const int32_t *tgt = t->tgt + (size_t)m * t->N + r0;
+    be->matmul_fwd(be->ctx, t->logits, t->lnf + (size_t)r0 * c->dim, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, nr,
+                   c->dim, c->vocab_size, 0);
+    if (c->final_softcap > 0)
+        be->cross_entropy_softcap(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr,
+                                  c->vocab_size, dscale, c->final_softcap);
+    else be->cross_entropy(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr, c->vocab_size,
+                           dscale);
+}
+
+/* final norm, logits, cross-entropy of micro-batch m, in chunks of t->hc tokens
+   (dlogits into the logits buffer with with_grad: the whole micro-batch's when
+   t->hc == N, else only the last chunk's); returns the sum of its token losses */
+static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    double sum = 0.0;
+    int i;
+    lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
+                   t->N, c->dim);
+    for (i = 0; i < t->N; i += t->hc) lomo__head_chunk(t, m, i, t->N - i < t->hc ? t->N - i : t->hc, dscale, with_grad);
+    be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
+    for (i = 0; i < t->N; i++) {
+        double l = t->loss_host[i];
+        sum += l;
+        if (l == l && fabs(l) < 1073741824.0) t->loss_q += (int64_t)llrint(l * 16777216.0);
+        else t->loss_bad = 1;
+    }
+    return sum;
+}
+
+/* Whole forward over the M micro-batches. With M == 1 and with_grad, dlogits
+   stay in the logits buffer for the backward; with M > 1 the head is
+   recomputed per micro-batch inside the backward. */
+static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *loss, int M) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    double sum = 0.0;
+    int l, m;
+    float dscale = count ? t->scale / (float)count : 0.0f;
+    t->gstage = LOMO__NONE;   /* weights may have changed since the last gather */
+    t->loss_q = 0; t->loss_bad = 0;
+    for (m = 0; m < M; m++) {
+        be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, lomo__need(t, LOMO__EMBED, md->embed),
+                      t->N, c->dim);
+        if (c->gemma) be->scale(be->ctx, lomo__xs(t, m, 0), (float)sqrt((double)c->dim), (size_t)t->N * c->dim);
+        for (l = 0; l < c->n_layers; l++)
+            lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
+        sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
+    }
+    if (lomo__phase_check(t, "sharded forward")) return -1;
+    if (t->comm) {   /* every rank's tokens; the 2^-24 units sum exactly in double below 2^53 */
+        double q[3];
+        q[0] = sum; q[1] = (double)t->loss_q; q[2] = t->loss_bad;
+        if (t->comm->all_reduce_sum(t->comm->ctx, q, 3, 1)) return -1;
+        sum = q[0]; t->loss_q = (int64_t)q[1]; t->loss_bad = q[2] != 0;
+    }
+    *loss = count ? (float)(sum / (double)count) : 0.0f;
+    return 0;
+}
+
+/* After a tensor's update: did it leave a NaN or Inf weight? One read of the
+   tensor (the backend's all_finite, else its sum of squares: finite weights
+   cannot overflow it in double). */
+static void lomo__fin_reset(const lomo_backend *be) {   /* only this tensor's update may vouch for it */
+    if (be == lomo_cpu_backend()) ((lomo__cpu *)be->ctx)->fin_data = NULL;
+}
+
+static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index) {
+    const lomo_backend *be = t->m->be;
+    if (t->o.no_finite_check || t->bad_tensor >= 0) return;
+    if (be->all_finite ? !be->all_finite(be->ctx, p) : !isfinite(be->param_sumsq(be->ctx, p))) t->bad_tensor = index;
+}
+
+/* A tensor's gradient g is complete: measure it (norm pass) or hand it to
+   the update rule (update pass). g is the trainer's buffer: sharded, it is
+   padded and summed over the ranks in place. */
+static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g);
+
+/* the rule clips each tensor by its own norm (LOMO_CLIP_TENSOR) */
+static int lomo__clip_each(const lomo_trainer *t) { return t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR; }
+
+/* Applies the rule to one tensor, sharded or not: p with its gradient g;
+   grad_sq = the whole tensor's ||g||^2 (read only by lomo__clip_each);
+   param_sq = the whole tensor's ||p||^2 for a sharded AdaLomo, else -1 (the
+   rule measures p itself); fin = what to read back for NaN/Inf afterwards. */
+static int lomo__apply_rule(lomo_trainer *t, lomo_tensor *p, const float *g, double grad_sq, double param_sq,
+                            const lomo_tensor *fin) {
+    int rc;
+    t->uctx.tensor_index = p->index;
+    if (lomo__clip_each(t)) {
+        float norm = (float)sqrt(grad_sq) * t->uctx.inv_loss_scale;
+        float coef = t->o.clip_norm / (norm + 1e-6f);
+        t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
+        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+    }
+    lomo__fin_reset(t->m->be);
+    rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g, param_sq);
+    if (rc) {
+        if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
+        return -1;
+    }
+    lomo__check_finite(t, fin, p->index);
+    return 0;
+}
+
+static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, float *g) {
+    const lomo_backend *be = t->m->be;
+    if (t->comm) return lomo__grad_ready_sharded(t, p, g);
+    if (t->pass == LOMO__PASS_NORM) {
+        t->sumsq += be->sumsq(be->ctx, g, (size_t)p->numel);
+        return 0;
+    }
+    if (lomo__phase_check(t, "update")) return -1;   /* nothing reaches a rule after a failed kernel */
+    return lomo__apply_rule(t, p, g, lomo__clip_each(t) ? be->sumsq(be->ctx, g, (size_t)p->numel) : 0.0, -1.0, p);
+}
+
+/* Sharded: g holds this rank's whole-tensor gradient (its own micro-batches).
+   It is summed over the ranks and the rule runs on this rank's shard only:
+   reduce-scatter for elementwise rules, all-reduce for AdaLomo, whose row,
+   column and RMS statistics cover the whole tensor (as lomo-optim's ZeRO-3
+   path computes them). The norm pass sums the squares of the shards; the
+   caller all-reduces the total. */
+static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g) {
+    const lomo_comm *c = t->comm;
+    const lomo_backend *be = t->m->be;
+    lomo_tensor *p = &t->m->tensors[view->index];   /* the rank's shard, not the gathered view the kernels used */
+    lomo_tensor flat = *p;                            /* the shard as a flat tensor */
+    size_t cap = (size_t)lomo__shard_cap(t->m, p), n = (size_t)p->numel;
+    int ada = t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_ADALOMO;
+    double sq = 0.0, psq;
+    flat.numel = flat.shard_len; flat.ndim = 1; flat.shape[0] = flat.numel; flat.shape[1] = 0;
+    if (cap * (size_t)c->size > n) be->zero(be->ctx, g + n, sizeof(float) * (cap * (size_t)c->size - n));
+    if (ada ? c->all_reduce_sum(c->ctx, g, n, 0) : c->reduce_scatter_sum(c->ctx, t->gshard, g, cap)) return -1;
+    if (t->pass == LOMO__PASS_NORM) {
+        t->sumsq += be->sumsq(be->ctx, t->gshard, (size_t)p->shard_len);
+        return 0;
+    }
+    if (lomo__phase_check(t, "sharded backward")) return -1;
+    if (lomo__clip_each(t)) {   /* this tensor's whole norm */
+        sq = be->sumsq(be->ctx, ada ? g : t->gshard, ada ? n : (size_t)p->shard_len);
+        if (!ada && c->all_reduce_sum(c->ctx, &sq, 1, 1)) return -1;
+    }
+    if (!ada) return lomo__apply_rule(t, &flat, t->gshard, sq, -1.0, &flat);   /* elementwise rules, hooks: the flat shard */
+    psq = be->param_sumsq(be->ctx, &flat);   /* AdaLomo: the shard of a whole-shaped tensor, whole gradient and state */
+    if (c->all_reduce_sum(c->ctx, &psq, 1, 1)) return -1;
+    return lomo__apply_rule(t, p, g, sq, psq, &flat);
+}
+
+/* Micro-batch gradient routing. With M == 1 a gradient is formed in the one
+   buffer and handed on at once; with M > 1 it is summed over the micro-batches
+   in its slot of the stage's buffer and handed on when the stage is done. */
+/* where p's gradient is formed: the one buffer (M == 1), or p's slot (M > 1) */
+static float *lomo__grad_dst(lomo_trainer *t, const lomo_tensor *p) {
+    return t->M == 1 ? t->grad : t->grad + t->slot[p->index];
+}
+/* where a vector's (bias, norm weight) gradient of micro-batch m goes: its kernels overwrite, so
+   micro-batches after the first write into vtmp and lomo__vec_grad_done adds it to the slot */
+static float *lomo__vec_grad_dst(lomo_trainer *t, const lomo_tensor *p, int m) {
+    return t->M > 1 && m > 0 ? t->vtmp : lomo__grad_dst(t, p);
+}
+static int lomo__vec_grad_done(lomo_trainer *t, lomo_tensor *p, int m) {
+    if (t->M == 1) return lomo__grad_ready(t, p, t->grad);
+    if (m > 0) t->m->be->add(t->m->be->ctx, lomo__grad_dst(t, p), t->vtmp, (size_t)p->numel);
+    return 0;
+}
+
+/* dW of a linear layer (and its bias), for micro-batch m. In the norm pass
+   with LOMO_CLIP_GLOBAL_GRAM, ||dW||^2 comes from Gram matrices where that
+   is cheaper than forming dW (N (O+K) < O K). */
+static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, const float *dy,
+                              const float *x, int K, int O, int m) {
+    const lomo_backend *be = t->m->be;
+    int N = t->N;
+    if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && !t->comm && be->wgrad_sqnorm &&
+        (double)N * (O + K) < (double)O * K) {
+        t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
+    } else if (be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
+               t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
+               !(t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR)) {
+        /* 0.6: the built-in LOMO rule needs only dW itself: fused (the coefficient is known in this pass) */
+        lomo_update_args a;
+        if (be->check(be->ctx)) return -1;
+        t->uctx.tensor_index = w->index;
+        lomo__builtin_args(&a, &t->uctx, LOMO_OPT_LOMO);
+        a.shard_off = w->shard_off;
+        lomo__fin_reset(be);
+        be->linear_update(be->ctx, w, dy, x, N, K, O, t->grad, t->grad_numel, &a);
+        lomo__check_finite(t, w, w->index);
+    } else {
+        be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
+        if (t->M == 1 && lomo__grad_ready(t, w, t->grad)) return -1;
+    }
+    if (b) {
+        be->bias_bwd(be->ctx, lomo__vec_grad_dst(t, b, m), dy, N, O);
+        if (lomo__vec_grad_done(t, b, m)) return -1;
+    }
+    return 0;
+}
+
+/* Layer l backward for micro-batch m. On entry dx holds dL/d(x_out); on exit
+   dL/d(x_in). Every dX is computed before its weight is handed to the hook,
+   so it always uses the old weights. */
+static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    const lomo_layer *w = lomo__layer_weights(t, l);
+    void *X = be->ctx;
+    int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    float *dx = t->dx + (size_t)m * N * C;
+    lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
+    const float *ifr = lomo__layer_inv_freq(t, l), *dmo = dx, *dao = dx;
+    if (t->o.checkpointing) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
+    if (c->gemma) {   /* x_out = xmid + norm(mo): dmo into dln */
+        be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
+        lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_mlp_norm, m), dx, a->mo, w->post_mlp_norm, a->rstdmo, N, C);
+        if (lomo__vec_grad_done(t, w->post_mlp_norm, m)) return -1;
+        dmo = t->dln;
+    }
+    /* MLP: mo = (act(ln2 Wg^T) * ln2 Wu^T) Wd^T, act = silu (Llama) or gelu_tanh (Gemma) */
+    be->matmul_bwd_x(X, t->dg, dmo, w->w_down, N, H, C, 0);                /* dh, in dg */
+    if (lomo__linear_grads(t, w->w_down, NULL, dmo, a->h, H, C, m)) return -1;
+    if (c->gemma) be->geglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
+    else be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
+    be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
+    if (w->w_gate_up) {   /* fused (Phi-3): both dX first, then dW into the row blocks, one hook call */
+        float *g = lomo__grad_dst(t, w->w_gate_up);
+        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        be->matmul_bwd_w(X, g, t->dg, a->ln2, N, C, H, t->M > 1 && m > 0);
+        be->matmul_bwd_w(X, g + (size_t)H * C, t->du, a->ln2, N, C, H, t->M > 1 && m > 0);
+        if (t->M == 1 && lomo__grad_ready(t, w->w_gate_up, t->grad)) return -1;
+    } else {
+        if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
+        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
+    }
+    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
+    if (lomo__vec_grad_done(t, w->mlp_norm, m)) return -1;
+    if (c->gemma) {   /* xmid = x_in + norm(ao): dao into dln */
+        be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
+        lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_attn_norm, m), dx, a->ao, w->post_attn_norm, a->rstdao,
+                       N, C);
+        if (lomo__vec_grad_done(t, w->post_attn_norm, m)) return -1;
+        dao = t->dln;
+    }
+    /* attention: ao = attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
+    be->matmul_bwd_x(X, t->datt, dao, w->wo, N, qd, C, 0);
+    if (lomo__linear_grads(t, w->wo, w->bo, dao, a->att, qd, C, m)) return -1;
+    if (c->gemma || c->local_window > 0)
+        be->attn_ex_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse, t->B, t->T, c->n_heads,
+                        c->n_kv_heads, hd, lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
+    else be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
+                      t->B, t->T, c->n_heads, c->n_kv_heads, hd);
+    lomo__rope(t, t->dq, ifr, c->n_heads, 1);
+    lomo__rope(t, t->dk, ifr, c->n_kv_heads, 1);
+    if (c->qk_norm) {   /* through the per-head norms, datt (free now) as the scratch */
+        be->zero(X, t->datt, sizeof(float) * (size_t)N * kvd);
+        lomo__norm_bwd(t, t->datt, lomo__vec_grad_dst(t, w->k_norm, m), t->dk, a->kpre, w->k_norm, a->rstdk,
+                       N * c->n_kv_heads, hd);
+        be->copy(X, t->dk, t->datt, sizeof(float) * (size_t)N * kvd);
+        if (lomo__vec_grad_done(t, w->k_norm, m)) return -1;
+        be->zero(X, t->datt, sizeof(float) * (size_t)N * qd);
+        lomo__norm_bwd(t, t->datt, lomo__vec_grad_dst(t, w->q_norm, m), t->dq, a->qpre, w->q_norm, a->rstdq,
+                       N * c->n_heads, hd);
+        be->copy(X, t->dq, t->datt, sizeof(float) * (size_t)N * qd);
+        if (lomo__vec_grad_done(t, w->q_norm, m)) return -1;
+    }
+    be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
+    if (w->w_qkv) {   /* fused (Phi-3): every dX first, then dW into the q, k, v row blocks, one hook call */
+        float *g = lomo__grad_dst(t, w->w_qkv);
+        int acc = t->M > 1 && m > 0;
+        be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+        be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+        be->matmul_bwd_w(X, g, t->dq, a->ln1, N, C, qd, acc);
+        be->matmul_bwd_w(X, g + (size_t)qd * C, t->dk, a->ln1, N, C, kvd, acc);
+        be->matmul_bwd_w(X, g + (size_t)(qd + kvd) * C, t->dv, a->ln1, N, C, kvd, acc);
+        if (t->M == 1 && lomo__grad_ready(t, w->w_qkv, t->grad)) return -1;
+    } else {
+    if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd, m)) return -1;
+    be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+    if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd, m)) return -1;
+    be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+    if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
+    }
+    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
+    if (lomo__vec_grad_done(t, w->attn_norm, m)) return -1;
+    return lomo__phase_check(t, "sharded backward");
+}
+
+/* after all micro-batches of a stage: each tensor's summed gradient to the rule */
+static int lomo__stage_ready(lomo_trainer *t, int stage) {
+    lomo_tensor *st[24];
+    int n = lomo__stage_tensors(t->m, stage, st), k;
+    for (k = 0; k < n; k++)
+        if (lomo__grad_ready(t, st[k], lomo__grad_dst(t, st[k]))) return -1;
+    return 0;
+}
+
+/* The head's backward for micro-batch m when it runs in chunks (t->hc < N):
+   each chunk's logits and dlogits are recomputed from the final norm output
+   (recomputed too when M > 1: with M == 1 the forward's is kept, and the
+   final norm's weights may be new by the embedding's turn), then dln's rows
+   (emb 0) and the lm_head gradient (summed over the chunks, then handed on).
+   Tied, it runs twice: for dln (emb 0), and at the embedding's turn (emb 1)
+   for the head's part of its gradient, added to t->grad (the embedding's
+   weights are still the old ones then). The Gram norm pass would need the
+   whole dlogits: here dW is formed instead. */
+static int lomo__head_bwd_chunks(lomo_trainer *t, int m, float dscale, int emb) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    int N = t->N, C = c->dim, V = c->vocab_size, r0;
+    if (t->M > 1)
+        lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm), N, C);
+    for (r0 = 0; r0 < N; r0 += t->hc) {
+        int nr = N - r0 < t->hc ? N - r0 : t->hc;
+        lomo__head_chunk(t, m, r0, nr, dscale, 1);
+        if (emb)
+            be->matmul_bwd_w(be->ctx, t->grad, t->logits, t->lnf + (size_t)r0 * C, nr, C, V, 1);
+        else {
+            be->matmul_bwd_x(be->ctx, t->dln + (size_t)r0 * C, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), nr, C, V, 0);
+            if (!c->tie_embeddings)
+                be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, md->lm_head), t->logits, t->lnf + (size_t)r0 * C, nr, C, V,
+                                 r0 > 0 || (t->M > 1 && m > 0));
+        }
+    }
+    if (!emb && !c->tie_embeddings && t->M == 1 && lomo__grad_ready(t, md->lm_head, t->grad)) return -1;
+    return 0;
+}
+
+/* One backward pass from the loss down: lm_head, final norm, layers L-1..0,
+   embedding; with M > 1 each stage runs every micro-batch before its tensors
+   are handed on. With M == 1 dlogits stay in the logits buffer for the whole
+   pass, so a tied embedding's gradient is formed once, at the end, as the
+   sum of both uses; with M > 1, or a head in chunks (lomo__head_bwd_chunks),
+   the head is recomputed there instead. */
+static int lomo__backward(lomo_trainer *t) {
+    lomo_model *md = t->m;
+    const lomo_config *c = &md->cfg;
+    const lomo_backend *be = md->be;
+    void *X = be->ctx;
+    int l, m, M = t->M, N = t->N, C = c->dim, V = c->vocab_size;
+    float dscale = t->count ? t->scale / (float)t->count : 0.0f;
+    t->gstage = LOMO__NONE;
+    for (m = 0; m < M; m++) {
+        float *dx = t->dx + (size_t)m * N * C;
+        if (t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 0)) return -1; }
+        else {
+        if (M > 1) lomo__head_fwd(t, m, dscale, 1);
+        be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
+        if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
+        }
+        be->zero(X, dx, sizeof(float) * (size_t)N * C);
+        lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
+                       lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
+        if (lomo__vec_grad_done(t, md->final_norm, m)) return -1;
+    }
+    /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
+       through the final norm, which must still hold its old weights then, so
+       its (complete) gradient waits in its own slot and is applied last. */
+    if (M > 1 && !c->tie_embeddings && lomo__stage_ready(t, -1)) return -1;
+    for (l = c->n_layers - 1; l >= 0; l--) {
+        for (m = 0; m < M; m++)
+            if (lomo__layer_bwd(t, l, m)) return -1;
+        if (M > 1 && lomo__stage_ready(t, l)) return -1;
+    }
+    be->zero(X, t->grad, sizeof(float) * (size_t)md->embed->numel);
+    for (m = 0; m < M; m++) {
+        if (c->tie_embeddings && t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 1)) return -1; }
+        else if (c->tie_embeddings) {
+            if (M > 1) lomo__head_fwd(t, m, dscale, 1);
+            be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 1);
+        }
+        if (c->gemma) be->scale(X, t->dx + (size_t)m * N * C, (float)sqrt((double)C), (size_t)N * C);
+        if (c->has_pad) {   /* nn.Embedding(padding_idx): no gradient from the lookup of the pad row */
+            int n;
+            for (n = 0; n < N; n++)
+                if (t->tok_host[(size_t)m * N + n] == c->pad_token_id)
+                    be->zero(X, t->dx + ((size_t)m * N + n) * C, sizeof(float) * (size_t)C);
+        }
+        be->embed_bwd(X, t->grad, t->dx + (size_t)m * N * C, t->tok + (size_t)m * N, N, C);
+    }
+    if (lomo__grad_ready(t, md->embed, t->grad)) return -1;
+    if (M > 1 && c->tie_embeddings && lomo__grad_ready(t, md->final_norm, lomo__grad_dst(t, md->final_norm))) return -1;
+    return lomo__phase_check(t, "sharded backward");
+}
+
+/* sharded: the counted tokens of every rank (the loss is their mean) */
+static int lomo__global_count(lomo_trainer *t, int64_t *count) {
+    double c = (double)*count;
+    if (!t->comm) return 0;
+    if (t->comm->all_reduce_sum(t->comm->ctx, &c, 1, 1)) return -1;
+    *count = (int64_t)c;
+    return 0;
+}
+
+LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, lomo_step_info *info) {
+    int64_t count = lomo__prepare(t, tokens, labels, 1);
+    float loss = 0.0f, keep = t->scale;
+    if (count >= 0 && lomo__global_count(t, &count)) return -1;
+    t->failed = 0;
+    t->scale = 1.0f;
+    if (count < 0 || lomo__forward(t, count, 0, &loss, 1)) { t->scale = keep; return -1; }
+    t->scale = keep;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->loss = loss; info->n_tokens = count; info->grad_norm = -1.0f; info->clip_coef = 1.0f;
+        info->loss_scale = 1.0f;
+        info->loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
+    }
+    return 0;
+}
+
+/* the update context every rule call of this step sees; the norm pass adds the norm and coefficient */
+static void lomo__update_ctx(lomo_trainer *t, float lr) {
+    lomo_update_ctx *u = &t->uctx;
+    memset(u, 0, sizeof *u);
+    u->step = t->step + 1;
+    u->lr = lr;
+    u->inv_loss_scale = 1.0f / t->scale;
+    u->clip_value = t->o.clip_value;
+    u->weight_decay = t->o.weight_decay;
+    u->n_tensors = t->m->n_tensors;
+    u->backend = t->m->be;
+    u->stream = t->m->be->stream;
+    u->grad_norm = -1.0f;
+    u->clip_coef = 1.0f;
+    u->stochastic_rounding = t->o.stochastic_rounding;
+    u->seed = t->o.seed;
+}
+
+/* pass one: the gradients measured (global norm, overflow), nothing updated */
+static int lomo__norm_pass(lomo_trainer *t, lomo_step_info *si) {
+    t->pass = LOMO__PASS_NORM;
+    t->sumsq = 0.0;
+    if (lomo__backward(t)) return -1;
+    if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &t->sumsq, 1, 1)) return -1;
+    si->grad_norm = (float)(sqrt(t->sumsq) / t->scale);
+    if (!isfinite(si->grad_norm)) si->skipped = 1;
+    else if (t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR) {
+        float coef = t->o.clip_norm / (si->grad_norm + 1e-6f);
+        si->clip_coef = coef < 1.0f ? coef : 1.0f;
+    }
+    t->uctx.grad_norm = si->grad_norm;
+    t->uctx.clip_coef = si->clip_coef;
+    return 0;
+}
+
+/* pass two: each tensor updated as its gradient completes; a NaN/Inf weight
+   left by an update fails the step on every rank, naming what it found */
+static int lomo__update_pass(lomo_trainer *t, float lr) {
+    t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+    t->pass = LOMO__PASS_UPDATE;
+    t->bad_tensor = -1;
+    if (lomo__backward(t)) return -1;
+    if (!t->o.no_finite_check) {
+        double bad = t->bad_tensor >= 0;
+        if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
+        if (bad > 0)
+            return lomo__fail("step %lld: the update (lr %g) left NaN/Inf values in %s: the weights are no "
+                              "longer usable (lower the learning rate, clip by norm); nothing may be saved from "
+                              "them", (long long)t->step + 1, (double)lr,
+                              t->bad_tensor >= 0 ? t->m->tensors[t->bad_tensor].name : "a tensor on another rank");
+    }
+    t->step++;
+    return 0;
+}
+
+/* dynamic loss scale: back off on overflow, grow after a window of clean steps */
+static void lomo__loss_scaler(lomo_trainer *t, const lomo_step_info *si, int64_t count) {
+    if (si->skipped && count > 0) {
+        t->scale = t->scale * t->o.loss_scale_backoff;
+        if (t->scale < t->o.loss_scale_min) t->scale = t->o.loss_scale_min;
+        t->clean_steps = 0;
+    } else if (!si->skipped && ++t->clean_steps >= t->o.loss_scale_window) {
+        t->scale *= t->o.loss_scale_growth;
+        t->clean_steps = 0;
+    }
+}
+
+/* prepare -> forward -> norm pass (global clipping or loss scaling) -> update pass -> loss scaler */
+LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, float lr,
+                      lomo_step_info *info) {
+    lomo_step_info si;
+    int64_t count = lomo__prepare(t, tokens, labels, t->M);
+    int global = t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR;
+    memset(&si, 0, sizeof si);
+    si.grad_norm = -1.0f; si.clip_coef = 1.0f; si.loss_scale = t->scale;
+    if (count >= 0 && lomo__global_count(t, &count)) return -1;
+    t->count = count;
+    t->failed = 0;
+    if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
+    si.n_tokens = count;
+    si.loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
+    lomo__update_ctx(t, lr);
+    if (!isfinite(si.loss) || count == 0) si.skipped = 1;   /* nothing to learn from, or overflow */
+    if (!si.skipped && (global || t->scaling) && lomo__norm_pass(t, &si)) return -1;
+    if (!si.skipped && lomo__update_pass(t, lr)) return -1;
+    if (t->scaling) lomo__loss_scaler(t, &si, count);
+    if (info) *info = si;
+    return 0;
+}
+
+/* ======================================================================== */
+/* 7. update rules: the built-in rules behind the hook (kernels in 5)       */
+/* ======================================================================== */
+
+/* the built-in rules through the backend's update op */
+static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, int rule) {
+    memset(a, 0, sizeof *a);
+    a->rule = rule; a->lr = ctx->lr; a->inv_loss_scale = ctx->inv_loss_scale; a->clip_value = ctx->clip_value;
+    a->clip_coef = ctx->clip_coef; a->weight_decay = ctx->weight_decay; a->step = ctx->step;
+    a->stochastic = ctx->stochastic_rounding; a->seed = ctx->seed;
+    a->stream = (uint64_t)ctx->step * 0x100000001B3ull + (uint64_t)ctx->tensor_index;
+    a->param_sumsq = -1.0;
+}
+
+/* g, n floats, lies inside the buffer b of cap floats (for LOMO_ASSERT) */
+static inline int lomo__inside(const float *g, size_t n, const float *b, size_t cap) {
+    uintptr_t x = (uintptr_t)g, lo = (uintptr_t)b;
+    return b && x >= lo && (x - lo) / sizeof(float) + n <= cap;
+}
+
+static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g, double param_sumsq) {
+    lomo_update_args a;
+    /* g is the trainer's: in the one gradient buffer (a tensor's slot of it with micro-batches) or
+       this rank's reduce-scattered shard; the rule's state exists */
+    LOMO_ASSERT(p->index >= 0 && p->index < t->m->n_tensors);
+    LOMO_ASSERT(lomo__inside(g, (size_t)p->numel, t->grad, t->grad_numel) ||
+                (g == t->gshard && (size_t)p->numel <= t->gshard_len));
+    LOMO_ASSERT(t->o.optimizer == LOMO_OPT_LOMO || t->s1[p->index]);
+    lomo__builtin_args(&a, &t->uctx, t->o.optimizer);
+    a.param_sumsq = param_sumsq;   /* -1: the rule measures p (a sharded AdaLomo: the whole tensor's, summed) */
+    a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
+    a.decay_rate = t->o.adalomo_decay_rate;
+    a.beta1 = t->o.adamw_beta1; a.beta2 = t->o.adamw_beta2; a.eps = t->o.adamw_eps;
+    a.shard_off = p->shard_off;
+    t->m->be->update(t->m->be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
+    return 0;
+}
+
+LOMODEF int lomo_update_lomo(lomo_tensor *p, const float *grad, const lomo_update_ctx *ctx, void *user) {
+    lomo_update_args a;
+    (void)user;
+    lomo__builtin_args(&a, ctx, LOMO_OPT_LOMO);
+    a.shard_off = p->shard_off;
+    ctx->backend->update(ctx->backend->ctx, p, grad, NULL, NULL, &a);
+    return 0;
+}
+
+/* ======================================================================== */
+/* 8. model: construction, tensors, random initialisation                   */
 /* ======================================================================== */
 
 LOMODEF int lomo_config_default(lomo_config *c, int dim, int hidden_dim, int n_layers,
@@ -4868,36 +4557,2347 @@ LOMODEF int lomo_model_init_random(lomo_model *m, uint64_t seed, float std) {
     return 0;
 }
 
-/* lomo_data.inl - training data (JSON Lines or packed tokens) and
-   multiple-choice items for lomo.h.
-
-   Spliced into lomo.h's implementation section after the JSON reader
-   (lomo__json_*), lomo__read_file and the splitmix64 RNG (lomo__rng_next).
-   Private symbols are static: lomo__data_*, lomo__mc_*, lomo__dbuf_* (a
-   growable byte array) and lomo__rng_below (unbiased bounded splitmix64).
-
-   The block between "BEGIN PUBLIC API" and "END PUBLIC API" below belongs in
-   the header's API section (inside its extern "C"); it is real code here only
-   so that this fragment compiles on its own right after lomo.h. */
-
-
 /* ======================================================================== */
-/* data: implementation                                                     */
+/* 9. checkpoints and I/O: JSON, files, safetensors, config.json, load/save */
 /* ======================================================================== */
 
-struct lomo_data {
-    lomo_data_opts o;
-    int64_t n;            /* examples */
-    int64_t n_tok;        /* token ids stored (after truncation) */
-    int32_t *tok;         /* every example's ids, back to back */
-    int32_t *lab;         /* labels parallel to tok; NULL: labels = tok */
-    int64_t *off;         /* n+1 offsets into tok; NULL for packed files, where
-                             example i is [i*T, min((i+1)*T, n_tok)) */
-    int64_t *perm;        /* the order of epoch perm_epoch (shuffle only) */
-    int64_t perm_epoch;   /* -1: perm not computed yet */
-    int64_t epoch, index; /* the next example: index-th of epoch's order */
-    int64_t n_cut;        /* examples truncated to seq_len */
-};
+typedef struct lomo__sb { char *p; size_t n, cap; int oom; } lomo__sb;
+
+static void lomo__sb_add(lomo__sb *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (b->n + n + 1 > cap) cap *= 2;
+        if (!(p = (char *)LOMO_REALLOC(b->p, cap))) { b->oom = 1; return; }   /* b->p stays the caller's to free */
+        b->p = p; b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void lomo__sb_printf(lomo__sb *b, const char *fmt, ...) {
+    char tmp[256];
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (k < 0 || k >= (int)sizeof tmp) { b->oom = 1; return; } /* only used for short items */
+    lomo__sb_add(b, tmp, (size_t)k);
+}
+
+/* Appends s as a quoted JSON string (UTF-8 passed through). */
+static void lomo__sb_jstr(lomo__sb *b, const char *s) {
+    lomo__sb_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { char e[2] = { '\\', (char)c }; lomo__sb_add(b, e, 2); }
+        else if (c < 0x20) lomo__sb_printf(b, "\\u%04x", c);
+        else lomo__sb_add(b, s, 1);
+    }
+    lomo__sb_add(b, "\"", 1);
+}
+
+/* Shortest of %.6g..%.9g that reads back as the same float, always with '.'. */
+static void lomo__fmt_float(char *buf, size_t cap, float v) {
+    const char *dp = localeconv()->decimal_point;
+    char *q;
+    int prec;
+    for (prec = 6; prec <= 9; prec++) {
+        snprintf(buf, cap, "%.*g", prec, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    if (dp && dp[0] && dp[0] != '.' && (q = strchr(buf, dp[0])) != NULL) *q = '.';
+}
+
+/* Strict RFC 8259 parser into a flat node array; the root is node 0.
+     lomo__json_parse(j, s, len, what)  0, or -1 with "<what>: invalid JSON at
+                                        byte N: reason" in lomo_error()
+     lomo__json_free(j)
+     lomo__json_get(j, obj, key)        value node of member key, -1 if absent
+     lomo__json_str(j, node, buf, cap)  decoded UTF-8, NUL-terminated: length,
+                                        or -1 (not a STR, too long, has \u0000)
+     lomo__json_streq(j, node, lit)     1 if the STR node decodes to lit
+     lomo__json_int(j, node, &v)        0 if node is an integer literal, |v| < 2^53
+   Children of OBJ/ARR are chained by first/next in document order (count of
+   them). For objects the chain links the *value* nodes; each value's `key` is
+   the index of its key STR node, which sits outside the chain. s/len is the raw
+   span: for STR between the quotes (escapes not decoded), for OBJ/ARR from
+   bracket to bracket. Rules: UTF-8 only (no BOM, no overlong forms, no
+   surrogates), \u escapes with paired surrogates, at most 64 nested containers,
+   only whitespace after the root value, no object naming a key twice (keys
+   compare by their decoded bytes: "a" == "\u0061", "a\u0000" != "a"). */
+
+enum { LOMO__J_OBJ, LOMO__J_ARR, LOMO__J_STR, LOMO__J_NUM, LOMO__J_TRUE, LOMO__J_FALSE, LOMO__J_NULL };
+#define LOMO__JSON_MAX_DEPTH 64
+
+typedef struct lomo__jnode {
+    int type, parent, first, next, count;
+    const char *s; size_t len;
+    double num;
+    int key;
+} lomo__jnode;
+
+typedef struct lomo__json { lomo__jnode *nodes; int n, cap, oom; } lomo__json;   /* oom: a parse failed for memory */
+
+typedef struct lomo__jp { lomo__json *j; const unsigned char *s; size_t n, i; const char *what; } lomo__jp;
+
+static int lomo__jp_err(const lomo__jp *p, const char *msg) {
+    return lomo__fail("%s: invalid JSON at byte %zu: %s", p->what ? p->what : "JSON", p->i, msg);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid/overlong/surrogate/> U+10FFFF. */
+static int lomo__utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0], lo = 0x80, hi = 0xbf;
+    int k, i;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) k = 2;
+    else if (c >= 0xe0 && c <= 0xef) { k = 3; if (c == 0xe0) lo = 0xa0; if (c == 0xed) hi = 0x9f; }
+    else if (c >= 0xf0 && c <= 0xf4) { k = 4; if (c == 0xf0) lo = 0x90; if (c == 0xf4) hi = 0x8f; }
+    else return 0;
+    if (n < (size_t)k || s[1] < lo || s[1] > hi) return 0;
+    for (i = 2; i < k; i++) if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return k;
+}
+
+static int lomo__utf8_valid(const char *s) {
+    size_t n = strlen(s), i = 0;
+    int k;
+    while (i < n && (k = lomo__utf8_len((const unsigned char *)s + i, n - i)) > 0) i += (size_t)k;
+    return i == n;
+}
+
+static int lomo__hex4(const unsigned char *s, size_t n, unsigned *out) {
+    size_t i;
+    *out = 0;
+    if (n < 4) return -1;
+    for (i = 0; i < 4; i++) {
+        unsigned c = s[i], d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return -1;
+        *out = *out * 16 + d;
+    }
+    return 0;
+}
+
+static void lomo__jp_ws(lomo__jp *p) {
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r')) p->i++;
+}
+
+static int lomo__jp_node(lomo__jp *p, int type, int parent) {
+    lomo__json *j = p->j;
+    lomo__jnode *nd;
+    if (j->n == j->cap) {
+        int cap = j->cap ? j->cap * 2 : 64;
+        lomo__jnode *a = (j->cap < (1 << 28)) ? (lomo__jnode *)LOMO_REALLOC(j->nodes, (size_t)cap * sizeof *a) : NULL;
+        if (!a) { j->oom = 1; return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON"); }
+        j->nodes = a; j->cap = cap;
+    }
+    nd = &j->nodes[j->n];
+    memset(nd, 0, sizeof *nd);
+    nd->type = type; nd->parent = parent; nd->first = nd->next = nd->key = -1;
+    nd->s = (const char *)p->s + p->i;
+    return j->n++;
+}
+
+/* Parses the string at p->i (an opening quote), validating escapes and UTF-8. */
+static int lomo__jp_string(lomo__jp *p, int parent) {
+    int id = lomo__jp_node(p, LOMO__J_STR, parent);
+    size_t start;
+    unsigned u, u2;
+    if (id < 0) return -1;
+    start = ++p->i;
+    for (;;) {
+        unsigned c;
+        if (p->i >= p->n) return lomo__jp_err(p, "unterminated string");
+        c = p->s[p->i];
+        if (c == '"') break;
+        if (c < 0x20) return lomo__jp_err(p, "control character in string (must be escaped)");
+        if (c >= 0x80) {
+            int k = lomo__utf8_len(p->s + p->i, p->n - p->i);
+            if (!k) return lomo__jp_err(p, "invalid UTF-8 in string");
+            p->i += (size_t)k;
+            continue;
+        }
+        p->i++;
+        if (c != '\\') continue;
+        if (p->i >= p->n) return lomo__jp_err(p, "unterminated string");
+        c = p->s[p->i];
+        if (c && strchr("\"\\/bfnrt", (int)c)) { p->i++; continue; }
+        if (c != 'u') return lomo__jp_err(p, "invalid escape sequence");
+        if (lomo__hex4(p->s + p->i + 1, p->n - p->i - 1, &u)) return lomo__jp_err(p, "\\u needs 4 hex digits");
+        if (u >= 0xdc00 && u <= 0xdfff) return lomo__jp_err(p, "unpaired low surrogate in \\u escape");
+        p->i += 5;
+        if (u >= 0xd800 && u <= 0xdbff) {
+            if (p->i + 1 >= p->n || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' ||
+                lomo__hex4(p->s + p->i + 2, p->n - p->i - 2, &u2) || u2 < 0xdc00 || u2 > 0xdfff)
+                return lomo__jp_err(p, "unpaired high surrogate in \\u escape");
+            p->i += 6;
+        }
+    }
+    p->j->nodes[id].s = (const char *)p->s + start;
+    p->j->nodes[id].len = p->i - start;
+    p->i++;
+    return id;
+}
+
+static int lomo__jp_number(lomo__jp *p, int parent) {
+    int id = lomo__jp_node(p, LOMO__J_NUM, parent);
+    size_t start = p->i, len;
+    char small[64], *buf, *end;
+    const char *dp;
+    double v;
+    if (id < 0) return -1;
+#define LOMO__DIGIT() (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
+    if (p->s[p->i] == '-') p->i++;
+    if (!LOMO__DIGIT()) return lomo__jp_err(p, "invalid number");
+    if (p->s[p->i] == '0') { p->i++; if (LOMO__DIGIT()) return lomo__jp_err(p, "leading zeros are not allowed"); }
+    else while (LOMO__DIGIT()) p->i++;
+    if (p->i < p->n && p->s[p->i] == '.') {
+        p->i++;
+        if (!LOMO__DIGIT()) return lomo__jp_err(p, "digit expected after '.'");
+        while (LOMO__DIGIT()) p->i++;
+    }
+    if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
+        p->i++;
+        if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
+        if (!LOMO__DIGIT()) return lomo__jp_err(p, "digit expected in exponent");
+        while (LOMO__DIGIT()) p->i++;
+    }
+#undef LOMO__DIGIT
+    /* grammar checked: convert a NUL-terminated copy with strtod (correctly rounded) */
+    len = p->i - start;
+    buf = len < sizeof small ? small : (char *)LOMO_MALLOC(len + 1);
+    if (!buf) { p->j->oom = 1; return lomo__fail("%s: out of memory parsing JSON", p->what ? p->what : "JSON"); }
+    memcpy(buf, p->s + start, len);
+    buf[len] = 0;
+    v = strtod(buf, &end);
+    dp = localeconv()->decimal_point; /* a non-"C" LC_NUMERIC wants its own decimal point */
+    if (end != buf + len && dp && dp[0] && (end = strchr(buf, '.')) != NULL) { *end = dp[0]; v = strtod(buf, NULL); }
+    if (buf != small) LOMO_FREE(buf);
+    p->j->nodes[id].num = v;
+    p->j->nodes[id].len = len;
+    return id;
+}
+
+static int lomo__jp_value(lomo__jp *p, int parent, int depth) {
+    int id, last = -1, type;
+    unsigned c;
+    lomo__jp_ws(p);
+    if (p->i >= p->n) return lomo__jp_err(p, "unexpected end of input");
+    c = p->s[p->i];
+    if (c == '"') return lomo__jp_string(p, parent);
+    if (c == '-' || (c >= '0' && c <= '9')) return lomo__jp_number(p, parent);
+    if (c == 't' || c == 'f' || c == 'n') {
+        const char *lit = c == 't' ? "true" : c == 'f' ? "false" : "null";
+        size_t k = strlen(lit);
+        if (p->n - p->i < k || memcmp(p->s + p->i, lit, k)) return lomo__jp_err(p, "invalid literal");
+        type = c == 't' ? LOMO__J_TRUE : c == 'f' ? LOMO__J_FALSE : LOMO__J_NULL;
+        if ((id = lomo__jp_node(p, type, parent)) < 0) return -1;
+        p->j->nodes[id].len = k;
+        p->i += k;
+        return id;
+    }
+    if (c != '{' && c != '[') {
+        char msg[64];
+        snprintf(msg, sizeof msg, (c >= 0x20 && c < 0x7f) ? "unexpected character '%c'" : "unexpected byte 0x%02x", c);
+        return lomo__jp_err(p, msg);
+    }
+    if (depth >= LOMO__JSON_MAX_DEPTH) return lomo__jp_err(p, "nesting deeper than 64 levels");
+    if ((id = lomo__jp_node(p, c == '{' ? LOMO__J_OBJ : LOMO__J_ARR, parent)) < 0) return -1;
+    p->i++;
+    lomo__jp_ws(p);
+    if (p->i < p->n && p->s[p->i] == (c == '{' ? '}' : ']')) { p->i++; goto done; }
+    for (;;) {
+        int key = -1, v;
+        if (c == '{') {
+            lomo__jp_ws(p);
+            if (p->i >= p->n || p->s[p->i] != '"') return lomo__jp_err(p, "expected a string key");
+            if ((key = lomo__jp_string(p, id)) < 0) return -1;
+            lomo__jp_ws(p);
+            if (p->i >= p->n || p->s[p->i] != ':') return lomo__jp_err(p, "expected ':' after key");
+            p->i++;
+        }
+        if ((v = lomo__jp_value(p, id, depth + 1)) < 0) return -1;
+        p->j->nodes[v].key = key;
+        if (last < 0) p->j->nodes[id].first = v; else p->j->nodes[last].next = v;
+        last = v;
+        p->j->nodes[id].count++;
+        lomo__jp_ws(p);
+        if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
+        if (p->i < p->n && p->s[p->i] == (c == '{' ? '}' : ']')) { p->i++; break; }
+        return lomo__jp_err(p, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+done:
+    p->j->nodes[id].len = (size_t)((const char *)p->s + p->i - p->j->nodes[id].s);
+    return id;
+}
+
+static void lomo__json_free(lomo__json *j) {
+    LOMO_FREE(j->nodes);
+    j->nodes = NULL; j->n = j->cap = 0;
+}
+
+
+/* Decodes the next character of a validated STR span at *i into out; returns its byte count. */
+static int lomo__jdec(const char *s, size_t *i, char out[4]) {
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned cp, lo;
+    if (u[*i] != '\\') { out[0] = s[(*i)++]; return 1; }
+    switch (u[*i + 1]) {
+    case 'b': out[0] = '\b'; break;
+    case 'f': out[0] = '\f'; break;
+    case 'n': out[0] = '\n'; break;
+    case 'r': out[0] = '\r'; break;
+    case 't': out[0] = '\t'; break;
+    case 'u': break;
+    default: out[0] = s[*i + 1]; break; /* " \ / */
+    }
+    if (u[*i + 1] != 'u') { *i += 2; return 1; }
+    lomo__hex4(u + *i + 2, 4, &cp);
+    *i += 6;
+    if (cp >= 0xd800 && cp <= 0xdbff) { lomo__hex4(u + *i + 2, 4, &lo); *i += 6; cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00); }
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xc0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+static int lomo__json_is(const lomo__json *j, int node, int type) {
+    return j && node >= 0 && node < j->n && j->nodes[node].type == type;
+}
+
+static int lomo__json_str(const lomo__json *j, int node, char *buf, size_t cap) {
+    size_t i = 0, o = 0;
+    if (!cap) return -1;
+    buf[0] = 0;
+    if (!lomo__json_is(j, node, LOMO__J_STR)) return -1;
+    while (i < j->nodes[node].len) {
+        char c[4];
+        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
+        if (o + (size_t)k >= cap || (k == 1 && c[0] == 0)) { buf[0] = 0; return -1; }
+        for (m = 0; m < k; m++) buf[o++] = c[m];
+    }
+    buf[o] = 0;
+    return o > 0x7fffffff ? -1 : (int)o;
+}
+
+static int lomo__json_streq(const lomo__json *j, int node, const char *lit) {
+    size_t i = 0, o = 0;
+    if (!lomo__json_is(j, node, LOMO__J_STR)) return 0;
+    while (i < j->nodes[node].len) {
+        char c[4];
+        int k = lomo__jdec(j->nodes[node].s, &i, c), m;
+        for (m = 0; m < k; m++, o++) if (!lit[o] || lit[o] != c[m]) return 0; /* a decoded NUL never matches */
+    }
+    return lit[o] == 0;
+}
+
+static int lomo__json_get(const lomo__json *j, int obj, const char *key) {
+    int c;
+    if (!lomo__json_is(j, obj, LOMO__J_OBJ)) return -1;
+    for (c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next)
+        if (lomo__json_streq(j, j->nodes[c].key, key)) return c;
+    return -1;
+}
+
+static int lomo__json_int(const lomo__json *j, int node, int64_t *v) {
+    const lomo__jnode *nd;
+    if (!lomo__json_is(j, node, LOMO__J_NUM)) return -1;
+    nd = &j->nodes[node];
+    if (memchr(nd->s, '.', nd->len) || memchr(nd->s, 'e', nd->len) || memchr(nd->s, 'E', nd->len)) return -1;
+    if (nd->num >= 9007199254740992.0 || nd->num <= -9007199254740992.0) return -1;
+    *v = (int64_t)nd->num;
+    return 0;
+}
+
+/* A short printable rendering of a node for error messages ("found ..."). */
+static const char *lomo__json_show(const lomo__json *j, int node, char *buf, size_t cap) {
+    const lomo__jnode *nd;
+    size_t k, i;
+    if (node < 0 || node >= j->n) { snprintf(buf, cap, "nothing"); return buf; }
+    nd = &j->nodes[node];
+    k = nd->len < 40 ? nd->len : 40;
+    while (k < nd->len && ((unsigned char)nd->s[k] & 0xc0) == 0x80) k--; /* cut at a character boundary */
+    snprintf(buf, cap, nd->type == LOMO__J_STR ? "\"%.*s%s\"" : "%.*s%s", (int)k, nd->s, k < nd->len ? "..." : "");
+    for (i = 0; buf[i]; i++) if ((unsigned char)buf[i] < 0x20) buf[i] = ' ';
+    return buf;
+}
+
+/* Byte-wise comparison of two validated STR spans by their decoded bytes
+   (a \u0000 is a byte like any other): <0, 0, >0. */
+static int lomo__json_keycmp(const lomo__json *j, int a, int b) {
+    size_t ia = 0, ib = 0;
+    char ca[4], cb[4];
+    int na = 0, nb = 0, ka = 0, kb = 0;
+    for (;;) {
+        if (ka == na) { if (ia >= j->nodes[a].len) { na = 0; } else { na = lomo__jdec(j->nodes[a].s, &ia, ca); } ka = 0; }
+        if (kb == nb) { if (ib >= j->nodes[b].len) { nb = 0; } else { nb = lomo__jdec(j->nodes[b].s, &ib, cb); } kb = 0; }
+        if (!na || !nb) return na ? 1 : nb ? -1 : 0;
+        if (ca[ka] != cb[kb]) return (unsigned char)ca[ka] < (unsigned char)cb[kb] ? -1 : 1;
+        ka++; kb++;
+    }
+}
+
+/* The key node of the first duplicate key in any object (the second of the
+   pair, in document order), or -1. Python keeps the last, serde the first:
+   lomo refuses. Sorts each object's keys (merge sort, n log n). */
+static int lomo__json_dup_key(const lomo__json *j) {
+    int o, *keys = NULL, *tmp = NULL, cap = 0, found = -1;
+    for (o = 0; o < j->n && found < 0; o++) {
+        int n = 0, c, w, i, lo;
+        if (j->nodes[o].type != LOMO__J_OBJ || j->nodes[o].count < 2) continue;
+        if (j->nodes[o].count > cap) {
+            LOMO_FREE(keys); LOMO_FREE(tmp);
+            cap = j->nodes[o].count;
+            keys = (int *)LOMO_MALLOC((size_t)cap * sizeof *keys);
+            tmp = (int *)LOMO_MALLOC((size_t)cap * sizeof *tmp);
+            if (!keys || !tmp) { LOMO_FREE(keys); LOMO_FREE(tmp); return -2; }
+        }
+        for (c = j->nodes[o].first; c >= 0; c = j->nodes[c].next) keys[n++] = j->nodes[c].key;
+        for (w = 1; w < n; w *= 2) {   /* bottom-up merge sort, stable: ties keep document order */
+            for (lo = 0; lo < n; lo += 2 * w) {
+                int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, x = lo, y = mid, k = lo;
+                while (x < mid && y < hi) tmp[k++] = lomo__json_keycmp(j, keys[y], keys[x]) < 0 ? keys[y++] : keys[x++];
+                while (x < mid) tmp[k++] = keys[x++];
+                while (y < hi) tmp[k++] = keys[y++];
+            }
+            memcpy(keys, tmp, (size_t)n * sizeof *keys);
+        }
+        for (i = 1; i < n; i++)
+            if (!lomo__json_keycmp(j, keys[i - 1], keys[i]) && (found < 0 || keys[i] < found)) found = keys[i];
+    }
+    LOMO_FREE(keys); LOMO_FREE(tmp);
+    return found;
+}
+
+/* check_dups: refuse an object that names a key twice (every reader but the
+   safetensors header, which reports a duplicate tensor name itself first). */
+static int lomo__json_parse_ex(lomo__json *j, const char *s, size_t len, const char *what, int check_dups) {
+    lomo__jp p;
+    int d;
+    j->nodes = NULL; j->n = j->cap = j->oom = 0;
+    p.j = j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
+    if (lomo__jp_value(&p, -1, 0) < 0) { lomo__json_free(j); return -1; }
+    lomo__jp_ws(&p);
+    if (p.i != p.n) { lomo__json_free(j); return lomo__jp_err(&p, "unexpected trailing characters after the JSON value"); }
+    if (check_dups && (d = lomo__json_dup_key(j)) != -1) {
+        char show[64];
+        if (d == -2) { lomo__json_free(j); j->oom = 1; return lomo__fail("%s: out of memory checking keys", what ? what : "JSON"); }
+        size_t k = strlen(lomo__json_show(j, d, show, sizeof show));
+        p.i = (size_t)((const unsigned char *)j->nodes[d].s - p.s) - 1;
+        lomo__json_free(j);
+        return lomo__fail("%s: duplicate field '%.*s' at byte %zu (JSON readers disagree on which one counts)",
+                          what ? what : "JSON", (int)(k >= 2 ? k - 2 : 0), show + 1, p.i);
+    }
+    return 0;
+}
+static int lomo__json_parse(lomo__json *j, const char *s, size_t len, const char *what) {
+    return lomo__json_parse_ex(j, s, len, what, 1);
+}
+
+/* ---- the public face of the reader (lomo_json_*, declared with the API) ---- */
+struct lomo_json { lomo__json j; };
+
+LOMODEF lomo_json *lomo_json_parse(const char *s, size_t len, size_t *end, const char *what) {
+    lomo_json *r;
+    if (end) *end = 0;
+    if (!s && len) { lomo__fail("%s: no text to parse", what ? what : "JSON"); return NULL; }
+    if (!(r = (lomo_json *)LOMO_MALLOC(sizeof *r))) { lomo__fail("%s: out of memory", what ? what : "JSON"); return NULL; }
+    if (end) {   /* one value from the start; then the whole check (keys) on exactly that span */
+        lomo__jp p;
+        r->j.nodes = NULL; r->j.n = r->j.cap = 0;
+        p.j = &r->j; p.s = (const unsigned char *)s; p.n = len; p.i = 0; p.what = what;
+        len = lomo__jp_value(&p, -1, 0) < 0 ? 0 : p.i;
+        *end = p.i;
+        lomo__json_free(&r->j);
+        if (!len) { LOMO_FREE(r); return NULL; }
+    }
+    if (lomo__json_parse(&r->j, s ? s : "", len, what)) { LOMO_FREE(r); return NULL; }
+    return r;
+}
+
+LOMODEF void lomo_json_free(lomo_json *j) {
+    if (!j) return;
+    lomo__json_free(&j->j);
+    LOMO_FREE(j);
+}
+
+static const lomo__jnode *lomo__json_node(const lomo_json *j, int node) {
+    return j && node >= 0 && node < j->j.n ? &j->j.nodes[node] : NULL;
+}
+
+LOMODEF int lomo_json_type(const lomo_json *j, int node) {
+    static const int pub[] = {LOMO_JSON_OBJECT, LOMO_JSON_ARRAY, LOMO_JSON_STRING, LOMO_JSON_NUMBER,
+                              LOMO_JSON_TRUE, LOMO_JSON_FALSE, LOMO_JSON_NULL};
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? pub[nd->type] : -1;
+}
+
+LOMODEF int lomo_json_count(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? nd->count : -1;
+}
+
+LOMODEF int lomo_json_first(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd && (nd->type == LOMO__J_OBJ || nd->type == LOMO__J_ARR) ? nd->first : -1;
+}
+
+LOMODEF int lomo_json_next(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? nd->next : -1;
+}
+
+LOMODEF int lomo_json_key(const lomo_json *j, int node) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    return nd ? nd->key : -1;
+}
+
+LOMODEF int lomo_json_get(const lomo_json *j, int obj, const char *key) {
+    return j && key ? lomo__json_get(&j->j, obj, key) : -1;
+}
+
+LOMODEF int lomo_json_int(const lomo_json *j, int node, int64_t *v) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    if (!nd || nd->type != LOMO__J_NUM || memchr(nd->s, '.', nd->len) || memchr(nd->s, 'e', nd->len) ||
+        memchr(nd->s, 'E', nd->len)) return -1;
+    return lomo__json_int(&j->j, node, v) ? -2 : 0;
+}
+
+LOMODEF int lomo_json_number(const lomo_json *j, int node, double *v) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    if (!nd || nd->type != LOMO__J_NUM) return -1;
+    *v = nd->num;
+    return 0;
+}
+
+LOMODEF char *lomo_json_string(const lomo_json *j, int node, size_t *len) {
+    const lomo__jnode *nd = lomo__json_node(j, node);
+    size_t i = 0, o = 0;
+    char *out;
+    if (len) *len = 0;
+    if (!nd || nd->type != LOMO__J_STR) { lomo__fail("lomo_json_string: node %d is not a string", node); return NULL; }
+    if (!(out = (char *)LOMO_MALLOC(nd->len + 1))) {   /* decoding never lengthens a string */
+        lomo__fail("lomo_json_string: out of memory for %zu bytes", nd->len + 1);
+        return NULL;
+    }
+    while (i < nd->len) o += (size_t)lomo__jdec(nd->s, &i, out + o);
+    out[o] = 0;
+    if (len) *len = o;
+    return out;
+}
+
+/* Test hook: when >= 0, atomic writers fail with ENOSPC once this many bytes of
+   the file have been written (the hook stays armed until set back to -1). */
+static int lomo__io_fail_after = -1;
+/* Test hook: when >= 0, the process ends abruptly (_Exit, no clean-up, as if
+   killed) once this many bytes have been written by all saves together. */
+static long long lomo__io_crash_after = -1;
+static long long lomo__io_total_written = 0;
+/* Test hook: when >= 0, disk full (ENOSPC) once all saves together wrote this many bytes. */
+static long long lomo__io_fail_total_after = -1;
+
+/* Opens path for reading without blocking on a FIFO or device (O_NONBLOCK),
+   then refuses anything that is not a regular file. */
+static int lomo__open_regular(const char *path, struct stat *st) {
+    int flags = O_RDONLY, fd;
+#ifdef O_NONBLOCK
+    flags |= O_NONBLOCK;
+#endif
+#ifdef O_NOCTTY
+    flags |= O_NOCTTY;
+#endif
+#ifdef O_CLOEXEC
+    flags |= O_CLOEXEC;
+#endif
+    if ((fd = open(path, flags)) < 0) return lomo__fail("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, st)) { int e = errno; close(fd); return lomo__fail("%s: cannot stat: %s", path, strerror(e)); }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return lomo__fail("%s: not a regular file (%s)", path, S_ISDIR(st->st_mode) ? "a directory" :
+                          S_ISFIFO(st->st_mode) ? "a FIFO" : S_ISCHR(st->st_mode) ? "a character device" :
+                          S_ISBLK(st->st_mode) ? "a block device" : "a socket or other special file");
+    }
+#ifdef O_NONBLOCK
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+#endif
+    return fd;
+}
+
+static int lomo__read_file(const char *path, char **buf, size_t *len) {
+    struct stat st;
+    size_t n = 0;
+    char *p;
+    int fd = lomo__open_regular(path, &st);
+    *buf = NULL; *len = 0;
+    if (fd < 0) return -1;
+    if ((uint64_t)st.st_size >= (uint64_t)SIZE_MAX / 2 || !(p = (char *)LOMO_MALLOC((size_t)st.st_size + 1))) {
+        close(fd);
+        return lomo__fail("%s: out of host memory reading the file (%lld bytes)", path, (long long)st.st_size);
+    }
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { int e = errno; close(fd); LOMO_FREE(p); return lomo__fail("%s: read failed: %s", path, strerror(e)); }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    p[n] = 0;
+    *buf = p; *len = n;
+    return 0;
+}
+
+/* Atomic writer: everything goes to "<path>.tmp.<pid>", which is fsynced, closed
+   and renamed over path, then the directory is fsynced. Any failure removes the
+   temporary file and leaves whatever was at path untouched. */
+typedef struct lomo__aw { int fd; uint64_t written; const char *path; char tmp[1100]; } lomo__aw;
+
+static int lomo__aw_abort(lomo__aw *w, int err, const char *what) {
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    unlink(w->tmp);
+    return lomo__fail("%s: %s failed: %s (nothing was replaced)", w->path, what, strerror(err));
+}
+
+static int lomo__aw_open(lomo__aw *w, const char *path) {
+    int flags = O_WRONLY | O_CREAT | O_TRUNC;
+#ifdef O_CLOEXEC
+    flags |= O_CLOEXEC;
+#endif
+    w->fd = -1; w->written = 0; w->path = path;
+    if (strlen(path) > 1000) return lomo__fail("%s: path too long", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    if ((w->fd = open(w->tmp, flags, 0644)) < 0)
+        return lomo__fail("%s: cannot create temporary file %s: %s", path, w->tmp, strerror(errno));
+    return 0;
+}
+
+static int lomo__aw_write(lomo__aw *w, const void *data, size_t len) {
+    const char *p = (const char *)data;
+    while (len) {
+        size_t chunk = len < ((size_t)1 << 30) ? len : ((size_t)1 << 30);
+        ssize_t r;
+        if (lomo__io_fail_after >= 0) { /* simulated disk full */
+            uint64_t lim = (uint64_t)lomo__io_fail_after;
+            if (w->written >= lim) return lomo__aw_abort(w, ENOSPC, "write");
+            if (chunk > lim - w->written) chunk = (size_t)(lim - w->written);
+        }
+        if (lomo__io_fail_total_after >= 0) {
+            if (lomo__io_total_written >= lomo__io_fail_total_after) return lomo__aw_abort(w, ENOSPC, "write");
+            if ((long long)chunk > lomo__io_fail_total_after - lomo__io_total_written)
+                chunk = (size_t)(lomo__io_fail_total_after - lomo__io_total_written);
+        }
+        if (lomo__io_crash_after >= 0 && lomo__io_total_written + (long long)chunk > lomo__io_crash_after) {
+            if (lomo__io_crash_after > lomo__io_total_written)
+                chunk = (size_t)(lomo__io_crash_after - lomo__io_total_written);
+            else _Exit(137);
+        }
+        r = write(w->fd, p, chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return lomo__aw_abort(w, r < 0 ? errno : EIO, "write");
+        p += r; len -= (size_t)r; w->written += (uint64_t)r; lomo__io_total_written += r;
+    }
+    return 0;
+}
+
+static int lomo__aw_commit(lomo__aw *w) {
+    char dir[1100];
+    char *slash;
+    int dfd, fd = w->fd;
+    if (fsync(fd)) return lomo__aw_abort(w, errno, "fsync");
+    w->fd = -1;
+    if (close(fd)) return lomo__aw_abort(w, errno, "close");
+    if (rename(w->tmp, w->path)) return lomo__aw_abort(w, errno, "rename");
+    /* make the rename itself durable: fsync the containing directory */
+    snprintf(dir, sizeof dir, "%s", w->path);
+    slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    if ((dfd = open(dir, O_RDONLY)) < 0)
+        return lomo__fail("%s: saved, but cannot open directory %s to fsync it: %s", w->path, dir, strerror(errno));
+    if (fsync(dfd) && errno != EINVAL) { /* EINVAL: the file system cannot fsync directories */
+        int e = errno;
+        close(dfd);
+        return lomo__fail("%s: saved, but fsync of directory %s failed: %s", w->path, dir, strerror(e));
+    }
+    close(dfd);
+    return 0;
+}
+
+static int lomo__write_file_atomic(const char *path, const void *data, size_t len) {
+    lomo__aw w;
+    if (lomo__aw_open(&w, path) || lomo__aw_write(&w, data, len)) return -1;
+    return lomo__aw_commit(&w);
+}
+
+/* Layout: u64 little-endian N | N bytes of UTF-8 JSON header | data buffer.
+   The header is an object: tensor name -> {"dtype": "F32", "shape": [..],
+   "data_offsets": [begin, end]} (offsets relative to the data buffer), plus an
+   optional "__metadata__": {string: string}. It may be padded with trailing
+   spaces. Rules checked here (as the reference implementation does): N <= 100
+   MB and within the file; known dtype; shape of non-negative integers;
+   end - begin == numel * dtype size; tensors unique by name and covering the
+   data buffer exactly, without overlap or hole. */
+
+enum { LOMO__ST_F64, LOMO__ST_F32, LOMO__ST_F16, LOMO__ST_BF16, LOMO__ST_I64, LOMO__ST_I32,
+       LOMO__ST_I16, LOMO__ST_I8, LOMO__ST_U8, LOMO__ST_BOOL, LOMO__ST_NDTYPE };
+static const char *const lomo__st_dtype_name[LOMO__ST_NDTYPE] = { "F64", "F32", "F16", "BF16", "I64", "I32",
+                                                                  "I16", "I8", "U8", "BOOL" };
+static const int lomo__st_dtype_size[LOMO__ST_NDTYPE] = { 8, 4, 2, 2, 8, 4, 2, 1, 1, 1 };
+#define LOMO__ST_MAX_HEADER (100u << 20)
+#define LOMO__ST_MAX_DIMS 8
+
+typedef struct lomo__st_tensor {
+    char name[128];
+    int dtype, ndim;
+    int64_t shape[LOMO__ST_MAX_DIMS], numel;
+    uint64_t begin, end; /* offsets in the data buffer */
+    const void *data;    /* into the mapping; not necessarily aligned */
+} lomo__st_tensor;
+
+typedef struct lomo__st_file {
+    char path[1024];
+    void *map; size_t size;
+    int n; lomo__st_tensor *t; /* sorted by offset (file order) */
+} lomo__st_file;
+
+typedef struct lomo__st_out {
+    const char *name;
+    int dtype, ndim;
+    int64_t shape[LOMO__ST_MAX_DIMS];
+    const void *data;
+} lomo__st_out;
+
+static void lomo__st_close(lomo__st_file *f) {
+    if (f->map) munmap(f->map, f->size);
+    LOMO_FREE(f->t);
+    f->map = NULL; f->t = NULL; f->n = 0; f->size = 0;
+}
+
+static int lomo__st_cmp_name(const void *a, const void *b) {
+    return strcmp(((const lomo__st_tensor *)a)->name, ((const lomo__st_tensor *)b)->name);
+}
+static int lomo__st_cmp_off(const void *a, const void *b) {
+    const lomo__st_tensor *x = (const lomo__st_tensor *)a, *y = (const lomo__st_tensor *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* Fills one tensor entry from its header value node v. */
+static int lomo__st_entry(const lomo__st_file *f, const lomo__json *j, int v, lomo__st_tensor *t,
+                          const unsigned char *data, uint64_t dsize) {
+    int d = lomo__json_get(j, v, "dtype"), sh = lomo__json_get(j, v, "shape"), off = lomo__json_get(j, v, "data_offsets");
+    int c, k;
+    int64_t b, e;
+    char show[64];
+    uint64_t bytes;
+    if (!lomo__json_is(j, v, LOMO__J_OBJ)) return lomo__fail("%s: tensor '%s': entry is not a JSON object", f->path, t->name);
+    if (d < 0) return lomo__fail("%s: tensor '%s': missing dtype", f->path, t->name);
+    for (t->dtype = 0; t->dtype < LOMO__ST_NDTYPE; t->dtype++)
+        if (lomo__json_streq(j, d, lomo__st_dtype_name[t->dtype])) break;
+    if (t->dtype == LOMO__ST_NDTYPE)
+        return lomo__fail("%s: tensor '%s': unknown dtype %s (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)",
+                          f->path, t->name, lomo__json_show(j, d, show, sizeof show));
+    if (!lomo__json_is(j, sh, LOMO__J_ARR) || j->nodes[sh].count > LOMO__ST_MAX_DIMS)
+        return lomo__fail("%s: tensor '%s': shape must be an array of at most %d integers, found %s",
+                          f->path, t->name, LOMO__ST_MAX_DIMS, lomo__json_show(j, sh, show, sizeof show));
+    t->ndim = 0; t->numel = 1;
+    for (c = j->nodes[sh].first; c >= 0; c = j->nodes[c].next) {
+        if (lomo__json_int(j, c, &b) || b < 0)
+            return lomo__fail("%s: tensor '%s': shape entries must be non-negative integers, found %s",
+                              f->path, t->name, lomo__json_show(j, c, show, sizeof show));
+        if (b && t->numel > INT64_MAX / b) return lomo__fail("%s: tensor '%s': shape overflows", f->path, t->name);
+        t->shape[t->ndim++] = b;
+        t->numel *= b;
+    }
+    if (!lomo__json_is(j, off, LOMO__J_ARR) || j->nodes[off].count != 2 ||
+        lomo__json_int(j, j->nodes[off].first, &b) || b < 0 ||
+        lomo__json_int(j, j->nodes[j->nodes[off].first].next, &e) || e < 0)
+        return lomo__fail("%s: tensor '%s': data_offsets must be 2 non-negative integers, found %s",
+                          f->path, t->name, lomo__json_show(j, off, show, sizeof show));
+    t->begin = (uint64_t)b; t->end = (uint64_t)e;
+    if (t->end < t->begin)
+        return lomo__fail("%s: tensor '%s': data_offsets end %llu < begin %llu", f->path, t->name,
+                          (unsigned long long)t->end, (unsigned long long)t->begin);
+    if (t->end > dsize)
+        return lomo__fail("%s: tensor '%s': data_offsets end %llu is beyond the end of the file (data buffer: %llu bytes)",
+                          f->path, t->name, (unsigned long long)t->end, (unsigned long long)dsize);
+    bytes = t->end - t->begin;
+    k = lomo__st_dtype_size[t->dtype];
+    if (bytes % (uint64_t)k || bytes / (uint64_t)k != (uint64_t)t->numel) {
+        char need[48];
+        if ((uint64_t)t->numel > UINT64_MAX / (uint64_t)k) snprintf(need, sizeof need, "2^64 bytes or more");
+        else snprintf(need, sizeof need, "%llu bytes", (unsigned long long)t->numel * (unsigned long long)k);
+        return lomo__fail("%s: tensor '%s': data_offsets span %llu bytes, which does not match the shape "
+                          "(%lld elements of %s = %s)", f->path, t->name, (unsigned long long)bytes,
+                          (long long)t->numel, lomo__st_dtype_name[t->dtype], need);
+    }
+    t->data = data + t->begin;
+    return 0;
+}
+
+/* Checks header rules on the parsed JSON and fills f->t. */
+static int lomo__st_index(lomo__st_file *f, const lomo__json *j, const unsigned char *data, uint64_t dsize) {
+    int c, i, meta = 0;
+    uint64_t pos = 0;
+    char show[64], show2[64];
+    if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: safetensors header is not a JSON object", f->path);
+    f->t = (lomo__st_tensor *)LOMO_MALLOC(((size_t)j->nodes[0].count + 1) * sizeof *f->t);
+    if (!f->t) return lomo__fail("%s: out of host memory (%zu bytes for the index of %d tensors)", f->path,
+                                 ((size_t)j->nodes[0].count + 1) * sizeof *f->t, j->nodes[0].count);
+    for (c = j->nodes[0].first; c >= 0; c = j->nodes[c].next) {
+        int key = j->nodes[c].key, m;
+        lomo__st_tensor *t = &f->t[f->n];
+        if (lomo__json_streq(j, key, "__metadata__")) {
+            if (meta++) return lomo__fail("%s: duplicate __metadata__ entry", f->path);
+            if (!lomo__json_is(j, c, LOMO__J_OBJ)) return lomo__fail("%s: __metadata__ is not a JSON object", f->path);
+            for (m = j->nodes[c].first; m >= 0; m = j->nodes[m].next)
+                if (!lomo__json_is(j, m, LOMO__J_STR))
+                    return lomo__fail("%s: __metadata__ value for key %s is not a string, found %s", f->path,
+                                      lomo__json_show(j, j->nodes[m].key, show, sizeof show),
+                                      lomo__json_show(j, m, show2, sizeof show2));
+            continue;
+        }
+        memset(t, 0, sizeof *t);
+        if (lomo__json_str(j, key, t->name, sizeof t->name) <= 0)
+            return lomo__fail("%s: tensor name %s is empty, longer than 127 bytes or contains \\u0000", f->path,
+                              lomo__json_show(j, key, show, sizeof show));
+        if (lomo__st_entry(f, j, c, t, data, dsize)) return -1;
+        f->n++;
+    }
+    if (f->n > 1) {
+        qsort(f->t, (size_t)f->n, sizeof *f->t, lomo__st_cmp_name);
+        for (i = 1; i < f->n; i++)
+            if (!strcmp(f->t[i - 1].name, f->t[i].name)) return lomo__fail("%s: duplicate tensor name '%s'", f->path, f->t[i].name);
+        qsort(f->t, (size_t)f->n, sizeof *f->t, lomo__st_cmp_off);
+    }
+    for (i = 0; i < f->n; i++) { /* sorted by offset: each must start where the previous ended */
+        if (f->t[i].begin < pos)
+            return lomo__fail("%s: tensor '%s' overlaps tensor '%s' (data_offsets [%llu, %llu])", f->path, f->t[i].name,
+                              f->t[i - 1].name, (unsigned long long)f->t[i].begin, (unsigned long long)f->t[i].end);
+        if (f->t[i].begin > pos)
+            return lomo__fail("%s: hole in the data buffer: bytes [%llu, %llu) before tensor '%s' belong to no tensor",
+                              f->path, (unsigned long long)pos, (unsigned long long)f->t[i].begin, f->t[i].name);
+        pos = f->t[i].end;
+    }
+    if (pos != dsize)
+        return lomo__fail("%s: hole in the data buffer: bytes [%llu, %llu) at the end belong to no tensor", f->path,
+                          (unsigned long long)pos, (unsigned long long)dsize);
+    return 0;
+}
+
+/* The header rules on f->map / f->size (>= 8 bytes, mapped; f->path set). */
+static int lomo__st_parse_map(lomo__st_file *f) {
+    const unsigned char *m = (const unsigned char *)f->map;
+    const char *path = f->path;
+    uint64_t hlen = 0;
+    lomo__json j;
+    char what[1100];
+    int i, rc;
+    for (i = 7; i >= 0; i--) hlen = hlen << 8 | m[i];
+    if (hlen > f->size - 8) {
+        rc = lomo__fail("%s: header length %llu runs past the end of the file (%zu bytes): truncated or not a safetensors file",
+                        path, (unsigned long long)hlen, f->size);
+        lomo__st_close(f);
+        return rc;
+    }
+    if (hlen > LOMO__ST_MAX_HEADER) {
+        rc = lomo__fail("%s: header length %llu exceeds the 100 MB limit", path, (unsigned long long)hlen);
+        lomo__st_close(f);
+        return rc;
+    }
+    snprintf(what, sizeof what, "%s: safetensors header", path);
+    if (lomo__json_parse_ex(&j, (const char *)m + 8, (size_t)hlen, what, 0)) { lomo__st_close(f); return -1; }
+    rc = lomo__st_index(f, &j, m + 8 + hlen, f->size - 8 - hlen);
+    if (!rc && (i = lomo__json_dup_key(&j)) != -1) {   /* a key twice inside an entry or __metadata__ */
+        char show[64];
+        rc = i == -2 ? lomo__fail("%s: out of memory checking keys", what)
+                     : lomo__fail("%s: duplicate field %s", what, lomo__json_show(&j, i, show, sizeof show));
+    }
+    lomo__json_free(&j);
+    if (rc) lomo__st_close(f);
+    return rc;
+}
+
+static int lomo__st_open(lomo__st_file *f, const char *path) {
+    struct stat st;
+    int fd;
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    if ((fd = lomo__open_regular(path, &st)) < 0) return -1;
+    if (st.st_size < 8) { close(fd); return lomo__fail("%s: file too small (%lld bytes) for the 8-byte header length", path, (long long)st.st_size); }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) { close(fd); return lomo__fail("%s: file too large to map (%lld bytes)", path, (long long)st.st_size); }
+    f->size = (size_t)st.st_size;
+    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (f->map == MAP_FAILED) { f->map = NULL; return lomo__fail("%s: mmap failed (%zu bytes): %s", path, f->size, strerror(errno)); }
+    return lomo__st_parse_map(f);
+}
+
+static const lomo__st_tensor *lomo__st_find(const lomo__st_file *f, const char *name) {
+    int i;
+    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) return &f->t[i];
+    return NULL;
+}
+
+/* dst gets numel floats; F32, F16, BF16, F64 are accepted. */
+static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst);
+/* elements [off, off + n) of t as floats */
+static int lomo__st_read_f32_range(const lomo__st_tensor *t, float *dst, int64_t off, int64_t n) {
+    lomo__st_tensor v = *t;
+    int sz = v.dtype >= 0 && v.dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_size[v.dtype] : 0;
+    if (off < 0 || n < 0 || off + n > t->numel) return lomo__fail("tensor '%s': range out of bounds", t->name);
+    v.data = (const unsigned char *)t->data + (size_t)off * sz;
+    v.numel = n;
+    return lomo__st_read_f32(&v, dst);
+}
+
+static int lomo__st_read_f32(const lomo__st_tensor *t, float *dst) {
+    const unsigned char *p = (const unsigned char *)t->data;
+    int64_t i;
+    switch (t->dtype) {
+    case LOMO__ST_F32: if (t->numel) memcpy(dst, p, (size_t)t->numel * 4); return 0;
+    case LOMO__ST_F16: for (i = 0; i < t->numel; i++) dst[i] = lomo_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)); return 0;
+    case LOMO__ST_BF16: for (i = 0; i < t->numel; i++) dst[i] = lomo_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)); return 0;
+    case LOMO__ST_F64: for (i = 0; i < t->numel; i++) { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; } return 0;
+    default: return lomo__fail("tensor '%s': dtype %s cannot be read as float", t->name,
+                               t->dtype >= 0 && t->dtype < LOMO__ST_NDTYPE ? lomo__st_dtype_name[t->dtype] : "?");
+    }
+}
+
+/* Index of the first NaN/Inf element of a float tensor (int range), -1 if all
+   are finite, -2 for an F64 value that is finite but overflows float32. */
+static int64_t lomo__st_nonfinite_at(const lomo__st_tensor *t) {
+    const unsigned char *p = (const unsigned char *)t->data;
+    int64_t i;
+    for (i = 0; i < t->numel; i++) {
+        switch (t->dtype) {
+        case LOMO__ST_F32: { uint32_t u; memcpy(&u, p + 4 * i, 4); if ((u & 0x7f800000u) == 0x7f800000u) return i; break; }
+        case LOMO__ST_BF16: if ((p[2 * i + 1] & 0x7f) == 0x7f && (p[2 * i] & 0x80)) return i; break;
+        case LOMO__ST_F16: if ((p[2 * i + 1] & 0x7c) == 0x7c) return i; break;
+        case LOMO__ST_F64: { double d; memcpy(&d, p + 8 * i, 8); if (!(d == d) || d - d != 0) return i; if (fabs(d) > 3.4028234663852886e38) return -2; break; }
+        default: return -1;
+        }
+    }
+    return -1;
+}
+static int lomo__st_nonfinite(const lomo__st_tensor *t) {
+    int64_t i = lomo__st_nonfinite_at(t);
+    return i > 0x7fffffff ? 0x7fffffff : (int)i;
+}
+
+/* Writes n tensors (in the given order) and optional metadata atomically. */
+static int lomo__st_save(const char *path, const lomo__st_out *t, int n, const char *const *meta_kv) {
+    lomo__sb h = { NULL, 0, 0, 0 };
+    uint64_t off = 0, numel;
+    unsigned char len8[8];
+    lomo__aw w;
+    int i, k;
+    for (i = 0; i < n; i++) { /* validate first: never write a file we would refuse to read */
+        if (!t[i].name || !t[i].name[0] || strlen(t[i].name) > 127 || !lomo__utf8_valid(t[i].name) || !strcmp(t[i].name, "__metadata__"))
+            return lomo__fail("%s: tensor %d: name must be 1..127 bytes of UTF-8 and not __metadata__", path, i);
+        if (t[i].dtype < 0 || t[i].dtype >= LOMO__ST_NDTYPE || t[i].ndim < 0 || t[i].ndim > LOMO__ST_MAX_DIMS)
+            return lomo__fail("%s: tensor '%s': bad dtype %d or ndim %d", path, t[i].name, t[i].dtype, t[i].ndim);
+        for (numel = 1, k = 0; k < t[i].ndim; k++) {
+            if (t[i].shape[k] < 0 || (t[i].shape[k] && numel > (uint64_t)INT64_MAX / 8 / (uint64_t)t[i].shape[k]))
+                return lomo__fail("%s: tensor '%s': negative or overflowing shape", path, t[i].name);
+            numel *= (uint64_t)t[i].shape[k];
+        }
+        if (numel && !t[i].data) return lomo__fail("%s: tensor '%s': no data", path, t[i].name);
+        for (k = 0; k < i; k++)
+            if (!strcmp(t[k].name, t[i].name)) return lomo__fail("%s: duplicate tensor name '%s'", path, t[i].name);
+    }
+    lomo__sb_add(&h, "{", 1);
+    if (meta_kv && meta_kv[0]) {
+        lomo__sb_add(&h, "\"__metadata__\":{", 16);
+        for (i = 0; meta_kv[i]; i += 2) {
+            if (!meta_kv[i + 1] || !lomo__utf8_valid(meta_kv[i]) || !lomo__utf8_valid(meta_kv[i + 1])) {
+                LOMO_FREE(h.p);
+                return lomo__fail("%s: metadata key '%s': value missing or not UTF-8", path, meta_kv[i]);
+            }
+            if (i) lomo__sb_add(&h, ",", 1);
+            lomo__sb_jstr(&h, meta_kv[i]);
+            lomo__sb_add(&h, ":", 1);
+            lomo__sb_jstr(&h, meta_kv[i + 1]);
+        }
+        lomo__sb_add(&h, n ? "}," : "}", n ? 2 : 1);
+    }
+    for (i = 0; i < n; i++) {
+        for (numel = 1, k = 0; k < t[i].ndim; k++) numel *= (uint64_t)t[i].shape[k];
+        if (i) lomo__sb_add(&h, ",", 1);
+        lomo__sb_jstr(&h, t[i].name);
+        lomo__sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", lomo__st_dtype_name[t[i].dtype]);
+        for (k = 0; k < t[i].ndim; k++) lomo__sb_printf(&h, k ? ",%lld" : "%lld", (long long)t[i].shape[k]);
+        lomo__sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                        (unsigned long long)(off + numel * (uint64_t)lomo__st_dtype_size[t[i].dtype]));
+        off += numel * (uint64_t)lomo__st_dtype_size[t[i].dtype];
+    }
+    lomo__sb_add(&h, "}", 1);
+    while (!h.oom && h.n % 8) lomo__sb_add(&h, " ", 1); /* pad: data buffer starts 8-aligned */
+    if (h.oom) { LOMO_FREE(h.p); return lomo__fail("%s: out of memory building the header", path); }
+    for (i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
+    if (lomo__aw_open(&w, path) || lomo__aw_write(&w, len8, 8) || lomo__aw_write(&w, h.p, h.n)) { LOMO_FREE(h.p); return -1; }
+    LOMO_FREE(h.p);
+    for (i = 0; i < n; i++) {
+        for (numel = 1, k = 0; k < t[i].ndim; k++) numel *= (uint64_t)t[i].shape[k];
+        if (numel && lomo__aw_write(&w, t[i].data, (size_t)(numel * (uint64_t)lomo__st_dtype_size[t[i].dtype]))) return -1;
+    }
+    return lomo__aw_commit(&w);
+}
+
+/* HF config of a llama / mistral / qwen2 / qwen3 / gemma2 / gemma3_text / phi3 model. Anything the kernels do not
+   implement (other activations, rope_scaling, MLP bias, Qwen2 sliding window)
+   is refused rather than silently ignored. */
+
+typedef struct lomo__cfgp { const lomo__json *j; const char *path; int obj; /* object the fields are read from */ } lomo__cfgp;
+
+static int lomo__cfg_bad(const lomo__cfgp *c, const char *key, const char *expected, int node) {
+    char show[64];
+    if (node < 0) return lomo__fail("%s: field '%s': missing required field (%s)", c->path, key, expected);
+    return lomo__fail("%s: field '%s': expected %s, found %s", c->path, key, expected, lomo__json_show(c->j, node, show, sizeof show));
+}
+
+/* Positive integer field; absent or null gives def, or an error when def < 0 (required). */
+static int lomo__cfg_int(const lomo__cfgp *c, const char *key, int def, int *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    int64_t v;
+    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) {
+        if (def < 0) return lomo__cfg_bad(c, key, "a positive integer", -1);
+        *out = def;
+        return 0;
+    }
+    if (lomo__json_int(c->j, node, &v) || v <= 0 || v > 0x7fffffff) return lomo__cfg_bad(c, key, "a positive integer", node);
+    *out = (int)v;
+    return 0;
+}
+
+static int lomo__cfg_float(const lomo__cfgp *c, const char *key, double def, float *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    double v = def;
+    if ((node < 0 || c->j->nodes[node].type == LOMO__J_NULL) && def < 0) /* required */
+        return lomo__cfg_bad(c, key, "a positive number", -1);
+    if (node >= 0 && c->j->nodes[node].type != LOMO__J_NULL) {
+        if (!lomo__json_is(c->j, node, LOMO__J_NUM) || !(c->j->nodes[node].num > 0) || c->j->nodes[node].num > 3.4e38)
+            return lomo__cfg_bad(c, key, "a positive number", node);
+        v = c->j->nodes[node].num;
+    }
+    *out = (float)v;
+    /* the value as the kernels see it: 1e-50 becomes 0.0f, 1e39 inf; below
+       FLT_MIN (subnormal) precision is lost: refuse those too */
+    if (!(*out >= 1.17549435e-38f) || !(*out <= 3.40282347e38f))
+        return lomo__cfg_bad(c, key, "a positive number representable as a normal float32 (1.2e-38 .. 3.4e38)", node);
+    return 0;
+}
+
+static int lomo__cfg_bool(const lomo__cfgp *c, const char *key, int def, int *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    *out = def;
+    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
+    if (c->j->nodes[node].type == LOMO__J_TRUE) *out = 1;
+    else if (c->j->nodes[node].type == LOMO__J_FALSE) *out = 0;
+    else return lomo__cfg_bad(c, key, "true or false", node);
+    return 0;
+}
+
+/* rope_scaling (transformers < 5) / rope_parameters (>= 5): absent, null,
+   type "default" (plain RoPE) or "llama3" (Llama 3.x frequency scaling). */
+static int lomo__cfg_rope_obj(const lomo__cfgp *c, const char *key, int node, lomo_config *cfg) {
+    int ty;
+    char buf[64];
+    lomo__cfgp r = *c;
+    if (node < 0 || c->j->nodes[node].type == LOMO__J_NULL) return 0;
+    if (c->j->nodes[node].type != LOMO__J_OBJ) return lomo__cfg_bad(c, key, "null or an object", node);
+    if ((ty = lomo__json_get(c->j, node, "rope_type")) < 0) ty = lomo__json_get(c->j, node, "type");
+    if (ty < 0 && !strncmp(key, "rope_parameters", 15)) return 0; /* just rope_theta */
+    if (lomo__json_streq(c->j, ty, "default")) return 0;
+    if (lomo__json_streq(c->j, ty, "llama3")) {
+        r.obj = node;
+        cfg->rope_type = 1;
+        if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor) ||
+            lomo__cfg_float(&r, "low_freq_factor", -1, &cfg->rope_low_freq_factor) ||
+            lomo__cfg_float(&r, "high_freq_factor", -1, &cfg->rope_high_freq_factor) ||
+            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos))
+            return -1;
+        if (!(cfg->rope_factor > 0) || !(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
+            return lomo__fail("%s: field '%s': llama3 needs factor > 0 and high_freq_factor > low_freq_factor "
+                              "(found factor %g, low %g, high %g)", c->path, key, cfg->rope_factor,
+                              cfg->rope_low_freq_factor, cfg->rope_high_freq_factor);
+        return 0;
+    }
+    if (lomo__json_streq(c->j, ty, "longrope") || lomo__json_streq(c->j, ty, "su")) {
+        int lists[2], k;
+        r.obj = node;
+        cfg->rope_type = 3;
+        lists[0] = lomo__json_get(c->j, node, "long_factor"); lists[1] = lomo__json_get(c->j, node, "short_factor");
+        for (k = 0; k < 2; k++) {
+            int e, n = 0;
+            float *dst = k ? cfg->rope_short_factor : cfg->rope_long_factor;
+            if (lists[k] < 0 || c->j->nodes[lists[k]].type != LOMO__J_ARR)
+                return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "an array of positive numbers", lists[k]);
+            for (e = c->j->nodes[lists[k]].first; e >= 0; e = c->j->nodes[e].next, n++) {
+                if (n >= 128) return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "at most 128 factors", lists[k]);
+                if (!lomo__json_is(c->j, e, LOMO__J_NUM) || !(c->j->nodes[e].num > 0) || c->j->nodes[e].num > 3.4e38)
+                    return lomo__cfg_bad(c, k ? "short_factor" : "long_factor", "positive numbers", e);
+                dst[n] = (float)c->j->nodes[e].num;
+            }
+            if (k && n != cfg->rope_n_factors)
+                return lomo__fail("%s: field '%s': short_factor has %d entries, long_factor %d", c->path, key, n,
+                                  cfg->rope_n_factors);
+            cfg->rope_n_factors = n;
+        }
+        if (lomo__json_get(c->j, node, "factor") >= 0) {
+            if (lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor)) return -1;
+            cfg->rope_explicit |= 1;
+        }
+        if (lomo__json_get(c->j, node, "attention_factor") >= 0) {
+            if (lomo__cfg_float(&r, "attention_factor", -1, &cfg->rope_attn_factor)) return -1;
+            cfg->rope_explicit |= 2;
+        }
+        if (lomo__json_get(c->j, node, "original_max_position_embeddings") >= 0 &&
+            lomo__cfg_int(&r, "original_max_position_embeddings", -1, &cfg->rope_original_max_pos)) return -1;
+        return 0;
+    }
+    if (lomo__json_streq(c->j, ty, "linear")) {   /* positions divided by factor */
+        r.obj = node;
+        cfg->rope_type = 2;
+        return lomo__cfg_float(&r, "factor", -1, &cfg->rope_factor);
+    }
+    if (lomo__json_str(c->j, ty, buf, sizeof buf) < 0) lomo__json_show(c->j, ty >= 0 ? ty : node, buf, sizeof buf);
+    return lomo__fail("%s: field '%s': rope type %s is not supported (supported: default, linear, llama3, longrope)", c->path, key, buf);
+}
+
+static int lomo__cfg_rope(const lomo__cfgp *c, const char *key, lomo_config *cfg) {
+    return lomo__cfg_rope_obj(c, key, lomo__json_get(c->j, 0, key), cfg);
+}
+
+/* a soft-capping field: absent gives def, null none (0), else a positive number */
+static int lomo__cfg_cap(const lomo__cfgp *c, const char *key, float def, float *out) {
+    int node = lomo__json_get(c->j, c->obj, key);
+    *out = def;
+    if (node < 0) return 0;   /* absent: the family's default (0 = no capping) */
+    if (c->j->nodes[node].type == LOMO__J_NULL) { *out = 0; return 0; }
+    return lomo__cfg_float(c, key, def, out);
+}
+
+/* Gemma 2 / Gemma 3 text: scaling, soft-capping, local layers, rope bases.
+   Defaults are those of transformers' Gemma2Config / Gemma3TextConfig. */
+static int lomo__config_gemma(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int g3 = cfg->gemma == 3, node, bidir = 0, pattern = g3 ? 6 : 2, l;
+    if (lomo__cfg_float(c, "query_pre_attn_scalar", 256.0, &cfg->query_pre_attn_scalar) ||
+        lomo__cfg_cap(c, "attn_logit_softcapping", g3 ? 0.0f : 50.0f, &cfg->attn_softcap) ||
+        lomo__cfg_cap(c, "final_logit_softcapping", g3 ? 0.0f : 30.0f, &cfg->final_softcap) ||
+        lomo__cfg_int(c, "sliding_window", 4096, &cfg->local_window) ||
+        lomo__cfg_bool(c, "use_bidirectional_attention", 0, &bidir))
+        return -1;
+    if (bidir) return lomo__cfg_bad(c, "use_bidirectional_attention", "false (only causal attention is supported)",
+                                    lomo__json_get(j, 0, "use_bidirectional_attention"));
+    if (g3) {
+        if (lomo__cfg_int(c, "sliding_window_pattern", pattern, &pattern) ||
+            lomo__cfg_int(c, "_sliding_window_pattern", pattern, &pattern) ||
+            lomo__cfg_float(c, "rope_local_base_freq", 10000.0, &cfg->rope_local_theta))
+            return -1;
+        /* transformers >= 5: rope_parameters {"full_attention": {...}, "sliding_attention": {...}} */
+        node = lomo__json_get(j, 0, "rope_parameters");
+        if (lomo__json_get(j, node, "full_attention") >= 0 || lomo__json_get(j, node, "sliding_attention") >= 0) {
+            lomo__cfgp r = *c;
+            lomo_config loc = *cfg;
+            int full = lomo__json_get(j, node, "full_attention"), sl = lomo__json_get(j, node, "sliding_attention");
+            if (full < 0 || sl < 0 || j->nodes[full].type != LOMO__J_OBJ || j->nodes[sl].type != LOMO__J_OBJ)
+                return lomo__cfg_bad(c, "rope_parameters", "objects for both full_attention and sliding_attention", node);
+            r.obj = full;
+            if (lomo__cfg_rope_obj(&r, "rope_parameters.full_attention", full, cfg) ||
+                lomo__cfg_float(&r, "rope_theta", 1000000.0, &cfg->rope_theta)) return -1;
+            r.obj = sl;
+            loc.rope_type = 0;
+            if (lomo__cfg_rope_obj(&r, "rope_parameters.sliding_attention", sl, &loc) ||
+                lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_local_theta)) return -1;
+            if (loc.rope_type) return lomo__cfg_bad(c, "rope_parameters.sliding_attention", "rope type default", sl);
+        }
+    }
+    /* which layers are local: layer_types, else the pattern */
+    cfg->local_pattern = pattern;
+    node = lomo__json_get(j, 0, "layer_types");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        int e, n = 0, first_full = -1;
+        if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
+        for (e = j->nodes[node].first; e >= 0; e = j->nodes[e].next, n++) {
+            if (!lomo__json_streq(j, e, "full_attention") && !lomo__json_streq(j, e, "sliding_attention"))
+                return lomo__cfg_bad(c, "layer_types", "\"full_attention\" or \"sliding_attention\" entries", e);
+            if (first_full < 0 && lomo__json_streq(j, e, "full_attention")) first_full = n;
+        }
+        if (n != cfg->n_layers) {
+            char want[64];
+            snprintf(want, sizeof want, "an array of num_hidden_layers=%d entries", cfg->n_layers);
+            return lomo__cfg_bad(c, "layer_types", want, node);
+        }
+        cfg->local_pattern = first_full < 0 ? cfg->n_layers + 1 : first_full + 1;
+        for (l = 0, e = j->nodes[node].first; e >= 0; e = j->nodes[e].next, l++)
+            if (lomo__json_streq(j, e, "sliding_attention") != ((l + 1) % cfg->local_pattern != 0))
+                return lomo__cfg_bad(c, "layer_types", "local and global layers in a repeating pattern "
+                                     "(k-1 sliding_attention, then one full_attention)", node);
+    }
+    return 0;
+}
+
+/* Phi-3 / Phi-3.5 / Phi-4-mini (model_type phi3): fused projections, partial
+   rotary, one sliding window on every layer. longrope is refused (by the rope
+   parser, by name). */
+static int lomo__config_phi3(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int node = lomo__json_get(j, 0, "rope_parameters");
+    float f = 1.0f;
+    lomo__cfgp r = *c;
+    cfg->fused_proj = 1;
+    if (lomo__json_get(j, node, "partial_rotary_factor") >= 0) r.obj = node;
+    if (lomo__cfg_float(&r, "partial_rotary_factor", 1.0, &f)) return -1;
+    cfg->rotary_dim = (int)(cfg->head_dim * (double)f);
+    if (f > 1.0f || cfg->rotary_dim < 2 || cfg->rotary_dim % 2)
+        return lomo__fail("%s: field 'partial_rotary_factor': %g gives %d rotary dims of head_dim=%d "
+                          "(expected a factor in (0, 1] giving an even number >= 2)", c->path, f, cfg->rotary_dim,
+                          cfg->head_dim);
+    if (cfg->rotary_dim == cfg->head_dim) cfg->rotary_dim = 0;
+    node = lomo__json_get(j, 0, "sliding_window");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        if (lomo__cfg_int(c, "sliding_window", 0, &cfg->local_window)) return -1;
+        cfg->local_pattern = cfg->n_layers + 1;   /* every layer */
+    }
+    return 0;
+}
+
+static int lomo__config_parse(const lomo__cfgp *c, lomo_config *cfg) {
+    const lomo__json *j = c->j;
+    int node, bias = 0, mlp_bias = 0, swa = 0, qwen;
+    char buf[64];
+    memset(cfg, 0, sizeof *cfg);
+    if (!lomo__json_is(j, 0, LOMO__J_OBJ)) return lomo__fail("%s: config is not a JSON object", c->path);
+    for (node = j->nodes[0].first; node >= 0; node = j->nodes[node].next) { /* Python keeps the last, we refuse */
+        int other;
+        for (other = j->nodes[node].next; other >= 0; other = j->nodes[other].next)
+            if (lomo__json_str(j, j->nodes[node].key, buf, sizeof buf) >= 0 && lomo__json_streq(j, j->nodes[other].key, buf))
+                return lomo__fail("%s: duplicate field '%s'", c->path, buf);
+    }
+    node = lomo__json_get(j, 0, "model_type");
+    if (lomo__json_streq(j, node, "gemma3"))
+        return lomo__fail("%s: field 'model_type': \"gemma3\" is Gemma 3's multimodal model (Gemma3ForConditionalGeneration), "
+                          "which is not supported; the text-only \"gemma3_text\" (Gemma3ForCausalLM) is", c->path);
+    if (lomo__json_streq(j, node, "qwen3_moe") || lomo__json_streq(j, node, "qwen2_moe") || lomo__json_streq(j, node, "mixtral"))
+        return lomo__cfg_bad(c, "model_type", "a dense model (mixture-of-experts models are not supported)", node);
+    if (!lomo__json_streq(j, node, "llama") && !lomo__json_streq(j, node, "mistral") && !lomo__json_streq(j, node, "qwen2") &&
+        !lomo__json_streq(j, node, "qwen3") && !lomo__json_streq(j, node, "gemma2") && !lomo__json_streq(j, node, "gemma3_text") &&
+        !lomo__json_streq(j, node, "phi3"))
+        return lomo__cfg_bad(c, "model_type", "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\" "
+                             "or \"phi3\"", node);
+    lomo__json_str(j, node, cfg->model_type, sizeof cfg->model_type);
+    qwen = !strcmp(cfg->model_type, "qwen2");
+    cfg->gemma = !strcmp(cfg->model_type, "gemma2") ? 2 : !strcmp(cfg->model_type, "gemma3_text") ? 3 : 0;
+    cfg->qk_norm = !strcmp(cfg->model_type, "qwen3") || cfg->gemma == 3;
+    if (lomo__cfg_int(c, "hidden_size", -1, &cfg->dim) || lomo__cfg_int(c, "intermediate_size", -1, &cfg->hidden_dim) ||
+        lomo__cfg_int(c, "num_hidden_layers", -1, &cfg->n_layers) || lomo__cfg_int(c, "num_attention_heads", -1, &cfg->n_heads) ||
+        lomo__cfg_int(c, "num_key_value_heads", cfg->n_heads, &cfg->n_kv_heads) ||
+        lomo__cfg_int(c, "vocab_size", -1, &cfg->vocab_size) ||
+        lomo__cfg_int(c, "max_position_embeddings", 2048, &cfg->max_seq_len) ||
+        lomo__cfg_float(c, "rms_norm_eps", 1e-6, &cfg->norm_eps) || lomo__cfg_float(c, "rope_theta", 10000.0, &cfg->rope_theta) ||
+        lomo__cfg_bool(c, "tie_word_embeddings", cfg->gemma ? 1 : 0, &cfg->tie_embeddings) ||
+        lomo__cfg_bool(c, "attention_bias", 0, &bias) || lomo__cfg_bool(c, "mlp_bias", 0, &mlp_bias) ||
+        lomo__cfg_bool(c, "use_sliding_window", 0, &swa))
+        return -1;
+    if (cfg->n_heads % cfg->n_kv_heads) {
+        snprintf(buf, sizeof buf, "a positive integer dividing num_attention_heads=%d", cfg->n_heads);
+        return lomo__cfg_bad(c, "num_key_value_heads", buf, lomo__json_get(j, 0, "num_key_value_heads"));
+    }
+    node = lomo__json_get(j, 0, "head_dim");
+    if (cfg->dim % cfg->n_heads && (node < 0 || j->nodes[node].type == LOMO__J_NULL))
+        return lomo__fail("%s: field 'head_dim': missing, and hidden_size=%d is not divisible by num_attention_heads=%d",
+                          c->path, cfg->dim, cfg->n_heads);
+    if (lomo__cfg_int(c, "head_dim", cfg->dim / cfg->n_heads, &cfg->head_dim)) return -1;
+    {   /* tensor sizes the kernels index with int: every dimension and product must fit */
+        int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, big = 0x7fffffff;
+        if (qd > big)
+            return lomo__fail("%s: num_attention_heads=%d x head_dim=%d = %lld does not fit in 32 bits (limit %lld)",
+                              c->path, cfg->n_heads, cfg->head_dim, (long long)qd, (long long)big);
+        if ((int64_t)cfg->vocab_size * cfg->dim > ((int64_t)1 << 50) || qd * cfg->dim > ((int64_t)1 << 50) ||
+            (int64_t)cfg->hidden_dim * cfg->dim > ((int64_t)1 << 50))
+            return lomo__fail("%s: a weight matrix has more than 2^50 elements (hidden_size=%d, intermediate_size=%d, "
+                              "vocab_size=%d, num_attention_heads x head_dim=%lld)", c->path, cfg->dim, cfg->hidden_dim,
+                              cfg->vocab_size, (long long)qd);
+    }
+    /* dtype: "torch_dtype" (newer transformers write "dtype") */
+    if ((node = lomo__json_get(j, 0, "torch_dtype")) < 0) node = lomo__json_get(j, 0, "dtype");
+    if (node < 0 || j->nodes[node].type == LOMO__J_NULL || lomo__json_streq(j, node, "float32")) cfg->dtype = LOMO_F32;
+    else if (lomo__json_streq(j, node, "bfloat16")) cfg->dtype = LOMO_BF16;
+    else if (lomo__json_streq(j, node, "float16")) cfg->dtype = LOMO_F16;
+    else return lomo__cfg_bad(c, "torch_dtype", "\"float32\", \"bfloat16\" or \"float16\"", node);
+    /* unsupported features */
+    if (cfg->gemma) {   /* Gemma reads hidden_activation (older configs also carry hidden_act) */
+        const char *key = lomo__json_get(j, 0, "hidden_activation") >= 0 ? "hidden_activation" : "hidden_act";
+        node = lomo__json_get(j, 0, key);
+        if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && !lomo__json_streq(j, node, "gelu_pytorch_tanh"))
+            return lomo__cfg_bad(c, key, "\"gelu_pytorch_tanh\"", node);
+    } else {
+        node = lomo__json_get(j, 0, "hidden_act");
+        if (node >= 0 && !lomo__json_streq(j, node, "silu")) return lomo__cfg_bad(c, "hidden_act", "\"silu\"", node);
+    }
+    /* RoPE: transformers < 5 writes rope_theta + rope_scaling, >= 5 rope_parameters {rope_type, rope_theta} */
+    if (lomo__cfg_rope(c, "rope_scaling", cfg) || lomo__cfg_rope(c, "rope_parameters", cfg)) return -1;
+    node = lomo__json_get(j, 0, "rope_parameters");
+    if (lomo__json_get(j, node, "rope_theta") >= 0) {
+        lomo__cfgp r = *c;
+        r.obj = node;
+        if (lomo__cfg_float(&r, "rope_theta", 10000.0, &cfg->rope_theta)) return -1;
+    }
+    if (cfg->gemma && lomo__config_gemma(c, cfg)) return -1;
+    if (!strcmp(cfg->model_type, "phi3") && lomo__config_phi3(c, cfg)) return -1;
+    node = lomo__json_get(j, 0, "pad_token_id");
+    if (node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        int64_t v;
+        if (lomo__json_int(j, node, &v) || v < 0 || v >= cfg->vocab_size) {
+            snprintf(buf, sizeof buf, "null or a token id in [0, vocab_size=%d)", cfg->vocab_size);
+            return lomo__cfg_bad(c, "pad_token_id", buf, node);
+        }
+        cfg->has_pad = 1; cfg->pad_token_id = (int)v;
+    }
+    /* sliding-window attention: qwen2's use_sliding_window, or per-layer layer_types */
+    node = lomo__json_get(j, 0, "layer_types");
+    if (!cfg->gemma && node >= 0 && j->nodes[node].type != LOMO__J_NULL) {
+        int l;
+        if (j->nodes[node].type != LOMO__J_ARR) return lomo__cfg_bad(c, "layer_types", "an array", node);
+        for (l = j->nodes[node].first; l >= 0; l = j->nodes[l].next)
+            if (!lomo__json_streq(j, l, "full_attention"))
+                return lomo__cfg_bad(c, "layer_types", "only \"full_attention\" (sliding-window attention is not supported)", l);
+    }
+    if (mlp_bias) return lomo__cfg_bad(c, "mlp_bias", "false (MLP biases are not supported)", lomo__json_get(j, 0, "mlp_bias"));
+    if (!strcmp(cfg->model_type, "mistral")) {   /* sliding_window: an integer, or null for none */
+        node = lomo__json_get(j, 0, "sliding_window");
+        if (node >= 0 && j->nodes[node].type != LOMO__J_NULL && lomo__cfg_int(c, "sliding_window", 0, &cfg->sliding_window))
+            return -1;
+    }
+    if ((qwen || !strcmp(cfg->model_type, "qwen3")) && swa)
+        return lomo__cfg_bad(c, "use_sliding_window", "false (sliding-window attention is not supported)",
+                             lomo__json_get(j, 0, "use_sliding_window"));
+    if (cfg->fused_proj) bias = 0;   /* Phi3Attention's projections have no bias, whatever attention_bias says */
+    if (cfg->rope_type == 3) {   /* longrope: the sizes it needs are known now */
+        int rd = cfg->rotary_dim ? cfg->rotary_dim : cfg->head_dim;
+        double factor;
+        if (!cfg->rope_original_max_pos && lomo__cfg_int(c, "original_max_position_embeddings",
+                                                         cfg->fused_proj ? 4096 : -1, &cfg->rope_original_max_pos))
+            return -1;   /* Phi3Config's default is 4096 */
+        if (cfg->rope_n_factors != rd / 2)
+            return lomo__fail("%s: field 'rope_scaling': longrope has %d factors, the %d rotary dims need %d", c->path,
+                              cfg->rope_n_factors, rd, rd / 2);
+        factor = cfg->rope_explicit & 1 ? cfg->rope_factor : (double)cfg->max_seq_len / cfg->rope_original_max_pos;
+        if (!(cfg->rope_explicit & 1)) cfg->rope_factor = (float)factor;
+        if (!(cfg->rope_explicit & 2))
+            cfg->rope_attn_factor = factor <= 1.0 ? 1.0f
+                                  : (float)sqrt(1.0 + log(factor) / log((double)cfg->rope_original_max_pos));
+    }
+    cfg->qkv_bias = qwen ? 1 : bias;
+    cfg->o_bias = qwen ? 0 : bias;
+    return 0;
+}
+
+/* keep: non-NULL receives the file's text (the caller frees it with LOMO_FREE) */
+static int lomo__config_load_keep(const char *path, lomo_config *cfg, char **keep, size_t *keep_len) {
+    char *txt;
+    size_t n;
+    lomo__json j;
+    lomo__cfgp c;
+    int rc;
+    if (lomo__read_file(path, &txt, &n)) return -1;
+    if (lomo__json_parse(&j, txt, n, path)) { LOMO_FREE(txt); return -1; }
+    c.j = &j; c.path = path; c.obj = 0;
+    rc = lomo__config_parse(&c, cfg);
+    lomo__json_free(&j);
+    if (!rc && keep) { *keep = txt; *keep_len = n; }
+    else LOMO_FREE(txt);
+    return rc;
+}
+#define lomo__config_load(path, cfg) lomo__config_load_keep((path), (cfg), NULL, NULL)
+
+/* a float that reads back as a JSON float ("2.0", not "2": transformers' typed configs insist) */
+static void lomo__fmt_floatf(char *buf, size_t cap, float v) {
+    lomo__fmt_float(buf, cap, v);
+    if (!strpbrk(buf, ".eEn") && strlen(buf) + 3 <= cap) strcat(buf, ".0");
+}
+
+/* 1: layer l attends within cfg->local_window (a Gemma local layer) */
+static int lomo__layer_local(const lomo_config *c, int l) {
+    return c->local_window > 0 && c->local_pattern > 0 && (l + 1) % c->local_pattern != 0;
+}
+
+static int lomo__config_text(const char *path, const lomo_config *cfg, lomo__sb *out) {
+    lomo__sb b = { NULL, 0, 0, 0 };
+    const char *arch, *dt = cfg->dtype == LOMO_BF16 ? "bfloat16" : cfg->dtype == LOMO_F16 ? "float16" : "float32";
+    int qwen = !strcmp(cfg->model_type, "qwen2"), rc;
+    char eps[32], theta[32];
+    if (!strcmp(cfg->model_type, "llama")) arch = "LlamaForCausalLM";
+    else if (!strcmp(cfg->model_type, "mistral")) arch = "MistralForCausalLM";
+    else if (qwen) arch = "Qwen2ForCausalLM";
+    else if (!strcmp(cfg->model_type, "qwen3")) arch = "Qwen3ForCausalLM";
+    else if (!strcmp(cfg->model_type, "gemma2")) arch = "Gemma2ForCausalLM";
+    else if (!strcmp(cfg->model_type, "gemma3_text")) arch = "Gemma3ForCausalLM";
+    else if (!strcmp(cfg->model_type, "phi3")) arch = "Phi3ForCausalLM";
+    else return lomo__fail("%s: model_type '%s' is not one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text",
+                           path, cfg->model_type);
+    if (cfg->dim <= 0 || cfg->hidden_dim <= 0 || cfg->n_layers <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
+        cfg->head_dim <= 0 || cfg->vocab_size <= 0 || cfg->max_seq_len <= 0 || cfg->n_heads % cfg->n_kv_heads ||
+        !(cfg->norm_eps > 0) || !(cfg->rope_theta > 0))
+        return lomo__fail("%s: config has non-positive sizes or n_heads %% n_kv_heads != 0", path);
+    if (qwen ? (!cfg->qkv_bias || cfg->o_bias) : (!cfg->qkv_bias != !cfg->o_bias))
+        return lomo__fail("%s: qkv_bias=%d o_bias=%d cannot be expressed in a %s config", path, cfg->qkv_bias, cfg->o_bias, cfg->model_type);
+    lomo__fmt_float(eps, sizeof eps, cfg->norm_eps);
+    lomo__fmt_float(theta, sizeof theta, cfg->rope_theta);
+    lomo__sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n", arch, cfg->model_type);
+    lomo__sb_printf(&b, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", cfg->dim, cfg->hidden_dim);
+    lomo__sb_printf(&b, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", cfg->n_layers, cfg->n_heads);
+    lomo__sb_printf(&b, "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n", cfg->n_kv_heads, cfg->head_dim);
+    lomo__sb_printf(&b, "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n", cfg->vocab_size, cfg->max_seq_len);
+    lomo__sb_printf(&b, "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n", eps, theta);
+    if (cfg->rope_type == 1) {
+        char f[32], lo[32], hi[32];
+        lomo__fmt_float(f, sizeof f, cfg->rope_factor);
+        lomo__fmt_float(lo, sizeof lo, cfg->rope_low_freq_factor);
+        lomo__fmt_float(hi, sizeof hi, cfg->rope_high_freq_factor);
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
+                        "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d},\n",
+                        f, lo, hi, cfg->rope_original_max_pos);
+    } else if (cfg->rope_type == 3) {
+        char f[32];
+        int k, i;
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"longrope\"");
+        for (k = 0; k < 2; k++) {
+            lomo__sb_printf(&b, ", \"%s\": [", k ? "short_factor" : "long_factor");
+            for (i = 0; i < cfg->rope_n_factors; i++) {
+                lomo__fmt_floatf(f, sizeof f, k ? cfg->rope_short_factor[i] : cfg->rope_long_factor[i]);
+                lomo__sb_printf(&b, "%s%s", i ? ", " : "", f);
+            }
+            lomo__sb_printf(&b, "]");
+        }
+        if (cfg->rope_explicit & 1) { lomo__fmt_floatf(f, sizeof f, cfg->rope_factor); lomo__sb_printf(&b, ", \"factor\": %s", f); }
+        if (cfg->rope_explicit & 2) {
+            lomo__fmt_floatf(f, sizeof f, cfg->rope_attn_factor);
+            lomo__sb_printf(&b, ", \"attention_factor\": %s", f);
+        }
+        lomo__sb_printf(&b, "},\n  \"original_max_position_embeddings\": %d,\n", cfg->rope_original_max_pos);
+    } else if (cfg->rope_type == 2) {
+        char f[32];
+        lomo__fmt_floatf(f, sizeof f, cfg->rope_factor);
+        lomo__sb_printf(&b, "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": %s},\n", f);
+    } else lomo__sb_printf(&b, "  \"rope_scaling\": null,\n");
+    if (cfg->gemma) {
+        char qs[32], ac[32], fc[32], lt[32];
+        int l;
+        lomo__fmt_float(qs, sizeof qs, cfg->query_pre_attn_scalar);
+        if (cfg->attn_softcap > 0) lomo__fmt_floatf(ac, sizeof ac, cfg->attn_softcap); else strcpy(ac, "null");
+        if (cfg->final_softcap > 0) lomo__fmt_floatf(fc, sizeof fc, cfg->final_softcap); else strcpy(fc, "null");
+        lomo__sb_printf(&b, "  \"query_pre_attn_scalar\": %s,\n  \"attn_logit_softcapping\": %s,\n"
+                        "  \"final_logit_softcapping\": %s,\n  \"sliding_window\": %d,\n  \"layer_types\": [",
+                        qs, ac, fc, cfg->local_window);
+        for (l = 0; l < cfg->n_layers; l++)
+            lomo__sb_printf(&b, "%s\"%s\"", l ? ", " : "", lomo__layer_local(cfg, l) ? "sliding_attention" : "full_attention");
+        lomo__sb_printf(&b, "],\n");
+        if (cfg->gemma == 3) {
+            lomo__fmt_floatf(lt, sizeof lt, cfg->rope_local_theta > 0 ? cfg->rope_local_theta : cfg->rope_theta);
+            lomo__sb_printf(&b, "  \"rope_local_base_freq\": %s,\n  \"sliding_window_pattern\": %d,\n", lt,
+                            cfg->local_pattern);
+        }
+    }
+    if (cfg->fused_proj) {
+        char pf[32];
+        lomo__fmt_floatf(pf, sizeof pf, cfg->rotary_dim ? (float)cfg->rotary_dim / (float)cfg->head_dim : 1.0f);
+        lomo__sb_printf(&b, "  \"partial_rotary_factor\": %s,\n", pf);
+        if (cfg->local_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->local_window);
+        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
+    }
+    if (!strcmp(cfg->model_type, "mistral")) {
+        if (cfg->sliding_window > 0) lomo__sb_printf(&b, "  \"sliding_window\": %d,\n", cfg->sliding_window);
+        else lomo__sb_printf(&b, "  \"sliding_window\": null,\n");
+    }
+    lomo__sb_printf(&b, "  \"tie_word_embeddings\": %s,\n", cfg->tie_embeddings ? "true" : "false");
+    if (cfg->has_pad) lomo__sb_printf(&b, "  \"pad_token_id\": %d,\n", cfg->pad_token_id);
+    else lomo__sb_printf(&b, "  \"pad_token_id\": null,\n");   /* not the class default (Gemma 0, Phi-3 32000) */
+    if (qwen || !strcmp(cfg->model_type, "qwen3")) lomo__sb_printf(&b, "  \"use_sliding_window\": false,\n");
+    if (!qwen && !cfg->fused_proj)
+        lomo__sb_printf(&b, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n", cfg->qkv_bias ? "true" : "false");
+    if (cfg->gemma) lomo__sb_printf(&b, "  \"hidden_activation\": \"gelu_pytorch_tanh\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
+    else lomo__sb_printf(&b, "  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"%s\"\n}\n", dt);
+    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
+    *out = b;
+    (void)rc;
+    return 0;
+}
+
+static int lomo__config_save(const char *path, const lomo_config *cfg) {
+    lomo__sb b = { NULL, 0, 0, 0 };
+    int rc;
+    if (lomo__config_text(path, cfg, &b)) return -1;
+    rc = lomo__write_file_atomic(path, b.p, b.n);
+    LOMO_FREE(b.p);
+    return rc;
+}
+
+static int lomo__config_same(const lomo_config *a, const lomo_config *b) {
+    return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers && a->n_heads == b->n_heads &&
+           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->vocab_size == b->vocab_size &&
+           a->max_seq_len == b->max_seq_len && a->norm_eps == b->norm_eps && a->rope_theta == b->rope_theta &&
+           !a->tie_embeddings == !b->tie_embeddings && a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias &&
+           a->rope_type == b->rope_type && (a->rope_type != 1 || (a->rope_factor == b->rope_factor &&
+           a->rope_low_freq_factor == b->rope_low_freq_factor && a->rope_high_freq_factor == b->rope_high_freq_factor &&
+           a->rope_original_max_pos == b->rope_original_max_pos)) && a->sliding_window == b->sliding_window &&
+           a->dtype == b->dtype && !strcmp(a->model_type, b->model_type);
+}
+
+/* Raw extent of a value node (a string's span excludes its quotes). */
+static void lomo__json_extent(const lomo__json *j, int v, size_t *beg, size_t *end, const char *base) {
+    size_t b = (size_t)(j->nodes[v].s - base), q = j->nodes[v].type == LOMO__J_STR;
+    *beg = b - q; *end = b + j->nodes[v].len + q;
+}
+
+typedef struct lomo__cedit { size_t at, end; char text[96]; } lomo__cedit;
+
+/* Sets key of object obj to the JSON text val: replaces the value where the
+   key is present, else inserts "key": val after the object's last member. */
+static void lomo__cedit_set(lomo__cedit *e, int *n, const lomo__json *j, const char *base, int obj, const char *key,
+                            const char *val) {
+    int v = lomo__json_get(j, obj, key), c, last = -1;
+    size_t b, en;
+    if (v >= 0) {
+        lomo__json_extent(j, v, &b, &en, base);
+        e[*n].at = b; e[*n].end = en;
+        snprintf(e[*n].text, sizeof e[*n].text, "%s", val);
+    } else {
+        for (c = j->nodes[obj].first; c >= 0; c = j->nodes[c].next) last = c;
+        if (last >= 0) lomo__json_extent(j, last, &b, &en, base);
+        else en = (size_t)(j->nodes[obj].s - base) + 1;   /* just after '{' */
+        e[*n].at = e[*n].end = en;
+        snprintf(e[*n].text, sizeof e[*n].text, "%s\"%s\": %s", last >= 0 ? (obj == 0 ? ",\n  " : ", ") : "", key, val);
+    }
+    (*n)++;
+}
+
+/* config.json for cfg, keeping the text of the config the model was loaded
+   from (orig) byte for byte except for the values lomo changed: every key
+   lomo does not use (bos/eos/pad ids, layer_types, custom fields) survives.
+   When a change cannot be written as a value edit (model type, biases, rope
+   scaling), lomo's own config is written with the original's other top-level
+   members appended. The result is re-read and must give cfg back. */
+static int lomo__config_save_keep(const char *path, const lomo_config *cfg, const char *orig, size_t olen) {
+    lomo__json j, g;
+    lomo__cfgp cp;
+    lomo_config c0, back;
+    lomo__sb b = { NULL, 0, 0, 0 };
+    lomo__cedit e[16];
+    int n = 0, i, rc, node;
+    lomo_dtype odt;
+    char v[64];
+    const char *dt = cfg->dtype == LOMO_BF16 ? "\"bfloat16\"" : cfg->dtype == LOMO_F16 ? "\"float16\"" : "\"float32\"";
+    if (!orig) return lomo__config_save(path, cfg);
+    if (lomo__json_parse(&j, orig, olen, path)) return j.oom ? -1 : lomo__config_save(path, cfg);   /* not for memory */
+    cp.j = &j; cp.path = path; cp.obj = 0;
+    if (lomo__config_parse(&cp, &c0)) { lomo__json_free(&j); return lomo__config_save(path, cfg); }
+    odt = c0.dtype;
+    c0.dtype = cfg->dtype;   /* edited separately, below */
+    if (c0.rope_type != cfg->rope_type || strcmp(c0.model_type, cfg->model_type) || c0.qkv_bias != cfg->qkv_bias ||
+        c0.o_bias != cfg->o_bias || c0.sliding_window != cfg->sliding_window ||
+        (cfg->rope_type == 1 && (c0.rope_factor != cfg->rope_factor || c0.rope_low_freq_factor != cfg->rope_low_freq_factor ||
+                                 c0.rope_high_freq_factor != cfg->rope_high_freq_factor ||
+                                 c0.rope_original_max_pos != cfg->rope_original_max_pos)))
+        goto regenerate;
+#define LOMO__CINT(field, key) if (c0.field != cfg->field) { snprintf(v, sizeof v, "%d", cfg->field); lomo__cedit_set(e, &n, &j, orig, 0, key, v); }
+    LOMO__CINT(dim, "hidden_size") LOMO__CINT(hidden_dim, "intermediate_size") LOMO__CINT(n_layers, "num_hidden_layers")
+    LOMO__CINT(n_heads, "num_attention_heads") LOMO__CINT(n_kv_heads, "num_key_value_heads") LOMO__CINT(head_dim, "head_dim")
+    LOMO__CINT(vocab_size, "vocab_size") LOMO__CINT(max_seq_len, "max_position_embeddings")
+#undef LOMO__CINT
+    if (c0.norm_eps != cfg->norm_eps) { lomo__fmt_float(v, sizeof v, cfg->norm_eps); lomo__cedit_set(e, &n, &j, orig, 0, "rms_norm_eps", v); }
+    if (c0.rope_theta != cfg->rope_theta) {   /* where it was read from: rope_parameters wins over the top level */
+        node = lomo__json_get(&j, 0, "rope_parameters");
+        lomo__fmt_float(v, sizeof v, cfg->rope_theta);
+        lomo__cedit_set(e, &n, &j, orig, lomo__json_get(&j, node, "rope_theta") >= 0 ? node : 0, "rope_theta", v);
+    }
+    if (!c0.tie_embeddings != !cfg->tie_embeddings)
+        lomo__cedit_set(e, &n, &j, orig, 0, "tie_word_embeddings", cfg->tie_embeddings ? "true" : "false");
+    {   /* the dtype: torch_dtype and/or dtype (transformers >= 5), whichever the file has */
+        int td = lomo__json_get(&j, 0, "torch_dtype"), nd = lomo__json_get(&j, 0, "dtype");
+        char dn[16];
+        snprintf(dn, sizeof dn, "%.*s", (int)strlen(dt) - 2, dt + 1);
+        if (odt != cfg->dtype && (td >= 0 || nd < 0)) lomo__cedit_set(e, &n, &j, orig, 0, "torch_dtype", dt);
+        if (nd >= 0 && !lomo__json_streq(&j, nd, dn)) lomo__cedit_set(e, &n, &j, orig, 0, "dtype", dt);
+    }
+    for (i = 1; i < n; i++) {   /* apply in file order */
+        lomo__cedit x = e[i];
+        int k = i;
+        while (k > 0 && e[k - 1].at > x.at) { e[k] = e[k - 1]; k--; }
+        e[k] = x;
+    }
+    {
+        size_t pos = 0;
+        for (i = 0; i < n; i++) {
+            if (e[i].at < pos) break;   /* overlapping edits cannot happen; be safe */
+            lomo__sb_add(&b, orig + pos, e[i].at - pos);
+            lomo__sb_add(&b, e[i].text, strlen(e[i].text));
+            pos = e[i].end;
+        }
+        if (i < n) { LOMO_FREE(b.p); goto regenerate; }
+        lomo__sb_add(&b, orig + pos, olen - pos);
+    }
+    goto check;
+regenerate:
+    if (lomo__config_text(path, cfg, &b)) { lomo__json_free(&j); return -1; }
+    if (lomo__json_parse(&g, b.p, b.n, path)) { lomo__json_free(&j); LOMO_FREE(b.p); return -1; }
+    {   /* lomo's config, then the original's members it does not have, as they were */
+        lomo__sb m = { NULL, 0, 0, 0 };
+        size_t close_at = b.n;
+        while (close_at > 0 && b.p[close_at - 1] != '}') close_at--;
+        lomo__sb_add(&m, b.p, close_at ? close_at - 1 : 0);
+        while (m.n > 0 && (m.p[m.n - 1] == '\n' || m.p[m.n - 1] == ' ')) m.n--;
+        for (node = j.nodes[0].first; node >= 0; node = j.nodes[node].next) {
+            size_t kb, ke, vb, ve;
+            int key = j.nodes[node].key, o;
+            for (o = g.nodes[0].first; o >= 0; o = g.nodes[o].next) {
+                char kbuf[128];
+                if (lomo__json_str(&g, g.nodes[o].key, kbuf, sizeof kbuf) >= 0 && lomo__json_streq(&j, key, kbuf)) break;
+            }
+            if (o >= 0) continue;
+            if (lomo__json_streq(&j, key, "rope_scaling") || lomo__json_streq(&j, key, "rope_parameters") ||
+                lomo__json_streq(&j, key, "dtype")) continue;   /* lomo wrote its own */
+            lomo__json_extent(&j, key, &kb, &ke, orig);
+            lomo__json_extent(&j, node, &vb, &ve, orig);
+            lomo__sb_add(&m, ",\n  ", 4);
+            lomo__sb_add(&m, orig + kb, ke - kb);
+            lomo__sb_add(&m, ": ", 2);
+            lomo__sb_add(&m, orig + vb, ve - vb);
+        }
+        lomo__sb_add(&m, "\n}\n", 3);
+        lomo__json_free(&g);
+        LOMO_FREE(b.p);
+        b = m;
+    }
+check:
+    lomo__json_free(&j);
+    if (b.oom) { LOMO_FREE(b.p); return lomo__fail("%s: out of host memory writing config.json", path); }
+    if (lomo__json_parse(&g, b.p, b.n, path)) { LOMO_FREE(b.p); return -1; }
+    cp.j = &g; cp.obj = 0;
+    rc = lomo__config_parse(&cp, &back);
+    lomo__json_free(&g);
+    if (rc || !lomo__config_same(&back, cfg)) {   /* the input's other keys contradict lomo's: lomo's own config */
+        LOMO_FREE(b.p);
+        return lomo__config_save(path, cfg);
+    }
+    rc = lomo__write_file_atomic(path, b.p, b.n);
+    LOMO_FREE(b.p);
+    return rc;
+}
+
+static int lomo__path_join(char *out, size_t cap, const char *dir, const char *file) {
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, file) >= cap)
+        return lomo__fail("path too long: %s/%s", dir, file);
+    return 0;
+}
+
+/* ---- loading: config.json + model.safetensors, or shards + index ---- */
+
+static const int lomo__st_of_dtype[3] = { LOMO__ST_F32, LOMO__ST_BF16, LOMO__ST_F16 };
+
+static int lomo__exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
+
+/* The checkpoint's files: one model.safetensors, or the shards that
+   model.safetensors.index.json names (its weight_map: tensor -> file). */
+typedef struct lomo__ckpt {
+    int n;
+    lomo__st_file *f;
+    lomo__json idx; char *idx_txt; int weight_map;   /* index, when sharded */
+    char idx_path[1024];
+} lomo__ckpt;
+
+static void lomo__ckpt_close(lomo__ckpt *c) {
+    int i;
+    for (i = 0; i < c->n; i++) lomo__st_close(&c->f[i]);
+    LOMO_FREE(c->f);
+    if (c->idx_txt) { lomo__json_free(&c->idx); LOMO_FREE(c->idx_txt); }
+    memset(c, 0, sizeof *c);
+}
+
+static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
+    char path[1024], name[256];
+    size_t len;
+    int node, k;
+    memset(c, 0, sizeof *c);
+    if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return -1;
+    if (lomo__exists(path) || errno != ENOENT) {   /* a symlink loop, EACCES...: st_open says which */
+        c->f = (lomo__st_file *)lomo__calloc(1, sizeof *c->f);
+        if (!c->f) return lomo__fail("%s: out of host memory (%zu bytes for the file table)", path, sizeof *c->f);
+        if (lomo__st_open(&c->f[0], path)) { LOMO_FREE(c->f); c->f = NULL; return -1; }
+        c->n = 1;
+        return 0;
+    }
+    if (lomo__path_join(c->idx_path, sizeof c->idx_path, dir, "model.safetensors.index.json")) return -1;
+    if (!lomo__exists(c->idx_path) && errno == ENOENT)
+        return lomo__fail("%s: no model.safetensors and no model.safetensors.index.json", dir);
+    if (lomo__read_file(c->idx_path, &c->idx_txt, &len)) return -1;
+    if (lomo__json_parse(&c->idx, c->idx_txt, len, c->idx_path)) { LOMO_FREE(c->idx_txt); c->idx_txt = NULL; return -1; }
+    c->weight_map = lomo__json_get(&c->idx, 0, "weight_map");
+    if (c->weight_map < 0 || !lomo__json_is(&c->idx, c->weight_map, LOMO__J_OBJ)) {
+        lomo__fail("%s: field 'weight_map': expected an object of tensor name -> file", c->idx_path);
+        goto fail;
+    }
+    c->f = (lomo__st_file *)lomo__calloc((size_t)c->idx.nodes[c->weight_map].count + 1, sizeof *c->f);
+    if (!c->f) {
+        lomo__fail("%s: out of host memory (%zu bytes for a table of %d shard files)", c->idx_path,
+                   ((size_t)c->idx.nodes[c->weight_map].count + 1) * sizeof *c->f, c->idx.nodes[c->weight_map].count);
+        goto fail;
+    }
+    for (node = c->idx.nodes[c->weight_map].first; node >= 0; node = c->idx.nodes[node].next) {
+        int dup = 0;
+        if (lomo__json_str(&c->idx, node, name, sizeof name) < 0 || !name[0] || strchr(name, '/') || !strcmp(name, "..")) {
+            char show[96];
+            lomo__fail("%s: weight_map: file name %s is not a plain file name", c->idx_path,
+                       lomo__json_show(&c->idx, node, show, sizeof show));
+            goto fail;
+        }
+        for (k = 0; k < c->n; k++) {
+            const char *base = strrchr(c->f[k].path, '/');
+            if (!strcmp(base ? base + 1 : c->f[k].path, name)) dup = 1;
+        }
+        if (dup) continue;
+        if (lomo__path_join(path, sizeof path, dir, name) || lomo__st_open(&c->f[c->n], path)) goto fail;
+        c->n++;
+    }
+    /* every tensor of every shard: in exactly one shard, the one weight_map names for it */
+    for (k = 0; k < c->n; k++) {
+        int i;
+        const char *base = strrchr(c->f[k].path, '/');
+        base = base ? base + 1 : c->f[k].path;
+        for (i = 0; i < c->f[k].n; i++) {
+            const char *tn = c->f[k].t[i].name;
+            int v = lomo__json_get(&c->idx, c->weight_map, tn), o;
+            if (v >= 0 && lomo__json_streq(&c->idx, v, base)) continue;
+            for (o = 0; o < c->n; o++)
+                if (o != k && lomo__st_find(&c->f[o], tn)) {
+                    lomo__fail("%s: tensor '%s' appears in two shards, %s and %s", c->idx_path, tn, c->f[o].path, c->f[k].path);
+                    goto fail;
+                }
+            if (v < 0) lomo__fail("%s: tensor '%s' of %s is not in weight_map", c->idx_path, tn, c->f[k].path);
+            else {
+                char show[96];
+                lomo__fail("%s: weight_map puts tensor '%s' in %s, but it is in %s", c->idx_path, tn,
+                           lomo__json_show(&c->idx, v, show, sizeof show), c->f[k].path);
+            }
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    lomo__ckpt_close(c);
+    return -1;
+}
+
+/* where the index says a tensor is, or in the single file */
+static const lomo__st_tensor *lomo__ckpt_find(const lomo__ckpt *c, const char *tensor, const char **file) {
+    int k, node;
+    char name[256];
+    if (!c->idx_txt) { *file = c->f[0].path; return lomo__st_find(&c->f[0], tensor); }
+    node = lomo__json_get(&c->idx, c->weight_map, tensor);
+    if (node < 0 || lomo__json_str(&c->idx, node, name, sizeof name) < 0) { *file = c->idx_path; return NULL; }
+    for (k = 0; k < c->n; k++) {
+        const char *base = strrchr(c->f[k].path, '/');
+        if (!strcmp(base ? base + 1 : c->f[k].path, name)) { *file = c->f[k].path; return lomo__st_find(&c->f[k], tensor); }
+    }
+    *file = c->idx_path;
+    return NULL;
+}
+
+static void lomo__shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    int i;
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (i = 0; i < ndim && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
+    char path[1024];
+    lomo_config cfg;
+    lomo_model *m;
+    lomo__ckpt ck;
+    int i, k;
+    float *stage = NULL;
+    char *cfg_txt = NULL;
+    size_t cfg_len = 0;
+    if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load_keep(path, &cfg, &cfg_txt, &cfg_len)) return NULL;
+    if (lomo__ckpt_open(&ck, dir)) { LOMO_FREE(cfg_txt); return NULL; }
+    if (!(m = lomo_model_new(&cfg, opts))) { lomo__ckpt_close(&ck); LOMO_FREE(cfg_txt); return NULL; }
+    m->config_json = cfg_txt; m->config_json_len = cfg_len;
+    /* every tensor of every file must be one the model expects (old checkpoints
+       carry rotary_emb.inv_freq buffers, which are derived and skipped) */
+    for (k = 0; k < ck.n; k++)
+        for (i = 0; i < ck.f[k].n; i++) {
+            const char *nm = ck.f[k].t[i].name;
+            if (strstr(nm, "rotary_emb.inv_freq")) continue;
+            if (m->cfg.tie_embeddings && !strcmp(nm, "lm_head.weight")) continue;
+            if (!lomo_find_tensor(m, nm)) {
+                lomo__fail("%s: unexpected tensor '%s' (not part of a %s model with this config.json)",
+                           ck.f[k].path, nm, m->cfg.model_type);
+                goto fail;
+            }
+        }
+    for (i = 0; i < m->n_tensors; i++) {
+        lomo_tensor *t = &m->tensors[i];
+        const char *file;
+        const lomo__st_tensor *s = lomo__ckpt_find(&ck, t->name, &file);
+        if (!s) { lomo__fail("%s: missing tensor '%s'", file, t->name); goto fail; }
+        if (s->ndim != t->ndim || s->shape[0] != t->shape[0] || (t->ndim == 2 && s->shape[1] != t->shape[1])) {
+            char have[64], want[64];
+            lomo__shape_str(have, sizeof have, s->ndim, s->shape);
+            lomo__shape_str(want, sizeof want, t->ndim, t->shape);
+            lomo__fail("%s: tensor '%s' has shape %s in the file, config.json implies %s", file, t->name, have, want);
+            goto fail;
+        }
+        if (s->dtype != LOMO__ST_F32 && s->dtype != LOMO__ST_F16 && s->dtype != LOMO__ST_BF16 && s->dtype != LOMO__ST_F64) {
+            lomo__fail("%s: tensor '%s': dtype %s cannot be read as float (expected F32, BF16, F16 or F64)", file, t->name,
+                       lomo__st_dtype_name[s->dtype]);
+            goto fail;
+        }
+        if ((k = lomo__st_nonfinite(s)) >= 0 || k == -2) {
+            if (k == -2) lomo__fail("%s: tensor '%s': a value is outside the float32 range (F64 above 3.4e38)", file, t->name);
+            else lomo__fail("%s: tensor '%s': element %d is %s: refusing a checkpoint with non-finite weights",
+                            file, t->name, k, "NaN or Inf");
+            goto fail;
+        }
+        if (i == 0) m->file_dtype = s->dtype == LOMO__ST_BF16 ? LOMO_BF16 : s->dtype == LOMO__ST_F16 ? LOMO_F16 : LOMO_F32;
+        if (m->be->host_memory && t->dtype == LOMO_F32 && !m->comm) {
+            if (lomo__st_read_f32(s, (float *)t->data)) goto fail;
+        } else if (m->be->host_memory && lomo__st_of_dtype[t->dtype] == s->dtype && !m->comm) {
+            memcpy(t->data, s->data, lomo__tensor_bytes(t));   /* bf16 -> bf16, f16 -> f16 */
+        } else {   /* this rank's part, one tensor at a time through a host buffer: never a second full copy */
+            stage = (float *)lomo__malloc(sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4);
+            if (!stage) {
+                lomo__fail("%s: out of host memory (%zu bytes staging tensor '%s')", file,
+                           sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4, t->name);
+                goto fail;
+            }
+            if (lomo__st_read_f32_range(s, stage, t->shard_off, t->shard_len)) goto fail;
+            lomo__upload_f32(m, t, stage);
+            LOMO_FREE(stage); stage = NULL;
+        }
+    }
+    lomo__ckpt_close(&ck);
+    if (m->be->check(m->be->ctx)) { lomo_model_free(m); return NULL; }
+    return m;
+fail:
+    LOMO_FREE(stage);
+    lomo__ckpt_close(&ck);
+    lomo_model_free(m);
+    return NULL;
+}
+
+/* ---- saving: a whole directory, swapped in atomically ---- */
+
+#include <dirent.h>
+#ifdef __linux__
+#include <sys/ioctl.h>
+#endif
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+#define LOMO__HAVE_RENAMEAT2 1
+#ifndef __USE_GNU   /* else <stdio.h> declared it (glibc decided when features.h was read) */
+extern int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+#endif
+#ifndef AT_FDCWD
+#define AT_FDCWD -100   /* Linux's value; <fcntl.h> hides it under strict -std=c11 */
+#endif
+#endif
+
+/* removes a directory of plain files (what lomo writes) */
+static void lomo__rmtree(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[1300];
+    if (!d) return;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int lomo__fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY), rc;
+    if (fd < 0) return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int lomo__is_weight_file(const char *n) {
+    size_t l = strlen(n);
+    return !strcmp(n, "config.json") || !strcmp(n, "model.safetensors.index.json") ||
+           (l > 12 && !strcmp(n + l - 12, ".safetensors")) || (l > 4 && !strcmp(n + l - 4, ".bin")) ||
+           (l > 3 && !strcmp(n + l - 3, ".pt")) || (l > 4 && !strcmp(n + l - 4, ".pth"));
+}
+
+/* Copies regular file from to a new file to (mode kept), durably: a reflink
+   (FICLONE) where the file system offers one, else read/write. Never a hard
+   link: editing the output must not edit the base model. */
+static int lomo__copy_file(const char *from, const char *to) {
+    struct stat st;
+    char *buf = NULL;
+    int in = lomo__open_regular(from, &st), out, rc = 0;
+    if (in < 0) return -1;
+    if ((out = open(to, O_WRONLY | O_CREAT | O_EXCL, (mode_t)(st.st_mode & 0777))) < 0) {
+        int e = errno;
+        close(in);
+        return lomo__fail("%s: cannot create (copying %s): %s", to, from, strerror(e));
+    }
+#ifdef __linux__
+    if (ioctl(out, 0x40049409ul /* FICLONE = _IOW(0x94, 9, int) */, in) == 0) goto synced;
+#endif
+    if (!(buf = (char *)LOMO_MALLOC((size_t)1 << 20))) { rc = lomo__fail("%s: out of host memory (1 MiB copy buffer)", to); goto end; }
+    for (;;) {
+        ssize_t r = read(in, buf, (size_t)1 << 20), w = 0;
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { rc = lomo__fail("%s: read failed: %s", from, strerror(errno)); goto end; }
+        if (r == 0) break;
+        while (w < r) {
+            ssize_t k = write(out, buf + w, (size_t)(r - w));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) { rc = lomo__fail("%s: write failed (copying %s): %s", to, from, strerror(k < 0 ? errno : EIO)); goto end; }
+            w += k;
+        }
+    }
+#ifdef __linux__
+synced:
+#endif
+    if (fsync(out)) rc = lomo__fail("%s: fsync failed: %s", to, strerror(errno));
+end:
+    LOMO_FREE(buf);
+    close(in);
+    if (close(out) && !rc) rc = lomo__fail("%s: close failed: %s", to, strerror(errno));
+    if (rc) unlink(to);
+    return rc;
+}
+
+/* Files of src that are not weights or config (tokenizer, generation config,
+   README...) are copied into dst unless dst has them already. */
+static int lomo__carry_files(const char *src, const char *dst) {
+    DIR *d = opendir(src);
+    struct dirent *e;
+    char from[1300], to[1300];
+    if (!d) return 0;
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (e->d_name[0] == '.' || lomo__is_weight_file(e->d_name)) continue;
+        snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
+        if (stat(from, &st) || !S_ISREG(st.st_mode) || lomo__exists(to)) continue;
+        if (lomo__copy_file(from, to)) { closedir(d); return -1; }
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Temporary directories of saves whose process is gone (killed mid-save). */
+static void lomo__remove_stale_tmp(const char *dir) {
+    char parent[1024], prefix[300], p[1400];
+    const char *slash = strrchr(dir, '/');
+    DIR *d;
+    struct dirent *e;
+    if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
+    else snprintf(parent, sizeof parent, ".");
+    if (!parent[0]) snprintf(parent, sizeof parent, "/");
+    snprintf(prefix, sizeof prefix, "%s.lomo-tmp.", slash ? slash + 1 : dir);
+    if (!(d = opendir(parent))) return;
+    while ((e = readdir(d))) {
+        long pid;
+        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+        pid = strtol(e->d_name + strlen(prefix), NULL, 10);
+        snprintf(p, sizeof p, "/proc/%ld", pid);
+        if (pid > 0 && pid != (long)getpid() && lomo__exists("/proc/self") && !lomo__exists(p)) {
+            snprintf(p, sizeof p, "%s/%s", parent, e->d_name);
+            lomo__rmtree(p);
+        }
+    }
+    closedir(d);
+}
+
+/* tmp replaces dir: one atomic exchange where the kernel has it */
+static int lomo__swap_in(const char *tmp, const char *dir) {
+    char old[1100];
+    if (!lomo__exists(dir)) {
+        if (rename(tmp, dir)) return lomo__fail("%s: rename from %s failed: %s", dir, tmp, strerror(errno));
+        return 0;
+    }
+#ifdef LOMO__HAVE_RENAMEAT2
+    if (!renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, 2 /* RENAME_EXCHANGE */)) { lomo__rmtree(tmp); return 0; }
+    if (errno != EINVAL && errno != ENOSYS)
+        return lomo__fail("%s: exchange with %s failed: %s", dir, tmp, strerror(errno));
+#endif
+    /* no atomic exchange here: two renames (a crash between them leaves the
+       previous checkpoint complete at <dir>.lomo-old.<pid>) */
+    snprintf(old, sizeof old, "%s.lomo-old.%ld", dir, (long)getpid());
+    if (rename(dir, old)) return lomo__fail("%s: rename to %s failed: %s", dir, old, strerror(errno));
+    if (rename(tmp, dir)) { int e = errno; rename(old, dir); return lomo__fail("%s: rename failed: %s", dir, strerror(e)); }
+    lomo__rmtree(old);
+    return 0;
+}
+
+
+/* the bytes of tensor t in dtype dt on the host; *owned says whether to free */
+static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dtype dt, int *owned) {
+    size_t n = (size_t)t->numel, i;
+    void *raw = t->data, *out;
+    *owned = 0;
+    if (m->comm) {   /* every rank: all-gather the shards on the backend, then download the whole tensor */
+        size_t part = lomo__stored_bytes(m, t), all = part * (size_t)m->comm->size;
+        lomo_model *mm = (lomo_model *)m;   /* accounting only */
+        void *full = lomo__alloc(mm, LOMO_MEM_COMM, all);
+        if (!full) return NULL;
+        if (m->comm->all_gather(m->comm->ctx, full, t->data, part) || !(raw = lomo__malloc(all))) {
+            lomo__free(mm, LOMO_MEM_COMM, full, all);
+            return NULL;
+        }
+        m->be->download(m->be->ctx, raw, full, lomo__tensor_bytes(t));
+        lomo__free(mm, LOMO_MEM_COMM, full, all);
+        *owned = 1;
+    } else if (!m->be->host_memory) {
+        if (!(raw = lomo__malloc(lomo__tensor_bytes(t)))) return NULL;
+        m->be->download(m->be->ctx, raw, t->data, lomo__tensor_bytes(t));
+        *owned = 1;
+    }
+    if (dt == t->dtype) return raw;
+    out = lomo__malloc(n * lomo__dtype_size(dt) + 1);
+    if (out) {
+        lomo_tensor v = *t;
+        v.data = raw;
+        for (i = 0; i < n; i++) {
+            float x = lomo__elem(&v, i);
+            if (dt == LOMO_F32) ((float *)out)[i] = x;
+            else ((uint16_t *)out)[i] = dt == LOMO_BF16 ? lomo_f32_to_bf16(x) : lomo_f32_to_f16(x);
+        }
+    }
+    if (*owned) LOMO_FREE(raw);
+    *owned = out != NULL;
+    return out;
+}
+
+static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer);
+
+/* Sharded: rank 0's rc (and error message) reaches every rank. */
+static int lomo__agree(const lomo_model *m, int *rc) {
+    char msg[sizeof lomo__errbuf];
+    int v[1];
+    if (!m->comm) return 0;
+    v[0] = *rc;
+    memcpy(msg, lomo__errbuf, sizeof msg);
+    if (m->comm->broadcast(m->comm->ctx, v, sizeof v, 0) ||
+        m->comm->broadcast(m->comm->ctx, msg, sizeof msg, 0)) return -1;
+    if (v[0] && m->comm->rank) { memcpy(lomo__errbuf, msg, sizeof msg); lomo__errbuf[sizeof lomo__errbuf - 1] = 0; }
+    *rc = v[0];
+    return 0;
+}
+
+LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts) {
+    char tmp[1100], path[1300], shard[64];
+    lomo_save_opts o;
+    lomo__st_out *outs = NULL;
+    void **bufs = NULL;
+    int *owned = NULL, *shard_of = NULL;
+    int i, n_shards = 1, rc = 0, k, writer = !m->comm || m->comm->rank == 0;
+    uint64_t total = 0, cur = 0;
+    lomo_dtype dt;
+    static const char *meta[] = {"format", "pt", NULL};
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.dtype < LOMO_SAVE_AS_LOADED || o.dtype > LOMO_SAVE_F16) return lomo__fail("%s: save dtype %d is not one of LOMO_SAVE_*", dir, o.dtype);
+    dt = o.dtype == LOMO_SAVE_AS_LOADED ? m->file_dtype : (lomo_dtype)(o.dtype - 1);
+    if ((int)dt < LOMO_F32 || (int)dt > LOMO_F16)   /* m->file_dtype is a public field: never index with it unchecked */
+        return lomo__fail("%s: model file_dtype %d is not LOMO_F32, LOMO_BF16 or LOMO_F16", dir, (int)dt);
+    if (!o.max_shard_bytes) o.max_shard_bytes = (int64_t)5 << 30;
+    if (strlen(dir) > 900) return lomo__fail("%s: path too long", dir);
+    snprintf(tmp, sizeof tmp, "%s.lomo-tmp.%ld", dir, (long)getpid());
+    if (writer) {
+        lomo__remove_stale_tmp(dir);
+        lomo__rmtree(tmp);
+        if (mkdir(tmp, 0755)) rc = lomo__fail("%s: cannot create %s: %s", dir, tmp, strerror(errno));
+    }
+    if (lomo__agree(m, &rc)) return -1;   /* sharded: every rank learns rank 0's outcome */
+    /* tied weights are stored once (m->tensors has no lm_head then); shards in tensor order */
+    shard_of = (int *)lomo__calloc((size_t)m->n_tensors, sizeof(int));
+    outs = (lomo__st_out *)lomo__calloc((size_t)m->n_tensors, sizeof *outs);
+    bufs = (void **)lomo__calloc((size_t)m->n_tensors, sizeof(void *));
+    owned = (int *)lomo__calloc((size_t)m->n_tensors, sizeof(int));
+    rc = -1;
+    if (!shard_of || !outs || !bufs || !owned) {
+        lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", dir,
+                   (size_t)m->n_tensors * (2 * sizeof(int) + sizeof *outs + sizeof(void *)), m->n_tensors);
+        goto done;
+    }
+    for (i = 0; i < m->n_tensors; i++) {
+        uint64_t b = (uint64_t)m->tensors[i].numel * lomo__dtype_size(dt);
+        if (cur > 0 && cur + b > (uint64_t)o.max_shard_bytes) { n_shards++; cur = 0; }
+        shard_of[i] = n_shards - 1;
+        cur += b; total += b;
+    }
+    for (k = 0; k < n_shards; k++) {
+        int n = 0;
+        for (i = 0; i < m->n_tensors; i++) {
+            const lomo_tensor *t = &m->tensors[i];
+            lomo__st_out *so = &outs[n++];
+            if (shard_of[i] != k) { n--; continue; }
+            so->name = t->name; so->dtype = lomo__st_of_dtype[dt]; so->ndim = t->ndim;
+            so->shape[0] = t->shape[0]; so->shape[1] = t->shape[1];
+            if (!(so->data = bufs[i] = lomo__host_copy(m, t, dt, &owned[i]))) {
+                lomo__fail("%s: out of host memory (%zu bytes for a host copy of tensor '%s')", dir,
+                           (size_t)t->numel * (lomo__dtype_size(dt) + lomo__dtype_size(t->dtype)), t->name);
+                goto done;
+            }
+        }
+        if (n_shards == 1) snprintf(shard, sizeof shard, "model.safetensors");
+        else snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        snprintf(path, sizeof path, "%s/%s", tmp, shard);
+        if (writer && lomo__st_save(path, outs, n, meta)) goto done;
+        for (i = 0; i < m->n_tensors; i++) { if (owned[i]) LOMO_FREE(bufs[i]); bufs[i] = NULL; owned[i] = 0; }
+    }
+    if (o.trainer) {   /* collective when sharded (the optimizer state is gathered) */
+        snprintf(path, sizeof path, "%s/trainer.safetensors", tmp);
+        if (lomo__trainer_write(o.trainer, path, writer)) goto done;
+    }
+    if (!writer) { rc = 0; goto done; }
+    if (n_shards > 1) {   /* model.safetensors.index.json */
+        lomo__sb b = { NULL, 0, 0, 0 };
+        lomo__sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {\n", (unsigned long long)total);
+        for (i = 0; i < m->n_tensors; i++)
+            lomo__sb_printf(&b, "    \"%s\": \"model-%05d-of-%05d.safetensors\"%s\n", m->tensors[i].name,
+                            shard_of[i] + 1, n_shards, i + 1 < m->n_tensors ? "," : "");
+        lomo__sb_printf(&b, "  }\n}\n");
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
+        if (b.oom) { LOMO_FREE(b.p); lomo__fail("%s: out of host memory building model.safetensors.index.json", dir); goto done; }
+        k = lomo__write_file_atomic(path, b.p, b.n);
+        LOMO_FREE(b.p);
+        if (k) goto done;
+    }
+    {
+        lomo_config c = m->cfg;
+        c.dtype = dt;
+        snprintf(path, sizeof path, "%s/config.json", tmp);
+        if (lomo__config_save_keep(path, &c, m->config_json, m->config_json_len)) goto done;
+    }
+    for (i = 0; i < o.n_extra; i++) {
+        if (!o.extra[i].name || strchr(o.extra[i].name, '/')) { lomo__fail("%s: extra file name must be a plain name", dir); goto done; }
+        snprintf(path, sizeof path, "%s/%s", tmp, o.extra[i].name);
+        if (lomo__write_file_atomic(path, o.extra[i].data, o.extra[i].len)) goto done;
+    }
+    /* files already in dir, then the source model's tokenizer & co. */
+    if (lomo__carry_files(dir, tmp) || (o.copy_from && lomo__carry_files(o.copy_from, tmp))) goto done;
+    if (lomo__fsync_path(tmp)) { lomo__fail("%s: fsync of %s failed: %s", dir, tmp, strerror(errno)); goto done; }
+    if (lomo__swap_in(tmp, dir)) goto done;
+    {
+        char parent[1024];
+        const char *slash = strrchr(dir, '/');
+        if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir) > 0 ? (int)(slash - dir) : 1, dir);
+        else snprintf(parent, sizeof parent, ".");
+        lomo__fsync_path(parent);
+    }
+    rc = 0;
+done:
+    if (rc && writer) lomo__rmtree(tmp);
+    for (i = 0; bufs && owned && i < m->n_tensors; i++) if (owned[i]) LOMO_FREE(bufs[i]);
+    LOMO_FREE(bufs); LOMO_FREE(owned); LOMO_FREE(outs); LOMO_FREE(shard_of);
+    return lomo__agree(m, &rc) ? -1 : rc;
+}
+
+LOMODEF int lomo_save(const lomo_model *m, const char *dir) { return lomo_save_ex(m, dir, NULL); }
+
+static const char *lomo__opt_name(int o) {
+    return o == LOMO_OPT_LOMO ? "lomo" : o == LOMO_OPT_ADALOMO ? "adalomo" : o == LOMO_OPT_ADAMW ? "adamw" : "?";
+}
+
+/* trainer.safetensors: the rule's state per tensor + the scalars in metadata.
+   Sharded, AdamW's per-element state is gathered (every rank takes part, the
+   writer writes), so a checkpoint does not depend on the number of ranks. */
+static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer) {
+    const lomo_model *m = t->m;
+    int n = 0, i, k, rc = 0, sharded = t->comm && t->o.optimizer == LOMO_OPT_ADAMW;
+    lomo__st_out *outs = (lomo__st_out *)lomo__calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
+    char (*names)[112] = (char (*)[112])lomo__calloc((size_t)m->n_tensors * 2 + 1, 112);
+    float **host = (float **)lomo__calloc((size_t)m->n_tensors * 2 + 1, sizeof(float *));
+    char step[32], scale[32], clean[32], opt[16], seed[32];
+    const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
+                          "optimizer", opt, "seed", seed, NULL};
+    if (!outs || !names || !host) {
+        rc = lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", path,
+                        ((size_t)m->n_tensors * 2 + 1) * (sizeof *outs + 112 + sizeof(float *)), m->n_tensors);
+        goto done;
+    }
+    for (i = 0; i < m->n_tensors && !rc; i++) {
+        const lomo_tensor *p = &m->tensors[i];
+        for (k = 0; k < 2; k++) {
+            float *s = k ? t->s2[i] : t->s1[i];
+            int64_t len;
+            size_t cap;
+            if (!s) continue;
+            len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
+            cap = sharded ? (size_t)lomo__shard_cap(m, p) : (size_t)len;
+            if (!(host[n] = (float *)lomo__malloc(sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4))) {
+                rc = lomo__fail("%s: out of host memory (%zu bytes for the optimizer state of '%s')", path,
+                                sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4, p->name);
+                break;
+            }
+            if (sharded) {   /* the shards, through a backend buffer, in rank order */
+                lomo_model *mm = (lomo_model *)m;
+                float *full = (float *)lomo__alloc(mm, LOMO_MEM_COMM, sizeof(float) * cap * (size_t)t->comm->size);
+                if (!full || t->comm->all_gather(t->comm->ctx, full, s, sizeof(float) * cap)) { rc = -1; break; }
+                m->be->download(m->be->ctx, host[n], full, sizeof(float) * (size_t)len);
+                lomo__free(mm, LOMO_MEM_COMM, full, sizeof(float) * cap * (size_t)t->comm->size);
+            } else m->be->download(m->be->ctx, host[n], s, sizeof(float) * (size_t)len);
+            snprintf(names[n], 112, "%s.%s", k ? "s2" : "s1", p->name);
+            outs[n].name = names[n]; outs[n].dtype = LOMO__ST_F32; outs[n].ndim = 1; outs[n].shape[0] = len;
+            outs[n].data = host[n];
+            n++;
+        }
+    }
+    snprintf(step, sizeof step, "%lld", (long long)t->step);
+    snprintf(scale, sizeof scale, "%.9g", t->scale);
+    snprintf(clean, sizeof clean, "%d", t->clean_steps);
+    snprintf(opt, sizeof opt, "%s", lomo__opt_name(t->o.optimizer));
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o.seed);
+    if (!rc && writer) rc = lomo__st_save(path, outs, n, meta);
+done:
+    for (i = 0; host && i < n; i++) LOMO_FREE(host[i]);
+    LOMO_FREE(host); LOMO_FREE(outs); LOMO_FREE(names);
+    return rc;
+}
+
+LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
+    char path[1100], buf[64];
+    lomo__st_file f;
+    lomo__json j;
+    int i, k, meta;
+    lomo_model *m = t->m;
+    float *host = NULL;
+    long long step = 0, clean = 0;
+    double scale = 1.0;
+    if (lomo__path_join(path, sizeof path, dir, "trainer.safetensors") || lomo__st_open(&f, path)) return -1;
+    /* the scalars live in the header's __metadata__ */
+    {
+        uint64_t hl;
+        memcpy(&hl, f.map, 8);
+        if (lomo__json_parse(&j, (const char *)f.map + 8, (size_t)hl, path)) { lomo__st_close(&f); return -1; }
+    }
+    meta = lomo__json_get(&j, 0, "__metadata__");
+    {   /* every scalar validated before any is taken: a bad file changes nothing */
+        int opt = -1;
+        char *end;
+        static const char *const legacy[3] = { "0", "1", "2" };   /* before 0.5 the optimizer was written as a number */
+#define LOMO__META(key) (lomo__json_str(&j, lomo__json_get(&j, meta, key), buf, sizeof buf) >= 0)
+        if (!LOMO__META("format") || strcmp(buf, "lomo-trainer")) {
+            lomo__fail("%s: __metadata__ field 'format': expected \"lomo-trainer\", found %s", path,
+                       LOMO__META("format") ? buf : "nothing (not a trainer state written by lomo)");
+            goto fail;
+        }
+        if (LOMO__META("optimizer"))
+            for (k = 0; k < 3; k++) if (!strcmp(buf, lomo__opt_name(k)) || !strcmp(buf, legacy[k])) opt = k;
+        if (opt < 0) {
+            lomo__fail("%s: __metadata__ field 'optimizer': unknown optimizer '%s' (expected lomo, adalomo or adamw)", path,
+                       LOMO__META("optimizer") ? buf : "(missing)");
+            goto fail;
+        }
+        if (opt != t->o.optimizer) {
+            lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %s", path, lomo__opt_name(opt),
+                       lomo__opt_name(t->o.optimizer));
+            goto fail;
+        }
+        errno = 0;
+        if (!LOMO__META("step") || !buf[0] || buf[0] == '-' || buf[0] == '+' || buf[0] == ' ' ||
+            (step = strtoll(buf, &end, 10), *end) || errno || step < 0 || step > ((long long)1 << 53)) {
+            lomo__fail("%s: __metadata__ field 'step': expected an integer in [0, 2^53], found %s", path,
+                       LOMO__META("step") ? buf : "nothing");
+            goto fail;
+        }
+        errno = 0;
+        if (!LOMO__META("loss_scale") || !buf[0] || buf[0] == ' ' ||
+            (scale = strtod(buf, &end), *end) || !(scale > 0) || !((float)scale > 0) || !isfinite((float)scale)) {
+            lomo__fail("%s: __metadata__ field 'loss_scale': expected a finite number > 0, found %s", path,
+                       LOMO__META("loss_scale") ? buf : "nothing");
+            goto fail;
+        }
+        errno = 0;
+        if (!LOMO__META("clean_steps") || !buf[0] || buf[0] == '-' || buf[0] == '+' || buf[0] == ' ' ||
+            (clean = strtoll(buf, &end, 10), *end) || errno || clean < 0 || clean > 0x7fffffff) {
+            lomo__fail("%s: __metadata__ field 'clean_steps': expected an integer in [0, 2^31), found %s", path,
+                       LOMO__META("clean_steps") ? buf : "nothing");
+            goto fail;
+        }
+#undef LOMO__META
+    }
+    if (t->opt_floats) {
+        if (!(host = (float *)lomo__malloc(sizeof(float) * t->opt_floats))) {
+            lomo__fail("%s: out of host memory (%zu bytes staging the optimizer state)", path, sizeof(float) * t->opt_floats);
+            goto fail;
+        }
+        for (i = 0; i < m->n_tensors; i++)
+            for (k = 0; k < 2; k++) {
+                char name[112];
+                float *s = k ? t->s2[i] : t->s1[i];
+                const lomo__st_tensor *st;
+                const lomo_tensor *p = &m->tensors[i];
+                int64_t len;
+                if (!s) continue;
+                len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
+                snprintf(name, sizeof name, "%s.%s", k ? "s2" : "s1", p->name);
+                if (!(st = lomo__st_find(&f, name)) || st->numel != len || st->dtype != LOMO__ST_F32) {
+                    lomo__fail("%s: optimizer state '%s' missing or not F32[%lld]", path, name, (long long)len);
+                    goto fail;
+                }
+                {   /* finite, and the second-moment statistics (all of AdaLomo's, AdamW's v) >= 0 */
+                    int64_t e;
+                    int nonneg = t->o.optimizer == LOMO_OPT_ADALOMO || k == 1;
+                    for (e = 0; e < len; e++) {
+                        float x;
+                        memcpy(&x, (const unsigned char *)st->data + 4 * e, 4);
+                        if (!isfinite(x) || (nonneg && x < 0)) {
+                            lomo__fail("%s: optimizer state '%s': element %lld is %g (expected a finite number%s)", path,
+                                       name, (long long)e, (double)x, nonneg ? " >= 0" : "");
+                            goto fail;
+                        }
+                    }
+                }
+                if (t->comm && t->o.optimizer == LOMO_OPT_ADAMW)   /* this rank's elements, zero padding */
+                    for (int64_t e = 0; e < lomo__shard_cap(m, p); e++)
+                        if (e < p->shard_len) memcpy(&host[(s - t->opt_mem) + e], (const unsigned char *)st->data + 4 * (p->shard_off + e), 4);
+                        else host[(s - t->opt_mem) + e] = 0.0f;   /* (the data may sit at any byte offset) */
+                else memcpy(host + (s - t->opt_mem), st->data, sizeof(float) * (size_t)len);
+            }
+        m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
+    }
+    t->step = step; t->scale = (float)scale; t->clean_steps = (int)clean;
+    LOMO_FREE(host);
+    lomo__json_free(&j);
+    lomo__st_close(&f);
+    return 0;
+fail:
+    LOMO_FREE(host);
+    lomo__json_free(&j);
+    lomo__st_close(&f);
+    return -1;
+}
+
+/* ======================================================================== */
+/* 10. data: packed / JSONL / text / chat datasets (LOMO_NO_DATA)           */
+/* ======================================================================== */
+
+#if !defined(LOMO_NO_DATA) || !defined(LOMO_NO_MC)   /* section 10: shared with multiple choice */
 
 /* A growable byte array; it holds int32/int64/structs, malloc alignment. */
 typedef struct lomo__dbuf { char *p; size_t n, cap; } lomo__dbuf;
@@ -4935,11 +6935,6 @@ static int lomo__data_blank(const char *s, size_t n) {
     for (i = 0; i < n; i++)
         if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
     return 1;
-}
-
-static int lomo__data_suffix(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && !memcmp(s + n - k, suf, k);
 }
 
 /* The next line of buf[*pos..len): sets *s and *n (without the '\n'), advances *pos. */
@@ -4989,10 +6984,29 @@ static int64_t lomo__data_ints(const lomo__json *j, int arr, const char *where, 
     return k;
 }
 
+#endif /* !LOMO_NO_DATA || !LOMO_NO_MC: section 10 */
 
-/* ======================================================================== */
-/* text datasets and chat templates: implementation                        */
-/* ======================================================================== */
+#ifndef LOMO_NO_DATA   /* section 10 */
+
+struct lomo_data {
+    lomo_data_opts o;
+    int64_t n;            /* examples */
+    int64_t n_tok;        /* token ids stored (after truncation) */
+    int32_t *tok;         /* every example's ids, back to back */
+    int32_t *lab;         /* labels parallel to tok; NULL: labels = tok */
+    int64_t *off;         /* n+1 offsets into tok; NULL for packed files, where
+                             example i is [i*T, min((i+1)*T, n_tok)) */
+    int64_t *perm;        /* the order of epoch perm_epoch (shuffle only) */
+    int64_t perm_epoch;   /* -1: perm not computed yet */
+    int64_t epoch, index; /* the next example: index-th of epoch's order */
+    int64_t n_cut;        /* examples truncated to seq_len */
+};
+
+static int lomo__data_suffix(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && !memcmp(s + n - k, suf, k);
+}
+
 /* The renderers write the text the official Jinja templates produce and the
    byte spans whose tokens count; tokenization is lomo_tokenize's. */
 
@@ -5822,9 +7836,13 @@ LOMODEF int lomo_data_next_rank(lomo_data *d, int batch, int micro_batches, int 
     return lomo_batch_slice(tokens, labels, d->o.seq_len, batch, micro_batches, rank, world) ? -1 : rows;
 }
 
+#endif /* LOMO_NO_DATA: section 10 */
+
 /* ======================================================================== */
-/* multiple choice: implementation                                          */
+/* 11. multiple choice: JSONL items (LOMO_NO_MC)                            */
 /* ======================================================================== */
+
+#ifndef LOMO_NO_MC   /* section 11 */
 
 struct lomo_mc {
     int64_t n;
@@ -5978,528 +7996,12 @@ LOMODEF void lomo_mc_free(lomo_mc *m) {
     LOMO_FREE(m);
 }
 
-static int lomo__path_join(char *out, size_t cap, const char *dir, const char *file) {
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, file) >= cap)
-        return lomo__fail("path too long: %s/%s", dir, file);
-    return 0;
-}
-
-/* ---- loading: config.json + model.safetensors, or shards + index ---- */
-
-static const int lomo__st_of_dtype[3] = { LOMO__ST_F32, LOMO__ST_BF16, LOMO__ST_F16 };
-
-static int lomo__exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
-
-/* The checkpoint's files: one model.safetensors, or the shards that
-   model.safetensors.index.json names (its weight_map: tensor -> file). */
-typedef struct lomo__ckpt {
-    int n;
-    lomo__st_file *f;
-    lomo__json idx; char *idx_txt; int weight_map;   /* index, when sharded */
-    char idx_path[1024];
-} lomo__ckpt;
-
-static void lomo__ckpt_close(lomo__ckpt *c) {
-    int i;
-    for (i = 0; i < c->n; i++) lomo__st_close(&c->f[i]);
-    LOMO_FREE(c->f);
-    if (c->idx_txt) { lomo__json_free(&c->idx); LOMO_FREE(c->idx_txt); }
-    memset(c, 0, sizeof *c);
-}
-
-static int lomo__ckpt_open(lomo__ckpt *c, const char *dir) {
-    char path[1024], name[256];
-    size_t len;
-    int node, k;
-    memset(c, 0, sizeof *c);
-    if (lomo__path_join(path, sizeof path, dir, "model.safetensors")) return -1;
-    if (lomo__exists(path) || errno != ENOENT) {   /* a symlink loop, EACCES...: st_open says which */
-        c->f = (lomo__st_file *)lomo__calloc(1, sizeof *c->f);
-        if (!c->f) return lomo__fail("%s: out of host memory (%zu bytes for the file table)", path, sizeof *c->f);
-        if (lomo__st_open(&c->f[0], path)) { LOMO_FREE(c->f); c->f = NULL; return -1; }
-        c->n = 1;
-        return 0;
-    }
-    if (lomo__path_join(c->idx_path, sizeof c->idx_path, dir, "model.safetensors.index.json")) return -1;
-    if (!lomo__exists(c->idx_path) && errno == ENOENT)
-        return lomo__fail("%s: no model.safetensors and no model.safetensors.index.json", dir);
-    if (lomo__read_file(c->idx_path, &c->idx_txt, &len)) return -1;
-    if (lomo__json_parse(&c->idx, c->idx_txt, len, c->idx_path)) { LOMO_FREE(c->idx_txt); c->idx_txt = NULL; return -1; }
-    c->weight_map = lomo__json_get(&c->idx, 0, "weight_map");
-    if (c->weight_map < 0 || !lomo__json_is(&c->idx, c->weight_map, LOMO__J_OBJ)) {
-        lomo__fail("%s: field 'weight_map': expected an object of tensor name -> file", c->idx_path);
-        goto fail;
-    }
-    c->f = (lomo__st_file *)lomo__calloc((size_t)c->idx.nodes[c->weight_map].count + 1, sizeof *c->f);
-    if (!c->f) {
-        lomo__fail("%s: out of host memory (%zu bytes for a table of %d shard files)", c->idx_path,
-                   ((size_t)c->idx.nodes[c->weight_map].count + 1) * sizeof *c->f, c->idx.nodes[c->weight_map].count);
-        goto fail;
-    }
-    for (node = c->idx.nodes[c->weight_map].first; node >= 0; node = c->idx.nodes[node].next) {
-        int dup = 0;
-        if (lomo__json_str(&c->idx, node, name, sizeof name) < 0 || !name[0] || strchr(name, '/') || !strcmp(name, "..")) {
-            char show[96];
-            lomo__fail("%s: weight_map: file name %s is not a plain file name", c->idx_path,
-                       lomo__json_show(&c->idx, node, show, sizeof show));
-            goto fail;
-        }
-        for (k = 0; k < c->n; k++) {
-            const char *base = strrchr(c->f[k].path, '/');
-            if (!strcmp(base ? base + 1 : c->f[k].path, name)) dup = 1;
-        }
-        if (dup) continue;
-        if (lomo__path_join(path, sizeof path, dir, name) || lomo__st_open(&c->f[c->n], path)) goto fail;
-        c->n++;
-    }
-    /* every tensor of every shard: in exactly one shard, the one weight_map names for it */
-    for (k = 0; k < c->n; k++) {
-        int i;
-        const char *base = strrchr(c->f[k].path, '/');
-        base = base ? base + 1 : c->f[k].path;
-        for (i = 0; i < c->f[k].n; i++) {
-            const char *tn = c->f[k].t[i].name;
-            int v = lomo__json_get(&c->idx, c->weight_map, tn), o;
-            if (v >= 0 && lomo__json_streq(&c->idx, v, base)) continue;
-            for (o = 0; o < c->n; o++)
-                if (o != k && lomo__st_find(&c->f[o], tn)) {
-                    lomo__fail("%s: tensor '%s' appears in two shards, %s and %s", c->idx_path, tn, c->f[o].path, c->f[k].path);
-                    goto fail;
-                }
-            if (v < 0) lomo__fail("%s: tensor '%s' of %s is not in weight_map", c->idx_path, tn, c->f[k].path);
-            else {
-                char show[96];
-                lomo__fail("%s: weight_map puts tensor '%s' in %s, but it is in %s", c->idx_path, tn,
-                           lomo__json_show(&c->idx, v, show, sizeof show), c->f[k].path);
-            }
-            goto fail;
-        }
-    }
-    return 0;
-fail:
-    lomo__ckpt_close(c);
-    return -1;
-}
-
-/* where the index says a tensor is, or in the single file */
-static const lomo__st_tensor *lomo__ckpt_find(const lomo__ckpt *c, const char *tensor, const char **file) {
-    int k, node;
-    char name[256];
-    if (!c->idx_txt) { *file = c->f[0].path; return lomo__st_find(&c->f[0], tensor); }
-    node = lomo__json_get(&c->idx, c->weight_map, tensor);
-    if (node < 0 || lomo__json_str(&c->idx, node, name, sizeof name) < 0) { *file = c->idx_path; return NULL; }
-    for (k = 0; k < c->n; k++) {
-        const char *base = strrchr(c->f[k].path, '/');
-        if (!strcmp(base ? base + 1 : c->f[k].path, name)) { *file = c->f[k].path; return lomo__st_find(&c->f[k], tensor); }
-    }
-    *file = c->idx_path;
-    return NULL;
-}
-
-static void lomo__shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    int i;
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (i = 0; i < ndim && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-}
-
-LOMODEF lomo_model *lomo_load(const char *dir, const lomo_load_opts *opts) {
-    char path[1024];
-    lomo_config cfg;
-    lomo_model *m;
-    lomo__ckpt ck;
-    int i, k;
-    float *stage = NULL;
-    char *cfg_txt = NULL;
-    size_t cfg_len = 0;
-    if (lomo__path_join(path, sizeof path, dir, "config.json") || lomo__config_load_keep(path, &cfg, &cfg_txt, &cfg_len)) return NULL;
-    if (lomo__ckpt_open(&ck, dir)) { LOMO_FREE(cfg_txt); return NULL; }
-    if (!(m = lomo_model_new(&cfg, opts))) { lomo__ckpt_close(&ck); LOMO_FREE(cfg_txt); return NULL; }
-    m->config_json = cfg_txt; m->config_json_len = cfg_len;
-    /* every tensor of every file must be one the model expects (old checkpoints
-       carry rotary_emb.inv_freq buffers, which are derived and skipped) */
-    for (k = 0; k < ck.n; k++)
-        for (i = 0; i < ck.f[k].n; i++) {
-            const char *nm = ck.f[k].t[i].name;
-            if (strstr(nm, "rotary_emb.inv_freq")) continue;
-            if (m->cfg.tie_embeddings && !strcmp(nm, "lm_head.weight")) continue;
-            if (!lomo_find_tensor(m, nm)) {
-                lomo__fail("%s: unexpected tensor '%s' (not part of a %s model with this config.json)",
-                           ck.f[k].path, nm, m->cfg.model_type);
-                goto fail;
-            }
-        }
-    for (i = 0; i < m->n_tensors; i++) {
-        lomo_tensor *t = &m->tensors[i];
-        const char *file;
-        const lomo__st_tensor *s = lomo__ckpt_find(&ck, t->name, &file);
-        if (!s) { lomo__fail("%s: missing tensor '%s'", file, t->name); goto fail; }
-        if (s->ndim != t->ndim || s->shape[0] != t->shape[0] || (t->ndim == 2 && s->shape[1] != t->shape[1])) {
-            char have[64], want[64];
-            lomo__shape_str(have, sizeof have, s->ndim, s->shape);
-            lomo__shape_str(want, sizeof want, t->ndim, t->shape);
-            lomo__fail("%s: tensor '%s' has shape %s in the file, config.json implies %s", file, t->name, have, want);
-            goto fail;
-        }
-        if (s->dtype != LOMO__ST_F32 && s->dtype != LOMO__ST_F16 && s->dtype != LOMO__ST_BF16 && s->dtype != LOMO__ST_F64) {
-            lomo__fail("%s: tensor '%s': dtype %s cannot be read as float (expected F32, BF16, F16 or F64)", file, t->name,
-                       lomo__st_dtype_name[s->dtype]);
-            goto fail;
-        }
-        if ((k = lomo__st_nonfinite(s)) >= 0 || k == -2) {
-            if (k == -2) lomo__fail("%s: tensor '%s': a value is outside the float32 range (F64 above 3.4e38)", file, t->name);
-            else lomo__fail("%s: tensor '%s': element %d is %s: refusing a checkpoint with non-finite weights",
-                            file, t->name, k, "NaN or Inf");
-            goto fail;
-        }
-        if (i == 0) m->file_dtype = s->dtype == LOMO__ST_BF16 ? LOMO_BF16 : s->dtype == LOMO__ST_F16 ? LOMO_F16 : LOMO_F32;
-        if (m->be->host_memory && t->dtype == LOMO_F32 && !m->comm) {
-            if (lomo__st_read_f32(s, (float *)t->data)) goto fail;
-        } else if (m->be->host_memory && lomo__st_of_dtype[t->dtype] == s->dtype && !m->comm) {
-            memcpy(t->data, s->data, lomo__tensor_bytes(t));   /* bf16 -> bf16, f16 -> f16 */
-        } else {   /* this rank's part, one tensor at a time through a host buffer: never a second full copy */
-            stage = (float *)lomo__malloc(sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4);
-            if (!stage) {
-                lomo__fail("%s: out of host memory (%zu bytes staging tensor '%s')", file,
-                           sizeof(float) * (size_t)lomo__shard_cap(m, t) + 4, t->name);
-                goto fail;
-            }
-            if (lomo__st_read_f32_range(s, stage, t->shard_off, t->shard_len)) goto fail;
-            lomo__upload_f32(m, t, stage);
-            LOMO_FREE(stage); stage = NULL;
-        }
-    }
-    lomo__ckpt_close(&ck);
-    if (m->be->check(m->be->ctx)) { lomo_model_free(m); return NULL; }
-    return m;
-fail:
-    LOMO_FREE(stage);
-    lomo__ckpt_close(&ck);
-    lomo_model_free(m);
-    return NULL;
-}
-
-/* ---- saving: a whole directory, swapped in atomically ---- */
-
-#include <dirent.h>
-#ifdef __linux__
-#include <sys/ioctl.h>
-#endif
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
-#define LOMO__HAVE_RENAMEAT2 1
-#ifndef __USE_GNU   /* else <stdio.h> declared it (glibc decided when features.h was read) */
-extern int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
-#endif
-#ifndef AT_FDCWD
-#define AT_FDCWD -100   /* Linux's value; <fcntl.h> hides it under strict -std=c11 */
-#endif
-#endif
-
-/* removes a directory of plain files (what lomo writes) */
-static void lomo__rmtree(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1300];
-    if (!d) return;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int lomo__fsync_path(const char *path) {
-    int fd = open(path, O_RDONLY), rc;
-    if (fd < 0) return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static int lomo__is_weight_file(const char *n) {
-    size_t l = strlen(n);
-    return !strcmp(n, "config.json") || !strcmp(n, "model.safetensors.index.json") ||
-           (l > 12 && !strcmp(n + l - 12, ".safetensors")) || (l > 4 && !strcmp(n + l - 4, ".bin")) ||
-           (l > 3 && !strcmp(n + l - 3, ".pt")) || (l > 4 && !strcmp(n + l - 4, ".pth"));
-}
-
-/* Copies regular file from to a new file to (mode kept), durably: a reflink
-   (FICLONE) where the file system offers one, else read/write. Never a hard
-   link: editing the output must not edit the base model. */
-static int lomo__copy_file(const char *from, const char *to) {
-    struct stat st;
-    char *buf = NULL;
-    int in = lomo__open_regular(from, &st), out, rc = 0;
-    if (in < 0) return -1;
-    if ((out = open(to, O_WRONLY | O_CREAT | O_EXCL, (mode_t)(st.st_mode & 0777))) < 0) {
-        int e = errno;
-        close(in);
-        return lomo__fail("%s: cannot create (copying %s): %s", to, from, strerror(e));
-    }
-#ifdef __linux__
-    if (ioctl(out, 0x40049409ul /* FICLONE = _IOW(0x94, 9, int) */, in) == 0) goto synced;
-#endif
-    if (!(buf = (char *)LOMO_MALLOC((size_t)1 << 20))) { rc = lomo__fail("%s: out of host memory (1 MiB copy buffer)", to); goto end; }
-    for (;;) {
-        ssize_t r = read(in, buf, (size_t)1 << 20), w = 0;
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) { rc = lomo__fail("%s: read failed: %s", from, strerror(errno)); goto end; }
-        if (r == 0) break;
-        while (w < r) {
-            ssize_t k = write(out, buf + w, (size_t)(r - w));
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) { rc = lomo__fail("%s: write failed (copying %s): %s", to, from, strerror(k < 0 ? errno : EIO)); goto end; }
-            w += k;
-        }
-    }
-#ifdef __linux__
-synced:
-#endif
-    if (fsync(out)) rc = lomo__fail("%s: fsync failed: %s", to, strerror(errno));
-end:
-    LOMO_FREE(buf);
-    close(in);
-    if (close(out) && !rc) rc = lomo__fail("%s: close failed: %s", to, strerror(errno));
-    if (rc) unlink(to);
-    return rc;
-}
-
-/* Files of src that are not weights or config (tokenizer, generation config,
-   README...) are copied into dst unless dst has them already. */
-static int lomo__carry_files(const char *src, const char *dst) {
-    DIR *d = opendir(src);
-    struct dirent *e;
-    char from[1300], to[1300];
-    if (!d) return 0;
-    while ((e = readdir(d))) {
-        struct stat st;
-        if (e->d_name[0] == '.' || lomo__is_weight_file(e->d_name)) continue;
-        snprintf(from, sizeof from, "%s/%s", src, e->d_name);
-        snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
-        if (stat(from, &st) || !S_ISREG(st.st_mode) || lomo__exists(to)) continue;
-        if (lomo__copy_file(from, to)) { closedir(d); return -1; }
-    }
-    closedir(d);
-    return 0;
-}
-
-/* Temporary directories of saves whose process is gone (killed mid-save). */
-static void lomo__remove_stale_tmp(const char *dir) {
-    char parent[1024], prefix[300], p[1400];
-    const char *slash = strrchr(dir, '/');
-    DIR *d;
-    struct dirent *e;
-    if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
-    else snprintf(parent, sizeof parent, ".");
-    if (!parent[0]) snprintf(parent, sizeof parent, "/");
-    snprintf(prefix, sizeof prefix, "%s.lomo-tmp.", slash ? slash + 1 : dir);
-    if (!(d = opendir(parent))) return;
-    while ((e = readdir(d))) {
-        long pid;
-        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
-        pid = strtol(e->d_name + strlen(prefix), NULL, 10);
-        snprintf(p, sizeof p, "/proc/%ld", pid);
-        if (pid > 0 && pid != (long)getpid() && lomo__exists("/proc/self") && !lomo__exists(p)) {
-            snprintf(p, sizeof p, "%s/%s", parent, e->d_name);
-            lomo__rmtree(p);
-        }
-    }
-    closedir(d);
-}
-
-/* tmp replaces dir: one atomic exchange where the kernel has it */
-static int lomo__swap_in(const char *tmp, const char *dir) {
-    char old[1100];
-    if (!lomo__exists(dir)) {
-        if (rename(tmp, dir)) return lomo__fail("%s: rename from %s failed: %s", dir, tmp, strerror(errno));
-        return 0;
-    }
-#ifdef LOMO__HAVE_RENAMEAT2
-    if (!renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, 2 /* RENAME_EXCHANGE */)) { lomo__rmtree(tmp); return 0; }
-    if (errno != EINVAL && errno != ENOSYS)
-        return lomo__fail("%s: exchange with %s failed: %s", dir, tmp, strerror(errno));
-#endif
-    /* no atomic exchange here: two renames (a crash between them leaves the
-       previous checkpoint complete at <dir>.lomo-old.<pid>) */
-    snprintf(old, sizeof old, "%s.lomo-old.%ld", dir, (long)getpid());
-    if (rename(dir, old)) return lomo__fail("%s: rename to %s failed: %s", dir, old, strerror(errno));
-    if (rename(tmp, dir)) { int e = errno; rename(old, dir); return lomo__fail("%s: rename failed: %s", dir, strerror(e)); }
-    lomo__rmtree(old);
-    return 0;
-}
-
-
-/* the bytes of tensor t in dtype dt on the host; *owned says whether to free */
-static void *lomo__host_copy(const lomo_model *m, const lomo_tensor *t, lomo_dtype dt, int *owned) {
-    size_t n = (size_t)t->numel, i;
-    void *raw = t->data, *out;
-    *owned = 0;
-    if (m->comm) {   /* every rank: all-gather the shards on the backend, then download the whole tensor */
-        size_t part = lomo__stored_bytes(m, t), all = part * (size_t)m->comm->size;
-        lomo_model *mm = (lomo_model *)m;   /* accounting only */
-        void *full = lomo__alloc(mm, LOMO_MEM_COMM, all);
-        if (!full) return NULL;
-        if (m->comm->all_gather(m->comm->ctx, full, t->data, part) || !(raw = lomo__malloc(all))) {
-            lomo__free(mm, LOMO_MEM_COMM, full, all);
-            return NULL;
-        }
-        m->be->download(m->be->ctx, raw, full, lomo__tensor_bytes(t));
-        lomo__free(mm, LOMO_MEM_COMM, full, all);
-        *owned = 1;
-    } else if (!m->be->host_memory) {
-        if (!(raw = lomo__malloc(lomo__tensor_bytes(t)))) return NULL;
-        m->be->download(m->be->ctx, raw, t->data, lomo__tensor_bytes(t));
-        *owned = 1;
-    }
-    if (dt == t->dtype) return raw;
-    out = lomo__malloc(n * lomo__dtype_size(dt) + 1);
-    if (out) {
-        lomo_tensor v = *t;
-        v.data = raw;
-        for (i = 0; i < n; i++) {
-            float x = lomo__elem(&v, i);
-            if (dt == LOMO_F32) ((float *)out)[i] = x;
-            else ((uint16_t *)out)[i] = dt == LOMO_BF16 ? lomo_f32_to_bf16(x) : lomo_f32_to_f16(x);
-        }
-    }
-    if (*owned) LOMO_FREE(raw);
-    *owned = out != NULL;
-    return out;
-}
-
-static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer);
-
-/* Sharded: rank 0's rc (and error message) reaches every rank. */
-static int lomo__agree(const lomo_model *m, int *rc) {
-    char msg[sizeof lomo__errbuf];
-    int v[1];
-    if (!m->comm) return 0;
-    v[0] = *rc;
-    memcpy(msg, lomo__errbuf, sizeof msg);
-    if (m->comm->broadcast(m->comm->ctx, v, sizeof v, 0) ||
-        m->comm->broadcast(m->comm->ctx, msg, sizeof msg, 0)) return -1;
-    if (v[0] && m->comm->rank) { memcpy(lomo__errbuf, msg, sizeof msg); lomo__errbuf[sizeof lomo__errbuf - 1] = 0; }
-    *rc = v[0];
-    return 0;
-}
-
-LOMODEF int lomo_save_ex(const lomo_model *m, const char *dir, const lomo_save_opts *opts) {
-    char tmp[1100], path[1300], shard[64];
-    lomo_save_opts o;
-    lomo__st_out *outs = NULL;
-    void **bufs = NULL;
-    int *owned = NULL, *shard_of = NULL;
-    int i, n_shards = 1, rc = 0, k, writer = !m->comm || m->comm->rank == 0;
-    uint64_t total = 0, cur = 0;
-    lomo_dtype dt;
-    static const char *meta[] = {"format", "pt", NULL};
-    memset(&o, 0, sizeof o);
-    if (opts) o = *opts;
-    if (o.dtype < LOMO_SAVE_AS_LOADED || o.dtype > LOMO_SAVE_F16) return lomo__fail("%s: save dtype %d is not one of LOMO_SAVE_*", dir, o.dtype);
-    dt = o.dtype == LOMO_SAVE_AS_LOADED ? m->file_dtype : (lomo_dtype)(o.dtype - 1);
-    if ((int)dt < LOMO_F32 || (int)dt > LOMO_F16)   /* m->file_dtype is a public field: never index with it unchecked */
-        return lomo__fail("%s: model file_dtype %d is not LOMO_F32, LOMO_BF16 or LOMO_F16", dir, (int)dt);
-    if (!o.max_shard_bytes) o.max_shard_bytes = (int64_t)5 << 30;
-    if (strlen(dir) > 900) return lomo__fail("%s: path too long", dir);
-    snprintf(tmp, sizeof tmp, "%s.lomo-tmp.%ld", dir, (long)getpid());
-    if (writer) {
-        lomo__remove_stale_tmp(dir);
-        lomo__rmtree(tmp);
-        if (mkdir(tmp, 0755)) rc = lomo__fail("%s: cannot create %s: %s", dir, tmp, strerror(errno));
-    }
-    if (lomo__agree(m, &rc)) return -1;   /* sharded: every rank learns rank 0's outcome */
-    /* tied weights are stored once (m->tensors has no lm_head then); shards in tensor order */
-    shard_of = (int *)lomo__calloc((size_t)m->n_tensors, sizeof(int));
-    outs = (lomo__st_out *)lomo__calloc((size_t)m->n_tensors, sizeof *outs);
-    bufs = (void **)lomo__calloc((size_t)m->n_tensors, sizeof(void *));
-    owned = (int *)lomo__calloc((size_t)m->n_tensors, sizeof(int));
-    rc = -1;
-    if (!shard_of || !outs || !bufs || !owned) {
-        lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", dir,
-                   (size_t)m->n_tensors * (2 * sizeof(int) + sizeof *outs + sizeof(void *)), m->n_tensors);
-        goto done;
-    }
-    for (i = 0; i < m->n_tensors; i++) {
-        uint64_t b = (uint64_t)m->tensors[i].numel * lomo__dtype_size(dt);
-        if (cur > 0 && cur + b > (uint64_t)o.max_shard_bytes) { n_shards++; cur = 0; }
-        shard_of[i] = n_shards - 1;
-        cur += b; total += b;
-    }
-    for (k = 0; k < n_shards; k++) {
-        int n = 0;
-        for (i = 0; i < m->n_tensors; i++) {
-            const lomo_tensor *t = &m->tensors[i];
-            lomo__st_out *so = &outs[n++];
-            if (shard_of[i] != k) { n--; continue; }
-            so->name = t->name; so->dtype = lomo__st_of_dtype[dt]; so->ndim = t->ndim;
-            so->shape[0] = t->shape[0]; so->shape[1] = t->shape[1];
-            if (!(so->data = bufs[i] = lomo__host_copy(m, t, dt, &owned[i]))) {
-                lomo__fail("%s: out of host memory (%zu bytes for a host copy of tensor '%s')", dir,
-                           (size_t)t->numel * (lomo__dtype_size(dt) + lomo__dtype_size(t->dtype)), t->name);
-                goto done;
-            }
-        }
-        if (n_shards == 1) snprintf(shard, sizeof shard, "model.safetensors");
-        else snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
-        snprintf(path, sizeof path, "%s/%s", tmp, shard);
-        if (writer && lomo__st_save(path, outs, n, meta)) goto done;
-        for (i = 0; i < m->n_tensors; i++) { if (owned[i]) LOMO_FREE(bufs[i]); bufs[i] = NULL; owned[i] = 0; }
-    }
-    if (o.trainer) {   /* collective when sharded (the optimizer state is gathered) */
-        snprintf(path, sizeof path, "%s/trainer.safetensors", tmp);
-        if (lomo__trainer_write(o.trainer, path, writer)) goto done;
-    }
-    if (!writer) { rc = 0; goto done; }
-    if (n_shards > 1) {   /* model.safetensors.index.json */
-        lomo__sb b = { NULL, 0, 0, 0 };
-        lomo__sb_printf(&b, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {\n", (unsigned long long)total);
-        for (i = 0; i < m->n_tensors; i++)
-            lomo__sb_printf(&b, "    \"%s\": \"model-%05d-of-%05d.safetensors\"%s\n", m->tensors[i].name,
-                            shard_of[i] + 1, n_shards, i + 1 < m->n_tensors ? "," : "");
-        lomo__sb_printf(&b, "  }\n}\n");
-        snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
-        if (b.oom) { LOMO_FREE(b.p); lomo__fail("%s: out of host memory building model.safetensors.index.json", dir); goto done; }
-        k = lomo__write_file_atomic(path, b.p, b.n);
-        LOMO_FREE(b.p);
-        if (k) goto done;
-    }
-    {
-        lomo_config c = m->cfg;
-        c.dtype = dt;
-        snprintf(path, sizeof path, "%s/config.json", tmp);
-        if (lomo__config_save_keep(path, &c, m->config_json, m->config_json_len)) goto done;
-    }
-    for (i = 0; i < o.n_extra; i++) {
-        if (!o.extra[i].name || strchr(o.extra[i].name, '/')) { lomo__fail("%s: extra file name must be a plain name", dir); goto done; }
-        snprintf(path, sizeof path, "%s/%s", tmp, o.extra[i].name);
-        if (lomo__write_file_atomic(path, o.extra[i].data, o.extra[i].len)) goto done;
-    }
-    /* files already in dir, then the source model's tokenizer & co. */
-    if (lomo__carry_files(dir, tmp) || (o.copy_from && lomo__carry_files(o.copy_from, tmp))) goto done;
-    if (lomo__fsync_path(tmp)) { lomo__fail("%s: fsync of %s failed: %s", dir, tmp, strerror(errno)); goto done; }
-    if (lomo__swap_in(tmp, dir)) goto done;
-    {
-        char parent[1024];
-        const char *slash = strrchr(dir, '/');
-        if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir) > 0 ? (int)(slash - dir) : 1, dir);
-        else snprintf(parent, sizeof parent, ".");
-        lomo__fsync_path(parent);
-    }
-    rc = 0;
-done:
-    if (rc && writer) lomo__rmtree(tmp);
-    for (i = 0; bufs && owned && i < m->n_tensors; i++) if (owned[i]) LOMO_FREE(bufs[i]);
-    LOMO_FREE(bufs); LOMO_FREE(owned); LOMO_FREE(outs); LOMO_FREE(shard_of);
-    return lomo__agree(m, &rc) ? -1 : rc;
-}
-
-LOMODEF int lomo_save(const lomo_model *m, const char *dir) { return lomo_save_ex(m, dir, NULL); }
+#endif /* LOMO_NO_MC: section 11 */
 
 /* ======================================================================== */
-/* tokenizer.json (LOMO_NO_TOKENIZER)                                       */
+/* 12. tokenizer: tokenizer.json, encode / decode (LOMO_NO_TOKENIZER)       */
 /* ======================================================================== */
+
 /* Hugging Face `tokenizers` semantics, re-implemented: added tokens split out
    (leftmost-longest, non-normalized ones on the raw text, normalized ones on
    the normalized text), normalizers, pre-tokenizers, the BPE model (merges by
@@ -9059,1565 +10561,9 @@ fail:
 #endif /* LOMO_NO_TOKENIZER */
 
 /* ======================================================================== */
-/* MPI communicator (LOMO_MPI)                                              */
-/* ======================================================================== */
-#ifdef LOMO_MPI
-#include <limits.h>
-#include <time.h>
-
-typedef struct lomo__mpi { MPI_Comm comm; double timeout; } lomo__mpi;
-
-static double lomo__wall(void) {
-    struct timespec ts;
-    timespec_get(&ts, TIME_UTC);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* waits for one non-blocking collective, or gives up after the timeout and
-   takes the whole job down with a message (MPI has no way to cancel it) */
-static int lomo__mpi_wait(lomo__mpi *c, MPI_Request *req, const char *what) {
-    double t0 = lomo__wall();
-    int done = 0, rank = 0, size = 0;
-    while (!done) {
-        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return lomo__fail("MPI %s failed", what);
-        if (!done && lomo__wall() - t0 > c->timeout) {
-            MPI_Comm_rank(c->comm, &rank);
-            MPI_Comm_size(c->comm, &size);
-            lomo__fail("MPI %s: no answer from the other ranks after %.0f s (rank %d of %d): a rank died, hangs, "
-                       "or is running different work; aborting the job (LOMO_COMM_TIMEOUT sets the limit)",
-                       what, c->timeout, rank, size);
-            fprintf(stderr, "lomo: %s\n", lomo_error());
-            fflush(stderr);
-            MPI_Abort(c->comm, 3);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int lomo__mpi_all_reduce(void *ctx, void *buf, size_t n, int is_double) {
-    lomo__mpi *c = (lomo__mpi *)ctx;
-    size_t esz = is_double ? 8 : 4, done = 0;
-    while (done < n) {   /* counts are ints */
-        size_t k = n - done < (size_t)INT_MAX ? n - done : (size_t)INT_MAX;
-        MPI_Request req;
-        if (MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + done * esz, (int)k, is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
-                           c->comm, &req) != MPI_SUCCESS) return lomo__fail("MPI all_reduce failed to start");
-        if (lomo__mpi_wait(c, &req, "all_reduce")) return -1;
-        done += k;
-    }
-    return 0;
-}
-
-static int lomo__mpi_all_gather(void *ctx, void *dst, const void *src, size_t bytes) {
-    lomo__mpi *c = (lomo__mpi *)ctx;
-    MPI_Request req;
-    if (bytes > (size_t)INT_MAX) return lomo__fail("MPI all_gather: %zu bytes per rank is over the int limit", bytes);
-    if (MPI_Iallgather(src, (int)bytes, MPI_BYTE, dst, (int)bytes, MPI_BYTE, c->comm, &req) != MPI_SUCCESS)
-        return lomo__fail("MPI all_gather failed to start");
-    return lomo__mpi_wait(c, &req, "all_gather");
-}
-
-static int lomo__mpi_reduce_scatter(void *ctx, float *dst, const float *src, size_t n) {
-    lomo__mpi *c = (lomo__mpi *)ctx;
-    MPI_Request req;
-    if (n > (size_t)INT_MAX) return lomo__fail("MPI reduce_scatter: %zu elements per rank is over the int limit", n);
-    if (MPI_Ireduce_scatter_block(src, dst, (int)n, MPI_FLOAT, MPI_SUM, c->comm, &req) != MPI_SUCCESS)
-        return lomo__fail("MPI reduce_scatter failed to start");
-    return lomo__mpi_wait(c, &req, "reduce_scatter");
-}
-
-static int lomo__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root) {
-    lomo__mpi *c = (lomo__mpi *)ctx;
-    MPI_Request req;
-    if (bytes > (size_t)INT_MAX) return lomo__fail("MPI broadcast: %zu bytes is over the int limit", bytes);
-    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->comm, &req) != MPI_SUCCESS) return lomo__fail("MPI broadcast failed to start");
-    return lomo__mpi_wait(c, &req, "broadcast");
-}
-
-LOMODEF lomo_comm *lomo_mpi_comm(MPI_Comm comm) {
-    lomo_comm *c = (lomo_comm *)lomo__calloc(1, sizeof *c);
-    lomo__mpi *x = (lomo__mpi *)lomo__calloc(1, sizeof *x);
-    const char *env = getenv("LOMO_COMM_TIMEOUT");
-    if (!c || !x) { LOMO_FREE(c); LOMO_FREE(x); lomo__fail("out of host memory"); return NULL; }
-    x->comm = comm;
-    x->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
-    MPI_Comm_rank(comm, &c->rank);
-    MPI_Comm_size(comm, &c->size);
-    c->name = "mpi";
-    c->ctx = x;
-    c->all_reduce_sum = lomo__mpi_all_reduce;
-    c->all_gather = lomo__mpi_all_gather;
-    c->reduce_scatter_sum = lomo__mpi_reduce_scatter;
-    c->broadcast = lomo__mpi_broadcast;
-    return c;
-}
-
-LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
-    if (!c) return;
-    LOMO_FREE(c->ctx);
-    LOMO_FREE(c);
-}
-#endif /* LOMO_MPI */
-
-/* ======================================================================== */
-/* the driver: forward, layer-streaming backward, update hook calls        */
+/* 13. generation: KV cache, sampling (LOMO_NO_GENERATE)                    */
 /* ======================================================================== */
 
-/* RoPE inverse frequencies (hd/2 floats), in fp32 as transformers computes
-   them: theta^(-2i/hd), and for rope type llama3 the Llama 3 rescaling
-   (low frequencies divided by factor, high ones kept, a smooth blend between). */
-static void lomo__rope_inv_freq_len(const lomo_config *c, float *out, int seq_len) {
-    int i, rd = c->rotary_dim > 0 ? c->rotary_dim : c->head_dim, half = rd / 2;
-    for (i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)rd);
-        if (c->rope_type == 3 && i < c->rope_n_factors)   /* longrope: as transformers, 1 / (ext * theta^(2i/rd)) */
-            f = 1.0f / ((seq_len > c->rope_original_max_pos ? c->rope_long_factor[i] : c->rope_short_factor[i]) *
-                        powf(c->rope_theta, (float)(2 * i) / (float)rd));
-        if (c->rope_type == 2) f /= c->rope_factor;   /* linear: positions / factor */
-        if (c->rope_type == 1) {
-            float old_ctx = (float)c->rope_original_max_pos;
-            float low_wl = old_ctx / c->rope_low_freq_factor, high_wl = old_ctx / c->rope_high_freq_factor;
-            float wl = 6.283185307179586f / f;
-            float scaled = wl > low_wl ? f / c->rope_factor : f;
-            if (!(wl < high_wl) && !(wl > low_wl)) {
-                float sm = (old_ctx / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                scaled = (1.0f - sm) * scaled / c->rope_factor + sm * scaled;
-            }
-            f = scaled;
-        }
-        out[i] = f;
-    }
-}
-/* at seq_len <= original_max_position_embeddings (longrope: the short factors) */
-static void lomo__rope_inv_freq(const lomo_config *c, float *out) { lomo__rope_inv_freq_len(c, out, 0); }
-
-/* One layer's working set: what its backward reads. With checkpointing one
-   set is shared by all layers (recomputed from the layer's input); without,
-   every layer has its own. */
-typedef struct lomo__acts {
-    float *ln1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *ln2, *rstd2, *g, *u, *h;
-    float *qpre, *kpre, *rstdq, *rstdk;   /* qk_norm: q, k before their per-head norm; NULL otherwise */
-    float *ao, *rstdao, *mo, *rstdmo;     /* gemma: attention / MLP outputs before their post-norms */
-} lomo__acts;
-
-enum { LOMO__PASS_NORM = 0, LOMO__PASS_UPDATE = 1 };
-enum { LOMO__NONE = -3, LOMO__EMBED = -2, LOMO__HEAD = -1 };   /* gather stages besides the layers */
-
-struct lomo_trainer {
-    lomo_model *m;
-    lomo_train_opts o;
-    int B, T, N, M;             /* micro-batch of B x T = N tokens; M micro-batches per step */
-    int64_t step;
-    /* activations */
-    float *xs;                  /* (M, L+1, N, C): each layer's input per micro-batch; [L] = final hidden */
-    lomo__acts *acts;           /* L sets, or 1 with checkpointing (always when M > 1) */
-    float *acts_mem; size_t acts_bytes;
-    float *lnf, *rstdf, *logits, *losses;
-    int32_t *tok, *tgt;         /* backend copies, M * N each */
-    float *inv_freq;            /* RoPE inverse frequencies, head_dim/2; then head_dim/2 more for Gemma 3's local layers */
-    /* workspace for the backward */
-    float *ws; size_t ws_bytes;
-    float *dx, *dln, *dq, *dk, *dv, *datt, *dg, *du, *vtmp;   /* dx: M * N * C */
-    void *scratch; size_t scratch_bytes;                      /* the backend's (16-bit widening, Gram) */
-    /* gradients: M == 1: one buffer the size of the largest tensor; M > 1: one
-       stage's (layer's, or lm_head + final norm's) tensors side by side */
-    float *grad; size_t grad_numel;
-    size_t *slot;               /* per tensor: offset of its gradient in grad (M > 1) */
-    /* optimizer state (AdaLomo: row/col or vector; AdamW: m, v) */
-    float *opt_mem; size_t opt_floats;
-    float **s1, **s2;           /* per tensor */
-    /* sharding: gathered copies of one stage's tensors (a layer, the head, the embedding) */
-    const lomo_comm *comm;
-    void *gbuf; size_t gbuf_bytes;
-    int gstage;                 /* stage in gbuf: l >= 0, LOMO__HEAD, LOMO__EMBED, or LOMO__NONE */
-    lomo_tensor *view;          /* per tensor: the gathered whole tensor */
-    lomo_layer *lview;          /* per layer, pointing into view */
-    float *gshard; size_t gshard_len;   /* this rank's part of a summed gradient */
-    int failed;                 /* a gather failed inside this step's pass (lomo__need); lomo__phase_check reports it */
-    /* loss scaling */
-    int scaling;
-    float scale;
-    int clean_steps;
-    /* host scratch */
-    int32_t *tgt_host; float *loss_host;
-    /* this step */
-    int pass;
-    double sumsq;
-    int64_t count;
-    int64_t loss_q;             /* sum of per-token losses in units of 2^-24 (exact, order-free) */
-    int loss_bad;               /* a per-token loss was not finite (or absurdly large) */
-    int bad_tensor;             /* first tensor whose update left a NaN/Inf weight this step, or -1 */
-    lomo_update_ctx uctx;
-    int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
-    lomo_kv *kv;                /* generation only (a lomo_kv's own forward context): attention through the KV cache */
-    int hc;                     /* rows of the logits buffer (lomo__head_rows): N, or a chunk of the head */
-};
-
-static size_t lomo__acts_floats(const lomo_config *c, int N) {
-    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
-           kvd = (size_t)c->n_kv_heads * c->head_dim;
-    return (size_t)N * (3 * C + 2 + 2 * qd + 2 * kvd + c->n_heads + 3 * H
-                        + (c->qk_norm ? qd + kvd + c->n_heads + c->n_kv_heads : 0) + (c->gemma ? 2 * C + 2 : 0));
-}
-
-static void lomo__acts_carve(lomo__acts *a, float *p, const lomo_config *c, int N) {
-    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
-           kvd = (size_t)c->n_kv_heads * c->head_dim;
-#define LOMO__CARVE(f, n) (a->f = p, p += (size_t)N * (n))
-    LOMO__CARVE(ln1, C); LOMO__CARVE(rstd1, 1); LOMO__CARVE(q, qd); LOMO__CARVE(k, kvd);
-    LOMO__CARVE(v, kvd); LOMO__CARVE(att, qd); LOMO__CARVE(lse, c->n_heads); LOMO__CARVE(xmid, C);
-    LOMO__CARVE(ln2, C); LOMO__CARVE(rstd2, 1); LOMO__CARVE(g, H); LOMO__CARVE(u, H); LOMO__CARVE(h, H);
-    if (c->qk_norm) {
-        LOMO__CARVE(qpre, qd); LOMO__CARVE(kpre, kvd); LOMO__CARVE(rstdq, c->n_heads); LOMO__CARVE(rstdk, c->n_kv_heads);
-    }
-    if (c->gemma) { LOMO__CARVE(ao, C); LOMO__CARVE(rstdao, 1); LOMO__CARVE(mo, C); LOMO__CARVE(rstdmo, 1); }
-    LOMO_ASSERT(p == a->ln1 + lomo__acts_floats(c, N));   /* the carve and the size agree */
-#undef LOMO__CARVE
-}
-
-/* Rows of the LM head's logits buffer (see lomo_train_opts.head_chunk): the head and the
-   cross-entropy run over the N tokens in chunks of this many; 64-bit, from the request. */
-#ifndef LOMO_HEAD_CHUNK_BYTES
-#define LOMO_HEAD_CHUNK_BYTES ((uint64_t)128 << 20)
-#endif
-static int64_t lomo__head_rows(const lomo_config *c, const lomo_train_opts *o) {
-    int64_t N = (int64_t)o->batch * o->seq_len, r;
-    uint64_t V = c->vocab_size > 0 ? (uint64_t)c->vocab_size : 1;
-    if (o->head_chunk < 0 || N <= 0) return N;
-    if (o->head_chunk > 0) return o->head_chunk < N ? o->head_chunk : N;
-    if ((uint64_t)N * V * 4 <= LOMO_HEAD_CHUNK_BYTES) return N;
-    r = (int64_t)(LOMO_HEAD_CHUNK_BYTES / (4 * V));
-    if (r >= 64) r -= r % 64;   /* whole GEMM tiles */
-    return r > 0 ? r : 1;
-}
-
-/* backward scratch: dx for each micro-batch, then dln, dq, datt, dk, dv, dg, du, vtmp */
-static size_t lomo__ws_floats(const lomo_config *c, int N, int M) {
-    size_t C = c->dim, H = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim,
-           kvd = (size_t)c->n_kv_heads * c->head_dim, big = C > qd ? C : qd;
-    return (size_t)N * ((size_t)M * C + C + 2 * qd + 2 * kvd + 2 * H) + (M > 1 ? big : 0);
-}
-
-/* The tensors of one backward stage, in the order their gradients complete:
-   stage -1 = lm_head (untied) + final norm, stage l = layer l. */
-static int lomo__stage_tensors(const lomo_model *m, int stage, lomo_tensor **out) {
-    int n = 0;
-    if (stage < 0) {
-        if (!m->cfg.tie_embeddings) out[n++] = m->lm_head;
-        out[n++] = m->final_norm;
-    } else {
-        const lomo__layer_row *r = lomo__layer_rows();
-        const lomo_layer *L = &m->layers[stage];
-        int b, k;
-        for (b = 0; b < LOMO__LAYER_ROWS; b++)   /* the table's bwd order, the rows this model has */
-            for (k = 0; k < LOMO__LAYER_ROWS; k++)
-                if (r[k].bwd == b && lomo__layer_has(&m->cfg, r[k].when)) out[n++] = lomo__layer_get(L, r[k].field);
-    }
-    return n;
-}
-
-/* the tensors a gather stage brings in: a layer, the head (final norm +
-   lm_head, which is the embedding when tied), or the embedding */
-static int lomo__gather_stage(const lomo_model *m, int stage, lomo_tensor **out) {
-    int n = 0;
-    if (stage >= 0) {
-        const lomo__layer_row *r = lomo__layer_rows();
-        const lomo_layer *L = &m->layers[stage];
-        int k;
-        for (k = 0; k < LOMO__LAYER_ROWS; k++)   /* the table's row order */
-            if (lomo__layer_has(&m->cfg, r[k].when)) out[n++] = lomo__layer_get(L, r[k].field);
-    } else if (stage == LOMO__HEAD) {
-        out[n++] = m->final_norm;
-        out[n++] = m->lm_head;
-    } else out[n++] = m->embed;
-    return n;
-}
-
-/* all-gathers a stage's tensors into gbuf (whole, in the storage dtype) and
-   points their views there; cached until the next pass starts */
-static int lomo__gather(lomo_trainer *t, int stage) {
-    const lomo_model *m = t->m;
-    lomo_tensor *st[24];
-    size_t off = 0;
-    int n, k;
-    if (!t->comm || t->gstage == stage) return 0;
-    n = lomo__gather_stage(m, stage, st);
-    for (k = 0; k < n; k++) {
-        size_t part = lomo__stored_bytes(m, st[k]);
-        lomo_tensor *v = &t->view[st[k]->index];
-        LOMO_ASSERT(off + part * (size_t)t->comm->size <= t->gbuf_bytes);   /* gbuf holds the largest stage */
-        *v = *st[k];
-        v->data = (char *)t->gbuf + off;
-        v->shard_off = 0; v->shard_len = v->numel;
-        if (t->comm->all_gather(t->comm->ctx, v->data, st[k]->data, part)) { t->failed = 1; t->gstage = LOMO__NONE; return -1; }
-        off += part * (size_t)t->comm->size;
-    }
-    t->gstage = stage;
-    return 0;
-}
-
-/* a weight as the kernels must see it: whole (gathered when sharded). It is
-   called inside kernel argument lists, so a failed gather cannot return -1:
-   it sets t->failed, and the phase's lomo__phase_check reports it. */
-static const lomo_tensor *lomo__need(lomo_trainer *t, int stage, const lomo_tensor *p) {
-    if (!t->comm) return p;
-    lomo__gather(t, stage);
-    return &t->view[p->index];
-}
-
-/* The one place where a phase's deferred errors join the rule (see ERRORS at
-   the top): the backend's sticky error (its ops return void; check() names
-   the op) and a gather that failed inside a kernel's arguments (t->failed).
-   Called at the end of the forward, of each layer's backward and of the
-   backward, and before any tensor is handed to a rule. */
-static int lomo__phase_check(lomo_trainer *t, const char *phase) {
-    const lomo_backend *be = t->m->be;
-    char why[sizeof lomo__errbuf];
-    if (be->check(be->ctx)) return -1;
-    if (!t->failed) return 0;
-    snprintf(why, sizeof why, "%s", lomo_error());   /* (lomo__fail writes the buffer it would read) */
-    return lomo__fail("%s: a collective failed: %s", phase, why);
-}
-
-/* every rank must run the same model, batch and rule: compare, or fail clearly */
-static int lomo__ranks_agree(lomo_trainer *t) {
-    const lomo_config *c = &t->m->cfg;
-    static const char *names[] = {"world size", "hidden_size", "intermediate_size", "num_hidden_layers",
-        "num_attention_heads", "num_key_value_heads", "vocab_size", "storage dtype", "batch", "seq_len",
-        "micro_batches", "optimizer", "clip_mode", "checkpointing"};
-    enum { NF = 14 };
-    int mine[NF], *all, r, f, rc = 0;
-    mine[0] = t->comm->size; mine[1] = c->dim; mine[2] = c->hidden_dim; mine[3] = c->n_layers; mine[4] = c->n_heads;
-    mine[5] = c->n_kv_heads; mine[6] = c->vocab_size; mine[7] = (int)c->dtype; mine[8] = t->B; mine[9] = t->T;
-    mine[10] = t->M; mine[11] = t->o.optimizer; mine[12] = t->o.clip_mode; mine[13] = t->o.checkpointing;
-    all = (int *)lomo__malloc(sizeof mine * (size_t)t->comm->size);
-    if (!all) return lomo__fail("out of host memory");
-    if (t->comm->all_gather(t->comm->ctx, all, mine, sizeof mine)) { LOMO_FREE(all); return -1; }
-    for (r = 0; r < t->comm->size && !rc; r++)
-        for (f = 0; f < NF; f++)
-            if (all[r * NF + f] != mine[f]) {
-                rc = lomo__fail("sharded trainer: rank %d has %s = %d but rank %d has %d: every rank must "
-                                "run the same model, batch and options", r, names[f], all[r * NF + f],
-                                t->comm->rank, mine[f]);
-                break;
-            }
-    LOMO_FREE(all);
-    return rc;
-}
-
-LOMODEF void lomo_trainer_free(lomo_trainer *t) {
-    lomo_model *m;
-    size_t N, C;
-    if (!t) return;
-    m = t->m; N = (size_t)t->N; C = (size_t)m->cfg.dim;
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->xs, sizeof(float) * (size_t)t->M * (m->cfg.n_layers + 1) * N * C);
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->acts_mem, t->acts_bytes);
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->lnf, sizeof(float) * N * (C + 1));
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * ((size_t)t->hc * m->cfg.vocab_size + N));
-    lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
-    lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
-    lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
-    lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2) * 2);
-    lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
-    lomo__free(m, LOMO_MEM_OPTIMIZER, t->opt_mem, sizeof(float) * t->opt_floats);
-    lomo__free(m, LOMO_MEM_COMM, t->gbuf, t->gbuf_bytes);
-    lomo__free(m, LOMO_MEM_GRADIENTS, t->gshard, sizeof(float) * t->gshard_len);
-    LOMO_FREE(t->acts); LOMO_FREE(t->tgt_host); LOMO_FREE(t->tok_host); LOMO_FREE(t->loss_host); LOMO_FREE(t->slot);
-    LOMO_FREE(t->s1); LOMO_FREE(t->s2);
-    LOMO_FREE(t->view); LOMO_FREE(t->lview);
-    LOMO_FREE(t);
-}
-
-/* lomo_trainer_new in steps: check the request, fill the defaults, plan and allocate the buffers and
-   the gradient buffer, the optimizer state, the RoPE table, the shard views. Each step returns 0, or
-   -1 with lomo_error() set, at its first failure; lomo_trainer_new then frees the partly built
-   trainer (lomo_trainer_free takes one) in its one cleanup. */
-
-/* batch x seq_len in 64 bits, checked before anything is allocated: kernels index tokens (N M) and
-   attention rows (N heads) with int, and on the CPU the activations must fit in host memory */
-static int lomo__trainer_check_size(const lomo_model *m, const lomo_train_opts *opts) {
-    const lomo_config *c = &m->cfg;
-    int64_t Bq = opts->batch, Tq = opts->seq_len, Mq = opts->micro_batches > 1 ? opts->micro_batches : 1;
-    int64_t Nq = Bq * Tq, heads = c->n_heads > c->n_kv_heads ? c->n_heads : c->n_kv_heads;
-    size_t tags[LOMO_MEM_NTAGS], need = lomo_memory_formula_model(m, opts, tags) - tags[LOMO_MEM_PARAMS];
-    if (Nq > INT_MAX / Mq || Nq > INT_MAX / (heads > 0 ? heads : 1))
-        return lomo__fail("trainer: batch x seq_len = %d x %d = %lld tokens per micro-batch (x %lld micro-batches, "
-                          "x %lld heads) is more than the %d positions lomo can index, and would need %.0f bytes "
-                          "(%.1f GiB) of activations, gradients and workspace; use a smaller batch or seq_len",
-                          opts->batch, opts->seq_len, (long long)Nq, (long long)Mq, (long long)heads, INT_MAX,
-                          (double)need, need / 1073741824.0);
-    if (!strncmp(m->be->name, "cpu", 3)) {   /* "cpu" or "cpu+cblas": host memory */
-        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-        double phys = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
-        if (phys > 0 && (double)need > phys)
-            return lomo__fail("trainer: batch x seq_len = %d x %d (x %lld micro-batches) would need %.0f bytes "
-                              "(%.1f GiB) of activations, gradients and workspace (%.1f GiB of logits for vocab %d), "
-                              "more than this machine's %.1f GiB of memory", opts->batch, opts->seq_len,
-                              (long long)Mq, (double)need, need / 1073741824.0,
-                              4.0 * (double)lomo__head_rows(c, opts) * c->vocab_size / 1073741824.0, c->vocab_size, phys / 1073741824.0);
-    }
-    return 0;
-}
-
-/* the request: values in range, a batch that fits, a backend with the ops this model family needs */
-static int lomo__trainer_check(const lomo_model *m, const lomo_train_opts *opts) {
-    const lomo_config *c = &m->cfg;
-    const lomo_backend *be = m->be;
-    if (!opts || opts->batch <= 0 || opts->seq_len <= 0 || opts->micro_batches < 0)
-        return lomo__fail("trainer: batch and seq_len must be positive, micro_batches >= 0");
-    if (opts->clip_norm < 0 || opts->clip_value < 0 || opts->weight_decay < 0)
-        return lomo__fail("trainer: clip_norm, clip_value and weight_decay must be >= 0");
-    if (opts->optimizer < LOMO_OPT_LOMO || opts->optimizer > LOMO_OPT_ADAMW || opts->clip_mode < 0 ||
-        opts->clip_mode > LOMO_CLIP_TENSOR)
-        return lomo__fail("trainer: optimizer %d / clip_mode %d unknown", opts->optimizer, opts->clip_mode);
-    if (c->sliding_window > 0 && opts->seq_len > c->sliding_window)
-        return lomo__fail("config: field 'sliding_window': %d is shorter than seq_len=%d, and sliding-window "
-                          "attention is not implemented (use seq_len <= %d)", c->sliding_window, opts->seq_len,
-                          c->sliding_window);
-    if (lomo__trainer_check_size(m, opts)) return -1;
-    if ((c->gemma && (!be->rmsnorm_ex_fwd || !be->rmsnorm_ex_bwd || !be->scale || !be->geglu_fwd ||
-                      !be->geglu_bwd || !be->attn_ex_fwd || !be->attn_ex_bwd)) ||
-        (c->final_softcap > 0 && !be->cross_entropy_softcap) || ((c->rotary_dim > 0 || c->rope_type == 3) && !be->rope_ex) ||
-        (c->local_window > 0 && (!be->attn_ex_fwd || !be->attn_ex_bwd)))
-        return lomo__fail("trainer: backend %s lacks the ops a %s model needs (Gemma norms, GeGLU, soft-capped or "
-                          "windowed attention, partial rotary)", be->name, c->model_type);
-    return 0;
-}
-
-/* the options with every 0 that means "default" filled in (lomo-optim's and torch's defaults), the
-   batch shape, the loss scaler's start */
-static void lomo__trainer_defaults(lomo_trainer *t, lomo_model *m, const lomo_train_opts *opts) {
-    lomo_train_opts *o = &t->o;
-    t->m = m; *o = *opts;
-    t->M = opts->micro_batches > 1 ? opts->micro_batches : 1;
-    if (t->M > 1) o->checkpointing = 1;   /* layer-major micro-batching recomputes each layer */
-    if (o->adalomo_eps1 == 0) o->adalomo_eps1 = 1e-30f;
-    if (o->adalomo_eps2 == 0) o->adalomo_eps2 = 1e-3f;
-    if (o->adalomo_clip_threshold == 0) o->adalomo_clip_threshold = 1.0f;
-    if (o->adalomo_decay_rate == 0) o->adalomo_decay_rate = -0.8f;
-    if (o->adamw_beta1 == 0) o->adamw_beta1 = 0.9f;
-    if (o->adamw_beta2 == 0) o->adamw_beta2 = 0.999f;
-    if (o->adamw_eps == 0) o->adamw_eps = 1e-8f;
-    if (o->loss_scale_init == 0) o->loss_scale_init = 65536.0f;
-    if (o->loss_scale_growth == 0) o->loss_scale_growth = 2.0f;
-    if (o->loss_scale_backoff == 0) o->loss_scale_backoff = 0.5f;
-    if (o->loss_scale_min == 0) o->loss_scale_min = 1.0f;
-    if (o->loss_scale_window == 0) o->loss_scale_window = 1000;
-    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16);
-    t->scale = t->scaling ? o->loss_scale_init : 1.0f;
-    t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
-    t->comm = m->comm;
-    t->gstage = LOMO__NONE;
-}
-
-/* n zeroed elements of host memory for the trainer's own bookkeeping (not counted: a few bytes per
-   tensor or token), or NULL with lomo_error() set */
-static void *lomo__trainer_host(size_t n, size_t size) {
-    void *p = n && size <= SIZE_MAX / n ? LOMO_MALLOC(n * size) : NULL;
-    if (!p) { lomo__fail("trainer: out of host memory (%zu x %zu bytes)", n, size); return NULL; }
-    memset(p, 0, n * size);
-    return p;
-}
-
-/* activations, logits, token ids, backward workspace, the backend's scratch, carved as the doc
-   block's MEMORY formula counts them */
-static int lomo__trainer_buffers(lomo_trainer *t) {
-    lomo_model *m = t->m;
-    const lomo_config *c = &m->cfg;
-    size_t N = (size_t)t->N, C = (size_t)c->dim, H = (size_t)c->hidden_dim, M = (size_t)t->M;
-    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t per = lomo__acts_floats(c, t->N);
-    int n_sets = t->o.checkpointing ? 1 : c->n_layers, l;
-    if (!(t->xs = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * M * (c->n_layers + 1) * N * C))) return -1;
-    t->acts_bytes = sizeof(float) * per * n_sets;
-    if (!(t->acts_mem = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, t->acts_bytes))) return -1;
-    if (!(t->acts = (lomo__acts *)lomo__trainer_host((size_t)n_sets, sizeof(lomo__acts)))) return -1;
-    for (l = 0; l < n_sets; l++) lomo__acts_carve(&t->acts[l], t->acts_mem + per * l, c, t->N);
-    if (!(t->lnf = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * N * (C + 1)))) return -1;
-    t->rstdf = t->lnf + N * C;
-    t->hc = (int)lomo__head_rows(c, &t->o);   /* <= N, which fits an int (checked above) */
-    if (!(t->logits = (float *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(float) * ((size_t)t->hc * c->vocab_size + N))))
-        return -1;
-    t->losses = t->logits + (size_t)t->hc * c->vocab_size;
-    if (!(t->tok = (int32_t *)lomo__alloc(m, LOMO_MEM_ACTIVATIONS, sizeof(int32_t) * N * 2 * M))) return -1;
-    t->tgt = t->tok + N * M;
-    t->ws_bytes = sizeof(float) * lomo__ws_floats(c, t->N, t->M);
-    if (!(t->ws = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, t->ws_bytes))) return -1;
-    t->dx = t->ws; t->dln = t->dx + M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
-    t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
-    t->vtmp = M > 1 ? t->du + N * H : NULL;
-    t->scratch_bytes = m->be->scratch_bytes_rows ? m->be->scratch_bytes_rows(m->be->ctx, m, t->N, t->hc,
-        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
-        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
-    if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) return -1;
-    return 0;
-}
-
-/* the gradient buffer: the largest tensor (M == 1), or the largest stage's tensors side by side, each
-   at its slot (M > 1); sharded, a gradient is reduce-scattered from ranks x shard capacity floats */
-static size_t lomo__grad_len(const lomo_model *m, const lomo_tensor *p) {
-    return m->comm ? (size_t)lomo__shard_cap(m, p) * (size_t)m->comm->size : (size_t)p->numel;
-}
-static int lomo__trainer_grads(lomo_trainer *t) {
-    lomo_model *m = t->m;
-    lomo_tensor *st[24];
-    size_t i, off;
-    int l;
-    if (!(t->slot = (size_t *)lomo__trainer_host((size_t)m->n_tensors, sizeof(size_t)))) return -1;
-    for (i = 0; i < (size_t)m->n_tensors; i++)
-        if (lomo__grad_len(m, &m->tensors[i]) > t->grad_numel) t->grad_numel = lomo__grad_len(m, &m->tensors[i]);
-    if (t->M > 1) {
-        for (l = -1; l < m->cfg.n_layers; l++) {
-            int n = lomo__stage_tensors(m, l, st), k;
-            for (off = 0, k = 0; k < n; k++) { t->slot[st[k]->index] = off; off += lomo__grad_len(m, st[k]); }
-            if (off > t->grad_numel) t->grad_numel = off;
-        }
-        if (m->cfg.tie_embeddings) {   /* the final norm's gradient waits above every stage (see lomo__backward) */
-            t->slot[m->final_norm->index] = t->grad_numel;
-            t->grad_numel += lomo__grad_len(m, m->final_norm);
-        }
-    }
-    t->grad = (float *)lomo__alloc(m, LOMO_MEM_GRADIENTS, sizeof(float) * t->grad_numel);
-    return t->grad ? 0 : -1;
-}
-
-/* the built-in rules' state, zeroed, one block: AdamW m and v for this rank's elements; AdaLomo a
-   row and a column statistic per matrix (whole, also sharded), one per element for vectors */
-static int lomo__trainer_opt_state(lomo_trainer *t) {
-    lomo_model *m = t->m;
-    int adamw = t->o.optimizer == LOMO_OPT_ADAMW;
-    size_t i, off;
-    if (!(t->s1 = (float **)lomo__trainer_host((size_t)m->n_tensors, sizeof(float *)))) return -1;
-    if (!(t->s2 = (float **)lomo__trainer_host((size_t)m->n_tensors, sizeof(float *)))) return -1;
-    if (t->o.update || t->o.optimizer == LOMO_OPT_LOMO) return 0;
-    for (i = 0; i < (size_t)m->n_tensors; i++) {
-        const lomo_tensor *p = &m->tensors[i];
-        t->opt_floats += adamw ? 2 * (size_t)lomo__shard_cap(m, p)
-                       : p->ndim == 2 ? (size_t)(p->shape[0] + p->shape[1]) : (size_t)p->numel;
-    }
-    if (!(t->opt_mem = (float *)lomo__alloc(m, LOMO_MEM_OPTIMIZER, sizeof(float) * t->opt_floats))) return -1;
-    m->be->zero(m->be->ctx, t->opt_mem, sizeof(float) * t->opt_floats);
-    for (off = 0, i = 0; i < (size_t)m->n_tensors; i++) {
-        const lomo_tensor *p = &m->tensors[i];
-        size_t cap = (size_t)lomo__shard_cap(m, p);
-        size_t a = adamw ? cap : p->ndim == 2 ? (size_t)p->shape[0] : (size_t)p->numel;
-        size_t b = adamw ? cap : p->ndim == 2 ? (size_t)p->shape[1] : 0;
-        t->s1[i] = t->opt_mem + off; off += a;
-        t->s2[i] = b ? t->opt_mem + off : NULL; off += b;
-    }
-    return 0;
-}
-
-/* RoPE inverse frequencies on the backend: the model's, then Gemma 3's local layers' (plain RoPE
-   with rope_local_base_freq) */
-static int lomo__trainer_rope(lomo_trainer *t) {
-    lomo_model *m = t->m;
-    const lomo_config *c = &m->cfg;
-    size_t half = (size_t)(c->head_dim / 2);
-    lomo_config loc = *c;
-    float *f;
-    if (!(t->inv_freq = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, sizeof(float) * half * 2))) return -1;
-    if (!(f = (float *)lomo__trainer_host(half * 2, sizeof(float)))) return -1;
-    loc.rope_type = 0;
-    if (c->rope_local_theta > 0) loc.rope_theta = c->rope_local_theta;
-    lomo__rope_inv_freq_len(c, f, t->T);   /* longrope picks its factors by the sequence length */
-    lomo__rope_inv_freq(&loc, f + half);
-    m->be->upload(m->be->ctx, t->inv_freq, f, sizeof(float) * half * 2);
-    LOMO_FREE(f);
-    return 0;
-}
-
-/* sharded: the ranks agree; a gather buffer for the largest stage (whole tensors, storage dtype);
-   this rank's part of a summed gradient; views of the gathered tensors, per tensor and per layer */
-static int lomo__trainer_shard(lomo_trainer *t) {
-    lomo_model *m = t->m;
-    const lomo__layer_row *r = lomo__layer_rows();
-    lomo_tensor *st[24];
-    size_t most = 0, cap = 0, i;
-    int l, k;
-    if (!t->comm) return 0;
-    if (lomo__ranks_agree(t)) return -1;
-    if (!(t->view = (lomo_tensor *)lomo__trainer_host((size_t)m->n_tensors, sizeof(lomo_tensor)))) return -1;
-    if (!(t->lview = (lomo_layer *)lomo__trainer_host((size_t)m->cfg.n_layers, sizeof(lomo_layer)))) return -1;
-    for (l = LOMO__EMBED; l < m->cfg.n_layers; l++) {
-        int n = lomo__gather_stage(m, l, st);
-        size_t sum = 0;
-        for (k = 0; k < n; k++) sum += lomo__stored_bytes(m, st[k]) * (size_t)t->comm->size;
-        if (sum > most) most = sum;
-    }
-    t->gbuf_bytes = most;
-    if (!(t->gbuf = lomo__alloc(m, LOMO_MEM_COMM, most))) return -1;
-    for (i = 0; i < (size_t)m->n_tensors; i++)
-        if ((size_t)lomo__shard_cap(m, &m->tensors[i]) > cap) cap = (size_t)lomo__shard_cap(m, &m->tensors[i]);
-    t->gshard_len = cap;
-    if (!(t->gshard = (float *)lomo__alloc(m, LOMO_MEM_GRADIENTS, sizeof(float) * cap))) return -1;
-    for (l = 0; l < m->cfg.n_layers; l++)
-        for (k = 0; k < LOMO__LAYER_ROWS; k++) {   /* every field of the table, pointing into view */
-            const lomo_tensor *p = lomo__layer_get(&m->layers[l], r[k].field);
-            *lomo__layer_field(&t->lview[l], r[k].field) = p ? &t->view[p->index] : NULL;
-        }
-    return 0;
-}
-
-LOMODEF lomo_trainer *lomo_trainer_new(lomo_model *m, const lomo_train_opts *opts) {
-    lomo_trainer *t;
-    size_t NM;
-    if (lomo__trainer_check(m, opts)) return NULL;
-    if (!(t = (lomo_trainer *)lomo__trainer_host(1, sizeof *t))) return NULL;
-    lomo__trainer_defaults(t, m, opts);
-    NM = (size_t)t->N * (size_t)t->M;
-    if (lomo__trainer_buffers(t) || lomo__trainer_grads(t) || lomo__trainer_opt_state(t) || lomo__trainer_rope(t) ||
-        lomo__trainer_shard(t) ||
-        !(t->tgt_host = (int32_t *)lomo__trainer_host(NM, sizeof(int32_t))) ||
-        !(t->tok_host = (int32_t *)lomo__trainer_host(NM, sizeof(int32_t))) ||
-        !(t->loss_host = (float *)lomo__trainer_host((size_t)t->N, sizeof(float)))) {
-        lomo_trainer_free(t);
-        return NULL;
-    }
-    return t;
-}
-
-LOMODEF const float *lomo_logits(const lomo_trainer *t) {
-    if (t->hc < t->N) {
-        lomo__fail("lomo_logits: the LM head runs in chunks of %d of the %d tokens (lomo_train_opts.head_chunk %d): "
-                   "no whole logits are held; set head_chunk = -1 for them", t->hc, t->N, t->o.head_chunk);
-        return NULL;
-    }
-    return t->logits;
-}
-LOMODEF int64_t lomo_trainer_step(const lomo_trainer *t) { return t->step; }
-LOMODEF float lomo_trainer_loss_scale(const lomo_trainer *t) { return t->scale; }
-
-/* The seam for parameter sharding: a layer's weights as the kernels see them.
-   Unsharded, the model's own tensors; sharded, the gathered copy. */
-static const lomo_layer *lomo__layer_weights(lomo_trainer *t, int l) {
-    if (!t->comm) return &t->m->layers[l];
-    lomo__gather(t, l);
-    return &t->lview[l];
-}
-
-/* generation: RoPE at the cache position, cache write, attention over the cache */
-static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a);
-
-/* RMSNorm of the model's family: Gemma scales by (1 + w) */
-static void lomo__norm_fwd(lomo_trainer *t, float *y, float *rstd, const float *x, const lomo_tensor *w, int N, int C) {
-    const lomo_backend *be = t->m->be;
-    const lomo_config *c = &t->m->cfg;
-    if (c->gemma) be->rmsnorm_ex_fwd(be->ctx, y, rstd, x, w, N, C, c->norm_eps, 1.0f);
-    else be->rmsnorm_fwd(be->ctx, y, rstd, x, w, N, C, c->norm_eps);
-}
-static void lomo__norm_bwd(lomo_trainer *t, float *dx, float *dw, const float *dy, const float *x,
-                           const lomo_tensor *w, const float *rstd, int N, int C) {
-    const lomo_backend *be = t->m->be;
-    if (t->m->cfg.gemma) be->rmsnorm_ex_bwd(be->ctx, dx, dw, dy, x, w, rstd, N, C, 1.0f);
-    else be->rmsnorm_bwd(be->ctx, dx, dw, dy, x, w, rstd, N, C);
-}
-/* layer l's RoPE frequencies (Gemma 3's local layers have their own base) */
-static const float *lomo__layer_inv_freq(lomo_trainer *t, int l) {
-    const lomo_config *c = &t->m->cfg;
-    return t->inv_freq + (c->gemma == 3 && lomo__layer_local(c, l) ? c->head_dim / 2 : 0);
-}
-/* attention soft-capping as transformers applies it: Gemma 2 only (Gemma3Attention
-   reads attn_logit_softcapping but never passes it on; it is kept for saving) */
-static float lomo__attn_cap(const lomo_config *c) { return c->gemma == 2 ? c->attn_softcap : 0.0f; }
-/* RoPE over a whole head, or its first rotary_dim dims */
-static void lomo__rope(lomo_trainer *t, float *x, const float *ifr, int nh, int inverse) {
-    const lomo_backend *be = t->m->be;
-    const lomo_config *c = &t->m->cfg;
-    if ((c->rotary_dim > 0 && c->rotary_dim < c->head_dim) || c->rope_type == 3)
-        be->rope_ex(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, c->rotary_dim > 0 ? c->rotary_dim : c->head_dim,
-                    c->rope_type == 3 ? c->rope_attn_factor : 1.0f, inverse);
-    else be->rope(be->ctx, x, ifr, t->B, t->T, nh, c->head_dim, inverse);
-}
-static float lomo__attn_scale(const lomo_config *c) {
-    return (float)(1.0 / sqrt(c->query_pre_attn_scalar > 0 ? (double)c->query_pre_attn_scalar : (double)c->head_dim));
-}
-
-/* y_j = x W_j^T + b_j for n weights that share x (Q/K/V, gate/up): in generation one
-   matmul_fwd_n (the CPU reads a decode step's rows of all of them in one pass), in
-   training (and where the backend has none) one matmul_fwd each, as before */
-static void lomo__proj_n(lomo_trainer *t, int n, float *const *y, const float *x, const lomo_tensor *const *w,
-                         const lomo_tensor *const *b, int K, const int *O) {
-    const lomo_backend *be = t->m->be;
-    int j;
-    if (t->kv && be->matmul_fwd_n) { be->matmul_fwd_n(be->ctx, n, y, x, w, b, t->N, K, O); return; }
-    for (j = 0; j < n; j++) be->matmul_fwd(be->ctx, y[j], x, w[j], b[j], t->N, K, O[j], 0);
-}
-
-/* One decoder layer forward: x_in (N,C) -> x_out (N,C), filling a.
-   x_out may be NULL (recompute inside backward needs everything but the output).
-   Llama:  xmid = x_in + attn(norm(x_in)),        x_out = xmid + mlp(norm(xmid))
-   Gemma:  xmid = x_in + norm(attn(norm(x_in))),  x_out = xmid + norm(mlp(norm(xmid)))
-   qk_norm (Qwen3, Gemma 3): q and k normalised per head before RoPE.
-   Generation runs this same function with t->kv set (one sequence of N new tokens). */
-static void lomo__layer_fwd(lomo_trainer *t, int l, const float *x_in, lomo__acts *a, float *x_out) {
-    const lomo_config *c = &t->m->cfg;
-    const lomo_backend *be = t->m->be;
-    const lomo_layer *w = lomo__layer_weights(t, l);
-    const float *ifr = lomo__layer_inv_freq(t, l);
-    void *X = be->ctx;
-    int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    /* the weights have the shapes the kernels are told (the model was built from c; views included) */
-    LOMO_ASSERT(w->wq->shape[0] == qd && w->wq->shape[1] == C && w->wk->shape[0] == kvd && w->wv->shape[0] == kvd &&
-                w->wo->shape[0] == C && w->wo->shape[1] == qd && w->w_gate->shape[0] == H && w->w_up->shape[0] == H &&
-                w->w_up->shape[1] == C && w->w_down->shape[0] == C && w->w_down->shape[1] == H && w->attn_norm->numel == C);
-    lomo__norm_fwd(t, a->ln1, a->rstd1, x_in, w->attn_norm, N, C);
-    {
-        float *y[3];
-        const lomo_tensor *ws[3], *bs[3];
-        int O[3];
-        y[0] = c->qk_norm ? a->qpre : a->q; ws[0] = w->wq; bs[0] = w->bq; O[0] = qd;
-        y[1] = c->qk_norm ? a->kpre : a->k; ws[1] = w->wk; bs[1] = w->bk; O[1] = kvd;
-        y[2] = a->v; ws[2] = w->wv; bs[2] = w->bv; O[2] = kvd;
-        lomo__proj_n(t, 3, y, a->ln1, ws, bs, C, O);
-    }
-    if (c->qk_norm) {
-        lomo__norm_fwd(t, a->q, a->rstdq, a->qpre, w->q_norm, N * c->n_heads, hd);
-        lomo__norm_fwd(t, a->k, a->rstdk, a->kpre, w->k_norm, N * c->n_kv_heads, hd);
-    }
-    if (t->kv) lomo__kv_attn(t, l, a);
-    else {
-        lomo__rope(t, a->q, ifr, c->n_heads, 0);
-        lomo__rope(t, a->k, ifr, c->n_kv_heads, 0);
-        if (c->gemma || c->local_window > 0)
-            be->attn_ex_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd,
-                            lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
-        else be->attn_fwd(X, a->att, a->lse, a->q, a->k, a->v, t->B, t->T, c->n_heads, c->n_kv_heads, hd);
-    }
-    if (c->gemma) {
-        be->matmul_fwd(X, a->ao, a->att, w->wo, w->bo, N, qd, C, 0);
-        lomo__norm_fwd(t, a->xmid, a->rstdao, a->ao, w->post_attn_norm, N, C);
-        be->add(X, a->xmid, x_in, (size_t)N * C);
-    } else {
-        be->copy(X, a->xmid, x_in, sizeof(float) * (size_t)N * C);
-        be->matmul_fwd(X, a->xmid, a->att, w->wo, w->bo, N, qd, C, 1);
-    }
-    lomo__norm_fwd(t, a->ln2, a->rstd2, a->xmid, w->mlp_norm, N, C);
-    {
-        float *y[2];
-        const lomo_tensor *ws[2], *bs[2];
-        int O[2];
-        y[0] = a->g; ws[0] = w->w_gate; y[1] = a->u; ws[1] = w->w_up;
-        bs[0] = bs[1] = NULL; O[0] = O[1] = H;
-        lomo__proj_n(t, 2, y, a->ln2, ws, bs, C, O);
-    }
-    if (c->gemma) be->geglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
-    else be->swiglu_fwd(X, a->h, a->g, a->u, (size_t)N * H);
-    if (c->gemma) {   /* the backward needs mo and its norm statistics, so they are recomputed too */
-        be->matmul_fwd(X, a->mo, a->h, w->w_down, NULL, N, H, C, 0);
-        lomo__norm_fwd(t, x_out ? x_out : t->dln, a->rstdmo, a->mo, w->post_mlp_norm, N, C);
-        if (x_out) be->add(X, x_out, a->xmid, (size_t)N * C);
-    } else if (x_out) {
-        be->copy(X, x_out, a->xmid, sizeof(float) * (size_t)N * C);
-        be->matmul_fwd(X, x_out, a->h, w->w_down, NULL, N, H, C, 1);
-    }
-}
-
-/* Shifts labels (transformers convention) into per-position targets, checks
-   ids, uploads; returns the number of counted positions over all M
-   micro-batches, or -1. */
-static int64_t lomo__prepare(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, int M) {
-    const lomo_backend *be = t->m->be;
-    int V = t->m->cfg.vocab_size, b, i, n = t->N * M;
-    int64_t count = 0;
-    if (!labels) labels = tokens;
-    for (i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return lomo__fail("tokens[%d] = %d is outside the vocabulary [0, %d)", i, tokens[i], V);
-        if (labels[i] != -100 && (labels[i] < 0 || labels[i] >= V))
-            return lomo__fail("labels[%d] = %d is neither -100 nor inside the vocabulary [0, %d)", i, labels[i], V);
-    }
-    for (b = 0; b < t->B * M; b++)
-        for (i = 0; i < t->T; i++) {
-            int32_t y = i + 1 < t->T ? labels[b * t->T + i + 1] : -100;
-            t->tgt_host[b * t->T + i] = y;
-            count += y >= 0;
-        }
-    be->upload(be->ctx, t->tok, tokens, sizeof(int32_t) * (size_t)n);
-    memcpy(t->tok_host, tokens, sizeof(int32_t) * (size_t)n);
-    be->upload(be->ctx, t->tgt, t->tgt_host, sizeof(int32_t) * (size_t)n);
-    if (be->set_scratch) be->set_scratch(be->ctx, t->scratch, t->scratch_bytes, (int)t->m->cfg.dtype);   /* always: this trainer's */
-    return count;
-}
-
-static float *lomo__xs(lomo_trainer *t, int m, int l) {
-    return t->xs + ((size_t)m * (t->m->cfg.n_layers + 1) + l) * t->N * t->m->cfg.dim;
-}
-
-/* logits and cross-entropy of the rows r0..r0+nr-1 (nr <= t->hc) of micro-batch m's
-   final norm output: logits (dlogits in place with with_grad) in the logits buffer,
-   their losses in losses[r0..] */
-static void lomo__head_chunk(lomo_trainer *t, int m, int r0, int nr, float dscale, int with_grad) {
-    lomo_model *md = t->m;
-    const lomo_config *c = &md->cfg;
-    const lomo_backend *be = md->be;
-    const int32_t *tgt = t->tgt + (size_t)m * t->N + r0;
-    be->matmul_fwd(be->ctx, t->logits, t->lnf + (size_t)r0 * c->dim, lomo__need(t, LOMO__HEAD, md->lm_head), NULL, nr,
-                   c->dim, c->vocab_size, 0);
-    if (c->final_softcap > 0)
-        be->cross_entropy_softcap(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr,
-                                  c->vocab_size, dscale, c->final_softcap);
-    else be->cross_entropy(be->ctx, t->losses + r0, with_grad ? t->logits : NULL, t->logits, tgt, nr, c->vocab_size,
-                           dscale);
-}
-
-/* final norm, logits, cross-entropy of micro-batch m, in chunks of t->hc tokens
-   (dlogits into the logits buffer with with_grad: the whole micro-batch's when
-   t->hc == N, else only the last chunk's); returns the sum of its token losses */
-static double lomo__head_fwd(lomo_trainer *t, int m, float dscale, int with_grad) {
-    lomo_model *md = t->m;
-    const lomo_config *c = &md->cfg;
-    const lomo_backend *be = md->be;
-    double sum = 0.0;
-    int i;
-    lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm),
-                   t->N, c->dim);
-    for (i = 0; i < t->N; i += t->hc) lomo__head_chunk(t, m, i, t->N - i < t->hc ? t->N - i : t->hc, dscale, with_grad);
-    be->download(be->ctx, t->loss_host, t->losses, sizeof(float) * t->N);
-    for (i = 0; i < t->N; i++) {
-        double l = t->loss_host[i];
-        sum += l;
-        if (l == l && fabs(l) < 1073741824.0) t->loss_q += (int64_t)llrint(l * 16777216.0);
-        else t->loss_bad = 1;
-    }
-    return sum;
-}
-
-/* Whole forward over the M micro-batches. With M == 1 and with_grad, dlogits
-   stay in the logits buffer for the backward; with M > 1 the head is
-   recomputed per micro-batch inside the backward. */
-static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *loss, int M) {
-    lomo_model *md = t->m;
-    const lomo_config *c = &md->cfg;
-    const lomo_backend *be = md->be;
-    double sum = 0.0;
-    int l, m;
-    float dscale = count ? t->scale / (float)count : 0.0f;
-    t->gstage = LOMO__NONE;   /* weights may have changed since the last gather */
-    t->loss_q = 0; t->loss_bad = 0;
-    for (m = 0; m < M; m++) {
-        be->embed_fwd(be->ctx, lomo__xs(t, m, 0), t->tok + (size_t)m * t->N, lomo__need(t, LOMO__EMBED, md->embed),
-                      t->N, c->dim);
-        if (c->gemma) be->scale(be->ctx, lomo__xs(t, m, 0), (float)sqrt((double)c->dim), (size_t)t->N * c->dim);
-        for (l = 0; l < c->n_layers; l++)
-            lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
-        sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
-    }
-    if (lomo__phase_check(t, "sharded forward")) return -1;
-    if (t->comm) {   /* every rank's tokens; the 2^-24 units sum exactly in double below 2^53 */
-        double q[3];
-        q[0] = sum; q[1] = (double)t->loss_q; q[2] = t->loss_bad;
-        if (t->comm->all_reduce_sum(t->comm->ctx, q, 3, 1)) return -1;
-        sum = q[0]; t->loss_q = (int64_t)q[1]; t->loss_bad = q[2] != 0;
-    }
-    *loss = count ? (float)(sum / (double)count) : 0.0f;
-    return 0;
-}
-
-/* the built-in rules through the backend's update op */
-static void lomo__builtin_args(lomo_update_args *a, const lomo_update_ctx *ctx, int rule) {
-    memset(a, 0, sizeof *a);
-    a->rule = rule; a->lr = ctx->lr; a->inv_loss_scale = ctx->inv_loss_scale; a->clip_value = ctx->clip_value;
-    a->clip_coef = ctx->clip_coef; a->weight_decay = ctx->weight_decay; a->step = ctx->step;
-    a->stochastic = ctx->stochastic_rounding; a->seed = ctx->seed;
-    a->stream = (uint64_t)ctx->step * 0x100000001B3ull + (uint64_t)ctx->tensor_index;
-    a->param_sumsq = -1.0;
-}
-
-/* g, n floats, lies inside the buffer b of cap floats (for LOMO_ASSERT) */
-static inline int lomo__inside(const float *g, size_t n, const float *b, size_t cap) {
-    uintptr_t x = (uintptr_t)g, lo = (uintptr_t)b;
-    return b && x >= lo && (x - lo) / sizeof(float) + n <= cap;
-}
-
-static int lomo__builtin_update(lomo_trainer *t, lomo_tensor *p, const float *g, double param_sumsq) {
-    lomo_update_args a;
-    /* g is the trainer's: in the one gradient buffer (a tensor's slot of it with micro-batches) or
-       this rank's reduce-scattered shard; the rule's state exists */
-    LOMO_ASSERT(p->index >= 0 && p->index < t->m->n_tensors);
-    LOMO_ASSERT(lomo__inside(g, (size_t)p->numel, t->grad, t->grad_numel) ||
-                (g == t->gshard && (size_t)p->numel <= t->gshard_len));
-    LOMO_ASSERT(t->o.optimizer == LOMO_OPT_LOMO || t->s1[p->index]);
-    lomo__builtin_args(&a, &t->uctx, t->o.optimizer);
-    a.param_sumsq = param_sumsq;   /* -1: the rule measures p (a sharded AdaLomo: the whole tensor's, summed) */
-    a.eps1 = t->o.adalomo_eps1; a.eps2 = t->o.adalomo_eps2; a.clip_threshold = t->o.adalomo_clip_threshold;
-    a.decay_rate = t->o.adalomo_decay_rate;
-    a.beta1 = t->o.adamw_beta1; a.beta2 = t->o.adamw_beta2; a.eps = t->o.adamw_eps;
-    a.shard_off = p->shard_off;
-    t->m->be->update(t->m->be->ctx, p, g, t->s1[p->index], t->s2[p->index], &a);
-    return 0;
-}
-
-/* After a tensor's update: did it leave a NaN or Inf weight? One read of the
-   tensor (the backend's all_finite, else its sum of squares: finite weights
-   cannot overflow it in double). */
-static void lomo__fin_reset(const lomo_backend *be) {   /* only this tensor's update may vouch for it */
-    if (be == lomo_cpu_backend()) ((lomo__cpu *)be->ctx)->fin_data = NULL;
-}
-
-static void lomo__check_finite(lomo_trainer *t, const lomo_tensor *p, int index) {
-    const lomo_backend *be = t->m->be;
-    if (t->o.no_finite_check || t->bad_tensor >= 0) return;
-    if (be->all_finite ? !be->all_finite(be->ctx, p) : !isfinite(be->param_sumsq(be->ctx, p))) t->bad_tensor = index;
-}
-
-/* A tensor's gradient g is complete: measure it (norm pass) or hand it to
-   the update rule (update pass). g is the trainer's buffer: sharded, it is
-   padded and summed over the ranks in place. */
-static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g);
-
-/* the rule clips each tensor by its own norm (LOMO_CLIP_TENSOR) */
-static int lomo__clip_each(const lomo_trainer *t) { return t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR; }
-
-/* Applies the rule to one tensor, sharded or not: p with its gradient g;
-   grad_sq = the whole tensor's ||g||^2 (read only by lomo__clip_each);
-   param_sq = the whole tensor's ||p||^2 for a sharded AdaLomo, else -1 (the
-   rule measures p itself); fin = what to read back for NaN/Inf afterwards. */
-static int lomo__apply_rule(lomo_trainer *t, lomo_tensor *p, const float *g, double grad_sq, double param_sq,
-                            const lomo_tensor *fin) {
-    int rc;
-    t->uctx.tensor_index = p->index;
-    if (lomo__clip_each(t)) {
-        float norm = (float)sqrt(grad_sq) * t->uctx.inv_loss_scale;
-        float coef = t->o.clip_norm / (norm + 1e-6f);
-        t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
-        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
-    }
-    lomo__fin_reset(t->m->be);
-    rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g, param_sq);
-    if (rc) {
-        if (!lomo_error()[0]) lomo__fail("update hook failed on %s", p->name);
-        return -1;
-    }
-    lomo__check_finite(t, fin, p->index);
-    return 0;
-}
-
-static int lomo__grad_ready(lomo_trainer *t, lomo_tensor *p, float *g) {
-    const lomo_backend *be = t->m->be;
-    if (t->comm) return lomo__grad_ready_sharded(t, p, g);
-    if (t->pass == LOMO__PASS_NORM) {
-        t->sumsq += be->sumsq(be->ctx, g, (size_t)p->numel);
-        return 0;
-    }
-    if (lomo__phase_check(t, "update")) return -1;   /* nothing reaches a rule after a failed kernel */
-    return lomo__apply_rule(t, p, g, lomo__clip_each(t) ? be->sumsq(be->ctx, g, (size_t)p->numel) : 0.0, -1.0, p);
-}
-
-/* Sharded: g holds this rank's whole-tensor gradient (its own micro-batches).
-   It is summed over the ranks and the rule runs on this rank's shard only:
-   reduce-scatter for elementwise rules, all-reduce for AdaLomo, whose row,
-   column and RMS statistics cover the whole tensor (as lomo-optim's ZeRO-3
-   path computes them). The norm pass sums the squares of the shards; the
-   caller all-reduces the total. */
-static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g) {
-    const lomo_comm *c = t->comm;
-    const lomo_backend *be = t->m->be;
-    lomo_tensor *p = &t->m->tensors[view->index];   /* the rank's shard, not the gathered view the kernels used */
-    lomo_tensor flat = *p;                            /* the shard as a flat tensor */
-    size_t cap = (size_t)lomo__shard_cap(t->m, p), n = (size_t)p->numel;
-    int ada = t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_ADALOMO;
-    double sq = 0.0, psq;
-    flat.numel = flat.shard_len; flat.ndim = 1; flat.shape[0] = flat.numel; flat.shape[1] = 0;
-    if (cap * (size_t)c->size > n) be->zero(be->ctx, g + n, sizeof(float) * (cap * (size_t)c->size - n));
-    if (ada ? c->all_reduce_sum(c->ctx, g, n, 0) : c->reduce_scatter_sum(c->ctx, t->gshard, g, cap)) return -1;
-    if (t->pass == LOMO__PASS_NORM) {
-        t->sumsq += be->sumsq(be->ctx, t->gshard, (size_t)p->shard_len);
-        return 0;
-    }
-    if (lomo__phase_check(t, "sharded backward")) return -1;
-    if (lomo__clip_each(t)) {   /* this tensor's whole norm */
-        sq = be->sumsq(be->ctx, ada ? g : t->gshard, ada ? n : (size_t)p->shard_len);
-        if (!ada && c->all_reduce_sum(c->ctx, &sq, 1, 1)) return -1;
-    }
-    if (!ada) return lomo__apply_rule(t, &flat, t->gshard, sq, -1.0, &flat);   /* elementwise rules, hooks: the flat shard */
-    psq = be->param_sumsq(be->ctx, &flat);   /* AdaLomo: the shard of a whole-shaped tensor, whole gradient and state */
-    if (c->all_reduce_sum(c->ctx, &psq, 1, 1)) return -1;
-    return lomo__apply_rule(t, p, g, sq, psq, &flat);
-}
-
-/* Micro-batch gradient routing. With M == 1 a gradient is formed in the one
-   buffer and handed on at once; with M > 1 it is summed over the micro-batches
-   in its slot of the stage's buffer and handed on when the stage is done. */
-/* where p's gradient is formed: the one buffer (M == 1), or p's slot (M > 1) */
-static float *lomo__grad_dst(lomo_trainer *t, const lomo_tensor *p) {
-    return t->M == 1 ? t->grad : t->grad + t->slot[p->index];
-}
-/* where a vector's (bias, norm weight) gradient of micro-batch m goes: its kernels overwrite, so
-   micro-batches after the first write into vtmp and lomo__vec_grad_done adds it to the slot */
-static float *lomo__vec_grad_dst(lomo_trainer *t, const lomo_tensor *p, int m) {
-    return t->M > 1 && m > 0 ? t->vtmp : lomo__grad_dst(t, p);
-}
-static int lomo__vec_grad_done(lomo_trainer *t, lomo_tensor *p, int m) {
-    if (t->M == 1) return lomo__grad_ready(t, p, t->grad);
-    if (m > 0) t->m->be->add(t->m->be->ctx, lomo__grad_dst(t, p), t->vtmp, (size_t)p->numel);
-    return 0;
-}
-
-/* dW of a linear layer (and its bias), for micro-batch m. In the norm pass
-   with LOMO_CLIP_GLOBAL_GRAM, ||dW||^2 comes from Gram matrices where that
-   is cheaper than forming dW (N (O+K) < O K). */
-static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, const float *dy,
-                              const float *x, int K, int O, int m) {
-    const lomo_backend *be = t->m->be;
-    int N = t->N;
-    if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && !t->comm && be->wgrad_sqnorm &&
-        (double)N * (O + K) < (double)O * K) {
-        t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
-    } else if (be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
-               t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
-               !(t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR)) {
-        /* 0.6: the built-in LOMO rule needs only dW itself: fused (the coefficient is known in this pass) */
-        lomo_update_args a;
-        if (be->check(be->ctx)) return -1;
-        t->uctx.tensor_index = w->index;
-        lomo__builtin_args(&a, &t->uctx, LOMO_OPT_LOMO);
-        a.shard_off = w->shard_off;
-        lomo__fin_reset(be);
-        be->linear_update(be->ctx, w, dy, x, N, K, O, t->grad, t->grad_numel, &a);
-        lomo__check_finite(t, w, w->index);
-    } else {
-        be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, w), dy, x, N, K, O, t->M > 1 && m > 0);
-        if (t->M == 1 && lomo__grad_ready(t, w, t->grad)) return -1;
-    }
-    if (b) {
-        be->bias_bwd(be->ctx, lomo__vec_grad_dst(t, b, m), dy, N, O);
-        if (lomo__vec_grad_done(t, b, m)) return -1;
-    }
-    return 0;
-}
-
-/* Layer l backward for micro-batch m. On entry dx holds dL/d(x_out); on exit
-   dL/d(x_in). Every dX is computed before its weight is handed to the hook,
-   so it always uses the old weights. */
-static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
-    lomo_model *md = t->m;
-    const lomo_config *c = &md->cfg;
-    const lomo_backend *be = md->be;
-    const lomo_layer *w = lomo__layer_weights(t, l);
-    void *X = be->ctx;
-    int N = t->N, C = c->dim, H = c->hidden_dim, hd = c->head_dim;
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    float *dx = t->dx + (size_t)m * N * C;
-    lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
-    const float *ifr = lomo__layer_inv_freq(t, l), *dmo = dx, *dao = dx;
-    if (t->o.checkpointing) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
-    if (c->gemma) {   /* x_out = xmid + norm(mo): dmo into dln */
-        be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_mlp_norm, m), dx, a->mo, w->post_mlp_norm, a->rstdmo, N, C);
-        if (lomo__vec_grad_done(t, w->post_mlp_norm, m)) return -1;
-        dmo = t->dln;
-    }
-    /* MLP: mo = (act(ln2 Wg^T) * ln2 Wu^T) Wd^T, act = silu (Llama) or gelu_tanh (Gemma) */
-    be->matmul_bwd_x(X, t->dg, dmo, w->w_down, N, H, C, 0);                /* dh, in dg */
-    if (lomo__linear_grads(t, w->w_down, NULL, dmo, a->h, H, C, m)) return -1;
-    if (c->gemma) be->geglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
-    else be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
-    be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
-    if (w->w_gate_up) {   /* fused (Phi-3): both dX first, then dW into the row blocks, one hook call */
-        float *g = lomo__grad_dst(t, w->w_gate_up);
-        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
-        be->matmul_bwd_w(X, g, t->dg, a->ln2, N, C, H, t->M > 1 && m > 0);
-        be->matmul_bwd_w(X, g + (size_t)H * C, t->du, a->ln2, N, C, H, t->M > 1 && m > 0);
-        if (t->M == 1 && lomo__grad_ready(t, w->w_gate_up, t->grad)) return -1;
-    } else {
-        if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
-        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
-        if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
-    }
-    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
-    if (lomo__vec_grad_done(t, w->mlp_norm, m)) return -1;
-    if (c->gemma) {   /* xmid = x_in + norm(ao): dao into dln */
-        be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_attn_norm, m), dx, a->ao, w->post_attn_norm, a->rstdao,
-                       N, C);
-        if (lomo__vec_grad_done(t, w->post_attn_norm, m)) return -1;
-        dao = t->dln;
-    }
-    /* attention: ao = attn(rope(ln1 Wq^T), rope(ln1 Wk^T), ln1 Wv^T) Wo^T */
-    be->matmul_bwd_x(X, t->datt, dao, w->wo, N, qd, C, 0);
-    if (lomo__linear_grads(t, w->wo, w->bo, dao, a->att, qd, C, m)) return -1;
-    if (c->gemma || c->local_window > 0)
-        be->attn_ex_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse, t->B, t->T, c->n_heads,
-                        c->n_kv_heads, hd, lomo__attn_scale(c), lomo__attn_cap(c), lomo__layer_local(c, l) ? c->local_window : 0);
-    else be->attn_bwd(X, t->dq, t->dk, t->dv, t->datt, a->q, a->k, a->v, a->att, a->lse,
-                      t->B, t->T, c->n_heads, c->n_kv_heads, hd);
-    lomo__rope(t, t->dq, ifr, c->n_heads, 1);
-    lomo__rope(t, t->dk, ifr, c->n_kv_heads, 1);
-    if (c->qk_norm) {   /* through the per-head norms, datt (free now) as the scratch */
-        be->zero(X, t->datt, sizeof(float) * (size_t)N * kvd);
-        lomo__norm_bwd(t, t->datt, lomo__vec_grad_dst(t, w->k_norm, m), t->dk, a->kpre, w->k_norm, a->rstdk,
-                       N * c->n_kv_heads, hd);
-        be->copy(X, t->dk, t->datt, sizeof(float) * (size_t)N * kvd);
-        if (lomo__vec_grad_done(t, w->k_norm, m)) return -1;
-        be->zero(X, t->datt, sizeof(float) * (size_t)N * qd);
-        lomo__norm_bwd(t, t->datt, lomo__vec_grad_dst(t, w->q_norm, m), t->dq, a->qpre, w->q_norm, a->rstdq,
-                       N * c->n_heads, hd);
-        be->copy(X, t->dq, t->datt, sizeof(float) * (size_t)N * qd);
-        if (lomo__vec_grad_done(t, w->q_norm, m)) return -1;
-    }
-    be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
-    if (w->w_qkv) {   /* fused (Phi-3): every dX first, then dW into the q, k, v row blocks, one hook call */
-        float *g = lomo__grad_dst(t, w->w_qkv);
-        int acc = t->M > 1 && m > 0;
-        be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
-        be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
-        be->matmul_bwd_w(X, g, t->dq, a->ln1, N, C, qd, acc);
-        be->matmul_bwd_w(X, g + (size_t)qd * C, t->dk, a->ln1, N, C, kvd, acc);
-        be->matmul_bwd_w(X, g + (size_t)(qd + kvd) * C, t->dv, a->ln1, N, C, kvd, acc);
-        if (t->M == 1 && lomo__grad_ready(t, w->w_qkv, t->grad)) return -1;
-    } else {
-    if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd, m)) return -1;
-    be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
-    if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd, m)) return -1;
-    be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
-    if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
-    }
-    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
-    if (lomo__vec_grad_done(t, w->attn_norm, m)) return -1;
-    return lomo__phase_check(t, "sharded backward");
-}
-
-/* after all micro-batches of a stage: each tensor's summed gradient to the rule */
-static int lomo__stage_ready(lomo_trainer *t, int stage) {
-    lomo_tensor *st[24];
-    int n = lomo__stage_tensors(t->m, stage, st), k;
-    for (k = 0; k < n; k++)
-        if (lomo__grad_ready(t, st[k], lomo__grad_dst(t, st[k]))) return -1;
-    return 0;
-}
-
-/* The head's backward for micro-batch m when it runs in chunks (t->hc < N):
-   each chunk's logits and dlogits are recomputed from the final norm output
-   (recomputed too when M > 1: with M == 1 the forward's is kept, and the
-   final norm's weights may be new by the embedding's turn), then dln's rows
-   (emb 0) and the lm_head gradient (summed over the chunks, then handed on).
-   Tied, it runs twice: for dln (emb 0), and at the embedding's turn (emb 1)
-   for the head's part of its gradient, added to t->grad (the embedding's
-   weights are still the old ones then). The Gram norm pass would need the
-   whole dlogits: here dW is formed instead. */
-static int lomo__head_bwd_chunks(lomo_trainer *t, int m, float dscale, int emb) {
-    lomo_model *md = t->m;
-    const lomo_config *c = &md->cfg;
-    const lomo_backend *be = md->be;
-    int N = t->N, C = c->dim, V = c->vocab_size, r0;
-    if (t->M > 1)
-        lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm), N, C);
-    for (r0 = 0; r0 < N; r0 += t->hc) {
-        int nr = N - r0 < t->hc ? N - r0 : t->hc;
-        lomo__head_chunk(t, m, r0, nr, dscale, 1);
-        if (emb)
-            be->matmul_bwd_w(be->ctx, t->grad, t->logits, t->lnf + (size_t)r0 * C, nr, C, V, 1);
-        else {
-            be->matmul_bwd_x(be->ctx, t->dln + (size_t)r0 * C, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), nr, C, V, 0);
-            if (!c->tie_embeddings)
-                be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, md->lm_head), t->logits, t->lnf + (size_t)r0 * C, nr, C, V,
-                                 r0 > 0 || (t->M > 1 && m > 0));
-        }
-    }
-    if (!emb && !c->tie_embeddings && t->M == 1 && lomo__grad_ready(t, md->lm_head, t->grad)) return -1;
-    return 0;
-}
-
-/* One backward pass from the loss down: lm_head, final norm, layers L-1..0,
-   embedding; with M > 1 each stage runs every micro-batch before its tensors
-   are handed on. With M == 1 dlogits stay in the logits buffer for the whole
-   pass, so a tied embedding's gradient is formed once, at the end, as the
-   sum of both uses; with M > 1, or a head in chunks (lomo__head_bwd_chunks),
-   the head is recomputed there instead. */
-static int lomo__backward(lomo_trainer *t) {
-    lomo_model *md = t->m;
-    const lomo_config *c = &md->cfg;
-    const lomo_backend *be = md->be;
-    void *X = be->ctx;
-    int l, m, M = t->M, N = t->N, C = c->dim, V = c->vocab_size;
-    float dscale = t->count ? t->scale / (float)t->count : 0.0f;
-    t->gstage = LOMO__NONE;
-    for (m = 0; m < M; m++) {
-        float *dx = t->dx + (size_t)m * N * C;
-        if (t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 0)) return -1; }
-        else {
-        if (M > 1) lomo__head_fwd(t, m, dscale, 1);
-        be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
-        if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
-        }
-        be->zero(X, dx, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
-                       lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
-        if (lomo__vec_grad_done(t, md->final_norm, m)) return -1;
-    }
-    /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
-       through the final norm, which must still hold its old weights then, so
-       its (complete) gradient waits in its own slot and is applied last. */
-    if (M > 1 && !c->tie_embeddings && lomo__stage_ready(t, -1)) return -1;
-    for (l = c->n_layers - 1; l >= 0; l--) {
-        for (m = 0; m < M; m++)
-            if (lomo__layer_bwd(t, l, m)) return -1;
-        if (M > 1 && lomo__stage_ready(t, l)) return -1;
-    }
-    be->zero(X, t->grad, sizeof(float) * (size_t)md->embed->numel);
-    for (m = 0; m < M; m++) {
-        if (c->tie_embeddings && t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 1)) return -1; }
-        else if (c->tie_embeddings) {
-            if (M > 1) lomo__head_fwd(t, m, dscale, 1);
-            be->matmul_bwd_w(X, t->grad, t->logits, t->lnf, N, C, V, 1);
-        }
-        if (c->gemma) be->scale(X, t->dx + (size_t)m * N * C, (float)sqrt((double)C), (size_t)N * C);
-        if (c->has_pad) {   /* nn.Embedding(padding_idx): no gradient from the lookup of the pad row */
-            int n;
-            for (n = 0; n < N; n++)
-                if (t->tok_host[(size_t)m * N + n] == c->pad_token_id)
-                    be->zero(X, t->dx + ((size_t)m * N + n) * C, sizeof(float) * (size_t)C);
-        }
-        be->embed_bwd(X, t->grad, t->dx + (size_t)m * N * C, t->tok + (size_t)m * N, N, C);
-    }
-    if (lomo__grad_ready(t, md->embed, t->grad)) return -1;
-    if (M > 1 && c->tie_embeddings && lomo__grad_ready(t, md->final_norm, lomo__grad_dst(t, md->final_norm))) return -1;
-    return lomo__phase_check(t, "sharded backward");
-}
-
-/* sharded: the counted tokens of every rank (the loss is their mean) */
-static int lomo__global_count(lomo_trainer *t, int64_t *count) {
-    double c = (double)*count;
-    if (!t->comm) return 0;
-    if (t->comm->all_reduce_sum(t->comm->ctx, &c, 1, 1)) return -1;
-    *count = (int64_t)c;
-    return 0;
-}
-
-LOMODEF int lomo_forward(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, lomo_step_info *info) {
-    int64_t count = lomo__prepare(t, tokens, labels, 1);
-    float loss = 0.0f, keep = t->scale;
-    if (count >= 0 && lomo__global_count(t, &count)) return -1;
-    t->failed = 0;
-    t->scale = 1.0f;
-    if (count < 0 || lomo__forward(t, count, 0, &loss, 1)) { t->scale = keep; return -1; }
-    t->scale = keep;
-    if (info) {
-        memset(info, 0, sizeof *info);
-        info->loss = loss; info->n_tokens = count; info->grad_norm = -1.0f; info->clip_coef = 1.0f;
-        info->loss_scale = 1.0f;
-        info->loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
-    }
-    return 0;
-}
-
-/* the update context every rule call of this step sees; the norm pass adds the norm and coefficient */
-static void lomo__update_ctx(lomo_trainer *t, float lr) {
-    lomo_update_ctx *u = &t->uctx;
-    memset(u, 0, sizeof *u);
-    u->step = t->step + 1;
-    u->lr = lr;
-    u->inv_loss_scale = 1.0f / t->scale;
-    u->clip_value = t->o.clip_value;
-    u->weight_decay = t->o.weight_decay;
-    u->n_tensors = t->m->n_tensors;
-    u->backend = t->m->be;
-    u->stream = t->m->be->stream;
-    u->grad_norm = -1.0f;
-    u->clip_coef = 1.0f;
-    u->stochastic_rounding = t->o.stochastic_rounding;
-    u->seed = t->o.seed;
-}
-
-/* pass one: the gradients measured (global norm, overflow), nothing updated */
-static int lomo__norm_pass(lomo_trainer *t, lomo_step_info *si) {
-    t->pass = LOMO__PASS_NORM;
-    t->sumsq = 0.0;
-    if (lomo__backward(t)) return -1;
-    if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &t->sumsq, 1, 1)) return -1;
-    si->grad_norm = (float)(sqrt(t->sumsq) / t->scale);
-    if (!isfinite(si->grad_norm)) si->skipped = 1;
-    else if (t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR) {
-        float coef = t->o.clip_norm / (si->grad_norm + 1e-6f);
-        si->clip_coef = coef < 1.0f ? coef : 1.0f;
-    }
-    t->uctx.grad_norm = si->grad_norm;
-    t->uctx.clip_coef = si->clip_coef;
-    return 0;
-}
-
-/* pass two: each tensor updated as its gradient completes; a NaN/Inf weight
-   left by an update fails the step on every rank, naming what it found */
-static int lomo__update_pass(lomo_trainer *t, float lr) {
-    t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
-    t->pass = LOMO__PASS_UPDATE;
-    t->bad_tensor = -1;
-    if (lomo__backward(t)) return -1;
-    if (!t->o.no_finite_check) {
-        double bad = t->bad_tensor >= 0;
-        if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
-        if (bad > 0)
-            return lomo__fail("step %lld: the update (lr %g) left NaN/Inf values in %s: the weights are no "
-                              "longer usable (lower the learning rate, clip by norm); nothing may be saved from "
-                              "them", (long long)t->step + 1, (double)lr,
-                              t->bad_tensor >= 0 ? t->m->tensors[t->bad_tensor].name : "a tensor on another rank");
-    }
-    t->step++;
-    return 0;
-}
-
-/* dynamic loss scale: back off on overflow, grow after a window of clean steps */
-static void lomo__loss_scaler(lomo_trainer *t, const lomo_step_info *si, int64_t count) {
-    if (si->skipped && count > 0) {
-        t->scale = t->scale * t->o.loss_scale_backoff;
-        if (t->scale < t->o.loss_scale_min) t->scale = t->o.loss_scale_min;
-        t->clean_steps = 0;
-    } else if (!si->skipped && ++t->clean_steps >= t->o.loss_scale_window) {
-        t->scale *= t->o.loss_scale_growth;
-        t->clean_steps = 0;
-    }
-}
-
-/* prepare -> forward -> norm pass (global clipping or loss scaling) -> update pass -> loss scaler */
-LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *labels, float lr,
-                      lomo_step_info *info) {
-    lomo_step_info si;
-    int64_t count = lomo__prepare(t, tokens, labels, t->M);
-    int global = t->o.clip_norm > 0.0f && t->o.clip_mode != LOMO_CLIP_TENSOR;
-    memset(&si, 0, sizeof si);
-    si.grad_norm = -1.0f; si.clip_coef = 1.0f; si.loss_scale = t->scale;
-    if (count >= 0 && lomo__global_count(t, &count)) return -1;
-    t->count = count;
-    t->failed = 0;
-    if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
-    si.n_tokens = count;
-    si.loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;
-    lomo__update_ctx(t, lr);
-    if (!isfinite(si.loss) || count == 0) si.skipped = 1;   /* nothing to learn from, or overflow */
-    if (!si.skipped && (global || t->scaling) && lomo__norm_pass(t, &si)) return -1;
-    if (!si.skipped && lomo__update_pass(t, lr)) return -1;
-    if (t->scaling) lomo__loss_scaler(t, &si, count);
-    if (info) *info = si;
-    return 0;
-}
-
-LOMODEF int lomo_update_lomo(lomo_tensor *p, const float *grad, const lomo_update_ctx *ctx, void *user) {
-    lomo_update_args a;
-    (void)user;
-    lomo__builtin_args(&a, ctx, LOMO_OPT_LOMO);
-    a.shard_off = p->shard_off;
-    ctx->backend->update(ctx->backend->ctx, p, grad, NULL, NULL, &a);
-    return 0;
-}
-
-static const char *lomo__opt_name(int o) {
-    return o == LOMO_OPT_LOMO ? "lomo" : o == LOMO_OPT_ADALOMO ? "adalomo" : o == LOMO_OPT_ADAMW ? "adamw" : "?";
-}
-
-/* trainer.safetensors: the rule's state per tensor + the scalars in metadata.
-   Sharded, AdamW's per-element state is gathered (every rank takes part, the
-   writer writes), so a checkpoint does not depend on the number of ranks. */
-static int lomo__trainer_write(const lomo_trainer *t, const char *path, int writer) {
-    const lomo_model *m = t->m;
-    int n = 0, i, k, rc = 0, sharded = t->comm && t->o.optimizer == LOMO_OPT_ADAMW;
-    lomo__st_out *outs = (lomo__st_out *)lomo__calloc((size_t)m->n_tensors * 2 + 1, sizeof *outs);
-    char (*names)[112] = (char (*)[112])lomo__calloc((size_t)m->n_tensors * 2 + 1, 112);
-    float **host = (float **)lomo__calloc((size_t)m->n_tensors * 2 + 1, sizeof(float *));
-    char step[32], scale[32], clean[32], opt[16], seed[32];
-    const char *meta[] = {"format", "lomo-trainer", "step", step, "loss_scale", scale, "clean_steps", clean,
-                          "optimizer", opt, "seed", seed, NULL};
-    if (!outs || !names || !host) {
-        rc = lomo__fail("%s: out of host memory (%zu bytes for the table of %d tensors)", path,
-                        ((size_t)m->n_tensors * 2 + 1) * (sizeof *outs + 112 + sizeof(float *)), m->n_tensors);
-        goto done;
-    }
-    for (i = 0; i < m->n_tensors && !rc; i++) {
-        const lomo_tensor *p = &m->tensors[i];
-        for (k = 0; k < 2; k++) {
-            float *s = k ? t->s2[i] : t->s1[i];
-            int64_t len;
-            size_t cap;
-            if (!s) continue;
-            len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
-            cap = sharded ? (size_t)lomo__shard_cap(m, p) : (size_t)len;
-            if (!(host[n] = (float *)lomo__malloc(sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4))) {
-                rc = lomo__fail("%s: out of host memory (%zu bytes for the optimizer state of '%s')", path,
-                                sizeof(float) * cap * (sharded ? (size_t)t->comm->size : 1) + 4, p->name);
-                break;
-            }
-            if (sharded) {   /* the shards, through a backend buffer, in rank order */
-                lomo_model *mm = (lomo_model *)m;
-                float *full = (float *)lomo__alloc(mm, LOMO_MEM_COMM, sizeof(float) * cap * (size_t)t->comm->size);
-                if (!full || t->comm->all_gather(t->comm->ctx, full, s, sizeof(float) * cap)) { rc = -1; break; }
-                m->be->download(m->be->ctx, host[n], full, sizeof(float) * (size_t)len);
-                lomo__free(mm, LOMO_MEM_COMM, full, sizeof(float) * cap * (size_t)t->comm->size);
-            } else m->be->download(m->be->ctx, host[n], s, sizeof(float) * (size_t)len);
-            snprintf(names[n], 112, "%s.%s", k ? "s2" : "s1", p->name);
-            outs[n].name = names[n]; outs[n].dtype = LOMO__ST_F32; outs[n].ndim = 1; outs[n].shape[0] = len;
-            outs[n].data = host[n];
-            n++;
-        }
-    }
-    snprintf(step, sizeof step, "%lld", (long long)t->step);
-    snprintf(scale, sizeof scale, "%.9g", t->scale);
-    snprintf(clean, sizeof clean, "%d", t->clean_steps);
-    snprintf(opt, sizeof opt, "%s", lomo__opt_name(t->o.optimizer));
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->o.seed);
-    if (!rc && writer) rc = lomo__st_save(path, outs, n, meta);
-done:
-    for (i = 0; host && i < n; i++) LOMO_FREE(host[i]);
-    LOMO_FREE(host); LOMO_FREE(outs); LOMO_FREE(names);
-    return rc;
-}
-
-LOMODEF int lomo_trainer_resume(lomo_trainer *t, const char *dir) {
-    char path[1100], buf[64];
-    lomo__st_file f;
-    lomo__json j;
-    int i, k, meta;
-    lomo_model *m = t->m;
-    float *host = NULL;
-    long long step = 0, clean = 0;
-    double scale = 1.0;
-    if (lomo__path_join(path, sizeof path, dir, "trainer.safetensors") || lomo__st_open(&f, path)) return -1;
-    /* the scalars live in the header's __metadata__ */
-    {
-        uint64_t hl;
-        memcpy(&hl, f.map, 8);
-        if (lomo__json_parse(&j, (const char *)f.map + 8, (size_t)hl, path)) { lomo__st_close(&f); return -1; }
-    }
-    meta = lomo__json_get(&j, 0, "__metadata__");
-    {   /* every scalar validated before any is taken: a bad file changes nothing */
-        int opt = -1;
-        char *end;
-        static const char *const legacy[3] = { "0", "1", "2" };   /* before 0.5 the optimizer was written as a number */
-#define LOMO__META(key) (lomo__json_str(&j, lomo__json_get(&j, meta, key), buf, sizeof buf) >= 0)
-        if (!LOMO__META("format") || strcmp(buf, "lomo-trainer")) {
-            lomo__fail("%s: __metadata__ field 'format': expected \"lomo-trainer\", found %s", path,
-                       LOMO__META("format") ? buf : "nothing (not a trainer state written by lomo)");
-            goto fail;
-        }
-        if (LOMO__META("optimizer"))
-            for (k = 0; k < 3; k++) if (!strcmp(buf, lomo__opt_name(k)) || !strcmp(buf, legacy[k])) opt = k;
-        if (opt < 0) {
-            lomo__fail("%s: __metadata__ field 'optimizer': unknown optimizer '%s' (expected lomo, adalomo or adamw)", path,
-                       LOMO__META("optimizer") ? buf : "(missing)");
-            goto fail;
-        }
-        if (opt != t->o.optimizer) {
-            lomo__fail("%s: trainer state is for optimizer %s, this trainer runs %s", path, lomo__opt_name(opt),
-                       lomo__opt_name(t->o.optimizer));
-            goto fail;
-        }
-        errno = 0;
-        if (!LOMO__META("step") || !buf[0] || buf[0] == '-' || buf[0] == '+' || buf[0] == ' ' ||
-            (step = strtoll(buf, &end, 10), *end) || errno || step < 0 || step > ((long long)1 << 53)) {
-            lomo__fail("%s: __metadata__ field 'step': expected an integer in [0, 2^53], found %s", path,
-                       LOMO__META("step") ? buf : "nothing");
-            goto fail;
-        }
-        errno = 0;
-        if (!LOMO__META("loss_scale") || !buf[0] || buf[0] == ' ' ||
-            (scale = strtod(buf, &end), *end) || !(scale > 0) || !((float)scale > 0) || !isfinite((float)scale)) {
-            lomo__fail("%s: __metadata__ field 'loss_scale': expected a finite number > 0, found %s", path,
-                       LOMO__META("loss_scale") ? buf : "nothing");
-            goto fail;
-        }
-        errno = 0;
-        if (!LOMO__META("clean_steps") || !buf[0] || buf[0] == '-' || buf[0] == '+' || buf[0] == ' ' ||
-            (clean = strtoll(buf, &end, 10), *end) || errno || clean < 0 || clean > 0x7fffffff) {
-            lomo__fail("%s: __metadata__ field 'clean_steps': expected an integer in [0, 2^31), found %s", path,
-                       LOMO__META("clean_steps") ? buf : "nothing");
-            goto fail;
-        }
-#undef LOMO__META
-    }
-    if (t->opt_floats) {
-        if (!(host = (float *)lomo__malloc(sizeof(float) * t->opt_floats))) {
-            lomo__fail("%s: out of host memory (%zu bytes staging the optimizer state)", path, sizeof(float) * t->opt_floats);
-            goto fail;
-        }
-        for (i = 0; i < m->n_tensors; i++)
-            for (k = 0; k < 2; k++) {
-                char name[112];
-                float *s = k ? t->s2[i] : t->s1[i];
-                const lomo__st_tensor *st;
-                const lomo_tensor *p = &m->tensors[i];
-                int64_t len;
-                if (!s) continue;
-                len = t->o.optimizer == LOMO_OPT_ADAMW ? p->numel : p->ndim == 2 ? p->shape[k] : p->numel;
-                snprintf(name, sizeof name, "%s.%s", k ? "s2" : "s1", p->name);
-                if (!(st = lomo__st_find(&f, name)) || st->numel != len || st->dtype != LOMO__ST_F32) {
-                    lomo__fail("%s: optimizer state '%s' missing or not F32[%lld]", path, name, (long long)len);
-                    goto fail;
-                }
-                {   /* finite, and the second-moment statistics (all of AdaLomo's, AdamW's v) >= 0 */
-                    int64_t e;
-                    int nonneg = t->o.optimizer == LOMO_OPT_ADALOMO || k == 1;
-                    for (e = 0; e < len; e++) {
-                        float x;
-                        memcpy(&x, (const unsigned char *)st->data + 4 * e, 4);
-                        if (!isfinite(x) || (nonneg && x < 0)) {
-                            lomo__fail("%s: optimizer state '%s': element %lld is %g (expected a finite number%s)", path,
-                                       name, (long long)e, (double)x, nonneg ? " >= 0" : "");
-                            goto fail;
-                        }
-                    }
-                }
-                if (t->comm && t->o.optimizer == LOMO_OPT_ADAMW)   /* this rank's elements, zero padding */
-                    for (int64_t e = 0; e < lomo__shard_cap(m, p); e++)
-                        if (e < p->shard_len) memcpy(&host[(s - t->opt_mem) + e], (const unsigned char *)st->data + 4 * (p->shard_off + e), 4);
-                        else host[(s - t->opt_mem) + e] = 0.0f;   /* (the data may sit at any byte offset) */
-                else memcpy(host + (s - t->opt_mem), st->data, sizeof(float) * (size_t)len);
-            }
-        m->be->upload(m->be->ctx, t->opt_mem, host, sizeof(float) * t->opt_floats);
-    }
-    t->step = step; t->scale = (float)scale; t->clean_steps = (int)clean;
-    LOMO_FREE(host);
-    lomo__json_free(&j);
-    lomo__st_close(&f);
-    return 0;
-fail:
-    LOMO_FREE(host);
-    lomo__json_free(&j);
-    lomo__st_close(&f);
-    return -1;
-}
-
-LOMODEF size_t lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
-    return lomo_memory_formula(&m->cfg, o, per_tag);   /* m->cfg.dtype is the storage dtype */
-}
-
-/* The doc block's formula: see "Memory" at the top of this file. */
-LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
-    size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
-           V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
-           kvd = (size_t)c->n_kv_heads * c->head_dim, M = o->micro_batches > 1 ? (size_t)o->micro_batches : 1;
-    size_t hd = c->head_dim, extra_v = (c->qk_norm ? 2 * hd : 0) + (c->gemma ? 2 * C : 0);   /* 0.5's vectors */
-    size_t layer_p = 2 * C + C * (2 * qd + 2 * kvd) + 3 * C * H + extra_v;
-    size_t P = V * C * (c->tie_embeddings ? 1 : 2) + C + L * layer_p;
-    size_t layer = 3 * C + 2 * qd + 2 * kvd + 3 * H       /* one layer's working set per token */
-                 + (c->qk_norm ? qd + kvd : 0) + (c->gemma ? 2 * C : 0);
-    size_t biggest = V * C > H * C ? V * C : H * C;       /* the largest single tensor */
-    size_t S = (o->checkpointing || M > 1) ? 1 : L, bytes = c->dtype == LOMO_F32 ? 4 : 2;
-    size_t t[LOMO_MEM_NTAGS] = {0}, total = 0;
-    int i;
-    if (qd * C > biggest) biggest = qd * C;
-    if (c->fused_proj && (qd + 2 * kvd) * C > biggest) biggest = (qd + 2 * kvd) * C;   /* qkv_proj */
-    if (c->fused_proj && 2 * H * C > biggest) biggest = 2 * H * C;                    /* gate_up_proj */
-    if (M > 1 && layer_p > biggest) biggest = layer_p;   /* one layer's gradients at once */
-    t[LOMO_MEM_PARAMS] = bytes * P;
-    t[LOMO_MEM_ACTIVATIONS] = 4 * (N * (M * (L + 1) * C + S * layer + C) + (size_t)lomo__head_rows(c, o) * V);
-    t[LOMO_MEM_GRADIENTS] = 4 * biggest;
-    t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
-    if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */
-    if (!o->update && o->optimizer == LOMO_OPT_ADAMW) t[LOMO_MEM_OPTIMIZER] = 8 * P;
-    if (!o->update && o->optimizer == LOMO_OPT_ADALOMO)   /* rows + cols per matrix, numel per vector */
-        t[LOMO_MEM_OPTIMIZER] = 4 * ((V + C) * (c->tie_embeddings ? 1 : 2) + C +
-                                     L * (2 * C + (qd + C) * 2 + (kvd + C) * 2 + 3 * (H + C) +
-                                          (c->qkv_bias ? qd + 2 * kvd : 0) + (c->o_bias ? C : 0) + extra_v
-                                          /* fused: one rows + cols for qkv and for gate_up */
-                                          - (c->fused_proj ? 2 * C + C : 0)));
-    for (i = 0; i < LOMO_MEM_NTAGS; i++) { if (per_tag) per_tag[i] = t[i]; total += t[i]; }
-    return total;
-}
-
-/* ======================================================================== */
-/* generation: KV cache, sampling (LOMO_NO_GENERATE)                        */
-/* ======================================================================== */
 #ifndef LOMO_NO_GENERATE
 
 /* A KV cache and what one forward of up to `chunk` new tokens needs. t is a
@@ -10985,6 +10931,109 @@ LOMODEF int lomo_eos_ids(const char *dir, int32_t *ids, int cap) {
 #else   /* LOMO_NO_GENERATE: the forward's generation branch is never taken */
 static void lomo__kv_attn(lomo_trainer *t, int l, lomo__acts *a) { (void)t; (void)l; (void)a; }
 #endif /* LOMO_NO_GENERATE */
+
+/* ======================================================================== */
+/* 14. sharding: the MPI communicator (only with LOMO_MPI)                  */
+/* ======================================================================== */
+
+#ifdef LOMO_MPI
+#include <limits.h>
+#include <time.h>
+
+typedef struct lomo__mpi { MPI_Comm comm; double timeout; } lomo__mpi;
+
+static double lomo__wall(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* waits for one non-blocking collective, or gives up after the timeout and
+   takes the whole job down with a message (MPI has no way to cancel it) */
+static int lomo__mpi_wait(lomo__mpi *c, MPI_Request *req, const char *what) {
+    double t0 = lomo__wall();
+    int done = 0, rank = 0, size = 0;
+    while (!done) {
+        if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return lomo__fail("MPI %s failed", what);
+        if (!done && lomo__wall() - t0 > c->timeout) {
+            MPI_Comm_rank(c->comm, &rank);
+            MPI_Comm_size(c->comm, &size);
+            lomo__fail("MPI %s: no answer from the other ranks after %.0f s (rank %d of %d): a rank died, hangs, "
+                       "or is running different work; aborting the job (LOMO_COMM_TIMEOUT sets the limit)",
+                       what, c->timeout, rank, size);
+            fprintf(stderr, "lomo: %s\n", lomo_error());
+            fflush(stderr);
+            MPI_Abort(c->comm, 3);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int lomo__mpi_all_reduce(void *ctx, void *buf, size_t n, int is_double) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    size_t esz = is_double ? 8 : 4, done = 0;
+    while (done < n) {   /* counts are ints */
+        size_t k = n - done < (size_t)INT_MAX ? n - done : (size_t)INT_MAX;
+        MPI_Request req;
+        if (MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + done * esz, (int)k, is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM,
+                           c->comm, &req) != MPI_SUCCESS) return lomo__fail("MPI all_reduce failed to start");
+        if (lomo__mpi_wait(c, &req, "all_reduce")) return -1;
+        done += k;
+    }
+    return 0;
+}
+
+static int lomo__mpi_all_gather(void *ctx, void *dst, const void *src, size_t bytes) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    MPI_Request req;
+    if (bytes > (size_t)INT_MAX) return lomo__fail("MPI all_gather: %zu bytes per rank is over the int limit", bytes);
+    if (MPI_Iallgather(src, (int)bytes, MPI_BYTE, dst, (int)bytes, MPI_BYTE, c->comm, &req) != MPI_SUCCESS)
+        return lomo__fail("MPI all_gather failed to start");
+    return lomo__mpi_wait(c, &req, "all_gather");
+}
+
+static int lomo__mpi_reduce_scatter(void *ctx, float *dst, const float *src, size_t n) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    MPI_Request req;
+    if (n > (size_t)INT_MAX) return lomo__fail("MPI reduce_scatter: %zu elements per rank is over the int limit", n);
+    if (MPI_Ireduce_scatter_block(src, dst, (int)n, MPI_FLOAT, MPI_SUM, c->comm, &req) != MPI_SUCCESS)
+        return lomo__fail("MPI reduce_scatter failed to start");
+    return lomo__mpi_wait(c, &req, "reduce_scatter");
+}
+
+static int lomo__mpi_broadcast(void *ctx, void *buf, size_t bytes, int root) {
+    lomo__mpi *c = (lomo__mpi *)ctx;
+    MPI_Request req;
+    if (bytes > (size_t)INT_MAX) return lomo__fail("MPI broadcast: %zu bytes is over the int limit", bytes);
+    if (MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->comm, &req) != MPI_SUCCESS) return lomo__fail("MPI broadcast failed to start");
+    return lomo__mpi_wait(c, &req, "broadcast");
+}
+
+LOMODEF lomo_comm *lomo_mpi_comm(MPI_Comm comm) {
+    lomo_comm *c = (lomo_comm *)lomo__calloc(1, sizeof *c);
+    lomo__mpi *x = (lomo__mpi *)lomo__calloc(1, sizeof *x);
+    const char *env = getenv("LOMO_COMM_TIMEOUT");
+    if (!c || !x) { LOMO_FREE(c); LOMO_FREE(x); lomo__fail("out of host memory"); return NULL; }
+    x->comm = comm;
+    x->timeout = env && atof(env) > 0 ? atof(env) : 600.0;
+    MPI_Comm_rank(comm, &c->rank);
+    MPI_Comm_size(comm, &c->size);
+    c->name = "mpi";
+    c->ctx = x;
+    c->all_reduce_sum = lomo__mpi_all_reduce;
+    c->all_gather = lomo__mpi_all_gather;
+    c->reduce_scatter_sum = lomo__mpi_reduce_scatter;
+    c->broadcast = lomo__mpi_broadcast;
+    return c;
+}
+
+LOMODEF void lomo_mpi_comm_free(lomo_comm *c) {
+    if (!c) return;
+    LOMO_FREE(c->ctx);
+    LOMO_FREE(c);
+}
+#endif /* LOMO_MPI */
 
 #endif /* LOMO__IMPLEMENTED */
 #endif /* LOMO_IMPLEMENTATION */
