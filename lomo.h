@@ -1352,7 +1352,7 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void);
    NULL with lomo_error() for a spec of another form, a build without LOMO_CUDA
    (naming the define), or a device CUDA cannot start. The table is the library's:
    pass it to lomo_load_opts.backend, copy it to change an op, never free it. */
-LOMODEF lomo_backend *lomo_backend_open(const char *spec);
+LOMODEF const lomo_backend *lomo_backend_open(const char *spec);
 #ifdef LOMO_CUDA
 const lomo_backend *lomo_cuda_backend(int device);   /* lomo_cuda.cuh */
 #endif
@@ -3014,10 +3014,10 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
     return &be;
 }
 
-LOMODEF lomo_backend *lomo_backend_open(const char *spec) {
+LOMODEF const lomo_backend *lomo_backend_open(const char *spec) {
     long device = 0;
     const char *p;
-    if (spec && !strcmp(spec, "cpu")) return (lomo_backend *)lomo_cpu_backend();
+    if (spec && !strcmp(spec, "cpu")) return lomo_cpu_backend();
     if (!spec || strncmp(spec, "cuda", 4) || (spec[4] && (spec[4] != ':' || !spec[5]))) goto bad;
     for (p = spec[4] ? spec + 5 : spec + 4; *p; p++) {   /* "cuda:N": N decimal digits, at most INT_MAX */
         if (*p < '0' || *p > '9') goto bad;
@@ -3025,7 +3025,7 @@ LOMODEF lomo_backend *lomo_backend_open(const char *spec) {
         if (device > INT_MAX) goto bad;
     }
 #ifdef LOMO_CUDA
-    return (lomo_backend *)lomo_cuda_backend((int)device);
+    return lomo_cuda_backend((int)device);
 #else
     lomo__fail("backend \"%.64s\": the CUDA backend is not compiled in: define LOMO_CUDA (e.g. -DLOMO_CUDA) "
                "and link lomo_cuda.cuh's implementation, an object nvcc compiles from a .cu file that defines "
