@@ -3131,6 +3131,9 @@ struct lomo_trainer {
     int32_t *tok_host;          /* this step's tokens (M * N), for pad_token_id */
     lomo_kv *kv;                /* generation only (a lomo_kv's own forward context): attention through the KV cache */
     int hc;                     /* rows of the logits buffer (lomo__head_rows): N, or a chunk of the head */
+    int acts_top;               /* checkpointing, M == 1: the shared working set still holds layer acts_top - 1's
+                                   forward (the forward's last layer), so the backward's first layer skips its
+                                   recompute; 0: it holds nothing a backward may reuse */
 };
 
 static size_t lomo__acts_floats(const lomo_config *c, int N) {
@@ -3784,6 +3787,9 @@ static int lomo__forward(lomo_trainer *t, int64_t count, int with_grad, float *l
             lomo__layer_fwd(t, l, lomo__xs(t, m, l), &t->acts[t->o.checkpointing ? 0 : l], lomo__xs(t, m, l + 1));
         sum += lomo__head_fwd(t, m, dscale, with_grad && M == 1);
     }
+    /* the top layer's working set is the one its backward would recompute (the
+       same kernels on the same inputs): kept for the first backward pass */
+    t->acts_top = t->o.checkpointing && with_grad && M == 1 ? c->n_layers : 0;
     if (lomo__phase_check(t, "sharded forward")) return -1;
     if (t->comm) {   /* every rank's tokens; the 2^-24 units sum exactly in double below 2^53 */
         double q[3];
@@ -3948,7 +3954,8 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     float *dx = t->dx + (size_t)m * N * C;
     lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
     const float *ifr = lomo__layer_inv_freq(t, l), *dmo = dx, *dao = dx;
-    if (t->o.checkpointing) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
+    if (t->o.checkpointing && t->acts_top != l + 1) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
+    t->acts_top = 0;   /* the next layer, or a second pass, recomputes */
     if (c->gemma) {   /* x_out = xmid + norm(mo): dmo into dln */
         be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
         lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_mlp_norm, m), dx, a->mo, w->post_mlp_norm, a->rstdmo, N, C);

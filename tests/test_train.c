@@ -3,7 +3,9 @@
      the backward, clip by norm and value, weight decay) give the weights of k
      steps of "compute all gradients, then apply the rule" (the rule written
      here independently, in double), <= 1e-6 relative per tensor;
-   - checkpointing on and off give bitwise the same weights;
+   - checkpointing on and off give bitwise the same weights, with one pass and
+     with the two-pass clip; the backward recomputes every layer but the top one
+     (its working set is the forward's), and all of them in a second pass;
    - the hook sees every tensor exactly once per step, top down, also with the
      two-pass norm clipping (pass one updates nothing);
    - the gradient buffer's peak is the largest tensor in fp32; the total peak
@@ -140,11 +142,56 @@ static void test_fused_equals_unfused(int tied, int ckpt) {
     lomo_model_free(fused); lomo_model_free(ref);
 }
 
-static void test_checkpointing_bitwise(void) {
+/* matmul_fwd calls counted through a copy of the CPU table: with checkpointing
+   the backward recomputes every layer's forward but the top one, whose working
+   set the forward has just left (a second pass, for clipping, recomputes all) */
+static int n_fwd;
+static lomo_backend counting_be;
+static void counting_fwd(void *ctx, float *y, const float *x, const lomo_tensor *w, const lomo_tensor *b, int N, int K,
+                         int O, int accumulate) {
+    n_fwd++;
+    lomo_cpu_backend()->matmul_fwd(ctx, y, x, w, b, N, K, O, accumulate);
+}
+static int fwd_calls_per_step(int ckpt, float clip) {
+    lomo_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    counting_be = *lomo_cpu_backend();
+    counting_be.matmul_fwd = counting_fwd;
+    counting_be.matmul_fwd_n = NULL;   /* Q/K/V, gate/up as single calls: counted */
+    lo.backend = &counting_be;
+    lomo_config c;
+    lomo_config_default(&c, 16, 40, 3, 4, 2, 29);
+    lomo_model *m = lomo_model_new(&c, &lo);
+    lomo_model_init_random(m, 5, 0.3f);
+    lomo_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.batch = B; o.seq_len = T; o.checkpointing = ckpt; o.clip_norm = clip;
+    lomo_trainer *t = lomo_trainer_new(m, &o);
+    int32_t tok[B * T], lab[B * T];
+    random_batch(tok, lab, B * T, 29);
+    n_fwd = 0;
+    CHECK(t && lomo_step(t, tok, lab, 0.01f, NULL) == 0, "counted step: %s", lomo_error());
+    int n = n_fwd;
+    lomo_trainer_free(t);
+    lomo_model_free(m);
+    return n;
+}
+static void test_checkpointing_recompute(void) {
+    const int L = 3;
+    int plain = fwd_calls_per_step(0, 0), ck = fwd_calls_per_step(1, 0), ck2 = fwd_calls_per_step(1, 1.0f);
+    int k = (ck2 - ck) / L;   /* one layer's recompute (Q, K, V, O, gate, up; not down): the second pass does all L */
+    printf("matmul_fwd calls per step: %d without checkpointing, %d with, %d with the two-pass clip (%d per layer)\n",
+           plain, ck, ck2, k);
+    CHECK(k >= 6 && ck2 - ck == L * k, "a second pass should recompute all %d layers: %d vs %d calls", L, ck2, ck);
+    CHECK(ck - plain == (L - 1) * k, "checkpointing should recompute %d layers (%d calls), recomputed %d calls", L - 1,
+          (L - 1) * k, ck - plain);
+}
+
+static void test_checkpointing_bitwise(float clip) {   /* clip 0: one pass; > 0: two (the norm pass first) */
     lomo_model *a = make_model(1, 3), *b = make_model(1, 3);
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
-    o.batch = B; o.seq_len = T; o.clip_norm = 1.0f; o.weight_decay = 0.01f;
+    o.batch = B; o.seq_len = T; o.clip_norm = clip; o.weight_decay = 0.01f;
     lomo_trainer *ta = lomo_trainer_new(a, &o);
     o.checkpointing = 1;
     lomo_trainer *tb = lomo_trainer_new(b, &o);
@@ -154,7 +201,7 @@ static void test_checkpointing_bitwise(void) {
         lomo_step(ta, tok, lab, 0.1f, NULL);
         lomo_step(tb, tok, lab, 0.1f, NULL);
     }
-    CHECK(bitwise_equal(a, b), "checkpointing on/off differ: %g", max_rel_diff(a, b, NULL));
+    CHECK(bitwise_equal(a, b), "checkpointing on/off differ (clip %g): %g", clip, max_rel_diff(a, b, NULL));
     lomo_trainer_free(ta); lomo_trainer_free(tb);
     lomo_model_free(a); lomo_model_free(b);
 }
@@ -415,7 +462,9 @@ int main(void) {
     test_fused_equals_unfused(0, 0);
     test_fused_equals_unfused(1, 0);
     test_fused_equals_unfused(1, 1);
-    test_checkpointing_bitwise();
+    test_checkpointing_bitwise(0.0f);
+    test_checkpointing_bitwise(1.0f);
+    test_checkpointing_recompute();
     test_hook_order(0);
     test_hook_order(1);
     test_memory(0);
