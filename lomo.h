@@ -1843,6 +1843,29 @@ static float lomo__dot(const float *a, const float *b, int n) {
     return s;
 }
 
+/* max and sum of x[0..n-1] in eight fixed lanes (lane l takes i = l mod 8, in
+   order; the lanes combine in a fixed tree), so that the loops vectorise and
+   the result is the same in every build and on any thread count */
+static float lomo__max8(const float *x, int n) {
+    float m[8], r;
+    int i, l;
+    for (l = 0; l < 8; l++) m[l] = -INFINITY;
+    for (i = 0; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+    for (l = 0; i + l < n; l++) m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+    r = m[0];
+    for (l = 1; l < 8; l++) r = m[l] > r ? m[l] : r;
+    return r;
+}
+static float lomo__sum8(const float *x, int n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i, l;
+    for (i = 0; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) s[l] += x[i + l];
+    for (l = 0; i + l < n; l++) s[l] += x[i + l];
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
 static void lomo__axpy(float *y, float a, const float *x, int n) {
     int i;
     LOMO__OMP(simd)
@@ -2246,14 +2269,14 @@ static void lomo__cpu_attn_ex_fwd(void *ctx, float *out, float *lse, const float
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qt, (int)qs, kb, (int)ks,
                         0.0f, S, nk);
             for (i = 0; i < nq; i++) {
-                float *sr = S + (size_t)i * nk, mx = -INFINITY, sum = 0.0f, inv;
+                float *sr = S + (size_t)i * nk, mx, sum, inv;
                 int j0 = lomo__attn_first(t0 + i, window) - k0, n = t0 + i + 1 - k0;   /* keys this row may see */
                 if (cap > 0)
                     for (j = j0; j < n; j++) sr[j] = cap * tanhf(sr[j] / cap);
-                for (j = j0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+                mx = lomo__max8(sr + j0, n - j0);
                 LOMO__OMP(simd)
                 for (j = j0; j < n; j++) sr[j] = lomo__expf(sr[j] - mx);
-                for (j = j0; j < n; j++) sum += sr[j];   /* in order, as 0.5 summed it */
+                sum = lomo__sum8(sr + j0, n - j0);
                 inv = 1.0f / sum;
                 LOMO__OMP(simd)
                 for (j = j0; j < n; j++) sr[j] *= inv;
