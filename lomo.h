@@ -1843,6 +1843,7 @@ static float lomo__dot(const float *a, const float *b, int n) {
     return s;
 }
 
+#ifdef LOMO_CBLAS   /* (the BLAS attention's softmax) */
 /* max and sum of x[0..n-1] in eight fixed lanes (lane l takes i = l mod 8, in
    order; the lanes combine in a fixed tree), so that the loops vectorise and
    the result is the same in every build and on any thread count */
@@ -1865,6 +1866,7 @@ static float lomo__sum8(const float *x, int n) {
     for (l = 0; i + l < n; l++) s[l] += x[i + l];
     return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
 }
+#endif
 
 static void lomo__axpy(float *y, float a, const float *x, int n) {
     int i;
@@ -2001,10 +2003,16 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
    omp_get_max_threads() alone (one per thread, split at multiples of 64),
    not by the team lomo__nt picks for this region: a thread slowed by other
    load leaves its block to another thread, and the result is the same. */
+/* C = alpha op(A) op(B) + beta C, split the same way */
+static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K,
                               const float *A, int lda, const float *B, int ldb, int accumulate,
                               float *C, int ldc) {
-    float beta = accumulate ? 1.0f : 0.0f;
+    lomo__sgemm_split_ab(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+}
+static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int D = M >= N ? M : N, P = 1, blk;
 #ifdef _OPENMP
     P = omp_get_max_threads();
@@ -2017,11 +2025,11 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
         int hi = blk == P - 1 ? D : (int)((long long)D * (blk + 1) / P) & ~63;
         if (M >= N) {   /* rows of C: rows of op(A) */
             const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
-            if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
+            if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
                                      C + (size_t)lo * ldc, ldc);
         } else {        /* columns of C: columns of op(B) */
             const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
-            if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
+            if (hi > lo) cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta,
                                      C + lo, ldc);
         }
     }
@@ -2820,13 +2828,25 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
    linear_update): rows r0..r0+R-1 of dW = dy^T x into gbuf (R = the rows that
    fit), then update's LOMO kernel on those rows of w, with shard_off moved by
    r0 K so that each element's rounding hash is the one of the whole-tensor
-   update. The CPU table leaves linear_update NULL (the hook path, bitwise as
-   before); this is the reference that tests install in a copy of the table. */
+   update. With BLAS, fp32 w is updated by the dW GEMM itself (alpha = -lr
+   coef, beta = the decay; no gradient buffer, no separate pass, last bits
+   rounded once instead of twice), and the CPU table installs this op; the
+   plain-loops build leaves linear_update NULL (the hook path), and tests
+   install this, bitwise equal to the hook path there, in a copy of the table. */
 static void lomo__cpu_linear_update(void *ctx, lomo_tensor *w, const float *dy, const float *x, int N, int K, int O,
                                     float *gbuf, size_t gbuf_floats, const lomo_update_args *a) {
     lomo__cpu *c = (lomo__cpu *)ctx;
     size_t es = w->dtype == LOMO_F32 ? 4 : 2;
     int R = gbuf_floats / (size_t)K < (size_t)O ? (int)(gbuf_floats / (size_t)K) : O, r0, ok = 1;
+#ifdef LOMO_CBLAS
+    if (w->dtype == LOMO_F32) {   /* fp32: the GEMM itself applies the rule, w = decay w - lr coef dy^T x */
+        float alpha = -(a->lr * (a->inv_loss_scale * a->clip_coef)), decay = 1.0f - a->lr * a->weight_decay;
+        (void)gbuf; (void)gbuf_floats; (void)R; (void)ok; (void)r0; (void)es;
+        lomo__sgemm_split_ab(CblasTrans, CblasNoTrans, O, K, N, alpha, dy, O, x, K, decay, (float *)w->data, K);
+        if (c) c->fin_data = NULL;   /* all_finite reads the tensor back */
+        return;
+    }
+#endif
     if (R < 1) {
         if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "linear_update: %zu floats of gradient buffer hold no row of %s (%d)",
                                       gbuf_floats, w->name, K); }
@@ -3039,7 +3059,11 @@ LOMODEF const lomo_backend *lomo_cpu_backend(void) {
         be.attn_ex_fwd = lomo__cpu_attn_ex_fwd; be.attn_ex_bwd = lomo__cpu_attn_ex_bwd;
         be.cross_entropy_softcap = lomo__cpu_cross_entropy_softcap; be.rope_ex = lomo__cpu_rope_ex;
         be.rope_at = lomo__cpu_rope_at; be.attn_kv = lomo__cpu_attn_kv;
-        (void)lomo__cpu_linear_update;   /* linear_update stays NULL here: see there */
+#ifdef LOMO_CBLAS
+        be.linear_update = lomo__cpu_linear_update;   /* fp32: fused into the dW GEMM; 16-bit: as the hook path */
+#else
+        (void)lomo__cpu_linear_update;   /* the plain-loops build: the hook path */
+#endif
         be.matmul_fwd_n = lomo__cpu_matmul_fwd_n;
 #ifdef LOMO_CBLAS
         be.name = "cpu+cblas";
