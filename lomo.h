@@ -2529,7 +2529,7 @@ static void lomo__cpu_rmsnorm_ex_fwd(void *ctx, float *y, float *rstd, const flo
     const float *w = lomo__f32(ctx, wt);
     int n;
     if (!w) return;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(3.0 * N * C)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C;
         float *yn = y + (size_t)n * C;
@@ -2548,7 +2548,7 @@ static void lomo__cpu_rmsnorm_ex_bwd(void *ctx, float *dx, float *dw, const floa
     const float *w = lomo__f32(ctx, wt);
     int n, i;
     if (!w) return;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(6.0 * N * C)
     for (n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C, *dyn = dy + (size_t)n * C;
         float *dxn = dx + (size_t)n * C;
@@ -2558,7 +2558,7 @@ static void lomo__cpu_rmsnorm_ex_bwd(void *ctx, float *dx, float *dw, const floa
         k = dot * r * r * r / C;
         for (j = 0; j < C; j++) dxn[j] += r * (off + w[j]) * dyn[j] - k * xn[j];
     }
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(3.0 * N * C)
     for (i = 0; i < C; i++) {
         float s = 0.0f;
         for (n = 0; n < N; n++) s += dy[(size_t)n * C + i] * x[(size_t)n * C + i] * rstd[n];
@@ -2569,7 +2569,7 @@ static void lomo__cpu_rmsnorm_ex_bwd(void *ctx, float *dx, float *dw, const floa
 static void lomo__cpu_scale(void *ctx, float *x, float s, size_t n) {
     long long i;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)n)
     for (i = 0; i < (long long)n; i++) x[i] *= s;
 }
 
@@ -2584,7 +2584,7 @@ static float lomo__gelu_tanh_grad(float x) {
 static void lomo__cpu_geglu_fwd(void *ctx, float *h, const float *g, const float *u, size_t n) {
     long long i;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(10.0 * n)
     for (i = 0; i < (long long)n; i++) h[i] = lomo__gelu_tanh(g[i]) * u[i];
 }
 
@@ -2593,7 +2593,7 @@ static void lomo__cpu_geglu_bwd(void *ctx, float *dg, float *du, const float *dh
                                 const float *u, size_t n) {
     long long i;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(20.0 * n)
     for (i = 0; i < (long long)n; i++) {
         float d = dh[i];
         du[i] = d * lomo__gelu_tanh(g[i]);
@@ -2605,7 +2605,7 @@ static void lomo__cpu_cross_entropy_softcap(void *ctx, float *losses, float *dlo
                                             const int32_t *targets, int N, int V, float dscale, float cap) {
     int n;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR(10.0 * N * V)
     for (n = 0; n < N; n++) {
         float *ln = logits + (size_t)n * V;
         float *dn = dlogits ? dlogits + (size_t)n * V : NULL;
@@ -2640,7 +2640,7 @@ static void lomo__cpu_rope_ex(void *ctx, float *x, const float *inv_freq, int B,
                               float mscale, int inverse) {
     int half = rot / 2, bt;
     (void)ctx;
-    LOMO__OMP(parallel for)
+    LOMO__PFOR((double)B * T * nh * hd)
     for (bt = 0; bt < B * T; bt++) {
         int t = bt % T, h, i;
         for (i = 0; i < half; i++) {
@@ -2888,12 +2888,12 @@ static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
     }
     if (p->dtype == LOMO_F32) {
         const uint32_t *w = (const uint32_t *)p->data;
-        LOMO__OMP(parallel for reduction(|:bad))
+        LOMO__PFOR_OR((double)n, bad)
         for (i = 0; i < n; i++) bad |= (w[i] & 0x7f800000u) == 0x7f800000u;
     } else {
         const uint16_t *w = (const uint16_t *)p->data;
         uint16_t e = p->dtype == LOMO_BF16 ? 0x7f80u : 0x7c00u;
-        LOMO__OMP(parallel for reduction(|:bad))
+        LOMO__PFOR_OR((double)n, bad)
         for (i = 0; i < n; i++) bad |= (w[i] & e) == e;
     }
     return !bad;
