@@ -437,6 +437,15 @@ VERSION HISTORY
         (backend, driver, rules) first, one internal declarations block,
         LOMO_NO_DATA and LOMO_NO_MC; LOMO_NO_GENERATE also hides the
         declarations. CONTRIBUTING.md.
+   0.7  CPU step: with checkpointing the backward's first layer reuses the
+        working set the forward just left (one layer's recompute less per
+        step, same bits); with BLAS the built-in LOMO rule on fp32 weights is
+        applied by the dW GEMM itself (the CPU table installs linear_update:
+        no gradient buffer pass, no update pass; fp32 weights move in the
+        last bits, 16-bit weights keep the hook path's bits); the fp32 LOMO
+        update loop vectorises; the BLAS attention's softmax max and sum in
+        eight fixed lanes (lomo__max8, lomo__sum8); every CPU parallel region
+        sized by lomo__nt (all_finite and the Qwen3/Gemma kernels were not).
 */
 #ifndef LOMO_H
 #define LOMO_H
