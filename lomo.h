@@ -284,8 +284,10 @@ GENERATION (see "generation: KV cache, sampling" below)
 
    A CPU decode step (one token) is bound by memory bandwidth: it reads every
    weight once. Its matmuls are GEMVs that stream the stored rows (fp32, or
-   bf16 at 2 bytes a weight) four at a time with wide SIMD, without packing
-   or BLAS; Q/K/V and gate/up run as one pass each (matmul_fwd_n), the LM head
+   bf16 at 2 bytes a weight) four at a time with wide SIMD (eight, in 256-bit
+   registers, where the compiler targets AVX2 and FMA: the same sums), without
+   packing or BLAS; on a host-memory backend the weights are one block, on
+   transparent huge pages where Linux has them (MADV_HUGEPAGE); Q/K/V and gate/up run as one pass each (matmul_fwd_n), the LM head
    as one GEMV over the vocabulary's rows; attention at one query works in
    tiles of keys on the stack; a decode step allocates nothing. Results do
    not depend on the thread count. bench/run_gen.sh prints the GB/s reached
@@ -432,7 +434,11 @@ VERSION HISTORY
         regions of the decode ops sized by the free cores, attention over the
         cache in stack tiles with a running softmax (no allocation per
         token); bench/run_gen.sh measures the machine's read bandwidth and
-        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16).
+        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16). With
+        AVX2+FMA the GEMV takes eight rows at a time in 256-bit registers and
+        widens bf16 256 bits wide (bit for bit the portable loop's sums);
+        the weights of a host-memory backend are one allocation (lomo_model
+        .param_block), advised to transparent huge pages on Linux.
         lomo.h reorganised: CONTENTS and numbered section banners, the spine
         (backend, driver, rules) first, one internal declarations block,
         LOMO_NO_DATA and LOMO_NO_MC; LOMO_NO_GENERATE also hides the
@@ -2009,7 +2015,8 @@ static void lomo__sgemm_split(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, 
 /* ---- one-token matmuls (generation's decode step) ----
    At batch 1 a matmul is a GEMV bound by memory bandwidth: each weight is
    read once per token. Rows go four at a time (x read once for four rows,
-   four independent accumulator chains of eight lanes), straight
+   four independent accumulator chains of eight lanes; eight at a time with
+   AVX2, see lomo__gemv8), straight
    from the stored rows: fp32, or bf16 widened in registers (2 bytes read per
    weight); no packing, no scratch, no BLAS call (OpenBLAS's M = 1 sgemm packs
    and is 2x slower). A row's value depends only on the row (a short last
@@ -2075,6 +2082,7 @@ static void lomo__gemv4(float *s, const float *x, const lomo_tensor *w, int r0, 
    was vectorised 128 bits wide there, and the widening, not memory, bounded it). */
 #include <immintrin.h>
 #define LOMO__GEMV_ROWS 8
+#define lomo__gemv_group lomo__gemv8
 static float lomo__hsum8(__m256 a) {
     __m128 v = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));   /* a[l] + a[l + 4] */
     v = _mm_add_ps(v, _mm_movehl_ps(v, v));                                           /* v0 + v2, v1 + v3 */
@@ -2120,7 +2128,7 @@ static void lomo__gemv8(float *s, const float *x, const lomo_tensor *w, int r0, 
 }
 #else
 #define LOMO__GEMV_ROWS 4
-#define lomo__gemv8 lomo__gemv4
+#define lomo__gemv_group lomo__gemv4
 #endif
 
 /* y_j (O_j) (+)= W_j (O_j,K) x + b_j for j < n <= 4; W_j fp32 or bf16 */
@@ -2141,7 +2149,7 @@ static void lomo__cpu_gemv_n(int n, float *const *y, const float *x, const lomo_
         while (u >= start[g + 1]) g++;
         r0 = (int)(u - start[g]) * LOMO__GEMV_ROWS;
         nr = O[g] - r0 < LOMO__GEMV_ROWS ? O[g] - r0 : LOMO__GEMV_ROWS;
-        lomo__gemv8(s, x, w[g], r0, nr, K);
+        lomo__gemv_group(s, x, w[g], r0, nr, K);
         for (o = 0; o < nr; o++) {
             float v = s[o] + (b[g] ? lomo__elem(b[g], (size_t)(r0 + o)) : 0.0f);
             y[g][r0 + o] = accumulate ? y[g][r0 + o] + v : v;
