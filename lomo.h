@@ -286,12 +286,13 @@ GENERATION (see "generation: KV cache, sampling" below)
    weight once. Its matmuls are GEMVs that stream the stored rows (fp32, or
    bf16 at 2 bytes a weight) four at a time with wide SIMD (eight, in 256-bit
    registers, where the compiler targets AVX2 and FMA: the same sums), without
-   packing or BLAS; on a host-memory backend the weights are one block, on
-   transparent huge pages where Linux has them (MADV_HUGEPAGE); Q/K/V and gate/up run as one pass each (matmul_fwd_n), the LM head
-   as one GEMV over the vocabulary's rows; attention at one query works in
-   tiles of keys on the stack; a decode step allocates nothing. Results do
-   not depend on the thread count. bench/run_gen.sh prints the GB/s reached
-   next to the machine's own read bandwidth.
+   packing or BLAS, from one block of weights on transparent huge pages where
+   Linux has them (MADV_HUGEPAGE); Q/K/V and gate/up run as one pass each
+   (matmul_fwd_n), the LM head as one GEMV over the vocabulary's rows;
+   attention at one query works in tiles of keys on the stack; a decode step
+   allocates nothing. Results do not depend on the thread count.
+   bench/run_gen.sh prints the GB/s reached next to the machine's own read
+   bandwidth.
 
 BACKENDS
 
@@ -4437,7 +4438,6 @@ static size_t lomo__stored_bytes(const lomo_model *m, const lomo_tensor *t) {
     return (size_t)lomo__shard_cap(m, t) * lomo__dtype_size(t->dtype);
 }
 
-/* LOMO__LAYER_TENSORS (beside lomo_layer) as an array, in row order */
 /* Every tensor's data. On a host-memory backend one block holds them all, each at a 64-byte
    boundary, and on Linux the block's whole 2 MiB pages are advised to transparent huge pages
    (MADV_HUGEPAGE; the block starts on one when it spans more than two): a decode step streams
@@ -4492,6 +4492,7 @@ static int lomo__alloc_params(lomo_model *m) {
     return 0;
 }
 
+/* LOMO__LAYER_TENSORS (beside lomo_layer) as an array, in row order */
 static const lomo__layer_row *lomo__layer_rows(void) {
 #define LOMO__ROW(f, kind, suffix, rows, cols, when, bwd, vof, vat) \
     { offsetof(lomo_layer, f), offsetof(lomo_layer, vof), kind, suffix, LOMO__DIM_##rows, LOMO__DIM_##cols, \
