@@ -284,12 +284,15 @@ GENERATION (see "generation: KV cache, sampling" below)
 
    A CPU decode step (one token) is bound by memory bandwidth: it reads every
    weight once. Its matmuls are GEMVs that stream the stored rows (fp32, or
-   bf16 at 2 bytes a weight) four at a time with wide SIMD, without packing
-   or BLAS; Q/K/V and gate/up run as one pass each (matmul_fwd_n), the LM head
-   as one GEMV over the vocabulary's rows; attention at one query works in
-   tiles of keys on the stack; a decode step allocates nothing. Results do
-   not depend on the thread count. bench/run_gen.sh prints the GB/s reached
-   next to the machine's own read bandwidth.
+   bf16 at 2 bytes a weight) four at a time with wide SIMD (eight, in 256-bit
+   registers, where the compiler targets AVX2 and FMA: the same sums), without
+   packing or BLAS, from one block of weights on transparent huge pages where
+   Linux has them (MADV_HUGEPAGE); Q/K/V and gate/up run as one pass each
+   (matmul_fwd_n), the LM head as one GEMV over the vocabulary's rows;
+   attention at one query works in tiles of keys on the stack; a decode step
+   allocates nothing. Results do not depend on the thread count.
+   bench/run_gen.sh prints the GB/s reached next to the machine's own read
+   bandwidth.
 
 BACKENDS
 
@@ -432,7 +435,11 @@ VERSION HISTORY
         regions of the decode ops sized by the free cores, attention over the
         cache in stack tiles with a running softmax (no allocation per
         token); bench/run_gen.sh measures the machine's read bandwidth and
-        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16).
+        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16). With
+        AVX2+FMA the GEMV takes eight rows at a time in 256-bit registers and
+        widens bf16 256 bits wide (bit for bit the portable loop's sums);
+        the weights of a host-memory backend are one allocation (lomo_model
+        .param_block), advised to transparent huge pages on Linux.
         lomo.h reorganised: CONTENTS and numbered section banners, the spine
         (backend, driver, rules) first, one internal declarations block,
         LOMO_NO_DATA and LOMO_NO_MC; LOMO_NO_GENERATE also hides the
@@ -657,6 +664,7 @@ typedef struct lomo_model {
                                     changing only the values lomo changed. NULL: lomo writes its own config */
     size_t config_json_len;
     lomo_tensor *views;          /* phi3: per layer wq, wk, wv, w_gate, w_up as row blocks of the fused tensors */
+    void *param_block;           /* host-memory backends: one allocation holding every tensor's data, else NULL */
 } lomo_model;
 
 typedef struct lomo_load_opts {
@@ -2048,7 +2056,8 @@ static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE t
 /* ---- one-token matmuls (generation's decode step) ----
    At batch 1 a matmul is a GEMV bound by memory bandwidth: each weight is
    read once per token. Rows go four at a time (x read once for four rows,
-   four independent accumulator chains of eight lanes), straight
+   four independent accumulator chains of eight lanes; eight at a time with
+   AVX2, see lomo__gemv8), straight
    from the stored rows: fp32, or bf16 widened in registers (2 bytes read per
    weight); no packing, no scratch, no BLAS call (OpenBLAS's M = 1 sgemm packs
    and is 2x slower). A row's value depends only on the row (a short last
@@ -2082,6 +2091,9 @@ static float lomo__bf16f(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; 
         t2 = LOMO__MADD(t2, LD(w2[k]), xk); t3 = LOMO__MADD(t3, LD(w3[k]), xk);                \
     }
 #define LOMO__ID(v) (v)
+#if defined(__AVX2__) && defined(__FMA__)
+#define LOMO__GEMV_AVX2 1
+#else
 static void lomo__gemv4(float *s, const float *x, const lomo_tensor *w, int r0, int nr, int K) {
     size_t k0 = (size_t)r0 * K, k1 = k0 + (size_t)(nr > 1) * K, k2 = k0 + (size_t)(nr > 2 ? 2 : nr - 1) * K,
            k3 = k0 + (size_t)(nr - 1) * K;
@@ -2098,8 +2110,67 @@ static void lomo__gemv4(float *s, const float *x, const lomo_tensor *w, int r0, 
     s[0] = ((a0[0] + a0[2]) + (a0[1] + a0[3])) + t0; s[1] = ((a1[0] + a1[2]) + (a1[1] + a1[3])) + t1;
     s[2] = ((a2[0] + a2[2]) + (a2[1] + a2[3])) + t2; s[3] = ((a3[0] + a3[2]) + (a3[1] + a3[3])) + t3;
 }
+#endif
 #undef LOMO__GEMV4_BODY
 #undef LOMO__ID
+
+#ifdef LOMO__GEMV_AVX2
+/* The same sums as lomo__gemv4, eight rows at a time, with the eight lanes of a row in one
+   256-bit register (lane l: the fused multiply-adds of k = l mod 8, in order; then
+   a[l] + a[l + 4], the same tree, the K % 8 tail): bit for bit what the portable loop gives
+   each row. Eight rows: eight independent chains. bf16 rows are widened in 256-bit
+   registers (zero-extend the 16-bit lanes to 32 bits, shift left by 16; the portable loop
+   was vectorised 128 bits wide there, and the widening, not memory, bounded it). */
+#include <immintrin.h>
+#define LOMO__GEMV_ROWS 8
+#define lomo__gemv_group lomo__gemv8
+static float lomo__hsum8(__m256 a) {
+    __m128 v = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));   /* a[l] + a[l + 4] */
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));                                           /* v0 + v2, v1 + v3 */
+    return _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));                          /* (v0 + v2) + (v1 + v3) */
+}
+static void lomo__gemv8(float *s, const float *x, const lomo_tensor *w, int r0, int nr, int K) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    float t[8];
+    size_t off[8];
+    int k, r;
+    for (r = 0; r < 8; r++) { off[r] = (size_t)(r0 + (r < nr ? r : nr - 1)) * K; t[r] = 0.0f; }
+    if (w->dtype == LOMO_BF16) {
+        const uint16_t *b = (const uint16_t *)w->data;
+#define LOMO__W8(i) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(                     \
+            _mm_loadu_si128((const __m128i *)(const void *)(b + off[i] + k))), 16))
+        for (k = 0; k + 8 <= K; k += 8) {
+            __m256 xk = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(LOMO__W8(0), xk, a0); a1 = _mm256_fmadd_ps(LOMO__W8(1), xk, a1);
+            a2 = _mm256_fmadd_ps(LOMO__W8(2), xk, a2); a3 = _mm256_fmadd_ps(LOMO__W8(3), xk, a3);
+            a4 = _mm256_fmadd_ps(LOMO__W8(4), xk, a4); a5 = _mm256_fmadd_ps(LOMO__W8(5), xk, a5);
+            a6 = _mm256_fmadd_ps(LOMO__W8(6), xk, a6); a7 = _mm256_fmadd_ps(LOMO__W8(7), xk, a7);
+        }
+#undef LOMO__W8
+        for (; k < K; k++)
+            for (r = 0; r < 8; r++) t[r] = LOMO__MADD(t[r], lomo__bf16f(b[off[r] + k]), x[k]);
+    } else {
+        const float *f = (const float *)w->data;
+#define LOMO__W8(i) _mm256_loadu_ps(f + off[i] + k)
+        for (k = 0; k + 8 <= K; k += 8) {
+            __m256 xk = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(LOMO__W8(0), xk, a0); a1 = _mm256_fmadd_ps(LOMO__W8(1), xk, a1);
+            a2 = _mm256_fmadd_ps(LOMO__W8(2), xk, a2); a3 = _mm256_fmadd_ps(LOMO__W8(3), xk, a3);
+            a4 = _mm256_fmadd_ps(LOMO__W8(4), xk, a4); a5 = _mm256_fmadd_ps(LOMO__W8(5), xk, a5);
+            a6 = _mm256_fmadd_ps(LOMO__W8(6), xk, a6); a7 = _mm256_fmadd_ps(LOMO__W8(7), xk, a7);
+        }
+#undef LOMO__W8
+        for (; k < K; k++)
+            for (r = 0; r < 8; r++) t[r] = LOMO__MADD(t[r], f[off[r] + k], x[k]);
+    }
+    s[0] = lomo__hsum8(a0) + t[0]; s[1] = lomo__hsum8(a1) + t[1]; s[2] = lomo__hsum8(a2) + t[2];
+    s[3] = lomo__hsum8(a3) + t[3]; s[4] = lomo__hsum8(a4) + t[4]; s[5] = lomo__hsum8(a5) + t[5];
+    s[6] = lomo__hsum8(a6) + t[6]; s[7] = lomo__hsum8(a7) + t[7];
+}
+#else
+#define LOMO__GEMV_ROWS 4
+#define lomo__gemv_group lomo__gemv4
+#endif
 
 /* y_j (O_j) (+)= W_j (O_j,K) x + b_j for j < n <= 4; W_j fp32 or bf16 */
 static void lomo__cpu_gemv_n(int n, float *const *y, const float *x, const lomo_tensor *const *w,
@@ -2108,15 +2179,18 @@ static void lomo__cpu_gemv_n(int n, float *const *y, const float *x, const lomo_
     double work = 0.0;
     int j;
     start[0] = 0;
-    for (j = 0; j < n; j++) { start[j + 1] = start[j] + (O[j] + 3) / 4; work += 2.0 * O[j] * K; }
+    for (j = 0; j < n; j++) {
+        start[j + 1] = start[j] + (O[j] + LOMO__GEMV_ROWS - 1) / LOMO__GEMV_ROWS;
+        work += 2.0 * O[j] * K;
+    }
     LOMO__PFOR(work)
     for (u = 0; u < start[n]; u++) {
         int g = 0, r0, nr, o;
-        float s[4];
+        float s[LOMO__GEMV_ROWS];
         while (u >= start[g + 1]) g++;
-        r0 = (int)(u - start[g]) * 4;
-        nr = O[g] - r0 < 4 ? O[g] - r0 : 4;
-        lomo__gemv4(s, x, w[g], r0, nr, K);
+        r0 = (int)(u - start[g]) * LOMO__GEMV_ROWS;
+        nr = O[g] - r0 < LOMO__GEMV_ROWS ? O[g] - r0 : LOMO__GEMV_ROWS;
+        lomo__gemv_group(s, x, w[g], r0, nr, K);
         for (o = 0; o < nr; o++) {
             float v = s[o] + (b[g] ? lomo__elem(b[g], (size_t)(r0 + o)) : 0.0f);
             y[g][r0 + o] = accumulate ? y[g][r0 + o] + v : v;
@@ -4440,6 +4514,60 @@ static size_t lomo__stored_bytes(const lomo_model *m, const lomo_tensor *t) {
     return (size_t)lomo__shard_cap(m, t) * lomo__dtype_size(t->dtype);
 }
 
+/* Every tensor's data. On a host-memory backend one block holds them all, each at a 64-byte
+   boundary, and on Linux the block's whole 2 MiB pages are advised to transparent huge pages
+   (MADV_HUGEPAGE; the block starts on one when it spans more than two): a decode step streams
+   every weight once, and on 4 KiB pages each page of it cost a TLB miss, measured as a slower
+   GEMV. Accounted per tensor as separate allocations would be. Elsewhere (GPU memory; ASan
+   builds, so that an overrun past one tensor is still caught) one allocation per tensor. */
+#if defined(__linux__) && !defined(MADV_HUGEPAGE)
+int madvise(void *addr, size_t len, int advice);   /* hidden by -std=c11; Linux's value */
+#define MADV_HUGEPAGE 14
+#endif
+static int lomo__alloc_params(lomo_model *m) {
+    size_t total = 0, off = 0, page = (size_t)2 << 20, slack = 0;
+    char *base;
+    int i, block = m->be->host_memory;
+#ifdef __SANITIZE_ADDRESS__
+    block = 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    block = 0;
+#endif
+#endif
+    for (i = 0; block && i < m->n_tensors; i++) {
+        size_t b = lomo__stored_bytes(m, &m->tensors[i]);
+        if (b > SIZE_MAX / 2 - total) { lomo__fail("out of %s memory: the parameters take over %zu bytes", m->be->name, total); return -1; }
+        total += (b + 63) & ~(size_t)63;
+    }
+    if (!block || total == 0) {
+        for (i = 0; i < m->n_tensors; i++)
+            if (!(m->tensors[i].data = lomo__alloc(m, LOMO_MEM_PARAMS, lomo__stored_bytes(m, &m->tensors[i])))) return -1;
+        return 0;
+    }
+    slack = total > 2 * page ? page : 64;
+    if (!(m->param_block = m->be->alloc(m->be->ctx, total + slack))) {
+        lomo__fail("out of %s memory: could not allocate %zu bytes for %s", m->be->name, total + slack,
+                   lomo_mem_tag_name(LOMO_MEM_PARAMS));
+        return -1;
+    }
+    base = (char *)m->param_block;
+    base += (slack - (size_t)((uintptr_t)base % slack)) % slack;
+#if defined(__linux__)
+    if (slack == page) (void)madvise(base, total / page * page, MADV_HUGEPAGE);   /* advice: failure changes nothing */
+#endif
+    for (i = 0; i < m->n_tensors; i++) {
+        size_t b = lomo__stored_bytes(m, &m->tensors[i]), a = b + (b == 0);
+        m->tensors[i].data = base + off;
+        off += (b + 63) & ~(size_t)63;
+        m->mem.current[LOMO_MEM_PARAMS] += a;
+        m->mem.total_current += a;
+        if (m->mem.current[LOMO_MEM_PARAMS] > m->mem.peak[LOMO_MEM_PARAMS]) m->mem.peak[LOMO_MEM_PARAMS] = m->mem.current[LOMO_MEM_PARAMS];
+        if (m->mem.total_current > m->mem.total_peak) m->mem.total_peak = m->mem.total_current;
+    }
+    return 0;
+}
+
 /* LOMO__LAYER_TENSORS (beside lomo_layer) as an array, in row order */
 static const lomo__layer_row *lomo__layer_rows(void) {
 #define LOMO__ROW(f, kind, suffix, rows, cols, when, bwd, vof, vat) \
@@ -4536,10 +4664,10 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
         t->shard_off = m->comm ? cap * m->comm->rank : 0;
         t->shard_len = t->shard_off >= t->numel ? 0 : (t->numel - t->shard_off < cap ? t->numel - t->shard_off : cap);
         if (t->shard_off > t->numel) t->shard_off = t->numel;
-        t->data = lomo__alloc(m, LOMO_MEM_PARAMS, lomo__stored_bytes(m, t));
-        if (!t->data) { lomo_model_free(m); return NULL; }
-        m->be->zero(m->be->ctx, t->data, lomo__stored_bytes(m, t));   /* the padding stays 0 */
     }
+    if (lomo__alloc_params(m) < 0) { lomo_model_free(m); return NULL; }
+    for (l = 0; l < m->n_tensors; l++)   /* the padding stays 0 */
+        m->be->zero(m->be->ctx, m->tensors[l].data, lomo__stored_bytes(m, &m->tensors[l]));
     for (l = 0; cfg->fused_proj && l < cfg->n_layers; l++) {   /* the table's rows with a view: fused row blocks */
         const lomo__layer_row *r = lomo__layer_rows();
         lomo_layer *L = &m->layers[l];
@@ -4563,8 +4691,14 @@ LOMODEF lomo_model *lomo_model_new(const lomo_config *cfg, const lomo_load_opts 
 LOMODEF void lomo_model_free(lomo_model *m) {
     int i;
     if (!m) return;
-    for (i = 0; m->tensors && i < m->n_tensors; i++)
-        lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, lomo__stored_bytes(m, &m->tensors[i]));
+    for (i = 0; m->tensors && i < m->n_tensors; i++) {
+        size_t b = lomo__stored_bytes(m, &m->tensors[i]);
+        if (!m->param_block) { lomo__free(m, LOMO_MEM_PARAMS, m->tensors[i].data, b); continue; }
+        b += b == 0;
+        m->mem.current[LOMO_MEM_PARAMS] -= b;
+        m->mem.total_current -= b;
+    }
+    if (m->param_block) m->be->free(m->be->ctx, m->param_block);
     LOMO_FREE(m->tensors);
     LOMO_FREE(m->layers);
     LOMO_FREE(m->config_json);

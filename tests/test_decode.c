@@ -265,8 +265,54 @@ static void test_decode_steps(lomo_dtype dt) {
     free(la); free(lb);
 }
 
+/* a host backend's weights: one block (not under ASan), every tensor inside it at a 64-byte
+   boundary, in order, not overlapping; accounted per tensor; written and read back whole */
+static void test_param_block(void) {
+    int sizes[2][2] = {{48, 97}, {256, 9000}};   /* 0.1 MB, and 10 MB: past two 2 MiB pages */
+    for (int d = 0; d < 2; d++)
+        for (int z = 0; z < 2; z++) {
+            lomo_config c;
+            lomo_load_opts lo;
+            lomo_model *m;
+            size_t acct = 0;
+            int ok = 1, filled = 1;
+            memset(&lo, 0, sizeof lo);
+            lo.dtype = d ? LOMO_BF16 : LOMO_F32;
+            lomo_config_default(&c, sizes[z][0], 3 * sizes[z][0], 2, 4, 2, sizes[z][1]);
+            if (!(m = lomo_model_new(&c, &lo))) { CHECK(0, "model: %s", lomo_error()); continue; }
+#if defined(__SANITIZE_ADDRESS__)
+            CHECK(m->param_block == NULL, "ASan build: one allocation per tensor");
+#else
+            CHECK(m->param_block != NULL, "dim %d %s: the weights are one block", sizes[z][0], d ? "bf16" : "f32");
+#endif
+            for (int i = 0; i < m->n_tensors; i++) {
+                const lomo_tensor *t = &m->tensors[i];
+                size_t b = lomo__stored_bytes(m, t);
+                acct += b ? b : 1;
+                if (!m->param_block) continue;
+                if ((uintptr_t)t->data % 64) ok = 0;
+                if (i && (const char *)t->data < (const char *)m->tensors[i - 1].data + lomo__stored_bytes(m, &m->tensors[i - 1])) ok = 0;
+                if ((const char *)t->data < (const char *)m->param_block) ok = 0;
+            }
+            CHECK(ok, "dim %d: tensors 64-byte aligned, in order, not overlapping", sizes[z][0]);
+            CHECK(m->mem.current[LOMO_MEM_PARAMS] == acct, "parameter bytes accounted per tensor: %zu, expected %zu",
+                  m->mem.current[LOMO_MEM_PARAMS], acct);
+            lomo_model_init_random(m, 11, 0.3f);
+            for (int i = 0; i < m->n_tensors; i++) {   /* every tensor holds its own values (no overlap) */
+                const lomo_tensor *t = &m->tensors[i];
+                double first = stored(t, 0), last = stored(t, (size_t)t->numel - 1);
+                if (t->kind == LOMO_ATTN_NORM || t->kind == LOMO_MLP_NORM || t->kind == LOMO_FINAL_NORM)
+                    filled &= first == 1.0 && last == 1.0;
+                else filled &= first != 0.0 && last != 0.0 && first == first && last == last;
+            }
+            CHECK(filled, "dim %d %s: every tensor's first and last weight as initialised", sizes[z][0], d ? "bf16" : "f32");
+            lomo_model_free(m);
+        }
+}
+
 int main(void) {
     set_team(2);
+    test_param_block();
     test_gemv();
     test_fwd_n();
     test_attn_kv();
