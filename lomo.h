@@ -239,6 +239,9 @@ OPTIONS (define before including)
                          Results are bitwise the same for any such team size.
    LOMO_CPU_MIN_WORK     element operations below which a CPU loop runs on one
                          thread (default 32768)
+   LOMO_NO_F16C          no F16C conversions (x86, GCC/clang: chosen at run
+                         time, no -march needed) for f16 storage's widening and
+                         the LOMO rule's rounding; the scalar code, same bits
    LOMO_NO_GENERATE      leave out generation (lomo_generate, lomo_kv, lomo_sample)
    LOMO_MALLOC(n), LOMO_REALLOC(p, n), LOMO_FREE(p)
                          the host allocator (default malloc, realloc, free):
@@ -435,11 +438,7 @@ VERSION HISTORY
         regions of the decode ops sized by the free cores, attention over the
         cache in stack tiles with a running softmax (no allocation per
         token); bench/run_gen.sh measures the machine's read bandwidth and
-        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16). With
-        AVX2+FMA the GEMV takes eight rows at a time in 256-bit registers and
-        widens bf16 256 bits wide (bit for bit the portable loop's sums);
-        the weights of a host-memory backend are one allocation (lomo_model
-        .param_block), advised to transparent huge pages on Linux.
+        the GB/s a decode step reaches, in fp32 or bf16 (DTYPE=bf16).
         lomo.h reorganised: CONTENTS and numbered section banners, the spine
         (backend, driver, rules) first, one internal declarations block,
         LOMO_NO_DATA and LOMO_NO_MC; LOMO_NO_GENERATE also hides the
@@ -453,6 +452,16 @@ VERSION HISTORY
         update loop vectorises; the BLAS attention's softmax max and sum in
         eight fixed lanes (lomo__max8, lomo__sum8); every CPU parallel region
         sized by lomo__nt (all_finite and the Qwen3/Gemma kernels were not).
+        f16 storage on the CPU: widening and the LOMO rule's nearest-even
+        rounding through F16C where the CPU has it (run-time choice, same bits
+        as the scalar code: every half, every float); widening f16 was 4-6x
+        slower than bf16, now the same. What remains between f16 and bf16 is
+        dynamic loss scaling's overflow check, one more backward pass (the
+        bench's dtype table has f16 with and without it, and the widening cost).
+        Decode: with AVX2+FMA the GEMV takes eight rows at a time in 256-bit
+        registers and widens bf16 256 bits wide (bit for bit the portable
+        loop's sums); the weights of a host-memory backend are one allocation
+        (lomo_model.param_block), advised to transparent huge pages on Linux.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -1807,6 +1816,42 @@ static float lomo__f16_widen(uint16_t h) {
     return lomo__bits_f32(o | (uint32_t)(h & 0x8000u) << 16);
 }
 
+/* F16C (x86 with GCC or clang; LOMO_NO_F16C turns it off): vcvtph2ps /
+   vcvtps2ph convert 8 values an instruction, where the scalar code above
+   takes a dozen integer operations a value (f16 storage widened 4x slower
+   than bf16). Compiled for any x86 target through the target attribute and
+   chosen at run time (lomo__f16c), so -march is not needed. Bitwise the same
+   as lomo_f16_to_f32 / lomo_f32_to_f16: widening is exact, except that the
+   hardware quiets a signalling NaN, so a block of 8 holding a NaN is redone
+   by lomo__f16_widen; rounding to nearest even equals lomo_f32_to_f16 on all
+   2^32 floats (checked once; test_precision checks every half and a sample
+   of floats through both paths). */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && !defined(LOMO_NO_F16C)
+#define LOMO__F16C 1
+#include <immintrin.h>
+#include <cpuid.h>
+/* AVX usable (the builtin also asks the OS) and CPUID.1:ECX bit 29, F16C
+   (clang 14 knows no "f16c" for __builtin_cpu_supports) */
+static int lomo__f16c(void) {
+    unsigned a, b, c = 0, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1u);
+}
+/* the 8 halves at s: any NaN among them (exponent 31, mantissa not 0) */
+__attribute__((target("avx,f16c"))) static inline int lomo__f16c_nan8(__m128i h) {
+    return _mm_movemask_epi8(_mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00)));
+}
+/* d[i] = lomo__f16_widen(s[i]) for lo <= i < hi */
+__attribute__((target("avx,f16c"))) static void lomo__f16c_widen(float *d, const uint16_t *s, long long lo, long long hi) {
+    long long i = lo, j;
+    for (; i + 8 <= hi; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(s + i));
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
+        if (lomo__f16c_nan8(h)) for (j = i; j < i + 8; j++) d[j] = lomo__f16_widen(s[j]);
+    }
+    for (; i < hi; i++) d[i] = lomo__f16_widen(s[i]);
+}
+#endif
+
 /* A weight as fp32: itself, or widened into the backend's scratch (the CPU
    kernels and BLAS compute in fp32; storage may be 16-bit). */
 static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
@@ -1824,6 +1869,13 @@ static const float *lomo__f32(void *ctx, const lomo_tensor *w) {
             LOMO__PFOR(n)
             for (i = 0; i < n; i++) d[i] = lomo__bits_f32((uint32_t)s[i] << 16);
         } else {
+#ifdef LOMO__F16C
+            if (lomo__f16c()) {   /* 64 fixed chunks: each element's value does not depend on the split */
+                LOMO__PFOR(n)
+                for (i = 0; i < 64; i++) lomo__f16c_widen(d, s, n * i / 64, n * (i + 1) / 64);
+                return c->scratch;
+            }
+#endif
             LOMO__PFOR(n)
             for (i = 0; i < n; i++) d[i] = lomo__f16_widen(s[i]);
         }
@@ -2766,10 +2818,61 @@ static float lomo__clipped(const float *g, size_t i, const lomo_update_args *a) 
     return v * a->clip_coef;
 }
 
+#ifdef LOMO__F16C
+/* The LOMO rule on f16 storage rounded to nearest even, elements lo..hi-1,
+   8 at a time: the scalar loop's operations in its order (no FMA: w decay -
+   lr g', g' = clamp(g / loss scale, +-clip_value) clip_coef, the clamp
+   keeping a NaN as the scalar compare does), F16C for both conversions; a
+   block whose old weights hold a NaN goes through the scalar code. Returns
+   whether a stored weight is NaN/Inf. */
+__attribute__((target("avx,f16c"))) static int lomo__f16c_lomo(lomo_tensor *p, const float *g, long long lo, long long hi,
+                                                              float decay, const lomo_update_args *a) {
+    uint16_t *w = (uint16_t *)p->data;
+    const __m256 dec = _mm256_set1_ps(decay), lr = _mm256_set1_ps(a->lr), inv = _mm256_set1_ps(a->inv_loss_scale);
+    const __m256 cv = _mm256_set1_ps(a->clip_value), ncv = _mm256_set1_ps(-a->clip_value), cc = _mm256_set1_ps(a->clip_coef);
+    const __m128i expo = _mm_set1_epi16(0x7c00);
+    __m128i badv = _mm_setzero_si128();
+    long long i = lo, j;
+    int bad = 0, clamp = a->clip_value > 0.0f;
+    for (; i + 8 <= hi; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(w + i)), r;
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(g + i), inv);
+        if (lomo__f16c_nan8(h)) {
+            for (j = i; j < i + 8; j++) {
+                lomo__store(p, (size_t)j, lomo__elem(p, (size_t)j) * decay - a->lr * lomo__clipped(g, (size_t)j, a), a);
+                bad |= !isfinite(lomo__elem(p, (size_t)j));
+            }
+            continue;
+        }
+        if (clamp) {
+            v = _mm256_blendv_ps(v, ncv, _mm256_cmp_ps(v, ncv, _CMP_LT_OQ));
+            v = _mm256_blendv_ps(v, cv, _mm256_cmp_ps(v, cv, _CMP_GT_OQ));
+        }
+        v = _mm256_mul_ps(v, cc);
+        v = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtph_ps(h), dec), _mm256_mul_ps(lr, v));
+        r = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(w + i), r);
+        badv = _mm_or_si128(badv, _mm_cmpeq_epi16(_mm_and_si128(r, expo), expo));
+    }
+    for (; i < hi; i++) {
+        lomo__store(p, (size_t)i, lomo__elem(p, (size_t)i) * decay - a->lr * lomo__clipped(g, (size_t)i, a), a);
+        bad |= !isfinite(lomo__elem(p, (size_t)i));
+    }
+    return bad | (_mm_movemask_epi8(badv) != 0);
+}
+#endif
+
 static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s1, float *s2, const lomo_update_args *a) {
     long long i, n = (long long)p->numel;
     int bad = 0;   /* a stored weight is NaN/Inf: read back while in cache, for all_finite */
 #define LOMO__STORED_BAD(i) (!isfinite(lomo__elem(p, (size_t)(i))))
+#ifdef LOMO__F16C
+    if (a->rule == LOMO_OPT_LOMO && p->dtype == LOMO_F16 && !a->stochastic && lomo__f16c()) {
+        float decay = 1.0f - a->lr * a->weight_decay;
+        LOMO__PFOR_OR(3.0 * n, bad)
+        for (i = 0; i < 64; i++) bad |= lomo__f16c_lomo(p, g, n * i / 64, n * (i + 1) / 64, decay, a);
+    } else
+#endif
     if (a->rule == LOMO_OPT_LOMO && p->dtype == LOMO_F32 && !(a->clip_value > 0.0f)) {
         /* the common case as a plain loop the compiler vectorises: the same
            operations in the same order as the general loop below (bitwise) */

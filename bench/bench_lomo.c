@@ -17,7 +17,11 @@
 
    build/bench_cpu --sgemm-peak 2048 measures the machine's own matmul peak
    through the backend's matmul (the same BLAS, split over the same threads):
-   best of 5 (2048 x 2048) x (2048 x 2048) products, in GFLOP/s. */
+   best of 5 (2048 x 2048) x (2048 x 2048) products, in GFLOP/s.
+
+   --loss-scaling on|off (default: on for f16 storage only, as lomo_train_opts);
+   with 16-bit storage it also times widening every weight to fp32 once
+   (widen_ms in the JSON), the cost that 16-bit storage adds per widening. */
 #ifndef LOMO_CUDA
 #define LOMO_IMPLEMENTATION
 #endif
@@ -103,7 +107,7 @@ static int sgemm_peak(int n, const char *out) {
 
 int main(int argc, char **argv) {
     int dim = 512, layers = 6, heads = 8, kv = 8, hidden = 1376, vocab = 6144;
-    int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0;
+    int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0, loss_scaling = 0;
     float lr = 1e-3f, clip = 0.0f;
     const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo", *device = "cpu";
     double peak_tflops = 0, peak_gflops = 0;
@@ -130,6 +134,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--clip-mode")) clip_mode = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--optimizer")) optimizer = v;
+        else if (!strcmp(a, "--loss-scaling")) loss_scaling = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? -1 : 0;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--peak-tflops")) peak_tflops = atof(v);
         else if (!strcmp(a, "--peak-gflops")) peak_gflops = atof(v);
@@ -173,6 +178,7 @@ int main(int argc, char **argv) {
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
     o.batch = batch; o.seq_len = seq; o.checkpointing = ckpt; o.clip_norm = clip; o.no_finite_check = no_finite_check;
+    o.loss_scaling = loss_scaling;
     o.clip_mode = !strcmp(clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM : !strcmp(clip_mode, "tensor") ? LOMO_CLIP_TENSOR : LOMO_CLIP_GLOBAL;
     o.optimizer = !strcmp(optimizer, "adalomo") ? LOMO_OPT_ADALOMO : !strcmp(optimizer, "adamw") ? LOMO_OPT_ADAMW : LOMO_OPT_LOMO;
     lomo_trainer *t = lomo_trainer_new(m, &o);
@@ -197,6 +203,22 @@ int main(int argc, char **argv) {
     double step_flops = n_tok * ((6.0 + 2.0 * ckpt) * n_layers + 6.0 * n_head)
                       + (3.0 + ckpt) * 2.0 * batch * (double)seq * seq * (double)heads * (dim / heads) * layers;
     double gflops = step_flops * steps / dt / 1e9;
+    /* the cost of widening: every weight widened to fp32 once, through the
+       backend's own widening (the one each matmul on 16-bit storage runs),
+       best of 5; 0 for fp32 storage and on the GPU */
+    double widen_ms = 0.0;
+    int scaling = loss_scaling > 0 || (loss_scaling == 0 && lo.dtype == LOMO_F16);   /* as lomo_trainer_new decides */
+#ifndef LOMO_CUDA
+    if (m->cfg.dtype != LOMO_F32) {
+        widen_ms = 1e30;
+        for (int r = 0; r < 5; r++) {
+            double w0 = now();
+            for (int i = 0; i < m->n_tensors; i++)
+                if (!lomo__f32(m->be->ctx, &m->tensors[i])) { fprintf(stderr, "bench_cpu: widening failed\n"); return 1; }
+            if ((now() - w0) * 1e3 < widen_ms) widen_ms = (now() - w0) * 1e3;
+        }
+    }
+#endif
     size_t dev_free = 0, dev_total = 0;
 #ifdef LOMO_CUDA
     if (lo.backend) lomo_cuda_mem_info(lo.backend, &dev_free, &dev_total);
@@ -222,16 +244,18 @@ int main(int argc, char **argv) {
     printf("achieved %.1f GFLOP/s (%.4g FLOP/step)", gflops, step_flops);
     if (peak_gflops > 0) printf(", %.0f%% of the sgemm peak %.1f GFLOP/s", 100 * gflops / peak_gflops, peak_gflops);
     printf("\n");
+    if (widen_ms > 0) printf("widening every weight once (%s -> fp32): %.2f ms, %.1f%% of a step; loss scaling %s\n", dtype,
+                             widen_ms, 100 * widen_ms / (1e3 * dt / steps), scaling ? "on (one more backward pass)" : "off");
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
         fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, \"context_mib\": %.1f, "
-                   "\"tokens_per_s\": %.2f, \"peak_rss_mib\": %.1f, \"step_flops\": %.6g, \"gflops\": %.3f, "
+                   "\"tokens_per_s\": %.2f, \"step_ms\": %.3f, \"widen_ms\": %.3f, \"loss_scaling\": %d, \"peak_rss_mib\": %.1f, \"step_flops\": %.6g, \"gflops\": %.3f, "
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
                    "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
-                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
+                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, 1e3 * dt / steps, widen_ms, scaling, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
                 batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
         fclose(f);

@@ -19,7 +19,9 @@ fair share is half the machine, so a drop to 0.5x is "in proportion".
 Writes bench/out/cpu.json and bench/out/cpu.md.
   env: PYTHON (the venv's python), PAIRS, LOADED_PAIRS, SHAPES (comma list of
   names below), NO_LOADED=1 to skip the loaded runs, NO_DTYPES=1 to skip the
-  f32/bf16/f16 storage comparison (lomo only, LOADED_PAIRS triples).
+  f32/bf16/f16 storage comparison (lomo only, LOADED_PAIRS rounds of the
+  DTYPES below, interleaved; each 16-bit run also times widening every weight
+  once, so the table can say what 16-bit storage costs beyond fp32).
 """
 import json
 import os
@@ -44,6 +46,10 @@ SHAPES = {
 }
 DEMO = "--dim 96 --hidden 256 --layers 4 --heads 6 --kv-heads 2 --vocab 64 --tied --batch 8 --seq 32 --clip-norm 1"
 OUT = "bench/out"
+# storage dtypes compared (lomo only): f16 turns on dynamic loss scaling by default, whose
+# overflow check is a second backward pass; the last row is f16 storage without it
+DTYPES = {"f32": "--dtype f32", "bf16": "--dtype bf16", "f16": "--dtype f16",
+          "f16, no loss scaling": "--dtype f16 --loss-scaling off"}
 
 
 def run(cmd, out_json):
@@ -144,12 +150,18 @@ def main():
         # 16-bit storage against fp32 storage, lomo only, interleaved
         shape, steps = SHAPES[res["shapes"][0]["shape"]]
         print(f"== storage dtypes: f32, bf16, f16 on the {res['shapes'][0]['shape']} shape", flush=True)
-        tps = {"f32": [], "bf16": [], "f16": []}
+        tps = {d: [] for d in DTYPES}
+        widen = {d: [] for d in DTYPES}
+        step = {d: [] for d in DTYPES}
         for i in range(LOADED_PAIRS):
-            for dt in ("f32", "bf16", "f16"):
-                tps[dt].append(lomo(shape + " --dtype " + dt, steps, "dtype")["tokens_per_s"])
+            for dt, flags in DTYPES.items():
+                r = lomo(shape + " " + flags, steps, "dtype")
+                tps[dt].append(r["tokens_per_s"]); widen[dt].append(r["widen_ms"]); step[dt].append(r["step_ms"])
             print(f"  dtypes {i + 1}: " + ", ".join(f"{d} {tps[d][-1]:.1f}" for d in tps), flush=True)
-        res["dtypes"] = {d: {"tps": v, "median": med(v), "vs_f32": [a / b for a, b in zip(v, tps["f32"])]} for d, v in tps.items()}
+        res["dtypes"] = {d: {"tps": v, "median": med(v), "vs_f32": [a / b for a, b in zip(v, tps["f32"])],
+                             "widen_ms": med(widen[d]), "step_ms": med(step[d]),
+                             "widen_vs_f32_step": [w / s for w, s in zip(widen[d], step["f32"])]}
+                         for d, v in tps.items()}
     if os.environ.get("NO_LOADED") != "1":
         base = res["shapes"][0]
         shape, steps = SHAPES[base["shape"]]
@@ -198,11 +210,15 @@ def main():
     if "dtypes" in res:
         D = res["dtypes"]
         lines += ["", f"Storage dtype, lomo, {res['shapes'][0]['shape']} shape ({LOADED_PAIRS} interleaved triples; "
-                      "compute is fp32 either way, 16-bit weights are widened for each matmul):", "",
-                  "| storage | tok/s | vs f32 (min-max) |", "|---|---:|---:|"]
-        for d in ("f32", "bf16", "f16"):
-            r = D[d]["vs_f32"]
-            lines.append(f"| {d} | {D[d]['median']:.1f} | {med(r):.2f}x ({min(r):.2f}-{max(r):.2f}) |")
+                      "compute is fp32 either way, 16-bit weights are widened for each matmul; widening = every weight "
+                      "widened to fp32 once, as a share of the f32 step; a checkpointed step widens each weight 3 times, "
+                      "5 with loss scaling, whose overflow pass is one more backward pass):", "",
+                  "| storage | tok/s | vs f32 (min-max) | step ms | widening once, ms | widening / f32 step |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for d in DTYPES:
+            r, w = D[d]["vs_f32"], D[d]["widen_vs_f32_step"]
+            lines.append(f"| {d} | {D[d]['median']:.1f} | {med(r):.2f}x ({min(r):.2f}-{max(r):.2f}) | {D[d]['step_ms']:.0f} | "
+                         f"{D[d]['widen_ms']:.1f} | {100 * med(w):.1f}% |")
     if "loaded" in res:
         L = res["loaded"]
         lines += ["", f"Loaded machine ({L['busy_loops']} busy loops, one per core, started and stopped by the bench; "

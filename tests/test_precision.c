@@ -214,9 +214,89 @@ static void test_widen_exact(void) {
     }
 }
 
+/* the built-in LOMO rule on f16 storage (rounded to nearest even): the CPU
+   backend's update, vectorised with F16C where the CPU has it, must store
+   exactly what the scalar formula lomo_f32_to_f16(w decay - lr g') stores,
+   g' = clamp(g / loss scale, +-clip_value) clip_coef, and report a stored
+   NaN/Inf as the scalar read-back does. Old weights: every one of the 65536
+   halves (NaN blocks too); gradients: random bit patterns, and values that
+   overflow f16; sizes not a multiple of 8. Then the rounding alone (w = 0,
+   lr = -1): 2^22 random floats and every float near f16's rounding edges. */
+static int update_matches(const uint16_t *w0, const float *g, int64_t n, float lr, float wd, float inv,
+                          float clip_value, float coef, int *first) {
+    uint16_t *w = (uint16_t *)malloc(2 * (size_t)n);
+    lomo__cpu cpu;
+    lomo_tensor p;
+    lomo_update_args a;
+    int bad = 0, want_ok = 1;
+    memcpy(w, w0, 2 * (size_t)n);
+    memset(&cpu, 0, sizeof cpu);
+    memset(&p, 0, sizeof p);
+    p.data = w; p.dtype = LOMO_F16; p.ndim = 1; p.shape[0] = p.numel = n;
+    memset(&a, 0, sizeof a);
+    a.rule = LOMO_OPT_LOMO; a.lr = lr; a.weight_decay = wd; a.inv_loss_scale = inv; a.clip_value = clip_value;
+    a.clip_coef = coef; a.step = 1; a.param_sumsq = -1.0;
+    lomo__cpu_update(&cpu, &p, g, NULL, NULL, &a);
+    for (int64_t i = 0; i < n; i++) {
+        float v = g[i] * inv, decay = 1.0f - lr * wd;
+        uint16_t r;
+        if (clip_value > 0.0f) v = v < -clip_value ? -clip_value : (v > clip_value ? clip_value : v);
+        v = v * coef;
+        r = lomo_f32_to_f16(lomo_f16_to_f32(w0[i]) * decay - lr * v);
+        want_ok &= (r & 0x7c00) != 0x7c00;
+        if (r != w[i]) { if (!bad++) *first = (int)i; }
+    }
+    if (cpu.fin_ok != want_ok) { bad++; if (*first < 0) *first = -2; }
+    free(w);
+    return bad;
+}
+
+static void test_update_f16_exact(void) {
+    const int64_t n = 65536 + 5;
+    uint16_t *w0 = (uint16_t *)malloc(2 * (size_t)n);
+    float *g = (float *)malloc(4 * (size_t)(1 << 22));
+    uint64_t s = 77;
+    int first = -1, bad;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)(lomo__rng_next(&s) >> 32);
+        w0[i] = (uint16_t)(i * 40503u);                     /* every half once, in a scrambled order */
+        if (i % 3 == 0) { memcpy(&g[i], &u, 4); }           /* any float: NaN, inf, subnormal, huge */
+        else g[i] = ((float)(u >> 8) / 16777216.0f - 0.5f) * (i % 7 == 0 ? 3e5f : 2.0f);
+    }
+    bad = update_matches(w0, g, n, 0.01f, 0.0f, 1.0f, 0.0f, 1.0f, &first);
+    CHECK(bad == 0, "f16 LOMO update, no clamp: %d of %lld stored weights differ from the scalar formula (first %d)",
+          bad, (long long)n, first);
+    first = -1;
+    bad = update_matches(w0, g, n - 3, 3e-3f, 0.1f, 1.0f / 1024, 0.25f, 0.7f, &first);
+    CHECK(bad == 0, "f16 LOMO update, loss scale, decay, clamp and coefficient: %d of %lld differ (first %d)",
+          bad, (long long)n - 3, first);
+    {   /* the rounding alone: w = 0, w decay - lr g = g */
+        int64_t m = 1 << 22, k = 0;
+        uint16_t *z = (uint16_t *)calloc((size_t)m, 2);
+        static const uint32_t edge[] = {0x33000000u, 0x33800000u, 0x38800000u, 0x477fe000u, 0x477ff000u, 0x47800000u};
+        for (int e = 0; e < 6; e++)
+            for (int32_t d = -4096; d < 4096; d++) { uint32_t u = edge[e] + (uint32_t)d; memcpy(&g[k++], &u, 4); u |= 0x80000000u; memcpy(&g[k++], &u, 4); }
+        for (; k < m; k++) { uint32_t u = (uint32_t)(lomo__rng_next(&s) >> 32); memcpy(&g[k], &u, 4); }
+        first = -1;
+        bad = update_matches(z, g, m, -1.0f, 0.0f, 1.0f, 0.0f, 1.0f, &first);
+        CHECK(bad == 0, "f16 rounding in the update: %d of %lld floats round differently from lomo_f32_to_f16 (first %d)",
+              bad, (long long)m, first);
+        free(z);
+    }
+    printf("f16 LOMO update (%s) checked against the scalar formula on every half and 2^22 floats\n",
+#ifdef LOMO__F16C
+           lomo__f16c() ? "F16C" : "scalar"
+#else
+           "scalar"
+#endif
+    );
+    free(w0); free(g);
+}
+
 int main(void) {
     uint64_t s = 5;
     test_widen_exact();
+    test_update_f16_exact();
     for (int i = 0; i < 24; i++) tok[i] = (int32_t)(lomo__rng_next(&s) % 53);
     test_vs_fp32(LOMO_BF16, 1.0 / 128, 3e-2);
     test_vs_fp32(LOMO_F16, 1.0 / 512, 2e-3);
