@@ -2886,6 +2886,24 @@ static void lomo__cpu_update(void *ctx, lomo_tensor *p, const float *g, float *s
             w[i] = v;
             bad |= (u & 0x7f800000u) == 0x7f800000u;
         }
+    } else if (a->rule == LOMO_OPT_LOMO && p->dtype == LOMO_BF16 && !a->stochastic && !(a->clip_value > 0.0f)) {
+        /* bf16, round to nearest even: lomo_f32_to_bf16 without its branch (NaN
+           selected), so that the loop vectorises; the same bits as the loop below */
+        float decay = 1.0f - a->lr * a->weight_decay, is = a->inv_loss_scale, cc = a->clip_coef, lr = a->lr;
+        uint16_t *w = (uint16_t *)p->data;
+        LOMO__PFOR_OR(3.0 * n, bad)
+        for (i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)w[i] << 16, r;
+            float x, v;
+            uint16_t h;
+            memcpy(&x, &u, 4);
+            v = x * decay - lr * ((g[i] * is) * cc);
+            memcpy(&u, &v, 4);
+            r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+            h = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x0040u : r);
+            w[i] = h;
+            bad |= (h & 0x7f80u) == 0x7f80u;
+        }
     } else if (a->rule == LOMO_OPT_LOMO) {
         float decay = 1.0f - a->lr * a->weight_decay;
         LOMO__PFOR_OR(3.0 * n, bad)

@@ -222,8 +222,8 @@ static void test_widen_exact(void) {
    halves (NaN blocks too); gradients: random bit patterns, and values that
    overflow f16; sizes not a multiple of 8. Then the rounding alone (w = 0,
    lr = -1): 2^22 random floats and every float near f16's rounding edges. */
-static int update_matches(const uint16_t *w0, const float *g, int64_t n, float lr, float wd, float inv,
-                          float clip_value, float coef, int *first) {
+static int update_matches_dt(lomo_dtype dt, const uint16_t *w0, const float *g, int64_t n, float lr, float wd,
+                             float inv, float clip_value, float coef, int *first) {
     uint16_t *w = (uint16_t *)malloc(2 * (size_t)n);
     lomo__cpu cpu;
     lomo_tensor p;
@@ -232,7 +232,7 @@ static int update_matches(const uint16_t *w0, const float *g, int64_t n, float l
     memcpy(w, w0, 2 * (size_t)n);
     memset(&cpu, 0, sizeof cpu);
     memset(&p, 0, sizeof p);
-    p.data = w; p.dtype = LOMO_F16; p.ndim = 1; p.shape[0] = p.numel = n;
+    p.data = w; p.dtype = dt; p.ndim = 1; p.shape[0] = p.numel = n;
     memset(&a, 0, sizeof a);
     a.rule = LOMO_OPT_LOMO; a.lr = lr; a.weight_decay = wd; a.inv_loss_scale = inv; a.clip_value = clip_value;
     a.clip_coef = coef; a.step = 1; a.param_sumsq = -1.0;
@@ -242,13 +242,51 @@ static int update_matches(const uint16_t *w0, const float *g, int64_t n, float l
         uint16_t r;
         if (clip_value > 0.0f) v = v < -clip_value ? -clip_value : (v > clip_value ? clip_value : v);
         v = v * coef;
-        r = lomo_f32_to_f16(lomo_f16_to_f32(w0[i]) * decay - lr * v);
-        want_ok &= (r & 0x7c00) != 0x7c00;
+        if (dt == LOMO_BF16) {
+            r = lomo_f32_to_bf16(lomo_bf16_to_f32(w0[i]) * decay - lr * v);
+            want_ok &= (r & 0x7f80) != 0x7f80;
+        } else {
+            r = lomo_f32_to_f16(lomo_f16_to_f32(w0[i]) * decay - lr * v);
+            want_ok &= (r & 0x7c00) != 0x7c00;
+        }
         if (r != w[i]) { if (!bad++) *first = (int)i; }
     }
     if (cpu.fin_ok != want_ok) { bad++; if (*first < 0) *first = -2; }
     free(w);
     return bad;
+}
+
+static int update_matches(const uint16_t *w0, const float *g, int64_t n, float lr, float wd, float inv,
+                          float clip_value, float coef, int *first) {
+    return update_matches_dt(LOMO_F16, w0, g, n, lr, wd, inv, clip_value, coef, first);
+}
+
+/* bf16 round-to-nearest LOMO update (its own vectorisable loop without a clamp,
+   the general loop with one) against the scalar formula: every bf16 weight with
+   any-float and ordinary gradients, and the rounding alone on 2^22 floats */
+static void test_update_bf16_exact(void) {
+    const int64_t n = 65536 + 5, m = 1 << 22;
+    uint16_t *w0 = (uint16_t *)malloc(2 * (size_t)n), *z = (uint16_t *)calloc((size_t)m, 2);
+    float *g = (float *)malloc(4 * (size_t)m);
+    uint64_t s = 78;
+    int first = -1, bad;
+    for (int64_t i = 0; i < m; i++) {
+        uint32_t u = (uint32_t)(lomo__rng_next(&s) >> 32);
+        if (i < n) w0[i] = (uint16_t)(i * 40503u);
+        if (i % 3 == 0 || i >= n) { memcpy(&g[i], &u, 4); }
+        else g[i] = ((float)(u >> 8) / 16777216.0f - 0.5f) * (i % 7 == 0 ? 3e38f : 2.0f);
+    }
+    bad = update_matches_dt(LOMO_BF16, w0, g, n, 0.01f, 0.1f, 0.5f, 0.0f, 0.7f, &first);
+    CHECK(bad == 0, "bf16 LOMO update, no clamp: %d of %lld stored weights differ (first %d)", bad, (long long)n, first);
+    first = -1;
+    bad = update_matches_dt(LOMO_BF16, w0, g, n - 3, 3e-3f, 0.1f, 1.0f / 1024, 0.25f, 0.7f, &first);
+    CHECK(bad == 0, "bf16 LOMO update with a clamp: %d of %lld differ (first %d)", bad, (long long)n - 3, first);
+    first = -1;
+    bad = update_matches_dt(LOMO_BF16, z, g, m, -1.0f, 0.0f, 1.0f, 0.0f, 1.0f, &first);   /* w = 0: stores round(g) */
+    CHECK(bad == 0, "bf16 rounding in the update: %d of %lld floats round differently from lomo_f32_to_bf16 (first %d)",
+          bad, (long long)m, first);
+    printf("bf16 LOMO update checked against the scalar formula on every bf16 value and 2^22 floats\n");
+    free(w0); free(z); free(g);
 }
 
 static void test_update_f16_exact(void) {
@@ -297,6 +335,7 @@ int main(void) {
     uint64_t s = 5;
     test_widen_exact();
     test_update_f16_exact();
+    test_update_bf16_exact();
     for (int i = 0; i < 24; i++) tok[i] = (int32_t)(lomo__rng_next(&s) % 53);
     test_vs_fp32(LOMO_BF16, 1.0 / 128, 3e-2);
     test_vs_fp32(LOMO_F16, 1.0 / 512, 2e-3);
