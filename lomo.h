@@ -2235,6 +2235,7 @@ static void lomo__cpu_gemv_n(int n, float *const *y, const float *x, const lomo_
         start[j + 1] = start[j] + (O[j] + LOMO__GEMV_ROWS - 1) / LOMO__GEMV_ROWS;
         work += 2.0 * O[j] * K;
     }
+    (void)work;   /* read only by the OpenMP team size */
     LOMO__PFOR(work)
     for (u = 0; u < start[n]; u++) {
         int g = 0, r0, nr, o;
@@ -9779,7 +9780,8 @@ static int lomo__pre_map(const lomo_tokenizer *tk, const lomo__tkop *op, lomo__n
         size_t st = g->sb[2 * k], en = g->sb[2 * k + 1], nst = out.n;
         if (g->sid[k] < 0) {
             if (op->type == LOMO__P_BYTELEVEL) {
-                if (op->prefix_space && s->p[st] != ' ' && lomo__ns_push(&out, tk->bl_chr[' '], tk->bl_len[' '], s->a[st], s->b[st])) goto fail;
+                if (op->prefix_space && s->p[st] != ' ' &&
+                    lomo__ns_push(&out, tk->bl_chr[(unsigned char)' '], tk->bl_len[(unsigned char)' '], s->a[st], s->b[st])) goto fail;
                 if (lomo__ns_reserve(&out, out.n + 2 * (en - st))) goto fail;
                 for (i = st; i < en; i++) {
                     unsigned char c = (unsigned char)s->p[i];
