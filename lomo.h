@@ -150,10 +150,15 @@ MIXED PRECISION
    gradient buffer are fp32; each update widens one tensor to fp32, applies
    the rule and rounds back, to nearest-even or stochastically
    (lomo_train_opts.stochastic_rounding: unbiased, from a hash of seed, step,
-   tensor and element, so reproducible for any thread count). f16 storage
-   turns on dynamic loss scaling: the norm pass also detects overflow, an
-   overflowing step is skipped (weights bit-identical) and the scale backs
-   off; it grows again after loss_scale_window clean steps.
+   tensor and element, so reproducible for any thread count). Dynamic loss
+   scaling (lomo_train_opts.loss_scaling): the norm pass also detects
+   overflow, an overflowing step is skipped (weights bit-identical) and the
+   scale backs off; it grows again after loss_scale_window clean steps. It is
+   on by default for f16 storage where gradients pass through f16 operands
+   (CUDA's dW GEMMs: small gradients would underflow), off on the CPU, whose
+   gradients are fp32 throughout: there the scale guards nothing and its
+   overflow check costs a backward pass. Either way a non-finite loss skips
+   the step before any update, and a non-finite weight fails it.
 
 SHARDING (ZeRO-3 style; lomo_load_opts.comm, LOMO_MPI / LOMO_NCCL)
 
@@ -456,8 +461,11 @@ VERSION HISTORY
         rounding through F16C where the CPU has it (run-time choice, same bits
         as the scalar code: every half, every float); widening f16 was 4-6x
         slower than bf16, now the same. What remains between f16 and bf16 is
-        dynamic loss scaling's overflow check, one more backward pass (the
-        bench's dtype table has f16 with and without it, and the widening cost).
+        dynamic loss scaling's overflow check, one more backward pass: it is
+        now off by default on the CPU, whose gradients are fp32 (the backend
+        table's grads16 says where gradients pass through 16-bit operands:
+        CUDA, where f16 keeps it on). lomo_cpu_blas() names the BLAS and its
+        kernels (OpenBLAS: OPENBLAS_CORETYPE picks them).
         Decode: with AVX2+FMA the GEMV takes eight rows at a time in 256-bit
         registers and widens bf16 256 bits wide (bit for bit the portable
         loop's sums); the weights of a host-memory backend are one allocation
@@ -775,7 +783,9 @@ typedef struct lomo_train_opts {
     float adamw_beta1, adamw_beta2, adamw_eps;   /* 0 = 0.9, 0.999, 1e-8 */
     int stochastic_rounding;/* 16-bit storage: round updated weights stochastically */
     uint64_t seed;          /* for stochastic rounding */
-    int loss_scaling;       /* dynamic loss scaling: 0 = on for f16 storage only, 1 = on, -1 = off */
+    int loss_scaling;       /* dynamic loss scaling: 1 = on, -1 = off, 0 = on for f16 storage on a
+                               backend whose gradients pass through 16-bit operands (grads16: CUDA),
+                               off on the CPU (fp32 gradients: nothing underflows) */
     float loss_scale_init;  /* 0 = 65536 */
     float loss_scale_growth, loss_scale_backoff, loss_scale_min;  /* 0 = 2, 0.5, 1 */
     int loss_scale_window;  /* grow after this many clean steps; 0 = 1000 */
@@ -1228,6 +1238,9 @@ struct lomo_backend {
     void *ctx;
     void *stream;       /* the backend's stream (cudaStream_t for CUDA), handed to hooks; NULL on the CPU */
     int host_memory;    /* 1: data pointers are host pointers (no staging on load/save) */
+    int grads16;        /* 0.7: 1 if, with 16-bit storage, gradients pass through 16-bit operands (CUDA:
+                           the dW GEMMs take x and dy in the storage dtype), so f16 storage turns loss
+                           scaling on by default; 0 (the CPU): gradients are fp32 throughout */
     void *(*alloc)(void *ctx, size_t bytes);
     void  (*free)(void *ctx, void *p);
     void  (*upload)(void *ctx, void *dst, const void *src, size_t bytes);   /* host -> backend */
@@ -1372,6 +1385,9 @@ struct lomo_backend {
 };
 
 LOMODEF const lomo_backend *lomo_cpu_backend(void);
+/* What the CPU backend's matmuls run on, for logs and benchmarks: "OpenBLAS 0.3.21, Haswell
+   kernels (OPENBLAS_CORETYPE=Haswell)", "CBLAS" (another CBLAS), or "OpenMP loops (no CBLAS)". */
+LOMODEF const char *lomo_cpu_blas(void);
 /* The backend named by spec: "cpu" (lomo_cpu_backend), "cuda" (device 0) or "cuda:N"
    (device N; needs LOMO_CUDA defined, in this file and in the object that holds
    lomo_cuda.cuh's implementation, e.g. examples/cuda_impl.cu built by nvcc).
@@ -1643,6 +1659,28 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
 #ifdef LOMO_CBLAS
 #include <cblas.h>
 #endif
+
+/* what the CPU matmuls run on; OpenBLAS's kernels follow the CPU unless OPENBLAS_CORETYPE
+   names others (measured on a 2-core AVX-512 machine: sgemm at n = 2048 243 GFLOP/s with
+   OPENBLAS_CORETYPE=Haswell, 439 with OpenBLAS's own choice, Cooperlake), so it is shown */
+LOMODEF const char *lomo_cpu_blas(void) {
+#if defined(LOMO_CBLAS) && defined(OPENBLAS_VERSION)
+    static char buf[192];
+    char ver[48];
+    const char *core = openblas_get_corename(), *env = getenv("OPENBLAS_CORETYPE");
+    size_t n;
+    snprintf(ver, sizeof ver, "%s", &OPENBLAS_VERSION[OPENBLAS_VERSION[0] == ' ']);
+    n = strlen(ver);
+    while (n > 0 && ver[n - 1] == ' ') ver[--n] = 0;   /* " OpenBLAS 0.3.21 " */
+    if (env) snprintf(buf, sizeof buf, "%s, %s kernels (OPENBLAS_CORETYPE=%.40s)", ver, core ? core : "?", env);
+    else snprintf(buf, sizeof buf, "%s, %s kernels", ver, core ? core : "?");
+    return buf;
+#elif defined(LOMO_CBLAS)
+    return "CBLAS";
+#else
+    return "OpenMP loops (no CBLAS)";
+#endif
+}
 
 #define LOMO__MAX_HEAD_DIM 1024
 
@@ -3651,7 +3689,7 @@ static void lomo__trainer_defaults(lomo_trainer *t, lomo_model *m, const lomo_tr
     if (o->loss_scale_backoff == 0) o->loss_scale_backoff = 0.5f;
     if (o->loss_scale_min == 0) o->loss_scale_min = 1.0f;
     if (o->loss_scale_window == 0) o->loss_scale_window = 1000;
-    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16);
+    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16 && m->be->grads16);
     t->scale = t->scaling ? o->loss_scale_init : 1.0f;
     t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
     t->comm = m->comm;

@@ -1642,7 +1642,7 @@ extern "C" const lomo_backend *lomo_cuda_backend(int device) {
         return NULL;
     }
     lomo_backend *b = &be[device];
-    b->ctx = c; b->stream = c->stream; b->host_memory = 0;
+    b->ctx = c; b->stream = c->stream; b->host_memory = 0; b->grads16 = 1;
     b->alloc = lomo__cu_alloc; b->free = lomo__cu_free; b->upload = lomo__cu_upload; b->download = lomo__cu_download;
     b->copy = lomo__cu_copy; b->zero = lomo__cu_zero; b->check = lomo__cu_check; b->add = lomo__cu_add;
     b->embed_fwd = lomo__cu_embed_fwd; b->embed_bwd = lomo__cu_embed_bwd;

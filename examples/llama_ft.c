@@ -108,7 +108,7 @@ static void usage(void) {
         "  --clip-mode global|gram|tensor --stochastic-rounding (16-bit storage)\n"
         "  --device cpu|cuda (cuda: a build with -DLOMO_CUDA, see lomo_cuda.cuh)\n"
         "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
-        "  --loss-scale X (dynamic loss scaling from X; default on for f16 from 65536) --loss-scale-window N\n"
+        "  --loss-scale X (dynamic loss scaling from X; default: on for f16 on CUDA, from 65536) --loss-scale-window N\n"
         "  --eval FILE (evaluate only) --mc FILE (multiple-choice accuracy); both use --seq-len when given,\n"
         "    else the model's max_position_embeddings up to %d\n"
         "  --max-skipped N (stop after N consecutive skipped steps, loss-scale back-offs aside; default 5, 0 = never)\n"
@@ -1223,6 +1223,7 @@ static int prepare(ft_run *r) {
     printf("model: %.2fM parameters, %d layers, dim %d, %d/%d heads, vocab %d%s, %s; backend %s\n",
            lomo_n_params(m) / 1e6, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads,
            m->cfg.vocab_size, m->cfg.tie_embeddings ? ", tied" : "", m->cfg.model_type, m->be->name);
+    if (m->be->host_memory) printf("matmuls: %s\n", lomo_cpu_blas());
     if ((a->eval_only || a->mc) && !a->seq_len_given && !r->demo) {   /* the model's context, up to a cap */
         a->seq_len = m->cfg.max_seq_len < EVAL_SEQ_CAP ? m->cfg.max_seq_len : EVAL_SEQ_CAP;
         if (a->seq_len < 2) a->seq_len = 2;

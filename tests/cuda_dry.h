@@ -14,6 +14,7 @@ static lomo_backend lomo__dry_be;
 static const lomo_backend *lomo_cuda_backend(int) {
     lomo__dry_be = *lomo_cpu_backend();
     lomo__dry_be.host_memory = 0;
+    lomo__dry_be.grads16 = 1;   /* 0.7: f16 loss scaling on by default, as on CUDA */
     lomo__dry_be.linear_update = lomo__cpu_linear_update;   /* 0.6: the fused-update path, as CUDA takes it */
     return &lomo__dry_be;
 }

@@ -173,6 +173,7 @@ static lomo_train_opts sc_opts(const sc_case *k) {
     o.batch = 2; o.seq_len = 33; o.micro_batches = k->micro; o.checkpointing = k->ckpt;
     o.clip_norm = k->clip_norm; o.clip_mode = k->clip_mode; o.clip_value = k->clip_value; o.weight_decay = k->wd;
     o.optimizer = k->opt; o.stochastic_rounding = k->sr; o.seed = 5; o.head_chunk = k->head_chunk;
+    o.loss_scaling = k->dt == LOMO_F16 ? 1 : 0;   /* both backends scale f16 (0.7: the default is off on the CPU) */
     return o;
 }
 /* steps of the case on m; the data is a function of the step; 0 or -1 */

@@ -183,6 +183,7 @@ static int p_train(void) {
     o.batch = k->B; o.seq_len = k->T; o.micro_batches = k->M; o.checkpointing = k->checkpointing;
     o.optimizer = k->optimizer; o.clip_mode = k->clip_mode; o.clip_norm = k->clip_norm; o.clip_value = k->clip_value;
     o.weight_decay = k->wd; o.stochastic_rounding = k->stochastic; o.seed = 11;
+    o.loss_scaling = k->dtype == LOMO_F16 ? 1 : 0;   /* the f16 case is the scaled one (0.7: off by default on the CPU) */
     if (!(t = lomo_trainer_new(m, &o))) { lomo_model_free(m); return -1; }
     V = m->cfg.vocab_size;
     for (s = 0; s < k->steps && !rc; s++) {

@@ -162,7 +162,9 @@ int main(void) {
     o.stochastic_rounding = 1; o.seed = 3;
     step_case("bf16 SR, global norm clip", LOMO_BF16, 0, o, 1);
     o.stochastic_rounding = 0;
+    o.loss_scaling = 1;   /* 0.7: off by default on the CPU */
     step_case("f16, loss scaling", LOMO_F16, 1, o, 1);
+    o.loss_scaling = 0;
     o.clip_mode = LOMO_CLIP_GLOBAL_GRAM;
     step_case("Gram norm clip", LOMO_F32, 0, o, 1);
     o.clip_mode = LOMO_CLIP_TENSOR;

@@ -131,7 +131,7 @@ static void test_loss_scaling(void) {
     lomo_model *m = make(LOMO_F16, 1), *snap = make(LOMO_F16, 1);
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
-    o.batch = 2; o.seq_len = 12; o.loss_scale_init = 1.7e38f; o.loss_scale_window = 3;  /* on by default for f16 */
+    o.batch = 2; o.seq_len = 12; o.loss_scale_init = 1.7e38f; o.loss_scale_window = 3; o.loss_scaling = 1;
     lomo_trainer *t = lomo_trainer_new(m, &o);
     int skips = 0, growths = 0, clean = 0, ok_identical = 1, ok_halve = 1, ok_grow = 1;
     for (int k = 0; k < 12; k++) {
@@ -167,6 +167,37 @@ static void test_loss_scaling(void) {
     lomo_trainer_free(t2);
     lomo_trainer_free(t);
     lomo_model_free(m); lomo_model_free(snap);
+}
+
+/* the default (loss_scaling = 0): on for f16 only where the backend's gradients pass through
+   16-bit operands (grads16: CUDA), off on the CPU (fp32 gradients), and never for bf16 */
+static void test_scaling_default(void) {
+    static lomo_backend be16;
+    lomo_config c;
+    lomo_train_opts o;
+    lomo_step_info in;
+    be16 = *lomo_cpu_backend();
+    be16.grads16 = 1;   /* the CPU's kernels, declared as a backend with 16-bit gradient operands */
+    lomo_config_default(&c, 32, 64, 2, 4, 2, 53);
+    for (int k = 0; k < 4; k++) {
+        lomo_dtype dt = k < 2 ? LOMO_F16 : LOMO_BF16;
+        lomo_load_opts lo = {dt, NULL, NULL};
+        lomo_model *m;
+        lomo_trainer *t;
+        int want = dt == LOMO_F16 && (k & 1);
+        lo.backend = k & 1 ? &be16 : NULL;
+        m = lomo_model_new(&c, &lo);
+        lomo_model_init_random(m, 9, 0.2f);
+        memset(&o, 0, sizeof o);
+        o.batch = 2; o.seq_len = 12;
+        t = lomo_trainer_new(m, &o);
+        CHECK(t && lomo_step(t, tok, NULL, 0.01f, &in) == 0, "step: %s", lomo_error());
+        CHECK(t && (in.loss_scale == 65536.0f) == want && (lomo_trainer_loss_scale(t) > 1.0f) == want,
+              "%s storage, grads16 %d: loss scaling must be %s by default (scale %g)", dt == LOMO_F16 ? "f16" : "bf16",
+              k & 1, want ? "on" : "off", (double)in.loss_scale);
+        lomo_trainer_free(t);
+        lomo_model_free(m);
+    }
 }
 
 /* in fp32 a power-of-two loss scale is exact: same weights as no scaling */
@@ -343,6 +374,7 @@ int main(void) {
     test_unbiased(LOMO_F16);
     test_sr_keeps_learning();
     test_loss_scaling();
+    test_scaling_default();
     test_scale_exact();
     return tu_done("test_precision");
 }
