@@ -95,10 +95,11 @@ static int sgemm_peak(int n, const char *out) {
            1,
 #endif
            gf);
+    printf("matmuls: %s\n", lomo_cpu_blas());
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
-        fprintf(f, "{\"sgemm_n\": %d, \"gflops\": %.2f, \"backend\": \"%s\"}\n", n, gf, be->name);
+        fprintf(f, "{\"sgemm_n\": %d, \"gflops\": %.2f, \"backend\": \"%s\", \"blas\": \"%s\"}\n", n, gf, be->name, lomo_cpu_blas());
         fclose(f);
     }
     free(x); free(w); free(y);
@@ -237,6 +238,7 @@ int main(int argc, char **argv) {
            1
 #endif
     );
+    if (m->be->host_memory) printf("matmuls: %s\n", lomo_cpu_blas());
     printf("tokens/s %.1f   step %.3f s   loss %.4f -> %.4f   peak RSS %.1f MiB   tracked peak %.1f MiB (formula %.1f MiB)\n",
            tps, dt / steps, first.loss, info.loss, rss, r.total_peak / 1048576.0, total / 1048576.0);
     lomo_memory_print(stdout, &r);
@@ -249,13 +251,13 @@ int main(int argc, char **argv) {
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
-        fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, \"context_mib\": %.1f, "
+        fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"blas\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, \"context_mib\": %.1f, "
                    "\"tokens_per_s\": %.2f, \"step_ms\": %.3f, \"widen_ms\": %.3f, \"loss_scaling\": %d, \"peak_rss_mib\": %.1f, \"step_flops\": %.6g, \"gflops\": %.3f, "
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
                    "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
-                m->be->name, gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, 1e3 * dt / steps, widen_ms, scaling, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
+                m->be->name, m->be->host_memory ? lomo_cpu_blas() : "cuBLAS", gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, 1e3 * dt / steps, widen_ms, scaling, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
                 batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
         fclose(f);

@@ -21,7 +21,10 @@ Writes bench/out/cpu.json and bench/out/cpu.md.
   names below), NO_LOADED=1 to skip the loaded runs, NO_DTYPES=1 to skip the
   f32/bf16/f16 storage comparison (lomo only, LOADED_PAIRS rounds of the
   DTYPES below, interleaved; each 16-bit run also times widening every weight
-  once, so the table can say what 16-bit storage costs beyond fp32).
+  once, so the table can say what 16-bit storage costs beyond fp32); when the
+  environment sets OPENBLAS_CORETYPE (this project's machines set Haswell),
+  the first shape runs LOADED_PAIRS more pairs with it unset, OpenBLAS's own
+  kernel choice (NO_NATIVE=1 skips them).
 """
 import json
 import os
@@ -46,26 +49,26 @@ SHAPES = {
 }
 DEMO = "--dim 96 --hidden 256 --layers 4 --heads 6 --kv-heads 2 --vocab 64 --tied --batch 8 --seq 32 --clip-norm 1"
 OUT = "bench/out"
-# storage dtypes compared (lomo only): f16 turns on dynamic loss scaling by default, whose
-# overflow check is a second backward pass; the last row is f16 storage without it
+# storage dtypes compared (lomo only): f16's dynamic loss scaling is off by default on the CPU
+# (fp32 gradients); the last row turns it on: its overflow check is one more backward pass
 DTYPES = {"f32": "--dtype f32", "bf16": "--dtype bf16", "f16": "--dtype f16",
-          "f16, no loss scaling": "--dtype f16 --loss-scaling off"}
+          "f16, loss scaling on": "--dtype f16 --loss-scaling on"}
 
 
-def run(cmd, out_json):
+def run(cmd, out_json, env=None):
     if os.path.exists(out_json):
         os.remove(out_json)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if p.returncode != 0 or not os.path.exists(out_json):
         sys.stdout.write(p.stdout)
         raise SystemExit(f"failed: {' '.join(cmd)}")
     return json.load(open(out_json))
 
 
-def lomo(shape, steps, tag):
+def lomo(shape, steps, tag, env=None):
     f = f"{OUT}/lomo_{tag}.json"
     return run(["build/bench_cpu"] + shape.split() + ["--checkpointing", "--steps", str(steps), "--warmup", "1",
-                                                      "--out", f], f)
+                                                      "--out", f], f, env)
 
 
 def peer(shape, steps, tag):
@@ -75,20 +78,20 @@ def peer(shape, steps, tag):
                                                          "--threads", str(NCPU), "--out", f], f)
 
 
-def peak():
+def peak(env=None):
     f = f"{OUT}/sgemm.json"
-    return run(["build/bench_cpu", "--sgemm-peak", "2048", "--out", f], f)["gflops"]
+    return run(["build/bench_cpu", "--sgemm-peak", "2048", "--out", f], f, env)["gflops"]
 
 
-def pairs(name, shape, steps, n, have_peer):
+def pairs(name, shape, steps, n, have_peer, env=None):
     rows = []
     for i in range(n + 1):   # pair 0 is the warm-up
-        g = peak()
+        g = peak(env)
         first_lomo = i % 2 == 0
         a = b = None
         for which in ((0, 1) if first_lomo else (1, 0)):
             if which == 0:
-                a = lomo(shape, steps, name)
+                a = lomo(shape, steps, name, env)
             elif have_peer:
                 b = peer(shape, steps, name)
         r = {"lomo": a, "torch": b, "sgemm_gflops": g}
@@ -146,6 +149,15 @@ def main():
         shape, steps = SHAPES[name]
         print(f"== {name}: {shape}, {steps} timed steps, checkpointing", flush=True)
         res["shapes"].append(summary(name, pairs(name, shape, steps, PAIRS, have_peer)))
+    res["blas"] = res["shapes"][0]["pairs"][0]["lomo"].get("blas", "?") if res["shapes"] else "?"
+    if res["shapes"] and "OPENBLAS_CORETYPE" in os.environ and os.environ.get("NO_NATIVE") != "1":
+        # the environment names OpenBLAS's kernels: the first shape once more with OpenBLAS's own choice
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        shape, steps = SHAPES[res["shapes"][0]["shape"]]
+        print(f"== {res['shapes'][0]['shape']} with OPENBLAS_CORETYPE unset (OpenBLAS's own kernel choice)", flush=True)
+        n = summary(res["shapes"][0]["shape"], pairs("native", shape, steps, LOADED_PAIRS, have_peer, env))
+        n["blas"] = n["pairs"][0]["lomo"].get("blas", "?")
+        res["native"] = n
     if res["shapes"] and os.environ.get("NO_DTYPES") != "1":
         # 16-bit storage against fp32 storage, lomo only, interleaved
         shape, steps = SHAPES[res["shapes"][0]["shape"]]
@@ -188,7 +200,10 @@ def main():
 
     lines = [f"CPU: {cpu}, {NCPU} cores; load average {load0:.1f} at the start, {res['loadavg_end']:.1f} at the end "
              f"(1-minute, other work included). fp32, activation checkpointing on both, no clipping. "
-             f"{PAIRS} interleaved pairs after a warm-up pair; medians, ratio min-max.", ""]
+             f"{PAIRS} interleaved pairs after a warm-up pair; medians, ratio min-max.", "",
+             f"lomo's matmuls: {res['blas']}." + (f" Last row: the same shape, {LOADED_PAIRS} pairs, with "
+             f"OPENBLAS_CORETYPE unset ({res['native']['blas']}); the peer (MKL) is unaffected."
+             if "native" in res else ""), ""]
     if res["shapes"] and "torch_version" in res["shapes"][0]:
         s0 = res["shapes"][0]
         lines.append(f"Peer: PyTorch {s0['torch_version']} + transformers {s0['transformers_version']} + lomo-optim 0.1.1, "
@@ -196,7 +211,10 @@ def main():
         lines.append("")
     lines += ["| shape | params | lomo tok/s | PyTorch tok/s | lomo / PyTorch (min-max) | RSS lomo / PyTorch MiB | "
               "lomo GFLOP/s | sgemm peak | of peak |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in res["shapes"]:
+    rows_md = list(res["shapes"])
+    if "native" in res:
+        rows_md.append(dict(res["native"], shape=res["native"]["shape"] + ", OpenBLAS's own kernels"))
+    for s in rows_md:
         c = s["config"]
         desc = f"{s['shape']}: {c['layers']}L dim {c['dim']} {c['heads']}/{c['kv_heads']} heads, V {c['vocab']}, {c['batch']} x {c['seq']}"
         fp = s["frac_peak"]
@@ -212,7 +230,8 @@ def main():
         lines += ["", f"Storage dtype, lomo, {res['shapes'][0]['shape']} shape ({LOADED_PAIRS} interleaved triples; "
                       "compute is fp32 either way, 16-bit weights are widened for each matmul; widening = every weight "
                       "widened to fp32 once, as a share of the f32 step; a checkpointed step widens each weight 3 times, "
-                      "5 with loss scaling, whose overflow pass is one more backward pass):", "",
+                      "5 with loss scaling, whose overflow pass is one more backward pass; loss scaling is off by default "
+                      "on the CPU):", "",
                   "| storage | tok/s | vs f32 (min-max) | step ms | widening once, ms | widening / f32 step |",
                   "|---|---:|---:|---:|---:|---:|"]
         for d in DTYPES:
