@@ -490,6 +490,31 @@ static void test_sumsq_update(void) {
     x[7] = NAN;
     CHECK(isnan(be->sumsq(be->ctx, x, n)), "sumsq propagates NaN");
     x[7] = 0.5f;
+    {   /* 0.7: eight lanes per chunk: every tail length, and the 16-bit param_sumsq, against a plain double sum */
+        static const int ns[] = {1, 7, 8, 9, 15, 64 * 8 + 3, 100003};
+        for (size_t q = 0; q < sizeof ns / sizeof ns[0]; q++) {
+            int m = ns[q];
+            float *y = randf((size_t)m, 1.0 + q);
+            uint16_t *h = (uint16_t *)malloc(2 * (size_t)m);
+            double r = 0, rb = 0, rh = 0;
+            for (int i = 0; i < m; i++) r += (double)y[i] * y[i];
+            CHECK(fabs(be->sumsq(be->ctx, y, (size_t)m) - r) <= 1e-13 * r, "sumsq, n = %d", m);
+            lomo_tensor Y = wrap(y, m, 0);
+            CHECK(fabs(be->param_sumsq(be->ctx, &Y) - r) <= 1e-13 * r, "param_sumsq fp32, n = %d", m);
+            for (int d = 0; d < 2; d++) {
+                lomo_tensor H = Y;
+                double *rr = d ? &rh : &rb;
+                H.dtype = d ? LOMO_F16 : LOMO_BF16; H.data = h;
+                for (int i = 0; i < m; i++) {
+                    h[i] = d ? lomo_f32_to_f16(y[i]) : lomo_f32_to_bf16(y[i]);
+                    float w = d ? lomo_f16_to_f32(h[i]) : lomo_bf16_to_f32(h[i]);
+                    *rr += (double)w * w;
+                }
+                CHECK(fabs(be->param_sumsq(be->ctx, &H) - *rr) <= 1e-13 * *rr, "param_sumsq %s, n = %d", d ? "f16" : "bf16", m);
+            }
+            free(h); free(y);
+        }
+    }
     memcpy(p0, p, sizeof(float) * n);
     lomo_update_args a;
     memset(&a, 0, sizeof a);
