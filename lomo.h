@@ -465,7 +465,9 @@ VERSION HISTORY
         now off by default on the CPU, whose gradients are fp32 (the backend
         table's grads16 says where gradients pass through 16-bit operands:
         CUDA, where f16 keeps it on). lomo_cpu_blas() names the BLAS and its
-        kernels (OpenBLAS: OPENBLAS_CORETYPE picks them).
+        kernels (OpenBLAS: OPENBLAS_CORETYPE picks them). Sums of squares
+        (sumsq, param_sumsq, the Gram pass) in eight double lanes
+        (lomo__dot8d): they vectorise; results move in the last bits.
         Decode: with AVX2+FMA the GEMV takes eight rows at a time in 256-bit
         registers and widens bf16 256 bits wide (bit for bit the portable
         loop's sums); the weights of a host-memory backend are one allocation
