@@ -155,7 +155,8 @@ MIXED PRECISION
    overflow, an overflowing step is skipped (weights bit-identical) and the
    scale backs off; it grows again after loss_scale_window clean steps. It is
    on by default for f16 storage where gradients pass through f16 operands
-   (CUDA's dW GEMMs: small gradients would underflow), off on the CPU, whose
+   (CUDA's dW GEMMs: small gradients would underflow) or when a loss_scale_*
+   option is set, otherwise off: on the CPU, whose
    gradients are fp32 throughout: there the scale guards nothing and its
    overflow check costs a backward pass. Either way a non-finite loss skips
    the step before any update, and a non-finite weight fails it.
@@ -787,7 +788,8 @@ typedef struct lomo_train_opts {
     uint64_t seed;          /* for stochastic rounding */
     int loss_scaling;       /* dynamic loss scaling: 1 = on, -1 = off, 0 = on for f16 storage on a
                                backend whose gradients pass through 16-bit operands (grads16: CUDA),
-                               off on the CPU (fp32 gradients: nothing underflows) */
+                               or when a loss_scale_* field below is set; else off (the CPU: fp32
+                               gradients, nothing underflows) */
     float loss_scale_init;  /* 0 = 65536 */
     float loss_scale_growth, loss_scale_backoff, loss_scale_min;  /* 0 = 2, 0.5, 1 */
     int loss_scale_window;  /* grow after this many clean steps; 0 = 1000 */
@@ -3708,7 +3710,11 @@ static void lomo__trainer_defaults(lomo_trainer *t, lomo_model *m, const lomo_tr
     if (o->loss_scale_backoff == 0) o->loss_scale_backoff = 0.5f;
     if (o->loss_scale_min == 0) o->loss_scale_min = 1.0f;
     if (o->loss_scale_window == 0) o->loss_scale_window = 1000;
-    t->scaling = opts->loss_scaling > 0 || (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16 && m->be->grads16);
+    /* default: f16 where gradients pass through 16-bit operands, or where a loss_scale_* knob was set */
+    t->scaling = opts->loss_scaling > 0 ||
+                 (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16 &&
+                  (m->be->grads16 || opts->loss_scale_init != 0 || opts->loss_scale_growth != 0 ||
+                   opts->loss_scale_backoff != 0 || opts->loss_scale_min != 0 || opts->loss_scale_window != 0));
     t->scale = t->scaling ? o->loss_scale_init : 1.0f;
     t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
     t->comm = m->comm;

@@ -156,6 +156,16 @@ static void test_loss_scaling(void) {
     CHECK(ok_identical, "a skipped step must leave every weight bit-identical");
     CHECK(ok_halve, "each overflow halves the scale");
     CHECK(ok_grow, "the scale grows x2 exactly after the window of clean steps, else stays");
+    {   /* a loss_scale_* knob alone asks for loss scaling on f16, CPU included (loss_scaling 0) */
+        lomo_train_opts o2 = o;
+        lomo_step_info in;
+        memset(&in, 0, sizeof in);
+        o2.loss_scaling = 0; o2.loss_scale_init = 4096.0f; o2.loss_scale_window = 0;
+        lomo_trainer *t3 = lomo_trainer_new(m, &o2);
+        CHECK(t3 && lomo_step(t3, tok, NULL, 0.01f, &in) == 0 && in.loss_scale == 4096.0f,
+              "loss_scale_init set, loss_scaling 0: scaling on (scale %g)", (double)in.loss_scale);
+        lomo_trainer_free(t3);
+    }
     /* the scale survives a save + resume */
     lomo_save_opts so;
     memset(&so, 0, sizeof so);
