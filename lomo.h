@@ -156,9 +156,9 @@ MIXED PRECISION
    scale backs off; it grows again after loss_scale_window clean steps. It is
    on by default for f16 storage where gradients pass through f16 operands
    (CUDA's dW GEMMs: small gradients would underflow) or when a loss_scale_*
-   option is set, otherwise off: on the CPU, whose
-   gradients are fp32 throughout: there the scale guards nothing and its
-   overflow check costs a backward pass. Either way a non-finite loss skips
+   option is set, otherwise off: the CPU's gradients are fp32 throughout,
+   so there the scale guards nothing and its overflow check costs a
+   backward pass. Either way a non-finite loss skips
    the step before any update, and a non-finite weight fails it.
 
 SHARDING (ZeRO-3 style; lomo_load_opts.comm, LOMO_MPI / LOMO_NCCL)
@@ -2840,6 +2840,7 @@ static void lomo__cpu_rope_ex(void *ctx, float *x, const float *inv_freq, int B,
    lanes (lane k takes i = k mod 8) added in a fixed tree: the same sum for any caller, and a loop
    that vectorises. One chain of double adds ran at one element per add latency: the global
    norm pass's sum of squares took 5% of a clipped step (0.7). */
+static double lomo__lanes8(const double *l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
 static double lomo__dot8d(const float *a, const float *b, size_t n) {
     double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
@@ -2847,7 +2848,7 @@ static double lomo__dot8d(const float *a, const float *b, size_t n) {
     for (; i + 8 <= n; i += 8)
         for (k = 0; k < 8; k++) l[k] += (double)a[i + k] * b[i + k];
     for (k = 0; i < n; i++, k++) l[k] += (double)a[i] * b[i];
-    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    return lomo__lanes8(l);
 }
 
 static double lomo__cpu_sumsq(void *ctx, const float *x, size_t n) {
@@ -3083,7 +3084,7 @@ static double lomo__cpu_param_sumsq(void *ctx, const lomo_tensor *p) {
             for (j = lo; j + 8 <= hi; j += 8)
                 for (k = 0; k < 8; k++) { w = lomo__elem(p, (size_t)(j + k)); l[k] += w * w; }
             for (k = 0; j < hi; j++, k++) { w = lomo__elem(p, (size_t)j); l[k] += w * w; }
-            part[ch] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+            part[ch] = lomo__lanes8(l);
         }
     }
     for (ch = 0; ch < LOMO__NCHUNK; ch++) s += part[ch];
