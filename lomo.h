@@ -232,7 +232,8 @@ OPTIONS (define before including)
                          otherwise plain OpenMP loops. With OpenBLAS, lomo
                          sets OpenBLAS to one thread and splits each matmul
                          over its own OpenMP threads (one thread pool), in
-                         blocks fixed by the shape and omp_get_max_threads().
+                         blocks fixed by the shape and omp_get_max_threads()
+                         (two per thread).
    LOMO_NO_TOKENIZER     leave out the tokenizer.json reader (lomo_tokenizer_*, lomo_tokenize, lomo_detokenize)
    LOMO_NO_DATA          leave out datasets and chat templates (lomo_data_*, lomo_chat_*; section 10)
    LOMO_NO_MC            leave out multiple choice (lomo_mc_*; section 11)
@@ -240,11 +241,16 @@ OPTIONS (define before including)
                          threads; by default (Linux) a region uses only the cores
                          that other runnable threads leave free (/proc/loadavg,
                          sampled every 50 ms, when the process may use every
-                         CPU), so a busy machine slows a step in
-                         proportion instead of 20x (spinning OpenMP barriers).
-                         Results are bitwise the same for any such team size.
+                         CPU), and on a busy machine a region longer than a
+                         time slice runs twice omp_get_max_threads() threads,
+                         so a busy machine slows a step in proportion instead
+                         of 20x (spinning OpenMP barriers). Results are
+                         bitwise the same for any such team size.
    LOMO_CPU_MIN_WORK     element operations below which a CPU loop runs on one
                          thread (default 32768)
+   LOMO_CPU_OVERSUB_WORK element operations from which a CPU region on a busy
+                         machine runs twice omp_get_max_threads() threads
+                         (default 4e6, about one scheduler time slice)
    LOMO_NO_F16C          no F16C conversions (x86, GCC/clang: chosen at run
                          time, no -march needed) for f16 storage's widening and
                          the LOMO rule's rounding; the scalar code, same bits
@@ -1693,22 +1699,37 @@ typedef struct lomo__cpu {
     const void *fin_data; long long fin_n; int fin_ok;   /* the last update: its tensor, and whether all it stored is finite */
 } lomo__cpu;
 
-/* ---- threads: only the cores that are free, and none for small work ----
+/* ---- threads: the cores that are free, none for small work, more for big work under load ----
    OpenMP threads that spin at barriers (GOMP's default wait policy, read from
    the environment before any code of ours runs) fight other processes for
    the cores at every parallel region: on a busy machine a step became 20x
    slower. So every region here asks lomo__nt(work) for its team size: 1 when
-   the work is too small to split (LOMO_CPU_MIN_WORK element operations), else
-   the cores not taken by other runnable threads (Linux: /proc/loadavg minus
-   this process's own running threads, sampled every 50 ms, averaged over the
-   last 4 samples; only when the process may use every online CPU, as
-   loadavg cannot tell which CPUs the others run on), at most
-   omp_get_max_threads(). Every CPU kernel's result
-   is independent of its thread count (fixed split points, fixed-chunk sums),
-   so this changes no result, and bitwise resume holds under any load.
+   the work is too small to split (LOMO_CPU_MIN_WORK element operations);
+   omp_get_max_threads() when the machine has that many cores free (Linux:
+   /proc/loadavg minus this process's own running threads, sampled every
+   50 ms, averaged over the last 4 samples; only when the process may use
+   every online CPU, as loadavg cannot tell which CPUs the others run on);
+   on a busy machine, the free cores (at least 1) for a region shorter than
+   about a scheduler time slice, and twice omp_get_max_threads() for a longer
+   one (LOMO_CPU_OVERSUB_WORK element operations: the big matmuls and
+   attention). Measured on 2 cores with a busy loop on each (README): one
+   thread keeps 0.37x of the idle speed; a team of as many threads as cores
+   loses its time at barriers whenever the scheduler runs one member and not
+   the other; twice as many threads, each with its own block of the matmul
+   (lomo__sgemm_split_ab cuts 2 x omp_get_max_threads() blocks), keep 0.5x,
+   as with more threads than CPUs libgomp waits at barriers in the kernel
+   instead of spinning. (With the busy loops in another session, which
+   Linux's autogroup gives half the machine whatever its threads, they keep
+   about 0.93x of what one thread keeps.) Short regions stay at the free
+   cores: waking more threads than that costs more than the region. Every CPU kernel's result is
+   independent of its team size (fixed split points, fixed-chunk sums), so
+   this changes no result, and bitwise resume holds under any load.
    LOMO_CPU_FIXED_THREADS turns the load probe off. */
 #ifndef LOMO_CPU_MIN_WORK
 #define LOMO_CPU_MIN_WORK 32768
+#endif
+#ifndef LOMO_CPU_OVERSUB_WORK
+#define LOMO_CPU_OVERSUB_WORK 4e6
 #endif
 #ifdef _OPENMP
 #if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
@@ -1751,14 +1772,16 @@ static int lomo__all_cpus(void) {
 #endif
 }
 #endif
-static int lomo__nt_now = 0;
+static int lomo__nt_now = 0;          /* cores that others leave free (the probe's last answer) */
 static double lomo__nt_when = -1.0;
 static int lomo__nt_hist[4], lomo__nt_nhist = 0;
+static int lomo__nt_force = 0;        /* tests: > 0, every region that splits gets this team */
 
 /* the team size for a region doing about `work` element operations */
 static int lomo__nt(double work) {
     int maxt = omp_get_max_threads(), nt;
     if (work < LOMO_CPU_MIN_WORK || maxt <= 1 || omp_in_parallel()) return 1;
+    if (lomo__nt_force > 0) return lomo__nt_force < 2 * maxt ? lomo__nt_force : 2 * maxt;
 #if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
     LOMO__OMP(critical(lomo__nt))
     {
@@ -1775,12 +1798,12 @@ static int lomo__nt(double work) {
                 lomo__nt_now = omp_get_num_procs() - o;
             } else lomo__nt_now = maxt;
         }
-        nt = lomo__nt_now;
+        nt = lomo__nt_now >= maxt ? maxt : work >= LOMO_CPU_OVERSUB_WORK ? 2 * maxt : lomo__nt_now;
     }
 #else
     nt = maxt;
 #endif
-    return nt < 1 ? 1 : nt > maxt ? maxt : nt;
+    return nt < 1 ? 1 : nt > 2 * maxt ? 2 * maxt : nt;
 }
 #endif
 /* a parallel loop sized by lomo__nt */
@@ -2111,9 +2134,13 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
    (measured: 25x slower on 2 cores). lomo_cpu_backend() therefore sets
    OpenBLAS to one thread. OpenBLAS's result for an element depends on the
    block it is computed in, so the blocks are fixed by the shape and
-   omp_get_max_threads() alone (one per thread, split at multiples of 64),
+   omp_get_max_threads() alone (two per thread, split at multiples of 64),
    not by the team lomo__nt picks for this region: a thread slowed by other
-   load leaves its block to another thread, and the result is the same. */
+   load leaves its blocks to another thread, and the result is the same.
+   Two per thread: on a busy machine lomo__nt gives the big matmuls twice
+   omp_get_max_threads() threads, one block each; on an idle one each thread
+   takes two (each block packs the shared operand again: measured about 1%
+   of an idle step). */
 /* C = alpha op(A) op(B) + beta C, split the same way */
 static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
                                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
@@ -2126,7 +2153,7 @@ static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE t
                                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int D = M >= N ? M : N, P = 1, blk;
 #ifdef _OPENMP
-    P = omp_get_max_threads();
+    P = 2 * omp_get_max_threads();
 #endif
     if (P > (D + 63) / 64) P = (D + 63) / 64;
     if (P < 1) P = 1;

@@ -2,13 +2,17 @@
    The CPU backend sizes each parallel region by the cores that are free at
    the moment (lomo__nt), so on a busy machine the team size changes from
    one region to the next. Every kernel must therefore give bitwise the same
-   result for any team size up to omp_get_max_threads() (OMP_NUM_THREADS):
-   this trains the same model with teams of 1, 2 and 3 threads out of 3 (each
-   optimizer, clipping modes, bf16 with stochastic rounding) and compares
-   every weight bit for bit. Sizes are odd and large enough that the regions
-   really split. With the plain loops every kernel is also independent of
+   result for any team size up to twice omp_get_max_threads() (OMP_NUM_THREADS;
+   a busy machine gives the big regions twice as many threads as cores):
+   this trains the same model with teams of 1, 2, 3 and 6 threads out of 3,
+   and as lomo__nt sizes them with one core free (6 threads for the big
+   regions, 1 for the others), for each optimizer, clipping modes, bf16 with
+   stochastic rounding, and compares every weight bit for bit. Sizes are odd
+   and large enough that the regions really split. With the plain loops every kernel is also independent of
    OMP_NUM_THREADS itself, which is checked too.
-   Also: small work runs on one thread, and the load probe reads sane values. */
+   Also: small work runs on one thread, the load probe reads sane values, and
+   a busy machine gives short regions the free cores and long ones twice as
+   many threads as omp_get_max_threads(). */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "test_util.h"
@@ -28,11 +32,13 @@ static lomo_model *make(lomo_dtype dt) {
     return m;
 }
 
-/* train 3 steps with nt threads; returns the weights, concatenated */
+/* train 3 steps with teams of nt threads (nt 0: as lomo__nt picks them with one core
+   free); returns the weights, concatenated */
 static unsigned char *train(int maxt, int nt, int optimizer, int clip_mode, lomo_dtype dt, size_t *bytes) {
 #ifdef _OPENMP
     omp_set_num_threads(maxt);
-    lomo__nt_now = nt;            /* no load probe here: teams of exactly nt threads */
+    lomo__nt_force = nt;          /* teams of exactly nt threads */
+    lomo__nt_now = 1;             /* or: no load probe, one core free */
     lomo__nt_when = 1e300;
 #else
     (void)nt; (void)maxt;
@@ -68,13 +74,17 @@ static unsigned char *train(int maxt, int nt, int optimizer, int clip_mode, lomo
 static void same_for_any_threads(const char *what, int optimizer, int clip_mode, lomo_dtype dt) {
     size_t n1, n;
     unsigned char *w1 = train(3, 1, optimizer, clip_mode, dt, &n1);
-    for (int nt = 2; nt <= 4; nt++) {
-        /* teams of 2 and 3 of at most 3 threads; then (loops only) 4 threads of 4 */
-        unsigned char *w = nt <= 3 ? train(3, nt, optimizer, clip_mode, dt, &n) : train(4, 4, optimizer, clip_mode, dt, &n);
+    static const int teams[] = {2, 3, 6, 0, 4};
+    for (int k = 0; k < 5; k++) {
+        /* teams of 2, 3 and 6 of at most 3 threads, and the busy machine's mix; then (loops
+           only) 4 threads of 4 */
+        int nt = teams[k];
+        unsigned char *w = k < 4 ? train(3, nt, optimizer, clip_mode, dt, &n) : train(4, 4, optimizer, clip_mode, dt, &n);
         size_t diff = 0;
-        if (nt == 4 && strstr(lomo_cpu_backend()->name, "cblas")) { free(w); continue; }
+        if (k == 4 && strstr(lomo_cpu_backend()->name, "cblas")) { free(w); continue; }
         for (size_t i = 0; i < n && n == n1; i++) diff += w[i] != w1[i];
-        CHECK(n == n1 && diff == 0, "%s: team of %d differs from 1 thread in %zu of %zu bytes", what, nt, diff, n);
+        CHECK(n == n1 && diff == 0, "%s: team of %d (0: busy machine's mix) differs from 1 thread in %zu of %zu bytes",
+              what, nt, diff, n);
         free(w);
     }
     free(w1);
@@ -91,14 +101,27 @@ int main(void) {
     {
         int o;
         omp_set_num_threads(4);
+        lomo__nt_force = 4;
         CHECK(lomo__nt(100.0) == 1, "small work must run on one thread");
         CHECK(lomo__nt(1e9) == 4, "forced big work: %d threads, want 4", lomo__nt(1e9));
+        lomo__nt_force = 0;
+#if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
+        lomo__nt_now = 4;   /* the probe's last answer: 4 cores free, 1 free, none free */
+        CHECK(lomo__nt(1e9) == 4 && lomo__nt(1e5) == 4, "idle machine: %d, %d threads, want 4", lomo__nt(1e9), lomo__nt(1e5));
+        lomo__nt_now = 1;
+        CHECK(lomo__nt(1e5) == 1, "busy machine, short region: %d threads, want 1", lomo__nt(1e5));
+        CHECK(lomo__nt(LOMO_CPU_OVERSUB_WORK) == 8, "busy machine, long region: %d threads, want 8",
+              lomo__nt(LOMO_CPU_OVERSUB_WORK));
+        lomo__nt_now = -3;
+        CHECK(lomo__nt(1e5) == 1 && lomo__nt(1e9) == 8, "no core free: %d, %d threads, want 1, 8", lomo__nt(1e5),
+              lomo__nt(1e9));
+#endif
 #if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
         o = lomo__other_running();
         CHECK(o >= 0 && o < 100000, "load probe: %d other running threads", o);
-        lomo__nt_when = -1.0;     /* the probe's own answer is within [1, max] */
+        lomo__nt_when = -1.0;     /* the probe's own answer is within [1, 2 max] */
         o = lomo__nt(1e9);
-        CHECK(o >= 1 && o <= 4, "probed thread count %d", o);
+        CHECK(o >= 1 && o <= 8, "probed thread count %d", o);
 #else
         (void)o;
 #endif
