@@ -21,7 +21,9 @@
 
    --loss-scaling on|off (default: on for f16 storage only, as lomo_train_opts);
    with 16-bit storage it also times widening every weight to fp32 once
-   (widen_ms in the JSON), the cost that 16-bit storage adds per widening. */
+   (widen_ms in the JSON), the cost that 16-bit storage adds per widening,
+   and the update of every linear weight from an fp32 gradient (narrow_ms),
+   the pass that fp32 storage folds into the dW GEMM. */
 #ifndef LOMO_CUDA
 #define LOMO_IMPLEMENTATION
 #endif
@@ -207,7 +209,7 @@ int main(int argc, char **argv) {
     /* the cost of widening: every weight widened to fp32 once, through the
        backend's own widening (the one each matmul on 16-bit storage runs),
        best of 5; 0 for fp32 storage and on the GPU */
-    double widen_ms = 0.0;
+    double widen_ms = 0.0, narrow_ms = 0.0;
     int scaling = loss_scaling > 0 || (loss_scaling == 0 && lo.dtype == LOMO_F16);   /* as lomo_trainer_new decides */
 #ifndef LOMO_CUDA
     if (m->cfg.dtype != LOMO_F32) {
@@ -218,6 +220,27 @@ int main(int argc, char **argv) {
                 if (!lomo__f32(m->be->ctx, &m->tensors[i])) { fprintf(stderr, "bench_cpu: widening failed\n"); return 1; }
             if ((now() - w0) * 1e3 < widen_ms) widen_ms = (now() - w0) * 1e3;
         }
+        /* and the narrowing: the built-in LOMO update of every linear layer's
+           weight once from an fp32 gradient (lr 0: the weights keep their bits),
+           the pass a 16-bit step makes over each such gradient where fp32
+           storage has the dW GEMM update the weight itself (beta = the decay);
+           the embedding table is updated by a pass in either dtype. Best of 5 */
+#define LINEAR_W(t) ((t)->ndim == 2 && !strstr((t)->name, "embed_tokens"))
+        int64_t big = 0;
+        for (int i = 0; i < m->n_tensors; i++) if (LINEAR_W(&m->tensors[i]) && m->tensors[i].numel > big) big = m->tensors[i].numel;
+        float *g = (float *)malloc(sizeof(float) * (size_t)big);
+        for (int64_t k = 0; k < big; k++) g[k] = 1e-3f * (float)((int64_t)(lomo_rand_u64(&s) % 2001) - 1000);
+        lomo_update_args ua;
+        memset(&ua, 0, sizeof ua);
+        ua.rule = LOMO_OPT_LOMO; ua.lr = 0.0f; ua.inv_loss_scale = 1.0f; ua.clip_coef = 1.0f; ua.step = 1;
+        narrow_ms = 1e30;
+        for (int r = 0; r < 5; r++) {
+            double w0 = now();
+            for (int i = 0; i < m->n_tensors; i++)
+                if (LINEAR_W(&m->tensors[i])) m->be->update(m->be->ctx, &m->tensors[i], g, NULL, NULL, &ua);
+            if ((now() - w0) * 1e3 < narrow_ms) narrow_ms = (now() - w0) * 1e3;
+        }
+        free(g);
     }
 #endif
     size_t dev_free = 0, dev_total = 0;
@@ -246,18 +269,20 @@ int main(int argc, char **argv) {
     printf("achieved %.1f GFLOP/s (%.4g FLOP/step)", gflops, step_flops);
     if (peak_gflops > 0) printf(", %.0f%% of the sgemm peak %.1f GFLOP/s", 100 * gflops / peak_gflops, peak_gflops);
     printf("\n");
-    if (widen_ms > 0) printf("widening every weight once (%s -> fp32): %.2f ms, %.1f%% of a step; loss scaling %s\n", dtype,
-                             widen_ms, 100 * widen_ms / (1e3 * dt / steps), scaling ? "on (one more backward pass)" : "off");
+    if (widen_ms > 0) printf("widening every weight once (%s -> fp32): %.2f ms, %.1f%% of a step; updating every linear weight "
+                             "from an fp32 gradient once: %.2f ms, %.1f%%; loss scaling %s\n", dtype, widen_ms,
+                             100 * widen_ms / (1e3 * dt / steps), narrow_ms, 100 * narrow_ms / (1e3 * dt / steps),
+                             scaling ? "on (one more backward pass)" : "off");
     if (out) {
         FILE *f = fopen(out, "w");
         if (!f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
         fprintf(f, "{\"impl\": \"lomo\", \"backend\": \"%s\", \"blas\": \"%s\", \"gpu\": \"%s\", \"mfu\": %.4f, \"device_used_mib\": %.1f, \"context_mib\": %.1f, "
-                   "\"tokens_per_s\": %.2f, \"step_ms\": %.3f, \"widen_ms\": %.3f, \"loss_scaling\": %d, \"peak_rss_mib\": %.1f, \"step_flops\": %.6g, \"gflops\": %.3f, "
+                   "\"tokens_per_s\": %.2f, \"step_ms\": %.3f, \"widen_ms\": %.3f, \"narrow_ms\": %.3f, \"loss_scaling\": %d, \"peak_rss_mib\": %.1f, \"step_flops\": %.6g, \"gflops\": %.3f, "
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
                    "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
-                m->be->name, m->be->host_memory ? lomo_cpu_blas() : "cuBLAS", gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, 1e3 * dt / steps, widen_ms, scaling, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
+                m->be->name, m->be->host_memory ? lomo_cpu_blas() : "cuBLAS", gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, 1e3 * dt / steps, widen_ms, narrow_ms, scaling, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
                 batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
         fclose(f);

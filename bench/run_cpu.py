@@ -13,7 +13,9 @@ both medians, peak RSS, lomo's achieved GFLOP/s and its share of the peak.
 Then the loaded machine: the bench starts one busy loop per core, runs
 LOADED_PAIRS pairs on the first shape and on the small demo shape (lomo only
 there: the shape where spinning OpenMP threads collapsed 20x), and stops the
-loops. Reported: tokens/s loaded / unloaded. With one busy loop per core a
+loops; then LOADED_PAIRS lomo runs of the first shape with the busy loops in
+another session (setsid: Linux's autogroup then splits the machine between
+sessions, not threads). Reported: tokens/s loaded / unloaded. With one busy loop per core a
 fair share is half the machine, so a drop to 0.5x is "in proportion".
 
 Writes bench/out/cpu.json and bench/out/cpu.md.
@@ -127,8 +129,8 @@ def summary(name, rows):
     return s
 
 
-def busy(n):
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def busy(n, new_session=False):
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=new_session) for _ in range(n)]
 
 
 def main():
@@ -164,15 +166,23 @@ def main():
         print(f"== storage dtypes: f32, bf16, f16 on the {res['shapes'][0]['shape']} shape", flush=True)
         tps = {d: [] for d in DTYPES}
         widen = {d: [] for d in DTYPES}
+        narrow = {d: [] for d in DTYPES}
         step = {d: [] for d in DTYPES}
         for i in range(LOADED_PAIRS):
             for dt, flags in DTYPES.items():
                 r = lomo(shape + " " + flags, steps, "dtype")
                 tps[dt].append(r["tokens_per_s"]); widen[dt].append(r["widen_ms"]); step[dt].append(r["step_ms"])
+                narrow[dt].append(r.get("narrow_ms", 0.0))
             print(f"  dtypes {i + 1}: " + ", ".join(f"{d} {tps[d][-1]:.1f}" for d in tps), flush=True)
         res["dtypes"] = {d: {"tps": v, "median": med(v), "vs_f32": [a / b for a, b in zip(v, tps["f32"])],
                              "widen_ms": med(widen[d]), "step_ms": med(step[d]),
-                             "widen_vs_f32_step": [w / s for w, s in zip(widen[d], step["f32"])]}
+                             "widen_vs_f32_step": [w / s for w, s in zip(widen[d], step["f32"])],
+                             "narrow_ms": med(narrow[d]),
+                             # the conversions a step makes: each weight widened 3 times (5 with loss
+                             # scaling), each linear weight's update from its fp32 gradient once
+                             "conversions_vs_f32_step": [((5 if "scaling" in d else 3) * w + n) / s for w, n, s in
+                                                         zip(widen[d], narrow[d], step["f32"])],
+                             "slowdown": [a / b - 1.0 for a, b in zip(step[d], step["f32"])]}
                          for d, v in tps.items()}
     if os.environ.get("NO_LOADED") != "1":
         base = res["shapes"][0]
@@ -189,10 +199,24 @@ def main():
                 p.kill()
             for p in procs:
                 p.wait()
+        # the same load from another session (as another user's or a shell's jobs): Linux's
+        # autogroup scheduling then gives each session half the machine, whatever its threads
+        print(f"== loaded from another session: {NCPU} busy loops under setsid, {base['shape']} shape, lomo", flush=True)
+        procs = busy(NCPU, new_session=True)
+        try:
+            time.sleep(1.0)
+            other = [lomo(shape, steps, "other-session")["tokens_per_s"] for _ in range(LOADED_PAIRS)]
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+        print("  " + ", ".join(f"{x:.1f}" for x in other) + " tok/s", flush=True)
         l = summary(base["shape"], rows)
         res["loaded"] = {"busy_loops": NCPU, "lomo_tps": l["lomo_tps"], "lomo_vs_idle": l["lomo_tps"] / base["lomo_tps"],
                          "demo_idle_tps": med(demo_idle), "demo_loaded_tps": med(demo_loaded),
-                         "demo_vs_idle": med(demo_loaded) / med(demo_idle), "pairs": rows}
+                         "demo_vs_idle": med(demo_loaded) / med(demo_idle), "pairs": rows,
+                         "other_session_tps": other, "other_session_vs_idle": med(other) / base["lomo_tps"]}
         if "torch_tps" in l and "torch_tps" in base:
             res["loaded"].update(torch_tps=l["torch_tps"], torch_vs_idle=l["torch_tps"] / base["torch_tps"],
                                  ratio=l["ratio"], ratio_min=l["ratio_min"], ratio_max=l["ratio_max"])
@@ -232,12 +256,17 @@ def main():
                       "widened to fp32 once, as a share of the f32 step; a checkpointed step widens each weight 3 times, "
                       "5 with loss scaling, whose overflow pass is one more backward pass; loss scaling is off by default "
                       "on the CPU):", "",
-                  "| storage | tok/s | vs f32 (min-max) | step ms | widening once, ms | widening / f32 step |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| storage | tok/s | vs f32 (min-max) | step ms | step longer by | widening once, ms | "
+                  "update from fp32 grad, ms | conversions / f32 step |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for d in DTYPES:
-            r, w = D[d]["vs_f32"], D[d]["widen_vs_f32_step"]
+            r, sl, cv = D[d]["vs_f32"], D[d]["slowdown"], D[d]["conversions_vs_f32_step"]
             lines.append(f"| {d} | {D[d]['median']:.1f} | {med(r):.2f}x ({min(r):.2f}-{max(r):.2f}) | {D[d]['step_ms']:.0f} | "
-                         f"{D[d]['widen_ms']:.1f} | {100 * med(w):.1f}% |")
+                         f"{100 * med(sl):.1f}% | {D[d]['widen_ms']:.1f} | {D[d]['narrow_ms']:.1f} | {100 * med(cv):.1f}% |")
+        lines += ["", "Conversions: what a 16-bit step converts that an fp32 one does not, timed on their own: each weight "
+                      "widened 3 times (5 with loss scaling), and each linear weight updated once from its fp32 gradient "
+                      "(fp32 storage has the dW GEMM update the weight). \"Step longer by\" at or below it: 16-bit storage "
+                      "costs no more than its conversions."]
     if "loaded" in res:
         L = res["loaded"]
         lines += ["", f"Loaded machine ({L['busy_loops']} busy loops, one per core, started and stopped by the bench; "
@@ -248,6 +277,8 @@ def main():
             lines.append(f"| PyTorch, {res['shapes'][0]['shape']} shape | {res['shapes'][0]['torch_tps']:.1f} | {L['torch_tps']:.1f} | "
                          f"{L['torch_vs_idle']:.2f}x |")
         lines.append(f"| lomo, demo shape (100 steps) | {L['demo_idle_tps']:.0f} | {L['demo_loaded_tps']:.0f} | {L['demo_vs_idle']:.2f}x |")
+        lines.append(f"| lomo, {res['shapes'][0]['shape']} shape, the busy loops in another session (setsid) | "
+                     f"{res['shapes'][0]['lomo_tps']:.1f} | {med(L['other_session_tps']):.1f} | {L['other_session_vs_idle']:.2f}x |")
         if "ratio" in L:
             lines += ["", f"Loaded, lomo / PyTorch: {L['ratio']:.2f}x ({L['ratio_min']:.2f}-{L['ratio_max']:.2f})."]
     out = "\n".join(lines)
