@@ -233,7 +233,7 @@ OPTIONS (define before including)
                          sets OpenBLAS to one thread and splits each matmul
                          over its own OpenMP threads (one thread pool), in
                          blocks fixed by the shape and omp_get_max_threads()
-                         (two per thread).
+                         (two per thread while blocks stay 128 wide).
    LOMO_NO_TOKENIZER     leave out the tokenizer.json reader (lomo_tokenizer_*, lomo_tokenize, lomo_detokenize)
    LOMO_NO_DATA          leave out datasets and chat templates (lomo_data_*, lomo_chat_*; section 10)
    LOMO_NO_MC            leave out multiple choice (lomo_mc_*; section 11)
@@ -1716,7 +1716,7 @@ typedef struct lomo__cpu {
    thread keeps 0.37x of the idle speed; a team of as many threads as cores
    loses its time at barriers whenever the scheduler runs one member and not
    the other; twice as many threads, each with its own block of the matmul
-   (lomo__sgemm_split_ab cuts 2 x omp_get_max_threads() blocks), keep 0.5x,
+   (lomo__sgemm_split_ab cuts up to 2 x omp_get_max_threads() blocks), keep 0.5x,
    as with more threads than CPUs libgomp waits at barriers in the kernel
    instead of spinning. (With the busy loops in another session, which
    Linux's autogroup gives half the machine whatever its threads, they keep
@@ -2134,7 +2134,8 @@ static void lomo__cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *
    (measured: 25x slower on 2 cores). lomo_cpu_backend() therefore sets
    OpenBLAS to one thread. OpenBLAS's result for an element depends on the
    block it is computed in, so the blocks are fixed by the shape and
-   omp_get_max_threads() alone (two per thread, split at multiples of 64),
+   omp_get_max_threads() alone (two per thread while a block stays at least
+   128 wide, else one, split at multiples of 64),
    not by the team lomo__nt picks for this region: a thread slowed by other
    load leaves its blocks to another thread, and the result is the same.
    Two per thread: on a busy machine lomo__nt gives the big matmuls twice
@@ -2153,7 +2154,10 @@ static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE t
                                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int D = M >= N ? M : N, P = 1, blk;
 #ifdef _OPENMP
-    P = 2 * omp_get_max_threads();
+    P = omp_get_max_threads();
+    /* two blocks per thread while a block stays at least 128 wide (each block packs the
+       shared operand again: on many cores, doubling thin blocks would cost more than it gives) */
+    P = 2 * P <= (D + 127) / 128 ? 2 * P : P > (D + 127) / 128 ? P : (D + 127) / 128;
 #endif
     if (P > (D + 63) / 64) P = (D + 63) / 64;
     if (P < 1) P = 1;
