@@ -1716,14 +1716,15 @@ typedef struct lomo__cpu {
    thread keeps 0.37x of the idle speed; a team of as many threads as cores
    loses its time at barriers whenever the scheduler runs one member and not
    the other; twice as many threads, each with its own block of the matmul
-   (lomo__sgemm_split_ab cuts up to 2 x omp_get_max_threads() blocks), keep 0.5x,
-   as with more threads than CPUs libgomp waits at barriers in the kernel
-   instead of spinning. (With the busy loops in another session, which
+   (lomo__sgemm_split_ab cuts up to 2 x omp_get_max_threads() blocks), keep
+   0.5x, as with more threads than CPUs libgomp waits at barriers in the
+   kernel instead of spinning. (With the busy loops in another session, which
    Linux's autogroup gives half the machine whatever its threads, they keep
    about 0.93x of what one thread keeps.) Short regions stay at the free
-   cores: waking more threads than that costs more than the region. Every CPU kernel's result is
-   independent of its team size (fixed split points, fixed-chunk sums), so
-   this changes no result, and bitwise resume holds under any load.
+   cores: waking more threads than that costs more than the region. Every
+   CPU kernel's result is independent of its team size (fixed split points,
+   fixed-chunk sums), so this changes no result, and bitwise resume holds
+   under any load.
    LOMO_CPU_FIXED_THREADS turns the load probe off. */
 #ifndef LOMO_CPU_MIN_WORK
 #define LOMO_CPU_MIN_WORK 32768
@@ -2155,9 +2156,14 @@ static void lomo__sgemm_split_ab(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE t
     int D = M >= N ? M : N, P = 1, blk;
 #ifdef _OPENMP
     P = omp_get_max_threads();
-    /* two blocks per thread while a block stays at least 128 wide (each block packs the
-       shared operand again: on many cores, doubling thin blocks would cost more than it gives) */
-    P = 2 * P <= (D + 127) / 128 ? 2 * P : P > (D + 127) / 128 ? P : (D + 127) / 128;
+    /* two blocks per thread while a block stays at least 128 wide, else as many 128-wide
+       blocks as fit, never fewer than one per thread (each block packs the shared operand
+       again: on many cores, doubling thin blocks would cost more than it gives) */
+    {
+        int wide = (D + 127) / 128;
+        if (2 * P <= wide) P *= 2;
+        else if (P < wide) P = wide;
+    }
 #endif
     if (P > (D + 63) / 64) P = (D + 63) / 64;
     if (P < 1) P = 1;

@@ -28,6 +28,7 @@ Writes bench/out/cpu.json and bench/out/cpu.md.
   the first shape runs LOADED_PAIRS more pairs with it unset, OpenBLAS's own
   kernel choice (NO_NATIVE=1 skips them).
 """
+import contextlib
 import json
 import os
 import platform
@@ -129,8 +130,18 @@ def summary(name, rows):
     return s
 
 
+@contextlib.contextmanager
 def busy(n, new_session=False):
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=new_session) for _ in range(n)]
+    """n busy loops (in a session of their own with new_session) while the block runs"""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=new_session) for _ in range(n)]
+    try:
+        time.sleep(1.0)
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 def main():
@@ -189,28 +200,14 @@ def main():
         shape, steps = SHAPES[base["shape"]]
         demo_idle = [lomo(DEMO, 100, "demo")["tokens_per_s"] for _ in range(LOADED_PAIRS)]
         print(f"== loaded: {NCPU} busy loops (one per core), {base['shape']} shape and the demo shape", flush=True)
-        procs = busy(NCPU)
-        try:
-            time.sleep(1.0)
+        with busy(NCPU):
             rows = pairs(base["shape"] + "-loaded", shape, steps, LOADED_PAIRS, have_peer)
             demo_loaded = [lomo(DEMO, 100, "demo")["tokens_per_s"] for _ in range(LOADED_PAIRS)]
-        finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
         # the same load from another session (as another user's or a shell's jobs): Linux's
         # autogroup scheduling then gives each session half the machine, whatever its threads
         print(f"== loaded from another session: {NCPU} busy loops under setsid, {base['shape']} shape, lomo", flush=True)
-        procs = busy(NCPU, new_session=True)
-        try:
-            time.sleep(1.0)
+        with busy(NCPU, new_session=True):
             other = [lomo(shape, steps, "other-session")["tokens_per_s"] for _ in range(LOADED_PAIRS)]
-        finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
         print("  " + ", ".join(f"{x:.1f}" for x in other) + " tok/s", flush=True)
         l = summary(base["shape"], rows)
         res["loaded"] = {"busy_loops": NCPU, "lomo_tps": l["lomo_tps"], "lomo_vs_idle": l["lomo_tps"] / base["lomo_tps"],

@@ -8,8 +8,8 @@
    and as lomo__nt sizes them with one core free (6 threads for the big
    regions, 1 for the others), for each optimizer, clipping modes, bf16 with
    stochastic rounding, and compares every weight bit for bit. Sizes are odd
-   and large enough that the regions really split. With the plain loops every kernel is also independent of
-   OMP_NUM_THREADS itself, which is checked too.
+   and large enough that the regions really split. With the plain loops every
+   kernel is also independent of OMP_NUM_THREADS itself, which is checked too.
    Also: small work runs on one thread, the load probe reads sane values, and
    a busy machine gives short regions the free cores and long ones twice as
    many threads as omp_get_max_threads(). */
@@ -115,8 +115,6 @@ int main(void) {
         lomo__nt_now = -3;
         CHECK(lomo__nt(1e5) == 1 && lomo__nt(1e9) == 8, "no core free: %d, %d threads, want 1, 8", lomo__nt(1e5),
               lomo__nt(1e9));
-#endif
-#if defined(__linux__) && !defined(LOMO_CPU_FIXED_THREADS)
         o = lomo__other_running();
         CHECK(o >= 0 && o < 100000, "load probe: %d other running threads", o);
         lomo__nt_when = -1.0;     /* the probe's own answer is within [1, 2 max] */
