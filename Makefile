@@ -36,6 +36,7 @@ TESTS += test_fused
 TESTS += test_flash_model
 $(BUILD)/test_flash_model_loops $(BUILD)/test_flash_model_cblas $(BUILD)/test_flash_model_asan: tests/flash_model.h
 TESTS += test_decode
+TESTS += test_passcache
 # shell tests run by tests/run.sh after the programs (one line each)
 TEST_SCRIPTS += tests/test_options.sh
 HEADERS  = lomo.h tests/test_util.h tests/ref_double.h tests/step_compare.h

@@ -73,10 +73,15 @@ THE UPDATE HOOK
        p    = p * (1 - lr * weight_decay) - lr * g
    Clipping by the global norm needs the norm before any update: lomo_step
    then runs one forward and two backward passes (pass one measures, pass
-   two updates; both reuse the stored activations or checkpoints). Cheaper:
-   LOMO_CLIP_GLOBAL_GRAM (pass one takes a linear layer's ||dY^T X||^2 from
-   the N x N Gram matrices of dY and X where that costs less than forming dW)
-   and LOMO_CLIP_TENSOR (each tensor clipped by its own norm, one pass).
+   two updates; both reuse the stored activations or checkpoints). With the
+   pass cache (lomo_train_opts.pass_cache; by default when checkpointing is
+   off) pass one keeps the residual stream's gradient at each norm and pass
+   two restores it, skipping the LM head's dX and each layer's gate/up and
+   q/k/v dX. Cheaper: LOMO_CLIP_GLOBAL_GRAM (pass one takes a linear layer's
+   ||dY^T X||^2 from the N x N Gram matrices of dY and X where that costs
+   less than forming dW) and LOMO_CLIP_TENSOR (each tensor clipped by its own
+   norm, one pass; where 4 N (O + K) <= O K the norm comes from the Gram
+   matrices and the rule runs inside the dW GEMM).
    Other built-in rules (lomo_train_opts.optimizer): AdaLomo as lomo-optim
    computes it, and AdamW (torch's) with m and v kept but no gradients.
 
@@ -133,6 +138,9 @@ MEMORY (every allocation is tagged and counted, see lomo_memory_report;
                       residual gradient per micro-batch)
                       + 4 max(tensor numel) with 16-bit storage on the CPU
                       (a weight widened for BLAS)
+                      + 4 M (2L + 1) (N + 1) C with the pass cache (steps with
+                      a norm pass: global-norm clipping or loss scaling; by
+                      default only without checkpointing)
      optimizer state  0 (LOMO); 4 sum(rows + cols) for matrices + 4 numel
                       for vectors (AdaLomo); 8 P (AdamW)
      kv cache         4 (2 L T k + c (6C + 2q + 2k + 3H + V)) with T = prompt + new
@@ -327,9 +335,9 @@ BACKENDS
    one trainer that another could pick up. check() reports earlier errors;
    the CUDA one synchronises first, so a faulting kernel fails its step.
    0.6: scratch_bytes_rows sizes the scratch for a head in chunks; linear_update
-   fuses the built-in LOMO rule (no clip_value, M = 1, unsharded, not per-tensor
-   clipping) with a linear weight's dW (NULL on the CPU: the rule runs on the
-   formed gradient, as before).
+   fuses the built-in LOMO rule (no clip_value, M = 1, unsharded; per-tensor
+   clipping only where wgrad_sqnorm gives the tensor's norm first, 0.8) with a
+   linear weight's dW (the CPU table installs it with BLAS, 0.7).
 
 ERRORS (one rule)
 
@@ -479,6 +487,17 @@ VERSION HISTORY
         registers and widens bf16 256 bits wide (bit for bit the portable
         loop's sums); the weights of a host-memory backend are one allocation
         (lomo_model.param_block), advised to transparent huge pages on Linux.
+   0.8  Two-pass steps without the second pass's repeats: the pass cache
+        (lomo_train_opts.pass_cache; by default on without checkpointing)
+        keeps the residual stream's gradient after each of the 2L + 1 norms
+        of the norm pass, and the update pass restores it instead of running
+        the LM head's dX and each layer's gate/up and q/k/v dX (bitwise the
+        same steps; 4 M (2L + 1) (N + 1) C bytes of workspace). Per-tensor
+        clipping runs the rule inside the dW GEMM (linear_update) where the
+        Gram matrices give the tensor's norm for at most a quarter of the
+        GEMM's FLOPs (4 N (O + K) <= O K); elsewhere the gradient is formed
+        and measured as before. A Gram scratch is allocated only where some
+        layer shape takes it.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -807,6 +826,14 @@ typedef struct lomo_train_opts {
                                rows at a time (memory 4 head_chunk V). 0: the whole N when its logits fit
                                in LOMO_HEAD_CHUNK_BYTES, else the most rows that do; < 0: always the whole
                                N (lomo_logits needs that: it is NULL while the head runs in chunks) */
+    int pass_cache;         /* 0.8: steps with a norm pass (global-norm clipping, loss scaling): the norm
+                               pass keeps the residual stream's gradient after each of the 2L + 1 norms
+                               it passes (4 M (2L + 1) (N + 1) C bytes, "workspace"), and the update
+                               pass restores it instead of computing the matmuls that only feed it
+                               (the LM head's dX, each layer's gate/up and q/k/v dX), with bitwise the
+                               same gradients. 0: on when checkpointing is off (the cache is then about
+                               2 C against the ~15 C per token of each layer's kept activations);
+                               1: also with checkpointing; -1: never */
 } lomo_train_opts;
 
 typedef struct lomo_step_info {
@@ -1615,12 +1642,33 @@ LOMODEF void lomo_memory_print_compare(FILE *f, const lomo_memory *r, int64_t n_
             (p + 3 * full + a + w) / MiB);
 }
 
+/* dynamic loss scaling for these options: on when asked (loss_scaling 1), or by default for f16
+   storage where gradients pass through 16-bit operands (grads16) or a loss_scale_* knob is set */
+static int lomo__scaling_on(lomo_dtype dt, const lomo_train_opts *o, int grads16) {
+    return o->loss_scaling > 0 ||
+           (o->loss_scaling == 0 && dt == LOMO_F16 &&
+            (grads16 || o->loss_scale_init != 0 || o->loss_scale_growth != 0 || o->loss_scale_backoff != 0 ||
+             o->loss_scale_min != 0 || o->loss_scale_window != 0));
+}
+/* steps run a norm pass (global-norm clipping or loss scaling) and it keeps the pass cache
+   (lomo_train_opts.pass_cache: 0 = when checkpointing is off, which M > 1 turns on) */
+static int lomo__pass_cache_on(const lomo_config *c, const lomo_train_opts *o, int grads16) {
+    int norm_pass = (o->clip_norm > 0.0f && o->clip_mode != LOMO_CLIP_TENSOR) || lomo__scaling_on(c->dtype, o, grads16);
+    int ckpt = o->checkpointing || o->micro_batches > 1;
+    return norm_pass && (o->pass_cache > 0 || (o->pass_cache == 0 && !ckpt));
+}
+static size_t lomo__formula(const lomo_config *c, const lomo_train_opts *o, int grads16, size_t per_tag[LOMO_MEM_NTAGS]);
+
 LOMODEF size_t lomo_memory_formula_model(const lomo_model *m, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
-    return lomo_memory_formula(&m->cfg, o, per_tag);   /* m->cfg.dtype is the storage dtype */
+    return lomo__formula(&m->cfg, o, m->be->grads16, per_tag);   /* m->cfg.dtype is the storage dtype */
 }
 
-/* The doc block's formula: see "Memory" at the top of this file. */
+/* The doc block's formula: see "Memory" at the top of this file. A config alone
+   names no backend: its loss-scaling default is the CPU's (grads16 = 0). */
 LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *o, size_t per_tag[LOMO_MEM_NTAGS]) {
+    return lomo__formula(c, o, 0, per_tag);
+}
+static size_t lomo__formula(const lomo_config *c, const lomo_train_opts *o, int grads16, size_t per_tag[LOMO_MEM_NTAGS]) {
     size_t N = (size_t)o->batch * o->seq_len, C = c->dim, H = c->hidden_dim, L = c->n_layers,
            V = c->vocab_size, qd = (size_t)c->n_heads * c->head_dim,
            kvd = (size_t)c->n_kv_heads * c->head_dim, M = o->micro_batches > 1 ? (size_t)o->micro_batches : 1;
@@ -1642,6 +1690,7 @@ LOMODEF size_t lomo_memory_formula(const lomo_config *c, const lomo_train_opts *
     t[LOMO_MEM_GRADIENTS] = 4 * biggest;
     t[LOMO_MEM_WORKSPACE] = 4 * N * (M * C + C + 2 * qd + 2 * kvd + 2 * H);
     if (bytes == 2) t[LOMO_MEM_WORKSPACE] += 4 * biggest;   /* CPU: 16-bit weights widened for BLAS */
+    if (lomo__pass_cache_on(c, o, grads16)) t[LOMO_MEM_WORKSPACE] += 4 * M * (2 * L + 1) * (N + 1) * C;
     if (!o->update && o->optimizer == LOMO_OPT_ADAMW) t[LOMO_MEM_OPTIMIZER] = 8 * P;
     if (!o->update && o->optimizer == LOMO_OPT_ADALOMO)   /* rows + cols per matrix, numel per vector */
         t[LOMO_MEM_OPTIMIZER] = 4 * ((V + C) * (c->tie_embeddings ? 1 : 2) + C +
@@ -3496,6 +3545,9 @@ struct lomo_trainer {
     int acts_top;               /* checkpointing, M == 1: the shared working set still holds layer acts_top - 1's
                                    forward (the forward's last layer), so the backward's first layer skips its
                                    recompute; 0: it holds nothing a backward may reuse */
+    float *pc; size_t pc_bytes; /* the pass cache (lomo_train_opts.pass_cache): M x (2L + 1) entries of N C + C
+                                   floats, or NULL */
+    int pc_ready;               /* the norm pass of this step filled pc: the update pass restores from it */
 };
 
 static size_t lomo__acts_floats(const lomo_config *c, int N) {
@@ -3661,6 +3713,7 @@ LOMODEF void lomo_trainer_free(lomo_trainer *t) {
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->logits, sizeof(float) * ((size_t)t->hc * m->cfg.vocab_size + N));
     lomo__free(m, LOMO_MEM_ACTIVATIONS, t->tok, sizeof(int32_t) * N * 2 * (size_t)t->M);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->ws, t->ws_bytes);
+    lomo__free(m, LOMO_MEM_WORKSPACE, t->pc, t->pc_bytes);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->scratch, t->scratch_bytes);
     lomo__free(m, LOMO_MEM_WORKSPACE, t->inv_freq, sizeof(float) * (size_t)(m->cfg.head_dim / 2) * 2);
     lomo__free(m, LOMO_MEM_GRADIENTS, t->grad, sizeof(float) * t->grad_numel);
@@ -3748,11 +3801,7 @@ static void lomo__trainer_defaults(lomo_trainer *t, lomo_model *m, const lomo_tr
     if (o->loss_scale_backoff == 0) o->loss_scale_backoff = 0.5f;
     if (o->loss_scale_min == 0) o->loss_scale_min = 1.0f;
     if (o->loss_scale_window == 0) o->loss_scale_window = 1000;
-    /* default: f16 where gradients pass through 16-bit operands, or where a loss_scale_* knob was set */
-    t->scaling = opts->loss_scaling > 0 ||
-                 (opts->loss_scaling == 0 && m->cfg.dtype == LOMO_F16 &&
-                  (m->be->grads16 || opts->loss_scale_init != 0 || opts->loss_scale_growth != 0 ||
-                   opts->loss_scale_backoff != 0 || opts->loss_scale_min != 0 || opts->loss_scale_window != 0));
+    t->scaling = lomo__scaling_on(m->cfg.dtype, opts, m->be->grads16);
     t->scale = t->scaling ? o->loss_scale_init : 1.0f;
     t->B = opts->batch; t->T = opts->seq_len; t->N = t->B * t->T;
     t->comm = m->comm;
@@ -3766,6 +3815,29 @@ static void *lomo__trainer_host(size_t n, size_t size) {
     if (!p) { lomo__fail("trainer: out of host memory (%zu x %zu bytes)", n, size); return NULL; }
     memset(p, 0, n * size);
     return p;
+}
+
+/* a linear layer's ||dW||^2 from the N x N Gram matrices of dy and x costs less than forming
+   its O x K dW: N (O + K) < O K (few tokens per step) */
+static int lomo__gram_cheaper(int N, int K, int O) { return (double)N * (O + K) < (double)O * K; }
+/* per-tensor clipping fused with the dW GEMM: the Gram products come on top of the GEMM and
+   replace the passes over the formed dW (its norm, then the update: 16 O K bytes), so they
+   must cost a fraction of it: at most a quarter of the GEMM's FLOPs. Measured on 2 CPU cores
+   (the CHANGES of 0.8 in README): at O = K = 1024 Gram + fused GEMM takes 0.73x the time
+   of dW + norm + update at N = 128, 0.93x at 192, 1.06x at 256, 1.49x at 384. */
+static int lomo__gram_fuse_cheaper(int N, int K, int O) { return 4.0 * N * (O + K) <= (double)O * K; }
+
+/* the backend's scratch must hold two N x N Gram matrices: the Gram norm pass, or per-tensor
+   clipping fused with the dW GEMM (lomo__fuse_update), at M = 1, unsharded, for a layer shape
+   that takes it */
+static int lomo__gram_scratch(const lomo_trainer *t) {
+    const lomo_config *c = &t->m->cfg;
+    int N = t->N, C = c->dim, H = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int (*rule)(int, int, int) = t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM ? lomo__gram_cheaper
+                               : t->o.clip_mode == LOMO_CLIP_TENSOR && t->o.clip_norm > 0.0f && t->m->be->linear_update
+                               ? lomo__gram_fuse_cheaper : NULL;
+    return rule && t->M == 1 && !t->comm &&
+           (rule(N, C, qd) || rule(N, C, kvd) || rule(N, qd, C) || rule(N, C, H) || rule(N, H, C) || rule(N, C, c->vocab_size));
 }
 
 /* activations, logits, token ids, backward workspace, the backend's scratch, carved as the doc
@@ -3795,9 +3867,10 @@ static int lomo__trainer_buffers(lomo_trainer *t) {
     t->dx = t->ws; t->dln = t->dx + M * N * C; t->dq = t->dln + N * C; t->datt = t->dq + N * qd;
     t->dk = t->datt + N * qd; t->dv = t->dk + N * kvd; t->dg = t->dv + N * kvd; t->du = t->dg + N * H;
     t->vtmp = M > 1 ? t->du + N * H : NULL;
-    t->scratch_bytes = m->be->scratch_bytes_rows ? m->be->scratch_bytes_rows(m->be->ctx, m, t->N, t->hc,
-        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N,
-        t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && M == 1) : 0;
+    t->pc_bytes = lomo__pass_cache_on(c, &t->o, m->be->grads16) ? sizeof(float) * M * (2 * (size_t)c->n_layers + 1) * (N + 1) * C : 0;
+    if (t->pc_bytes && !(t->pc = (float *)lomo__alloc(m, LOMO_MEM_WORKSPACE, t->pc_bytes))) return -1;
+    t->scratch_bytes = m->be->scratch_bytes_rows ? m->be->scratch_bytes_rows(m->be->ctx, m, t->N, t->hc, lomo__gram_scratch(t))
+                     : m->be->scratch_bytes ? m->be->scratch_bytes(m->be->ctx, m, t->N, lomo__gram_scratch(t)) : 0;
     if (t->scratch_bytes && !(t->scratch = lomo__alloc(m, LOMO_MEM_WORKSPACE, t->scratch_bytes))) return -1;
     return 0;
 }
@@ -4188,6 +4261,14 @@ static int lomo__grad_ready_sharded(lomo_trainer *t, lomo_tensor *view, float *g
 /* the rule clips each tensor by its own norm (LOMO_CLIP_TENSOR) */
 static int lomo__clip_each(const lomo_trainer *t) { return t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR; }
 
+/* per-tensor clipping: this tensor's coefficient from its ||g||^2 (loss-scaled) */
+static void lomo__clip_each_coef(lomo_trainer *t, double grad_sq) {
+    float norm = (float)sqrt(grad_sq) * t->uctx.inv_loss_scale;
+    float coef = t->o.clip_norm / (norm + 1e-6f);
+    t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
+    t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
+}
+
 /* Applies the rule to one tensor, sharded or not: p with its gradient g;
    grad_sq = the whole tensor's ||g||^2 (read only by lomo__clip_each);
    param_sq = the whole tensor's ||p||^2 for a sharded AdaLomo, else -1 (the
@@ -4196,12 +4277,7 @@ static int lomo__apply_rule(lomo_trainer *t, lomo_tensor *p, const float *g, dou
                             const lomo_tensor *fin) {
     int rc;
     t->uctx.tensor_index = p->index;
-    if (lomo__clip_each(t)) {
-        float norm = (float)sqrt(grad_sq) * t->uctx.inv_loss_scale;
-        float coef = t->o.clip_norm / (norm + 1e-6f);
-        t->uctx.clip_coef = coef < 1.0f ? coef : 1.0f;
-        t->uctx.grad_scale = t->uctx.clip_coef * t->uctx.inv_loss_scale;
-    }
+    if (lomo__clip_each(t)) lomo__clip_each_coef(t, grad_sq);
     lomo__fin_reset(t->m->be);
     rc = t->o.update ? t->o.update(p, g, &t->uctx, t->o.update_user) : lomo__builtin_update(t, p, g, param_sq);
     if (rc) {
@@ -4273,21 +4349,62 @@ static int lomo__vec_grad_done(lomo_trainer *t, lomo_tensor *p, int m) {
     return 0;
 }
 
+/* 0.8: the pass cache (lomo_train_opts.pass_cache). The residual stream's
+   gradient passes 2L + 1 norms in a backward pass: the final norm, then each
+   layer's MLP and attention norms. The norm pass keeps dx after each of them,
+   with the norm weight's gradient (entry e of micro-batch m: 2L the final norm,
+   2l + 1 layer l's MLP norm, 2l its attention norm). The update pass computes
+   the same numbers (every dX uses the old weights), so it puts them back
+   instead, and skips the matmuls whose only use was that norm's input: the LM
+   head's dX and each layer's gate/up and q/k/v dX. */
+static int lomo__pc_restore(const lomo_trainer *t) { return t->pc_ready && t->pass == LOMO__PASS_UPDATE; }
+
+/* a residual norm's backward, dx += its part, for entry e (above); kw: the weight p as the kernels see it */
+static int lomo__resid_norm_bwd(lomo_trainer *t, int e, int m, float *dx, const float *dy, const float *x,
+                                const lomo_tensor *kw, lomo_tensor *p, const float *rstd) {
+    const lomo_backend *be = t->m->be;
+    size_t C = (size_t)t->m->cfg.dim, NC = (size_t)t->N * C;
+    float *dw = lomo__vec_grad_dst(t, p, m);
+    float *slot = t->pc ? t->pc + ((size_t)m * (2 * (size_t)t->m->cfg.n_layers + 1) + (size_t)e) * (NC + C) : NULL;
+    if (lomo__pc_restore(t)) {
+        be->copy(be->ctx, dx, slot, sizeof(float) * NC);
+        be->copy(be->ctx, dw, slot + NC, sizeof(float) * C);
+    } else {
+        lomo__norm_bwd(t, dx, dw, dy, x, kw, rstd, t->N, (int)C);
+        if (slot && t->pass == LOMO__PASS_NORM) {
+            be->copy(be->ctx, slot, dx, sizeof(float) * NC);
+            be->copy(be->ctx, slot + NC, dw, sizeof(float) * C);
+        }
+    }
+    return lomo__vec_grad_done(t, p, m);
+}
+
+/* this linear layer's built-in LOMO update may run inside its dW GEMM (backend op
+   linear_update): the update pass, no hook, no clip_value, M = 1, unsharded;
+   per-tensor clipping only where the Gram matrices give the tensor's norm first */
+static int lomo__fuse_update(const lomo_trainer *t, int K, int O) {
+    const lomo_backend *be = t->m->be;
+    return be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
+           t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
+           (!lomo__clip_each(t) || (be->wgrad_sqnorm && lomo__gram_fuse_cheaper(t->N, K, O)));
+}
+
 /* dW of a linear layer (and its bias), for micro-batch m. In the norm pass
    with LOMO_CLIP_GLOBAL_GRAM, ||dW||^2 comes from Gram matrices where that
-   is cheaper than forming dW (N (O+K) < O K). */
+   is cheaper than forming dW; in the update pass the built-in LOMO rule runs
+   inside the dW GEMM where it can (lomo__fuse_update; 0.8: also per-tensor
+   clipping, its coefficient from the Gram norm). */
 static int lomo__linear_grads(lomo_trainer *t, lomo_tensor *w, lomo_tensor *b, const float *dy,
                               const float *x, int K, int O, int m) {
     const lomo_backend *be = t->m->be;
     int N = t->N;
     if (t->pass == LOMO__PASS_NORM && t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM && t->M == 1 && !t->comm && be->wgrad_sqnorm &&
-        (double)N * (O + K) < (double)O * K) {
+        lomo__gram_cheaper(N, K, O)) {
         t->sumsq += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
-    } else if (be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
-               t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
-               !(t->o.clip_norm > 0.0f && t->o.clip_mode == LOMO_CLIP_TENSOR)) {
+    } else if (lomo__fuse_update(t, K, O)) {
         /* 0.6: the built-in LOMO rule needs only dW itself: fused (the coefficient is known in this pass) */
         lomo_update_args a;
+        if (lomo__clip_each(t)) lomo__clip_each_coef(t, be->wgrad_sqnorm(be->ctx, dy, x, N, K, O));
         if (be->check(be->ctx)) return -1;
         t->uctx.tensor_index = w->index;
         lomo__builtin_args(&a, &t->uctx, LOMO_OPT_LOMO);
@@ -4320,6 +4437,7 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     float *dx = t->dx + (size_t)m * N * C;
     lomo__acts *a = &t->acts[t->o.checkpointing ? 0 : l];
     const float *ifr = lomo__layer_inv_freq(t, l), *dmo = dx, *dao = dx;
+    int dln = !lomo__pc_restore(t);   /* the norms' input gradients are computed, not restored */
     if (t->o.checkpointing && t->acts_top != l + 1) lomo__layer_fwd(t, l, lomo__xs(t, m, l), a, NULL);
     t->acts_top = 0;   /* the next layer, or a second pass, recomputes */
     if (c->gemma) {   /* x_out = xmid + norm(mo): dmo into dln */
@@ -4333,20 +4451,19 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
     if (lomo__linear_grads(t, w->w_down, NULL, dmo, a->h, H, C, m)) return -1;
     if (c->gemma) be->geglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
     else be->swiglu_bwd(X, t->dg, t->du, t->dg, a->g, a->u, (size_t)N * H);
-    be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
+    if (dln) be->matmul_bwd_x(X, t->dln, t->du, w->w_up, N, C, H, 0);
     if (w->w_gate_up) {   /* fused (Phi-3): both dX first, then dW into the row blocks, one hook call */
         float *g = lomo__grad_dst(t, w->w_gate_up);
-        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        if (dln) be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
         be->matmul_bwd_w(X, g, t->dg, a->ln2, N, C, H, t->M > 1 && m > 0);
         be->matmul_bwd_w(X, g + (size_t)H * C, t->du, a->ln2, N, C, H, t->M > 1 && m > 0);
         if (t->M == 1 && lomo__grad_ready(t, w->w_gate_up, t->grad)) return -1;
     } else {
         if (lomo__linear_grads(t, w->w_up, NULL, t->du, a->ln2, C, H, m)) return -1;
-        be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
+        if (dln) be->matmul_bwd_x(X, t->dln, t->dg, w->w_gate, N, C, H, 1);
         if (lomo__linear_grads(t, w->w_gate, NULL, t->dg, a->ln2, C, H, m)) return -1;
     }
-    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->mlp_norm, m), t->dln, a->xmid, w->mlp_norm, a->rstd2, N, C);
-    if (lomo__vec_grad_done(t, w->mlp_norm, m)) return -1;
+    if (lomo__resid_norm_bwd(t, 2 * l + 1, m, dx, t->dln, a->xmid, w->mlp_norm, w->mlp_norm, a->rstd2)) return -1;
     if (c->gemma) {   /* xmid = x_in + norm(ao): dao into dln */
         be->zero(X, t->dln, sizeof(float) * (size_t)N * C);
         lomo__norm_bwd(t, t->dln, lomo__vec_grad_dst(t, w->post_attn_norm, m), dx, a->ao, w->post_attn_norm, a->rstdao,
@@ -4376,25 +4493,24 @@ static int lomo__layer_bwd(lomo_trainer *t, int l, int m) {
         be->copy(X, t->dq, t->datt, sizeof(float) * (size_t)N * qd);
         if (lomo__vec_grad_done(t, w->q_norm, m)) return -1;
     }
-    be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
+    if (dln) be->matmul_bwd_x(X, t->dln, t->dv, w->wv, N, C, kvd, 0);
     if (w->w_qkv) {   /* fused (Phi-3): every dX first, then dW into the q, k, v row blocks, one hook call */
         float *g = lomo__grad_dst(t, w->w_qkv);
         int acc = t->M > 1 && m > 0;
-        be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
-        be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+        if (dln) be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+        if (dln) be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
         be->matmul_bwd_w(X, g, t->dq, a->ln1, N, C, qd, acc);
         be->matmul_bwd_w(X, g + (size_t)qd * C, t->dk, a->ln1, N, C, kvd, acc);
         be->matmul_bwd_w(X, g + (size_t)(qd + kvd) * C, t->dv, a->ln1, N, C, kvd, acc);
         if (t->M == 1 && lomo__grad_ready(t, w->w_qkv, t->grad)) return -1;
     } else {
     if (lomo__linear_grads(t, w->wv, w->bv, t->dv, a->ln1, C, kvd, m)) return -1;
-    be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
+    if (dln) be->matmul_bwd_x(X, t->dln, t->dk, w->wk, N, C, kvd, 1);
     if (lomo__linear_grads(t, w->wk, w->bk, t->dk, a->ln1, C, kvd, m)) return -1;
-    be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
+    if (dln) be->matmul_bwd_x(X, t->dln, t->dq, w->wq, N, C, qd, 1);
     if (lomo__linear_grads(t, w->wq, w->bq, t->dq, a->ln1, C, qd, m)) return -1;
     }
-    lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, w->attn_norm, m), t->dln, lomo__xs(t, m, l), w->attn_norm, a->rstd1, N, C);
-    if (lomo__vec_grad_done(t, w->attn_norm, m)) return -1;
+    if (lomo__resid_norm_bwd(t, 2 * l, m, dx, t->dln, lomo__xs(t, m, l), w->attn_norm, w->attn_norm, a->rstd1)) return -1;
     return lomo__phase_check(t, "sharded backward");
 }
 
@@ -4420,7 +4536,8 @@ static int lomo__head_bwd_chunks(lomo_trainer *t, int m, float dscale, int emb) 
     lomo_model *md = t->m;
     const lomo_config *c = &md->cfg;
     const lomo_backend *be = md->be;
-    int N = t->N, C = c->dim, V = c->vocab_size, r0;
+    int N = t->N, C = c->dim, V = c->vocab_size, r0, dln = !lomo__pc_restore(t);
+    if (!emb && !dln && c->tie_embeddings) return 0;   /* dln restored, and the head's dW waits for the embedding */
     if (t->M > 1)
         lomo__norm_fwd(t, t->lnf, t->rstdf, lomo__xs(t, m, c->n_layers), lomo__need(t, LOMO__HEAD, md->final_norm), N, C);
     for (r0 = 0; r0 < N; r0 += t->hc) {
@@ -4429,7 +4546,9 @@ static int lomo__head_bwd_chunks(lomo_trainer *t, int m, float dscale, int emb) 
         if (emb)
             be->matmul_bwd_w(be->ctx, t->grad, t->logits, t->lnf + (size_t)r0 * C, nr, C, V, 1);
         else {
-            be->matmul_bwd_x(be->ctx, t->dln + (size_t)r0 * C, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), nr, C, V, 0);
+            if (dln)
+                be->matmul_bwd_x(be->ctx, t->dln + (size_t)r0 * C, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), nr, C,
+                                 V, 0);
             if (!c->tie_embeddings)
                 be->matmul_bwd_w(be->ctx, lomo__grad_dst(t, md->lm_head), t->logits, t->lnf + (size_t)r0 * C, nr, C, V,
                                  r0 > 0 || (t->M > 1 && m > 0));
@@ -4455,16 +4574,17 @@ static int lomo__backward(lomo_trainer *t) {
     t->gstage = LOMO__NONE;
     for (m = 0; m < M; m++) {
         float *dx = t->dx + (size_t)m * N * C;
+        int dln = !lomo__pc_restore(t);   /* else the final norm's dx is restored from the pass cache */
         if (t->hc < N) { if (lomo__head_bwd_chunks(t, m, dscale, 0)) return -1; }
-        else {
-        if (M > 1) lomo__head_fwd(t, m, dscale, 1);
-        be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
-        if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
+        else if (dln || !c->tie_embeddings) {
+            if (M > 1) lomo__head_fwd(t, m, dscale, 1);
+            if (dln) be->matmul_bwd_x(X, t->dln, t->logits, lomo__need(t, LOMO__HEAD, md->lm_head), N, C, V, 0);
+            if (!c->tie_embeddings && lomo__linear_grads(t, md->lm_head, NULL, t->logits, t->lnf, C, V, m)) return -1;
         }
         be->zero(X, dx, sizeof(float) * (size_t)N * C);
-        lomo__norm_bwd(t, dx, lomo__vec_grad_dst(t, md->final_norm, m), t->dln, lomo__xs(t, m, c->n_layers),
-                       lomo__need(t, LOMO__HEAD, md->final_norm), t->rstdf, N, C);
-        if (lomo__vec_grad_done(t, md->final_norm, m)) return -1;
+        if (lomo__resid_norm_bwd(t, 2 * c->n_layers, m, dx, t->dln, lomo__xs(t, m, c->n_layers),
+                                 lomo__need(t, LOMO__HEAD, md->final_norm), md->final_norm, t->rstdf))
+            return -1;
     }
     /* Tied with M > 1: the embedding's lm_head part is recomputed at the end
        through the final norm, which must still hold its old weights then, so
@@ -4545,6 +4665,7 @@ static int lomo__norm_pass(lomo_trainer *t, lomo_step_info *si) {
     t->pass = LOMO__PASS_NORM;
     t->sumsq = 0.0;
     if (lomo__backward(t)) return -1;
+    t->pc_ready = t->pc != NULL;   /* the update pass restores from the pass cache */
     if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &t->sumsq, 1, 1)) return -1;
     si->grad_norm = (float)(sqrt(t->sumsq) / t->scale);
     if (!isfinite(si->grad_norm)) si->skipped = 1;
@@ -4564,6 +4685,7 @@ static int lomo__update_pass(lomo_trainer *t, float lr) {
     t->pass = LOMO__PASS_UPDATE;
     t->bad_tensor = -1;
     if (lomo__backward(t)) return -1;
+    t->pc_ready = 0;
     if (!t->o.no_finite_check) {
         double bad = t->bad_tensor >= 0;
         if (t->comm && t->comm->all_reduce_sum(t->comm->ctx, &bad, 1, 1)) return -1;
@@ -4600,6 +4722,7 @@ LOMODEF int lomo_step(lomo_trainer *t, const int32_t *tokens, const int32_t *lab
     if (count >= 0 && lomo__global_count(t, &count)) return -1;
     t->count = count;
     t->failed = 0;
+    t->pc_ready = 0;
     if (count < 0 || lomo__forward(t, count, 1, &si.loss, t->M)) return -1;
     si.n_tokens = count;
     si.loss_sum = t->loss_bad ? (double)NAN : (double)t->loss_q / 16777216.0;

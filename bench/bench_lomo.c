@@ -110,16 +110,18 @@ static int sgemm_peak(int n, const char *out) {
 
 int main(int argc, char **argv) {
     int dim = 512, layers = 6, heads = 8, kv = 8, hidden = 1376, vocab = 6144;
-    int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0, loss_scaling = 0;
+    int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0, loss_scaling = 0, pass_cache = 0;
     float lr = 1e-3f, clip = 0.0f;
     const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo", *device = "cpu";
     double peak_tflops = 0, peak_gflops = 0;
-    int sgemm_n = 0;
+    int sgemm_n = 0, no_fused = 0;
+    static lomo_backend cpu_plain;   /* --no-fused-update: the CPU table without linear_update (0.7's per-tensor path) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
         if (!strcmp(a, "--checkpointing")) { ckpt = 1; continue; }
         if (!strcmp(a, "--tied")) { tied = 1; continue; }
         if (!strcmp(a, "--no-finite-check")) { no_finite_check = 1; continue; }
+        if (!strcmp(a, "--no-fused-update")) { no_fused = 1; continue; }
         i++;
         if (!strcmp(a, "--dim")) dim = atoi(v);
         else if (!strcmp(a, "--layers")) layers = atoi(v);
@@ -137,6 +139,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--clip-mode")) clip_mode = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--optimizer")) optimizer = v;
+        else if (!strcmp(a, "--pass-cache")) pass_cache = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? -1 : 0;
         else if (!strcmp(a, "--loss-scaling")) loss_scaling = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? -1 : 0;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--peak-tflops")) peak_tflops = atof(v);
@@ -170,10 +173,15 @@ int main(int argc, char **argv) {
         return 2;
 #endif
     }
+    if (no_fused && !lo.backend) {
+        cpu_plain = *lomo_cpu_backend();
+        cpu_plain.linear_update = NULL;
+        lo.backend = &cpu_plain;
+    }
     lomo_model *m = lomo_model_new(&c, &lo);
     if (!m) { fprintf(stderr, "bench_cpu: %s\n", lomo_error()); return 1; }
 #ifdef LOMO_CUDA
-    if (lo.backend) {   /* made on the device: a 7B model's host-side init would take minutes */
+    if (!m->be->host_memory) {   /* made on the device: a 7B model's host-side init would take minutes */
         if (lomo_cuda_init_random(m, 1, 0.02f)) { fprintf(stderr, "bench: %s\n", lomo_error()); return 1; }
     } else
 #endif
@@ -181,7 +189,7 @@ int main(int argc, char **argv) {
     lomo_train_opts o;
     memset(&o, 0, sizeof o);
     o.batch = batch; o.seq_len = seq; o.checkpointing = ckpt; o.clip_norm = clip; o.no_finite_check = no_finite_check;
-    o.loss_scaling = loss_scaling;
+    o.loss_scaling = loss_scaling; o.pass_cache = pass_cache;
     o.clip_mode = !strcmp(clip_mode, "gram") ? LOMO_CLIP_GLOBAL_GRAM : !strcmp(clip_mode, "tensor") ? LOMO_CLIP_TENSOR : LOMO_CLIP_GLOBAL;
     o.optimizer = !strcmp(optimizer, "adalomo") ? LOMO_OPT_ADALOMO : !strcmp(optimizer, "adamw") ? LOMO_OPT_ADAMW : LOMO_OPT_LOMO;
     lomo_trainer *t = lomo_trainer_new(m, &o);
@@ -245,7 +253,7 @@ int main(int argc, char **argv) {
 #endif
     size_t dev_free = 0, dev_total = 0;
 #ifdef LOMO_CUDA
-    if (lo.backend) lomo_cuda_mem_info(lo.backend, &dev_free, &dev_total);
+    if (!m->be->host_memory) lomo_cuda_mem_info(lo.backend, &dev_free, &dev_total);
 #endif
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -253,8 +261,14 @@ int main(int argc, char **argv) {
     lomo_memory r = lomo_memory_report(m);
     size_t formula[LOMO_MEM_NTAGS];
     size_t total = lomo_memory_formula_model(m, &o, formula);   /* m's storage dtype, not c's fp32 */
-    printf("lomo (%s%s%s), %.1fM params, %s, %s, B=%d T=%d, checkpointing %s, clip-norm %g (%s), %d threads\n",
+    lomo_train_opts no_pc = o;   /* whether the trainer keeps the pass cache: the formula counts it */
+    size_t formula_no_pc[LOMO_MEM_NTAGS];
+    no_pc.pass_cache = -1;
+    lomo_memory_formula_model(m, &no_pc, formula_no_pc);
+    int pc_on = formula[LOMO_MEM_WORKSPACE] != formula_no_pc[LOMO_MEM_WORKSPACE];
+    printf("lomo (%s%s%s), %.1fM params, %s, %s, B=%d T=%d, checkpointing %s, clip-norm %g (%s), pass cache %s, %d threads\n",
            m->be->name, gpu_name[0] ? ", " : "", gpu_name, lomo_n_params(m) / 1e6, dtype, optimizer, batch, seq, ckpt ? "on" : "off", clip, clip_mode,
+           pc_on ? "on" : "off",
 #ifdef _OPENMP
            omp_get_max_threads()
 #else
@@ -281,10 +295,10 @@ int main(int argc, char **argv) {
                    "\"tracked_peak_mib\": %.2f, \"formula_mib\": %.2f, \"params\": %lld, \"loss_first\": %.5f, "
                    "\"loss_last\": %.5f, \"config\": {\"dim\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                    "\"hidden\": %d, \"vocab\": %d, \"batch\": %d, \"seq\": %d, \"steps\": %d, \"checkpointing\": %d, "
-                   "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d}}\n",
+                   "\"clip_norm\": %g, \"clip_mode\": \"%s\", \"dtype\": \"%s\", \"optimizer\": \"%s\", \"finite_check\": %d, \"pass_cache\": %d, \"fused_update\": %d}}\n",
                 m->be->name, m->be->host_memory ? lomo_cpu_blas() : "cuBLAS", gpu_name, mfu, (double)(dev_total - dev_free) / 1048576.0, ctx_mib, tps, 1e3 * dt / steps, widen_ms, narrow_ms, scaling, rss, step_flops, gflops, r.total_peak / 1048576.0, total / 1048576.0,
                 (long long)lomo_n_params(m), first.loss, info.loss, dim, layers, heads, kv, hidden, vocab,
-                batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check);
+                batch, seq, steps, ckpt, clip, clip_mode, dtype, optimizer, !no_finite_check, pc_on, m->be->linear_update != NULL);
         fclose(f);
     }
     free(tok);

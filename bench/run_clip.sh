@@ -1,36 +1,61 @@
 #!/bin/sh
-# The cost of clipping by norm, per method, next to an unclipped step, in one
-# run on this CPU: global norm (a second backward pass that forms every
-# gradient), the same norm from Gram matrices (the second pass skips forming
-# weight gradients where N (O + K) < O K), and per-tensor clipping (one pass).
+# The cost of clipping by norm, per method, next to an unclipped step, on this
+# CPU: global norm (a second backward pass), the same norm from Gram matrices
+# (the first pass skips forming weight gradients where N (O + K) < O K), and
+# per-tensor clipping (one pass; the rule inside the dW GEMM where the Gram
+# norm is cheap). The two-pass modes run with the pass cache (0.8, the default
+# without checkpointing: the update pass restores the residual gradients the
+# norm pass found) and without it; per-tensor also with the dW formed and
+# measured (--no-fused-update: 0.7's path). ROUNDS interleaved rounds of every
+# mode; the table gives median tokens/s and each mode's step time against the
+# unclipped step of the same round, median (min-max).
 # Writes bench/out/clip.md and bench/out/clip.json.
 set -e
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-3}
+STEPS=${STEPS:-5}
 PAIRS=${PAIRS:-5}
+ROUNDS=${ROUNDS:-3}
 SHAPE=${SHAPE:-"--dim 1024 --layers 4 --heads 16 --kv-heads 16 --hidden 2816 --vocab 8192 --batch 1 --seq 128"}
 mkdir -p bench/out
 make -s build/bench_cpu
-MODES=${MODES-none global gram tensor}   # MODES= skips the clipping table (only the check's cost)
-[ -z "$MODES" ] || for mode in $MODES; do
-    if [ $mode = none ]; then clip="--clip-norm 0"; else clip="--clip-norm 1.0 --clip-mode $mode"; fi
-    build/bench_cpu $SHAPE --steps $STEPS --warmup 1 $clip --out bench/out/clip_$mode.json | head -n 2
+MODES=${MODES-none global global_nocache gram gram_nocache tensor tensor_formed}   # MODES= skips the table
+[ -z "$MODES" ] || for r in $(seq 1 $ROUNDS); do
+    for mode in $MODES; do
+        case $mode in
+            none) clip="--clip-norm 0" ;;
+            global|gram|tensor) clip="--clip-norm 1.0 --clip-mode $mode" ;;
+            global_nocache|gram_nocache) clip="--clip-norm 1.0 --clip-mode ${mode%_nocache} --pass-cache off" ;;
+            tensor_formed) clip="--clip-norm 1.0 --clip-mode tensor --no-fused-update" ;;
+        esac
+        build/bench_cpu $SHAPE --steps $STEPS --warmup 1 $clip --out bench/out/clip_${mode}_$r.json > /dev/null
+        echo "round $r $mode: $(python3 -c "import json; print(json.load(open('bench/out/clip_${mode}_$r.json'))['tokens_per_s'])") tokens/s"
+    done
 done
-[ -z "$MODES" ] || python3 - <<'PY'
-import json
-rows = [(m, json.load(open(f"bench/out/clip_{m}.json"))) for m in ("none", "global", "gram", "tensor")]
-base = rows[0][1]["tokens_per_s"]
-c = rows[0][1]["config"]
-names = {"none": "no clipping", "global": "global norm, 2 passes", "gram": "global norm, Gram norm pass", "tensor": "per-tensor norm, 1 pass"}
-out = [f"Llama {rows[0][1]['params']/1e6:.1f}M (dim {c['dim']}, {c['layers']} layers, hidden {c['hidden']}, vocab {c['vocab']}), "
-       f"batch {c['batch']} x seq {c['seq']}, fp32, CPU", "",
-       "| clipping | s/step | tokens/s | step time vs unclipped |", "|---|---:|---:|---:|"]
-for m, r in rows:
-    tps = r["tokens_per_s"]
-    out.append(f"| {names[m]} | {c['batch'] * c['seq'] / tps:.3f} | {tps:.1f} | {base / tps:.2f}x |")
+[ -z "$MODES" ] || ROUNDS=$ROUNDS MODES="$MODES" python3 - <<'PY'
+import json, os, platform, statistics
+n, modes = int(os.environ["ROUNDS"]), os.environ["MODES"].split()
+runs = {m: [json.load(open(f"bench/out/clip_{m}_{r}.json")) for r in range(1, n + 1)] for m in modes}
+c = runs[modes[0]][0]["config"]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+names = {"none": "no clipping", "global": "global norm, 2 passes", "global_nocache": "global norm, 2 passes, pass cache off",
+         "gram": "global norm, Gram norm pass", "gram_nocache": "global norm, Gram norm pass, pass cache off",
+         "tensor": "per-tensor norm, 1 pass", "tensor_formed": "per-tensor norm, 1 pass, dW formed (--no-fused-update)"}
+out = [f"Llama {runs[modes[0]][0]['params']/1e6:.1f}M (dim {c['dim']}, {c['layers']} layers, hidden {c['hidden']}, vocab {c['vocab']}), "
+       f"batch {c['batch']} x seq {c['seq']}, fp32, {c['steps']} steps per run, {n} interleaved rounds, {cpu}, "
+       f"{os.cpu_count()} CPUs, {runs[modes[0]][0]['blas']}", "",
+       "| clipping | s/step (median) | tokens/s (median) | step time vs unclipped: median | min | max |",
+       "|---|---:|---:|---:|---:|---:|"]
+summary = {}
+for m in modes:
+    tps = [r["tokens_per_s"] for r in runs[m]]
+    ratio = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(runs[m], runs["none"])] if "none" in runs else [1.0]
+    summary[m] = {"tokens_per_s": tps, "step_vs_unclipped": ratio}
+    med = statistics.median(tps)
+    out.append(f"| {names.get(m, m)} | {c['batch'] * c['seq'] / med:.3f} | {med:.1f} | {statistics.median(ratio):.2f}x | "
+               f"{min(ratio):.2f}x | {max(ratio):.2f}x |")
 print("\n".join(out))
 open("bench/out/clip.md", "w").write("\n".join(out) + "\n")
-json.dump({m: r for m, r in rows}, open("bench/out/clip.json", "w"), indent=1)
+json.dump({"summary": summary, "runs": runs}, open("bench/out/clip.json", "w"), indent=1)
 PY
 
 # the non-finite weight check: interleaved pairs, check on / off

@@ -106,6 +106,8 @@ static void usage(void) {
         "  --log-every N (progress line every N steps; default 1, the demo 20; the CSV has every step)\n"
         "  --micro-batches M (gradient accumulation: a step is M x --batch sequences, walked layer by layer)\n"
         "  --clip-mode global|gram|tensor --stochastic-rounding (16-bit storage)\n"
+        "  --pass-cache auto|on|off (two-pass steps keep the residual gradients of the norm pass; auto: without\n"
+        "    --checkpointing)\n"
         "  --device cpu|cuda (cuda: a build with -DLOMO_CUDA, see lomo_cuda.cuh)\n"
         "  --shard (under mpirun, a build with -DLOMO_MPI: parameters sharded over the ranks; --batch per rank)\n"
         "  --loss-scale X (dynamic loss scaling from X; default: on for f16 on CUDA, from 65536) --loss-scale-window N\n"
@@ -126,6 +128,7 @@ static void usage(void) {
 
 typedef struct args {
     const char *model, *data, *eval_data, *out, *eval_only, *mc, *resume, *schedule, *optimizer, *dtype, *clip_mode, *device;
+    const char *pass_cache;
     int seq_len, batch, steps, epochs, checkpointing, shuffle, save_every, eval_every, stop_after, log_every;
     int micro_batches, stochastic_rounding, loss_scale_window, shard, max_skipped, seq_len_given;
     float lr, warmup, clip_norm, clip_value, weight_decay, loss_scale;
@@ -138,6 +141,7 @@ typedef struct args {
     float temperature, top_p, repetition_penalty;
     int seq_len_in_argv;                        /* "--seq-len" anywhere in argv (--render-chat) */
     int optimizer_id, clip_mode_id;             /* check_choices: --optimizer, --clip-mode as LOMO_OPT_*, LOMO_CLIP_* */
+    int pass_cache_id;                          /* ... --pass-cache as lomo_train_opts.pass_cache */
     lomo_dtype dtype_id;                        /* ... and --dtype */
 } args;
 
@@ -190,7 +194,7 @@ static int gen_flag(args *a, const char *k, const char *v);   /* the generation 
 static int parse_args(int argc, char **argv, args *a) {
     memset(a, 0, sizeof *a);
     a->out = "llama_ft_out"; a->schedule = "constant"; a->optimizer = "lomo"; a->dtype = "f32"; a->clip_mode = "global";
-    a->device = "cpu";
+    a->device = "cpu"; a->pass_cache = "auto";
     a->seq_len = 256; a->batch = 8; a->lr = 1e-3f; a->clip_norm = 1.0f; a->shuffle = 1; a->seed = 42; a->log_every = 1;
     a->max_skipped = 5;
     a->temperature = -1.0f; a->top_k = -1; a->max_new_tokens = -1;   /* -1: not given */
@@ -233,6 +237,7 @@ static int parse_args(int argc, char **argv, args *a) {
         else if (!strcmp(k, "--log-every")) { if (parse_int(k, v, 1, INT_MAX, &a->log_every)) return 2; }
         else if (!strcmp(k, "--micro-batches")) { if (parse_int(k, v, 1, INT_MAX, &a->micro_batches)) return 2; }
         else if (!strcmp(k, "--clip-mode")) a->clip_mode = v;
+        else if (!strcmp(k, "--pass-cache")) a->pass_cache = v;
         else if (!strcmp(k, "--device")) a->device = v;
         else if (!strcmp(k, "--loss-scale")) { if (parse_float(k, v, 0, 1e38, 1, &a->loss_scale)) return 2; }
         else if (!strcmp(k, "--loss-scale-window")) { if (parse_int(k, v, 1, INT_MAX, &a->loss_scale_window)) return 2; }
@@ -245,7 +250,7 @@ static int parse_args(int argc, char **argv, args *a) {
     return GO_ON;
 }
 
-/* The named choices (--schedule, --optimizer, --clip-mode, --dtype) as lomo's enums; checked after the
+/* The named choices (--schedule, --optimizer, --clip-mode, --dtype, --pass-cache) as lomo's enums; checked after the
    tokenizer-only modes, which ignore them. GO_ON or 2. */
 static int check_choices(args *a) {
     if (strcmp(a->schedule, "constant") && strcmp(a->schedule, "linear") && strcmp(a->schedule, "cosine")) {
@@ -262,6 +267,8 @@ static int check_choices(args *a) {
     if (!strcmp(a->dtype, "bf16")) a->dtype_id = LOMO_BF16;
     else if (!strcmp(a->dtype, "f16")) a->dtype_id = LOMO_F16;
     else if (strcmp(a->dtype, "f32")) { fprintf(stderr, "llama_ft: --dtype %s: expected f32, bf16 or f16\n", a->dtype); return 2; }
+    a->pass_cache_id = !strcmp(a->pass_cache, "auto") ? 0 : !strcmp(a->pass_cache, "on") ? 1 : !strcmp(a->pass_cache, "off") ? -1 : 2;
+    if (a->pass_cache_id == 2) { fprintf(stderr, "llama_ft: --pass-cache %s: expected auto, on or off\n", a->pass_cache); return 2; }
     return GO_ON;
 }
 
@@ -1238,7 +1245,7 @@ static int prepare(ft_run *r) {
     to.batch = a->batch; to.seq_len = a->seq_len; to.checkpointing = a->checkpointing;
     to.clip_norm = a->clip_norm; to.clip_value = a->clip_value; to.weight_decay = a->weight_decay;
     to.micro_batches = a->micro_batches; to.clip_mode = a->clip_mode_id; to.optimizer = a->optimizer_id;
-    to.stochastic_rounding = a->stochastic_rounding; to.seed = a->seed;
+    to.stochastic_rounding = a->stochastic_rounding; to.seed = a->seed; to.pass_cache = a->pass_cache_id;
     if (a->loss_scale > 0) { to.loss_scaling = 1; to.loss_scale_init = a->loss_scale; }
     to.loss_scale_window = a->loss_scale_window;
     if (a->mc || r->demo) to.head_chunk = -1;   /* they read the whole logits (lomo_logits) */
