@@ -3252,40 +3252,66 @@ static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
     return !bad;
 }
 
-/* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F: two N x N Gram matrices instead of the O x K gradient */
+/* the upper triangle (j >= i) of g = a a^T (N x N, row-major; a is N x K): half the products of
+   a full GEMM. With BLAS, P row blocks of about equal area (P from N and omp_get_max_threads()
+   alone, so every element comes from the same call for any team: the same bits), each one
+   ssyrk on its diagonal block and one sgemm right of it, single-threaded (the one-pool rule of
+   lomo__sgemm_split); measured on 2 cores at N = 128, K = 1024: 1.3x faster than the two full
+   GEMM halves, and 1.6-1.8x at N = 256-512, with OpenBLAS's Haswell and Cooperlake kernels */
+static void lomo__cpu_gram_upper(float *g, const float *a, int N, int K) {
+#ifdef LOMO_CBLAS
+    int P = 1, p;
+#ifdef _OPENMP
+    P = omp_get_max_threads();
+#endif
+    if (P > N / 32) P = N / 32;
+    if (P < 1) P = 1;
+    LOMO__OMP(parallel for schedule(dynamic, 1) num_threads(lomo__nt((double)N * N * K / 2)))
+    for (p = 0; p < P; p++) {   /* rows r0..r1-1: the rows above r hold r N - r^2 / 2 of the triangle */
+        double n = N, s0 = n * n * p / P, s1 = n * n * (p + 1) / P;
+        int r0 = p == 0 ? 0 : (int)(n - sqrt(n * n - s0) + 0.5), r1 = p == P - 1 ? N : (int)(n - sqrt(n * n - s1) + 0.5);
+        if (r1 <= r0) continue;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, r1 - r0, K, 1.0f, a + (size_t)r0 * K, K, 0.0f,
+                    g + (size_t)r0 * N + r0, N);
+        if (r1 < N)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, N - r1, K, 1.0f, a + (size_t)r0 * K, K,
+                        a + (size_t)r1 * K, K, 0.0f, g + (size_t)r0 * N + r1, N);
+    }
+#else
+    int i;
+    LOMO__OMP(parallel for schedule(dynamic, 8) num_threads(lomo__nt((double)N * N * K / 2)))
+    for (i = 0; i < N; i++) {
+        int j;
+        for (j = i; j < N; j++) g[(size_t)i * N + j] = lomo__dot(a + (size_t)i * K, a + (size_t)j * K, K);
+    }
+#endif
+}
+
+/* ||dy^T x||_F^2 = <dy dy^T, x x^T>_F: two N x N Gram matrices instead of the O x K gradient,
+   each an upper triangle (both are symmetric: the diagonal once, the rest twice) */
 static double lomo__cpu_wgrad_sqnorm(void *ctx, const float *dy, const float *x, int N, int K, int O) {
     lomo__cpu *c = (lomo__cpu *)ctx;
     float *gy, *gx;
-    double s = 0.0;
-    long long i;
+    double s = 0.0, part[LOMO__NCHUNK];
+    int ch;
     if (!c || (size_t)N * N * 2 * sizeof(float) > c->scratch_bytes) {
         if (c) { c->err = 1; snprintf(c->msg, sizeof c->msg, "no scratch for the Gram norm"); }
         return NAN;
     }
     gy = c->scratch; gx = c->scratch + (size_t)N * N;
-#ifdef LOMO_CBLAS
-    (void)i;
-    lomo__sgemm_split(CblasNoTrans, CblasTrans, N, N, O, dy, O, dy, O, 0, gy, N);
-    lomo__sgemm_split(CblasNoTrans, CblasTrans, N, N, K, x, K, x, K, 0, gx, N);
-#else
-    LOMO__PFOR((double)N * N * (O + K))
-    for (i = 0; i < (long long)N * N; i++) {
-        int a = (int)(i / N), b = (int)(i % N);
-        gy[i] = lomo__dot(dy + (size_t)a * O, dy + (size_t)b * O, O);
-        gx[i] = lomo__dot(x + (size_t)a * K, x + (size_t)b * K, K);
-    }
-#endif
-    {
-        double part[LOMO__NCHUNK];
-        long long nn = (long long)N * N;
-        int ch;
-        LOMO__PFOR(2.0 * nn)
-        for (ch = 0; ch < LOMO__NCHUNK; ch++) {
-            long long lo = nn * ch / LOMO__NCHUNK, hi = nn * (ch + 1) / LOMO__NCHUNK;
-            part[ch] = hi > lo ? lomo__dot8d(gy + lo, gx + lo, (size_t)(hi - lo)) : 0.0;
+    lomo__cpu_gram_upper(gy, dy, N, O);
+    lomo__cpu_gram_upper(gx, x, N, K);
+    LOMO__PFOR((double)N * N)
+    for (ch = 0; ch < LOMO__NCHUNK; ch++) {   /* fixed row chunks: the same sum for any team */
+        int i, lo = (int)((long long)N * ch / LOMO__NCHUNK), hi = (int)((long long)N * (ch + 1) / LOMO__NCHUNK);
+        double v = 0.0;
+        for (i = lo; i < hi; i++) {
+            const float *a = gy + (size_t)i * N, *b = gx + (size_t)i * N;
+            v += (double)a[i] * b[i] + 2.0 * lomo__dot8d(a + i + 1, b + i + 1, (size_t)(N - i - 1));
         }
-        for (ch = 0; ch < LOMO__NCHUNK; ch++) s += part[ch];
+        part[ch] = v;
     }
+    for (ch = 0; ch < LOMO__NCHUNK; ch++) s += part[ch];
     return s;
 }
 

@@ -531,8 +531,35 @@ static void test_sumsq_update(void) {
     free(x); free(p); free(p0);
 }
 
+/* 0.8: ||dy^T x||^2 from the upper triangles of the two Gram matrices, against the double
+   gradient's sum of squares; N from one row block to several (with BLAS, omp_get_max_threads()
+   blocks of about equal area once N >= 64), odd sizes; fp32 Gram entries: 1e-5 relative */
+static void test_wgrad_sqnorm(int N, int K, int O) {
+    float *dy = randf((size_t)N * O, 1.0), *x = randf((size_t)N * K, 1.0);
+    float *scratch = (float *)malloc(sizeof(float) * 2 * (size_t)N * N);
+    double ref = 0.0;
+    for (int o = 0; o < O; o++)
+        for (int k = 0; k < K; k++) {
+            double g = 0.0;
+            for (int n = 0; n < N; n++) g += (double)dy[(size_t)n * O + o] * x[(size_t)n * K + k];
+            ref += g * g;
+        }
+    be->set_scratch(be->ctx, scratch, sizeof(float) * 2 * (size_t)N * N, LOMO_F32);
+    double got = be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
+    CHECK(fabs(got - ref) <= 1e-5 * ref, "wgrad_sqnorm N %d K %d O %d: %.9g vs %.9g", N, K, O, got, ref);
+    be->set_scratch(be->ctx, scratch, sizeof(float) * (2 * (size_t)N * N - 1), LOMO_F32);
+    CHECK(isnan(be->wgrad_sqnorm(be->ctx, dy, x, N, K, O)) && be->check(be->ctx) != 0,
+          "wgrad_sqnorm with too small a scratch must fail");
+    be->set_scratch(be->ctx, NULL, 0, LOMO_F32);
+    free(dy); free(x); free(scratch);
+}
+
 int main(void) {
     be = lomo_cpu_backend();
+    test_wgrad_sqnorm(1, 9, 5);
+    test_wgrad_sqnorm(7, 13, 11);
+    test_wgrad_sqnorm(67, 40, 29);
+    test_wgrad_sqnorm(130, 33, 70);
     printf("backend: %s\n", be->name);
     test_matmul(7, 5, 3);
     test_matmul(13, 17, 11);
