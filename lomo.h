@@ -80,7 +80,7 @@ THE UPDATE HOOK
    q/k/v dX. Cheaper: LOMO_CLIP_GLOBAL_GRAM (pass one takes a linear layer's
    ||dY^T X||^2 from the N x N Gram matrices of dY and X where that costs
    less than forming dW) and LOMO_CLIP_TENSOR (each tensor clipped by its own
-   norm, one pass; where 4 N (O + K) <= O K the norm comes from the Gram
+   norm, one pass; where 5 N (O + K) <= O K the norm comes from the Gram
    matrices and the rule runs inside the dW GEMM).
    Other built-in rules (lomo_train_opts.optimizer): AdaLomo as lomo-optim
    computes it, and AdamW (torch's) with m and v kept but no gradients.
@@ -494,9 +494,10 @@ VERSION HISTORY
         the LM head's dX and each layer's gate/up and q/k/v dX (bitwise the
         same steps; 4 M (2L + 1) (N + 1) C bytes of workspace). Per-tensor
         clipping runs the rule inside the dW GEMM (linear_update) where the
-        Gram matrices give the tensor's norm for at most a quarter of the
-        GEMM's FLOPs (4 N (O + K) <= O K); elsewhere the gradient is formed
-        and measured as before. A Gram scratch is allocated only where some
+        Gram matrices give the tensor's norm for at most a fifth of the
+        GEMM's FLOPs (5 N (O + K) <= O K); elsewhere the gradient is formed
+        and measured as before. The Gram norm takes the upper triangles
+        only (ssyrk + sgemm per row block): half the products. A Gram scratch is allocated only where some
         layer shape takes it.
 */
 #ifndef LOMO_H
@@ -3847,11 +3848,12 @@ static void *lomo__trainer_host(size_t n, size_t size) {
    its O x K dW: N (O + K) < O K (few tokens per step) */
 static int lomo__gram_cheaper(int N, int K, int O) { return (double)N * (O + K) < (double)O * K; }
 /* per-tensor clipping fused with the dW GEMM: the Gram products come on top of the GEMM and
-   replace the passes over the formed dW (its norm, then the update: 16 O K bytes), so they
-   must cost a fraction of it: at most a quarter of the GEMM's FLOPs. Measured on 2 CPU cores
-   (the CHANGES of 0.8 in README): at O = K = 1024 Gram + fused GEMM takes 0.73x the time
-   of dW + norm + update at N = 128, 0.93x at 192, 1.06x at 256, 1.49x at 384. */
-static int lomo__gram_fuse_cheaper(int N, int K, int O) { return 4.0 * N * (O + K) <= (double)O * K; }
+   replace only the passes over the formed dW (its norm, then the update: about 16 O K bytes,
+   much of it from the last-level cache), so they must cost a small fraction of it: at most a
+   fifth of the GEMM's FLOPs, 5 N (O + K) <= O K. `bench_cpu --gram-cost` (README, 0.8) on 2
+   cores, each path from cold caches: fused / formed 0.75-0.97x where this rule takes it,
+   0.99-1.38x where it does not, at K x O = 1024 x 1024, 1024 x 2816, 2816 x 1024 and N = 64-384. */
+static int lomo__gram_fuse_cheaper(int N, int K, int O) { return 5.0 * N * (O + K) <= (double)O * K; }
 
 /* the backend's scratch must hold two N x N Gram matrices: the Gram norm pass, or per-tensor
    clipping fused with the dW GEMM (lomo__fuse_update), at M = 1, unsharded, for a layer shape

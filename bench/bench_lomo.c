@@ -108,13 +108,96 @@ static int sgemm_peak(int n, const char *out) {
     return 0;
 }
 
+/* writes n floats: what was in the caches before is gone */
+static void evict(float *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) p[i] = (float)i;
+}
+
+/* --gram-cost: what per-tensor clipping pays per weight on this CPU (fp32, the CPU table), at
+   the clip bench's layer shapes and a range of token counts N: the tensor's norm from the Gram
+   matrices (wgrad_sqnorm) + the rule inside the dW GEMM (linear_update), against the formed
+   path (dW GEMM, its sum of squares, the update pass); best of 7 each, each path starting with
+   the weight and the gradient buffer out of the caches, as in a step that streams the model.
+   The driver fuses where 5 N (O + K) <= O K (lomo__gram_fuse_cheaper); the table shows where
+   that rule sits. */
+static int gram_cost(const char *out) {
+    const lomo_backend *be = lomo_cpu_backend();
+    static const int shapes[][2] = {{1024, 1024}, {1024, 2816}, {2816, 1024}}, Ns[] = {64, 128, 192, 256, 384};
+    FILE *f = out ? fopen(out, "w") : NULL;
+    if (out && !f) { fprintf(stderr, "bench_cpu: cannot write %s\n", out); return 1; }
+    if (!be->linear_update) { fprintf(stderr, "bench_cpu: --gram-cost needs the CBLAS build (linear_update)\n"); return 1; }
+    printf("per-tensor clipping per weight, fp32, %s, %d threads: ms, best of 7\n", lomo_cpu_blas(),
+#ifdef _OPENMP
+           omp_get_max_threads()
+#else
+           1
+#endif
+    );
+    printf("| K x O | N | 5N(O+K)/(OK) | Gram norm (hot) | Gram norm + rule in the GEMM | dW + norm + update | fused / formed |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
+            int K = shapes[si][0], O = shapes[si][1], N = Ns[ni];
+            size_t nw = (size_t)O * K;
+            float *dy = (float *)malloc(4 * (size_t)N * O), *x = (float *)malloc(4 * (size_t)N * K);
+            float *w = (float *)malloc(4 * nw), *g = (float *)malloc(4 * nw), *sc = (float *)malloc(8 * (size_t)N * N);
+            uint64_t st = 3;
+            double best[3] = {1e30, 1e30, 1e30}, sink = 0;
+            size_t flush_n = (size_t)64 << 20;   /* 256 MiB, beyond any last-level cache */
+            float *flush = (float *)malloc(4 * flush_n);
+            lomo_tensor wt;
+            lomo_update_args a;
+            for (size_t i = 0; i < (size_t)N * O; i++) dy[i] = (float)(lomo_rand_u64(&st) >> 40) * 1e-7f - 0.8f;
+            for (size_t i = 0; i < (size_t)N * K; i++) x[i] = (float)(lomo_rand_u64(&st) >> 40) * 1e-7f - 0.8f;
+            for (size_t i = 0; i < nw; i++) w[i] = (float)(lomo_rand_u64(&st) >> 40) * 1e-8f - 0.08f;
+            memset(&wt, 0, sizeof wt);
+            wt.data = w; wt.dtype = LOMO_F32; wt.ndim = 2; wt.shape[0] = O; wt.shape[1] = K; wt.numel = wt.shard_len = (int64_t)nw;
+            snprintf(wt.name, sizeof wt.name, "w");
+            memset(&a, 0, sizeof a);
+            a.rule = LOMO_OPT_LOMO; a.lr = 1e-9f; a.inv_loss_scale = 1.0f; a.clip_coef = 0.5f; a.step = 1; a.param_sumsq = -1;
+            be->set_scratch(be->ctx, sc, 8 * (size_t)N * N, LOMO_F32);
+            for (int r = 0; r < 8; r++) {   /* each path starts with w and the gradient buffer out of the caches */
+                double t0, t1;
+                evict(flush, flush_n);
+                t0 = now();
+                sink += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);
+                be->linear_update(be->ctx, &wt, dy, x, N, K, O, g, nw, &a);
+                t1 = now();
+                if (r > 0 && t1 - t0 < best[1]) best[1] = t1 - t0;
+                t0 = now();
+                sink += be->wgrad_sqnorm(be->ctx, dy, x, N, K, O);   /* dy, x in cache again: the Gram norm alone */
+                t1 = now();
+                if (r > 0 && t1 - t0 < best[0]) best[0] = t1 - t0;
+                evict(flush, flush_n);
+                t0 = now();
+                be->matmul_bwd_w(be->ctx, g, dy, x, N, K, O, 0);
+                sink += be->sumsq(be->ctx, g, nw);
+                be->update(be->ctx, &wt, g, NULL, NULL, &a);
+                t1 = now();
+                if (r > 0 && t1 - t0 < best[2]) best[2] = t1 - t0;
+            }
+            be->set_scratch(be->ctx, NULL, 0, LOMO_F32);
+            if (be->check(be->ctx) || sink != sink) { fprintf(stderr, "bench_cpu: --gram-cost: %s\n", lomo_error()); return 1; }
+            double rule = 5.0 * N * (O + K) / ((double)O * K), ratio = best[1] / best[2];
+            printf("| %d x %d | %d | %.2f%s | %.3f | %.3f | %.3f | %.2fx |\n", K, O, N, rule, rule <= 1.0 ? " (fused)" : "",
+                   1e3 * best[0], 1e3 * best[1], 1e3 * best[2], ratio);
+            if (f) fprintf(f, "{\"K\": %d, \"O\": %d, \"N\": %d, \"rule\": %.4f, \"gram_ms\": %.4f, \"gram_fused_ms\": %.4f, "
+                              "\"formed_ms\": %.4f, \"ratio\": %.4f, \"blas\": \"%s\"}\n", K, O, N, rule, 1e3 * best[0],
+                           1e3 * best[1], 1e3 * best[2], ratio, lomo_cpu_blas());
+            free(dy); free(x); free(w); free(g); free(sc); free(flush);
+        }
+    if (f) fclose(f);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int dim = 512, layers = 6, heads = 8, kv = 8, hidden = 1376, vocab = 6144;
     int batch = 4, seq = 256, steps = 5, warmup = 1, ckpt = 0, tied = 0, no_finite_check = 0, loss_scaling = 0, pass_cache = 0;
     float lr = 1e-3f, clip = 0.0f;
     const char *out = NULL, *clip_mode = "global", *dtype = "f32", *optimizer = "lomo", *device = "cpu";
     double peak_tflops = 0, peak_gflops = 0;
-    int sgemm_n = 0, no_fused = 0;
+    int sgemm_n = 0, no_fused = 0, gram = 0;
     static lomo_backend cpu_plain;   /* --no-fused-update: the CPU table without linear_update (0.7's per-tensor path) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "0";
@@ -122,6 +205,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--tied")) { tied = 1; continue; }
         if (!strcmp(a, "--no-finite-check")) { no_finite_check = 1; continue; }
         if (!strcmp(a, "--no-fused-update")) { no_fused = 1; continue; }
+        if (!strcmp(a, "--gram-cost")) { gram = 1; continue; }
         i++;
         if (!strcmp(a, "--dim")) dim = atoi(v);
         else if (!strcmp(a, "--layers")) layers = atoi(v);
@@ -148,6 +232,7 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "bench_cpu: unknown flag %s\n", a); return 2; }
     }
     if (sgemm_n > 0) return sgemm_peak(sgemm_n, out);
+    if (gram) return gram_cost(out);
     lomo_config c;
     lomo_config_default(&c, dim, hidden, layers, heads, kv, vocab);
     c.tie_embeddings = tied;

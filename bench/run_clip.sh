@@ -9,7 +9,9 @@
 # measured (--no-fused-update: 0.7's path). ROUNDS interleaved rounds of every
 # mode; the table gives median tokens/s and each mode's step time against the
 # unclipped step of the same round, median (min-max).
-# Writes bench/out/clip.md and bench/out/clip.json.
+# Then bench_cpu --gram-cost (per weight: per-tensor clipping fused or formed) and the cost of
+# the non-finite weight check. Writes bench/out/clip.{md,json}, gram_cost.{md,jsonl},
+# finite_check.{md,json}.
 set -e
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-5}
@@ -57,6 +59,10 @@ print("\n".join(out))
 open("bench/out/clip.md", "w").write("\n".join(out) + "\n")
 json.dump({"summary": summary, "runs": runs}, open("bench/out/clip.json", "w"), indent=1)
 PY
+
+# per-tensor clipping per weight: the Gram norm + the rule in the GEMM against the formed gradient
+# (where lomo__gram_fuse_cheaper's rule sits on this CPU)
+build/bench_cpu --gram-cost --out bench/out/gram_cost.jsonl | tee bench/out/gram_cost.md
 
 # the non-finite weight check: interleaved pairs, check on / off
 for i in $(seq 1 $PAIRS); do

@@ -226,8 +226,8 @@ static const sc_case *sc_cases(int *n) {
         /* 0.6: the LM head in chunks of tokens (66 tokens: 13 x 5 + 1, 16 x 4 + 2) */
         {"fp32 untied, head in chunks of 13, 2 passes", LOMO_F32, 0, 1, 0, 1, 0, LOMO_CLIP_GLOBAL,     LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.0f, 0.01f, 0.05f, 13},
         {"bf16 tied, head chunks of 16, micro 2",     LOMO_BF16, 1, 0, 0, 1, 2, LOMO_CLIP_GLOBAL,      LOMO_OPT_LOMO,    0, 0, 0, 0, 0, 0,   1.0f, 0.0f, 0.01f, 0.5f, 16},
-        /* 0.8: per-tensor clipping with the rule in the dW GEMM where 4 N (O + K) <= O K (66 tokens:
-           q, o, gate, up, down; k, v and the head form their gradient). The two-pass cases without
+        /* 0.8: per-tensor clipping with the rule in the dW GEMM where 5 N (O + K) <= O K (66 tokens:
+           gate, up, down; q, k, v, o and the head form their gradient). The two-pass cases without
            checkpointing above (and the Gram one) run with the pass cache, the default there. */
         {"fp32 per-tensor clip, Gram-fused, dim 576", LOMO_F32,  0, 1, 1, 0, 0, LOMO_CLIP_TENSOR,      LOMO_OPT_LOMO,    0, 576, 1024, 9, 3, 64, 0.5f, 0.0f, 0.01f, 0.05f, 0},
     };
