@@ -10,8 +10,9 @@
    - whole steps on the table with the op against a table without it: weights
      and losses bitwise (loops) or 1e-5 relative (BLAS), where the driver may fuse
      (built-in LOMO, no clip_value: unclipped, global norm after pass one, bf16 SR,
-     loss scaling) and where it must not (a hook, clip_value, per-tensor clip,
-     micro-batches, AdaLomo): the op's call count says which path ran. */
+     loss scaling) and where it must not (a hook, clip_value, per-tensor clip at
+     a token count where the Gram norm is not cheap, micro-batches, AdaLomo): the
+     op's call count says which path ran. */
 #define LOMO_IMPLEMENTATION
 #include "../lomo.h"
 #include "test_util.h"
@@ -168,7 +169,7 @@ int main(void) {
     o.clip_mode = LOMO_CLIP_GLOBAL_GRAM;
     step_case("Gram norm clip", LOMO_F32, 0, o, 1);
     o.clip_mode = LOMO_CLIP_TENSOR;
-    step_case("per-tensor clip: not fused", LOMO_F32, 0, o, 0);
+    step_case("per-tensor clip, 5N(O+K) > OK: not fused", LOMO_F32, 0, o, 0);   /* fused below that: test_passcache */
     o.clip_mode = LOMO_CLIP_GLOBAL; o.clip_value = 0.01f;
     step_case("clip_value: not fused", LOMO_F32, 0, o, 0);
     o.clip_value = 0; o.micro_batches = 2;
