@@ -3257,8 +3257,9 @@ static int lomo__cpu_all_finite(void *ctx, const lomo_tensor *p) {
    a full GEMM. With BLAS, P row blocks of about equal area (P from N and omp_get_max_threads()
    alone, so every element comes from the same call for any team: the same bits), each one
    ssyrk on its diagonal block and one sgemm right of it, single-threaded (the one-pool rule of
-   lomo__sgemm_split); measured on 2 cores at N = 128, K = 1024: 1.3x faster than the two full
-   GEMM halves, and 1.6-1.8x at N = 256-512, with OpenBLAS's Haswell and Cooperlake kernels */
+   lomo__sgemm_split). Timed by hand against the full GEMMs it replaced (0.8, 2 cores, OpenBLAS's
+   Haswell and Cooperlake kernels): 1.2-1.3x faster at N = 128, K = 1024, 1.5-1.8x at N = 256-512;
+   `bench_cpu --gram-cost` prints its time at the clip bench's shapes */
 static void lomo__cpu_gram_upper(float *g, const float *a, int N, int K) {
 #ifdef LOMO_CBLAS
     int P = 1, p;
