@@ -497,8 +497,8 @@ VERSION HISTORY
         Gram matrices give the tensor's norm for at most a fifth of the
         GEMM's FLOPs (5 N (O + K) <= O K); elsewhere the gradient is formed
         and measured as before. The Gram norm takes the upper triangles
-        only (ssyrk + sgemm per row block): half the products. A Gram scratch is allocated only where some
-        layer shape takes it.
+        only (ssyrk + sgemm per row block): half the products. A Gram
+        scratch is allocated only where some layer shape takes it.
 */
 #ifndef LOMO_H
 #define LOMO_H
@@ -3856,6 +3856,14 @@ static int lomo__gram_cheaper(int N, int K, int O) { return (double)N * (O + K) 
    0.99-1.38x where it does not, at K x O = 1024 x 1024, 1024 x 2816, 2816 x 1024 and N = 64-384. */
 static int lomo__gram_fuse_cheaper(int N, int K, int O) { return 5.0 * N * (O + K) <= (double)O * K; }
 
+/* the built-in LOMO rule may run inside a linear weight's dW GEMM (backend op linear_update)
+   in this trainer's update passes: no hook, no clip_value, M = 1, unsharded (per-tensor
+   clipping also needs the tensor's norm first: lomo__fuse_update) */
+static int lomo__fusable(const lomo_trainer *t) {
+    return t->m->be->linear_update && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO && t->o.clip_value == 0.0f &&
+           t->M == 1 && !t->comm;
+}
+
 /* the backend's scratch must hold two N x N Gram matrices: the Gram norm pass, or per-tensor
    clipping fused with the dW GEMM (lomo__fuse_update), at M = 1, unsharded, for a layer shape
    that takes it */
@@ -3863,7 +3871,7 @@ static int lomo__gram_scratch(const lomo_trainer *t) {
     const lomo_config *c = &t->m->cfg;
     int N = t->N, C = c->dim, H = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     int (*rule)(int, int, int) = t->o.clip_mode == LOMO_CLIP_GLOBAL_GRAM ? lomo__gram_cheaper
-                               : t->o.clip_mode == LOMO_CLIP_TENSOR && t->o.clip_norm > 0.0f && t->m->be->linear_update
+                               : t->o.clip_mode == LOMO_CLIP_TENSOR && t->o.clip_norm > 0.0f && lomo__fusable(t)
                                ? lomo__gram_fuse_cheaper : NULL;
     return rule && t->M == 1 && !t->comm &&
            (rule(N, C, qd) || rule(N, C, kvd) || rule(N, qd, C) || rule(N, C, H) || rule(N, H, C) || rule(N, C, c->vocab_size));
@@ -4408,14 +4416,12 @@ static int lomo__resid_norm_bwd(lomo_trainer *t, int e, int m, float *dx, const 
     return lomo__vec_grad_done(t, p, m);
 }
 
-/* this linear layer's built-in LOMO update may run inside its dW GEMM (backend op
-   linear_update): the update pass, no hook, no clip_value, M = 1, unsharded;
-   per-tensor clipping only where the Gram matrices give the tensor's norm first */
+/* this linear layer's built-in LOMO update runs inside its dW GEMM: the update pass of a
+   trainer that may fuse (lomo__fusable); per-tensor clipping only where the Gram matrices
+   give the tensor's norm first */
 static int lomo__fuse_update(const lomo_trainer *t, int K, int O) {
-    const lomo_backend *be = t->m->be;
-    return be->linear_update && t->pass == LOMO__PASS_UPDATE && !t->o.update && t->o.optimizer == LOMO_OPT_LOMO &&
-           t->o.clip_value == 0.0f && t->M == 1 && !t->comm &&
-           (!lomo__clip_each(t) || (be->wgrad_sqnorm && lomo__gram_fuse_cheaper(t->N, K, O)));
+    return t->pass == LOMO__PASS_UPDATE && lomo__fusable(t) &&
+           (!lomo__clip_each(t) || (t->m->be->wgrad_sqnorm && lomo__gram_fuse_cheaper(t->N, K, O)));
 }
 
 /* dW of a linear layer (and its bias), for micro-batch m. In the norm pass

@@ -148,6 +148,7 @@ static int gram_cost(const char *out) {
             float *flush = (float *)malloc(4 * flush_n);
             lomo_tensor wt;
             lomo_update_args a;
+            if (!dy || !x || !w || !g || !sc || !flush) { fprintf(stderr, "bench_cpu: out of memory\n"); return 1; }
             for (size_t i = 0; i < (size_t)N * O; i++) dy[i] = (float)(lomo_rand_u64(&st) >> 40) * 1e-7f - 0.8f;
             for (size_t i = 0; i < (size_t)N * K; i++) x[i] = (float)(lomo_rand_u64(&st) >> 40) * 1e-7f - 0.8f;
             for (size_t i = 0; i < nw; i++) w[i] = (float)(lomo_rand_u64(&st) >> 40) * 1e-8f - 0.08f;
